@@ -1,0 +1,74 @@
+#include "cli.h"
+
+#include <boost/program_options.hpp>
+#include <fmt/core.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "commands/commands.h"
+#include "st/error.h"
+#include "st/log.h"
+#include "st/version.h"
+
+namespace st::host {
+namespace po = boost::program_options;
+
+GlobalFlags parse_global_flags(const std::vector<std::string>& args) {
+    GlobalFlags g;
+    po::options_description desc("global");
+    desc.add_options()("help,h", po::bool_switch(&g.help))("version", po::bool_switch(&g.version))(
+        "plugin", po::value<std::string>(&g.plugin))("plugin-dir", po::value<std::vector<std::string>>(&g.plugin_dirs));
+    try {
+        auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
+        po::variables_map vm;
+        po::store(parsed, vm);
+        po::notify(vm);
+        g.rest = po::collect_unrecognized(parsed.options, po::include_positional);
+    } catch (const po::error& e) {
+        throw Error("host.cli", "parse", e.what());
+    }
+    return g;
+}
+
+PluginRegistry& CommandContext::plugins() {
+    if (!registry_) {
+        registry_ = std::make_unique<PluginRegistry>();
+        registry_->discover(plugin_search_dirs(flags.plugin_dirs));
+    }
+    return *registry_;
+}
+
+int run_cli(int argc, char** argv) {
+    std::vector<std::string> args(argv + 1, argv + argc);
+    try {
+        CommandContext ctx;
+        ctx.flags = parse_global_flags(args);
+        if (ctx.flags.version) {
+            std::printf("st-host %s (SDK ABI %d.%d)\nfingerprint: %s\n", ST_SDK_VERSION_STRING, ST_SDK_ABI_MAJOR,
+                        ST_SDK_ABI_MINOR, ST_BUILD_FINGERPRINT);
+            return 0;
+        }
+        if (ctx.flags.help || ctx.flags.rest.empty()) {
+            print_help(ctx);
+            return ctx.flags.help ? 0 : 2;
+        }
+        const std::string first = ctx.flags.rest.front();
+        std::vector<std::string> rest(ctx.flags.rest.begin() + 1, ctx.flags.rest.end());
+        for (const auto& c : commands())
+            if (first == c.name) return c.run(ctx, rest);
+        if (first.rfind("--", 0) == 0)
+            throw Error("host.cli", "parse", fmt::format("expected a command or a config file before '{}'; see "
+                                                         "st-host --help",
+                                                         first));
+        return cmd_run(ctx, ctx.flags.rest);
+    } catch (const Error& e) {
+        log::error("st-host", "{}", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        log::error("st-host", "unexpected error: {}", e.what());
+        return 1;
+    }
+}
+
+}  // namespace st::host

@@ -1,0 +1,95 @@
+#include "commands/commands.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "config/options_table.h"
+#include "st/error.h"
+
+namespace st::host {
+
+const std::vector<CommandInfo>& commands() {
+    static const std::vector<CommandInfo> c = {
+        {"plugins", "st-host plugins [--plugin-dir DIR ...]",
+         "List every candidate plugin file: accepted or refused and why, its components and fingerprint.",
+         cmd_plugins},
+        {"inspect", "st-host inspect FILE_OR_DIR",
+         "List the tensors of a safetensors file, sharded checkpoint or model folder: names, dtypes, shapes, "
+         "totals and metadata.",
+         cmd_inspect},
+        {"forward",
+         "st-host forward --plugin NAME --model PATH --component C --inputs IN.safetensors --output "
+         "OUT.safetensors [--key value ...]",
+         "Run one component of a model (transformer, vae_encode, vae_decode, text_encoder, ...) on named tensors.",
+         cmd_forward},
+        {"make-model", "st-host make-model --plugin NAME --preset PRESET --out DIR [--seed N]",
+         "Write a randomly initialised model of a family in its real on-disk layout (for tests, demos, "
+         "benchmarks).",
+         cmd_make_model},
+    };
+    return c;
+}
+
+const ComponentEntry& model_component(PluginRegistry& registry, const std::string& plugin) {
+    auto mine = registry.of_plugin(plugin);
+    const ComponentEntry* model = nullptr;
+    for (const auto* e : mine)
+        if (e->kind == "model") model = e;
+    if (model) return *model;
+    std::vector<std::string> families;
+    for (const auto* e : registry.of_kind("model")) families.push_back(fmt::format("{} ({})", e->plugin_name, e->id));
+    if (mine.empty())
+        fail("host", "plugin", "no plugin named '{}' was loaded; plugins with model families: {} (see st-host "
+             "plugins)",
+             plugin, families.empty() ? std::string("none") : fmt::format("{}", fmt::join(families, ", ")));
+    fail("host", "plugin", "plugin '{}' has no model family component; plugins with model families: {}", plugin,
+         families.empty() ? std::string("none") : fmt::format("{}", fmt::join(families, ", ")));
+}
+
+namespace {
+
+void print_option(const sdk::OptionSpec& s) {
+    std::string def = s.default_value.is_null() ? "unset" : s.default_value.dump();
+    std::string choices = s.choices.empty() ? "" : fmt::format(" {{{}}}", fmt::join(s.choices, "|"));
+    std::printf("  --%s <%s>%s (default %s)\n      %s\n", s.name.c_str(), sdk::option_type_name(s.type),
+                choices.c_str(), def.c_str(), s.help.c_str());
+    if (!s.aliases.empty()) std::printf("      also accepted as: %s\n", fmt::format("{}", fmt::join(s.aliases, ", ")).c_str());
+}
+
+}  // namespace
+
+void print_help(CommandContext& ctx) {
+    std::printf(
+        "st-host: fine-tune video diffusion models (LoRA or full) with SimpleTuner's configuration keys.\n\n"
+        "Usage:\n"
+        "  st-host [--plugin NAME] CONFIG [--key value | --key=value | --flag ...]\n"
+        "      Train with CONFIG (config.json or config.toml, SimpleTuner's keys). Command-line flags\n"
+        "      override the file; a bare flag sets a boolean option to true.\n");
+    for (const auto& c : commands()) std::printf("  %s\n      %s\n", c.usage, c.summary);
+    std::printf(
+        "\nGlobal flags:\n"
+        "  --plugin NAME       the model family plugin to use (e.g. wan, wan_s2v); also adds its options to --help\n"
+        "  --plugin-dir DIR    search DIR for plugins first (repeatable); then $ST_PLUGIN_PATH (':'-separated),\n"
+        "                      then <prefix>/lib/st/plugins next to st-host\n"
+        "  --help, -h          this text; with --plugin NAME also that plugin's options\n"
+        "  --version           versions and the build fingerprint plugins must match\n\n"
+        "Host options (config keys):\n");
+    for (const auto& s : host_options()) print_option(s);
+    if (!ctx.flags.plugin.empty()) {
+        auto& reg = ctx.plugins();
+        auto comps = reg.of_plugin(ctx.flags.plugin);
+        if (comps.empty()) {
+            std::printf("\nNo plugin named '%s' was loaded (see st-host plugins).\n", ctx.flags.plugin.c_str());
+            return;
+        }
+        for (const auto* e : comps) {
+            std::printf("\nOptions of %s (plugin %s): %s\n", e->id.c_str(), e->plugin_name.c_str(),
+                        e->info.summary.c_str());
+            if (e->info.options.empty()) std::printf("  (none)\n");
+            for (const auto& s : e->info.options) print_option(s);
+        }
+    }
+}
+
+}  // namespace st::host

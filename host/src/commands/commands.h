@@ -1,0 +1,46 @@
+// st-host commands. Each command is one function with its own flags; `st-host --help` lists them.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli.h"
+#include "plugins/registry.h"
+
+namespace st::host {
+
+struct CommandContext {
+    GlobalFlags flags;
+    /// Discovers and loads plugins on first use (commands that need none never load any).
+    PluginRegistry& plugins();
+
+private:
+    std::unique_ptr<PluginRegistry> registry_;
+};
+
+struct CommandInfo {
+    const char* name;
+    const char* usage;
+    const char* summary;
+    int (*run)(CommandContext& ctx, const std::vector<std::string>& args);
+};
+
+const std::vector<CommandInfo>& commands();
+
+int cmd_plugins(CommandContext& ctx, const std::vector<std::string>& args);
+int cmd_inspect(CommandContext& ctx, const std::vector<std::string>& args);
+int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args);
+int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args);
+/// The default command: `st-host [--plugin NAME] CONFIG [--key value ...]`.
+int cmd_run(CommandContext& ctx, const std::vector<std::string>& args);
+
+/// Prints --help: commands, global flags, every host option, and with --plugin X the options of
+/// X's components.
+void print_help(CommandContext& ctx);
+
+/// Finds the model component of the plugin named `plugin` (exactly one model.* component);
+/// throws st::Error listing the plugins that provide model families when absent.
+const ComponentEntry& model_component(PluginRegistry& registry, const std::string& plugin);
+
+}  // namespace st::host

@@ -1,0 +1,94 @@
+// st-host forward / make-model: tools that call one model family plugin directly.
+#include <boost/program_options.hpp>
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "commands/commands.h"
+#include "config/options_table.h"
+#include "plugins/guard.h"
+#include "st/error.h"
+#include "st/log.h"
+#include "st/safetensors.h"
+
+namespace st::host {
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string require_plugin(CommandContext& ctx, const char* cmd) {
+    if (ctx.flags.plugin.empty())
+        fail("host.cli", cmd, "--plugin NAME is required (the model family plugin, e.g. --plugin wan)");
+    return ctx.flags.plugin;
+}
+
+/// Host options + the model component's options, resolved from CLI overrides only.
+sdk::ConfigView resolve_overrides(const ComponentEntry& model, const std::vector<std::string>& extra) {
+    OptionTable table;
+    for (auto& s : host_options()) table.add(s);
+    for (auto& s : model.info.options) table.add(s);
+    auto resolved = resolve_config(nlohmann::json::object(), parse_cli_overrides(extra), table);
+    return sdk::ConfigView(std::make_shared<const nlohmann::json>(resolved.values));
+}
+
+}  // namespace
+
+int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
+    std::string model_path, component, inputs, output;
+    po::options_description desc("forward");
+    desc.add_options()("model", po::value(&model_path)->required())("component", po::value(&component)->required())(
+        "inputs", po::value(&inputs)->required())("output", po::value(&output)->required());
+    po::variables_map vm;
+    std::vector<std::string> extra;
+    try {
+        auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
+        po::store(parsed, vm);
+        po::notify(vm);
+        extra = po::collect_unrecognized(parsed.options, po::include_positional);
+    } catch (const po::error& e) {
+        fail("host.cli", "forward", "{} (usage: {})", e.what(), commands()[2].usage);
+    }
+    const auto& entry = model_component(ctx.plugins(), require_plugin(ctx, "forward"));
+    auto config = resolve_overrides(entry, extra);
+    auto model = call_plugin(entry, "create", [&] { return entry.model(); });
+    auto comps = call_plugin(entry, "forward_components", [&] { return model->forward_components(); });
+    if (std::find(comps.begin(), comps.end(), component) == comps.end())
+        fail("host.cli", "forward", "plugin '{}' has no component '{}'; it has: {}", entry.plugin_name, component,
+             fmt::format("{}", fmt::join(comps, ", ")));
+    auto src = sdk::open_tensor_source(inputs);
+    sdk::TensorMap in;
+    for (const auto& info : src->infos()) in[info.name] = src->load(info.name);
+    log::info("host", "forward {} of {} on {} input tensor(s) from {}", component, model_path, in.size(), inputs);
+    auto out = call_plugin(entry, "forward",
+                           [&] { return model->forward_component(model_path, component, in, config); });
+    sdk::save_safetensors(output, out, {{"st.component", component}, {"st.model", model_path}});
+    log::info("host", "wrote {} output tensor(s) to {}", out.size(), output);
+    return 0;
+}
+
+int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args) {
+    std::string preset, out;
+    uint64_t seed = 0;
+    po::options_description desc("make-model");
+    desc.add_options()("preset", po::value(&preset)->required())("out", po::value(&out)->required())(
+        "seed", po::value(&seed)->default_value(0));
+    po::variables_map vm;
+    try {
+        po::store(po::command_line_parser(args).options(desc).run(), vm);
+        po::notify(vm);
+    } catch (const po::error& e) {
+        fail("host.cli", "make-model", "{} (usage: {})", e.what(), commands()[3].usage);
+    }
+    const auto& entry = model_component(ctx.plugins(), require_plugin(ctx, "make-model"));
+    auto model = call_plugin(entry, "create", [&] { return entry.model(); });
+    auto presets = call_plugin(entry, "presets", [&] { return model->presets(); });
+    if (std::find(presets.begin(), presets.end(), preset) == presets.end())
+        fail("host.cli", "make-model", "plugin '{}' has no preset '{}'; presets: {}", entry.plugin_name, preset,
+             fmt::format("{}", fmt::join(presets, ", ")));
+    call_plugin(entry, "make_model", [&] { model->make_model(preset, out, seed); });
+    log::info("host", "wrote a random '{}' {} model (seed {}) to {}", preset, entry.plugin_name, seed, out);
+    return 0;
+}
+
+}  // namespace st::host

@@ -1,0 +1,39 @@
+// Configuration keys owned by the host itself (SimpleTuner's names and defaults where it has them).
+#include <thread>
+
+#include "config/options_table.h"
+
+namespace st::host {
+
+std::vector<sdk::OptionSpec> host_options() {
+    using namespace sdk;
+    std::vector<OptionSpec> o;
+    auto add = [&](OptionSpec s, const char* group) {
+        s.group = group;
+        o.push_back(std::move(s));
+    };
+    add(opt_string("model_family", std::nullopt,
+                   "Model family to train (wan, wan_s2v, sanavideo). Selects the model plugin when --plugin is "
+                   "not given; must agree with --plugin when both are."),
+        "model");
+    add(opt_string("pretrained_model_name_or_path", std::nullopt,
+                   "Local directory or file of the base model (a diffusers folder or a single checkpoint file). "
+                   "Hub ids are not downloaded: put the files on disk and give their path."),
+        "model");
+    add(opt_string("output_dir", "simpletuner-results",
+                   "Run directory: resolved config, logs, metrics, checkpoints and validation media."),
+        "run");
+    add(opt_string("data_backend_config", std::nullopt,
+                   "Path of the dataset configuration (SimpleTuner's multidatabackend.json)."),
+        "data");
+    add(opt_int("seed", std::nullopt, "Seed of every random generator of the run (none: a random seed is drawn "
+                                      "and logged)."),
+        "run");
+    add(opt_string("log_level", "info", "Log verbosity.", {"trace", "debug", "info", "warning", "error"}), "run");
+    add(opt_int("num_threads", std::nullopt,
+                "Intra-op CPU threads for LibTorch/BLAS (default: all cores of the machine)."),
+        "run");
+    return o;
+}
+
+}  // namespace st::host

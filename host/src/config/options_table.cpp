@@ -1,0 +1,176 @@
+#include "config/options_table.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+#include "st/error.h"
+
+namespace st::host {
+
+void OptionTable::add(sdk::OptionSpec spec) {
+    auto clash = [&](const std::string& n) -> std::string {
+        if (auto it = specs_.find(n); it != specs_.end()) return it->second.owner;
+        if (auto it = aliases_.find(n); it != aliases_.end()) return specs_.at(it->second).owner;
+        return {};
+    };
+    for (const auto& n : [&] {
+             auto v = spec.aliases;
+             v.push_back(spec.name);
+             return v;
+         }()) {
+        if (auto owner = clash(n); !owner.empty())
+            fail("host.config", "declare", "option '{}' is declared by both '{}' and '{}'", n, owner,
+                 spec.owner.empty() ? "host" : spec.owner);
+    }
+    if (spec.owner.empty()) spec.owner = "host";
+    for (const auto& a : spec.aliases) aliases_[a] = spec.name;
+    std::string name = spec.name;
+    specs_[name] = std::move(spec);
+}
+
+const sdk::OptionSpec* OptionTable::find(const std::string& n) const {
+    if (auto it = specs_.find(n); it != specs_.end()) return &it->second;
+    if (auto it = aliases_.find(n); it != aliases_.end()) return &specs_.at(it->second);
+    return nullptr;
+}
+
+std::vector<std::string> OptionTable::all_names() const {
+    std::vector<std::string> v;
+    for (const auto& [n, s] : specs_) v.push_back(n);
+    for (const auto& [a, n] : aliases_) v.push_back(a);
+    return v;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+        cur[0] = i;
+        for (size_t j = 1; j <= b.size(); ++j)
+            cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        std::swap(prev, cur);
+    }
+    return prev[b.size()];
+}
+
+std::string closest_name(const std::string& key, const std::vector<std::string>& names) {
+    std::string best;
+    size_t best_d = SIZE_MAX;
+    for (const auto& n : names) {
+        size_t d = edit_distance(key, n);
+        // Prefer names that contain the key or are contained in it (abbreviations).
+        if (n.find(key) != std::string::npos || key.find(n) != std::string::npos) d = std::min(d, d / 2 + 1);
+        if (d < best_d || (d == best_d && n < best)) best_d = d, best = n;
+    }
+    return best;
+}
+
+namespace {
+
+std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+    return s;
+}
+
+bool parse_bool_text(const std::string& t, bool* out) {
+    auto s = lower(t);
+    if (s == "true" || s == "1" || s == "yes" || s == "on") return *out = true, true;
+    if (s == "false" || s == "0" || s == "no" || s == "off") return *out = false, true;
+    return false;
+}
+
+bool parse_number_text(const std::string& t, double* out) {
+    if (t.empty()) return false;
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(t.c_str(), &end);
+    if (end != t.c_str() + t.size() || errno == ERANGE || !std::isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+}  // namespace
+
+std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw, nlohmann::json* out) {
+    using sdk::OptionType;
+    if (raw.is_null()) {
+        *out = nullptr;
+        return {};
+    }
+    switch (spec.type) {
+        case OptionType::boolean: {
+            if (raw.is_boolean()) return *out = raw, std::string();
+            bool b;
+            if (raw.is_string() && parse_bool_text(raw.get<std::string>(), &b)) return *out = b, std::string();
+            if (raw.is_number_integer() && (raw.get<int64_t>() == 0 || raw.get<int64_t>() == 1))
+                return *out = raw.get<int64_t>() == 1, std::string();
+            return "true or false";
+        }
+        case OptionType::integer: {
+            double d;
+            if (raw.is_number_integer()) return *out = raw, std::string();
+            if (raw.is_number_float()) d = raw.get<double>();
+            else if (!(raw.is_string() && parse_number_text(raw.get<std::string>(), &d)))
+                return "a whole number";
+            if (std::floor(d) != d || std::fabs(d) > 9.0e15) return "a whole number";
+            return *out = static_cast<int64_t>(d), std::string();
+        }
+        case OptionType::number: {
+            double d;
+            if (raw.is_number()) return *out = raw.get<double>(), std::string();
+            if (raw.is_string() && parse_number_text(raw.get<std::string>(), &d)) return *out = d, std::string();
+            return "a number";
+        }
+        case OptionType::string: {
+            std::string s;
+            if (raw.is_string()) s = raw.get<std::string>();
+            else if (raw.is_number() || raw.is_boolean()) s = raw.dump();
+            else return "a string";
+            if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), s) == spec.choices.end())
+                return fmt::format("one of: {}", fmt::join(spec.choices, ", "));
+            return *out = s, std::string();
+        }
+        case OptionType::json: {
+            if (raw.is_string()) {
+                const auto& s = raw.get_ref<const std::string&>();
+                auto first = s.find_first_not_of(" \t\r\n");
+                if (first != std::string::npos && (s[first] == '{' || s[first] == '[')) {
+                    try {
+                        return *out = nlohmann::json::parse(s), std::string();
+                    } catch (const nlohmann::json::parse_error& e) {
+                        return fmt::format("valid JSON ({})", e.what());
+                    }
+                }
+            }
+            return *out = raw, std::string();
+        }
+        case OptionType::string_list: {
+            if (raw.is_string()) {
+                const auto& s = raw.get_ref<const std::string&>();
+                if (!s.empty() && s.front() == '[') {
+                    try {
+                        auto j = nlohmann::json::parse(s);
+                        return convert_value(spec, j, out);
+                    } catch (const nlohmann::json::parse_error&) {
+                        return "a list of strings (the value starts with '[' but is not valid JSON)";
+                    }
+                }
+                return *out = nlohmann::json::array({s}), std::string();
+            }
+            if (!raw.is_array()) return "a list of strings";
+            nlohmann::json arr = nlohmann::json::array();
+            for (const auto& e : raw) {
+                if (e.is_string()) arr.push_back(e);
+                else if (e.is_number()) arr.push_back(e.dump());
+                else return "a list of strings";
+            }
+            return *out = arr, std::string();
+        }
+    }
+    return "a valid value";
+}
+
+}  // namespace st::host

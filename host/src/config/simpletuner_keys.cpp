@@ -1,0 +1,108 @@
+// SimpleTuner keys that st knows but does not (yet) act on. Listed so that a SimpleTuner config
+// gets a clear answer for each of them instead of "unknown key": keys whose value asks for nothing
+// (inert) are accepted with a logged note; any other value is refused, all such keys in one
+// message. Keys move out of this table when a component starts declaring them.
+#include "config/options_table.h"
+
+namespace st::host {
+
+namespace {
+using J = nlohmann::json;
+const J kNull = nullptr;
+}  // namespace
+
+const std::vector<ForeignKey>& simpletuner_foreign_keys() {
+    static const std::vector<ForeignKey> keys = [] {
+        std::vector<ForeignKey> k;
+        auto inert = [&](const char* name, std::vector<J> values, const char* reason) {
+            k.push_back({name, std::move(values), false, reason});
+        };
+        auto noop = [&](const char* name, const char* reason) { k.push_back({name, {}, true, reason}); };
+        const char* trainer = "not supported yet: the training loop does not exist in this build";
+        const char* validation = "not supported yet: validation sampling does not exist in this build";
+        const char* hub = "st never uploads anything (no network access is assumed)";
+
+        // Training loop keys (SimpleTuner §1.2, §3).
+        for (const char* n :
+             {"resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpoint_step_interval",
+              "checkpointing_steps", "checkpoints_total_limit", "save_total_limit", "model_type", "train_batch_size",
+              "gradient_checkpointing", "gradient_accumulation_steps", "caption_dropout_probability",
+              "mixed_precision", "optimizer", "optimizer_config", "learning_rate", "max_grad_norm",
+              "grad_clip_method", "lr_scheduler", "lr_warmup_steps", "lr_num_cycles", "lr_power", "lr_end",
+              "use_ema", "ema_update_interval", "ema_decay", "ema_device", "ema_cpu_only", "ema_warmup_steps",
+              "lora_rank", "lora_alpha", "lora_dropout", "lora_type", "lora_init_type", "lora_format",
+              "peft_lora_target_modules", "lora_target_modules", "init_lora", "flow_schedule_shift",
+              "flow_schedule_auto_shift", "flow_sigmoid_scale", "flow_use_uniform_schedule",
+              "flow_use_beta_schedule", "loss_type", "input_perturbation", "report_to", "vae_batch_size",
+              "write_batch_size", "compress_disk_cache", "aspect_bucket_rounding", "aspect_bucket_alignment",
+              "resolution", "resolution_type", "minimum_image_size", "delete_problematic_images",
+              "disable_bucket_pruning", "strict_epoch_limit", "lua_hooks", "adam_beta1", "adam_beta2",
+              "adam_epsilon", "adam_weight_decay", "model_flavour", "pretrained_transformer_model_name_or_path",
+              "pretrained_transformer_subfolder", "pretrained_vae_model_name_or_path",
+              "pretrained_t5_model_name_or_path", "wan_force_2_1_time_embedding", "enable_chunked_feed_forward",
+              "feed_forward_chunk_size", "tokenizer_max_length", "t5_padding", "vae_dtype"})
+            inert(n, {kNull}, trainer);
+        // Validation keys (SimpleTuner §6).
+        for (const char* n :
+             {"validation_step_interval", "validation_steps", "validation_epoch_interval", "validation_prompt",
+              "validation_negative_prompt", "validation_guidance", "validation_num_inference_steps",
+              "validation_num_video_frames", "validation_resolution", "validation_seed", "framerate",
+              "user_prompt_library", "validation_noise_scheduler", "ema_validation",
+              "wan_validation_load_other_stage", "validation_guidance_skip_layers",
+              "validation_guidance_skip_layers_start", "validation_guidance_skip_layers_stop",
+              "validation_guidance_skip_scale", "validation_image", "validation_audio", "validation_preview_steps",
+              "webhook_config", "eval_steps_interval", "eval_epoch_interval", "eval_timesteps",
+              "num_eval_images", "eval_dataset_id", "validation_input", "validation_using_datasets"})
+            inert(n, {kNull}, validation);
+        inert("validation_prompt_library", {false, kNull}, validation);
+        inert("validation_preview", {false, kNull}, validation);
+        inert("validation_on_startup", {false, kNull}, validation);
+        inert("validation_disable_unconditional", {false, true, kNull},
+              "st decides unconditional passes from validation_guidance");
+        inert("validation_torch_compile", {false, kNull}, "st does not use torch.compile");
+        noop("disable_benchmark", "st renders no base-model benchmark before training");
+
+        // Features SimpleTuner has and st does not.
+        inert("lycoris_config", {}, "LyCORIS is not supported yet; use lora_type standard");
+        k.back().any_value_inert = true;  // only read with lora_type=lycoris, which is refused itself
+        k.back().reason = "only read when lora_type is lycoris, which st does not support yet";
+        inert("tread_config", {kNull, J::object()}, "TREAD token routing is not supported yet");
+        inert("deepspeed_config", {kNull, false}, "DeepSpeed is not supported (st trains in one process)");
+        inert("fsdp_enable", {false, kNull}, "FSDP is not supported (st trains in one process)");
+        inert("context_parallel_size", {1, kNull}, "context parallelism is not supported yet");
+        inert("base_model_precision", {"no_change", kNull}, "quantised base weights are not supported yet");
+        inert("text_encoder_1_precision", {"no_change", kNull}, "quantised text encoders are not supported yet");
+        noop("quantize_via", "only matters for quantised base weights, which st does not support yet");
+        inert("enable_group_offload", {false, kNull}, "group offloading is not supported yet");
+        inert("enable_model_cpu_offload", {false, kNull}, "model CPU offload is not supported yet");
+        inert("ramtorch", {false, kNull}, "RamTorch streaming is not supported yet");
+        inert("use_dora", {false, kNull}, "DoRA is not supported yet");
+        inert("crepa_enabled", {false, kNull}, "CREPA is not supported yet in this build");
+        inert("gradient_checkpointing_interval", {kNull, 0, 1}, "segmented checkpointing is not supported yet");
+        inert("gradient_checkpointing_backend", {"torch", kNull}, "only per-block checkpointing exists in st");
+        inert("gradient_precision", {"unmodified", kNull}, "gradients keep the parameter precision in st");
+        noop("attention_mechanism", "st always uses its own attention (chunked online-softmax on LibTorch 1.13, "
+                                    "fused SDPA on LibTorch >= 2)");
+        inert("push_to_hub", {false, kNull}, hub);
+        inert("push_checkpoints_to_hub", {false, kNull}, hub);
+        noop("hub_model_id", hub);
+        noop("tracker_project_name", "metrics go to output_dir/metrics.jsonl");
+        noop("tracker_run_name", "metrics go to output_dir/metrics.jsonl");
+        noop("offload_during_startup", "st keeps encoders on the CPU while caching anyway");
+        noop("vae_enable_tiling", "the Wan VAE in st always decodes frame by frame with its causal cache");
+        noop("vae_enable_slicing", "the Wan VAE in st always decodes frame by frame with its causal cache");
+        noop("base_model_default_dtype", "weights load in the dtype mixed_precision asks for");
+        noop("allow_tf32", "no effect on CPU builds; GPU builds use the LibTorch default");
+        noop("dataloader_prefetch", "data comes from on-disk caches");
+        noop("max_workers", "st sizes its decode thread pool from num_threads");
+        return k;
+    }();
+    return keys;
+}
+
+const std::vector<UnsupportedValue>& unsupported_values() {
+    static const std::vector<UnsupportedValue> v = {};
+    return v;
+}
+
+}  // namespace st::host

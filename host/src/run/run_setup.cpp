@@ -1,0 +1,80 @@
+#include "run/run_setup.h"
+
+#include <fmt/format.h>
+
+#include "config/config_file.h"
+#include "st/error.h"
+#include "st/files.h"
+#include "st/log.h"
+#include "st/version.h"
+
+namespace st::host {
+namespace fs = std::filesystem;
+
+OptionTable build_option_table(PluginRegistry& registry) {
+    OptionTable table;
+    for (auto& s : host_options()) table.add(s);
+    for (const auto& [id, e] : registry.components())
+        for (const auto& s : e.info.options) table.add(s);
+    return table;
+}
+
+RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) {
+    RunSetup s;
+    s.config_path = args.at(0);
+    std::vector<std::string> override_tokens(args.begin() + 1, args.end());
+    nlohmann::json file_values = load_config_file(s.config_path);
+    auto overrides = parse_cli_overrides(override_tokens);
+
+    // --log_level takes effect before plugins load, so their discovery can be traced.
+    for (const auto& o : overrides)
+        if (o.key == "log_level" && o.has_value) log::set_level(log::parse_level(o.value));
+    if (file_values.contains("log_level") && file_values["log_level"].is_string())
+        log::set_level(log::parse_level(file_values["log_level"].get<std::string>()));
+
+    auto& registry = ctx.plugins();
+    OptionTable table = build_option_table(registry);
+    s.resolved = resolve_config(file_values, overrides, table);
+    s.config = sdk::ConfigView(std::make_shared<const nlohmann::json>(s.resolved.values));
+    log::set_level(log::parse_level(s.config.get_string("log_level")));
+    for (const auto& note : s.resolved.notes) log::info("host.config", "{}", note);
+
+    // The model family: --plugin, or the plugin providing model.<model_family>.
+    std::string plugin = ctx.flags.plugin;
+    auto family = s.config.opt_string("model_family");
+    if (plugin.empty() && family) {
+        const auto* e = registry.find_latest("model", *family);
+        if (!e) fail("host.config", "validate", "model_family '{}' is not provided by any loaded plugin (see st-host plugins)",
+                     *family);
+        plugin = e->plugin_name;
+    }
+    if (plugin.empty())
+        fail("host.config", "validate", "no model family chosen: pass --plugin NAME or set model_family in {}",
+             s.config_path.string());
+    s.model = &model_component(registry, plugin);
+    if (family && *family != s.model->name)
+        fail("host.config", "validate", "model_family '{}' in {} disagrees with --plugin {} (which provides {})", *family,
+             s.config_path.string(), plugin, s.model->id);
+    log::info("host", "model family {} from plugin {} ({}), chosen by {}", s.model->id, s.model->plugin_name,
+              s.model->plugin_file.string(), ctx.flags.plugin.empty() ? "model_family" : "--plugin");
+
+    s.system = configure_threads_and_probe(static_cast<int>(s.config.opt_int("num_threads").value_or(0)));
+    log_system_info(s.system);
+
+    s.output_dir = s.config.get_string("output_dir");
+    std::error_code ec;
+    fs::create_directories(s.output_dir, ec);
+    if (ec) fail("host", "setup", "cannot create output_dir '{}': {}", s.output_dir.string(), ec.message());
+    nlohmann::json resolved = s.resolved.values;
+    sdk::write_file_atomic(s.output_dir / "config.resolved.json", resolved.dump(2) + "\n");
+    nlohmann::json info = {{"st_version", ST_SDK_VERSION_STRING},
+                           {"fingerprint", ST_BUILD_FINGERPRINT},
+                           {"config_file", fs::absolute(s.config_path).string()},
+                           {"model_component", s.model->id},
+                           {"sources", s.resolved.sources}};
+    sdk::write_file_atomic(s.output_dir / "run_info.json", info.dump(2) + "\n");
+    log::info("host", "resolved configuration written to {}", (s.output_dir / "config.resolved.json").string());
+    return s;
+}
+
+}  // namespace st::host

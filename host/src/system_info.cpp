@@ -1,0 +1,68 @@
+#include "system_info.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+#include <torch/version.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "st/attention.h"
+#include "st/log.h"
+
+namespace st::host {
+
+namespace {
+
+std::string mapped_blas_library() {
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    while (std::getline(maps, line)) {
+        auto slash = line.find('/');
+        if (slash == std::string::npos) continue;
+        std::string path = line.substr(slash);
+        auto file = std::filesystem::path(path).filename().string();
+        if (file.rfind("libblas", 0) == 0 || file.rfind("libopenblas", 0) == 0 || file.rfind("libmkl_rt", 0) == 0 ||
+            file.rfind("libblis", 0) == 0) {
+            std::error_code ec;
+            auto real = std::filesystem::canonical(path, ec);
+            return ec ? path : real.string();
+        }
+    }
+    return {};
+}
+
+}  // namespace
+
+SystemInfo configure_threads_and_probe(int num_threads) {
+    SystemInfo s;
+    s.cores = static_cast<int>(std::thread::hardware_concurrency());
+    int want = num_threads > 0 ? num_threads : std::max(1, s.cores);
+    at::set_num_threads(want);
+    // OpenBLAS keeps its own pool: size it the same (a no-op when another BLAS is in use).
+    using SetThreads = void (*)(int);
+    if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(want);
+    s.torch_threads = at::get_num_threads();
+    s.blas = mapped_blas_library();
+    if (s.blas.find("openblas-pthread") != std::string::npos) s.blas_kind = "OpenBLAS (pthread)";
+    else if (s.blas.find("openblas-openmp") != std::string::npos) s.blas_kind = "OpenBLAS (OpenMP)";
+    else if (s.blas.find("openblas") != std::string::npos) s.blas_kind = "OpenBLAS";
+    else if (s.blas.find("blas/libblas") != std::string::npos) s.blas_kind = "reference BLAS (slow: install libopenblas0-pthread)";
+    else if (s.blas.find("mkl") != std::string::npos) s.blas_kind = "Intel MKL";
+    else if (s.blas.find("blis") != std::string::npos) s.blas_kind = "BLIS";
+    else s.blas_kind = s.blas.empty() ? "none mapped" : "unknown";
+    s.torch_version = TORCH_VERSION;
+    s.attention = sdk::attention_backend();
+    return s;
+}
+
+void log_system_info(const SystemInfo& s) {
+    log::info("host", "LibTorch {} | {} intra-op threads of {} cores | BLAS: {} ({}) | attention: {}",
+              s.torch_version, s.torch_threads, s.cores, s.blas_kind, s.blas.empty() ? "-" : s.blas, s.attention);
+    if (s.blas_kind.rfind("reference", 0) == 0)
+        log::warn("host", "the reference BLAS runs fp32 matmuls ~15x slower than OpenBLAS; "
+                          "run scripts/setup-deps.sh (installs libopenblas0-pthread)");
+}
+
+}  // namespace st::host

@@ -1,0 +1,77 @@
+// LocalDataBackend: data.local@1. Opens the `local` entries of a multidatabackend.json, discovers
+// and buckets media, caches VAE latents / text embeddings / S2V audio features through the model's
+// Encoders, and serves batches from one bucket at a time.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "discovery.h"
+#include "sampler.h"
+#include "st/data_backend.h"
+
+namespace st::plugins::data_local {
+
+/// Where each cached item of a sample lives and the key it must carry.
+struct SampleCache {
+    std::filesystem::path latent_file;
+    std::string latent_key;
+    std::filesystem::path audio_file;
+    std::string audio_key;
+};
+
+class LocalDataBackend final : public st::sdk::DataBackend {
+public:
+    void open(const st::sdk::DataOpenRequest& request) override;
+    st::sdk::PrepareSummary prepare(st::sdk::Encoders* encoders) override;
+    int64_t batches_per_epoch(int64_t batch_size) const override;
+    void start_epoch(int64_t epoch) override;
+    std::optional<st::sdk::Batch> next_batch(int64_t batch_size) override;
+    nlohmann::json state() const override;
+    void restore(const nlohmann::json& state) override;
+
+    // For tests and `st-host prepare`.
+    const std::vector<DatasetConfig>& datasets() const { return datasets_; }
+    const std::vector<Sample>& samples() const { return samples_; }
+    const std::vector<SkipRecord>& skipped() const { return skipped_; }
+    const RunDataSettings& settings() const { return run_; }
+    std::filesystem::path text_cache_dir() const { return text_cache_dir_; }
+    /// Cache file + key of a caption's text embedding.
+    std::pair<std::filesystem::path, std::string> text_cache_entry(const std::string& caption) const;
+    const SampleCache& sample_cache(size_t i) const { return caches_.at(i); }
+
+private:
+    void plan_caches();
+    void cache_latents(st::sdk::Encoders& enc);
+    void cache_text(st::sdk::Encoders& enc);
+    void cache_audio(st::sdk::Encoders& enc);
+    void prune_buckets();
+    void build_sampler();
+    void drop_samples(const std::vector<bool>& drop);
+    void maybe_delete(const SkipRecord& r);
+    st::sdk::PrepareSummary summarize() const;
+
+    RunDataSettings run_;
+    std::vector<DatasetConfig> datasets_;
+    std::filesystem::path text_cache_dir_;
+    std::vector<Sample> samples_;
+    std::vector<SampleCache> caches_;
+    std::vector<SkipRecord> skipped_;
+    std::string identity_;
+    int alignment_ = 16;
+    int temporal_ = 4;
+    int threads_ = 1;
+    bool opened_ = false;
+    bool cached_ = false;
+    BucketSampler sampler_;
+    std::vector<std::string> sampler_datasets_;
+};
+
+/// The run-config keys data.local@1 declares (SimpleTuner names and defaults).
+std::vector<st::sdk::OptionSpec> data_local_options();
+
+}  // namespace st::plugins::data_local

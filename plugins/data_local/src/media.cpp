@@ -1,0 +1,440 @@
+#include "media.h"
+
+extern "C" {
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/channel_layout.h>
+#include <libavutil/display.h>
+#include <libavutil/opt.h>
+#include <libswresample/swresample.h>
+#include <libswscale/swscale.h>
+}
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdarg>
+#include <memory>
+#include <mutex>
+
+#include "st/error.h"
+#include "st/log.h"
+
+namespace st::plugins::data_local {
+namespace {
+
+constexpr const char* kComponent = "data.local.media";
+
+struct FormatCloser {
+    void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
+};
+struct CodecCloser {
+    void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
+};
+struct FrameCloser {
+    void operator()(AVFrame* f) const { av_frame_free(&f); }
+};
+struct PacketCloser {
+    void operator()(AVPacket* p) const { av_packet_free(&p); }
+};
+struct SwsCloser {
+    void operator()(SwsContext* s) const { sws_freeContext(s); }
+};
+struct SwrCloser {
+    void operator()(SwrContext* s) const { swr_free(&s); }
+};
+using FormatPtr = std::unique_ptr<AVFormatContext, FormatCloser>;
+using CodecPtr = std::unique_ptr<AVCodecContext, CodecCloser>;
+using FramePtr = std::unique_ptr<AVFrame, FrameCloser>;
+using PacketPtr = std::unique_ptr<AVPacket, PacketCloser>;
+
+/// FFmpeg's own messages go to our logger at debug level (we report failures ourselves).
+void av_log_to_st(void* avcl, int level, const char* fmt, va_list vl) {
+    if (level > AV_LOG_WARNING || !log::enabled(log::Level::debug)) return;
+    char line[1024];
+    int print_prefix = 1;
+    av_log_format_line(avcl, level, fmt, vl, line, sizeof(line), &print_prefix);
+    std::string text(line);
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    if (!text.empty()) log::write(log::Level::debug, "ffmpeg", text);
+}
+
+void init_ffmpeg_logging() {
+    static std::once_flag once;
+    std::call_once(once, [] { av_log_set_callback(av_log_to_st); });
+}
+
+[[noreturn]] void media_fail(const std::filesystem::path& path, const std::string& reason) {
+    throw Error(kComponent, "decode", fmt::format("{}: {}", path.string(), reason));
+}
+
+FormatPtr open_input(const std::filesystem::path& path) {
+    init_ffmpeg_logging();
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec)) media_fail(path, "not a regular file");
+    if (std::filesystem::file_size(path, ec) == 0) media_fail(path, "empty file (0 bytes)");
+    AVFormatContext* raw = nullptr;
+    int rc = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
+    if (rc < 0) media_fail(path, "not a readable media file (" + av_error_text(rc) + ")");
+    FormatPtr fmt(raw);
+    rc = avformat_find_stream_info(raw, nullptr);
+    if (rc < 0) media_fail(path, "cannot read stream information (" + av_error_text(rc) + ")");
+    return fmt;
+}
+
+/// The main video stream, ignoring cover art attached to audio files; -1 if none.
+int find_video_stream(AVFormatContext* fmt) {
+    int idx = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, nullptr, 0);
+    if (idx < 0) return -1;
+    if (fmt->streams[idx]->disposition & AV_DISPOSITION_ATTACHED_PIC) return -1;
+    return idx;
+}
+
+CodecPtr open_decoder(const std::filesystem::path& path, AVStream* st, int threads) {
+    const AVCodec* codec = avcodec_find_decoder(st->codecpar->codec_id);
+    if (!codec)
+        media_fail(path, fmt::format("no decoder for codec '{}'", avcodec_get_name(st->codecpar->codec_id)));
+    CodecPtr ctx(avcodec_alloc_context3(codec));
+    if (!ctx) media_fail(path, "out of memory allocating a decoder");
+    int rc = avcodec_parameters_to_context(ctx.get(), st->codecpar);
+    if (rc < 0) media_fail(path, "bad codec parameters (" + av_error_text(rc) + ")");
+    ctx->pkt_timebase = st->time_base;
+    ctx->thread_count = std::max(1, threads);
+    rc = avcodec_open2(ctx.get(), codec, nullptr);
+    if (rc < 0) media_fail(path, fmt::format("cannot open the {} decoder ({})", codec->name, av_error_text(rc)));
+    return ctx;
+}
+
+/// Clockwise display rotation from the stream's display matrix (what ffmpeg's autorotate applies).
+int stream_rotation(AVStream* st) {
+    size_t size = 0;
+    const uint8_t* side = av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, &size);
+    if (!side || size < 9 * sizeof(int32_t)) return 0;
+    double theta = -av_display_rotation_get(reinterpret_cast<const int32_t*>(side));
+    if (std::isnan(theta)) return 0;
+    theta = std::fmod(theta, 360.0);
+    if (theta < 0) theta += 360.0;
+    int r = static_cast<int>(std::lround(theta / 90.0)) * 90 % 360;
+    return r;
+}
+
+double to_seconds(int64_t ts, AVRational tb) { return static_cast<double>(ts) * av_q2d(tb); }
+
+/// Applies the display rotation to an image [H, W, 3].
+at::Tensor rotate_image(const at::Tensor& img, int rotation) {
+    switch (rotation) {
+        case 90: return img.transpose(0, 1).flip({1});
+        case 180: return img.flip({0, 1});
+        case 270: return img.transpose(0, 1).flip({0});
+        default: return img;
+    }
+}
+
+/// Converts + resizes one decoded frame into RGB24 [H, W, 3] at `size` (coded orientation).
+class FrameConverter {
+public:
+    at::Tensor convert(const AVFrame* f, Size size) {
+        const bool shrink = static_cast<int64_t>(size.w) * size.h < static_cast<int64_t>(f->width) * f->height;
+        // Area averaging when shrinking (no aliasing), bicubic when enlarging.
+        const int flags = shrink ? SWS_AREA : SWS_BICUBIC;
+        sws_ = sws_getCachedContext(sws_, f->width, f->height, static_cast<AVPixelFormat>(f->format), size.w,
+                                    size.h, AV_PIX_FMT_RGB24, flags, nullptr, nullptr, nullptr);
+        if (!sws_) throw Error(kComponent, "decode", fmt::format("swscale cannot convert pixel format '{}'",
+                                                                  av_get_pix_fmt_name((AVPixelFormat)f->format)));
+        // Honour the stream's matrix (BT.601/709) and range instead of swscale's BT.601 default.
+        int* inv_table = nullptr;
+        int* table = nullptr;
+        int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
+        if (sws_getColorspaceDetails(sws_, &inv_table, &src_range, &table, &dst_range, &brightness, &contrast,
+                                     &saturation) >= 0) {
+            const int cs = f->colorspace == AVCOL_SPC_UNSPECIFIED ? SWS_CS_DEFAULT : static_cast<int>(f->colorspace);
+            src_range = f->color_range == AVCOL_RANGE_JPEG ? 1 : src_range;
+            sws_setColorspaceDetails(sws_, sws_getCoefficients(cs), src_range, table, 1, brightness, contrast,
+                                     saturation);
+        }
+        at::Tensor img = at::empty({size.h, size.w, 3}, at::kByte);
+        uint8_t* dst[4] = {img.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
+        int dst_stride[4] = {size.w * 3, 0, 0, 0};
+        sws_scale(sws_, f->data, f->linesize, 0, f->height, dst, dst_stride);
+        return img;
+    }
+    ~FrameConverter() { sws_freeContext(sws_); }
+
+private:
+    SwsContext* sws_ = nullptr;
+};
+
+}  // namespace
+
+std::string av_error_text(int code) {
+    char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
+    av_strerror(code, buf, sizeof(buf));
+    return buf;
+}
+
+MediaInfo probe_media(const std::filesystem::path& path) {
+    FormatPtr fmt = open_input(path);
+    MediaInfo info;
+    const int vidx = find_video_stream(fmt.get());
+    const int aidx = av_find_best_stream(fmt.get(), AVMEDIA_TYPE_AUDIO, -1, -1, nullptr, 0);
+    AVStream* vs = vidx >= 0 ? fmt->streams[vidx] : nullptr;
+    AVStream* as = aidx >= 0 ? fmt->streams[aidx] : nullptr;
+    if (vs) {
+        if (vs->codecpar->width <= 0 || vs->codecpar->height <= 0)
+            media_fail(path, "video stream has no frame size");
+        if (!avcodec_find_decoder(vs->codecpar->codec_id))
+            media_fail(path, fmt::format("no decoder for video codec '{}'", avcodec_get_name(vs->codecpar->codec_id)));
+        info.coded = {vs->codecpar->width, vs->codecpar->height};
+        info.rotation = stream_rotation(vs);
+        info.display = (info.rotation == 90 || info.rotation == 270) ? Size{info.coded.h, info.coded.w} : info.coded;
+        info.video_codec = avcodec_get_name(vs->codecpar->codec_id);
+    }
+    if (as) {
+        info.audio_sample_rate = as->codecpar->sample_rate;
+        info.audio_channels = as->codecpar->ch_layout.nb_channels;
+        info.audio_codec = avcodec_get_name(as->codecpar->codec_id);
+    }
+    // Demux every packet (no decoding): exact video timestamps (VFR-safe) and the audio extent.
+    std::vector<double> times;
+    double last_duration = 0.0;
+    double audio_first = INFINITY, audio_end = -INFINITY;
+    PacketPtr pkt(av_packet_alloc());
+    int rc;
+    while ((rc = av_read_frame(fmt.get(), pkt.get())) >= 0) {
+        if (vs && pkt->stream_index == vidx) {
+            const int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+            if (ts != AV_NOPTS_VALUE) {
+                times.push_back(to_seconds(ts, vs->time_base));
+                last_duration = pkt->duration > 0 ? to_seconds(pkt->duration, vs->time_base) : 0.0;
+            }
+        } else if (as && pkt->stream_index == aidx) {
+            const int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
+            if (ts != AV_NOPTS_VALUE) {
+                const double t = to_seconds(ts, as->time_base);
+                audio_first = std::min(audio_first, t);
+                audio_end = std::max(audio_end, t + (pkt->duration > 0 ? to_seconds(pkt->duration, as->time_base) : 0));
+            }
+        }
+        av_packet_unref(pkt.get());
+    }
+    if (rc != AVERROR_EOF)
+        log::debug(kComponent, "{}: demux stopped early ({}); using the {} video packets read", path.string(),
+                   av_error_text(rc), times.size());
+    if (as && std::isfinite(audio_first) && audio_end > audio_first) {
+        info.has_audio = true;
+        info.audio_start = audio_first;
+        info.audio_duration = audio_end - audio_first;
+    }
+    if (!vs) return info;
+    if (times.empty()) media_fail(path, "video stream has no frames (file truncated or damaged)");
+    info.has_video = true;
+    info.packets = static_cast<int64_t>(times.size());
+    std::sort(times.begin(), times.end());
+    const std::string demuxer = fmt->iformat->name;
+    info.is_still_image = times.size() == 1 && (demuxer == "image2" || demuxer.find("_pipe") != std::string::npos ||
+                                                demuxer == "webp_pipe");
+    AVRational rate = vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0 ? vs->avg_frame_rate : vs->r_frame_rate;
+    info.fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
+    const double span = times.back() - times.front();
+    if ((info.fps <= 0 || info.fps > 1000) && times.size() > 1) info.fps = (times.size() - 1) / span;
+    if (info.fps <= 0 || info.fps > 1000) info.fps = 25.0;
+    info.start_time = times.front();
+    info.end_time = times.back() + (last_duration > 0 ? last_duration : 1.0 / info.fps);
+    info.grid_frames = info.is_still_image ? 1
+                                           : static_cast<int64_t>(std::floor((info.end_time - info.start_time) * info.fps + 1e-3));
+    info.grid_frames = std::max<int64_t>(1, info.grid_frames);
+    // Variable frame rate: intervals that differ by more than a third of the nominal interval.
+    const double nominal = 1.0 / info.fps;
+    for (size_t i = 1; i < times.size() && !info.variable_frame_rate; ++i)
+        info.variable_frame_rate = std::fabs((times[i] - times[i - 1]) - nominal) > nominal / 3;
+    return info;
+}
+
+at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first, int64_t count,
+                        const ResizePlan& plan, int threads) {
+    FormatPtr fmt = open_input(path);
+    const int vidx = find_video_stream(fmt.get());
+    if (vidx < 0) media_fail(path, "no video stream");
+    AVStream* st = fmt->streams[vidx];
+    CodecPtr ctx = open_decoder(path, st, threads);
+    for (unsigned i = 0; i < fmt->nb_streams; ++i)
+        if (static_cast<int>(i) != vidx) fmt->streams[i]->discard = AVDISCARD_ALL;
+
+    const double eps = 0.25 / info.fps;  // timestamp jitter tolerance
+    auto slot_time = [&](int64_t i) { return info.start_time + static_cast<double>(first + i) / info.fps; };
+    if (first > 0) {
+        const int64_t ts = static_cast<int64_t>((slot_time(0) - eps) / av_q2d(st->time_base));
+        if (av_seek_frame(fmt.get(), vidx, ts, AVSEEK_FLAG_BACKWARD) >= 0) avcodec_flush_buffers(ctx.get());
+    }
+    const Size coded_target = (info.rotation == 90 || info.rotation == 270) ? Size{plan.resized.h, plan.resized.w}
+                                                                             : plan.resized;
+    at::Tensor out = at::empty({count, plan.target.h, plan.target.w, 3}, at::kByte);
+    FrameConverter converter;
+    FramePtr prev(av_frame_alloc()), frame(av_frame_alloc());
+    bool have_prev = false;
+    at::Tensor prev_img;  // converted lazily: frames before the window are never converted
+    double prev_t = info.start_time - 1.0 / info.fps;
+    int64_t next = 0;
+    auto emit_prev = [&] {
+        if (!prev_img.defined()) {
+            at::Tensor img = rotate_image(converter.convert(prev.get(), coded_target), info.rotation);
+            prev_img = img.slice(0, plan.crop_y, plan.crop_y + plan.target.h)
+                           .slice(1, plan.crop_x, plan.crop_x + plan.target.w);
+        }
+        out[next++].copy_(prev_img);
+    };
+    auto on_frame = [&](AVFrame* f) {
+        double t = f->best_effort_timestamp != AV_NOPTS_VALUE ? to_seconds(f->best_effort_timestamp, st->time_base)
+                                                              : prev_t + 1.0 / info.fps;
+        if (!have_prev) {
+            // The first decoded frame also covers grid times before it (stream start jitter).
+            av_frame_ref(prev.get(), f);
+            have_prev = true;
+            prev_t = t;
+            return;
+        }
+        while (next < count && slot_time(next) < t - eps) emit_prev();
+        av_frame_unref(prev.get());
+        av_frame_ref(prev.get(), f);
+        prev_img = at::Tensor();
+        prev_t = t;
+    };
+    PacketPtr pkt(av_packet_alloc());
+    int decode_errors = 0;
+    auto drain = [&] {
+        while (true) {
+            int rc = avcodec_receive_frame(ctx.get(), frame.get());
+            if (rc == AVERROR(EAGAIN) || rc == AVERROR_EOF) return;
+            if (rc < 0) {
+                ++decode_errors;
+                return;
+            }
+            on_frame(frame.get());
+            av_frame_unref(frame.get());
+        }
+    };
+    while (next < count && av_read_frame(fmt.get(), pkt.get()) >= 0) {
+        if (pkt->stream_index == vidx) {
+            if (avcodec_send_packet(ctx.get(), pkt.get()) < 0) ++decode_errors;
+            drain();
+        }
+        av_packet_unref(pkt.get());
+    }
+    if (next < count) {
+        avcodec_send_packet(ctx.get(), nullptr);
+        drain();
+        if (have_prev)
+            while (next < count && slot_time(next) < info.end_time - eps) emit_prev();
+        if (info.is_still_image && have_prev)
+            while (next < count) emit_prev();
+    }
+    if (next < count)
+        media_fail(path, fmt::format("decoded only {} of {} frames from frame {} ({} decode errors; file truncated "
+                                     "or damaged)", next, count, first, decode_errors));
+    if (decode_errors > 0)
+        log::debug(kComponent, "{}: {} packets failed to decode; frames were taken from their neighbours",
+                   path.string(), decode_errors);
+    return out;
+}
+
+namespace {
+
+/// Decodes the first audio stream to mono float at `sample_rate`. Stops once `stop_after` seconds
+/// past the track start are decoded (<= 0: whole track). Returns the track start in `track_start`.
+std::vector<float> decode_audio_mono(const std::filesystem::path& path, int sample_rate, double stop_after,
+                                     double* track_start) {
+    FormatPtr fmt = open_input(path);
+    const int aidx = av_find_best_stream(fmt.get(), AVMEDIA_TYPE_AUDIO, -1, -1, nullptr, 0);
+    if (aidx < 0) media_fail(path, "no audio stream");
+    AVStream* st = fmt->streams[aidx];
+    for (unsigned i = 0; i < fmt->nb_streams; ++i)
+        if (static_cast<int>(i) != aidx) fmt->streams[i]->discard = AVDISCARD_ALL;
+    CodecPtr ctx = open_decoder(path, st, 1);
+    AVChannelLayout in_layout;
+    if (ctx->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || ctx->ch_layout.nb_channels <= 0)
+        av_channel_layout_default(&in_layout, std::max(1, ctx->ch_layout.nb_channels));
+    else
+        av_channel_layout_copy(&in_layout, &ctx->ch_layout);
+    AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
+    SwrContext* raw = nullptr;
+    int rc = swr_alloc_set_opts2(&raw, &mono, AV_SAMPLE_FMT_FLT, sample_rate, &in_layout, ctx->sample_fmt,
+                                 ctx->sample_rate, 0, nullptr);
+    av_channel_layout_uninit(&in_layout);
+    std::unique_ptr<SwrContext, SwrCloser> swr(raw);
+    if (rc < 0 || swr_init(swr.get()) < 0)
+        media_fail(path, fmt::format("cannot resample audio ({} Hz, {} channels, {}) to {} Hz mono",
+                                     ctx->sample_rate, ctx->ch_layout.nb_channels,
+                                     av_get_sample_fmt_name(ctx->sample_fmt), sample_rate));
+    std::vector<float> samples;
+    bool started = false;
+    *track_start = 0.0;
+    const size_t stop_samples = stop_after > 0 ? static_cast<size_t>(stop_after * sample_rate) + 1 : SIZE_MAX;
+    FramePtr frame(av_frame_alloc());
+    PacketPtr pkt(av_packet_alloc());
+    auto append = [&](const uint8_t** in, int in_count) {
+        const int cap = swr_get_out_samples(swr.get(), in_count);
+        if (cap <= 0) return;
+        const size_t old = samples.size();
+        samples.resize(old + cap);
+        uint8_t* out = reinterpret_cast<uint8_t*>(samples.data() + old);
+        int got = swr_convert(swr.get(), &out, cap, in, in_count);
+        samples.resize(old + std::max(0, got));
+    };
+    auto drain = [&] {
+        while (avcodec_receive_frame(ctx.get(), frame.get()) >= 0) {
+            if (!started) {
+                started = true;
+                if (frame->best_effort_timestamp != AV_NOPTS_VALUE)
+                    *track_start = to_seconds(frame->best_effort_timestamp, st->time_base);
+            }
+            append(const_cast<const uint8_t**>(frame->extended_data), frame->nb_samples);
+            av_frame_unref(frame.get());
+        }
+    };
+    while (samples.size() < stop_samples && av_read_frame(fmt.get(), pkt.get()) >= 0) {
+        if (pkt->stream_index == aidx) {
+            avcodec_send_packet(ctx.get(), pkt.get());
+            drain();
+        }
+        av_packet_unref(pkt.get());
+    }
+    avcodec_send_packet(ctx.get(), nullptr);
+    drain();
+    append(nullptr, 0);  // flush the resampler's delay line
+    if (!started) media_fail(path, "audio stream has no decodable samples");
+    return samples;
+}
+
+}  // namespace
+
+AudioWindow decode_audio_window(const std::filesystem::path& path, int sample_rate, double start, double duration) {
+    AudioWindow w;
+    w.samples = static_cast<int64_t>(std::llround(duration * sample_rate));
+    double track_start = 0.0;
+    // Decode a little past the window end (relative to a track that may start late or early).
+    std::vector<float> all = decode_audio_mono(path, sample_rate, start + duration + 1.0, &track_start);
+    w.waveform = at::zeros({w.samples}, at::kFloat);
+    const int64_t offset = static_cast<int64_t>(std::llround((start - track_start) * sample_rate));
+    float* dst = w.waveform.data_ptr<float>();
+    const int64_t n = static_cast<int64_t>(all.size());
+    for (int64_t i = 0; i < w.samples; ++i) {
+        const int64_t src = offset + i;
+        if (src >= 0 && src < n) {
+            dst[i] = all[src];
+            ++w.covered;
+        }
+    }
+    return w;
+}
+
+std::vector<int16_t> decode_audio_s16(const std::filesystem::path& path, int sample_rate) {
+    double track_start = 0.0;
+    std::vector<float> all = decode_audio_mono(path, sample_rate, 0.0, &track_start);
+    std::vector<int16_t> out(all.size());
+    for (size_t i = 0; i < all.size(); ++i)
+        out[i] = static_cast<int16_t>(std::lround(std::clamp(all[i], -1.0f, 1.0f) * 32767.0f));
+    return out;
+}
+
+}  // namespace st::plugins::data_local

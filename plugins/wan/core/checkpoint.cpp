@@ -1,0 +1,254 @@
+// Locating/loading/saving Wan transformers (see checkpoint.h). Layout facts: models.md §2.1-2.2,
+// §3 (expert folders), simpletuner-inventory.md §1.3 (flavours).
+#include "core/checkpoint.h"
+
+#include <fmt/format.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "st/error.h"
+#include "st/log.h"
+#include "st/safetensors.h"
+#include "st/weights.h"
+
+namespace st::plugins::wan {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kComponent = "model.wan@1";
+
+nlohmann::json read_json(const fs::path& p) {
+    std::ifstream in(p);
+    if (!in) fail(kComponent, "load", "cannot open '{}'", p.string());
+    try {
+        nlohmann::json j;
+        in >> j;
+        return j;
+    } catch (const nlohmann::json::exception& e) {
+        fail(kComponent, "load", "'{}' is not valid JSON: {}", p.string(), e.what());
+    }
+}
+
+bool looks_like_hub_id(const std::string& s) {
+    if (s.empty() || s[0] == '/' || s[0] == '.' || s[0] == '~') return false;
+    return std::count(s.begin(), s.end(), '/') == 1 && s.find('\\') == std::string::npos;
+}
+
+std::vector<std::string> list_dir(const fs::path& dir) {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string() + (e.is_directory() ? "/" : ""));
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+// Picks the weights inside a transformer folder.
+fs::path pick_weights(const fs::path& dir, const std::string& variant) {
+    const std::string base = variant.empty() ? "diffusion_pytorch_model" : "diffusion_pytorch_model." + variant;
+    for (const auto& name : {base + ".safetensors.index.json", base + ".safetensors"})
+        if (fs::exists(dir / name)) return dir / name;
+    if (!variant.empty())
+        fail(kComponent, "load", "'{}' has no {}.safetensors[.index.json] (variant '{}'); it contains: {}",
+             dir.string(), base, variant, fmt::join(list_dir(dir), ", "));
+    std::vector<fs::path> candidates;
+    for (const auto& e : fs::directory_iterator(dir)) {
+        const std::string n = e.path().filename().string();
+        if (n.ends_with(".safetensors.index.json")) candidates.push_back(e.path());
+    }
+    if (candidates.empty())
+        for (const auto& e : fs::directory_iterator(dir))
+            if (e.path().extension() == ".safetensors") candidates.push_back(e.path());
+    if (candidates.size() == 1) return candidates[0];
+    if (candidates.empty())
+        fail(kComponent, "load",
+             "'{}' is not a Wan model folder: no model_index.json, no diffusion_pytorch_model.safetensors and no "
+             "*.safetensors weights (it contains: {})",
+             dir.string(), fmt::join(list_dir(dir), ", "));
+    fail(kComponent, "load", "'{}' holds several checkpoints ({}); pass the file itself", dir.string(),
+         fmt::join(list_dir(dir), ", "));
+}
+
+}  // namespace
+
+const std::vector<WanFlavour>& wan_flavours() {
+    using K = WanVariantKind;
+    static const std::vector<WanFlavour> flavours = {
+        {"t2v-480p-1.3b-2.1", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", K::t2v},
+        {"t2v-480p-14b-2.1", "Wan-AI/Wan2.1-T2V-14B-Diffusers", K::t2v},
+        {"i2v-14b-2.1", "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", K::i2v_21},
+        {"i2v-14b-2.1-720p", "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", K::i2v_21},
+        {"flf2v-14b-2.1", "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", K::flf2v_21},
+        // Wan 2.2 experts: transformer/ = high noise (t >= boundary), transformer_2/ = low noise.
+        {"i2v-14b-2.2-high", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", K::i2v_22, "transformer", "transformer_2", 0.9, 5.0,
+         true},
+        {"i2v-14b-2.2-low", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", K::i2v_22, "transformer_2", "transformer", 0.9, 5.0,
+         false},
+        {"animegen-t2v-high", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", K::t2v, "transformer", "transformer_2", 0.875, 3.0,
+         true},
+        {"animegen-t2v-low", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", K::t2v, "transformer_2", "transformer", 0.875, 3.0,
+         false},
+        {"ti2v-5b-2.2", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", K::ti2v_22},
+    };
+    return flavours;
+}
+
+std::vector<std::string> wan_flavour_names() {
+    std::vector<std::string> out;
+    for (const auto& f : wan_flavours()) out.push_back(f.name);
+    return out;
+}
+
+const WanFlavour& find_flavour(const std::string& name) {
+    for (const auto& f : wan_flavours())
+        if (f.name == name) return f;
+    fail(kComponent, "config", "unknown model_flavour '{}' for wan (known: {})", name, fmt::join(wan_flavour_names(), ", "));
+}
+
+TransformerLocation locate_transformer(const fs::path& path, const std::string& subfolder_in, const std::string& variant) {
+    const std::string subfolder = subfolder_in == "none" ? "" : subfolder_in;
+    if (!fs::exists(path)) {
+        if (looks_like_hub_id(path.string()))
+            fail(kComponent, "load",
+                 "'{}' looks like a Hugging Face hub id, but st does not download models: download the diffusers "
+                 "folder (e.g. `huggingface-cli download {} --local-dir DIR`) and pass DIR",
+                 path.string(), path.string());
+        fail(kComponent, "load", "model path '{}' does not exist", path.string());
+    }
+    TransformerLocation loc;
+    if (fs::is_regular_file(path)) {
+        // A single file (ComfyUI/original or diffusers) or a sharded index.
+        loc.weights = path;
+        if (path.filename().string().rfind("diffusion_pytorch_model", 0) == 0 && fs::exists(path.parent_path() / "config.json"))
+            loc.config_json = path.parent_path() / "config.json";
+        return loc;
+    }
+    fs::path dir = path;
+    if (fs::exists(path / "model_index.json")) {
+        loc.model_index = path / "model_index.json";
+        const auto index = read_json(*loc.model_index);
+        const std::string cls = index.value("_class_name", "");
+        if (cls.rfind("Wan", 0) != 0)
+            fail(kComponent, "load", "'{}' is not a Wan pipeline folder: model_index.json has _class_name '{}'",
+                 path.string(), cls);
+        const std::string sub = subfolder.empty() ? "transformer" : subfolder;
+        if (!fs::is_directory(path / sub))
+            fail(kComponent, "load", "Wan pipeline folder '{}' has no '{}/' subfolder (it contains: {}){}", path.string(),
+                 sub, fmt::join(list_dir(path), ", "),
+                 index.contains(sub) ? "; model_index.json lists it, so the download is incomplete" : "");
+        dir = path / sub;
+        loc.subfolder = sub;
+    } else if (!subfolder.empty() && fs::is_directory(path / subfolder)) {
+        dir = path / subfolder;
+        loc.subfolder = subfolder;
+    } else if (!subfolder.empty() && !fs::exists(path / "config.json")) {
+        fail(kComponent, "load",
+             "'{}' has neither model_index.json (a diffusers pipeline) nor a '{}/' subfolder nor a config.json "
+             "(a transformer folder); it contains: {}",
+             path.string(), subfolder, fmt::join(list_dir(path), ", "));
+    }
+    if (fs::exists(dir / "config.json")) {
+        const auto cfg = read_json(dir / "config.json");
+        const std::string cls = cfg.value("_class_name", "WanTransformer3DModel");
+        if (cls != "WanTransformer3DModel")
+            fail(kComponent, "load", "'{}' is not a Wan transformer: _class_name '{}' (expected WanTransformer3DModel)",
+                 (dir / "config.json").string(), cls);
+        loc.config_json = dir / "config.json";
+    }
+    loc.weights = pick_weights(dir, variant);
+    return loc;
+}
+
+std::shared_ptr<st::sdk::TensorSource> open_transformer_weights(const TransformerLocation& location) {
+    try {
+        if (location.weights.string().ends_with(".index.json"))
+            return st::sdk::ShardedSafetensors::open(location.weights);
+        return st::sdk::SafetensorsFile::open(location.weights);
+    } catch (const Error& e) {
+        throw e.with_context(fmt::format("while opening the Wan transformer weights '{}'", location.weights.string()));
+    }
+}
+
+std::optional<double> read_boundary_ratio(const fs::path& model_index_json) {
+    const auto j = read_json(model_index_json);
+    if (!j.contains("boundary_ratio") || j["boundary_ratio"].is_null()) return std::nullopt;
+    if (!j["boundary_ratio"].is_number())
+        fail(kComponent, "load", "{}: boundary_ratio must be a number, got {}", model_index_json.string(),
+             j["boundary_ratio"].dump());
+    return j["boundary_ratio"].get<double>();
+}
+
+namespace {
+std::string show(int64_t v) { return std::to_string(v); }
+std::string show(bool v) { return v ? "true" : "false"; }
+std::string show(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : "null"; }
+std::string show(const std::array<int64_t, 3>& v) { return fmt::format("[{}]", fmt::join(v, ", ")); }
+
+// Fields the weights determine; config.json must agree (the [risk] of image_dim in I2V-A14B configs).
+void cross_check(const WanTransformerConfig& file, const WanTransformerConfig& weights, const fs::path& config_json,
+                 const std::string& weights_desc) {
+    std::vector<std::string> diffs;
+    auto cmp = [&](const char* name, const auto& a, const auto& b) {
+        if (a != b) diffs.push_back(fmt::format("{}: config {} vs weights {}", name, show(a), show(b)));
+    };
+    cmp("inner dim", file.inner_dim(), weights.inner_dim());
+    cmp("in_channels", file.in_channels, weights.in_channels);
+    cmp("out_channels", file.out_channels, weights.out_channels);
+    cmp("ffn_dim", file.ffn_dim, weights.ffn_dim);
+    cmp("num_layers", file.num_layers, weights.num_layers);
+    cmp("text_dim", file.text_dim, weights.text_dim);
+    cmp("freq_dim", file.freq_dim, weights.freq_dim);
+    cmp("patch_size", file.patch_size, weights.patch_size);
+    cmp("cross_attn_norm", file.cross_attn_norm, weights.cross_attn_norm);
+    cmp("image_dim", file.image_dim, weights.image_dim);
+    cmp("added_kv_proj_dim", file.added_kv_proj_dim, weights.added_kv_proj_dim);
+    cmp("pos_embed_seq_len", file.pos_embed_seq_len, weights.pos_embed_seq_len);
+    if (!diffs.empty())
+        fail(kComponent, "load", "{} disagrees with the weights {}: {}", config_json.string(), weights_desc,
+             fmt::join(diffs, "; "));
+}
+}  // namespace
+
+LoadedTransformer load_transformer(const fs::path& path, const TransformerLoadOptions& options) {
+    LoadedTransformer out;
+    out.location = locate_transformer(path, options.subfolder, options.variant);
+    auto source = open_transformer_weights(out.location);
+    out.info = inspect_transformer(*source);
+    WanTransformerConfig config = out.info.config;
+    if (out.location.config_json) {
+        config = WanTransformerConfig::from_file(*out.location.config_json);
+        cross_check(config, out.info.config, *out.location.config_json, source->describe());
+        out.info.config = config;
+    }
+    out.model = WanTransformer3DModel(config);
+    out.model->set_compute_dtype(options.dtype);
+    st::sdk::LoadOptions lo;
+    lo.component = kComponent;
+    const WanCheckpointInfo info = out.info;
+    lo.key_map = [info](const std::string& name) -> std::optional<std::string> { return to_diffusers_key(name, info); };
+    try {
+        st::sdk::load_strict(*out.model, *source, lo);
+    } catch (const Error& e) {
+        throw e.with_context(fmt::format("while loading the Wan transformer {} from {}", out.info.variant, source->describe()));
+    }
+    if (options.device != at::Device(at::kCPU)) out.model->to(options.device);
+    st::log::info("model.wan", "transformer {} from {} -> {}", out.info.summary(), source->describe(),
+                  c10::toString(options.dtype));
+    return out;
+}
+
+void save_transformer(WanTransformer3DModelImpl& model, const fs::path& dir, at::ScalarType dtype) {
+    fs::create_directories(dir);
+    st::sdk::TensorMap tensors;
+    torch::NoGradGuard no_grad;
+    for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+        at::ScalarType t = WanTransformer3DModelImpl::keeps_fp32(item.key()) ? at::kFloat : dtype;
+        tensors[item.key()] = item.value().detach().to(at::kCPU).to(t).contiguous();
+    }
+    st::sdk::save_safetensors(dir / "diffusion_pytorch_model.safetensors", tensors, {{"format", "pt"}});
+    std::ofstream cfg(dir / "config.json");
+    if (!cfg) fail(kComponent, "save", "cannot write '{}'", (dir / "config.json").string());
+    cfg << model.config().to_json().dump(2) << "\n";
+}
+
+}  // namespace st::plugins::wan

@@ -1,0 +1,228 @@
+// The Wan 2.1/2.2 DiT (diffusers WanTransformer3DModel; original wan/modules/model.py WanModel) as
+// LibTorch modules. Submodules are registered under the diffusers names, so named_parameters()
+// equals the keys of a diffusers `diffusion_pytorch_model.safetensors` (models.md §2.2).
+//
+// Precision (models.md §1.7): time_embedder, every scale_shift_table and the LayerNorms stay fp32
+// (`set_compute_dtype` keeps them), LayerNorms / modulation / gated residual adds are computed in
+// fp32 and cast back. Attention goes through st::sdk::attention only.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/rope.h"
+#include "st/tensors.h"
+
+namespace st::plugins::wan {
+
+/// RMSNorm over the last dim with a learned weight (diffusers/torch RMSNorm; original WanRMSNorm).
+/// Computed in float32, returned in the input dtype.
+class WanRMSNormImpl : public torch::nn::Module {
+public:
+    WanRMSNormImpl(int64_t dim, double eps);
+    at::Tensor forward(const at::Tensor& x);
+    at::Tensor weight;
+
+private:
+    double eps_;
+};
+TORCH_MODULE(WanRMSNorm);
+
+/// LayerNorm computed in float32 (diffusers FP32LayerNorm), with or without affine parameters.
+at::Tensor fp32_layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps);
+
+/// diffusers FeedForward: `net.0.proj` Linear(dim -> inner) + GELU (tanh or exact), `net.2`
+/// Linear(inner -> out). Registered as net.0.proj / net.2 to match the checkpoint keys.
+class WanFeedForwardImpl : public torch::nn::Module {
+public:
+    WanFeedForwardImpl(int64_t dim, int64_t inner_dim, int64_t out_dim, bool gelu_tanh);
+    at::Tensor forward(const at::Tensor& x);
+    torch::nn::Linear proj{nullptr};  ///< net.0.proj
+    torch::nn::Linear out{nullptr};   ///< net.2
+
+private:
+    bool gelu_tanh_;
+};
+TORCH_MODULE(WanFeedForward);
+
+struct WanAttentionOptions {
+    int64_t dim = 0;
+    int64_t heads = 0;
+    double eps = 1e-6;
+    std::optional<int64_t> added_kv_proj_dim;  ///< Wan 2.1 I2V image K/V branch (cross-attention only)
+};
+
+/// diffusers WanAttention (attn1 self / attn2 cross) with RMS q/k norm across heads.
+class WanAttentionImpl : public torch::nn::Module {
+public:
+    explicit WanAttentionImpl(const WanAttentionOptions& options);
+    /// x [B, L, D]; context [B, Lc, D] (x itself for self-attention); image_context [B, Li, D] or
+    /// undefined; rope tables for self-attention or nullptr. Returns [B, L, D].
+    at::Tensor forward(const at::Tensor& x, const at::Tensor& context, const at::Tensor& image_context,
+                       const RopeTables* rope);
+    torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
+    torch::nn::ModuleList to_out{nullptr};  ///< to_out.0 (Linear); to_out.1 is diffusers' dropout
+    WanRMSNorm norm_q{nullptr}, norm_k{nullptr};
+    torch::nn::Linear add_k_proj{nullptr}, add_v_proj{nullptr};
+    WanRMSNorm norm_added_k{nullptr};
+
+private:
+    WanAttentionOptions options_;
+};
+TORCH_MODULE(WanAttention);
+
+/// How the FFN of a block is chunked (output unchanged; saves activation memory). `enabled` false:
+/// no chunking. chunk_size nullopt: automatic (batch in 2 chunks when B >= 2, else sequence in 4).
+struct FeedForwardChunking {
+    bool enabled = false;
+    std::optional<int64_t> chunk_size;
+};
+
+/// diffusers WanTransformerBlock (original WanAttentionBlock).
+class WanTransformerBlockImpl : public torch::nn::Module {
+public:
+    explicit WanTransformerBlockImpl(const WanTransformerConfig& config);
+    /// x [B, L, D]; context [B, Lt, D] projected text; image_context [B, Li, D] or undefined;
+    /// timestep_proj [B, 6, D] or per token [B, L, 6, D]; rope tables [L, head_dim]. -> [B, L, D]
+    at::Tensor forward(const at::Tensor& x, const at::Tensor& context, const at::Tensor& image_context,
+                       const at::Tensor& timestep_proj, const RopeTables& rope);
+    at::Tensor feed_forward(const at::Tensor& x);
+
+    WanAttention attn1{nullptr}, attn2{nullptr};
+    torch::nn::LayerNorm norm2{nullptr};  ///< cross-attention LayerNorm (affine); null without cross_attn_norm
+    WanFeedForward ffn{nullptr};
+    at::Tensor scale_shift_table;         ///< [1, 6, D]
+    FeedForwardChunking chunking;
+
+private:
+    double eps_;
+};
+TORCH_MODULE(WanTransformerBlock);
+
+/// diffusers TimestepEmbedding / PixArtAlphaTextProjection: linear_1 -> act -> linear_2.
+class WanMLPEmbedderImpl : public torch::nn::Module {
+public:
+    WanMLPEmbedderImpl(int64_t in_dim, int64_t dim, bool gelu_tanh_act);
+    at::Tensor forward(const at::Tensor& x);
+    torch::nn::Linear linear_1{nullptr}, linear_2{nullptr};
+
+private:
+    bool gelu_tanh_act_;  ///< true: GELU(tanh) (text), false: SiLU (time)
+};
+TORCH_MODULE(WanMLPEmbedder);
+
+/// diffusers WanImageEmbedding (original MLPProj img_emb): LN -> Linear -> GELU -> Linear -> LN.
+class WanImageEmbedderImpl : public torch::nn::Module {
+public:
+    WanImageEmbedderImpl(int64_t image_dim, int64_t dim, std::optional<int64_t> pos_embed_seq_len);
+    /// [B, Li, image_dim] -> [B, Li, D] (FLF2V: two images folded into one sequence first)
+    at::Tensor forward(const at::Tensor& x);
+    torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+    WanFeedForward ff{nullptr};
+    at::Tensor pos_embed;  ///< [1, pos_embed_seq_len, image_dim] or undefined
+};
+TORCH_MODULE(WanImageEmbedder);
+
+/// diffusers WanTimeTextImageEmbedding (`condition_embedder`).
+class WanConditionEmbedderImpl : public torch::nn::Module {
+public:
+    explicit WanConditionEmbedderImpl(const WanTransformerConfig& config);
+    WanMLPEmbedder time_embedder{nullptr}, text_embedder{nullptr};
+    torch::nn::Linear time_proj{nullptr};
+    WanImageEmbedder image_embedder{nullptr};
+};
+TORCH_MODULE(WanConditionEmbedder);
+
+/// Sinusoidal timestep features, cos first (diffusers get_timestep_embedding with
+/// flip_sin_to_cos=True, downscale_freq_shift=0), float32: t [...] -> [..., dim].
+at::Tensor wan_timestep_sinusoid(const at::Tensor& t, int64_t dim);
+
+/// Inputs of one forward. Shapes: hidden_states [B, C_in, F, H, W]; timestep [B] (Wan 2.1 path)
+/// or per token [B, L] (Wan 2.2 expand_timesteps path), float sigma*1000; encoder_hidden_states
+/// [B, Lt, text_dim] (zero rows are attended, no mask); encoder_hidden_states_image [B, Li, image_dim]
+/// for Wan 2.1 I2V only.
+struct WanTransformerInputs {
+    at::Tensor hidden_states;
+    at::Tensor timestep;
+    at::Tensor encoder_hidden_states;
+    at::Tensor encoder_hidden_states_image;
+};
+
+class WanTransformer3DModelImpl : public torch::nn::Module {
+public:
+    explicit WanTransformer3DModelImpl(WanTransformerConfig config);
+
+    /// -> [B, C_out, F, H, W] in the compute dtype. When `intermediates` is given it receives
+    /// patch_embed_out [B,L,D], temb, timestep_proj, text_embedder_out, rope_cos/rope_sin [L,d]
+    /// and blocks.N.out [B,L,D].
+    at::Tensor forward(const WanTransformerInputs& inputs, st::sdk::TensorMap* intermediates = nullptr);
+
+    const WanTransformerConfig& config() const { return config_; }
+    /// Casts parameters to `dtype` except the fp32-kept ones (time_embedder, scale_shift_table,
+    /// norm1/norm2/norm3 of blocks and of the image embedder), like diffusers' _keep_in_fp32_modules.
+    void set_compute_dtype(at::ScalarType dtype);
+    at::ScalarType compute_dtype() const;
+    /// Whether diffusers keeps this parameter (diffusers name) in float32.
+    static bool keeps_fp32(const std::string& parameter_name);
+
+    /// Recompute each block in backward instead of storing its activations.
+    void set_gradient_checkpointing(bool enabled) { gradient_checkpointing_ = enabled; }
+    bool gradient_checkpointing() const { return gradient_checkpointing_; }
+    void set_feed_forward_chunking(const FeedForwardChunking& chunking);
+    /// SimpleTuner wan_force_2_1_time_embedding: a per-token [B, L] timestep is collapsed to
+    /// token 0's value ([B]) before the embedder (the Wan 2.1 path).
+    void set_force_2_1_time_embedding(bool enabled) { force_2_1_time_embedding_ = enabled; }
+    bool force_2_1_time_embedding() const { return force_2_1_time_embedding_; }
+
+    torch::nn::Conv3d patch_embedding{nullptr};
+    WanConditionEmbedder condition_embedder{nullptr};
+    torch::nn::ModuleList blocks{nullptr};
+    torch::nn::Linear proj_out{nullptr};
+    at::Tensor scale_shift_table;  ///< [1, 2, D]
+
+private:
+    WanTransformerConfig config_;
+    bool gradient_checkpointing_ = false;
+    bool force_2_1_time_embedding_ = false;
+};
+TORCH_MODULE(WanTransformer3DModel);
+
+/// Re-initialises every parameter deterministically from `seed` (matrices/convs normal with std
+/// 1/sqrt(fan_in), biases std 0.1, norm weights 1 + std 0.1, tables std 0.3), the scheme of the
+/// golden fixtures, so every branch contributes in tests and made-up models.
+void randomize_parameters(torch::nn::Module& module, uint64_t seed);
+
+/// The Wan 2.2 A14B expert pair: `high` denoises t >= boundary_ratio*1000, `low` the rest
+/// (diffusers WanImageToVideoPipeline / WanPipeline; `transformer` = high, `transformer_2` = low).
+class WanExpertPair {
+public:
+    WanExpertPair(WanTransformer3DModel high, WanTransformer3DModel low, double boundary_ratio);
+    /// The expert for one scalar timestep (sigma*1000).
+    WanTransformer3DModel& expert_for(double timestep);
+    bool is_high(double timestep) const { return timestep >= boundary_ratio_ * 1000.0; }
+    /// Forward with the expert chosen from the timestep; every sample of the batch (and every
+    /// token for per-token timesteps) must fall on the same side of the boundary.
+    at::Tensor forward(const WanTransformerInputs& inputs);
+    double boundary_ratio() const { return boundary_ratio_; }
+    WanTransformer3DModel& high() { return high_; }
+    WanTransformer3DModel& low() { return low_; }
+
+private:
+    WanTransformer3DModel high_;
+    WanTransformer3DModel low_;
+    double boundary_ratio_;
+};
+
+}  // namespace st::plugins::wan

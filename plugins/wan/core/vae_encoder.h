@@ -1,0 +1,40 @@
+// Wan 2.1 VAE encoder (diffusers WanEncoder3d in src/diffusers/models/autoencoders/autoencoder_kl_wan.py;
+// original Encoder3d in Wan-Video wan/modules/vae2_1.py), registered under the diffusers names.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <vector>
+
+#include "core/vae_blocks.h"
+#include "core/vae_config.h"
+
+namespace st::plugins::wan {
+
+/// conv_in -> down_blocks (flat list: residual blocks and resamplers, upstream indices) -> mid_block
+/// -> norm_out -> SiLU -> conv_out (-> 2·z_dim channels: mean and log-variance before quant_conv).
+class WanEncoder3dImpl : public torch::nn::Module {
+public:
+    explicit WanEncoder3dImpl(const WanVAEConfig& config);
+    /// One chunk: x [B, C_in, T, H, W] (T = 1 for the first chunk, 4 afterwards) ->
+    /// [B, 2z, 1, H/8, W/8] when run with the cache.
+    at::Tensor forward(const at::Tensor& x, FeatCache* cache);
+
+private:
+    /// One entry of down_blocks: exactly one of the two is set.
+    struct DownLayer {
+        WanResidualBlock res{nullptr};
+        WanResample resample{nullptr};
+    };
+    int64_t in_channels_;
+    WanCausalConv3d conv_in_{nullptr};
+    std::vector<DownLayer> down_blocks_;
+    WanMidBlock mid_block_{nullptr};
+    WanRMSNorm norm_out_{nullptr};
+    WanCausalConv3d conv_out_{nullptr};
+};
+TORCH_MODULE(WanEncoder3d);
+
+}  // namespace st::plugins::wan

@@ -1,0 +1,32 @@
+// The one attention entry point of st. Every model calls this; the implementation is picked at
+// build time: on LibTorch >= 2 the fused scaled_dot_product_attention, on 1.13 a chunked
+// online-softmax kernel whose memory does not grow with Lq x Lk (forward and backward: the
+// backward recomputes scores chunk by chunk instead of keeping them).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace st::sdk {
+
+struct AttentionOptions {
+    std::optional<double> scale;  ///< default 1/sqrt(head_dim)
+    /// Optional key mask [B, Lk] (true/1 = attend). Rows with no valid key produce zeros.
+    at::Tensor key_mask;
+    bool causal = false;
+    /// Query/key chunk sizes of the chunked kernel (0 = automatic from a memory budget).
+    int64_t q_chunk = 0;
+    int64_t k_chunk = 0;
+};
+
+/// q [B,H,Lq,D], k/v [B,H,Lk,D] -> [B,H,Lq,D]. Differentiable. Computes the softmax in float32
+/// for half/bfloat16 inputs and returns the input dtype.
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionOptions& options = {});
+
+/// Which implementation this build uses ("chunked-online-softmax" or "sdpa").
+const char* attention_backend();
+
+}  // namespace st::sdk

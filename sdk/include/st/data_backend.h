@@ -1,0 +1,99 @@
+// Data backend components (`data.<type>@N`, e.g. data.local@1): open the entries of a
+// multidatabackend.json, discover and decode media, bucket them, cache latents/embeddings through
+// the model's encoders, and hand the trainer batches from one bucket at a time.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "st/options.h"
+#include "st/tensors.h"
+
+namespace st::sdk {
+
+/// What a model family offers a data backend for caching. Implemented by model plugins, called by
+/// the backend during prepare() on the caller's thread (never concurrently). May throw st::Error.
+class Encoders {
+public:
+    virtual ~Encoders();
+    /// Identifies everything that changes the encoded values (family, variant, VAE weights hash,
+    /// text encoder hash, dtype). Part of every cache key: a new value invalidates old caches.
+    virtual std::string cache_identity() const = 0;
+    /// Pixel sizes must be multiples of this (VAE stride x patch size, e.g. 16 for Wan).
+    virtual int spatial_multiple() const = 0;
+    /// Frame counts must satisfy count % temporal_multiple == 1 (4 for Wan: 4k+1). 1 = any.
+    virtual int temporal_multiple() const = 0;
+    /// pixels [B,3,F,H,W] float in [-1,1] -> named latents (at least "latents" [B,C,F',H',W'],
+    /// normalized as the model trains on them).
+    virtual TensorMap encode_video(const at::Tensor& pixels) = 0;
+    /// captions -> named embeddings with a leading batch dim ("prompt_embeds" [B,L,D], ...).
+    virtual TensorMap encode_text(const std::vector<std::string>& captions) = 0;
+    /// waveform [B,samples] mono at audio_sample_rate(), fps of the video it belongs to, number of
+    /// video frames -> named audio features. Default: throws (family has no audio conditioning).
+    virtual TensorMap encode_audio(const at::Tensor& waveform, double fps, int64_t frames);
+    virtual int audio_sample_rate() const;
+};
+
+/// One training sample as the trainer sees it.
+struct SampleRef {
+    std::string dataset_id;
+    std::string id;        ///< stable id within the dataset (relative path)
+    std::string path;      ///< media file
+    std::string caption;   ///< after caption strategy and dropout
+    std::string bucket;    ///< bucket key, e.g. "640x352@33"
+    nlohmann::json meta = nlohmann::json::object();
+};
+
+/// A batch: every sample from one bucket, so tensors stack.
+struct Batch {
+    std::vector<SampleRef> samples;
+    /// "latents" [B,C,F,H,W] (normalized), "prompt_embeds" [B,L,D], optional conditioning tensors
+    /// ("audio_features", "image_latents", ...). Names are the contract with the model family.
+    TensorMap tensors;
+};
+
+struct DataOpenRequest {
+    nlohmann::json entries;          ///< the multidatabackend.json entries of this backend type
+    std::filesystem::path config_dir;  ///< directory of the dataset config (relative paths)
+    std::filesystem::path output_dir;  ///< run output dir (for {output_dir} placeholders)
+    std::string model_family;          ///< for {model_family} placeholders and per-family rules
+    ConfigView config;                 ///< resolved run configuration
+    uint64_t seed = 0;
+};
+
+/// Outcome of discovery + caching, printed by `st-host prepare` and at training start.
+struct PrepareSummary {
+    int64_t samples = 0;
+    int64_t skipped = 0;
+    nlohmann::json details = nlohmann::json::object();  ///< per bucket / per dataset / skip reasons
+};
+
+/// Calls come from the trainer thread. open() and prepare() may throw st::Error for configuration
+/// problems; bad media never throws: it is skipped, logged once and counted.
+class DataBackend {
+public:
+    virtual ~DataBackend();
+    virtual void open(const DataOpenRequest& request) = 0;
+    /// Discovery, bucketing and caching. `encoders` is null for `prepare` runs without a model.
+    virtual PrepareSummary prepare(Encoders* encoders) = 0;
+    /// Number of batches one epoch yields with the given batch size.
+    virtual int64_t batches_per_epoch(int64_t batch_size) const = 0;
+    virtual void start_epoch(int64_t epoch) = 0;
+    /// Next batch of `batch_size` samples from one bucket; nullopt at the end of the epoch.
+    virtual std::optional<Batch> next_batch(int64_t batch_size) = 0;
+    /// Position in the epoch (bucket order, seen samples, RNG) for exact resume.
+    virtual nlohmann::json state() const = 0;
+    virtual void restore(const nlohmann::json& state) = 0;
+};
+
+using DataBackendFactory = std::function<std::unique_ptr<DataBackend>()>;
+
+}  // namespace st::sdk

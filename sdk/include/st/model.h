@@ -1,0 +1,91 @@
+// Model family components (`model.<family>@N`, e.g. model.wan@1): everything st needs to know
+// about one family of networks. The host never names a family: it only talks to this interface.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "st/data_backend.h"
+#include "st/options.h"
+#include "st/tensors.h"
+
+namespace torch::nn {
+class Module;
+}
+
+namespace st::sdk {
+
+/// Answer of probe(): can this family load the path, and which variant is it.
+struct ProbeResult {
+    bool loadable = false;
+    std::string variant;  ///< e.g. "t2v-1.3b-2.1 (diffusers layout, bf16)"
+    std::string reason;   ///< why not, when !loadable
+};
+
+struct ModelLoadRequest {
+    std::filesystem::path path;  ///< pretrained_model_name_or_path (resolved local path)
+    ConfigView config;           ///< resolved configuration (flavour, subfolders, dtype keys, ...)
+    at::ScalarType dtype = at::kFloat;  ///< compute / weight dtype (mixed_precision)
+    at::Device device = at::kCPU;
+    bool training = true;  ///< false: inference only (no grads needed)
+};
+
+/// Inputs of one velocity prediction. Shapes: noisy [B,C,F,H,W], timesteps [B] (sigma*1000) or
+/// per token [B,L]; `conditioning` carries the batch tensors (prompt_embeds, image/audio latents).
+struct PredictInputs {
+    at::Tensor noisy;
+    at::Tensor timesteps;
+    TensorMap conditioning;
+    std::vector<std::string> taps;  ///< activations to return (see taps())
+};
+
+struct PredictOutput {
+    at::Tensor velocity;  ///< [B,C_out,F,H,W], same layout as noisy
+    TensorMap taps;       ///< requested activations by name
+};
+
+/// All calls come from the host's trainer/validation thread. Methods may throw st::Error.
+class ModelFamily : public Encoders {
+public:
+    ~ModelFamily() override;
+
+    // ---- tools (no load() needed) -------------------------------------------------------------
+    /// Whether `path` (a diffusers folder, a single file, ...) is a checkpoint of this family.
+    /// Must not throw for foreign paths: return loadable=false with a reason.
+    virtual ProbeResult probe(const std::filesystem::path& path) const = 0;
+    /// Presets for `st-host make-model` ("tiny", "small", ...).
+    virtual std::vector<std::string> presets() const = 0;
+    /// Writes a randomly initialised model in the family's real on-disk layout.
+    virtual void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) = 0;
+    /// Component names for `st-host forward` ("transformer", "vae_encode", ...).
+    virtual std::vector<std::string> forward_components() const = 0;
+    /// Runs one component of the model at `model` on named inputs; returns named outputs.
+    virtual TensorMap forward_component(const std::filesystem::path& model, const std::string& component,
+                                        const TensorMap& inputs, const ConfigView& config) = 0;
+
+    // ---- training -----------------------------------------------------------------------------
+    /// Loads all networks needed for training/inference. Strict: a missing, unexpected or
+    /// wrongly shaped tensor is an error naming it. Logs the detected variant in one line.
+    virtual void load(const ModelLoadRequest& request) = 0;
+    /// The network being trained (after load()). Parameter names are the checkpoint's names.
+    virtual torch::nn::Module& trainable() = 0;
+    /// Module-name suffixes LoRA targets by default (SimpleTuner's defaults for the family).
+    virtual std::vector<std::string> default_lora_targets() const = 0;
+    /// Tap names predict() can return ("blocks.8.out", ...).
+    virtual std::vector<std::string> taps() const = 0;
+    /// Velocity prediction for a noisy batch.
+    virtual PredictOutput predict(const PredictInputs& inputs) = 0;
+};
+
+using ModelFactory = std::function<std::unique_ptr<ModelFamily>()>;
+
+}  // namespace st::sdk

@@ -1,0 +1,70 @@
+// st SDK versioning: ABI major/minor and the build fingerprint.
+//
+// Rules (checked by the host from a plugin's manifest before any plugin code runs):
+//   * ABI major must be equal. A major bump means an incompatible change of an existing interface.
+//   * A plugin built against a newer ABI minor than the host is refused: it may call or override
+//     things the host does not have. An older minor is accepted.
+//   * Minor bumps only ever *add*: new virtual functions are appended at the end of an interface,
+//     new fields are appended to structs that carry a `struct_size`. The host never calls a virtual
+//     that was added after the plugin's minor: it checks `PluginInfo::abi_minor` first.
+//   * The fingerprint must match exactly: host and plugins share one compiler, one C++ standard, one
+//     libstdc++ ABI and one LibTorch build, because the SDK passes C++ objects (std::string,
+//     at::Tensor, torch::nn::Module) across the boundary.
+//   * Behaviour versions are separate from the ABI: a change of numerics or defaults of a component
+//     makes a new component id `kind.name@N+1`.
+#pragma once
+
+#include <fmt/core.h>
+#include <nlohmann/detail/abi_macros.hpp>
+#include <toml++/impl/version.h>
+#include <torch/version.h>
+
+#define ST_SDK_ABI_MAJOR 1
+#define ST_SDK_ABI_MINOR 0
+#define ST_SDK_VERSION_STRING "0.1.0"
+
+#define ST_DETAIL_STR2(x) #x
+#define ST_DETAIL_STR(x) ST_DETAIL_STR2(x)
+
+#if defined(__clang__)
+#define ST_DETAIL_COMPILER "clang-" __clang_version__
+#elif defined(__GNUC__)
+#define ST_DETAIL_COMPILER \
+    "gcc-" ST_DETAIL_STR(__GNUC__) "." ST_DETAIL_STR(__GNUC_MINOR__) "." ST_DETAIL_STR(__GNUC_PATCHLEVEL__)
+#else
+#define ST_DETAIL_COMPILER "unknown-compiler"
+#endif
+
+#if defined(ST_WITH_CUDA) && ST_WITH_CUDA
+#define ST_DETAIL_CUDA "cuda=1"
+#else
+#define ST_DETAIL_CUDA "cuda=0"
+#endif
+
+#ifndef _GLIBCXX_USE_CXX11_ABI
+#define ST_DETAIL_CXX11_ABI "cxx11abi=none"
+#else
+#define ST_DETAIL_CXX11_ABI "cxx11abi=" ST_DETAIL_STR(_GLIBCXX_USE_CXX11_ABI)
+#endif
+
+/// The build fingerprint compiled into the host and into every plugin's manifest. Plain string
+/// literal so it can live in the manifest's constant data. Example:
+///   gcc-12.2.0;c++=202002L;cxx11abi=1;torch=1.13;cuda=0;json=3.11.2;toml++=3.3.0;fmt=90100
+#define ST_BUILD_FINGERPRINT                                                                           \
+    ST_DETAIL_COMPILER ";c++=" ST_DETAIL_STR(__cplusplus) ";" ST_DETAIL_CXX11_ABI                     \
+        ";torch=" ST_DETAIL_STR(TORCH_VERSION_MAJOR) "." ST_DETAIL_STR(TORCH_VERSION_MINOR) ";"       \
+            ST_DETAIL_CUDA ";json=" ST_DETAIL_STR(NLOHMANN_JSON_VERSION_MAJOR) "." ST_DETAIL_STR(     \
+                NLOHMANN_JSON_VERSION_MINOR) "." ST_DETAIL_STR(NLOHMANN_JSON_VERSION_PATCH)           \
+                ";toml++=" ST_DETAIL_STR(TOML_LIB_MAJOR) "." ST_DETAIL_STR(TOML_LIB_MINOR) "."        \
+                    ST_DETAIL_STR(TOML_LIB_PATCH) ";fmt=" ST_DETAIL_STR(FMT_VERSION)
+
+namespace st::sdk {
+
+/// ABI and fingerprint of the libst_sdk the process actually loaded (as opposed to the macros,
+/// which describe the headers a translation unit was compiled with).
+int abi_major();
+int abi_minor();
+const char* build_fingerprint();
+const char* version_string();
+
+}  // namespace st::sdk

@@ -1,0 +1,63 @@
+#include "st/files.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "st/error.h"
+
+namespace st::sdk {
+
+void sync_directory(const std::filesystem::path& dir) {
+    int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        ::fsync(fd);
+        ::close(fd);
+    }
+}
+
+void write_file_atomic(const std::filesystem::path& path, const std::string& content) {
+    auto tmp = path;
+    tmp += fmt::format(".tmp-{}", ::getpid());
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        fail("files", "write", "cannot create '{}' (to write '{}'): {}", tmp.string(), path.string(),
+             std::strerror(errno));
+    size_t off = 0;
+    while (off < content.size()) {
+        ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int err = errno;
+            ::close(fd);
+            ::unlink(tmp.c_str());
+            fail("files", "write", "writing '{}' failed: {}", path.string(), std::strerror(err));
+        }
+        off += static_cast<size_t>(n);
+    }
+    if (::fsync(fd) != 0 || ::close(fd) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        fail("files", "write", "flushing '{}' failed: {}", path.string(), std::strerror(err));
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        fail("files", "write", "renaming '{}' to '{}' failed: {}", tmp.string(), path.string(), std::strerror(err));
+    }
+    sync_directory(path.parent_path());
+}
+
+std::string read_file(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail("files", "read", "cannot open '{}': {}", path.string(), std::strerror(errno));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+}  // namespace st::sdk
