@@ -15,7 +15,9 @@ function(st_add_plugin name)
   set_target_properties(${target} PROPERTIES
     PREFIX "" OUTPUT_NAME "st-${name}" SUFFIX ".so"
     CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON
-    CXX_STANDARD 20 CXX_STANDARD_REQUIRED ON CXX_EXTENSIONS OFF)
+    CXX_STANDARD 20 CXX_STANDARD_REQUIRED ON CXX_EXTENSIONS OFF
+    # Installed plugins live in <prefix>/lib/st/plugins; libraries they link in <prefix>/lib.
+    INSTALL_RPATH "$ORIGIN/../..")
   if(DEFINED ST_PLUGIN_OUTPUT_DIR)
     set_target_properties(${target} PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${ST_PLUGIN_OUTPUT_DIR})
   endif()

@@ -27,6 +27,10 @@ const std::vector<CommandInfo>& commands() {
          "Write a randomly initialised model of a family in its real on-disk layout (for tests, demos, "
          "benchmarks).",
          cmd_make_model},
+        {"lr-curve",
+         "st-host lr-curve --scheduler NAME --learning_rate LR --steps N [--warmup N] [--cycles C] [--power P] "
+         "[--lr_end E] [--every K] [--key value ...]",
+         "Print the learning rate an LR scheduler component gives at each step.", cmd_lr_curve},
     };
     return c;
 }
