@@ -1,12 +1,13 @@
 #include "cli.h"
 
 #include <boost/program_options.hpp>
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <cstdio>
 #include <filesystem>
 
 #include "commands/commands.h"
+#include "plugins/guard.h"
 #include "st/error.h"
 #include "st/log.h"
 #include "st/version.h"
@@ -17,7 +18,7 @@ namespace po = boost::program_options;
 GlobalFlags parse_global_flags(const std::vector<std::string>& args) {
     GlobalFlags g;
     po::options_description desc("global");
-    desc.add_options()("help,h", po::bool_switch(&g.help))("version", po::bool_switch(&g.version))(
+    desc.add_options()("help,h", po::bool_switch(&g.help))("no-install-plugins", po::bool_switch(&g.no_install_plugins))("version", po::bool_switch(&g.version))(
         "plugin", po::value<std::string>(&g.plugin))("plugin-dir", po::value<std::vector<std::string>>(&g.plugin_dirs));
     try {
         auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
@@ -34,10 +35,40 @@ GlobalFlags parse_global_flags(const std::vector<std::string>& args) {
 PluginRegistry& CommandContext::plugins() {
     if (!registry_) {
         registry_ = std::make_unique<PluginRegistry>();
-        registry_->discover(plugin_search_dirs(flags.plugin_dirs));
+        registry_->discover(plugin_search_dirs(flags.plugin_dirs, !flags.no_install_plugins));
     }
     return *registry_;
 }
+
+namespace {
+
+/// `st-host <name> ...` for commands plugins registered (cmd.<name>@N); `st-host bench <what>`
+/// maps to cmd.bench-<what>. Only a first token that is not a file triggers plugin discovery.
+bool run_plugin_command(CommandContext& ctx, const std::string& first, std::vector<std::string> rest, int* code) {
+    if (first.rfind("--", 0) == 0 || first.find('.') != std::string::npos || first.find('/') != std::string::npos)
+        return false;
+    std::string name = first;
+    if (first == "bench") {
+        if (rest.empty()) throw Error("host.cli", "bench", "usage: st-host bench <what> [...] (see st-host --help)");
+        name = "bench-" + rest.front();
+        rest.erase(rest.begin());
+    }
+    const auto* e = ctx.plugins().find_latest("cmd", name);
+    if (!e) {
+        if (first == "bench") {
+            std::vector<std::string> known;
+            for (const auto* c : ctx.plugins().of_kind("cmd"))
+                if (c->name.rfind("bench-", 0) == 0) known.push_back(c->name.substr(6));
+            throw Error("host.cli", "bench", fmt::format("no benchmark '{}'; available: {}", name.substr(6),
+                                                         known.empty() ? std::string("none") : fmt::format("{}", fmt::join(known, ", "))));
+        }
+        return false;
+    }
+    *code = call_plugin(*e, "run", [&] { return e->command.run(rest); });
+    return true;
+}
+
+}  // namespace
 
 int run_cli(int argc, char** argv) {
     std::vector<std::string> args(argv + 1, argv + argc);
@@ -57,6 +88,7 @@ int run_cli(int argc, char** argv) {
         std::vector<std::string> rest(ctx.flags.rest.begin() + 1, ctx.flags.rest.end());
         for (const auto& c : commands())
             if (first == c.name) return c.run(ctx, rest);
+        if (int code; run_plugin_command(ctx, first, rest, &code)) return code;
         if (first.rfind("--", 0) == 0)
             throw Error("host.cli", "parse", fmt::format("expected a command or a config file before '{}'; see "
                                                          "st-host --help",

@@ -57,6 +57,8 @@ struct ChunkPlan {
 ChunkPlan plan_chunks(int64_t bh, int64_t lq, int64_t lk, int64_t q_req, int64_t k_req) {
     const int64_t elems = kAutoBlockBytes / static_cast<int64_t>(sizeof(float));
     int64_t kc = k_req > 0 ? k_req : std::min<int64_t>(std::max<int64_t>(lk, 1), kAutoMaxKeyChunk);
+    // Very many heads: shrink the key chunk too so one query row block still fits the budget.
+    if (k_req <= 0 && bh * kc > elems) kc = std::max<int64_t>(1, elems / std::max<int64_t>(1, bh));
     kc = std::max<int64_t>(1, std::min(kc, std::max<int64_t>(lk, 1)));
     int64_t qc = q_req;
     if (qc <= 0) {
@@ -117,7 +119,7 @@ ForwardResult chunked_forward(const at::Tensor& q3, const at::Tensor& k3, const 
             if (block_skipped_by_causal(causal, q0, qn, k0)) break;
             at::Tensor s = at::bmm(qc, k3.narrow(1, k0, kn).transpose(1, 2));  // [BH, qn, kn]
             mask_block(s, key_bias, b, h, causal, q0, qn, k0, kn);
-            const at::Tensor m_new = at::maximum(m, std::get<0>(s.max(2)));
+            const at::Tensor m_new = at::maximum(m, s.amax(2));
             // Rows whose keys so far are all masked keep m = -inf; shift them by 0 instead so
             // exp(-inf - (-inf)) never produces NaN.
             const at::Tensor m_safe = at::where(at::isinf(m_new), at::zeros_like(m_new), m_new);
@@ -142,8 +144,8 @@ struct BackwardResult {
 
 BackwardResult chunked_backward(const at::Tensor& q3, const at::Tensor& k3, const at::Tensor& v3,
                                 const at::Tensor& out3, const at::Tensor& lse, const at::Tensor& dout3,
-                                const at::Tensor& key_bias, int64_t b, int64_t h, bool causal,
-                                double scale, const ChunkPlan& plan) {
+                                const at::Tensor& key_bias, int64_t b, int64_t h, bool causal, double scale,
+                                const ChunkPlan& plan) {
     const int64_t lq = q3.size(1), lk = k3.size(1);
     // Delta_i = sum_d dO_id * O_id = sum_j P_ij dP_ij (FlashAttention-2, Algorithm 2 line 4).
     const at::Tensor delta = (dout3 * out3).sum(2);  // [BH, Lq]
@@ -176,23 +178,29 @@ BackwardResult chunked_backward(const at::Tensor& q3, const at::Tensor& k3, cons
     return {dq, dk, dv};
 }
 
-at::ScalarType compute_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+at::ScalarType compute_type(at::ScalarType t) {
+    return t == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 // Custom autograd node: saves q, k, v, the output and the logsumexp (all linear in L).
 class ChunkedAttentionFunction : public torch::autograd::Function<ChunkedAttentionFunction> {
-public:
-    static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
-                              const at::Tensor& k, const at::Tensor& v, const at::Tensor& key_bias,
+  public:
+    static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                              const at::Tensor& v, const c10::optional<at::Tensor>& key_bias_opt,
                               double scale, bool causal, int64_t q_chunk, int64_t k_chunk) {
         const auto ct = compute_type(q.scalar_type());
         const int64_t b = q.size(0), h = q.size(1), lq = q.size(2), lk = k.size(2);
         const ChunkPlan plan{q_chunk, k_chunk};
+        const at::Tensor key_bias = key_bias_opt.has_value() ? *key_bias_opt : at::Tensor();
         const at::Tensor q3 = q.to(ct).reshape({b * h, lq, q.size(3)}) * scale;
         const at::Tensor k3 = k.to(ct).reshape({b * h, lk, k.size(3)}).contiguous();
         const at::Tensor v3 = v.to(ct).reshape({b * h, lk, v.size(3)}).contiguous();
         ForwardResult r = chunked_forward(q3, k3, v3, key_bias, b, h, causal, plan);
         const at::Tensor out = r.out.view({b, h, lq, v.size(3)}).to(q.scalar_type());
-        ctx->save_for_backward({q, k, v, out, r.lse, key_bias});
+        ctx->save_for_backward({q, k, v, out, r.lse});
+        // The key bias is a constant (never requires grad); saved_data keeps it without a slot in
+        // the autograd graph.
+        if (key_bias.defined()) ctx->saved_data["key_bias"] = key_bias;
         ctx->saved_data["scale"] = scale;
         ctx->saved_data["causal"] = causal;
         ctx->saved_data["q_chunk"] = q_chunk;
@@ -204,7 +212,8 @@ public:
                                                    torch::autograd::variable_list grad_outputs) {
         const auto saved = ctx->get_saved_variables();
         const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
-        const at::Tensor& key_bias = saved[5];
+        const at::Tensor key_bias =
+            ctx->saved_data.count("key_bias") ? ctx->saved_data["key_bias"].toTensor() : at::Tensor();
         const double scale = ctx->saved_data["scale"].toDouble();
         const bool causal = ctx->saved_data["causal"].toBool();
         const ChunkPlan plan{ctx->saved_data["q_chunk"].toInt(), ctx->saved_data["k_chunk"].toInt()};
@@ -216,21 +225,25 @@ public:
         const at::Tensor v3 = v.to(ct).reshape({b * h, lk, dvd}).contiguous();
         const at::Tensor o3 = out.to(ct).reshape({b * h, lq, dvd});
         const at::Tensor do3 = grad_outputs[0].to(ct).reshape({b * h, lq, dvd});
-        BackwardResult g =
-            chunked_backward(q3, k3, v3, o3, lse, do3, key_bias, b, h, causal, scale, plan);
-        return {g.dq.view(q.sizes()).to(q.scalar_type()), g.dk.view(k.sizes()).to(k.scalar_type()),
-                g.dv.view(v.sizes()).to(v.scalar_type()), at::Tensor(), at::Tensor(), at::Tensor(),
-                at::Tensor(), at::Tensor()};
+        BackwardResult g = chunked_backward(q3, k3, v3, o3, lse, do3, key_bias, b, h, causal, scale, plan);
+        return {g.dq.view(q.sizes()).to(q.scalar_type()),
+                g.dk.view(k.sizes()).to(k.scalar_type()),
+                g.dv.view(v.sizes()).to(v.scalar_type()),
+                at::Tensor(),
+                at::Tensor(),
+                at::Tensor(),
+                at::Tensor(),
+                at::Tensor()};
     }
 };
 
-void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                  const AttentionOptions& o) {
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionOptions& o) {
     if (!q.defined() || !k.defined() || !v.defined())
         fail(kComponent, "forward", "q, k and v must all be defined tensors");
     if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
-        fail(kComponent, "forward", "expected q [B,H,Lq,D], k [B,H,Lk,D], v [B,H,Lk,Dv]; got q {}, k {}, v {}",
-             q.sizes(), k.sizes(), v.sizes());
+        fail(kComponent, "forward",
+             "expected q [B,H,Lq,D], k [B,H,Lk,D], v [B,H,Lk,Dv]; got q {}, k {}, v {}", q.sizes(), k.sizes(),
+             v.sizes());
     if (k.size(0) != q.size(0) || v.size(0) != q.size(0) || k.size(1) != q.size(1) ||
         v.size(1) != q.size(1) || k.size(3) != q.size(3) || v.size(2) != k.size(2))
         fail(kComponent, "forward",
@@ -263,8 +276,7 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const AttentionOptions& o, double scale) {
     const int64_t b = q.size(0), lq = q.size(2), lk = k.size(2);
-    if (!o.key_mask.defined())
-        return at::scaled_dot_product_attention(q, k, v, {}, 0.0, o.causal, scale);
+    if (!o.key_mask.defined()) return at::scaled_dot_product_attention(q, k, v, {}, 0.0, o.causal, scale);
     at::Tensor keep = o.key_mask.to(at::kBool).to(q.device()).view({b, 1, 1, lk});
     if (o.causal) {
         // Combined mask [B, 1, Lq, Lk] (only here: causal together with a key mask).
@@ -301,14 +313,14 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     log::trace(kComponent, "q {} k {} causal {} mask {}: q_chunk {} k_chunk {}", q.sizes(), k.sizes(),
                options.causal, options.key_mask.defined(), plan.q_chunk, plan.k_chunk);
     const auto ct = compute_type(q.scalar_type());
-    at::Tensor key_bias =
-        key_bias_from_mask(options.key_mask.defined() ? options.key_mask.to(q.device()) : at::Tensor(), b,
-                           lk, ct);
-    const bool needs_grad = at::GradMode::is_enabled() &&
-                            (q.requires_grad() || k.requires_grad() || v.requires_grad());
+    at::Tensor key_bias = key_bias_from_mask(
+        options.key_mask.defined() ? options.key_mask.to(q.device()) : at::Tensor(), b, lk, ct);
+    const bool needs_grad =
+        at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
     if (needs_grad)
-        return ChunkedAttentionFunction::apply(q, k, v, key_bias, scale, options.causal, plan.q_chunk,
-                                               plan.k_chunk);
+        return ChunkedAttentionFunction::apply(
+            q, k, v, key_bias.defined() ? c10::optional<at::Tensor>(key_bias) : c10::optional<at::Tensor>(),
+            scale, options.causal, plan.q_chunk, plan.k_chunk);
     const at::Tensor q3 = q.to(ct).reshape({b * h, lq, q.size(3)}) * scale;
     const at::Tensor k3 = k.to(ct).reshape({b * h, lk, k.size(3)}).contiguous();
     const at::Tensor v3 = v.to(ct).reshape({b * h, lk, v.size(3)}).contiguous();

@@ -75,8 +75,8 @@ int64_t auto_shift_seq_len(at::IntArrayRef shape, int64_t patch_size) {
 
 double effective_shift(const FlowSigmaOptions& o, at::IntArrayRef latent_shape) {
     if (o.shift > 0.0) return o.shift;
-    if (o.auto_shift) return auto_shift_value(static_cast<double>(auto_shift_seq_len(latent_shape)),
-                                              o.auto_shift_options);
+    if (o.auto_shift)
+        return auto_shift_value(static_cast<double>(auto_shift_seq_len(latent_shape)), o.auto_shift_options);
     return 1.0;
 }
 
@@ -108,7 +108,8 @@ FlowMatchingBatch make_flow_matching_batch(const at::Tensor& latents, const at::
                                            const at::Tensor& sigmas) {
     if (!latents.defined() || !noise.defined() || latents.sizes() != noise.sizes())
         fail(kComponent, "batch", "latents and noise must have equal shapes, got {} and {}",
-             latents.defined() ? latents.sizes() : at::IntArrayRef{}, noise.defined() ? noise.sizes() : at::IntArrayRef{});
+             latents.defined() ? latents.sizes() : at::IntArrayRef{},
+             noise.defined() ? noise.sizes() : at::IntArrayRef{});
     const auto mt = at_least_f32(latents);
     const at::Tensor s = per_sample(sigmas.to(mt), latents, "batch");
     const at::Tensor x0 = latents.to(mt), eps = noise.to(mt);
@@ -121,7 +122,8 @@ FlowMatchingBatch make_flow_matching_batch(const at::Tensor& latents, const at::
 
 // model_pred [B, ...], target [B, ...] -> [B]
 at::Tensor flow_matching_loss_per_sample(const at::Tensor& model_pred, const at::Tensor& target) {
-    if (!model_pred.defined() || !target.defined() || model_pred.sizes() != target.sizes() || model_pred.dim() < 1)
+    if (!model_pred.defined() || !target.defined() || model_pred.sizes() != target.sizes() ||
+        model_pred.dim() < 1)
         fail(kComponent, "loss", "model_pred and target must have equal shapes [B, ...], got {} and {}",
              model_pred.defined() ? model_pred.sizes() : at::IntArrayRef{},
              target.defined() ? target.sizes() : at::IntArrayRef{});

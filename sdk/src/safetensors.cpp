@@ -77,7 +77,9 @@ std::string known_dtypes() {
     return out;
 }
 
-bool is_f8(const std::string& dtype) { return dtype == "F8_E4M3" || dtype == "F8_E5M2"; }
+bool is_f8(const std::string& dtype) {
+    return dtype == "F8_E4M3" || dtype == "F8_E5M2";
+}
 
 // float8 e4m3fn (OCP FP8, "fn": finite only): 1 sign, 4 exponent bits (bias 7), 3 mantissa bits;
 // no infinities, S.1111.111 is NaN; exponent 0 is subnormal (m/8 * 2^-6).
@@ -123,7 +125,9 @@ const std::array<float, 256>& f8_table(const std::string& dtype) {
     return dtype == "F8_E4M3" ? e4m3 : e5m2;
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_str(const std::vector<int64_t>& shape) {
+    return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
 // Position of the first invalid UTF-8 sequence, or npos. Rejects overlongs, surrogates, > U+10FFFF.
 size_t find_invalid_utf8(std::string_view s) {
@@ -173,69 +177,91 @@ std::string excerpt(std::string_view s, size_t pos) {
     return out;
 }
 
-std::string errno_text(int err) { return std::system_category().message(err); }
+std::string errno_text(int err) {
+    return std::system_category().message(err);
+}
 
 [[noreturn]] void fail_file(const std::filesystem::path& path, const std::string& what) {
     throw Error(kComponent, "open", fmt::format("'{}': {}", path.string(), what));
 }
 
+[[noreturn]] void fail_tensor(const std::filesystem::path& path, const std::string& name,
+                              const std::string& what) {
+    fail_file(path, fmt::format("tensor '{}': {}", name, what));
+}
+
 // Parses one header entry (already known not to be __metadata__) into a TensorInfo.
 TensorInfo parse_entry(const std::filesystem::path& path, const std::string& name, const nlohmann::json& j,
                        uint64_t buffer_size) {
-    const auto bad = [&](const std::string& what) { fail_file(path, fmt::format("tensor '{}': {}", name, what)); };
-    if (!j.is_object()) bad(fmt::format("expected an object with dtype/shape/data_offsets, found {}", j.dump()));
+    if (!j.is_object())
+        fail_tensor(path, name,
+                    fmt::format("expected an object with dtype/shape/data_offsets, found {}", j.dump()));
     for (const auto& [key, value] : j.items()) {
         if (key != "dtype" && key != "shape" && key != "data_offsets") {
-            bad(fmt::format("unexpected key '{}' (expected only dtype, shape, data_offsets)", key));
+            fail_tensor(path, name,
+                        fmt::format("unexpected key '{}' (expected only dtype, shape, data_offsets)", key));
         }
     }
-    if (!j.contains("dtype") || !j["dtype"].is_string()) bad("expected 'dtype' to be a string");
-    if (!j.contains("shape") || !j["shape"].is_array()) bad("expected 'shape' to be an array of integers");
+    if (!j.contains("dtype") || !j["dtype"].is_string())
+        fail_tensor(path, name, "expected 'dtype' to be a string");
+    if (!j.contains("shape") || !j["shape"].is_array())
+        fail_tensor(path, name, "expected 'shape' to be an array of integers");
     if (!j.contains("data_offsets") || !j["data_offsets"].is_array() || j["data_offsets"].size() != 2) {
-        bad("expected 'data_offsets' to be an array [begin, end]");
+        fail_tensor(path, name, "expected 'data_offsets' to be an array [begin, end]");
     }
     TensorInfo info;
     info.name = name;
     info.dtype = j["dtype"].get<std::string>();
     const DtypeEntry* entry = find_dtype(info.dtype);
-    if (entry == nullptr) bad(fmt::format("unknown dtype '{}' (expected one of {})", info.dtype, known_dtypes()));
+    if (entry == nullptr)
+        fail_tensor(path, name,
+                    fmt::format("unknown dtype '{}' (expected one of {})", info.dtype, known_dtypes()));
     info.scalar_type = entry->type;
 
     uint64_t numel = 1;
     for (const auto& dim : j["shape"]) {
         if (dim.is_number_integer() && !dim.is_number_unsigned()) {
-            bad(fmt::format("negative shape entry {} in shape {}", dim.dump(), j["shape"].dump()));
+            fail_tensor(path, name,
+                        fmt::format("negative shape entry {} in shape {}", dim.dump(), j["shape"].dump()));
         }
         if (!dim.is_number_unsigned()) {
-            bad(fmt::format("non-integer shape entry {} in shape {}", dim.dump(), j["shape"].dump()));
+            fail_tensor(path, name,
+                        fmt::format("non-integer shape entry {} in shape {}", dim.dump(), j["shape"].dump()));
         }
         const auto d = dim.get<uint64_t>();
-        if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, d, &numel)) {
-            bad(fmt::format("shape {} overflows 64 bits", j["shape"].dump()));
+        if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+            __builtin_mul_overflow(numel, d, &numel)) {
+            fail_tensor(path, name, fmt::format("shape {} overflows 64 bits", j["shape"].dump()));
         }
         info.shape.push_back(static_cast<int64_t>(d));
     }
     uint64_t bytes = 0;
     if (__builtin_mul_overflow(numel, static_cast<uint64_t>(entry->size), &bytes)) {
-        bad(fmt::format("shape {} x {} bytes overflows 64 bits", j["shape"].dump(), entry->size));
+        fail_tensor(path, name,
+                    fmt::format("shape {} x {} bytes overflows 64 bits", j["shape"].dump(), entry->size));
     }
     for (const auto& off : j["data_offsets"]) {
         if (!off.is_number_unsigned()) {
-            bad(fmt::format("data_offsets must be non-negative integers, found {}", j["data_offsets"].dump()));
+            fail_tensor(path, name,
+                        fmt::format("data_offsets must be non-negative integers, found {}",
+                                    j["data_offsets"].dump()));
         }
     }
     info.begin = j["data_offsets"][0].get<uint64_t>();
     info.end = j["data_offsets"][1].get<uint64_t>();
     if (info.begin > info.end) {
-        bad(fmt::format("data_offsets [{}, {}] has begin > end", info.begin, info.end));
+        fail_tensor(path, name, fmt::format("data_offsets [{}, {}] has begin > end", info.begin, info.end));
     }
     if (info.end > buffer_size) {
-        bad(fmt::format("data_offsets [{}, {}] out of range: the data buffer has {} bytes", info.begin, info.end,
-                        buffer_size));
+        fail_tensor(path, name,
+                    fmt::format("data_offsets [{}, {}] out of range: the data buffer has {} bytes",
+                                info.begin, info.end, buffer_size));
     }
     if (info.end - info.begin != bytes) {
-        bad(fmt::format("data_offsets [{}, {}] span {} bytes but dtype {} x shape {} needs {} bytes", info.begin,
-                        info.end, info.end - info.begin, info.dtype, shape_str(info.shape), bytes));
+        fail_tensor(path, name,
+                    fmt::format("data_offsets [{}, {}] span {} bytes but dtype {} x shape {} needs {} bytes",
+                                info.begin, info.end, info.end - info.begin, info.dtype,
+                                shape_str(info.shape), bytes));
     }
     return info;
 }
@@ -251,7 +277,8 @@ int64_t TensorInfo::numel() const {
 at::ScalarType safetensors_dtype_to_scalar(const std::string& dtype) {
     const DtypeEntry* entry = find_dtype(dtype);
     if (entry == nullptr) {
-        fail(kComponent, "dtype", "unknown safetensors dtype '{}' (expected one of {})", dtype, known_dtypes());
+        fail(kComponent, "dtype", "unknown safetensors dtype '{}' (expected one of {})", dtype,
+             known_dtypes());
     }
     return entry->type;
 }
@@ -268,7 +295,8 @@ std::string scalar_to_safetensors_dtype(at::ScalarType type) {
 size_t safetensors_dtype_size(const std::string& dtype) {
     const DtypeEntry* entry = find_dtype(dtype);
     if (entry == nullptr) {
-        fail(kComponent, "dtype", "unknown safetensors dtype '{}' (expected one of {})", dtype, known_dtypes());
+        fail(kComponent, "dtype", "unknown safetensors dtype '{}' (expected one of {})", dtype,
+             known_dtypes());
     }
     return entry->size;
 }
@@ -284,7 +312,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
         const int err = errno;
         fail_file(path, fmt::format("cannot open: {}", errno_text(err)));
     }
-    struct stat sb{};
+    struct stat sb {};
     if (::fstat(fd, &sb) != 0) {
         const int err = errno;
         ::close(fd);
@@ -298,12 +326,14 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     const auto size = static_cast<uint64_t>(sb.st_size);
     if (size < 8) {
         ::close(fd);
-        fail_file(path, fmt::format("file is truncated: {} bytes, expected at least the 8-byte header length", size));
+        fail_file(path, fmt::format("file is truncated: {} bytes, expected at least the 8-byte header length",
+                                    size));
     }
     void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
     const int map_err = errno;
     ::close(fd);  // the mapping keeps the file referenced
-    if (addr == MAP_FAILED) fail_file(path, fmt::format("cannot mmap {} bytes: {}", size, errno_text(map_err)));
+    if (addr == MAP_FAILED)
+        fail_file(path, fmt::format("cannot mmap {} bytes: {}", size, errno_text(map_err)));
 
     auto file = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
     file->path_ = path;
@@ -314,12 +344,15 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     uint64_t header_len = 0;
     std::memcpy(&header_len, bytes, 8);
     if (header_len > kSafetensorsMaxHeader) {
-        fail_file(path, fmt::format("header length {} exceeds the cap of {} bytes (corrupt or not a safetensors file)",
-                                    header_len, kSafetensorsMaxHeader));
+        fail_file(
+            path,
+            fmt::format("header length {} exceeds the cap of {} bytes (corrupt or not a safetensors file)",
+                        header_len, kSafetensorsMaxHeader));
     }
     if (header_len > size - 8) {
-        fail_file(path, fmt::format("file is truncated: header length {} but only {} bytes follow the length field",
-                                    header_len, size - 8));
+        fail_file(path,
+                  fmt::format("file is truncated: header length {} but only {} bytes follow the length field",
+                              header_len, size - 8));
     }
     file->header_len_ = header_len;
     file->data_ = bytes + 8 + header_len;
@@ -331,9 +364,11 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
                                     excerpt(header, 0)));
     }
     if (const size_t bad = find_invalid_utf8(header); bad != std::string_view::npos) {
-        fail_file(path, fmt::format("header is not valid UTF-8: invalid byte 0x{:02X} at header offset {} near \"{}\" "
-                                    "(tensor names and metadata must be UTF-8)",
-                                    static_cast<unsigned char>(header[bad]), bad, excerpt(header, bad)));
+        fail_file(
+            path,
+            fmt::format("header is not valid UTF-8: invalid byte 0x{:02X} at header offset {} near \"{}\" "
+                        "(tensor names and metadata must be UTF-8)",
+                        static_cast<unsigned char>(header[bad]), bad, excerpt(header, bad)));
     }
 
     // Duplicate top-level keys would silently shadow each other in nlohmann::json: reject them.
@@ -342,7 +377,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     const nlohmann::json::parser_callback_t on_event = [&](int depth, nlohmann::json::parse_event_t event,
                                                            nlohmann::json& parsed) {
         if (depth == 1 && event == nlohmann::json::parse_event_t::key && parsed.is_string()) {
-            if (!seen.insert(parsed.get<std::string>()).second && duplicate.empty()) duplicate = parsed.get<std::string>();
+            if (!seen.insert(parsed.get<std::string>()).second && duplicate.empty())
+                duplicate = parsed.get<std::string>();
         }
         return true;
     };
@@ -352,18 +388,21 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     } catch (const nlohmann::json::exception& e) {
         fail_file(path, fmt::format("header is not valid JSON: {}", e.what()));
     }
-    if (!j.is_object()) fail_file(path, fmt::format("header JSON is a {}, expected an object", j.type_name()));
+    if (!j.is_object())
+        fail_file(path, fmt::format("header JSON is a {}, expected an object", j.type_name()));
     if (!duplicate.empty()) fail_file(path, fmt::format("header lists '{}' more than once", duplicate));
 
     for (const auto& [name, value] : j.items()) {
         if (name == "__metadata__") {
             if (!value.is_object()) {
-                fail_file(path, fmt::format("__metadata__ must be a string -> string map, found {}", value.type_name()));
+                fail_file(path, fmt::format("__metadata__ must be a string -> string map, found {}",
+                                            value.type_name()));
             }
             for (const auto& [key, v] : value.items()) {
                 if (!v.is_string()) {
-                    fail_file(path, fmt::format("__metadata__ must be a string -> string map, but '{}' is a {} ({})",
-                                                key, v.type_name(), v.dump()));
+                    fail_file(path, fmt::format(
+                                        "__metadata__ must be a string -> string map, but '{}' is a {} ({})",
+                                        key, v.type_name(), v.dump()));
                 }
                 file->metadata_[key] = v.get<std::string>();
             }
@@ -383,8 +422,8 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
         const TensorInfo& prev = *ordered[k - 1];
         const TensorInfo& cur = *ordered[k];
         if (cur.begin < prev.end) {
-            fail_file(path, fmt::format("tensor '{}' data_offsets [{}, {}] overlap tensor '{}' [{}, {}]", cur.name,
-                                        cur.begin, cur.end, prev.name, prev.begin, prev.end));
+            fail_file(path, fmt::format("tensor '{}' data_offsets [{}, {}] overlap tensor '{}' [{}, {}]",
+                                        cur.name, cur.begin, cur.end, prev.name, prev.begin, prev.end));
         }
     }
     log::debug(kComponent, "opened '{}': {} tensors, header {} bytes, data {} bytes", path.string(),
@@ -394,7 +433,9 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
 
 SafetensorsFile::~SafetensorsFile() = default;
 
-std::string SafetensorsFile::describe() const { return path_.string(); }
+std::string SafetensorsFile::describe() const {
+    return path_.string();
+}
 
 std::vector<TensorInfo> SafetensorsFile::infos() const {
     std::vector<TensorInfo> out;
@@ -403,7 +444,9 @@ std::vector<TensorInfo> SafetensorsFile::infos() const {
     return out;
 }
 
-bool SafetensorsFile::contains(const std::string& name) const { return tensors_.count(name) != 0; }
+bool SafetensorsFile::contains(const std::string& name) const {
+    return tensors_.count(name) != 0;
+}
 
 const TensorInfo& SafetensorsFile::info(const std::string& name) const {
     const auto it = tensors_.find(name);
@@ -429,7 +472,8 @@ at::Tensor SafetensorsFile::load(const std::string& name) const {
         // LibTorch assumes bool bytes are 0 or 1; anything else would make comparisons misbehave.
         for (size_t k = 0; k < bytes; ++k) {
             if (src[k] > 1) {
-                fail(kComponent, "load", "'{}': tensor '{}' (BOOL) holds byte 0x{:02X} at element {}, expected 0 or 1",
+                fail(kComponent, "load",
+                     "'{}': tensor '{}' (BOOL) holds byte 0x{:02X} at element {}, expected 0 or 1",
                      path_.string(), name, src[k], k);
             }
         }
@@ -448,11 +492,14 @@ at::Tensor SafetensorsFile::view(const std::string& name) const {
     // The deleter holds the mapping alive as long as any view exists. The pages are PROT_READ:
     // writing through the view faults, which is the intended read-only contract.
     auto mapping = mapping_;
-    return at::from_blob(const_cast<uint8_t*>(src), ti.shape, [mapping](void*) mutable { mapping.reset(); },
-                         at::TensorOptions().dtype(ti.scalar_type).device(at::kCPU));
+    return at::from_blob(
+        const_cast<uint8_t*>(src), ti.shape, [mapping](void*) mutable { mapping.reset(); },
+        at::TensorOptions().dtype(ti.scalar_type).device(at::kCPU));
 }
 
-std::map<std::string, std::string> SafetensorsFile::metadata() const { return metadata_; }
+std::map<std::string, std::string> SafetensorsFile::metadata() const {
+    return metadata_;
+}
 
 // ---------------------------------------------------------------------------------------------
 // ShardedSafetensors
@@ -486,7 +533,8 @@ std::shared_ptr<ShardedSafetensors> ShardedSafetensors::open(const std::filesyst
         fail(kComponent, "open", "index '{}' is not valid JSON: {}", index_json.string(), e.what());
     }
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
-        fail(kComponent, "open", "index '{}': expected an object with a \"weight_map\" object (tensor -> file)",
+        fail(kComponent, "open",
+             "index '{}': expected an object with a \"weight_map\" object (tensor -> file)",
              index_json.string());
     }
     auto sharded = std::shared_ptr<ShardedSafetensors>(new ShardedSafetensors());
@@ -500,7 +548,8 @@ std::shared_ptr<ShardedSafetensors> ShardedSafetensors::open(const std::filesyst
         const auto name = file.get<std::string>();
         // Shards live next to their index; a path would let an index point anywhere on disk.
         if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
-            fail(kComponent, "open", "index '{}': weight_map['{}'] = '{}' is not a plain file name next to the index",
+            fail(kComponent, "open",
+                 "index '{}': weight_map['{}'] = '{}' is not a plain file name next to the index",
                  index_json.string(), tensor, name);
         }
         sharded->weight_map_[tensor] = name;
@@ -508,10 +557,15 @@ std::shared_ptr<ShardedSafetensors> ShardedSafetensors::open(const std::filesyst
             const auto shard_path = dir / name;
             std::error_code ec;
             if (!std::filesystem::exists(shard_path, ec)) {
-                fail(kComponent, "open", "index '{}': shard '{}' (holding '{}') does not exist", index_json.string(),
-                     shard_path.string(), tensor);
+                fail(kComponent, "open", "index '{}': shard '{}' (holding '{}') does not exist",
+                     index_json.string(), shard_path.string(), tensor);
             }
-            sharded->shards_[name] = SafetensorsFile::open(shard_path);
+            try {
+                sharded->shards_[name] = SafetensorsFile::open(shard_path);
+            } catch (const Error& e) {
+                throw e.with_context(
+                    fmt::format("while opening a shard listed by index '{}'", index_json.string()));
+            }
         }
         if (!sharded->shards_[name]->contains(tensor)) {
             fail(kComponent, "open", "index '{}' maps tensor '{}' to shard '{}', which does not contain it",
@@ -523,7 +577,9 @@ std::shared_ptr<ShardedSafetensors> ShardedSafetensors::open(const std::filesyst
     return sharded;
 }
 
-std::string ShardedSafetensors::describe() const { return index_.string(); }
+std::string ShardedSafetensors::describe() const {
+    return index_.string();
+}
 
 std::vector<TensorInfo> ShardedSafetensors::infos() const {
     std::vector<TensorInfo> out;
@@ -532,13 +588,15 @@ std::vector<TensorInfo> ShardedSafetensors::infos() const {
     return out;
 }
 
-bool ShardedSafetensors::contains(const std::string& name) const { return weight_map_.count(name) != 0; }
+bool ShardedSafetensors::contains(const std::string& name) const {
+    return weight_map_.count(name) != 0;
+}
 
 at::Tensor ShardedSafetensors::load(const std::string& name) const {
     const auto it = weight_map_.find(name);
     if (it == weight_map_.end()) {
-        fail(kComponent, "load", "index '{}': no tensor named '{}' ({} tensors in the weight_map)", index_.string(),
-             name, weight_map_.size());
+        fail(kComponent, "load", "index '{}': no tensor named '{}' ({} tensors in the weight_map)",
+             index_.string(), name, weight_map_.size());
     }
     return shards_.at(it->second)->load(name);
 }
@@ -559,7 +617,8 @@ std::shared_ptr<TensorSource> open_tensor_source(const std::filesystem::path& pa
     std::error_code ec;
     const auto status = fs::status(path, ec);
     if (ec || !fs::exists(status)) {
-        fail(kComponent, "open", "'{}' does not exist (expected a .safetensors file, an index json or a directory)",
+        fail(kComponent, "open",
+             "'{}' does not exist (expected a .safetensors file, an index json or a directory)",
              path.string());
     }
     const auto ends_with = [](const std::string& s, std::string_view suffix) {
@@ -585,16 +644,18 @@ std::shared_ptr<TensorSource> open_tensor_source(const std::filesystem::path& pa
         return fmt::format("{}", fmt::join(out, ", "));
     };
     if (indexes.size() > 1) {
-        fail(kComponent, "open", "directory '{}' is ambiguous: {} index files ({}); pass one of them", path.string(),
-             indexes.size(), names(indexes));
+        fail(kComponent, "open", "directory '{}' is ambiguous: {} index files ({}); pass one of them",
+             path.string(), indexes.size(), names(indexes));
     }
     if (indexes.size() == 1) {
-        log::debug(kComponent, "directory '{}': using index '{}'", path.string(), indexes[0].filename().string());
+        log::debug(kComponent, "directory '{}': using index '{}'", path.string(),
+                   indexes[0].filename().string());
         return ShardedSafetensors::open(indexes[0]);
     }
     if (files.size() > 1) {
-        fail(kComponent, "open", "directory '{}' is ambiguous: {} .safetensors files ({}) and no index; pass one",
-             path.string(), files.size(), names(files));
+        fail(kComponent, "open",
+             "directory '{}' is ambiguous: {} .safetensors files ({}) and no index; pass one", path.string(),
+             files.size(), names(files));
     }
     if (files.empty()) {
         fail(kComponent, "open", "directory '{}' holds no .safetensors file and no .safetensors.index.json",
@@ -611,7 +672,7 @@ namespace {
 
 // Removes the temporary file unless released (after a successful rename).
 class TempFile {
-public:
+  public:
     explicit TempFile(std::filesystem::path path) : path_(std::move(path)) {}
     ~TempFile() {
         if (fd_ >= 0) ::close(fd_);
@@ -633,8 +694,8 @@ void write_all(int fd, const void* data, size_t size, const std::filesystem::pat
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             const int err = n < 0 ? errno : EIO;
-            fail(kComponent, "save", "'{}': writing temporary file '{}' failed: {}", target.string(), tmp.string(),
-                 errno_text(err));
+            fail(kComponent, "save", "'{}': writing temporary file '{}' failed: {}", target.string(),
+                 tmp.string(), errno_text(err));
         }
         p += n;
         size -= static_cast<size_t>(n);
@@ -651,22 +712,28 @@ void save_safetensors(const std::filesystem::path& path, const TensorMap& tensor
     data.reserve(tensors.size());
     uint64_t offset = 0;
     for (const auto& [name, tensor] : tensors) {
-        if (name == "__metadata__") fail(kComponent, "save", "'{}': '__metadata__' is reserved, not a tensor name", path.string());
+        if (name == "__metadata__")
+            fail(kComponent, "save", "'{}': '__metadata__' is reserved, not a tensor name", path.string());
         if (find_invalid_utf8(name) != std::string_view::npos) {
-            fail(kComponent, "save", "'{}': tensor name \"{}\" is not valid UTF-8", path.string(), excerpt(name, 0));
+            fail(kComponent, "save", "'{}': tensor name \"{}\" is not valid UTF-8", path.string(),
+                 excerpt(name, 0));
         }
-        if (!tensor.defined()) fail(kComponent, "save", "'{}': tensor '{}' is undefined", path.string(), name);
+        if (!tensor.defined())
+            fail(kComponent, "save", "'{}': tensor '{}' is undefined", path.string(), name);
         const std::string dtype = scalar_to_safetensors_dtype(tensor.scalar_type());
         at::Tensor cpu = tensor.detach().to(at::kCPU).contiguous();
         const auto bytes = static_cast<uint64_t>(cpu.numel()) * cpu.element_size();
-        header[name] = {{"dtype", dtype}, {"shape", cpu.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+        header[name] = {
+            {"dtype", dtype}, {"shape", cpu.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
         offset += bytes;
         data.push_back(std::move(cpu));
     }
     if (!metadata.empty()) {
         for (const auto& [key, value] : metadata) {
-            if (find_invalid_utf8(key) != std::string_view::npos || find_invalid_utf8(value) != std::string_view::npos) {
-                fail(kComponent, "save", "'{}': metadata entry \"{}\" is not valid UTF-8", path.string(), excerpt(key, 0));
+            if (find_invalid_utf8(key) != std::string_view::npos ||
+                find_invalid_utf8(value) != std::string_view::npos) {
+                fail(kComponent, "save", "'{}': metadata entry \"{}\" is not valid UTF-8", path.string(),
+                     excerpt(key, 0));
             }
         }
         header["__metadata__"] = metadata;
@@ -679,24 +746,28 @@ void save_safetensors(const std::filesystem::path& path, const TensorMap& tensor
     tmp.fd_ = ::open(tmp.path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (tmp.fd_ < 0) {
         const int err = errno;
-        fail(kComponent, "save", "'{}': cannot create temporary file '{}': {}", path.string(), tmp.path_.string(),
-             errno_text(err));
+        fail(kComponent, "save", "'{}': cannot create temporary file '{}': {}", path.string(),
+             tmp.path_.string(), errno_text(err));
     }
     tmp.released_ = false;
     write_all(tmp.fd_, &header_len, 8, tmp.path_, path);
     write_all(tmp.fd_, text.data(), text.size(), tmp.path_, path);
     for (const auto& t : data) {
-        if (t.numel() > 0) write_all(tmp.fd_, t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size(), tmp.path_, path);
+        if (t.numel() > 0)
+            write_all(tmp.fd_, t.data_ptr(), static_cast<size_t>(t.numel()) * t.element_size(), tmp.path_,
+                      path);
     }
     if (::fsync(tmp.fd_) != 0) {
         const int err = errno;
-        fail(kComponent, "save", "'{}': fsync of '{}' failed: {}", path.string(), tmp.path_.string(), errno_text(err));
+        fail(kComponent, "save", "'{}': fsync of '{}' failed: {}", path.string(), tmp.path_.string(),
+             errno_text(err));
     }
     const int fd = tmp.fd_;
     tmp.fd_ = -1;
     if (::close(fd) != 0) {
         const int err = errno;
-        fail(kComponent, "save", "'{}': closing '{}' failed: {}", path.string(), tmp.path_.string(), errno_text(err));
+        fail(kComponent, "save", "'{}': closing '{}' failed: {}", path.string(), tmp.path_.string(),
+             errno_text(err));
     }
     if (::rename(tmp.path_.c_str(), path.c_str()) != 0) {
         const int err = errno;
@@ -713,7 +784,8 @@ void save_safetensors(const std::filesystem::path& path, const TensorMap& tensor
                   errno_text(errno));
     }
     if (dfd >= 0) ::close(dfd);
-    log::debug(kComponent, "saved '{}': {} tensors, {} bytes", path.string(), tensors.size(), 8 + header_len + offset);
+    log::debug(kComponent, "saved '{}': {} tensors, {} bytes", path.string(), tensors.size(),
+               8 + header_len + offset);
 }
 
 }  // namespace st::sdk

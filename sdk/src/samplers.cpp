@@ -24,9 +24,13 @@ namespace {
 
 constexpr const char* kComponent = "sdk.samplers";
 
-double shift_sigma(double s, double sigma) { return s * sigma / (1.0 + (s - 1.0) * sigma); }
+double shift_sigma(double s, double sigma) {
+    return s * sigma / (1.0 + (s - 1.0) * sigma);
+}
 
-double round_f32(double x) { return static_cast<double>(static_cast<float>(x)); }
+double round_f32(double x) {
+    return static_cast<double>(static_cast<float>(x));
+}
 
 // numpy.linspace(start, stop, num) with endpoint: start + i * step, last element exactly `stop`.
 std::vector<double> np_linspace(double start, double stop, int64_t num) {
@@ -144,7 +148,8 @@ SamplerConfig SamplerConfig::from_diffusers_json(const nlohmann::json& j) {
     };
     auto reject_set = [&](const char* key) {
         if (j.contains(key) && !j[key].is_null())
-            fail(kComponent, "config", "{}: '{}' = {} is not supported (expected null)", cls, key, j[key].dump());
+            fail(kComponent, "config", "{}: '{}' = {} is not supported (expected null)", cls, key,
+                 j[key].dump());
     };
     for (const char* key : {"use_dynamic_shifting", "use_karras_sigmas", "use_exponential_sigmas",
                             "use_beta_sigmas", "invert_sigmas", "stochastic_sampling", "thresholding"})
@@ -165,6 +170,11 @@ SamplerConfig SamplerConfig::from_diffusers_json(const nlohmann::json& j) {
         c.shift = j.value("flow_shift", 1.0);
         c.solver_order = j.value("solver_order", c.solver_order);
         c.solver_type = j.value("solver_type", c.solver_type);
+        // diffusers' __init__ re-registers these DPM-Solver names as bh2.
+        if (c.solver_type == "midpoint" || c.solver_type == "heun" || c.solver_type == "logrho") {
+            log::info(kComponent, "{}: solver_type '{}' maps to 'bh2' (as in diffusers)", cls, c.solver_type);
+            c.solver_type = "bh2";
+        }
         c.lower_order_final = j.value("lower_order_final", c.lower_order_final);
         c.final_sigmas_type = j.value("final_sigmas_type", c.final_sigmas_type);
         if (j.contains("disable_corrector") && j["disable_corrector"].is_array())
@@ -184,7 +194,8 @@ SamplerConfig SamplerConfig::from_diffusers_json(const nlohmann::json& j) {
 FlowMatchEulerSampler::FlowMatchEulerSampler(SamplerConfig config) : Sampler(std::move(config)) {}
 
 void FlowMatchEulerSampler::set_timesteps(int64_t num_steps) {
-    if (num_steps < 1) fail(kComponent, "set_timesteps", "flow_match_euler: num_steps must be >= 1, got {}", num_steps);
+    if (num_steps < 1)
+        fail(kComponent, "set_timesteps", "flow_match_euler: num_steps must be >= 1, got {}", num_steps);
     const auto n_train = static_cast<float>(config_.num_train_timesteps);
     const auto s = static_cast<float>(config_.shift);
     // __init__: the training table is float32: t = 1..N, sigma = t / N, shifted in float32.
@@ -209,7 +220,8 @@ void FlowMatchEulerSampler::set_timesteps(int64_t num_steps) {
 }
 
 // sample [*], velocity [*] -> sample at sigmas[i + 1]: x + (sigma_next - sigma) * v
-at::Tensor FlowMatchEulerSampler::step(const at::Tensor& velocity, int64_t step_index, const at::Tensor& sample) {
+at::Tensor FlowMatchEulerSampler::step(const at::Tensor& velocity, int64_t step_index,
+                                       const at::Tensor& sample) {
     check_step(velocity, step_index, sample);
     const auto mt = math_type(sample);
     // sigma_next - sigma is a float32 difference in diffusers.
@@ -225,7 +237,8 @@ UniPCSampler::UniPCSampler(SamplerConfig config) : Sampler(std::move(config)) {
     if (config_.solver_order < 1 || config_.solver_order > 4)
         fail(kComponent, "config", "unipc: solver_order must be in [1, 4], got {}", config_.solver_order);
     if (config_.solver_type != "bh2" && config_.solver_type != "bh1")
-        fail(kComponent, "config", "unipc: solver_type must be 'bh1' or 'bh2', got '{}'", config_.solver_type);
+        fail(kComponent, "config", "unipc: solver_type must be 'bh1' or 'bh2', got '{}'",
+             config_.solver_type);
     if (config_.final_sigmas_type != "zero" && config_.final_sigmas_type != "sigma_min")
         fail(kComponent, "config", "unipc: final_sigmas_type must be 'zero' or 'sigma_min', got '{}'",
              config_.final_sigmas_type);
@@ -234,12 +247,12 @@ UniPCSampler::UniPCSampler(SamplerConfig config) : Sampler(std::move(config)) {
 void UniPCSampler::set_timesteps(int64_t num_steps) {
     if (num_steps < 1) fail(kComponent, "set_timesteps", "unipc: num_steps must be >= 1, got {}", num_steps);
     const double nt = static_cast<double>(config_.num_train_timesteps);
-    // alphas = linspace(1, 1/N, n+1); sigmas = shift(1 - alphas), reversed, without the last (0).
-    const std::vector<double> alphas = np_linspace(1.0, 1.0 / nt, num_steps + 1);
-    std::vector<double> shifted;
-    for (double a : alphas) shifted.push_back(shift_sigma(config_.shift, 1.0 - a));
-    std::reverse(shifted.begin(), shifted.end());
+    // sigmas = shift(linspace(1, 1/N, n+1)[:-1]) in float64; sigma_0 = shift(1) = 1 is pulled to
+    // 1 - 1e-6 so that lambda_0 = log(alpha) - log(sigma) stays finite.
+    std::vector<double> shifted = np_linspace(1.0, 1.0 / nt, num_steps + 1);
     shifted.pop_back();
+    for (double& s : shifted) s = shift_sigma(config_.shift, s);
+    if (std::fabs(shifted[0] - 1.0) < 1e-6) shifted[0] -= 1e-6;
     sigmas_.clear();
     timesteps_.clear();
     for (double s : shifted) {
@@ -250,7 +263,8 @@ void UniPCSampler::set_timesteps(int64_t num_steps) {
     sigmas_.push_back(config_.final_sigmas_type == "zero" ? 0.0 : sigmas_.back());
     reset();
     log::debug(kComponent, "unipc: {} steps, flow_shift {}, order {} {}, timesteps {} .. {}", num_steps,
-               config_.shift, config_.solver_order, config_.solver_type, timesteps_.front(), timesteps_.back());
+               config_.shift, config_.solver_order, config_.solver_type, timesteps_.front(),
+               timesteps_.back());
 }
 
 void UniPCSampler::reset() {
@@ -265,11 +279,12 @@ void UniPCSampler::reset() {
 at::Tensor UniPCSampler::step(const at::Tensor& velocity, int64_t step_index, const at::Tensor& sample_in) {
     check_step(velocity, step_index, sample_in);
     if (step_index != next_step_)
-        fail(kComponent, "step", "unipc: steps must be taken in order; expected step {}, got {} (call reset())",
-             next_step_, step_index);
+        fail(kComponent, "step",
+             "unipc: steps must be taken in order; expected step {}, got {} (call reset())", next_step_,
+             step_index);
     if (last_sample_.defined() && last_sample_.sizes() != sample_in.sizes())
-        fail(kComponent, "step", "unipc: sample shape {} differs from the previous step's {}", sample_in.sizes(),
-             last_sample_.sizes());
+        fail(kComponent, "step", "unipc: sample shape {} differs from the previous step's {}",
+             sample_in.sizes(), last_sample_.sizes());
     const auto mt = math_type(sample_in);
     const bool bh2 = config_.solver_type == "bh2";
     const auto& sig = sigmas_;
@@ -278,8 +293,9 @@ at::Tensor UniPCSampler::step(const at::Tensor& velocity, int64_t step_index, co
     // convert_model_output: x0 = x - sigma * v (from the sample before correction).
     const at::Tensor x0 = sample - velocity.to(mt) * sig[i];
 
-    const bool corrector_disabled = std::find(config_.disable_corrector.begin(), config_.disable_corrector.end(),
-                                              i - 1) != config_.disable_corrector.end();
+    const bool corrector_disabled =
+        std::find(config_.disable_corrector.begin(), config_.disable_corrector.end(), i - 1) !=
+        config_.disable_corrector.end();
     if (i > 0 && !corrector_disabled && last_sample_.defined()) {
         // UniC (multistep_uni_c_bh_update): from sigma[i-1] (last_sample) to sigma[i], using the
         // history and the new x0 as the extra point.
@@ -295,7 +311,8 @@ at::Tensor UniPCSampler::step(const at::Tensor& velocity, int64_t step_index, co
             std::vector<double> r(static_cast<size_t>(order * order));
             for (int64_t row = 0; row < order; ++row)
                 for (int64_t col = 0; col < order; ++col)
-                    r[static_cast<size_t>(row * order + col)] = std::pow(c.rks[static_cast<size_t>(col)], row);
+                    r[static_cast<size_t>(row * order + col)] =
+                        std::pow(c.rks[static_cast<size_t>(col)], row);
             rhos = solve_small(r, c.b);
         }
         const at::Tensor& m0 = x0_history_.back();
@@ -309,7 +326,8 @@ at::Tensor UniPCSampler::step(const at::Tensor& velocity, int64_t step_index, co
     }
 
     x0_history_.push_back(x0);
-    if (static_cast<int64_t>(x0_history_.size()) > config_.solver_order) x0_history_.erase(x0_history_.begin());
+    if (static_cast<int64_t>(x0_history_.size()) > config_.solver_order)
+        x0_history_.erase(x0_history_.begin());
 
     int64_t order = config_.solver_order;
     if (config_.lower_order_final) order = std::min(order, num_steps() - i);
@@ -341,7 +359,8 @@ at::Tensor UniPCSampler::step(const at::Tensor& velocity, int64_t step_index, co
                 std::vector<double> r(static_cast<size_t>(n * n));
                 for (int64_t row = 0; row < n; ++row)
                     for (int64_t col = 0; col < n; ++col)
-                        r[static_cast<size_t>(row * n + col)] = std::pow(c.rks[static_cast<size_t>(col)], row);
+                        r[static_cast<size_t>(row * n + col)] =
+                            std::pow(c.rks[static_cast<size_t>(col)], row);
                 rhos = solve_small(r, std::vector<double>(c.b.begin(), c.b.begin() + n));
             }
             at::Tensor res;
@@ -361,7 +380,9 @@ at::Tensor UniPCSampler::step(const at::Tensor& velocity, int64_t step_index, co
 
 // ---------------------------------------------------------------------------------------------
 
-std::vector<std::string> sampler_names() { return {"euler", "flow_match_euler", "unipc"}; }
+std::vector<std::string> sampler_names() {
+    return {"euler", "flow_match_euler", "unipc"};
+}
 
 std::unique_ptr<Sampler> make_sampler(const std::string& name, const SamplerConfig& config) {
     if (name == "euler" || name == "flow_match_euler") return std::make_unique<FlowMatchEulerSampler>(config);

@@ -19,7 +19,9 @@ namespace st::sdk {
 
 namespace {
 
-std::string shape_str(at::IntArrayRef shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_str(at::IntArrayRef shape) {
+    return fmt::format("[{}]", fmt::join(shape, ", "));
+}
 
 // "a, b, c ... and 7 more"
 std::string first_offenders(const std::vector<std::string>& items, size_t max_listed) {
@@ -49,14 +51,16 @@ LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSo
             ++ignored;
             continue;
         }
-        const std::string label = *mapped == info.name ? info.name : fmt::format("{} (-> {})", info.name, *mapped);
+        const std::string label =
+            *mapped == info.name ? info.name : fmt::format("{} (-> {})", info.name, *mapped);
         const auto target = targets.find(*mapped);
         if (target == targets.end()) {
             unexpected.push_back(fmt::format("{} {} {}", label, info.dtype, shape_str(info.shape)));
             continue;
         }
         if (const auto seen = plan.find(*mapped); seen != plan.end()) {
-            duplicates.push_back(fmt::format("{} and {} both map to {}", seen->second.source_name, info.name, *mapped));
+            duplicates.push_back(
+                fmt::format("{} and {} both map to {}", seen->second.source_name, info.name, *mapped));
             continue;
         }
         if (!target->second.defined()) {
@@ -65,8 +69,8 @@ LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSo
             continue;
         }
         if (target->second.sizes() != at::IntArrayRef(info.shape)) {
-            wrong_shape.push_back(fmt::format("{}: expected {} got {}", label, shape_str(target->second.sizes()),
-                                              shape_str(info.shape)));
+            wrong_shape.push_back(fmt::format("{}: expected {} got {}", label,
+                                              shape_str(target->second.sizes()), shape_str(info.shape)));
             wrong_targets.insert(*mapped);
             continue;
         }
@@ -74,29 +78,32 @@ LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSo
     }
     std::vector<std::string> missing;
     for (const auto& [name, tensor] : targets) {
-        if (plan.count(name) == 0 && wrong_targets.count(name) == 0 && options.optional_targets.count(name) == 0) {
-            missing.push_back(tensor.defined() ? fmt::format("{} {}", name, shape_str(tensor.sizes())) : name);
+        if (plan.count(name) == 0 && wrong_targets.count(name) == 0 &&
+            options.optional_targets.count(name) == 0) {
+            missing.push_back(tensor.defined() ? fmt::format("{} {}", name, shape_str(tensor.sizes()))
+                                               : name);
         }
     }
 
     if (!missing.empty() || !unexpected.empty() || !wrong_shape.empty() || !duplicates.empty()) {
-        std::string message = fmt::format("'{}' does not match the model ({} targets, {} matched):",
-                                          source.describe(), targets.size(), plan.size());
+        std::string message =
+            fmt::format("'{}' does not match the model ({} targets, {} matched):", source.describe(),
+                        targets.size(), plan.size());
         if (!missing.empty()) {
-            message += fmt::format("\n  {} missing (expected by the model, absent from the file):{}", missing.size(),
-                                   first_offenders(missing, options.max_listed));
+            message += fmt::format("\n  {} missing (expected by the model, absent from the file):{}",
+                                   missing.size(), first_offenders(missing, options.max_listed));
         }
         if (!unexpected.empty()) {
-            message += fmt::format("\n  {} unexpected (in the file, unknown to the model):{}", unexpected.size(),
-                                   first_offenders(unexpected, options.max_listed));
+            message += fmt::format("\n  {} unexpected (in the file, unknown to the model):{}",
+                                   unexpected.size(), first_offenders(unexpected, options.max_listed));
         }
         if (!wrong_shape.empty()) {
             message += fmt::format("\n  {} wrong shape:{}", wrong_shape.size(),
                                    first_offenders(wrong_shape, options.max_listed));
         }
         if (!duplicates.empty()) {
-            message += fmt::format("\n  {} duplicate (several file tensors map to one target):{}", duplicates.size(),
-                                   first_offenders(duplicates, options.max_listed));
+            message += fmt::format("\n  {} duplicate (several file tensors map to one target):{}",
+                                   duplicates.size(), first_offenders(duplicates, options.max_listed));
         }
         throw Error(options.component, "load", std::move(message));
     }
@@ -116,7 +123,8 @@ LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSo
         }
     }
     std::vector<std::string> from, to;
-    for (const auto& [dtype, count] : report.source_dtypes) from.push_back(fmt::format("{} x{}", dtype, count));
+    for (const auto& [dtype, count] : report.source_dtypes)
+        from.push_back(fmt::format("{} x{}", dtype, count));
     for (const auto& [dtype, count] : target_dtypes) to.push_back(fmt::format("{} x{}", dtype, count));
     log::info(options.component, "loaded {} tensors from '{}' ({} -> {}){}", report.loaded, source.describe(),
               fmt::join(from, ", "), fmt::join(to, ", "),

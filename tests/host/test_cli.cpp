@@ -20,7 +20,7 @@ struct Result {
 };
 
 Result run(const std::string& args) {
-    std::string cmd = std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " " + args + " 2>&1";
+    std::string cmd = std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --no-install-plugins " + args + " 2>&1";
     Result r;
     FILE* p = popen(cmd.c_str(), "r");
     std::array<char, 4096> buf{};
@@ -80,7 +80,7 @@ TEST(CliTest, PluginsCommandShowsAcceptedAndRefusedWithReasons) {
 }
 
 TEST(CliTest, EnvironmentPluginPathIsSearched) {
-    std::string cmd = std::string("ST_PLUGIN_PATH=") + (kRoot / "good").string() + " " + ST_HOST_EXE + " plugins 2>&1";
+    std::string cmd = std::string("ST_PLUGIN_PATH=") + (kRoot / "good").string() + " " + ST_HOST_EXE + " --no-install-plugins plugins 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     std::string out;
     std::array<char, 4096> buf{};
@@ -170,4 +170,22 @@ TEST(CliTest, InspectOfMissingFileIsAClearError) {
     auto r = run("inspect /nonexistent/file.safetensors");
     EXPECT_EQ(r.code, 1);
     expect_contains(r.out, "'/nonexistent/file.safetensors' does not exist");
+}
+
+TEST(CliTest, PluginCommandsRunAndReportErrorsWithContext) {
+    auto r = run(dir("model") + " fixture-echo a b");
+    EXPECT_EQ(r.code, 2) << r.out;
+    expect_contains(r.out, "echo:a\necho:b");
+    r = run(dir("model") + " fixture-echo fail");
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out, "asked to fail");
+    expect_contains(r.out, "component 'cmd.fixture-echo@1', phase 'run'");
+    r = run(dir("model") + " bench fixture");
+    EXPECT_EQ(r.code, 0) << r.out;
+    expect_contains(r.out, "bench ran");
+    r = run(dir("model") + " bench nothing");
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out, "no benchmark 'nothing'; available: fixture");
+    r = run("--help " + dir("model"));
+    expect_contains(r.out, "st-host fixture-echo ARGS...");
 }

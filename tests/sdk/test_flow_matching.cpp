@@ -21,7 +21,8 @@ using namespace st::sdk;
 
 const fs::path kDir = fs::path(ST_TEST_GOLDEN_DIR) / "flow_matching_training";
 
-void expect_close(const at::Tensor& a, const at::Tensor& ref, double atol, double rtol, const std::string& what) {
+void expect_close(const at::Tensor& a, const at::Tensor& ref, double atol, double rtol,
+                  const std::string& what) {
     ASSERT_EQ(a.numel(), ref.numel()) << what;
     const at::Tensor ad = a.to(at::kDouble).reshape(ref.sizes()), rd = ref.to(at::kDouble);
     const double worst = ((ad - rd).abs() - (rd.abs() * rtol + atol)).max().item<double>();
@@ -122,7 +123,8 @@ TEST(FlowMatchingTest, AutoShiftFollowsCalculateShiftAndIsClamped) {
 }
 
 TEST(FlowMatchingTest, BatchKeepsDtypeAndChecksShapes) {
-    const at::Tensor x0 = at::randn({2, 4, 3, 3}).to(at::kBFloat16), e = at::randn({2, 4, 3, 3}).to(at::kBFloat16);
+    const at::Tensor x0 = at::randn({2, 4, 3, 3}).to(at::kBFloat16),
+                     e = at::randn({2, 4, 3, 3}).to(at::kBFloat16);
     const FlowMatchingBatch b = make_flow_matching_batch(x0, e, at::tensor({0.0f, 1.0f}));
     EXPECT_EQ(b.noisy.scalar_type(), at::kBFloat16);
     EXPECT_TRUE(at::equal(b.noisy[0], x0[0]));  // sigma 0: clean

@@ -24,15 +24,15 @@ namespace fs = std::filesystem;
 using st::sdk::open_tensor_source;
 using st::sdk::safetensors_dtype_size;
 using st::sdk::safetensors_dtype_to_scalar;
-using st::sdk::save_safetensors;
 using st::sdk::SafetensorsFile;
+using st::sdk::save_safetensors;
 using st::sdk::ShardedSafetensors;
 using st::sdk::TensorMap;
 
 namespace {
 
 class TempDir {
-public:
+  public:
     TempDir() {
         std::string tmpl = (fs::temp_directory_path() / "st_safetensors_XXXXXX").string();
         path_ = ::mkdtemp(tmpl.data());
@@ -45,7 +45,7 @@ public:
     const fs::path& path() const { return path_; }
     fs::path operator/(const std::string& name) const { return path_ / name; }
 
-private:
+  private:
     fs::path path_;
 };
 
@@ -100,7 +100,8 @@ TEST(SafetensorsTest, DtypeTablesMatchTheFormat) {
         safetensors_dtype_to_scalar("U16");
         FAIL() << "U16 accepted";
     } catch (const st::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("unknown safetensors dtype 'U16'"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("unknown safetensors dtype 'U16'"), std::string::npos)
+            << e.what();
     }
     EXPECT_THROW(st::sdk::scalar_to_safetensors_dtype(at::kComplexFloat), st::Error);
 }
@@ -132,7 +133,8 @@ TEST(SafetensorsTest, RoundTripsEveryDtypeBitExact) {
 
 TEST(SafetensorsTest, HeaderIsPaddedAndTensorsAreContiguousInNameOrder) {
     TempDir dir;
-    TensorMap tensors{{"b", at::ones({3}, at::kHalf)}, {"a", at::ones({2, 2})}, {"c", at::ones({1}, at::kByte)}};
+    TensorMap tensors{
+        {"b", at::ones({3}, at::kHalf)}, {"a", at::ones({2, 2})}, {"c", at::ones({1}, at::kByte)}};
     save_safetensors(dir / "x.safetensors", tensors, {{"format", "pt"}});
     const std::string bytes = read_bytes(dir / "x.safetensors");
     uint64_t n = 0;
@@ -153,9 +155,11 @@ TEST(SafetensorsTest, HeaderIsPaddedAndTensorsAreContiguousInNameOrder) {
 
 TEST(SafetensorsTest, MetadataRoundTrips) {
     TempDir dir;
-    const std::map<std::string, std::string> meta{
-        {"format", "pt"}, {"st.step", "1200"}, {"json", R"({"lr": 1e-4, "names": ["a", "b"]})"},
-        {"unicode", "\xC3\xA9t\xC3\xA9 \xE2\x9C\x93"}, {"empty", ""}};
+    const std::map<std::string, std::string> meta{{"format", "pt"},
+                                                  {"st.step", "1200"},
+                                                  {"json", R"({"lr": 1e-4, "names": ["a", "b"]})"},
+                                                  {"unicode", "\xC3\xA9t\xC3\xA9 \xE2\x9C\x93"},
+                                                  {"empty", ""}};
     save_safetensors(dir / "m.safetensors", {{"w", at::zeros({2})}}, meta);
     EXPECT_EQ(SafetensorsFile::open(dir / "m.safetensors")->metadata(), meta);
 
@@ -213,7 +217,8 @@ TEST(SafetensorsTest, ViewIsZeroCopyAndOutlivesTheFile) {
 TEST(SafetensorsTest, ViewOfMisalignedDataIsACopy) {
     TempDir dir;
     // "a" has 3 bytes, so "b" (F32) starts at data offset 3: not 4-byte aligned.
-    save_safetensors(dir / "m.safetensors", {{"a", at::ones({3}, at::kByte)}, {"b", at::arange(4, at::kFloat)}});
+    save_safetensors(dir / "m.safetensors",
+                     {{"a", at::ones({3}, at::kByte)}, {"b", at::arange(4, at::kFloat)}});
     const auto file = SafetensorsFile::open(dir / "m.safetensors");
     const at::Tensor v = file->view("b");
     EXPECT_EQ(reinterpret_cast<uintptr_t>(v.data_ptr()) % 4, 0u);
@@ -245,12 +250,12 @@ TEST(SafetensorsTest, DecodesFloat8E4M3FnToFloat32) {
     EXPECT_EQ(v[0xB8], -1.0f);
     EXPECT_EQ(v[0x40], 2.0f);
     EXPECT_EQ(v[0x3C], 1.5f);
-    EXPECT_EQ(v[0x7E], 448.0f);   // largest finite
+    EXPECT_EQ(v[0x7E], 448.0f);  // largest finite
     EXPECT_EQ(v[0xFE], -448.0f);
-    EXPECT_EQ(v[0x08], 0.015625f);  // smallest normal 2^-6
+    EXPECT_EQ(v[0x08], 0.015625f);     // smallest normal 2^-6
     EXPECT_EQ(v[0x01], 0.001953125f);  // smallest subnormal 2^-9
     EXPECT_EQ(v[0x07], 0.013671875f);  // largest subnormal 7/8 * 2^-6
-    EXPECT_EQ(v[0x78], 256.0f);     // exponent 15 is finite in the fn variant
+    EXPECT_EQ(v[0x78], 256.0f);        // exponent 15 is finite in the fn variant
     EXPECT_TRUE(std::isnan(v[0x7F]));
     EXPECT_TRUE(std::isnan(v[0xFF]));
     int nans = 0;
@@ -266,8 +271,8 @@ TEST(SafetensorsTest, DecodesFloat8E5M2ToFloat32) {
     const float* v = x.data_ptr<float>();
     EXPECT_EQ(v[0x3C], 1.0f);
     EXPECT_EQ(v[0xBC], -1.0f);
-    EXPECT_EQ(v[0x7B], 57344.0f);  // largest finite
-    EXPECT_EQ(v[0x04], 6.103515625e-05f);  // smallest normal 2^-14
+    EXPECT_EQ(v[0x7B], 57344.0f);            // largest finite
+    EXPECT_EQ(v[0x04], 6.103515625e-05f);    // smallest normal 2^-14
     EXPECT_EQ(v[0x01], 1.52587890625e-05f);  // smallest subnormal 2^-16
     EXPECT_TRUE(std::isinf(v[0x7C]) && v[0x7C] > 0);
     EXPECT_TRUE(std::isinf(v[0xFC]) && v[0xFC] < 0);
@@ -292,12 +297,11 @@ TEST(SafetensorsTest, ShardedIndexLoadsFromEveryShard) {
     save_safetensors(dir / "model-00002-of-00002.safetensors",
                      {{"b.weight", at::full({4}, 2.0, at::kBFloat16)}, {"c.bias", at::full({1}, 3.0)}},
                      {{"shard", "2"}, {"only_in_2", "yes"}});
-    const nlohmann::json index = {
-        {"metadata", {{"total_size", 42}}},
-        {"weight_map",
-         {{"a.weight", "model-00001-of-00002.safetensors"},
-          {"b.weight", "model-00002-of-00002.safetensors"},
-          {"c.bias", "model-00002-of-00002.safetensors"}}}};
+    const nlohmann::json index = {{"metadata", {{"total_size", 42}}},
+                                  {"weight_map",
+                                   {{"a.weight", "model-00001-of-00002.safetensors"},
+                                    {"b.weight", "model-00002-of-00002.safetensors"},
+                                    {"c.bias", "model-00002-of-00002.safetensors"}}}};
     std::ofstream(dir / "model.safetensors.index.json") << index.dump(2);
 
     const auto sharded = ShardedSafetensors::open(dir / "model.safetensors.index.json");
@@ -332,11 +336,14 @@ TEST(SafetensorsTest, ShardedIndexErrorsNameTheShardAndTensor) {
         }
     };
     expect_error({{"weight_map", {{"a", "missing.safetensors"}}}}, "shard");
-    expect_error({{"weight_map", {{"a", "missing.safetensors"}}}}, "missing.safetensors' (holding 'a') does not exist");
+    expect_error({{"weight_map", {{"a", "missing.safetensors"}}}},
+                 "missing.safetensors' (holding 'a') does not exist");
     expect_error({{"weight_map", {{"zz", "s1.safetensors"}}}}, "maps tensor 'zz' to shard 's1.safetensors'");
     expect_error({{"metadata", {}}}, "\"weight_map\" object");
     expect_error({{"weight_map", {{"a", "../s1.safetensors"}}}}, "not a plain file name");
     expect_error({{"weight_map", {{"a", 3}}}}, "must be a file name string");
+    std::ofstream(dir / "broken.safetensors") << "abc";  // a shard that is itself malformed
+    expect_error({{"weight_map", {{"a", "broken.safetensors"}}}}, "broken.safetensors': file is truncated: 3 bytes");
 }
 
 TEST(SafetensorsTest, OpenTensorSourceAcceptsFileIndexAndDirectory) {
@@ -401,6 +408,26 @@ TEST(SafetensorsTest, WriterFailsCleanlyWhenTheParentIsAFile) {
     EXPECT_TRUE(temp_leftovers(dir.path()).empty());
 }
 
+TEST(SafetensorsTest, WriterFailsCleanlyInAReadOnlyDirectory) {
+    if (::geteuid() == 0) GTEST_SKIP() << "running as root: directory permissions do not stop writes";
+    TempDir dir;
+    fs::create_directories(dir / "ro");
+    save_safetensors(dir / "ro" / "ckpt.safetensors", {{"old", at::ones({3})}});
+    const std::string before = read_bytes(dir / "ro" / "ckpt.safetensors");
+    fs::permissions(dir / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+    try {
+        save_safetensors(dir / "ro" / "ckpt.safetensors", {{"new", at::zeros({3})}});
+        FAIL() << "write into a read-only directory succeeded";
+    } catch (const st::Error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find((dir / "ro" / "ckpt.safetensors").string()), std::string::npos) << what;
+        EXPECT_NE(what.find("Permission denied"), std::string::npos) << what;
+    }
+    fs::permissions(dir / "ro", fs::perms::owner_all);
+    EXPECT_EQ(read_bytes(dir / "ro" / "ckpt.safetensors"), before);
+    EXPECT_TRUE(temp_leftovers(dir / "ro").empty());
+}
+
 TEST(SafetensorsTest, WriterRemovesItsTempFileWhenTheRenameFails) {
     TempDir dir;
     // The target is a non-empty directory: the temp file is written completely, then rename fails.
@@ -425,7 +452,7 @@ TEST(SafetensorsTest, WriterLeavesTheTargetUntouchedWhenAWriteFailsMidway) {
     const std::string before = read_bytes(target);
 
     // Limit file size so the data write fails with EFBIG after the header went out.
-    struct rlimit saved{};
+    struct rlimit saved {};
     ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
     struct rlimit small = saved;
     small.rlim_cur = 4096;
@@ -465,7 +492,9 @@ TEST(SafetensorsTest, WriterRejectsBadInputBeforeCreatingAFile) {
 namespace {
 
 // The script needs only the Python standard library, so the one requirement is the interpreter.
-bool have_python() { return ::access("/usr/bin/python3", X_OK) == 0; }
+bool have_python() {
+    return ::access("/usr/bin/python3", X_OK) == 0;
+}
 
 const std::string kScript = std::string(ST_TEST_SOURCE_DIR) + "/tests/sdk/read_safetensors.py";
 
@@ -484,7 +513,8 @@ nlohmann::json run_python(const std::string& mode, const fs::path& file) {
 
 // Compares one tensor (as our reader returns it) with the Python summary, element by element, exactly.
 void expect_matches_python(const std::string& name, const at::Tensor& t, const nlohmann::json& py) {
-    const at::Tensor flat = t.is_floating_point() ? t.to(at::kDouble).reshape(-1) : t.to(at::kLong).reshape(-1);
+    const at::Tensor flat =
+        t.is_floating_point() ? t.to(at::kDouble).reshape(-1) : t.to(at::kLong).reshape(-1);
     ASSERT_EQ(py["values"].size(), static_cast<size_t>(flat.numel())) << name;
     for (int64_t k = 0; k < flat.numel(); ++k) {
         const auto& pv = py["values"][k];

@@ -23,7 +23,7 @@ using st::sdk::SafetensorsFile;
 namespace {
 
 class MalformedTest : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         std::string tmpl = (fs::temp_directory_path() / "st_malformed_XXXXXX").string();
         ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
@@ -60,14 +60,16 @@ protected:
             ADD_FAILURE() << "accepted malformed file " << path;
         } catch (const st::Error& e) {
             const std::string what = e.what();
-            EXPECT_NE(what.find(path.string()), std::string::npos) << "message does not name the file: " << what;
+            EXPECT_NE(what.find(path.string()), std::string::npos)
+                << "message does not name the file: " << what;
             EXPECT_NE(what.find(phrase), std::string::npos) << "expected \"" << phrase << "\" in: " << what;
         }
     }
 
     static std::string entry(const std::string& name, const std::string& dtype, const std::string& shape,
                              const std::string& offsets) {
-        return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":" + offsets + "}";
+        return "\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape +
+               ",\"data_offsets\":" + offsets + "}";
     }
 
     fs::path dir_;
@@ -82,10 +84,13 @@ TEST_F(MalformedTest, WellFormedBaselineOpens) {
     EXPECT_EQ(file->load("a").numel(), 4);
 }
 
-TEST_F(MalformedTest, EmptyFile) { expect_rejected(write_raw("empty.safetensors", ""), "truncated: 0 bytes"); }
+TEST_F(MalformedTest, EmptyFile) {
+    expect_rejected(write_raw("empty.safetensors", ""), "truncated: 0 bytes");
+}
 
 TEST_F(MalformedTest, ShorterThanTheLengthField) {
-    expect_rejected(write_raw("short.safetensors", std::string("\x10\x00\x00\x00\x00", 5)), "truncated: 5 bytes");
+    expect_rejected(write_raw("short.safetensors", std::string("\x10\x00\x00\x00\x00", 5)),
+                    "truncated: 5 bytes");
 }
 
 TEST_F(MalformedTest, HeaderCut) {
@@ -99,7 +104,8 @@ TEST_F(MalformedTest, HeaderCut) {
 }
 
 TEST_F(MalformedTest, HeaderLengthLargerThanTheFile) {
-    expect_rejected(write_file("long.safetensors", "{}", 0, 1000000), "header length 1000000 but only 8 bytes follow");
+    expect_rejected(write_file("long.safetensors", "{}", 0, 1000000),
+                    "header length 1000000 but only 8 bytes follow");
 }
 
 TEST_F(MalformedTest, HugeHeaderLengthOverTheCap) {
@@ -113,9 +119,9 @@ TEST_F(MalformedTest, DataCut) {
 }
 
 TEST_F(MalformedTest, EveryTruncationOfAValidFileIsRejected) {
-    const auto full = write_file("full.safetensors",
-                                 "{" + entry("a", "F16", "[3]", "[0,6]") + "," + entry("b", "I8", "[2]", "[6,8]") + "}",
-                                 8);
+    const auto full =
+        write_file("full.safetensors",
+                   "{" + entry("a", "F16", "[3]", "[0,6]") + "," + entry("b", "I8", "[2]", "[6,8]") + "}", 8);
     std::ifstream in(full, std::ios::binary);
     std::stringstream ss;
     ss << in.rdbuf();
@@ -141,17 +147,20 @@ TEST_F(MalformedTest, NonUtf8TensorName) {
     expect_rejected(write_file("utf8.safetensors", "{" + entry("w\xFF\xFE", "F32", "[1]", "[0,4]") + "}", 4),
                     "not valid UTF-8: invalid byte 0xFF");
     // Overlong encoding of '/' and a lone continuation byte.
-    expect_rejected(write_file("overlong.safetensors", "{" + entry("a\xC0\xAF", "F32", "[1]", "[0,4]") + "}", 4),
-                    "not valid UTF-8");
+    expect_rejected(
+        write_file("overlong.safetensors", "{" + entry("a\xC0\xAF", "F32", "[1]", "[0,4]") + "}", 4),
+        "not valid UTF-8");
     expect_rejected(write_file("cont.safetensors", "{" + entry("\x80", "F32", "[1]", "[0,4]") + "}", 4),
                     "not valid UTF-8");
     // Encoded surrogate half U+D800.
-    expect_rejected(write_file("surrogate.safetensors", "{" + entry("\xED\xA0\x80", "F32", "[1]", "[0,4]") + "}", 4),
-                    "not valid UTF-8");
+    expect_rejected(
+        write_file("surrogate.safetensors", "{" + entry("\xED\xA0\x80", "F32", "[1]", "[0,4]") + "}", 4),
+        "not valid UTF-8");
 }
 
 TEST_F(MalformedTest, ValidUtf8NamesAreAccepted) {
-    const auto path = write_file("ok8.safetensors", "{" + entry("w\xC3\xA9\xF0\x9F\x98\x80", "F32", "[1]", "[0,4]") + "}", 4);
+    const auto path = write_file("ok8.safetensors",
+                                 "{" + entry("w\xC3\xA9\xF0\x9F\x98\x80", "F32", "[1]", "[0,4]") + "}", 4);
     EXPECT_TRUE(SafetensorsFile::open(path)->contains("w\xC3\xA9\xF0\x9F\x98\x80"));
 }
 
@@ -165,18 +174,21 @@ TEST_F(MalformedTest, OffsetsOutOfRange) {
 TEST_F(MalformedTest, OverlappingOffsets) {
     expect_rejected(
         write_file("overlap.safetensors",
-                   "{" + entry("a", "F32", "[2]", "[0,8]") + "," + entry("b", "F32", "[2]", "[4,12]") + "}", 12),
+                   "{" + entry("a", "F32", "[2]", "[0,8]") + "," + entry("b", "F32", "[2]", "[4,12]") + "}",
+                   12),
         "tensor 'b' data_offsets [4, 12] overlap tensor 'a' [0, 8]");
     // Same range twice, listed in reverse name order.
     expect_rejected(
         write_file("same.safetensors",
-                   "{" + entry("z", "I32", "[1]", "[0,4]") + "," + entry("y", "I32", "[1]", "[0,4]") + "}", 4),
+                   "{" + entry("z", "I32", "[1]", "[0,4]") + "," + entry("y", "I32", "[1]", "[0,4]") + "}",
+                   4),
         "overlap");
 }
 
 TEST_F(MalformedTest, GapsBetweenTensorsAreAllowed) {
-    const auto path = write_file("gap.safetensors",
-                                 "{" + entry("a", "U8", "[2]", "[0,2]") + "," + entry("b", "U8", "[2]", "[6,8]") + "}", 8);
+    const auto path =
+        write_file("gap.safetensors",
+                   "{" + entry("a", "U8", "[2]", "[0,2]") + "," + entry("b", "U8", "[2]", "[6,8]") + "}", 8);
     const auto file = SafetensorsFile::open(path);
     EXPECT_EQ(file->load("b")[1].item<uint8_t>(), 7);
 }
@@ -203,8 +215,9 @@ TEST_F(MalformedTest, ShapeOverflowingSixtyFourBits) {
     expect_rejected(write_file("ovf.safetensors",
                                "{" + entry("a", "F32", "[4294967296,4294967296,16]", "[0,8]") + "}", 8),
                     "overflows 64 bits");
-    expect_rejected(write_file("ovf2.safetensors", "{" + entry("a", "F64", "[4611686018427387904]", "[0,8]") + "}", 8),
-                    "overflows 64 bits");
+    expect_rejected(
+        write_file("ovf2.safetensors", "{" + entry("a", "F64", "[4611686018427387904]", "[0,8]") + "}", 8),
+        "overflows 64 bits");
 }
 
 TEST_F(MalformedTest, UnknownDtype) {
@@ -224,8 +237,9 @@ TEST_F(MalformedTest, MissingOrMistypedEntryFields) {
     expect_rejected(write_file("offfloat.safetensors", "{" + entry("a", "F32", "[1]", "[0.0,4]") + "}", 8),
                     "data_offsets must be non-negative integers");
     expect_rejected(write_file("notobj.safetensors", R"({"a":3})", 0), "tensor 'a': expected an object");
-    expect_rejected(write_file("extra.safetensors", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}})", 4),
-                    "unexpected key 'x'");
+    expect_rejected(
+        write_file("extra.safetensors", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}})", 4),
+        "unexpected key 'x'");
 }
 
 TEST_F(MalformedTest, MetadataThatIsNotAStringMap) {
@@ -238,9 +252,11 @@ TEST_F(MalformedTest, MetadataThatIsNotAStringMap) {
 }
 
 TEST_F(MalformedTest, DuplicateTensorNames) {
-    expect_rejected(write_file("dup.safetensors",
-                               "{" + entry("a", "F32", "[1]", "[0,4]") + "," + entry("a", "F32", "[1]", "[4,8]") + "}", 8),
-                    "header lists 'a' more than once");
+    expect_rejected(
+        write_file("dup.safetensors",
+                   "{" + entry("a", "F32", "[1]", "[0,4]") + "," + entry("a", "F32", "[1]", "[4,8]") + "}",
+                   8),
+        "header lists 'a' more than once");
 }
 
 TEST_F(MalformedTest, DirectoryPassedAsFile) {
@@ -248,12 +264,15 @@ TEST_F(MalformedTest, DirectoryPassedAsFile) {
     expect_rejected(dir_ / "model.safetensors", "is a directory");
 }
 
-TEST_F(MalformedTest, MissingFile) { expect_rejected(dir_ / "absent.safetensors", "No such file or directory"); }
+TEST_F(MalformedTest, MissingFile) {
+    expect_rejected(dir_ / "absent.safetensors", "No such file or directory");
+}
 
 // Random single-byte corruptions of a valid file: each either opens (and every tensor then loads
 // within the mapping) or raises st::Error. Under ASan this doubles as an out-of-bounds check.
 TEST_F(MalformedTest, RandomHeaderCorruptionNeverCrashes) {
-    const std::string header = "{" + entry("a", "F16", "[3]", "[0,6]") + "," + entry("b", "I8", "[2]", "[6,8]") + "," +
+    const std::string header = "{" + entry("a", "F16", "[3]", "[0,6]") + "," +
+                               entry("b", "I8", "[2]", "[6,8]") + "," +
                                "\"__metadata__\":{\"format\":\"pt\"}}";
     const auto good = write_file("good.safetensors", header, 8);
     std::ifstream in(good, std::ios::binary);

@@ -44,13 +44,14 @@ nlohmann::json read_json(const fs::path& p) {
 }
 
 // |a - ref| <= atol + rtol * |ref| element-wise; reports the worst element.
-void expect_close(const at::Tensor& a, const at::Tensor& ref, double atol, double rtol, const std::string& what) {
+void expect_close(const at::Tensor& a, const at::Tensor& ref, double atol, double rtol,
+                  const std::string& what) {
     ASSERT_EQ(a.sizes(), ref.sizes()) << what;
     const at::Tensor ad = a.to(at::kDouble), rd = ref.to(at::kDouble);
     const at::Tensor excess = (ad - rd).abs() - (rd.abs() * rtol + atol);
     const double worst = excess.max().item<double>();
-    EXPECT_LE(worst, 0.0) << what << ": max |diff| " << (ad - rd).abs().max().item<double>() << " exceeds atol "
-                          << atol << " + rtol " << rtol << "*|ref|";
+    EXPECT_LE(worst, 0.0) << what << ": max |diff| " << (ad - rd).abs().max().item<double>()
+                          << " exceeds atol " << atol << " + rtol " << rtol << "*|ref|";
 }
 
 at::Tensor to_tensor(const std::vector<double>& v) {
@@ -82,7 +83,8 @@ TEST_P(SamplerParityTest, MatchesDiffusers) {
     ASSERT_EQ(sampler->num_steps(), c.steps);
 
     const double sigma_atol = g.tolerance.at("sigmas").at("atol").get<double>();
-    expect_close(to_tensor(sampler->sigmas()), g.outputs->load(p + "_sigmas"), sigma_atol, 0.0, p + " sigmas");
+    expect_close(to_tensor(sampler->sigmas()), g.outputs->load(p + "_sigmas"), sigma_atol, 0.0,
+                 p + " sigmas");
     const at::Tensor ref_t = g.outputs->load(p + "_timesteps");
     if (c.sampler == "unipc") {
         ASSERT_EQ(ref_t.scalar_type(), at::kLong);
@@ -91,8 +93,8 @@ TEST_P(SamplerParityTest, MatchesDiffusers) {
         // Integers exactly (the double values are whole numbers).
         for (double t : sampler->timesteps()) EXPECT_EQ(t, std::floor(t));
     } else {
-        expect_close(to_tensor(sampler->timesteps()), ref_t, g.tolerance.at("euler_timesteps").at("atol").get<double>(),
-                     0.0, p + " timesteps");
+        expect_close(to_tensor(sampler->timesteps()), ref_t,
+                     g.tolerance.at("euler_timesteps").at("atol").get<double>(), 0.0, p + " timesteps");
     }
 
     const double atol = g.tolerance.at("trajectory").at("atol").get<double>();

@@ -5,6 +5,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
@@ -26,7 +27,7 @@ using st::sdk::TensorMap;
 namespace {
 
 class TempDir {
-public:
+  public:
     TempDir() {
         std::string tmpl = (fs::temp_directory_path() / "st_weights_XXXXXX").string();
         path_ = ::mkdtemp(tmpl.data());
@@ -37,7 +38,7 @@ public:
     }
     fs::path operator/(const std::string& name) const { return path_ / name; }
 
-private:
+  private:
     fs::path path_;
 };
 
@@ -56,10 +57,12 @@ TORCH_MODULE(Block);
 
 struct TinyImpl : torch::nn::Module {
     TinyImpl() {
-        block = register_module("blocks.0", Block());
+        block = Block();
+        blocks = register_module("blocks", torch::nn::ModuleList(block));
         head = register_module("head", torch::nn::Linear(3, 2));
     }
     Block block{nullptr};
+    torch::nn::ModuleList blocks{nullptr};
     torch::nn::Linear head{nullptr};
 };
 TORCH_MODULE(Tiny);
@@ -86,9 +89,9 @@ TEST(WeightsTest, NamedTensorsListsParametersAndBuffersRecursively) {
     const auto named = named_tensors(*model);
     std::vector<std::string> names;
     for (const auto& [name, t] : named) names.push_back(name);
-    EXPECT_EQ(names, (std::vector<std::string>{"blocks.0.norm.bias", "blocks.0.norm.weight", "blocks.0.proj.bias",
-                                               "blocks.0.proj.weight", "blocks.0.scale", "head.bias",
-                                               "head.weight"}));
+    EXPECT_EQ(names, (std::vector<std::string>{"blocks.0.norm.bias", "blocks.0.norm.weight",
+                                               "blocks.0.proj.bias", "blocks.0.proj.weight", "blocks.0.scale",
+                                               "head.bias", "head.weight"}));
     // Shallow handles: writing through the map writes the module.
     named.at("head.bias").detach().fill_(5.0);
     EXPECT_TRUE(model->head->bias.equal(at::full({2}, 5.0)));
@@ -103,7 +106,9 @@ TEST(WeightsTest, LoadsBf16FileIntoFp32ModuleThroughAKeyMap) {
     const auto source = SafetensorsFile::open(dir / "ckpt.safetensors");
 
     LoadOptions options;
-    options.key_map = [&](const std::string& name) -> std::optional<std::string> { return strip_prefix(name, prefix); };
+    options.key_map = [&](const std::string& name) -> std::optional<std::string> {
+        return strip_prefix(name, prefix);
+    };
     options.component = "test.tiny";
     const auto report = load_strict(*model, *source, options);
 
@@ -120,8 +125,10 @@ TEST(WeightsTest, LoadsBf16FileIntoFp32ModuleThroughAKeyMap) {
 
 TEST(WeightsTest, ConvertsIntoTheTargetDtypeOfAMapOfTensors) {
     TempDir dir;
-    save_safetensors(dir / "f.safetensors", {{"a", at::arange(4, at::kDouble) / 3}, {"b", at::arange(3, at::kInt)}});
-    std::map<std::string, at::Tensor> targets{{"a", at::zeros({4}, at::kHalf)}, {"b", at::zeros({3}, at::kFloat)}};
+    save_safetensors(dir / "f.safetensors",
+                     {{"a", at::arange(4, at::kDouble) / 3}, {"b", at::arange(3, at::kInt)}});
+    std::map<std::string, at::Tensor> targets{{"a", at::zeros({4}, at::kHalf)},
+                                              {"b", at::zeros({3}, at::kFloat)}};
     const auto report = load_strict(targets, *SafetensorsFile::open(dir / "f.safetensors"));
     EXPECT_EQ(report.source_dtypes, (std::map<std::string, size_t>{{"F64", 1}, {"I32", 1}}));
     EXPECT_TRUE(targets["a"].equal((at::arange(4, at::kDouble) / 3).to(at::kHalf)));
@@ -154,7 +161,8 @@ TEST(WeightsTest, ReportsMissingUnexpectedAndWrongShapeTogether) {
     Tiny model;
     const auto before = model->head->bias.clone();
     try {
-        load_strict(*model, *SafetensorsFile::open(dir / "bad.safetensors"), LoadOptions{.component = "model.tiny"});
+        load_strict(*model, *SafetensorsFile::open(dir / "bad.safetensors"),
+                    LoadOptions{.component = "model.tiny"});
         FAIL() << "mismatching checkpoint accepted";
     } catch (const st::Error& e) {
         const std::string what = e.what();
@@ -170,7 +178,8 @@ TEST(WeightsTest, ReportsMissingUnexpectedAndWrongShapeTogether) {
         EXPECT_NE(what.find("2 wrong shape"), std::string::npos) << what;
         EXPECT_NE(what.find("head.weight: expected [2, 3] got [3, 2]"), std::string::npos) << what;
         EXPECT_NE(what.find("blocks.0.norm.weight: expected [3] got [4]"), std::string::npos) << what;
-        EXPECT_EQ(what.find("head.weight [2, 3]"), std::string::npos) << "wrong-shape is not also missing: " << what;
+        EXPECT_EQ(what.find("head.weight [2, 3]"), std::string::npos)
+            << "wrong-shape is not also missing: " << what;
     }
     EXPECT_TRUE(model->head->bias.equal(before)) << "nothing is copied when the load fails";
 }
@@ -219,7 +228,8 @@ TEST(WeightsTest, LoadsFromAShardedCheckpoint) {
     for (const auto& [name, t] : all) {
         const bool in_first = name.rfind("blocks.", 0) == 0;
         (in_first ? first : second)[name] = t;
-        index["weight_map"][name] = in_first ? "m-00001-of-00002.safetensors" : "m-00002-of-00002.safetensors";
+        index["weight_map"][name] =
+            in_first ? "m-00001-of-00002.safetensors" : "m-00002-of-00002.safetensors";
     }
     save_safetensors(dir / "m-00001-of-00002.safetensors", first);
     save_safetensors(dir / "m-00002-of-00002.safetensors", second);

@@ -37,6 +37,16 @@ fs::path temp_dir(const std::string& name) {
     return dir;
 }
 
+// Removes this process's temporary folders after the last test.
+class TempCleanup : public ::testing::Environment {
+public:
+    void TearDown() override {
+        std::error_code ec;
+        fs::remove_all(fs::temp_directory_path() / ("st_test_tok_" + std::to_string(::getpid())), ec);
+    }
+};
+const auto* const kTempCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
+
 std::string error_text(const std::function<void()>& fn) {
     try {
         fn();

@@ -9,6 +9,7 @@
 
 #include "core/checkpoint.h"
 #include "core/transformer.h"
+#include "st/error.h"
 #include "st/safetensors.h"
 #include "test_transformer_util.h"
 

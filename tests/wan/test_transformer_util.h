@@ -8,9 +8,21 @@
 #include <filesystem>
 #include <string>
 
+#include "core/config.h"
 #include "st/safetensors.h"
 
+namespace st::plugins::wan {
+/// Readable gtest output for config comparisons.
+inline void PrintTo(const WanTransformerConfig& c, std::ostream* os) { *os << c.to_json().dump(); }
+}  // namespace st::plugins::wan
+
 namespace st::plugins::wan::test {
+
+/// What detect_from_weights can know: everything except rope_max_seq_len (not in the weights).
+inline WanTransformerConfig as_detected(WanTransformerConfig c) {
+    c.rope_max_seq_len = WanTransformerConfig{}.rope_max_seq_len;
+    return c;
+}
 
 inline std::filesystem::path golden(const std::string& rel) { return std::filesystem::path(ST_TEST_GOLDEN_DIR) / rel; }
 

@@ -73,7 +73,7 @@ TEST(WanVAEConfigTest, GoldenConfigParsesToTinyPreset) {
     EXPECT_EQ(WanVAEConfig::from_json(c.to_json()).to_json(), c.to_json());
 }
 
-TEST(WanVAEConfigTest, RejectsUnknownKeysBadTypesAndWan22Layouts) {
+TEST(WanVAEConfigTest, RejectsUnknownKeysBadTypesAndInconsistentValues) {
     nlohmann::json j = WanVAEConfig::tiny().to_json();
     j["_diffusers_version"] = "0.33.0";  // '_' keys are ignored
     EXPECT_NO_THROW(WanVAEConfig::from_json(j));
@@ -85,7 +85,10 @@ TEST(WanVAEConfigTest, RejectsUnknownKeysBadTypesAndWan22Layouts) {
     expect_error([&] { WanVAEConfig::from_json(with("base_dimm", 3), "vae/config.json"); },
                  {"vae/config.json", "unknown key 'base_dimm'"});
     expect_error([&] { WanVAEConfig::from_json(with("z_dim", "16")); }, {"'z_dim'", "integer", "\"16\""});
-    expect_error([&] { WanVAE(WanVAEConfig::from_json(with("is_residual", true))); }, {"is_residual=true", "Wan 2.2"});
+    expect_error([&] { WanVAE(WanVAEConfig::from_json(with("patch_size", 2))); },
+                 {"in/out_channels 3/3", "multiples of patch_size^2 = 4"});
+    expect_error([&] { WanVAE(WanVAEConfig::from_json(with("scale_factor_spatial", 16))); },
+                 {"scale_factor_spatial 16", "factor 8"});
     expect_error([&] { WanVAE(WanVAEConfig::from_json(with("latents_std", {1.0, 2.0}))); },
                  {"latents_mean/latents_std", "2", "z_dim = 4"});
     expect_error([&] { WanVAE(WanVAEConfig::from_json(with("temperal_downsample", {true}))); },
@@ -209,7 +212,7 @@ TEST(WanVAEWeightsTest, MissingUnexpectedAndWrongLayoutAreErrors) {
                  {"missing", "quant_conv.bias", "unexpected", "encoder.extra.weight"});
     // Original names loaded as diffusers: all unexpected.
     expect_error([&] { vae.load(*st::sdk::SafetensorsFile::open(kDir / "original_format.safetensors")); },
-                 {"194 unexpected", "encoder.conv1.weight"});
+                 {"194 unexpected", "decoder.conv1.weight", "hint: the file uses the original key names"});
     expect_error([&] { detect_wan_vae_layout(*st::sdk::SafetensorsFile::open(kDir / "inputs.safetensors")); },
                  {"inputs.safetensors", "not a Wan VAE checkpoint"});
     expect_error([&] { WanVAE::from_directory(tmp.path()); }, {"config.json", "missing"});

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "config/options_table.h"
 #include "st/error.h"
@@ -71,11 +72,16 @@ void print_help(CommandContext& ctx) {
         "      Train with CONFIG (config.json or config.toml, SimpleTuner's keys). Command-line flags\n"
         "      override the file; a bare flag sets a boolean option to true.\n");
     for (const auto& c : commands()) std::printf("  %s\n      %s\n", c.usage, c.summary);
+    // Commands added by plugins (extract-audio, bench-*, ...).
+    for (const auto* e : ctx.plugins().of_kind("cmd"))
+        std::printf("  %s\n      %s (plugin %s)\n", e->command.usage.c_str(), e->info.summary.c_str(),
+                    e->plugin_name.c_str());
     std::printf(
         "\nGlobal flags:\n"
         "  --plugin NAME       the model family plugin to use (e.g. wan, wan_s2v); also adds its options to --help\n"
         "  --plugin-dir DIR    search DIR for plugins first (repeatable); then $ST_PLUGIN_PATH (':'-separated),\n"
         "                      then <prefix>/lib/st/plugins next to st-host\n"
+        "  --no-install-plugins  search only --plugin-dir and $ST_PLUGIN_PATH\n"
         "  --help, -h          this text; with --plugin NAME also that plugin's options\n"
         "  --version           versions and the build fingerprint plugins must match\n\n"
         "Host options (config keys):\n");

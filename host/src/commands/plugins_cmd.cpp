@@ -12,7 +12,7 @@ int cmd_plugins(CommandContext& ctx, const std::vector<std::string>& args) {
     if (!args.empty()) fail("host.cli", "plugins", "unexpected argument '{}' (usage: st-host plugins [--plugin-dir DIR])",
                             args.front());
     auto& reg = ctx.plugins();
-    const auto dirs = plugin_search_dirs(ctx.flags.plugin_dirs);
+    const auto dirs = plugin_search_dirs(ctx.flags.plugin_dirs, !ctx.flags.no_install_plugins);
     std::printf("Plugin search path:\n");
     for (const auto& [d, origin] : dirs) std::printf("  %s (%s)\n", d.string().c_str(), origin.c_str());
     std::printf("\n");

@@ -23,9 +23,6 @@ std::vector<sdk::OptionSpec> host_options() {
     add(opt_string("output_dir", "simpletuner-results",
                    "Run directory: resolved config, logs, metrics, checkpoints and validation media."),
         "run");
-    add(opt_string("data_backend_config", std::nullopt,
-                   "Path of the dataset configuration (SimpleTuner's multidatabackend.json)."),
-        "data");
     add(opt_int("seed", std::nullopt, "Seed of every random generator of the run (none: a random seed is drawn "
                                       "and logged)."),
         "run");

@@ -43,6 +43,10 @@ public:
     void add_data_backend(sdk::ComponentInfo info, sdk::DataBackendFactory f) override {
         entry("data", std::move(info)).data_backend = std::move(f);
     }
+    void add_command(sdk::ComponentInfo info, sdk::CommandSpec c) override {
+        if (!c.run) fail("registrar", "register", "command '{}' has no run function", info.id);
+        entry("cmd", std::move(info)).command = std::move(c);
+    }
     const std::string& plugin_name() const override { return name_; }
 
     std::map<std::string, ComponentEntry> staged;
@@ -82,7 +86,7 @@ private:
 
 }  // namespace
 
-std::vector<std::pair<fs::path, std::string>> plugin_search_dirs(const std::vector<std::string>& cli_dirs) {
+std::vector<std::pair<fs::path, std::string>> plugin_search_dirs(const std::vector<std::string>& cli_dirs, bool include_install) {
     std::vector<std::pair<fs::path, std::string>> dirs;
     for (const auto& d : cli_dirs) dirs.emplace_back(d, "--plugin-dir");
     if (const char* env = std::getenv("ST_PLUGIN_PATH")) {
@@ -97,7 +101,7 @@ std::vector<std::pair<fs::path, std::string>> plugin_search_dirs(const std::vect
     }
 #ifdef ST_PLUGIN_INSTALL_SUBDIR
     auto exe = executable_dir();
-    if (!exe.empty()) dirs.emplace_back((exe.parent_path() / ST_PLUGIN_INSTALL_SUBDIR).lexically_normal(), "install");
+    if (include_install && !exe.empty()) dirs.emplace_back((exe.parent_path() / ST_PLUGIN_INSTALL_SUBDIR).lexically_normal(), "install");
 #endif
     return dirs;
 }

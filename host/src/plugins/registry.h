@@ -29,6 +29,7 @@ struct ComponentEntry {
     sdk::LrSchedulerFactory lr_scheduler;
     sdk::RegularizerFactory regularizer;
     sdk::DataBackendFactory data_backend;
+    sdk::CommandSpec command;
 };
 
 /// A file found in a plugin directory and what the host decided about it.
@@ -42,9 +43,9 @@ struct Candidate {
 };
 
 /// Directories searched, in order: each --plugin-dir, then ST_PLUGIN_PATH entries (':'-separated),
-/// then <dir of st-host>/../lib/st/plugins.
+/// then <dir of st-host>/../lib/st/plugins (unless include_install is false).
 std::vector<std::pair<std::filesystem::path, std::string>> plugin_search_dirs(
-    const std::vector<std::string>& cli_dirs);
+    const std::vector<std::string>& cli_dirs, bool include_install = true);
 
 class PluginRegistry {
 public:

@@ -189,7 +189,7 @@ private:
                     const float gi = g[i];
                     const float mi = sm.values[m8.q[i]] * am;
                     const float c = mi * fb1 + fa1 * gi;
-                    const float s = c > 0.0f ? 1.0f : (c < 0.0f ? -1.0f : 0.0f);
+                    const float s = static_cast<float>((c > 0.0f) - (c < 0.0f));  // branch-free sign
                     p[i] = p[i] * decay + neg_lr * s;
                     const float mn = mi * fb2 + fa2 * gi;
                     mbuf[j] = mn;

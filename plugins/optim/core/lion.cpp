@@ -18,7 +18,7 @@ void lion_fp32_kernel(float* p, const float* g, float* m, int64_t n, float decay
             const float gi = g[i];
             const float mi = m[i];
             const float c = mi * b1 + a1 * gi;
-            const float s = c > 0.0f ? 1.0f : (c < 0.0f ? -1.0f : 0.0f);
+            const float s = static_cast<float>((c > 0.0f) - (c < 0.0f));  // branch-free sign
             p[i] = p[i] * decay + neg_lr * s;
             m[i] = mi * b2 + a2 * gi;
         }

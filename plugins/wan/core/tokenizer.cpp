@@ -4,13 +4,14 @@
 #include "core/tokenizer.h"
 
 #include <ATen/ATen.h>
-#include <sentencepiece_processor.h>
+#include <dlfcn.h>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <fstream>
 
+#include "core/tokenizer_spm_api.h"
 #include "st/error.h"
 #include "st/log.h"
 
@@ -30,20 +31,65 @@ std::string list_dir(const std::filesystem::path& dir) {
 }
 
 // Resolves a special id the way HF's T5Tokenizer does: the model's own id, else the piece.
-int64_t special_id(const sentencepiece::SentencePieceProcessor& sp, int model_id, const char* piece,
+int64_t special_id(const spm_api::Api& api, void* handle, int model_id, int unk_id, const char* piece,
                    const std::filesystem::path& file) {
     if (model_id >= 0) return model_id;
-    const int id = sp.PieceToId(piece);
-    if (id < 0 || (id == sp.unk_id() && std::string(piece) != "<unk>"))
+    const int id = api.piece_to_id(handle, piece);
+    if (id < 0 || id == unk_id)
         fail(kComponent, "load", "'{}' defines no '{}' token (UMT5 needs pad '<pad>' and eos '</s>')", file.string(),
              piece);
     return id;
 }
 
+const spm_api::Api& load_module() {
+    namespace fs = std::filesystem;
+    std::vector<std::string> tried;
+    std::string errors;
+    auto try_open = [&](const std::string& path) -> void* {
+        tried.push_back(path);
+        void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+        if (!handle) errors += fmt::format("{}{}", errors.empty() ? "" : "; ", ::dlerror());
+        return handle;
+    };
+    void* handle = nullptr;
+    Dl_info info{};
+    if (::dladdr(reinterpret_cast<void*>(&load_module), &info) != 0 && info.dli_fname != nullptr) {
+        const fs::path beside = fs::path(info.dli_fname).parent_path() / spm_api::kModuleName;
+        if (fs::exists(beside)) handle = try_open(beside.string());
+    }
+    if (!handle) handle = try_open(spm_api::kModuleName);
+    if (!handle) {
+        std::string list;
+        for (const auto& t : tried) list += (list.empty() ? "" : ", ") + t;
+        fail(kComponent, "load", "cannot load the sentencepiece module (tried {}): {}", list, errors);
+    }
+    using Entry = const spm_api::Api* (*)();
+    auto entry = reinterpret_cast<Entry>(::dlsym(handle, spm_api::kEntryPoint));
+    if (!entry) fail(kComponent, "load", "{} has no symbol {}", tried.back(), spm_api::kEntryPoint);
+    const spm_api::Api* api = entry();
+    if (api == nullptr || api->version != spm_api::kVersion)
+        fail(kComponent, "load", "{} has API version {}, st_wan_core expects {}", tried.back(),
+             api ? api->version : -1, spm_api::kVersion);
+    st::log::debug(kComponent, "sentencepiece module loaded from {}", tried.back());
+    return *api;
+}
+
 }  // namespace
 
+const spm_api::Api& spm_api::module() {
+    static const spm_api::Api& api = load_module();
+    return api;
+}
+
 struct UMT5Tokenizer::Impl {
-    sentencepiece::SentencePieceProcessor sp;
+    const spm_api::Api* api = nullptr;
+    void* handle = nullptr;
+    Impl() = default;
+    Impl(const Impl&) = delete;
+    Impl& operator=(const Impl&) = delete;
+    ~Impl() {
+        if (handle) api->close(handle);
+    }
 };
 
 UMT5Tokenizer::UMT5Tokenizer(std::unique_ptr<Impl> impl, std::filesystem::path model_file)
@@ -74,39 +120,46 @@ std::filesystem::path UMT5Tokenizer::find_model_file(const std::filesystem::path
 UMT5Tokenizer UMT5Tokenizer::load(const std::filesystem::path& path) {
     const std::filesystem::path file = find_model_file(path);
     auto impl = std::make_unique<Impl>();
-    const auto status = impl->sp.Load(file.string());
-    if (!status.ok())
-        fail(kComponent, "load", "'{}' is not a SentencePiece model: {}", file.string(), status.ToString());
+    impl->api = &spm_api::module();
+    std::string error;
+    impl->handle = impl->api->open(file.string(), &error);
+    if (!impl->handle) fail(kComponent, "load", "'{}' is not a SentencePiece model: {}", file.string(), error);
+    const spm_api::Api& api = *impl->api;
+    void* handle = impl->handle;
     UMT5Tokenizer tok(std::move(impl), file);
-    const auto& sp = tok.impl_->sp;
-    tok.pad_id_ = special_id(sp, sp.pad_id(), "<pad>", file);
-    tok.eos_id_ = special_id(sp, sp.eos_id(), "</s>", file);
-    tok.unk_id_ = sp.unk_id();
-    st::log::info(kComponent, "loaded {} ({} pieces; pad {}, eos {}, unk {})", file.string(), sp.GetPieceSize(),
+    int pad = -1, eos = -1, unk = -1;
+    api.special_ids(handle, &pad, &eos, &unk);
+    tok.unk_id_ = unk;
+    tok.pad_id_ = special_id(api, handle, pad, unk, "<pad>", file);
+    tok.eos_id_ = special_id(api, handle, eos, unk, "</s>", file);
+    st::log::info(kComponent, "loaded {} ({} pieces; pad {}, eos {}, unk {})", file.string(), api.piece_size(handle),
                   tok.pad_id_, tok.eos_id_, tok.unk_id_);
     return tok;
 }
 
-int64_t UMT5Tokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
+int64_t UMT5Tokenizer::vocab_size() const { return impl_->api->piece_size(impl_->handle); }
 
 std::vector<int> UMT5Tokenizer::encode_raw(std::string_view text) const {
     std::vector<int> ids;
-    const auto status = impl_->sp.Encode(text, &ids);
-    if (!status.ok()) fail(kComponent, "encode", "SentencePiece encode failed: {}", status.ToString());
+    std::string error;
+    if (!impl_->api->encode_ids(impl_->handle, text, &ids, &error))
+        fail(kComponent, "encode", "SentencePiece encode with {} failed: {}", model_file_.string(), error);
     return ids;
 }
 
 std::vector<std::string> UMT5Tokenizer::encode_pieces(std::string_view text) const {
     std::vector<std::string> pieces;
-    const auto status = impl_->sp.Encode(text, &pieces);
-    if (!status.ok()) fail(kComponent, "encode", "SentencePiece encode failed: {}", status.ToString());
+    std::string error;
+    if (!impl_->api->encode_pieces(impl_->handle, text, &pieces, &error))
+        fail(kComponent, "encode", "SentencePiece encode with {} failed: {}", model_file_.string(), error);
     return pieces;
 }
 
 std::string UMT5Tokenizer::decode(const std::vector<int>& ids) const {
     std::string text;
-    const auto status = impl_->sp.Decode(ids, &text);
-    if (!status.ok()) fail(kComponent, "decode", "SentencePiece decode failed: {}", status.ToString());
+    std::string error;
+    if (!impl_->api->decode(impl_->handle, ids, &text, &error))
+        fail(kComponent, "decode", "SentencePiece decode with {} failed: {}", model_file_.string(), error);
     return text;
 }
 

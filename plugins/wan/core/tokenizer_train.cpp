@@ -1,15 +1,13 @@
 // train_tiny_tokenizer: a small unigram SentencePiece model trained in-process (libsentencepiece_train)
 // so `make-model` can write a self-contained tokenizer without downloading google/umt5-xxl.
 // Special ids follow UMT5's spiece.model: pad 0 '<pad>', eos 1 '</s>', unk 2 '<unk>', no bos.
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-
 #include <fstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "core/tokenizer.h"
+#include "core/tokenizer_spm_api.h"
 #include "st/error.h"
 #include "st/log.h"
 
@@ -63,29 +61,12 @@ const char* const kCorpus[] = {
     "A video of people, animals, cars, trees, houses, rivers, mountains and the sky.",
 };
 
-// Feeds kCorpus to the trainer without a temporary file.
-class CorpusIterator final : public sentencepiece::SentenceIterator {
-public:
-    bool done() const override { return index_ >= std::size(kCorpus); }
-    void Next() override {
-        ++index_;
-        if (!done()) value_ = kCorpus[index_];
-    }
-    const std::string& value() const override { return value_; }
-    sentencepiece::util::Status status() const override { return {}; }
-
-private:
-    size_t index_ = 0;
-    std::string value_ = kCorpus[0];
-};
-
 }  // namespace
 
 std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir, int vocab_size, uint32_t seed) {
     // Unigram needs the 3 specials + every character of the corpus; below ~100 pieces it fails.
     if (vocab_size < 100 || vocab_size > 4000)
         fail(kComponent, "train", "tiny tokenizer vocab_size must be in [100, 4000], got {}", vocab_size);
-    sentencepiece::SetRandomGeneratorSeed(seed);
     const std::unordered_map<std::string, std::string> args = {
         {"model_type", "unigram"},
         {"vocab_size", std::to_string(vocab_size)},
@@ -99,12 +80,10 @@ std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir,
         {"hard_vocab_limit", "false"},
         {"minloglevel", "2"},
     };
-    CorpusIterator corpus;
-    std::string serialized;
-    const auto status = sentencepiece::SentencePieceTrainer::Train(args, &corpus, &serialized);
-    if (!status.ok())
-        fail(kComponent, "train", "SentencePiece training (vocab_size {}, seed {}) failed: {}", vocab_size, seed,
-             status.ToString());
+    const std::vector<std::string> corpus(std::begin(kCorpus), std::end(kCorpus));
+    std::string serialized, error;
+    if (!spm_api::module().train(args, corpus, seed, &serialized, &error))
+        fail(kComponent, "train", "SentencePiece training (vocab_size {}, seed {}) failed: {}", vocab_size, seed, error);
     std::filesystem::create_directories(out_dir);
     const std::filesystem::path model = out_dir / "spiece.model";
     {

@@ -14,11 +14,11 @@ namespace st::plugins::wan {
 
 // ---- norms ----------------------------------------------------------------------------------------
 
-WanRMSNormImpl::WanRMSNormImpl(int64_t dim, double eps) : eps_(eps) {
+WanQKRMSNormImpl::WanQKRMSNormImpl(int64_t dim, double eps) : eps_(eps) {
     weight = register_parameter("weight", at::ones({dim}));
 }
 
-at::Tensor WanRMSNormImpl::forward(const at::Tensor& x) {
+at::Tensor WanQKRMSNormImpl::forward(const at::Tensor& x) {
     // x [..., D] -> [..., D]; variance in float32 whatever the input dtype.
     at::Tensor xf = x.to(at::kFloat);
     at::Tensor y = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps_);
@@ -59,12 +59,12 @@ WanAttentionImpl::WanAttentionImpl(const WanAttentionOptions& options) : options
     to_k = register_module("to_k", torch::nn::Linear(d, d));
     to_v = register_module("to_v", torch::nn::Linear(d, d));
     to_out = register_module("to_out", torch::nn::ModuleList(torch::nn::Linear(d, d)));
-    norm_q = register_module("norm_q", WanRMSNorm(d, options.eps));
-    norm_k = register_module("norm_k", WanRMSNorm(d, options.eps));
+    norm_q = register_module("norm_q", WanQKRMSNorm(d, options.eps));
+    norm_k = register_module("norm_k", WanQKRMSNorm(d, options.eps));
     if (options.added_kv_proj_dim) {
         add_k_proj = register_module("add_k_proj", torch::nn::Linear(*options.added_kv_proj_dim, d));
         add_v_proj = register_module("add_v_proj", torch::nn::Linear(*options.added_kv_proj_dim, d));
-        norm_added_k = register_module("norm_added_k", WanRMSNorm(d, options.eps));
+        norm_added_k = register_module("norm_added_k", WanQKRMSNorm(d, options.eps));
     }
 }
 
@@ -162,6 +162,10 @@ at::Tensor WanTransformerBlockImpl::forward(const at::Tensor& x, const at::Tenso
 
 // ---- embedders ------------------------------------------------------------------------------------
 
+namespace {
+constexpr double kImageNormEps = 1e-5;
+}  // namespace
+
 WanMLPEmbedderImpl::WanMLPEmbedderImpl(int64_t in_dim, int64_t dim, bool gelu_tanh_act) : gelu_tanh_act_(gelu_tanh_act) {
     linear_1 = register_module("linear_1", torch::nn::Linear(in_dim, dim));
     linear_2 = register_module("linear_2", torch::nn::Linear(dim, dim));
@@ -175,9 +179,11 @@ at::Tensor WanMLPEmbedderImpl::forward(const at::Tensor& x) {
 }
 
 WanImageEmbedderImpl::WanImageEmbedderImpl(int64_t image_dim, int64_t dim, std::optional<int64_t> pos_embed_seq_len) {
-    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({image_dim}).eps(1e-6)));
+    // FP32LayerNorm(features) with nn.LayerNorm's default eps 1e-5 (original MLPProj likewise),
+    // unlike the 1e-6 of every other Wan norm.
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({image_dim}).eps(kImageNormEps)));
     ff = register_module("ff", WanFeedForward(image_dim, image_dim, dim, /*gelu_tanh=*/false));
-    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-6)));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kImageNormEps)));
     if (pos_embed_seq_len)
         pos_embed = register_parameter("pos_embed", at::zeros({1, *pos_embed_seq_len, image_dim}));
 }
@@ -192,9 +198,9 @@ at::Tensor WanImageEmbedderImpl::forward(const at::Tensor& x_in) {
         x = x + pos_embed.to(x.scalar_type());
     }
     const auto dt = ff->proj->weight.scalar_type();
-    at::Tensor h = fp32_layer_norm(x, norm1->weight, norm1->bias, 1e-6).to(dt);
+    at::Tensor h = fp32_layer_norm(x, norm1->weight, norm1->bias, kImageNormEps).to(dt);
     h = ff->forward(h);
-    return fp32_layer_norm(h, norm2->weight, norm2->bias, 1e-6).to(dt);
+    return fp32_layer_norm(h, norm2->weight, norm2->bias, kImageNormEps).to(dt);
 }
 
 WanConditionEmbedderImpl::WanConditionEmbedderImpl(const WanTransformerConfig& c) {

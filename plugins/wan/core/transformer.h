@@ -27,18 +27,18 @@
 
 namespace st::plugins::wan {
 
-/// RMSNorm over the last dim with a learned weight (diffusers/torch RMSNorm; original WanRMSNorm).
+/// RMSNorm over the last dim with a learned weight (diffusers/torch RMSNorm; original WanQKRMSNorm).
 /// Computed in float32, returned in the input dtype.
-class WanRMSNormImpl : public torch::nn::Module {
+class WanQKRMSNormImpl : public torch::nn::Module {
 public:
-    WanRMSNormImpl(int64_t dim, double eps);
+    WanQKRMSNormImpl(int64_t dim, double eps);
     at::Tensor forward(const at::Tensor& x);
     at::Tensor weight;
 
 private:
     double eps_;
 };
-TORCH_MODULE(WanRMSNorm);
+TORCH_MODULE(WanQKRMSNorm);
 
 /// LayerNorm computed in float32 (diffusers FP32LayerNorm), with or without affine parameters.
 at::Tensor fp32_layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps);
@@ -74,9 +74,9 @@ public:
                        const RopeTables* rope);
     torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
     torch::nn::ModuleList to_out{nullptr};  ///< to_out.0 (Linear); to_out.1 is diffusers' dropout
-    WanRMSNorm norm_q{nullptr}, norm_k{nullptr};
+    WanQKRMSNorm norm_q{nullptr}, norm_k{nullptr};
     torch::nn::Linear add_k_proj{nullptr}, add_v_proj{nullptr};
-    WanRMSNorm norm_added_k{nullptr};
+    WanQKRMSNorm norm_added_k{nullptr};
 
 private:
     WanAttentionOptions options_;

@@ -105,7 +105,8 @@ void load_umt5_weights(UMT5Encoder& model, const st::sdk::TensorSource& source) 
     std::string dtypes;
     for (const auto& [dtype, count] : report.source_dtypes)
         dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", count, dtype);
-    st::log::info(kComponent, "loaded {} UMT5 tensors from {} ({} layout; {})", report.loaded, source.describe(),
+    // load_strict already logged the count at info level; the layout detail is for debugging.
+    st::log::debug(kComponent, "loaded {} UMT5 tensors from {} ({} layout; {})", report.loaded, source.describe(),
                   umt5_layout_name(layout), dtypes);
 }
 

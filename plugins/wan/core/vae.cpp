@@ -28,10 +28,10 @@ std::string shape_str(const at::Tensor& t) {
 
 AutoencoderKLWanImpl::AutoencoderKLWanImpl(const WanVAEConfig& config) {
     const std::array<int64_t, 3> one{1, 1, 1};
-    encoder = register_module("encoder", WanEncoder3d(config));
-    quant_conv = register_module("quant_conv", WanCausalConv3d(config.z_dim * 2, config.z_dim * 2, one));
-    post_quant_conv = register_module("post_quant_conv", WanCausalConv3d(config.z_dim, config.z_dim, one));
-    decoder = register_module("decoder", WanDecoder3d(config));
+    encoder = register_module("encoder", vae::WanEncoder3d(config));
+    quant_conv = register_module("quant_conv", vae::WanCausalConv3d(config.z_dim * 2, config.z_dim * 2, one));
+    post_quant_conv = register_module("post_quant_conv", vae::WanCausalConv3d(config.z_dim, config.z_dim, one));
+    decoder = register_module("decoder", vae::WanDecoder3d(config));
 }
 
 at::Tensor EncodeResult::sample(const at::Generator& generator) const {
@@ -44,8 +44,8 @@ WanVAE::WanVAE(WanVAEConfig config) : config_(std::move(config)) {
     config_.validate();
     module_ = AutoencoderKLWan(config_);
     module_->eval();
-    encoder_slots_ = count_causal_convs(*module_->encoder);
-    decoder_slots_ = count_causal_convs(*module_->decoder);
+    encoder_slots_ = vae::count_causal_convs(*module_->encoder);
+    decoder_slots_ = vae::count_causal_convs(*module_->decoder);
 }
 
 WanVAE WanVAE::from_directory(const std::filesystem::path& dir) {
@@ -90,20 +90,29 @@ void WanVAE::load(const st::sdk::TensorSource& source, WanVAELayout layout) {
     try {
         report = st::sdk::load_strict(*module_, source, options);
     } catch (const st::Error& e) {
-        throw e.with_context(fmt::format("while loading the Wan VAE ({} layout, base_dim {}, z_dim {}) from {}",
-                                         to_string(layout), config_.base_dim, config_.z_dim, source.describe()));
+        st::Error error = e.with_context(fmt::format("while loading the Wan VAE ({} layout, base_dim {}, z_dim {}) from {}",
+                                                     to_string(layout), config_.base_dim, config_.z_dim,
+                                                     source.describe()));
+        const bool looks_other = layout == WanVAELayout::diffusers ? source.contains("encoder.conv1.weight")
+                                                                   : source.contains("encoder.conv_in.weight");
+        if (looks_other)
+            error = error.with_context(fmt::format("hint: the file uses the {} key names; load it with that layout",
+                                                   to_string(layout == WanVAELayout::diffusers ? WanVAELayout::original
+                                                                                               : WanVAELayout::diffusers)));
+        throw error;
     }
     std::string dtypes;
     for (const auto& [dtype, n] : report.source_dtypes) dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", n, dtype);
-    st::log::info(kComponent, "loaded {} tensors ({} layout; {} -> {}) from {}", report.loaded, to_string(layout),
+    st::log::debug(kComponent, "loaded {} tensors ({} layout; {} -> {}) from {}", report.loaded, to_string(layout),
                   dtypes, c10::toString(dtype()), source.describe());
 }
 
 EncodeResult WanVAE::encode(const at::Tensor& video) {
-    // [B, C_in, T, H, W] in [-1, 1] -> mean, logvar [B, z, 1 + (T-1)/4, H/8, W/8]
+    // [B, C_pixel, T, H, W] in [-1, 1] -> mean, logvar [B, z, 1 + (T-1)/4, H/s, W/s] (s = 8, or 16 for 2.2)
     const int64_t ts = config_.scale_factor_temporal, ss = config_.spatial_compression();
-    if (video.dim() != 5 || video.size(1) != config_.in_channels)
-        fail(kComponent, "encode", "video must be [B, {}, T, H, W], got {}", config_.in_channels, shape_str(video));
+    if (video.dim() != 5 || video.size(1) != config_.pixel_in_channels())
+        fail(kComponent, "encode", "video must be [B, {}, T, H, W], got {}", config_.pixel_in_channels(),
+             shape_str(video));
     const int64_t frames = video.size(2), h = video.size(3), w = video.size(4);
     if (frames < 1 || (frames - 1) % ts != 0)
         fail(kComponent, "encode", "video has {} frames; the Wan VAE needs T = 1 + {}k frames (1, 5, 9, ...)", frames, ts);
@@ -112,8 +121,8 @@ EncodeResult WanVAE::encode(const at::Tensor& video) {
     if (!at::isFloatingType(video.scalar_type()))
         fail(kComponent, "encode", "video must be a floating-point tensor, got {}", c10::toString(video.scalar_type()));
 
-    const at::Tensor x = video.to(device(), dtype());
-    FeatCache cache(encoder_slots_);
+    const at::Tensor x = vae::patchify(video.to(device(), dtype()), config_.patch());
+    vae::FeatCache cache(encoder_slots_);
     std::vector<at::Tensor> chunks;
     const int64_t iterations = 1 + (frames - 1) / ts;
     chunks.reserve(iterations);
@@ -131,22 +140,22 @@ EncodeResult WanVAE::encode(const at::Tensor& video) {
 at::Tensor WanVAE::encode_normalized(const at::Tensor& video) { return normalize_latents(encode(video).mean); }
 
 at::Tensor WanVAE::decode(const at::Tensor& latents) {
-    // [B, z, F, h, w] -> [B, C_out, 1 + 4(F-1), 8h, 8w] in [-1, 1]
+    // [B, z, F, h, w] -> [B, C_pixel, 1 + 4(F-1), s*h, s*w] in [-1, 1] (s = 8, or 16 for 2.2)
     if (latents.dim() != 5 || latents.size(1) != config_.z_dim || latents.size(2) < 1)
         fail(kComponent, "decode", "latents must be [B, {}, F >= 1, h, w], got {}", config_.z_dim, shape_str(latents));
     if (!at::isFloatingType(latents.scalar_type()))
         fail(kComponent, "decode", "latents must be a floating-point tensor, got {}", c10::toString(latents.scalar_type()));
     const at::Tensor x = module_->post_quant_conv->forward(latents.to(device(), dtype()));
-    FeatCache cache(decoder_slots_);
+    vae::FeatCache cache(decoder_slots_);
     std::vector<at::Tensor> chunks;
     chunks.reserve(x.size(2));
     // One latent frame at a time: the cache carries the causal history, so peak activation memory
     // is that of a single frame (the first yields 1 pixel frame, each later one 4).
     for (int64_t i = 0; i < x.size(2); ++i) {
         cache.start_chunk();
-        chunks.push_back(module_->decoder->forward(x.narrow(2, i, 1), &cache));
+        chunks.push_back(module_->decoder->forward(x.narrow(2, i, 1), &cache, /*first_chunk=*/i == 0));
     }
-    return at::clamp(at::cat(chunks, 2), -1.0, 1.0);
+    return at::clamp(vae::unpatchify(at::cat(chunks, 2), config_.patch()), -1.0, 1.0);
 }
 
 at::Tensor WanVAE::decode_normalized(const at::Tensor& latents) { return decode(denormalize_latents(latents)); }

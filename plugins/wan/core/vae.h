@@ -1,6 +1,7 @@
-// The Wan 2.1 VAE (diffusers `AutoencoderKLWan`, original Wan-Video `WanVAE_` in wan/modules/vae2_1.py):
-// loading in both key layouts, chunked causal encode/decode with the feature cache, posterior
-// mean/log-variance and the latents mean/std normalisation.
+// The Wan VAE (diffusers `AutoencoderKLWan`, original Wan-Video `WanVAE_` in wan/modules/vae2_1.py
+// and vae2_2.py): loading in both key layouts, chunked causal encode/decode with the feature cache,
+// posterior mean/log-variance and the latents mean/std normalisation. The config picks 2.1 (default)
+// or 2.2 (is_residual + patch_size 2, WanVAEConfig::wan22(); blocks in vae22.h).
 //
 // Who calls: the wan plugin (latent caching in the trainer, validation decode, `st-host forward
 // --component vae_encode|vae_decode`), Sana-Video (same VAE), CREPA (decode with grads off).
@@ -32,10 +33,10 @@ class AutoencoderKLWanImpl : public torch::nn::Module {
 public:
     explicit AutoencoderKLWanImpl(const WanVAEConfig& config);
 
-    WanEncoder3d encoder{nullptr};
-    WanCausalConv3d quant_conv{nullptr};
-    WanCausalConv3d post_quant_conv{nullptr};
-    WanDecoder3d decoder{nullptr};
+    vae::WanEncoder3d encoder{nullptr};
+    vae::WanCausalConv3d quant_conv{nullptr};
+    vae::WanCausalConv3d post_quant_conv{nullptr};
+    vae::WanDecoder3d decoder{nullptr};
 };
 TORCH_MODULE(AutoencoderKLWan);
 
@@ -65,14 +66,14 @@ public:
     /// float dtype converted to the module's). Logs one line. Throws st::Error listing offenders.
     void load(const st::sdk::TensorSource& source, WanVAELayout layout = WanVAELayout::diffusers);
 
-    /// video [B, in_channels, T, H, W] in [-1, 1], T = 1 + 4k, H and W multiples of 8 ->
-    /// posterior over latents [B, z, 1 + (T-1)/4, H/8, W/8]. Chunked: frame 0 alone, then 4 frames
+    /// video [B, 3, T, H, W] in [-1, 1], T = 1 + 4k, H and W multiples of s = spatial_compression()
+    /// (8; 16 for 2.2) -> posterior over latents [B, z, 1 + (T-1)/4, H/s, W/s]. Chunked: frame 0 alone, then 4 frames
     /// at a time, with the causal feature cache. Differentiable.
     EncodeResult encode(const at::Tensor& video);
     /// (posterior mean - latents_mean) / latents_std: what the trainer caches.
     at::Tensor encode_normalized(const at::Tensor& video);
 
-    /// latents [B, z, F, h, w] (raw, un-normalised) -> video [B, out_channels, 1 + 4(F-1), 8h, 8w]
+    /// latents [B, z, F, h, w] (raw, un-normalised) -> video [B, 3, 1 + 4(F-1), s*h, s*w]
     /// clamped to [-1, 1]. Decodes one latent frame at a time with the feature cache, so memory
     /// does not grow with clip length (under a no-grad guard). Differentiable.
     at::Tensor decode(const at::Tensor& latents);

@@ -10,7 +10,7 @@
 #include "st/attention.h"
 #include "st/error.h"
 
-namespace st::plugins::wan {
+namespace st::plugins::wan::vae {
 namespace {
 
 constexpr const char* kComponent = "model.wan.vae";
@@ -248,4 +248,4 @@ size_t count_causal_convs(const torch::nn::Module& module) {
     return n;
 }
 
-}  // namespace st::plugins::wan
+}  // namespace st::plugins::wan::vae

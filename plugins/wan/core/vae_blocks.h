@@ -8,6 +8,9 @@
 // 3-D convolution with a temporal kernel keeps the last kCacheT frames of its *input* from the
 // previous chunk in a FeatCache slot, so chunked output equals a full-clip causal run and memory
 // does not grow with clip length. Slots are visited in a fixed order per chunk (`FeatCache::take`).
+//
+// The blocks live in st::plugins::wan::vae: several share upstream names with transformer blocks
+// (RMS norm, attention) of the same library.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -20,7 +23,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace st::plugins::wan {
+namespace st::plugins::wan::vae {
 
 /// Frames of history each causal conv keeps between chunks (upstream CACHE_T).
 constexpr int64_t kCacheT = 2;
@@ -155,4 +158,4 @@ TORCH_MODULE(WanMidBlock);
 /// counted too and simply never use their slot).
 size_t count_causal_convs(const torch::nn::Module& module);
 
-}  // namespace st::plugins::wan
+}  // namespace st::plugins::wan::vae

@@ -46,6 +46,40 @@ WanVAEConfig WanVAEConfig::tiny() {
     return c;
 }
 
+WanVAEConfig WanVAEConfig::wan22() {
+    // diffusers Wan-AI/Wan2.2-TI2V-5B-Diffusers vae/config.json; models.md 7.1 / 7.5.
+    WanVAEConfig c;
+    c.base_dim = 160;
+    c.decoder_base_dim = 256;
+    c.z_dim = 48;
+    c.is_residual = true;
+    c.in_channels = 12;
+    c.out_channels = 12;
+    c.patch_size = 2;
+    c.scale_factor_spatial = 16;
+    c.latents_mean = {-0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174,  0.1838,  0.1557,  -0.1382, 0.0542,
+                      0.2813,  0.0891,  0.1570,  -0.0098, 0.0375,  -0.1825, -0.2246, -0.1207, -0.0698, 0.5109,
+                      0.2665,  -0.2108, -0.2158, 0.2502,  -0.2055, -0.0322, 0.1109,  0.1567,  -0.0729, 0.0899,
+                      -0.2799, -0.1230, -0.0313, -0.1649, 0.0117,  0.0723,  -0.2839, -0.2083, -0.0520, 0.3748,
+                      0.0152,  0.1957,  0.1433,  -0.2944, 0.3573,  -0.0548, -0.1681, -0.0667};
+    c.latents_std = {0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344,
+                     0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978, 0.5759, 0.3523, 0.7135, 0.6804,
+                     0.5833, 1.4146, 0.8986, 0.5659, 0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999,
+                     0.6866, 0.4093, 0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+                     0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744};
+    return c;
+}
+
+WanVAEConfig WanVAEConfig::tiny22() {
+    WanVAEConfig c = wan22();
+    c.base_dim = 2;
+    c.decoder_base_dim = 4;
+    c.z_dim = 4;
+    c.latents_mean.resize(4);
+    c.latents_std.resize(4);
+    return c;
+}
+
 WanVAEConfig WanVAEConfig::from_json(const nlohmann::json& j, const std::string& source) {
     if (!j.is_object()) fail(kComponent, "config", "{}: expected a JSON object, got {}", source, j.type_name());
     WanVAEConfig c;
@@ -154,14 +188,10 @@ void WanVAEConfig::validate(const std::string& source) const {
              latents_mean.size(), latents_std.size(), z_dim);
     for (double s : latents_std)
         if (!(s > 0.0)) fail(kComponent, "config", "{}: every latents_std entry must be > 0, got {}", source, s);
-    if (is_residual || (patch_size && *patch_size > 1))
-        fail(kComponent, "config",
-             "{}: is_residual={} patch_size={} is the Wan 2.2 VAE layout; WanVAE builds the Wan 2.1 layout "
-             "(is_residual false, patch_size null)",
-             source, is_residual, patch_size ? std::to_string(*patch_size) : "null");
-    if (decoder_base_dim && *decoder_base_dim != base_dim)
-        fail(kComponent, "config", "{}: decoder_base_dim {} differs from base_dim {} (a Wan 2.2 VAE setting)", source,
-             *decoder_base_dim, base_dim);
+    if (patch() < 1) fail(kComponent, "config", "{}: patch_size must be >= 1 or null, got {}", source, patch());
+    if (in_channels % (patch() * patch()) != 0 || out_channels % (patch() * patch()) != 0)
+        fail(kComponent, "config", "{}: in/out_channels {}/{} must be multiples of patch_size^2 = {}", source,
+             in_channels, out_channels, patch() * patch());
     int64_t temporal = 1;
     for (bool t : temperal_downsample) temporal *= t ? 2 : 1;
     if (scale_factor_temporal != temporal)
@@ -189,7 +219,7 @@ std::vector<bool> WanVAEConfig::temperal_upsample() const {
 }
 
 int64_t WanVAEConfig::spatial_compression() const {
-    return int64_t{1} << static_cast<int64_t>(temperal_downsample.size());
+    return (int64_t{1} << static_cast<int64_t>(temperal_downsample.size())) * patch();
 }
 
 }  // namespace st::plugins::wan

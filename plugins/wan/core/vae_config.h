@@ -56,8 +56,12 @@ struct WanVAEConfig {
     /// The diffusers config.json object (with `_class_name` "AutoencoderKLWan").
     nlohmann::json to_json() const;
 
-    /// Throws st::Error when the combination is invalid or not a Wan 2.1 VAE layout this port
-    /// builds (is_residual / patch_size are the Wan 2.2 VAE, see vae22.h).
+    /// The real Wan 2.2 VAE of TI2V-5B (is_residual, 2x2 patchify, z 48).
+    static WanVAEConfig wan22();
+    /// The wan_vae22 golden model: base_dim 2, decoder_base_dim 4, z 4, rest as wan22().
+    static WanVAEConfig tiny22();
+
+    /// Throws st::Error when the combination is invalid.
     void validate(const std::string& source = "WanVAEConfig") const;
 
     int64_t decoder_dim() const { return decoder_base_dim.value_or(base_dim); }
@@ -67,8 +71,12 @@ struct WanVAEConfig {
     std::vector<int64_t> decoder_dims() const;
     /// Reverse of temperal_downsample (per decoder up block).
     std::vector<bool> temperal_upsample() const;
-    /// 2 ^ number of downsampling stages (8 for Wan 2.1).
+    /// 2 ^ number of downsampling stages x patch size (8 for Wan 2.1, 16 for Wan 2.2).
     int64_t spatial_compression() const;
+    int64_t patch() const { return patch_size.value_or(1); }
+    /// Channels of the pixel video (in/out_channels count the patchified channels: 12 = 3 x 2 x 2).
+    int64_t pixel_in_channels() const { return in_channels / (patch() * patch()); }
+    int64_t pixel_out_channels() const { return out_channels / (patch() * patch()); }
 };
 
 }  // namespace st::plugins::wan

@@ -10,10 +10,11 @@
 #include <optional>
 #include <vector>
 
+#include "core/vae22.h"
 #include "core/vae_blocks.h"
 #include "core/vae_config.h"
 
-namespace st::plugins::wan {
+namespace st::plugins::wan::vae {
 
 /// num_res_blocks + 1 residual blocks, then an optional upsampler (`upsamplers.0`).
 class WanUpBlockImpl : public torch::nn::Module {
@@ -35,16 +36,22 @@ class WanDecoder3dImpl : public torch::nn::Module {
 public:
     explicit WanDecoder3dImpl(const WanVAEConfig& config);
     /// One latent frame: z [B, z, 1, h, w] -> [B, C_out, 1 (first chunk) or 4, 8h, 8w] with the cache.
-    at::Tensor forward(const at::Tensor& z, FeatCache* cache);
+    /// first_chunk: the first latent frame (2.2 DupUp3D shortcuts drop their leading frames).
+    at::Tensor forward(const at::Tensor& z, FeatCache* cache, bool first_chunk = false);
 
 private:
     int64_t z_dim_;
     WanCausalConv3d conv_in_{nullptr};
     WanMidBlock mid_block_{nullptr};
-    std::vector<WanUpBlock> up_blocks_;
+    /// Exactly one member set: 2.1 WanUpBlock or 2.2 (is_residual) WanResidualUpBlock.
+    struct UpLayer {
+        WanUpBlock plain{nullptr};
+        WanResidualUpBlock residual{nullptr};
+    };
+    std::vector<UpLayer> up_blocks_;
     WanRMSNorm norm_out_{nullptr};
     WanCausalConv3d conv_out_{nullptr};
 };
 TORCH_MODULE(WanDecoder3d);
 
-}  // namespace st::plugins::wan
+}  // namespace st::plugins::wan::vae

@@ -1,10 +1,10 @@
-// Wan 2.1 VAE encoder. Port of diffusers WanEncoder3d (autoencoder_kl_wan.py), is_residual=False.
+// Wan VAE encoder. Port of diffusers WanEncoder3d (autoencoder_kl_wan.py), 2.1 and 2.2 (is_residual).
 #include "core/vae_encoder.h"
 
 #include <ATen/ATen.h>
 #include <torch/nn/modules/container/modulelist.h>
 
-namespace st::plugins::wan {
+namespace st::plugins::wan::vae {
 
 WanEncoder3dImpl::WanEncoder3dImpl(const WanVAEConfig& config) : in_channels_(config.in_channels) {
     const std::vector<int64_t> dims = config.encoder_dims();
@@ -16,6 +16,16 @@ WanEncoder3dImpl::WanEncoder3dImpl(const WanVAEConfig& config) : in_channels_(co
     auto list = register_module("down_blocks", torch::nn::ModuleList());
     const size_t stages = config.dim_mult.size();
     for (size_t i = 0; i < stages; ++i) {
+        if (config.is_residual) {
+            // Wan 2.2: the last stage neither downsamples nor folds time.
+            const bool last = i + 1 == stages;
+            DownLayer layer;
+            layer.residual_down = WanResidualDownBlock(dims[i], dims[i + 1], config.dropout, config.num_res_blocks,
+                                                       !last && config.temperal_downsample[i], !last);
+            list->push_back(layer.residual_down);
+            down_blocks_.push_back(layer);
+            continue;
+        }
         int64_t in_dim = dims[i];
         const int64_t out_dim = dims[i + 1];
         for (int64_t r = 0; r < config.num_res_blocks; ++r) {
@@ -44,11 +54,18 @@ at::Tensor WanEncoder3dImpl::forward(const at::Tensor& x, FeatCache* cache) {
     TORCH_CHECK(x.dim() == 5 && x.size(1) == in_channels_, "WanEncoder3d expects [B, ", in_channels_,
                 ", T, H, W], got ", x.sizes());
     at::Tensor y = cached_causal_conv(*conv_in_, x, cache);
-    for (auto& layer : down_blocks_)
-        y = layer.res ? layer.res->forward(y, cache) : layer.resample->forward(y, cache);
+    for (auto& layer : down_blocks_) {
+        if (layer.res) {
+            y = layer.res->forward(y, cache);
+        } else if (layer.resample) {
+            y = layer.resample->forward(y, cache);
+        } else {
+            y = layer.residual_down->forward(y, cache);
+        }
+    }
     y = mid_block_->forward(y, cache);
     y = at::silu(norm_out_->forward(y));
     return cached_causal_conv(*conv_out_, y, cache);
 }
 
-}  // namespace st::plugins::wan
+}  // namespace st::plugins::wan::vae

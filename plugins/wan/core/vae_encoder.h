@@ -8,12 +8,14 @@
 
 #include <vector>
 
+#include "core/vae22.h"
 #include "core/vae_blocks.h"
 #include "core/vae_config.h"
 
-namespace st::plugins::wan {
+namespace st::plugins::wan::vae {
 
-/// conv_in -> down_blocks (flat list: residual blocks and resamplers, upstream indices) -> mid_block
+/// conv_in -> down_blocks (2.1: flat list of residual blocks and resamplers with upstream indices;
+/// 2.2: one WanResidualDownBlock per stage) -> mid_block
 /// -> norm_out -> SiLU -> conv_out (-> 2·z_dim channels: mean and log-variance before quant_conv).
 class WanEncoder3dImpl : public torch::nn::Module {
 public:
@@ -23,10 +25,12 @@ public:
     at::Tensor forward(const at::Tensor& x, FeatCache* cache);
 
 private:
-    /// One entry of down_blocks: exactly one of the two is set.
+    /// One entry of down_blocks: exactly one member is set (2.1: flat residual blocks and
+    /// resamplers; 2.2 is_residual: one WanResidualDownBlock per stage).
     struct DownLayer {
         WanResidualBlock res{nullptr};
         WanResample resample{nullptr};
+        WanResidualDownBlock residual_down{nullptr};
     };
     int64_t in_channels_;
     WanCausalConv3d conv_in_{nullptr};
@@ -37,4 +41,4 @@ private:
 };
 TORCH_MODULE(WanEncoder3d);
 
-}  // namespace st::plugins::wan
+}  // namespace st::plugins::wan::vae

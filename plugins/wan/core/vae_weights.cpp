@@ -1,5 +1,6 @@
 // Wan VAE key layouts and random-weight writer. The renaming table follows diffusers
-// scripts/convert_wan_to_diffusers.py convert_vae() (original Wan-Video names -> diffusers names).
+// scripts/convert_wan_to_diffusers.py convert_vae() / convert_vae_22() (original Wan-Video names ->
+// diffusers names).
 #include "core/vae_weights.h"
 
 #include <ATen/ATen.h>
@@ -31,7 +32,7 @@ std::optional<std::pair<int64_t, std::string>> split_index(const std::string& s)
 }
 
 [[noreturn]] void unknown_key(const std::string& key) {
-    fail(kComponent, "weights", "'{}' is not a parameter of the Wan 2.1 VAE (AutoencoderKLWan) layout", key);
+    fail(kComponent, "weights", "'{}' is not a parameter of the Wan VAE (AutoencoderKLWan) layout", key);
 }
 
 /// Residual block parameters: diffusers norm1/conv1/norm2/conv2/conv_shortcut -> original
@@ -57,6 +58,34 @@ std::string side_to_original(const std::string& side, const std::string& rest, c
                residual_to_original(idx->second, full);
     }
     if (starts_with(rest, "mid_block.attentions.0.")) return side + ".middle.1." + rest.substr(23);
+    if (side == "encoder" && starts_with(rest, "down_blocks.") && config.is_residual) {
+        // 2.2: down_blocks.X.resnets.Y / .downsampler -> downsamples.X.downsamples.{Y | num_res_blocks}.
+        auto block = split_index(rest.substr(12));
+        if (!block) unknown_key(full);
+        const std::string prefix = side + ".downsamples." + std::to_string(block->first) + ".downsamples.";
+        if (starts_with(block->second, "resnets.")) {
+            auto res = split_index(block->second.substr(8));
+            if (!res || res->first >= config.num_res_blocks) unknown_key(full);
+            return prefix + std::to_string(res->first) + "." + residual_to_original(res->second, full);
+        }
+        if (starts_with(block->second, "downsampler."))
+            return prefix + std::to_string(config.num_res_blocks) + "." + block->second.substr(12);
+        unknown_key(full);
+    }
+    if (side == "decoder" && starts_with(rest, "up_blocks.") && config.is_residual) {
+        // 2.2: up_blocks.X.resnets.Y / .upsampler -> upsamples.X.upsamples.{Y | num_res_blocks + 1}.
+        auto block = split_index(rest.substr(10));
+        if (!block) unknown_key(full);
+        const std::string prefix = side + ".upsamples." + std::to_string(block->first) + ".upsamples.";
+        if (starts_with(block->second, "resnets.")) {
+            auto res = split_index(block->second.substr(8));
+            if (!res || res->first > config.num_res_blocks) unknown_key(full);
+            return prefix + std::to_string(res->first) + "." + residual_to_original(res->second, full);
+        }
+        if (starts_with(block->second, "upsampler."))
+            return prefix + std::to_string(config.num_res_blocks + 1) + "." + block->second.substr(10);
+        unknown_key(full);
+    }
     if (side == "encoder" && starts_with(rest, "down_blocks.")) {
         auto idx = split_index(rest.substr(12));
         if (!idx) unknown_key(full);

@@ -29,7 +29,8 @@ const char* to_string(WanVAELayout layout);
 WanVAELayout detect_wan_vae_layout(const st::sdk::TensorSource& source);
 
 /// Original name of a diffusers key (the table of diffusers' scripts/convert_wan_to_diffusers.py
-/// convert_vae(), inverted). Throws st::Error for a name that is not a Wan 2.1 VAE parameter.
+/// convert_vae() / convert_vae_22() (config.is_residual), inverted). Throws st::Error for a name
+/// that is not a Wan VAE parameter.
 std::string wan_vae_diffusers_to_original(const std::string& diffusers_key, const WanVAEConfig& config);
 
 /// original name -> diffusers name for every parameter of `module` (an AutoencoderKLWan built

@@ -1,6 +1,7 @@
 // The Registrar: what a plugin's entry point receives to register its components.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,15 @@ struct ComponentInfo {
     std::vector<OptionSpec> options;  ///< config keys this component owns
 };
 
+/// A command-line tool a plugin adds to st-host (`st-host <name> ...`, e.g. extract-audio). `run`
+/// gets the arguments after the command name and returns the process exit code; it may throw
+/// st::Error (reported by the host with plugin, component and phase). Commands named
+/// "bench-<what>" are also reachable as `st-host bench <what>`.
+struct CommandSpec {
+    std::string usage;    ///< one line, e.g. "st-host extract-audio --input-dir DIR --output-dir DIR"
+    std::function<int(const std::vector<std::string>& args)> run;
+};
+
 /// Implemented by the host. Called by plugins only inside their entry point, on the main thread.
 /// Every add_* throws st::Error if the id is malformed ("kind.name@N"), of the wrong kind for the
 /// method, not listed in the manifest, registered twice, or if an option name is already owned
@@ -33,6 +43,8 @@ public:
     virtual void add_lr_scheduler(ComponentInfo info, LrSchedulerFactory factory) = 0;
     virtual void add_regularizer(ComponentInfo info, RegularizerFactory factory) = 0;
     virtual void add_data_backend(ComponentInfo info, DataBackendFactory factory) = 0;
+    /// A command: id "cmd.<command-name>@N".
+    virtual void add_command(ComponentInfo info, CommandSpec command) = 0;
     /// Name and version of the plugin being registered (from its manifest).
     virtual const std::string& plugin_name() const = 0;
 };

@@ -51,7 +51,7 @@ struct SamplerConfig {
 };
 
 class Sampler {
-public:
+  public:
     virtual ~Sampler();
 
     /// "flow_match_euler" or "unipc".
@@ -74,7 +74,7 @@ public:
     int64_t num_steps() const { return static_cast<int64_t>(timesteps_.size()); }
     const SamplerConfig& config() const { return config_; }
 
-protected:
+  protected:
     explicit Sampler(SamplerConfig config);
     void check_step(const at::Tensor& velocity, int64_t step_index, const at::Tensor& sample) const;
     SamplerConfig config_;
@@ -86,7 +86,7 @@ protected:
 /// the 1000-entry training table is already shifted, and set_timesteps() shifts
 /// linspace(sigma_max, sigma_min) again, so the low end is shifted twice.
 class FlowMatchEulerSampler final : public Sampler {
-public:
+  public:
     explicit FlowMatchEulerSampler(SamplerConfig config = {});
     std::string name() const override { return "flow_match_euler"; }
     void set_timesteps(int64_t num_steps) override;
@@ -99,14 +99,14 @@ public:
 /// lambda = +inf; it is evaluated in closed form (phi_1 = B_h = -1, first order: x = x0), where
 /// diffusers would produce NaN for order >= 2 or bh1.
 class UniPCSampler final : public Sampler {
-public:
+  public:
     explicit UniPCSampler(SamplerConfig config = {});
     std::string name() const override { return "unipc"; }
     void set_timesteps(int64_t num_steps) override;
     void reset() override;
     at::Tensor step(const at::Tensor& velocity, int64_t step_index, const at::Tensor& sample) override;
 
-private:
+  private:
     std::vector<at::Tensor> x0_history_;  ///< newest last, at most solver_order
     at::Tensor last_sample_;              ///< sample before the previous predictor
     int64_t lower_order_nums_ = 0;

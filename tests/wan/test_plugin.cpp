@@ -1,0 +1,344 @@
+// model.wan@1 (plugins/wan/plugin): WanFamily directly (make_model, probe, forward components on the
+// golden models, load / predict / taps / encoders on a tiny made model, options) and the same
+// commands through st-host with st-wan.so (forward, make-model, inspect).
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "core/config.h"
+#include "st/error.h"
+#include "st/safetensors.h"
+#include "test_transformer_util.h"
+#include "wan_family.h"
+
+namespace st::plugins::wan {
+namespace {
+
+namespace fs = std::filesystem;
+using st::sdk::ConfigView;
+using st::sdk::TensorMap;
+using test::allclose_manifest;
+using test::golden;
+
+TensorMap load_all(const fs::path& file) {
+    auto src = st::sdk::open_tensor_source(file);
+    TensorMap m;
+    for (const auto& i : src->infos()) m[i.name] = src->load(i.name);
+    return m;
+}
+
+ConfigView config_of(const nlohmann::json& j) { return ConfigView(std::make_shared<const nlohmann::json>(j)); }
+
+struct RunResult {
+    int code = -1;
+    std::string out;
+};
+
+RunResult run_host(const std::string& args) {
+    const std::string cmd = std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --plugin-dir " + ST_TEST_PLUGIN_DIR +
+                            " " + args + " 2>&1";
+    RunResult r;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (p == nullptr) return r;
+    char buf[4096];
+    while (fgets(buf, sizeof buf, p) != nullptr) r.out += buf;
+    const int status = pclose(p);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
+}
+
+// The golden models assembled into one diffusers pipeline folder: transformer = wan_t2v,
+// vae = wan_vae (z 4 = the DiT's 4 channels), text_encoder + tokenizer = umt5 (d_model 16 = text_dim).
+void write_golden_pipeline(const fs::path& dir) {
+    fs::create_directories(dir / "transformer");
+    fs::create_directories(dir / "vae");
+    fs::copy_file(golden("wan_t2v/config.json"), dir / "transformer/config.json");
+    fs::copy_file(golden("wan_t2v/diffusion_pytorch_model.safetensors"),
+                  dir / "transformer/diffusion_pytorch_model.safetensors");
+    fs::copy_file(golden("wan_vae/config.json"), dir / "vae/config.json");
+    fs::copy_file(golden("wan_vae/diffusion_pytorch_model.safetensors"), dir / "vae/diffusion_pytorch_model.safetensors");
+    fs::copy(golden("umt5/text_encoder"), dir / "text_encoder", fs::copy_options::recursive);
+    fs::copy(golden("umt5/tokenizer"), dir / "tokenizer", fs::copy_options::recursive);
+    std::ofstream(dir / "model_index.json") << R"({"_class_name": "WanPipeline", "transformer": ["diffusers",
+        "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"], "text_encoder": ["transformers",
+        "UMT5EncoderModel"], "tokenizer": ["transformers", "T5Tokenizer"]})";
+}
+
+class WanPluginTest : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        root_ = fs::temp_directory_path() / ("st_wan_plugin_" + std::to_string(::getpid()));
+        fs::remove_all(root_);
+        fs::create_directories(root_);
+        WanFamily family;
+        family.make_model("tiny", root_ / "tiny", 3);
+        write_golden_pipeline(root_ / "golden");
+    }
+    static void TearDownTestSuite() { fs::remove_all(root_); }
+    static fs::path root_;
+};
+fs::path WanPluginTest::root_;
+
+void expect_golden_vae(const TensorMap& out) {
+    const fs::path ref = golden("wan_vae/outputs.safetensors");
+    const test::Tolerance vae_tol{2e-4, 1e-4, 1.0};  // MANIFEST wan_vae: atol/rtol only
+    for (const char* name : {"posterior_mean_t1", "posterior_logvar_t1", "latents_normalized_t1", "posterior_mean_t9",
+                             "posterior_logvar_t9", "latents_normalized_t9"}) {
+        ASSERT_TRUE(out.count(name)) << name;
+        EXPECT_TRUE(allclose_manifest(out.at(name), test::load_tensor(ref, name), vae_tol)) << name;
+    }
+}
+
+TEST_F(WanPluginTest, MakeModelTinyWritesTheDiffusersLayout) {
+    const fs::path m = root_ / "tiny";
+    for (const char* f : {"model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors",
+                          "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+                          "text_encoder/model.safetensors", "tokenizer/spiece.model",
+                          "scheduler/scheduler_config.json"})
+        EXPECT_TRUE(fs::is_regular_file(m / f)) << f;
+    const auto index = nlohmann::json::parse(std::ifstream(m / "model_index.json"));
+    EXPECT_EQ(index["_class_name"], "WanPipeline");
+    EXPECT_EQ(index["vae"][1], "AutoencoderKLWan");
+    EXPECT_EQ(index["transformer"][1], "WanTransformer3DModel");
+    const auto sched = nlohmann::json::parse(std::ifstream(m / "scheduler/scheduler_config.json"));
+    EXPECT_EQ(sched["_class_name"], "UniPCMultistepScheduler");
+    EXPECT_EQ(sched["prediction_type"], "flow_prediction");
+    EXPECT_TRUE(sched["use_flow_sigmas"].get<bool>());
+    EXPECT_EQ(WanTransformerConfig::from_file(m / "transformer/config.json"), WanTransformerConfig::tiny());
+    const auto src = st::sdk::SafetensorsFile::open(m / "transformer/diffusion_pytorch_model.safetensors");
+    EXPECT_EQ(static_cast<int64_t>(src->infos().size()), WanTransformerConfig::tiny().tensor_count());
+    uintmax_t total = 0;
+    for (const auto& e : fs::recursive_directory_iterator(m))
+        if (e.is_regular_file()) total += e.file_size();
+    EXPECT_LT(total, 8u << 20) << "the tiny preset must stay small";
+}
+
+TEST_F(WanPluginTest, ProbeAcceptsWanLayoutsAndRejectsForeignPathsWithoutThrowing) {
+    WanFamily f;
+    auto r = f.probe(root_ / "tiny");
+    EXPECT_TRUE(r.loadable) << r.reason;
+    EXPECT_NE(r.variant.find("diffusers pipeline"), std::string::npos) << r.variant;
+    r = f.probe(root_ / "tiny" / "transformer");
+    EXPECT_TRUE(r.loadable) << r.reason;
+    EXPECT_NE(r.variant.find("transformer folder"), std::string::npos) << r.variant;
+    r = f.probe(golden("wan_t2v/original_format.safetensors"));
+    EXPECT_TRUE(r.loadable) << r.reason;
+    EXPECT_NE(r.variant.find("original"), std::string::npos) << r.variant;
+    r = f.probe(golden("wan_t2v/sharded/diffusion_pytorch_model.safetensors.index.json"));
+    EXPECT_TRUE(r.loadable) << r.reason;
+    for (const fs::path& foreign : {root_ / "does_not_exist", golden("wan_vae"), golden("umt5/tokenizer/spiece.model"),
+                                    root_ / "tiny" / "vae"}) {
+        EXPECT_NO_THROW(r = f.probe(foreign)) << foreign;
+        EXPECT_FALSE(r.loadable) << foreign;
+        EXPECT_FALSE(r.reason.empty()) << foreign;
+    }
+}
+
+TEST_F(WanPluginTest, ForwardComponentsReproduceTheGoldenOutputs) {
+    WanFamily f;
+    const ConfigView cfg = config_of(nlohmann::json::object());
+    const fs::path model = root_ / "golden";
+    // transformer: 1-D and per-token timesteps in one call
+    TensorMap out = f.forward_component(model, "transformer", load_all(golden("wan_t2v/inputs.safetensors")), cfg);
+    const fs::path t2v_ref = golden("wan_t2v/outputs.safetensors");
+    EXPECT_TRUE(allclose_manifest(out.at("out"), test::load_tensor(t2v_ref, "out")));
+    EXPECT_TRUE(allclose_manifest(out.at("out_per_token_timestep"), test::load_tensor(t2v_ref, "out_per_token_timestep")));
+    // the bf16 file as a single-file model
+    out = f.forward_component(golden("wan_t2v/diffusion_pytorch_model.bf16.safetensors"), "transformer",
+                              load_all(golden("wan_t2v/inputs.safetensors")), cfg);
+    EXPECT_TRUE(allclose_manifest(out.at("out"), test::load_tensor(t2v_ref, "out_bf16_weights")));
+    // VAE
+    const TensorMap vae_in = load_all(golden("wan_vae/inputs.safetensors"));
+    expect_golden_vae(f.forward_component(model, "vae_encode", vae_in, cfg));
+    out = f.forward_component(model, "vae_decode", vae_in, cfg);
+    const test::Tolerance vae_tol{2e-4, 1e-4, 1.0};
+    for (const char* name : {"decoded_t1", "decoded_t3"})
+        EXPECT_TRUE(allclose_manifest(out.at(name), test::load_tensor(golden("wan_vae/outputs.safetensors"), name),
+                                      vae_tol))
+            << name;
+    // text encoder
+    out = f.forward_component(model, "text_encoder", load_all(golden("umt5/inputs.safetensors")), cfg);
+    const TensorMap ref = load_all(golden("umt5/outputs.safetensors"));
+    EXPECT_TRUE(at::equal(out.at("seq_lens"), ref.at("seq_lens")));
+    EXPECT_TRUE(allclose_manifest(out.at("prompt_embeds"), ref.at("prompt_embeds"), {2e-4, 1e-4, 1.0}));
+    const int64_t n0 = ref.at("seq_lens")[0].item<int64_t>();
+    EXPECT_TRUE(allclose_manifest(out.at("last_hidden_state")[0].narrow(0, 0, n0),
+                                  ref.at("last_hidden_state")[0].narrow(0, 0, n0), {2e-4, 1e-4, 1.0}));
+}
+
+TEST_F(WanPluginTest, ForwardI2V22PicksTheExpertByTheBoundary) {
+    WanFamily f;
+    const TensorMap out = f.forward_component(golden("wan_i2v"), "transformer",
+                                              load_all(golden("wan_i2v/inputs.safetensors")), config_of(nlohmann::json::object()));
+    const fs::path ref = golden("wan_i2v/outputs.safetensors");
+    ASSERT_TRUE(out.count("out_t950") && out.count("out_t400"));
+    EXPECT_TRUE(allclose_manifest(out.at("out_t950"), test::load_tensor(ref, "out_t950")));
+    EXPECT_TRUE(allclose_manifest(out.at("out_t400"), test::load_tensor(ref, "out_t400")));
+}
+
+TEST_F(WanPluginTest, ForwardOnTheTinyModelGivesFiniteOutputsOfTheRightShapes) {
+    WanFamily f;
+    const ConfigView cfg = config_of(nlohmann::json::object());
+    const fs::path m = root_ / "tiny";
+    at::manual_seed(0);
+    TensorMap out = f.forward_component(m, "transformer",
+                                        {{"hidden_states", at::randn({1, 4, 2, 8, 8})},
+                                         {"timestep", at::full({1}, 500.0)},
+                                         {"encoder_hidden_states", at::randn({1, 7, 16})}},
+                                        cfg);
+    EXPECT_EQ(out.at("out").sizes(), (at::IntArrayRef{1, 4, 2, 8, 8}));
+    EXPECT_TRUE(out.at("out").isfinite().all().item<bool>());
+    out = f.forward_component(m, "vae_encode", {{"video_x", at::rand({1, 3, 5, 16, 16}) * 2 - 1}}, cfg);
+    EXPECT_EQ(out.at("latents_normalized_x").sizes(), (at::IntArrayRef{1, 4, 2, 2, 2}));
+    EXPECT_TRUE(out.at("posterior_mean_x").isfinite().all().item<bool>());
+    out = f.forward_component(m, "vae_decode", {{"latents", at::randn({1, 4, 2, 2, 2})}}, cfg);
+    EXPECT_EQ(out.at("decoded").sizes(), (at::IntArrayRef{1, 3, 5, 16, 16}));
+    EXPECT_TRUE(out.at("decoded").isfinite().all().item<bool>());
+    at::Tensor ids = at::zeros({1, 512}, at::kLong);
+    ids.narrow(1, 0, 4).copy_(at::tensor({5, 9, 17, 1}, at::kLong));
+    out = f.forward_component(m, "text_encoder", {{"input_ids", ids}}, cfg);
+    EXPECT_EQ(out.at("prompt_embeds").sizes(), (at::IntArrayRef{1, 512, 16}));
+    EXPECT_EQ(out.at("seq_lens").item<int64_t>(), 4);
+    EXPECT_TRUE(out.at("prompt_embeds").isfinite().all().item<bool>());
+}
+
+TEST_F(WanPluginTest, ForwardErrorsNameTheMissingTensorOrPart) {
+    WanFamily f;
+    const ConfigView cfg = config_of(nlohmann::json::object());
+    try {
+        f.forward_component(root_ / "tiny", "transformer", {{"hidden_states", at::randn({1, 4, 1, 8, 8})}}, cfg);
+        FAIL() << "expected st::Error";
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("encoder_hidden_states"), std::string::npos) << e.what();
+    }
+    try {
+        f.forward_component(root_ / "tiny" / "transformer", "vae_encode", {{"video", at::zeros({1, 3, 1, 16, 16})}},
+                            cfg);
+        FAIL() << "expected st::Error";
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("VAE"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(f.forward_component(root_ / "tiny", "vae_decode", {{"video", at::zeros({1, 3, 1, 16, 16})}}, cfg),
+                 st::Error);
+}
+
+TEST_F(WanPluginTest, LoadPredictTapsAndEncodersOnTheTinyModel) {
+    WanFamily f;
+    st::sdk::ModelLoadRequest req;
+    req.path = root_ / "tiny";
+    req.config = config_of({{"model_flavour", "t2v-480p-1.3b-2.1"}, {"gradient_checkpointing", true}});
+    f.load(req);
+    EXPECT_EQ(f.spatial_multiple(), 16);
+    EXPECT_EQ(f.temporal_multiple(), 4);
+    const std::string id = f.cache_identity();
+    EXPECT_EQ(id.rfind("wan|", 0), 0u) << id;
+    EXPECT_EQ(id, f.cache_identity());
+
+    const TensorMap lat = f.encode_video(at::rand({2, 3, 5, 32, 48}) * 2 - 1);
+    EXPECT_EQ(lat.at("latents").sizes(), (at::IntArrayRef{2, 4, 2, 4, 6}));
+    EXPECT_TRUE(lat.at("latents").isfinite().all().item<bool>());
+    EXPECT_THROW(f.encode_video(at::zeros({1, 3, 4, 32, 32})), st::Error);  // 4 frames: not 4k+1
+
+    const TensorMap txt = f.encode_text({"a cat on a sofa", "a dog running in the park at night"});
+    const at::Tensor pe = txt.at("prompt_embeds");
+    ASSERT_EQ(pe.sizes(), (at::IntArrayRef{2, 512, 16}));
+    EXPECT_GT(pe[0][0].abs().sum().item<double>(), 0.0);
+    EXPECT_EQ(pe[0].narrow(0, 100, 412).abs().sum().item<double>(), 0.0);  // zero rows after the prompt
+
+    st::sdk::PredictInputs in;
+    in.noisy = lat.at("latents").narrow(0, 0, 1).clone();
+    in.timesteps = at::full({1}, 700.0);
+    in.conditioning["prompt_embeds"] = pe.narrow(0, 0, 1);
+    in.taps = {"blocks.1.out"};
+    const auto out = f.predict(in);
+    EXPECT_EQ(out.velocity.sizes(), in.noisy.sizes());
+    EXPECT_TRUE(out.velocity.isfinite().all().item<bool>());
+    ASSERT_TRUE(out.taps.count("blocks.1.out"));
+    EXPECT_EQ(out.taps.at("blocks.1.out").sizes(), (at::IntArrayRef{1, 2 * 2 * 3, 24}));
+    // gradients reach every transformer parameter (gradient checkpointing on)
+    out.velocity.square().mean().backward();
+    for (const auto& p : f.trainable().named_parameters()) {
+        ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    }
+    in.taps = {"blocks.9.out"};
+    EXPECT_THROW(f.predict(in), st::Error);
+    EXPECT_EQ(f.default_lora_targets(), (std::vector<std::string>{"to_q", "to_k", "to_v", "to_out.0"}));
+}
+
+TEST(WanPluginOptionsTest, DeclaresTheWanKeysOnlyWithSimpleTunerDefaults) {
+    std::map<std::string, st::sdk::OptionSpec> specs;
+    for (auto& s : wan_option_specs()) specs[s.name] = s;
+    for (const char* k : {"model_flavour", "pretrained_transformer_model_name_or_path",
+                          "pretrained_transformer_subfolder", "pretrained_vae_model_name_or_path",
+                          "pretrained_t5_model_name_or_path", "wan_force_2_1_time_embedding",
+                          "wan_validation_load_other_stage", "enable_chunked_feed_forward", "feed_forward_chunk_size",
+                          "gradient_checkpointing"})
+        EXPECT_TRUE(specs.count(k)) << k;
+    for (const char* k : {"model_family", "pretrained_model_name_or_path", "output_dir", "seed", "learning_rate"})
+        EXPECT_FALSE(specs.count(k)) << k;
+    EXPECT_EQ(specs["model_flavour"].default_value, "t2v-480p-1.3b-2.1");
+    EXPECT_NE(std::find(specs["model_flavour"].choices.begin(), specs["model_flavour"].choices.end(),
+                        "i2v-14b-2.2-high"),
+              specs["model_flavour"].choices.end());
+    EXPECT_EQ(specs["pretrained_transformer_subfolder"].default_value, "transformer");
+    EXPECT_EQ(specs["gradient_checkpointing"].default_value, true);
+}
+
+TEST(WanPluginOptionsTest, FeedForwardChunkSizeFromKeyThenEnv) {
+    ::unsetenv("WAN_FEED_FORWARD_CHUNK_SIZE");
+    auto c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}}));
+    EXPECT_TRUE(c.enabled);
+    EXPECT_FALSE(c.chunk_size.has_value());
+    ::setenv("WAN_FEED_FORWARD_CHUNK_SIZE", "7", 1);
+    c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}}));
+    EXPECT_EQ(c.chunk_size.value_or(-1), 7);
+    c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}, {"feed_forward_chunk_size", 3}}));
+    EXPECT_EQ(c.chunk_size.value_or(-1), 3);
+    ::setenv("WAN_FEED_FORWARD_CHUNK_SIZE", "x7", 1);
+    EXPECT_THROW(resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}})), st::Error);
+    ::unsetenv("WAN_FEED_FORWARD_CHUNK_SIZE");
+}
+
+TEST_F(WanPluginTest, HostForwardMakeModelAndInspectThroughStWanSo) {
+    const fs::path out = root_ / "host_out.safetensors";
+    RunResult r = run_host("forward --plugin wan --model " + (root_ / "golden").string() +
+                           " --component transformer --inputs " + golden("wan_t2v/inputs.safetensors").string() +
+                           " --output " + out.string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    const fs::path ref = golden("wan_t2v/outputs.safetensors");
+    EXPECT_TRUE(allclose_manifest(test::load_tensor(out, "out"), test::load_tensor(ref, "out")));
+    EXPECT_TRUE(allclose_manifest(test::load_tensor(out, "out_per_token_timestep"),
+                                  test::load_tensor(ref, "out_per_token_timestep")));
+
+    r = run_host("forward --plugin wan --model " + golden("wan_vae").string() + " --component vae_encode --inputs " +
+                 golden("wan_vae/inputs.safetensors").string() + " --output " + out.string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    expect_golden_vae(load_all(out));
+
+    const fs::path made = root_ / "host_tiny";
+    r = run_host("make-model --plugin wan --preset tiny --seed 5 --out " + made.string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    r = run_host("inspect " + (made / "transformer/diffusion_pytorch_model.safetensors").string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find(std::to_string(WanTransformerConfig::tiny().tensor_count())), std::string::npos) << r.out;
+    r = run_host("forward --plugin wan --model " + made.string() + " --component vae_decode --inputs " +
+                 golden("wan_vae/inputs.safetensors").string() + " --output " + out.string());
+    ASSERT_EQ(r.code, 0) << r.out;
+    const TensorMap decoded = load_all(out);
+    EXPECT_EQ(decoded.at("decoded_t3").sizes(), (at::IntArrayRef{1, 3, 9, 16, 16}));
+    EXPECT_TRUE(decoded.at("decoded_t3").isfinite().all().item<bool>());
+    r = run_host("forward --plugin wan --model " + made.string() + " --component nope --inputs " +
+                 golden("umt5/inputs.safetensors").string() + " --output " + out.string());
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.out.find("vae_encode"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace st::plugins::wan
