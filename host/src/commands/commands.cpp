@@ -28,6 +28,10 @@ const std::vector<CommandInfo>& commands() {
          "Write a randomly initialised model of a family in its real on-disk layout (for tests, demos, "
          "benchmarks).",
          cmd_make_model},
+        {"prepare", "st-host prepare [--plugin NAME] CONFIG [--key value ...]",
+         "Discover and cache the datasets of CONFIG (latents, text embeddings, audio features) and print a "
+         "summary: samples per bucket, audio, every skipped file with its reason.",
+         cmd_prepare},
         {"lr-curve",
          "st-host lr-curve --scheduler NAME --learning_rate LR --steps N [--warmup N] [--cycles C] [--power P] "
          "[--lr_end E] [--every K] [--key value ...]",

@@ -31,6 +31,7 @@ const std::vector<CommandInfo>& commands();
 int cmd_plugins(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_inspect(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args);
+int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_lr_curve(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args);
 /// The default command: `st-host [--plugin NAME] CONFIG [--key value ...]`.

@@ -26,6 +26,11 @@ std::vector<sdk::OptionSpec> host_options() {
     add(opt_int("seed", std::nullopt, "Seed of every random generator of the run (none: a random seed is drawn "
                                       "and logged)."),
         "run");
+    add(opt_int("train_batch_size", 4,
+                "Samples per micro-batch (SimpleTuner default 4). Buckets smaller than train_batch_size x "
+                "gradient_accumulation_steps are pruned by the data backend."),
+        "data");
+    add(opt_int("gradient_accumulation_steps", 1, "Micro-batches per optimizer step."), "data");
     add(opt_string("log_level", "info", "Log verbosity.", {"trace", "debug", "info", "warning", "error"}), "run");
     add(opt_int("num_threads", std::nullopt,
                 "Intra-op CPU threads for LibTorch/BLAS (default: all cores of the machine)."),

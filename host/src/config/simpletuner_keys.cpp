@@ -25,8 +25,8 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         // Training loop keys (SimpleTuner §1.2, §3).
         for (const char* n :
              {"resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpoint_step_interval",
-              "checkpointing_steps", "checkpoints_total_limit", "save_total_limit", "model_type", "train_batch_size",
-              "gradient_checkpointing", "gradient_accumulation_steps", "caption_dropout_probability",
+              "checkpointing_steps", "checkpoints_total_limit", "save_total_limit", "model_type",
+              "gradient_checkpointing", "caption_dropout_probability",
               "mixed_precision", "optimizer", "optimizer_config", "learning_rate", "max_grad_norm",
               "grad_clip_method", "lr_scheduler", "lr_warmup_steps", "lr_num_cycles", "lr_power", "lr_end",
               "use_ema", "ema_update_interval", "ema_decay", "ema_device", "ema_cpu_only", "ema_warmup_steps",

@@ -1,0 +1,34 @@
+// st-host prepare CONFIG: discovery + caching only, then a summary (samples per bucket, frames,
+// audio, every skipped file with its reason). Training runs the same step first.
+#include <cstdio>
+
+#include "commands/commands.h"
+#include "plugins/guard.h"
+#include "run/data_setup.h"
+#include "run/run_setup.h"
+#include "st/error.h"
+#include "st/log.h"
+
+namespace st::host {
+
+int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args) {
+    if (args.empty()) fail("host.cli", "prepare", "usage: st-host prepare [--plugin NAME] CONFIG [--key value ...]");
+    RunSetup setup = prepare_run(ctx, args);
+    const auto& entry = *setup.model;
+    auto model = call_plugin(entry, "create", [&] { return entry.model(); });
+    auto path = setup.config.opt_string("pretrained_model_name_or_path");
+    if (!path)
+        fail("host.config", "validate", "pretrained_model_name_or_path is not set: caching needs the model's VAE and "
+             "text encoder");
+    sdk::ModelLoadRequest req;
+    req.path = *path;
+    req.config = setup.config;
+    req.training = false;
+    call_plugin(entry, "load", [&] { model->load(req); });
+    auto backends = open_data_backends(ctx, setup);
+    prepare_data_backends(backends, model.get());
+    std::printf("%s", format_prepare_summary(backends).c_str());
+    return 0;
+}
+
+}  // namespace st::host
