@@ -78,13 +78,19 @@ int main(int argc, char** argv) {
     int64_t numel = 8 << 20, tensors = 8;
     int steps = 20, threads = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
-        if (!std::strcmp(argv[i], "--numel")) numel = std::atoll(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--tensors")) tensors = std::atoll(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
-        else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+        if (!std::strcmp(argv[i], "--numel"))
+            numel = std::atoll(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--tensors"))
+            tensors = std::atoll(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--steps"))
+            steps = std::atoi(argv[i + 1]);
+        else if (!std::strcmp(argv[i], "--threads"))
+            threads = std::atoi(argv[i + 1]);
         else {
-            std::fprintf(stderr, "unknown argument %s\nusage: st-bench-optim [--numel N] [--tensors K] [--steps S] "
-                                 "[--threads T]\n", argv[i]);
+            std::fprintf(stderr,
+                         "unknown argument %s\nusage: st-bench-optim [--numel N] [--tensors K] [--steps S] "
+                         "[--threads T]\n",
+                         argv[i]);
             return 2;
         }
     }
@@ -93,12 +99,13 @@ int main(int argc, char** argv) {
     std::vector<Row> rows;
     rows.push_back(bench_libtorch(numel, tensors, steps));
     for (const auto& name : st::plugins::optim::optimizer_names()) {
-        rows.push_back(bench_ours(name, name == "adamw_bf16" ? at::kBFloat16 : at::kFloat, numel, tensors, steps));
+        rows.push_back(
+            bench_ours(name, name == "adamw_bf16" ? at::kBFloat16 : at::kFloat, numel, tensors, steps));
     }
     rows.push_back(bench_ours("optimi-adamw", at::kBFloat16, numel, tensors, steps));
     rows.push_back(bench_ours("optimi-lion", at::kBFloat16, numel, tensors, steps));
-    std::printf("%lld parameters in %lld tensors, %d timed steps, %d threads\n\n", static_cast<long long>(numel),
-                static_cast<long long>(tensors), steps, at::get_num_threads());
+    std::printf("%lld parameters in %lld tensors, %d timed steps, %d threads\n\n",
+                static_cast<long long>(numel), static_cast<long long>(tensors), steps, at::get_num_threads());
     std::printf("| optimizer | ms / step / 1M params | state bytes / param |\n|---|---:|---:|\n");
     for (const auto& r : rows) {
         std::printf("| %s | %.3f | %.3f |\n", r.name.c_str(), r.ms_per_step_per_m, r.state_bytes_per_param);

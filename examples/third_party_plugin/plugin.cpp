@@ -12,14 +12,14 @@
 namespace {
 
 class StepDecay final : public st::sdk::LrScheduler {
-public:
+  public:
     StepDecay(int64_t warmup, int64_t every, double gamma) : warmup_(warmup), every_(every), gamma_(gamma) {}
     double lr(int64_t step, double base_lr) const override {
         if (step < warmup_) return base_lr * static_cast<double>(step + 1) / static_cast<double>(warmup_ + 1);
         return base_lr * std::pow(gamma_, static_cast<double>((step - warmup_) / every_));
     }
 
-private:
+  private:
     int64_t warmup_, every_;
     double gamma_;
 };
@@ -39,8 +39,9 @@ ST_PLUGIN_ENTRY(registrar) {
     registrar.add_lr_scheduler(std::move(info), [](const st::sdk::LrSchedulerInit& init) {
         int64_t every = init.config.get_int("step_decay_every");
         double gamma = init.config.get_float("step_decay_gamma");
-        if (every <= 0) throw st::Error("lr.step_decay@1", "create", "step_decay_every must be positive, got " +
-                                                                       std::to_string(every));
+        if (every <= 0)
+            throw st::Error("lr.step_decay@1", "create",
+                            "step_decay_every must be positive, got " + std::to_string(every));
         return std::make_unique<StepDecay>(init.warmup_steps, every, gamma);
     });
 }

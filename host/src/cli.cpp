@@ -1,7 +1,7 @@
 #include "cli.h"
 
-#include <boost/program_options.hpp>
 #include <fmt/format.h>
+#include <boost/program_options.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -18,8 +18,10 @@ namespace po = boost::program_options;
 GlobalFlags parse_global_flags(const std::vector<std::string>& args) {
     GlobalFlags g;
     po::options_description desc("global");
-    desc.add_options()("help,h", po::bool_switch(&g.help))("no-install-plugins", po::bool_switch(&g.no_install_plugins))("version", po::bool_switch(&g.version))(
-        "plugin", po::value<std::string>(&g.plugin))("plugin-dir", po::value<std::vector<std::string>>(&g.plugin_dirs));
+    desc.add_options()("help,h", po::bool_switch(&g.help))(
+        "no-install-plugins", po::bool_switch(&g.no_install_plugins))("version", po::bool_switch(&g.version))(
+        "plugin", po::value<std::string>(&g.plugin))("plugin-dir",
+                                                     po::value<std::vector<std::string>>(&g.plugin_dirs));
     try {
         auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
         po::variables_map vm;
@@ -44,12 +46,15 @@ namespace {
 
 /// `st-host <name> ...` for commands plugins registered (cmd.<name>@N); `st-host bench <what>`
 /// maps to cmd.bench-<what>. Only a first token that is not a file triggers plugin discovery.
-bool run_plugin_command(CommandContext& ctx, const std::string& first, std::vector<std::string> rest, int* code) {
-    if (first.rfind("--", 0) == 0 || first.find('.') != std::string::npos || first.find('/') != std::string::npos)
+bool run_plugin_command(CommandContext& ctx, const std::string& first, std::vector<std::string> rest,
+                        int* code) {
+    if (first.rfind("--", 0) == 0 || first.find('.') != std::string::npos ||
+        first.find('/') != std::string::npos)
         return false;
     std::string name = first;
     if (first == "bench") {
-        if (rest.empty()) throw Error("host.cli", "bench", "usage: st-host bench <what> [...] (see st-host --help)");
+        if (rest.empty())
+            throw Error("host.cli", "bench", "usage: st-host bench <what> [...] (see st-host --help)");
         name = "bench-" + rest.front();
         rest.erase(rest.begin());
     }
@@ -59,8 +64,10 @@ bool run_plugin_command(CommandContext& ctx, const std::string& first, std::vect
             std::vector<std::string> known;
             for (const auto* c : ctx.plugins().of_kind("cmd"))
                 if (c->name.rfind("bench-", 0) == 0) known.push_back(c->name.substr(6));
-            throw Error("host.cli", "bench", fmt::format("no benchmark '{}'; available: {}", name.substr(6),
-                                                         known.empty() ? std::string("none") : fmt::format("{}", fmt::join(known, ", "))));
+            throw Error(
+                "host.cli", "bench",
+                fmt::format("no benchmark '{}'; available: {}", name.substr(6),
+                            known.empty() ? std::string("none") : fmt::format("{}", fmt::join(known, ", "))));
         }
         return false;
     }
@@ -76,8 +83,8 @@ int run_cli(int argc, char** argv) {
         CommandContext ctx;
         ctx.flags = parse_global_flags(args);
         if (ctx.flags.version) {
-            std::printf("st-host %s (SDK ABI %d.%d)\nfingerprint: %s\n", ST_SDK_VERSION_STRING, ST_SDK_ABI_MAJOR,
-                        ST_SDK_ABI_MINOR, ST_BUILD_FINGERPRINT);
+            std::printf("st-host %s (SDK ABI %d.%d)\nfingerprint: %s\n", ST_SDK_VERSION_STRING,
+                        ST_SDK_ABI_MAJOR, ST_SDK_ABI_MINOR, ST_BUILD_FINGERPRINT);
             return 0;
         }
         if (ctx.flags.help || ctx.flags.rest.empty()) {
@@ -90,9 +97,10 @@ int run_cli(int argc, char** argv) {
             if (first == c.name) return c.run(ctx, rest);
         if (int code; run_plugin_command(ctx, first, rest, &code)) return code;
         if (first.rfind("--", 0) == 0)
-            throw Error("host.cli", "parse", fmt::format("expected a command or a config file before '{}'; see "
-                                                         "st-host --help",
-                                                         first));
+            throw Error("host.cli", "parse",
+                        fmt::format("expected a command or a config file before '{}'; see "
+                                    "st-host --help",
+                                    first));
         return cmd_run(ctx, ctx.flags.rest);
     } catch (const Error& e) {
         log::error("st-host", "{}", e.what());

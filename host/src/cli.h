@@ -10,7 +10,7 @@ namespace st::host {
 struct GlobalFlags {
     std::vector<std::string> plugin_dirs;  ///< --plugin-dir (repeatable)
     std::string plugin;                    ///< --plugin NAME
-    bool no_install_plugins = false;  ///< --no-install-plugins: skip <prefix>/lib/st/plugins
+    bool no_install_plugins = false;       ///< --no-install-plugins: skip <prefix>/lib/st/plugins
     bool help = false;
     bool version = false;
     std::vector<std::string> rest;  ///< command/config path and its arguments, in order

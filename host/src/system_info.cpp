@@ -23,8 +23,8 @@ std::string mapped_blas_library() {
         if (slash == std::string::npos) continue;
         std::string path = line.substr(slash);
         auto file = std::filesystem::path(path).filename().string();
-        if (file.rfind("libblas", 0) == 0 || file.rfind("libopenblas", 0) == 0 || file.rfind("libmkl_rt", 0) == 0 ||
-            file.rfind("libblis", 0) == 0) {
+        if (file.rfind("libblas", 0) == 0 || file.rfind("libopenblas", 0) == 0 ||
+            file.rfind("libmkl_rt", 0) == 0 || file.rfind("libblis", 0) == 0) {
             std::error_code ec;
             auto real = std::filesystem::canonical(path, ec);
             return ec ? path : real.string();
@@ -45,13 +45,20 @@ SystemInfo configure_threads_and_probe(int num_threads) {
     if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(want);
     s.torch_threads = at::get_num_threads();
     s.blas = mapped_blas_library();
-    if (s.blas.find("openblas-pthread") != std::string::npos) s.blas_kind = "OpenBLAS (pthread)";
-    else if (s.blas.find("openblas-openmp") != std::string::npos) s.blas_kind = "OpenBLAS (OpenMP)";
-    else if (s.blas.find("openblas") != std::string::npos) s.blas_kind = "OpenBLAS";
-    else if (s.blas.find("blas/libblas") != std::string::npos) s.blas_kind = "reference BLAS (slow: install libopenblas0-pthread)";
-    else if (s.blas.find("mkl") != std::string::npos) s.blas_kind = "Intel MKL";
-    else if (s.blas.find("blis") != std::string::npos) s.blas_kind = "BLIS";
-    else s.blas_kind = s.blas.empty() ? "none mapped" : "unknown";
+    if (s.blas.find("openblas-pthread") != std::string::npos)
+        s.blas_kind = "OpenBLAS (pthread)";
+    else if (s.blas.find("openblas-openmp") != std::string::npos)
+        s.blas_kind = "OpenBLAS (OpenMP)";
+    else if (s.blas.find("openblas") != std::string::npos)
+        s.blas_kind = "OpenBLAS";
+    else if (s.blas.find("blas/libblas") != std::string::npos)
+        s.blas_kind = "reference BLAS (slow: install libopenblas0-pthread)";
+    else if (s.blas.find("mkl") != std::string::npos)
+        s.blas_kind = "Intel MKL";
+    else if (s.blas.find("blis") != std::string::npos)
+        s.blas_kind = "BLIS";
+    else
+        s.blas_kind = s.blas.empty() ? "none mapped" : "unknown";
     s.torch_version = TORCH_VERSION;
     s.attention = sdk::attention_backend();
     return s;
@@ -59,10 +66,12 @@ SystemInfo configure_threads_and_probe(int num_threads) {
 
 void log_system_info(const SystemInfo& s) {
     log::info("host", "LibTorch {} | {} intra-op threads of {} cores | BLAS: {} ({}) | attention: {}",
-              s.torch_version, s.torch_threads, s.cores, s.blas_kind, s.blas.empty() ? "-" : s.blas, s.attention);
+              s.torch_version, s.torch_threads, s.cores, s.blas_kind, s.blas.empty() ? "-" : s.blas,
+              s.attention);
     if (s.blas_kind.rfind("reference", 0) == 0)
-        log::warn("host", "the reference BLAS runs fp32 matmuls ~15x slower than OpenBLAS; "
-                          "run scripts/setup-deps.sh (installs libopenblas0-pthread)");
+        log::warn("host",
+                  "the reference BLAS runs fp32 matmuls ~15x slower than OpenBLAS; "
+                  "run scripts/setup-deps.sh (installs libopenblas0-pthread)");
 }
 
 }  // namespace st::host

@@ -6,12 +6,12 @@
 namespace st::host {
 
 struct SystemInfo {
-    std::string blas;         ///< resolved path of the BLAS library mapped into the process
-    std::string blas_kind;    ///< "OpenBLAS (pthread)", "reference BLAS", ...
-    int torch_threads = 0;    ///< at::get_num_threads()
+    std::string blas;       ///< resolved path of the BLAS library mapped into the process
+    std::string blas_kind;  ///< "OpenBLAS (pthread)", "reference BLAS", ...
+    int torch_threads = 0;  ///< at::get_num_threads()
     int cores = 0;
     std::string torch_version;
-    std::string attention;    ///< st::sdk::attention_backend()
+    std::string attention;  ///< st::sdk::attention_backend()
 };
 
 /// Sets LibTorch's intra-op threads (0 = all cores) and returns what the process runs with.

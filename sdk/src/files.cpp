@@ -47,7 +47,8 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& con
     if (::rename(tmp.c_str(), path.c_str()) != 0) {
         int err = errno;
         ::unlink(tmp.c_str());
-        fail("files", "write", "renaming '{}' to '{}' failed: {}", tmp.string(), path.string(), std::strerror(err));
+        fail("files", "write", "renaming '{}' to '{}' failed: {}", tmp.string(), path.string(),
+             std::strerror(err));
     }
     sync_directory(path.parent_path());
 }

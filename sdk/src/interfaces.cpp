@@ -24,13 +24,17 @@ void Optimizer::zero_grad() {
 
 LrScheduler::~LrScheduler() = default;
 Regularizer::~Regularizer() = default;
-std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Regularizer::modules() { return {}; }
+std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Regularizer::modules() {
+    return {};
+}
 
 Encoders::~Encoders() = default;
 TensorMap Encoders::encode_audio(const at::Tensor&, double, int64_t) {
     throw Error("encoders", "encode_audio", "this model family has no audio conditioning");
 }
-int Encoders::audio_sample_rate() const { return 16000; }
+int Encoders::audio_sample_rate() const {
+    return 16000;
+}
 
 DataBackend::~DataBackend() = default;
 ModelFamily::~ModelFamily() = default;

@@ -43,26 +43,39 @@ Level parse_level(std::string_view name) {
     if (n == "warn" || n == "warning") return Level::warn;
     if (n == "error") return Level::error;
     if (n == "off" || n == "none") return Level::off;
-    throw Error("host.log", "parse", fmt::format("unknown log level '{}': expected trace, debug, info, warning, "
-                                                 "error or off",
-                                                 name));
+    throw Error("host.log", "parse",
+                fmt::format("unknown log level '{}': expected trace, debug, info, warning, "
+                            "error or off",
+                            name));
 }
 
 const char* level_name(Level level) {
     switch (level) {
-        case Level::trace: return "TRACE";
-        case Level::debug: return "DEBUG";
-        case Level::info: return "INFO ";
-        case Level::warn: return "WARN ";
-        case Level::error: return "ERROR";
-        case Level::off: return "OFF  ";
+        case Level::trace:
+            return "TRACE";
+        case Level::debug:
+            return "DEBUG";
+        case Level::info:
+            return "INFO ";
+        case Level::warn:
+            return "WARN ";
+        case Level::error:
+            return "ERROR";
+        case Level::off:
+            return "OFF  ";
     }
     return "?";
 }
 
-void set_level(Level level) { g_level = static_cast<int>(level); }
-Level level() { return static_cast<Level>(g_level.load()); }
-bool enabled(Level l) { return static_cast<int>(l) >= g_level.load() && l != Level::off; }
+void set_level(Level level) {
+    g_level = static_cast<int>(level);
+}
+Level level() {
+    return static_cast<Level>(g_level.load());
+}
+bool enabled(Level l) {
+    return static_cast<int>(l) >= g_level.load() && l != Level::off;
+}
 
 void set_file(const std::string& path) {
     std::lock_guard lock(g_mutex);
@@ -70,7 +83,8 @@ void set_file(const std::string& path) {
     g_file = nullptr;
     if (!path.empty()) {
         g_file = std::fopen(path.c_str(), "a");
-        if (!g_file) throw Error("host.log", "open", fmt::format("cannot open log file '{}' for appending", path));
+        if (!g_file)
+            throw Error("host.log", "open", fmt::format("cannot open log file '{}' for appending", path));
     }
 }
 
@@ -93,7 +107,9 @@ bool stderr_is_terminal() {
     if (g_force_tty >= 0) return g_force_tty == 1;
     return ::isatty(STDERR_FILENO) == 1;
 }
-void force_terminal(bool is_terminal) { g_force_tty = is_terminal ? 1 : 0; }
+void force_terminal(bool is_terminal) {
+    g_force_tty = is_terminal ? 1 : 0;
+}
 
 std::string format_duration(double s) {
     if (s < 0) return "?";
@@ -114,7 +130,9 @@ Progress::Progress(std::string component, std::string label, int64_t total, std:
       start_(std::chrono::steady_clock::now()),
       last_render_(start_) {}
 
-Progress::~Progress() { finish(); }
+Progress::~Progress() {
+    finish();
+}
 
 void Progress::advance(int64_t n) {
     done_ += n;
@@ -124,7 +142,9 @@ void Progress::set(int64_t done) {
     done_ = done;
     maybe_render(false);
 }
-void Progress::set_note(std::string note) { note_ = std::move(note); }
+void Progress::set_note(std::string note) {
+    note_ = std::move(note);
+}
 
 double Progress::rate() const {
     double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();

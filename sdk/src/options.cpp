@@ -6,12 +6,18 @@ namespace st::sdk {
 
 const char* option_type_name(OptionType type) {
     switch (type) {
-        case OptionType::boolean: return "boolean";
-        case OptionType::integer: return "integer";
-        case OptionType::number: return "number";
-        case OptionType::string: return "string";
-        case OptionType::json: return "JSON value";
-        case OptionType::string_list: return "list of strings";
+        case OptionType::boolean:
+            return "boolean";
+        case OptionType::integer:
+            return "integer";
+        case OptionType::number:
+            return "number";
+        case OptionType::string:
+            return "string";
+        case OptionType::json:
+            return "JSON value";
+        case OptionType::string_list:
+            return "list of strings";
     }
     return "?";
 }
@@ -59,8 +65,9 @@ const nlohmann::json& ConfigView::at(const std::string& key) const {
 }
 
 static Error type_error(const std::string& key, const nlohmann::json& v, const char* expected) {
-    return Error("config", "read", fmt::format("configuration key '{}' has value {} but a {} was expected", key,
-                                               v.dump(), expected));
+    return Error(
+        "config", "read",
+        fmt::format("configuration key '{}' has value {} but a {} was expected", key, v.dump(), expected));
 }
 
 bool ConfigView::get_bool(const std::string& key) const {
@@ -94,7 +101,9 @@ std::vector<std::string> ConfigView::get_list(const std::string& key) const {
     }
     return out;
 }
-const nlohmann::json& ConfigView::get_json(const std::string& key) const { return at(key); }
+const nlohmann::json& ConfigView::get_json(const std::string& key) const {
+    return at(key);
+}
 
 std::optional<int64_t> ConfigView::opt_int(const std::string& key) const {
     if (!has(key)) return std::nullopt;

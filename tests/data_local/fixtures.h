@@ -46,7 +46,8 @@ inline void make_clip(const fs::path& out, int w, int h, int fps, double seconds
     fs::create_directories(out.parent_path());
     std::string args = "-f lavfi -i testsrc=size=" + std::to_string(w) + "x" + std::to_string(h) +
                        ":rate=" + std::to_string(fps) + ":duration=" + std::to_string(seconds);
-    if (audio_s > 0) args += " -f lavfi -i sine=frequency=440:sample_rate=44100:duration=" + std::to_string(audio_s);
+    if (audio_s > 0)
+        args += " -f lavfi -i sine=frequency=440:sample_rate=44100:duration=" + std::to_string(audio_s);
     args += " " + codec;
     if (audio_s > 0) args += " -c:a aac";
     ffmpeg(args + " '" + out.string() + "'");
@@ -62,11 +63,11 @@ inline void write_text(const fs::path& p, const std::string& text) {
 /// tiled to 16; text = 8x4 values derived from a hash of the caption; audio = per-video-frame mean
 /// and absolute mean of the waveform window ([B, 2, frames]).
 class FakeEncoders : public st::sdk::Encoders {
-public:
+  public:
     std::string identity = "fake-encoders-v1";
     std::vector<int64_t> video_batches;  ///< batch size of each encode_video call
     std::vector<int64_t> text_batches;
-    std::vector<at::Tensor> waveforms;   ///< every waveform given to encode_audio
+    std::vector<at::Tensor> waveforms;  ///< every waveform given to encode_audio
     std::string cache_identity() const override { return identity; }
     int spatial_multiple() const override { return 16; }
     int temporal_multiple() const override { return 4; }
@@ -92,7 +93,8 @@ public:
                 out[static_cast<int64_t>(i)].view({-1})[k] = static_cast<float>((h >> 40) % 1000) / 1000.0f;
             }
         }
-        return {{"prompt_embeds", out}, {"attention_masks", at::ones({static_cast<int64_t>(captions.size()), 8})}};
+        return {{"prompt_embeds", out},
+                {"attention_masks", at::ones({static_cast<int64_t>(captions.size()), 8})}};
     }
     st::sdk::TensorMap encode_audio(const at::Tensor& waveform, double fps, int64_t frames) override {
         // waveform [B, samples] -> [B, 2, frames]

@@ -29,9 +29,15 @@ st::sdk::DataOpenRequest request(const fs::path& root, json entries, json config
 }
 
 json video_entry(const std::string& id, const std::string& dir, int frames = 9) {
-    return {{"id", id}, {"type", "local"}, {"dataset_type", "video"}, {"instance_data_dir", dir},
-            {"resolution", 64}, {"resolution_type", "pixel_area"}, {"caption_strategy", "filename"},
-            {"cache_dir_vae", "cache/vae/" + id}, {"video", {{"num_frames", frames}}}};
+    return {{"id", id},
+            {"type", "local"},
+            {"dataset_type", "video"},
+            {"instance_data_dir", dir},
+            {"resolution", 64},
+            {"resolution_type", "pixel_area"},
+            {"caption_strategy", "filename"},
+            {"cache_dir_vae", "cache/vae/" + id},
+            {"video", {{"num_frames", frames}}}};
 }
 
 json text_entry() {
@@ -63,12 +69,12 @@ TEST(DataBackendTest, BadInputIsSkippedCountedAndNeverCrashes) {
     st_test::ffmpeg("-f lavfi -i sine=duration=1 -c:a aac '" + (v / "audio_only.mp4").string() + "'");
     st_test::ffmpeg("-f lavfi -i testsrc=size=16x16 -f lavfi -i sine=duration=1 -map 1 -c:a pcm_s16le '" +
                     (v / "no_video.mkv").string() + "'");
-    st_test::make_clip(v / "short.mp4", 96, 64, 10, 0.5);  // 5 frames < min_frames 9
-    fs::create_directories(v / "folder.mp4");              // a directory named like a video
+    st_test::make_clip(v / "short.mp4", 96, 64, 10, 0.5);    // 5 frames < min_frames 9
+    fs::create_directories(v / "folder.mp4");                // a directory named like a video
     ASSERT_EQ(::mkfifo((v / "fifo.mp4").c_str(), 0644), 0);  // unreadable: tests run as root, so a fifo
     fs::create_symlink(v / "missing.mp4", v / "dangling.mp4");
-    fs::create_directory_symlink(v, v / "loop");            // symlink loop
-    fs::create_symlink("self.mp4", v / "self.mp4");         // self-referencing link (ELOOP)
+    fs::create_directory_symlink(v, v / "loop");     // symlink loop
+    fs::create_symlink("self.mp4", v / "self.mp4");  // self-referencing link (ELOOP)
 
     dl::LocalDataBackend b;
     b.open(request(dir.path, json::array({video_entry("clips", "videos"), text_entry()})));
@@ -137,10 +143,13 @@ TEST(DataBackendTest, CaptionStrategies) {
 TEST(DataBackendTest, CachesAreWrittenReusedAndRebuiltWhenStale) {
     TempDir dir("backend-cache");
     const fs::path v = dir.path / "v";
-    for (int i = 0; i < 3; ++i) st_test::make_clip(v / ("clip_" + std::to_string(i) + ".mp4"), 96, 64, 10, 1.2);
+    for (int i = 0; i < 3; ++i)
+        st_test::make_clip(v / ("clip_" + std::to_string(i) + ".mp4"), 96, 64, 10, 1.2);
     st_test::make_clip(v / "tall.mp4", 64, 96, 10, 1.2);
     const json entries = json::array({video_entry("c", "v"), text_entry()});
-    const json cfg = {{"vae_batch_size", 2}, {"write_batch_size", 3}, {"compress_disk_cache", true},
+    const json cfg = {{"vae_batch_size", 2},
+                      {"write_batch_size", 3},
+                      {"compress_disk_cache", true},
                       {"disable_bucket_pruning", true}};
     st_test::FakeEncoders enc;
     {
@@ -252,16 +261,21 @@ TEST(DataBackendTest, S2VAudioWindowMatchesTheVideoFrames) {
     const fs::path v = dir.path / "v";
     fs::create_directories(v);
     // 3 s clip at 10 fps; audio = 0.1 * t ramp, so the window start is readable from its samples.
-    st_test::ffmpeg("-f lavfi -i testsrc=size=96x64:rate=10:duration=3 -f lavfi -i \"aevalsrc='0.1*t':s=16000:d=3\" "
-                    "-c:v libx264 -preset ultrafast -c:a pcm_s16le '" + (v / "talk.mkv").string() + "'");
-    st_test::make_clip(v / "silent.mp4", 96, 64, 10, 3.0);                       // no audio
-    st_test::ffmpeg("-f lavfi -i testsrc=size=96x64:rate=10:duration=3 -f lavfi -i sine=duration=1 "
-                    "-c:v libx264 -preset ultrafast -c:a aac '" + (v / "short_audio.mp4").string() + "'");
+    st_test::ffmpeg(
+        "-f lavfi -i testsrc=size=96x64:rate=10:duration=3 -f lavfi -i \"aevalsrc='0.1*t':s=16000:d=3\" "
+        "-c:v libx264 -preset ultrafast -c:a pcm_s16le '" +
+        (v / "talk.mkv").string() + "'");
+    st_test::make_clip(v / "silent.mp4", 96, 64, 10, 3.0);  // no audio
+    st_test::ffmpeg(
+        "-f lavfi -i testsrc=size=96x64:rate=10:duration=3 -f lavfi -i sine=duration=1 "
+        "-c:v libx264 -preset ultrafast -c:a aac '" +
+        (v / "short_audio.mp4").string() + "'");
     auto entry = video_entry("talk", "v", 9);
     entry["audio"] = {{"auto_split", true}, {"truncation_mode", "end"}};
     st_test::FakeEncoders enc;
     dl::LocalDataBackend b;
-    b.open(request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}}, "wan_s2v"));
+    b.open(
+        request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}}, "wan_s2v"));
     const auto summary = b.prepare(&enc);
     EXPECT_NE(reason_for(b.skipped(), "silent.mp4").find("allow_zero_audio"), std::string::npos);
     EXPECT_NE(reason_for(b.skipped(), "short_audio.mp4").find("audio covers only"), std::string::npos);
@@ -270,7 +284,7 @@ TEST(DataBackendTest, S2VAudioWindowMatchesTheVideoFrames) {
     EXPECT_EQ(s.first_frame, 21);  // truncation_mode end: the last 9 of 30 frames
     ASSERT_EQ(enc.waveforms.size(), 1u);
     const at::Tensor w = enc.waveforms[0][0];
-    EXPECT_EQ(w.size(0), 14400);  // 9 frames / 10 fps * 16 kHz
+    EXPECT_EQ(w.size(0), 14400);                  // 9 frames / 10 fps * 16 kHz
     EXPECT_NEAR(w[0].item<float>(), 0.21, 0.01);  // starts at 2.1 s, not at 0
     EXPECT_EQ(summary.details["datasets"]["talk"]["s2v_datasets"][0], "talk_audio");
     b.start_epoch(0);
@@ -279,9 +293,11 @@ TEST(DataBackendTest, S2VAudioWindowMatchesTheVideoFrames) {
     EXPECT_EQ(batch->tensors.at("audio_features").sizes(), (std::vector<int64_t>{1, 2, 9}));
 
     // allow_zero_audio + short_audio pad keep both other clips.
-    entry["audio"] = {{"auto_split", true}, {"allow_zero_audio", true}, {"short_audio", "pad"}, {"truncation_mode", "end"}};
+    entry["audio"] = {
+        {"auto_split", true}, {"allow_zero_audio", true}, {"short_audio", "pad"}, {"truncation_mode", "end"}};
     dl::LocalDataBackend z;
-    z.open(request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}}, "wan_s2v"));
+    z.open(
+        request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}}, "wan_s2v"));
     const auto zs = z.prepare(&enc);
     EXPECT_EQ(zs.samples, 3);
     EXPECT_EQ(zs.details["datasets"]["talk"]["audio"]["zero_audio"], 1);
@@ -293,7 +309,8 @@ TEST(DataBackendTest, ManualAudioDatasetMatchedByStem) {
     st_test::make_clip(dir.path / "v" / "hello.mp4", 96, 64, 10, 1.0);
     st_test::make_clip(dir.path / "v" / "nomatch.mp4", 96, 64, 10, 1.0);
     fs::create_directories(dir.path / "a");
-    st_test::ffmpeg("-f lavfi -i \"aevalsrc='0.1*t':s=22050:d=2\" '" + (dir.path / "a" / "hello.flac").string() + "'");
+    st_test::ffmpeg("-f lavfi -i \"aevalsrc='0.1*t':s=22050:d=2\" '" +
+                    (dir.path / "a" / "hello.flac").string() + "'");
     auto entry = video_entry("v", "v", 5);
     entry["s2v_datasets"] = {"aud"};
     const json aud = {{"id", "aud"}, {"dataset_type", "audio"}, {"instance_data_dir", "a"}};
@@ -303,7 +320,8 @@ TEST(DataBackendTest, ManualAudioDatasetMatchedByStem) {
     b.prepare(&enc);
     ASSERT_EQ(b.samples().size(), 1u);
     EXPECT_EQ(b.samples()[0].audio.source.filename(), "hello.flac");
-    EXPECT_NE(reason_for(b.skipped(), "nomatch.mp4").find("no audio file with stem 'nomatch'"), std::string::npos);
+    EXPECT_NE(reason_for(b.skipped(), "nomatch.mp4").find("no audio file with stem 'nomatch'"),
+              std::string::npos);
     ASSERT_EQ(enc.waveforms.size(), 1u);
     EXPECT_EQ(enc.waveforms[0].size(1), 8000);  // 5 frames at 10 fps
 }

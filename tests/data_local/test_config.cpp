@@ -65,7 +65,8 @@ TEST(DataConfigTest, ParsesEveryQuickstartKey) {
 
 TEST(DataConfigTest, MinFramesDefaultsToNumFrames) {
     auto ds = dl::parse_datasets(json::parse(R"([{"id":"a","dataset_type":"video","instance_data_dir":"/d",
-        "video":{"num_frames":33}}])"), run());
+        "video":{"num_frames":33}}])"),
+                                 run());
     EXPECT_EQ(ds[0].video.min_frames, 33);
 }
 
@@ -92,20 +93,30 @@ TEST(DataConfigTest, WrongTypeNamesKeyValueAndExpectation) {
         "caption_strategy": "textfiles"}])"));
     EXPECT_NE(s.find("closest: 'textfile'"), std::string::npos) << s;
     EXPECT_NE(error_of(json::parse(R"([{"id":"a","dataset_type":"video","instance_data_dir":"/d",
-        "video": {"num_frames": 33, "min_frames": 17}}])")).find("min_frames 17"), std::string::npos);
+        "video": {"num_frames": 33, "min_frames": 17}}])"))
+                  .find("min_frames 17"),
+              std::string::npos);
     EXPECT_NE(error_of(json::parse(R"([{"id":"a","dataset_type":"video","instance_data_dir":"/d",
-        "repeats": 1.5}])")).find("whole number"), std::string::npos);
-    EXPECT_NE(error_of(json::parse(R"([{"id":"a","dataset_type":"text_embeds","cache_dir":"x"},{"id":"a","dataset_type":"text_embeds","cache_dir":"x"}])"))
-                  .find("used twice"), std::string::npos);
+        "repeats": 1.5}])"))
+                  .find("whole number"),
+              std::string::npos);
+    EXPECT_NE(
+        error_of(
+            json::parse(
+                R"([{"id":"a","dataset_type":"text_embeds","cache_dir":"x"},{"id":"a","dataset_type":"text_embeds","cache_dir":"x"}])"))
+            .find("used twice"),
+        std::string::npos);
     EXPECT_NE(error_of(json::parse(R"([{"id":"a","dataset_type":"video","instance_data_dir":"/{nope}"}])"))
-                  .find("unknown placeholder '{nope}'"), std::string::npos);
+                  .find("unknown placeholder '{nope}'"),
+              std::string::npos);
     EXPECT_NE(error_of(json::parse(R"([{"id":"a","type":"aws","dataset_type":"video"}])")).find("type 'aws'"),
               std::string::npos);
 }
 
 TEST(DataConfigTest, DisabledDatasetNeedsNoFolder) {
     auto ds = dl::parse_datasets(json::parse(R"([{"id":"a","dataset_type":"video","disabled":true},
-        {"id":"b","dataset_type":"video","disable":true}])"), run());
+        {"id":"b","dataset_type":"video","disable":true}])"),
+                                 run());
     EXPECT_TRUE(ds[0].disabled);
     EXPECT_TRUE(ds[1].disabled);
 }
@@ -114,7 +125,8 @@ TEST(DataConfigTest, S2VAutoSplitCreatesAudioDataset) {
     auto r = run();
     r.model_family = "wan_s2v";
     auto ds = dl::parse_datasets(json::parse(R"([{"id":"talk","dataset_type":"video","instance_data_dir":"/d",
-        "cache_dir_vae":"/c/vae/talk"}])"), r);
+        "cache_dir_vae":"/c/vae/talk"}])"),
+                                 r);
     ASSERT_EQ(ds.size(), 2u);
     EXPECT_EQ(ds[0].s2v_datasets, std::vector<std::string>{"talk_audio"});
     EXPECT_EQ(ds[1].id, "talk_audio");
@@ -129,19 +141,26 @@ TEST(DataConfigTest, S2VAutoSplitCreatesAudioDataset) {
     auto m = dl::parse_datasets(json::parse(R"([
       {"id":"v","dataset_type":"video","instance_data_dir":"/d","s2v_datasets":["a"]},
       {"id":"a","dataset_type":"audio","instance_data_dir":"/aud","audio":{"allow_zero_audio":true,
-       "truncation_mode":"end","max_duration_seconds":10,"duration_interval":2}}])"), run());
+       "truncation_mode":"end","max_duration_seconds":10,"duration_interval":2}}])"),
+                                run());
     EXPECT_EQ(m.size(), 2u);
     EXPECT_TRUE(m[1].audio.allow_zero_audio);
     EXPECT_EQ(m[1].audio.truncation_mode, "end");
     EXPECT_NE(error_of(json::parse(R"([{"id":"v","dataset_type":"video","instance_data_dir":"/d",
-        "s2v_datasets":["missing"]}])")).find("'missing'"), std::string::npos);
+        "s2v_datasets":["missing"]}])"))
+                  .find("'missing'"),
+              std::string::npos);
     EXPECT_NE(error_of(json::parse(R"([{"id":"v","dataset_type":"video","instance_data_dir":"/d",
-        "audio":{"channels":2}}])")).find("channels 2"), std::string::npos);
+        "audio":{"channels":2}}])"))
+                  .find("channels 2"),
+              std::string::npos);
 }
 
 TEST(DataConfigTest, RunSettingsReadFromConfig) {
-    auto values = std::make_shared<json>(json{{"vae_batch_size", 2}, {"compress_disk_cache", false},
-                                              {"aspect_bucket_rounding", 3}, {"train_batch_size", 4}});
+    auto values = std::make_shared<json>(json{{"vae_batch_size", 2},
+                                              {"compress_disk_cache", false},
+                                              {"aspect_bucket_rounding", 3},
+                                              {"train_batch_size", 4}});
     auto s = dl::run_settings_from_config(st::sdk::ConfigView(values));
     EXPECT_EQ(s.vae_batch_size, 2);
     EXPECT_FALSE(s.compress_disk_cache);

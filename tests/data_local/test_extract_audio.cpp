@@ -15,8 +15,11 @@ TEST(DataExtractAudioTest, WritesSixteenKhzMonoAndStripsAudio) {
     TempDir dir("extract");
     const fs::path in = dir.path / "in";
     fs::create_directories(in);
-    st_test::ffmpeg("-f lavfi -i testsrc=size=64x48:rate=10:duration=2 -f lavfi -i \"aevalsrc='0.1*t|-0.1*t':s=44100:d=2\" "
-                    "-c:v libx264 -preset ultrafast -c:a aac '" + (in / "speech.mp4").string() + "'");
+    st_test::ffmpeg(
+        "-f lavfi -i testsrc=size=64x48:rate=10:duration=2 -f lavfi -i "
+        "\"aevalsrc='0.1*t|-0.1*t':s=44100:d=2\" "
+        "-c:v libx264 -preset ultrafast -c:a aac '" +
+        (in / "speech.mp4").string() + "'");
     st_test::make_clip(in / "mute.mp4", 64, 48, 10, 1.0);
     for (const std::string format : {"wav", "flac"}) {
         const fs::path out = dir.path / ("out_" + format);

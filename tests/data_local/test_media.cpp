@@ -65,7 +65,8 @@ TEST(DataMediaTest, OddSizesAndStillImages) {
     const auto pi = dl::probe_media(png);
     EXPECT_TRUE(pi.is_still_image);
     EXPECT_EQ(pi.grid_frames, 1);
-    EXPECT_EQ(dl::decode_video(png, pi, 0, 1, identity_plan({33, 17})).sizes(), (std::vector<int64_t>{1, 17, 33, 3}));
+    EXPECT_EQ(dl::decode_video(png, pi, 0, 1, identity_plan({33, 17})).sizes(),
+              (std::vector<int64_t>{1, 17, 33, 3}));
 }
 
 TEST(DataMediaTest, RotationMetadataMatchesFfmpegAutorotate) {
@@ -73,18 +74,23 @@ TEST(DataMediaTest, RotationMetadataMatchesFfmpegAutorotate) {
     // Left half white, right half black, 64x32, tagged with a display rotation: our decode must
     // equal what the ffmpeg CLI shows after its autorotate (the reference for "displayed").
     const auto src = dir.path / "src.mp4";
-    st_test::ffmpeg("-f lavfi -i color=black:size=64x32:rate=5:duration=1 -vf \"drawbox=x=0:y=0:w=32:h=32:color=white:t=fill\" "
-                    "-c:v libx264 -preset ultrafast -pix_fmt yuv444p '" + src.string() + "'");
+    st_test::ffmpeg(
+        "-f lavfi -i color=black:size=64x32:rate=5:duration=1 -vf "
+        "\"drawbox=x=0:y=0:w=32:h=32:color=white:t=fill\" "
+        "-c:v libx264 -preset ultrafast -pix_fmt yuv444p '" +
+        src.string() + "'");
     for (const char* tag : {"90", "180", "270"}) {
         const auto rot = dir.path / (std::string("rot") + tag + ".mp4");
-        st_test::ffmpeg("-i '" + src.string() + "' -c copy -metadata:s:v:0 rotate=" + tag + " '" + rot.string() + "'");
+        st_test::ffmpeg("-i '" + src.string() + "' -c copy -metadata:s:v:0 rotate=" + tag + " '" +
+                        rot.string() + "'");
         const auto info = dl::probe_media(rot);
         EXPECT_NE(info.rotation, 0) << tag;
         const dl::Size shown = info.display;
         EXPECT_EQ(shown, std::string(tag) == "180" ? (dl::Size{64, 32}) : (dl::Size{32, 64})) << tag;
         at::Tensor ours = dl::decode_video(rot, info, 0, 1, identity_plan(shown))[0].to(at::kFloat).mean(2);
         const auto raw = dir.path / (std::string("cli") + tag + ".gray");
-        st_test::ffmpeg("-i '" + rot.string() + "' -frames:v 1 -f rawvideo -pix_fmt gray '" + raw.string() + "'");
+        st_test::ffmpeg("-i '" + rot.string() + "' -frames:v 1 -f rawvideo -pix_fmt gray '" + raw.string() +
+                        "'");
         std::ifstream in(raw, std::ios::binary);
         std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         ASSERT_EQ(static_cast<int64_t>(bytes.size()), ours.numel()) << tag;
@@ -95,12 +101,15 @@ TEST(DataMediaTest, RotationMetadataMatchesFfmpegAutorotate) {
 
 TEST(DataMediaTest, VariableFrameRateFramesChosenByTimestamp) {
     TempDir dir("media-vfr");
-    // 20 frames whose brightness encodes their index (Y = 16 + 10 N, limited range); the first 10 last 0.1 s each, the
-    // next 10 last 0.05 s (pts in ms: 0,100,...,900,950,...,1400). mkv keeps the timestamps.
+    // 20 frames whose brightness encodes their index (Y = 16 + 10 N, limited range); the first 10 last 0.1 s
+    // each, the next 10 last 0.05 s (pts in ms: 0,100,...,900,950,...,1400). mkv keeps the timestamps.
     const auto vfr = dir.path / "vfr.mkv";
-    st_test::ffmpeg("-f lavfi -i \"color=black:size=32x32:rate=10:duration=2,geq=lum='16+N*10':cb=128:cr=128,settb=1/1000,"
-                    "setpts='(if(lt(N,10),N*0.1,1.0+(N-10)*0.05))/TB'\" -frames:v 20 -fps_mode passthrough "
-                    "-c:v libx264 -preset ultrafast -qp 0 -pix_fmt yuv444p '" + vfr.string() + "'");
+    st_test::ffmpeg(
+        "-f lavfi -i "
+        "\"color=black:size=32x32:rate=10:duration=2,geq=lum='16+N*10':cb=128:cr=128,settb=1/1000,"
+        "setpts='(if(lt(N,10),N*0.1,1.0+(N-10)*0.05))/TB'\" -frames:v 20 -fps_mode passthrough "
+        "-c:v libx264 -preset ultrafast -qp 0 -pix_fmt yuv444p '" +
+        vfr.string() + "'");
     const auto info = dl::probe_media(vfr);
     EXPECT_TRUE(info.variable_frame_rate);
     EXPECT_EQ(info.packets, 20);
@@ -108,9 +117,11 @@ TEST(DataMediaTest, VariableFrameRateFramesChosenByTimestamp) {
     // Each grid frame is the latest source frame shown at its time.
     for (int64_t i = 0; i < info.grid_frames; ++i) {
         const double t = i / info.fps;
-        const int64_t n = t < 1.0 - 1e-9 ? static_cast<int64_t>(t / 0.1 + 0.25) : 10 + static_cast<int64_t>((t - 1.0) / 0.05 + 0.25);
+        const int64_t n = t < 1.0 - 1e-9 ? static_cast<int64_t>(t / 0.1 + 0.25)
+                                         : 10 + static_cast<int64_t>((t - 1.0) / 0.05 + 0.25);
         const double luma = frames[i].to(at::kFloat).mean().item<double>();
-        EXPECT_NEAR(luma, std::min<int64_t>(n, 19) * 10.0 * 255.0 / 219.0, 4.0) << "grid frame " << i << " t=" << t;
+        EXPECT_NEAR(luma, std::min<int64_t>(n, 19) * 10.0 * 255.0 / 219.0, 4.0)
+            << "grid frame " << i << " t=" << t;
     }
 }
 
@@ -118,8 +129,10 @@ TEST(DataMediaTest, AudioWindowIsTheClipSpan) {
     TempDir dir("media-audio");
     // Audio value = 0.1 * t (a ramp), so a window's first sample tells where it starts.
     const auto clip = dir.path / "ramp.mkv";
-    st_test::ffmpeg("-f lavfi -i color=gray:size=32x32:rate=10:duration=3 -f lavfi -i "
-                    "\"aevalsrc='0.1*t':s=48000:d=3\" -c:v libx264 -preset ultrafast -c:a pcm_s16le '" + clip.string() + "'");
+    st_test::ffmpeg(
+        "-f lavfi -i color=gray:size=32x32:rate=10:duration=3 -f lavfi -i "
+        "\"aevalsrc='0.1*t':s=48000:d=3\" -c:v libx264 -preset ultrafast -c:a pcm_s16le '" +
+        clip.string() + "'");
     const auto info = dl::probe_media(clip);
     ASSERT_TRUE(info.has_audio);
     EXPECT_NEAR(info.audio_duration, 3.0, 0.05);

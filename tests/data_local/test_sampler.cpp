@@ -11,7 +11,8 @@
 namespace dl = st::plugins::data_local;
 
 namespace {
-dl::SamplerDataset make(const std::string& id, double p, std::vector<int> sizes, int64_t base, int repeats = 0) {
+dl::SamplerDataset make(const std::string& id, double p, std::vector<int> sizes, int64_t base,
+                        int repeats = 0) {
     dl::SamplerDataset d;
     d.id = id;
     d.probability = p;
@@ -46,7 +47,8 @@ TEST(DataSamplerTest, BatchesComeFromOneBucketAndCoverEverySampleOncePerPass) {
 }
 
 TEST(DataSamplerTest, ProbabilityWeightsDatasetChoiceAndZeroIsNeverSampled) {
-    dl::BucketSampler s({make("a", 3.0, {400}, 0), make("b", 1.0, {400}, 1000), make("c", 0.0, {50}, 5000)}, 1);
+    dl::BucketSampler s({make("a", 3.0, {400}, 0), make("b", 1.0, {400}, 1000), make("c", 0.0, {50}, 5000)},
+                        1);
     s.start_epoch(0);
     int a = 0, b = 0;
     for (int k = 0; k < 200; ++k) {

@@ -20,7 +20,8 @@ struct Result {
 };
 
 Result run(const std::string& args) {
-    std::string cmd = std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --no-install-plugins " + args + " 2>&1";
+    std::string cmd =
+        std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --no-install-plugins " + args + " 2>&1";
     Result r;
     FILE* p = popen(cmd.c_str(), "r");
     std::array<char, 4096> buf{};
@@ -35,7 +36,9 @@ void expect_contains(const std::string& text, const std::string& part) {
     EXPECT_NE(text.find(part), std::string::npos) << "expected '" << part << "' in:\n" << text;
 }
 
-std::string dir(const std::string& c) { return "--plugin-dir " + (kRoot / c).string(); }
+std::string dir(const std::string& c) {
+    return "--plugin-dir " + (kRoot / c).string();
+}
 
 struct TempDir {
     fs::path path;
@@ -80,7 +83,8 @@ TEST(CliTest, PluginsCommandShowsAcceptedAndRefusedWithReasons) {
 }
 
 TEST(CliTest, EnvironmentPluginPathIsSearched) {
-    std::string cmd = std::string("ST_PLUGIN_PATH=") + (kRoot / "good").string() + " " + ST_HOST_EXE + " --no-install-plugins plugins 2>&1";
+    std::string cmd = std::string("ST_PLUGIN_PATH=") + (kRoot / "good").string() + " " + ST_HOST_EXE +
+                      " --no-install-plugins plugins 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     std::string out;
     std::array<char, 4096> buf{};
@@ -92,8 +96,10 @@ TEST(CliTest, EnvironmentPluginPathIsSearched) {
 
 TEST(CliTest, RunValidatesConfigAndWritesResolvedConfig) {
     TempDir t;
-    std::ofstream(t.path / "config.json") << R"({"model_family": "fixture", "fixture_scale": "2.5", "seed": 42,
-        "output_dir": ")" << (t.path / "out").string() << R"("})";
+    std::ofstream(t.path / "config.json")
+        << R"({"model_family": "fixture", "fixture_scale": "2.5", "seed": 42,
+        "output_dir": ")"
+        << (t.path / "out").string() << R"("})";
     auto r = run(dir("model") + " " + (t.path / "config.json").string() + " --seed=7 --fixture_flag");
     // No training loop exists yet in this build: st-host says so after writing the resolved config.
     EXPECT_EQ(r.code, 3) << r.out;
@@ -112,8 +118,9 @@ TEST(CliTest, RunValidatesConfigAndWritesResolvedConfig) {
 
 TEST(CliTest, RunWithTomlConfig) {
     TempDir t;
-    std::ofstream(t.path / "config.toml") << "model_family = \"fixture\"\nfixture_mode = \"b\"\noutput_dir = \""
-                                          << (t.path / "out").string() << "\"\n";
+    std::ofstream(t.path / "config.toml")
+        << "model_family = \"fixture\"\nfixture_mode = \"b\"\noutput_dir = \"" << (t.path / "out").string()
+        << "\"\n";
     auto r = run(dir("model") + " " + (t.path / "config.toml").string());
     EXPECT_EQ(r.code, 3) << r.out;
     auto j = nlohmann::json::parse(std::ifstream(t.path / "out" / "config.resolved.json"));
@@ -122,7 +129,8 @@ TEST(CliTest, RunWithTomlConfig) {
 
 TEST(CliTest, RunWithBadConfigFailsWithEveryProblem) {
     TempDir t;
-    std::ofstream(t.path / "config.json") << R"({"model_family": "fixture", "fixture_scal": 2, "fixture_mode": "c"})";
+    std::ofstream(t.path / "config.json")
+        << R"({"model_family": "fixture", "fixture_scal": 2, "fixture_mode": "c"})";
     auto r = run(dir("model") + " " + (t.path / "config.json").string() + " --seed x");
     EXPECT_EQ(r.code, 1);
     expect_contains(r.out, "'fixture_scal' (config file): did you mean 'fixture_scale'?");
@@ -142,13 +150,15 @@ TEST(CliTest, RunWithUnknownPluginListsModelFamilies) {
 TEST(CliTest, MakeModelForwardAndInspect) {
     TempDir t;
     auto model = (t.path / "m").string();
-    auto r = run("make-model --plugin fixture_model " + dir("model") + " --preset tiny --out " + model + " --seed 3");
+    auto r = run("make-model --plugin fixture_model " + dir("model") + " --preset tiny --out " + model +
+                 " --seed 3");
     ASSERT_EQ(r.code, 0) << r.out;
     auto x = at::ones({2, 4});
     st::sdk::save_safetensors(t.path / "in.safetensors", {{"x", x}});
     auto out = (t.path / "out.safetensors").string();
-    r = run("forward --plugin fixture_model " + dir("model") + " --model " + model + " --component linear --inputs " +
-            (t.path / "in.safetensors").string() + " --output " + out + " --fixture_scale 2");
+    r = run("forward --plugin fixture_model " + dir("model") + " --model " + model +
+            " --component linear --inputs " + (t.path / "in.safetensors").string() + " --output " + out +
+            " --fixture_scale 2");
     ASSERT_EQ(r.code, 0) << r.out;
     auto src = st::sdk::SafetensorsFile::open(out);
     auto w = st::sdk::SafetensorsFile::open(fs::path(model) / "fixture_model.safetensors");

@@ -23,7 +23,8 @@ OptionTable table() {
     steps.owner = "host";
     t.add(steps);
     t.add(st::sdk::opt_bool("use_ema", false, "ema"));
-    t.add(st::sdk::opt_string("lr_scheduler", "constant_with_warmup", "sched", {"constant", "cosine", "constant_with_warmup"}));
+    t.add(st::sdk::opt_string("lr_scheduler", "constant_with_warmup", "sched",
+                              {"constant", "cosine", "constant_with_warmup"}));
     t.add(st::sdk::opt_list("lua_hooks", "scripts"));
     t.add(st::sdk::opt_json("webhook_config", "hooks"));
     return t;
@@ -51,7 +52,8 @@ fs::path write_temp(const std::string& name, const std::string& text) {
 }  // namespace
 
 TEST(ConfigTest, DefaultsFilledAndTypesConverted) {
-    auto r = resolve_config(json{{"learning_rate", "1e-4"}, {"use_ema", "true"}, {"seed", 42.0}}, {}, table());
+    auto r =
+        resolve_config(json{{"learning_rate", "1e-4"}, {"use_ema", "true"}, {"seed", 42.0}}, {}, table());
     EXPECT_DOUBLE_EQ(r.values["learning_rate"].get<double>(), 1e-4);
     EXPECT_EQ(r.values["use_ema"], true);
     EXPECT_EQ(r.values["seed"], 42);
@@ -81,7 +83,8 @@ TEST(ConfigTest, BareFlagSetsBooleanTrue) {
 }
 
 TEST(ConfigTest, BareFlagOnNonBooleanIsAnError) {
-    expect_contains(error_of(json::object(), {"--seed"}), "--seed (command line) needs a value: expected integer");
+    expect_contains(error_of(json::object(), {"--seed"}),
+                    "--seed (command line) needs a value: expected integer");
 }
 
 TEST(ConfigTest, LeadingDashesInFileKeysAndLegacyAliases) {
@@ -122,7 +125,8 @@ TEST(ConfigTest, UnknownKeyNamesClosestKnownKey) {
 }
 
 TEST(ConfigTest, WrongTypeNamesKeyValueAndExpectation) {
-    auto e = error_of(json{{"seed", "forty-two"}, {"use_ema", "maybe"}, {"learning_rate", json::array()}}, {});
+    auto e =
+        error_of(json{{"seed", "forty-two"}, {"use_ema", "maybe"}, {"learning_rate", json::array()}}, {});
     expect_contains(e, "seed = \"forty-two\" (config file): expected a whole number");
     expect_contains(e, "use_ema = \"maybe\" (config file): expected true or false");
     expect_contains(e, "learning_rate = [] (config file): expected a number");
@@ -136,7 +140,8 @@ TEST(ConfigTest, ChoiceErrorListsChoices) {
 }
 
 TEST(ConfigTest, UnsupportedSimpleTunerKeysAreListedTogether) {
-    auto e = error_of(json{{"tread_config", {{"routes", json::array()}}}, {"push_to_hub", true},
+    auto e = error_of(json{{"tread_config", {{"routes", json::array()}}},
+                           {"push_to_hub", true},
                            {"base_model_precision", "int8-quanto"}},
                       {});
     expect_contains(e, "SimpleTuner options that st does not support yet");
@@ -146,7 +151,8 @@ TEST(ConfigTest, UnsupportedSimpleTunerKeysAreListedTogether) {
 }
 
 TEST(ConfigTest, InertSimpleTunerKeysAreAcceptedWithANote) {
-    auto r = resolve_config(json{{"push_to_hub", "false"}, {"attention_mechanism", "sageattention"},
+    auto r = resolve_config(json{{"push_to_hub", "false"},
+                                 {"attention_mechanism", "sageattention"},
                                  {"base_model_precision", "no_change"}},
                             {}, table());
     ASSERT_EQ(r.notes.size(), 3u);
@@ -163,8 +169,8 @@ TEST(ConfigTest, AllProblemsReportedInOneError) {
 }
 
 TEST(ConfigTest, JsonOptionParsesJsonStrings) {
-    auto r = resolve_config(json::object(), parse_cli_overrides({"--webhook_config", R"({"webhook_type":"raw"})"}),
-                            table());
+    auto r = resolve_config(json::object(),
+                            parse_cli_overrides({"--webhook_config", R"({"webhook_type":"raw"})"}), table());
     EXPECT_EQ(r.values["webhook_config"]["webhook_type"], "raw");
     r = resolve_config(json::object(), parse_cli_overrides({"--lua_hooks", R"(["a.lua","b.lua"])"}), table());
     EXPECT_EQ(r.values["lua_hooks"], json::array({"a.lua", "b.lua"}));

@@ -89,7 +89,8 @@ TEST(PluginLoadingTest, RefusesPluginBuiltAgainstNewerMinor) {
     EXPECT_FALSE(c.accepted);
     expect_contains(c.reason, "st-newer_minor.so");
     expect_contains(c.reason, "newer SDK");
-    expect_contains(c.reason, "ABI " + std::to_string(ST_SDK_ABI_MAJOR) + "." + std::to_string(ST_SDK_ABI_MINOR + 1));
+    expect_contains(c.reason,
+                    "ABI " + std::to_string(ST_SDK_ABI_MAJOR) + "." + std::to_string(ST_SDK_ABI_MINOR + 1));
     expect_contains(c.reason, "this host (ABI " + std::to_string(ST_SDK_ABI_MAJOR) + "." +
                                   std::to_string(ST_SDK_ABI_MINOR) + ")");
     EXPECT_FALSE(markers.ran("newer_minor"));

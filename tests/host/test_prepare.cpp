@@ -30,35 +30,38 @@ void expect_contains(const std::string& text, const std::string& part) {
 }  // namespace
 
 TEST(PrepareTest, CachesDatasetAndReportsSkippedFiles) {
-    if (std::system("command -v ffmpeg > /dev/null") != 0) GTEST_SKIP() << "ffmpeg CLI (test media maker) missing";
+    if (std::system("command -v ffmpeg > /dev/null") != 0)
+        GTEST_SKIP() << "ffmpeg CLI (test media maker) missing";
     fs::path t = fs::temp_directory_path() / ("st_prepare_" + std::to_string(::getpid()));
     fs::remove_all(t);
     fs::create_directories(t / "videos");
     for (int i = 0; i < 2; ++i) {
         auto clip = t / "videos" / ("clip" + std::to_string(i) + ".mp4");
-        ASSERT_EQ(std::system(("ffmpeg -v error -y -f lavfi -i testsrc=size=96x64:rate=16:duration=1 -pix_fmt yuv420p '" +
-                               clip.string() + "'")
-                                  .c_str()),
-                  0);
-        std::ofstream(t / "videos" / ("clip" + std::to_string(i) + ".txt")) << "a test pattern number " << i << "\n";
+        ASSERT_EQ(
+            std::system(
+                ("ffmpeg -v error -y -f lavfi -i testsrc=size=96x64:rate=16:duration=1 -pix_fmt yuv420p '" +
+                 clip.string() + "'")
+                    .c_str()),
+            0);
+        std::ofstream(t / "videos" / ("clip" + std::to_string(i) + ".txt"))
+            << "a test pattern number " << i << "\n";
     }
     std::ofstream(t / "videos" / "broken.mp4");  // zero bytes
     std::ofstream(t / "videos" / "broken.txt") << "never used\n";
-    nlohmann::json data = nlohmann::json::array(
-        {{{"id", "clips"},
-          {"type", "local"},
-          {"dataset_type", "video"},
-          {"instance_data_dir", (t / "videos").string()},
-          {"caption_strategy", "textfile"},
-          {"resolution", 64},
-          {"resolution_type", "pixel"},
-          {"cache_dir_vae", (t / "cache" / "vae").string()},
-          {"video", {{"num_frames", 9}}}},
-         {{"id", "text"},
-          {"type", "local"},
-          {"dataset_type", "text_embeds"},
-          {"default", true},
-          {"cache_dir", (t / "cache" / "text").string()}}});
+    nlohmann::json data = nlohmann::json::array({{{"id", "clips"},
+                                                  {"type", "local"},
+                                                  {"dataset_type", "video"},
+                                                  {"instance_data_dir", (t / "videos").string()},
+                                                  {"caption_strategy", "textfile"},
+                                                  {"resolution", 64},
+                                                  {"resolution_type", "pixel"},
+                                                  {"cache_dir_vae", (t / "cache" / "vae").string()},
+                                                  {"video", {{"num_frames", 9}}}},
+                                                 {{"id", "text"},
+                                                  {"type", "local"},
+                                                  {"dataset_type", "text_embeds"},
+                                                  {"default", true},
+                                                  {"cache_dir", (t / "cache" / "text").string()}}});
     std::ofstream(t / "multidatabackend.json") << data.dump(2);
     nlohmann::json config = {{"model_family", "fixture"},
                              {"pretrained_model_name_or_path", (t / "model").string()},
@@ -67,8 +70,8 @@ TEST(PrepareTest, CachesDatasetAndReportsSkippedFiles) {
                              {"train_batch_size", 1},
                              {"seed", 1}};
     std::ofstream(t / "config.json") << config.dump(2);
-    const std::string host = std::string(ST_HOST_EXE) + " --no-install-plugins --plugin-dir " + ST_TEST_FIXTURE_ROOT +
-                             "/model --plugin-dir " + ST_TEST_PLUGIN_DIR;
+    const std::string host = std::string(ST_HOST_EXE) + " --no-install-plugins --plugin-dir " +
+                             ST_TEST_FIXTURE_ROOT + "/model --plugin-dir " + ST_TEST_PLUGIN_DIR;
     auto out = run(host + " prepare " + (t / "config.json").string());
     expect_contains(out, "[exit 0]");
     expect_contains(out, "data.local@1: 2 samples, 1 skipped");

@@ -28,7 +28,8 @@ TEST(LrSchedulerTest, MatchesGoldenAtEveryStep) {
         for (size_t step = 0; step < lrs.size(); ++step) {
             const double expected = lrs[step].get<double>();
             // The same float64 operations in the same order: equal up to libm's last bit.
-            EXPECT_NEAR(sched->lr(static_cast<int64_t>(step), base), expected, 1e-15 + 1e-12 * std::abs(expected))
+            EXPECT_NEAR(sched->lr(static_cast<int64_t>(step), base), expected,
+                        1e-15 + 1e-12 * std::abs(expected))
                 << name << " warmup=" << c["warmup"] << " total=" << c["total"] << " step=" << step;
         }
         ++covered[name];
@@ -61,7 +62,7 @@ TEST(LrSchedulerTest, CosineUsesWarmupStepsAsHalfPeriodWithoutWarmup) {
     EXPECT_NEAR(cos->lr(200, 5e-5), (5e-5 + 4e-7) / 2, 1e-9);
     EXPECT_NEAR(cos->lr(400, 5e-5), 4e-7, 1e-9);
     EXPECT_NEAR(cos->lr(800, 5e-5), 5e-5, 1e-9);  // periodic, period 2 * T0
-    init.warmup_steps = 0;  // SimpleTuner falls back to T0 = 1000
+    init.warmup_steps = 0;                        // SimpleTuner falls back to T0 = 1000
     auto fallback = make_lr_scheduler("cosine", init);
     EXPECT_NEAR(fallback->lr(1000, 5e-5), 4e-7, 1e-9);
     // The cosine_with_warmup alias is the same scheduler.
@@ -89,7 +90,8 @@ TEST(LrSchedulerTest, RejectsInvalidSettings) {
         resolve_lr_scheduler_name("onecycle");
         FAIL() << "expected st::Error";
     } catch (const st::Error& e) {
-        for (const auto& n : supported_lr_scheduler_names()) EXPECT_NE(std::string(e.what()).find(n), std::string::npos);
+        for (const auto& n : supported_lr_scheduler_names())
+            EXPECT_NE(std::string(e.what()).find(n), std::string::npos);
     }
 }
 

@@ -20,7 +20,8 @@ GoldenRun make_golden_optimizer(const std::string& optimizer, const nlohmann::js
     const at::ScalarType dtype = c["dtype"] == "bfloat16" ? at::kBFloat16 : at::kFloat;
     sdk::OptimizerInit init;
     init.params = golden_params(dtype);
-    for (const auto& g : c["groups"]) init.groups.push_back({g["lr"].get<double>(), g["weight_decay"].get<double>()});
+    for (const auto& g : c["groups"])
+        init.groups.push_back({g["lr"].get<double>(), g["weight_decay"].get<double>()});
     const auto& hp = c["hparams"];
     overrides["beta1"] = hp["beta1"];
     overrides["beta2"] = hp["beta2"];
@@ -67,9 +68,13 @@ void expect_matches_reference(const std::string& optimizer, const std::string& c
     EXPECT_EQ(checked, 12);
 }
 
-TEST(OptimizerGoldenTest, AdamWMatchesTorchAdamWWithTwoGroups) { expect_matches_reference("adamw", "adamw", 2e-6); }
+TEST(OptimizerGoldenTest, AdamWMatchesTorchAdamWWithTwoGroups) {
+    expect_matches_reference("adamw", "adamw", 2e-6);
+}
 
-TEST(OptimizerGoldenTest, LionMatchesFloat64Reference) { expect_matches_reference("lion", "lion", 5e-6); }
+TEST(OptimizerGoldenTest, LionMatchesFloat64Reference) {
+    expect_matches_reference("lion", "lion", 5e-6);
+}
 
 TEST(OptimizerGoldenTest, OptimiLionMatchesFloat64Reference) {
     expect_matches_reference("optimi-lion", "optimi-lion", 5e-6);
@@ -139,7 +144,8 @@ TEST(OptimizerGoldenTest, AdamWBf16MatchesPublishedStepAndTracksFloat64) {
 std::vector<sdk::OptimizerParam> roundtrip_params(at::ScalarType dtype) {
     at::manual_seed(7);
     std::vector<sdk::OptimizerParam> out;
-    out.push_back({"big.weight", at::randn({64, 80}).to(dtype).set_requires_grad(true), 0});  // 5120: 8-bit state
+    out.push_back(
+        {"big.weight", at::randn({64, 80}).to(dtype).set_requires_grad(true), 0});  // 5120: 8-bit state
     out.push_back({"small.bias", at::randn({33}).to(dtype).set_requires_grad(true), 1});
     out.push_back({"never.updated", at::randn({5}).to(dtype).set_requires_grad(true), 1});
     return out;
@@ -217,7 +223,8 @@ TEST(OptimizerStateTest, StateIsKeyedByParameterName) {
     std::swap(params[0], params[1]);
     auto other = make_for("adamw", params);
     other->load_state_dict(sd);
-    EXPECT_TRUE(at::equal(other->state_dict().tensors.at("big.weight::exp_avg"), sd.tensors.at("big.weight::exp_avg")));
+    EXPECT_TRUE(at::equal(other->state_dict().tensors.at("big.weight::exp_avg"),
+                          sd.tensors.at("big.weight::exp_avg")));
 }
 
 TEST(OptimizerStateTest, LoadRejectsMismatchedState) {
@@ -293,7 +300,8 @@ TEST(OptimizerConfigTest, UnknownOptimizerConfigKeyIsAnError) {
 }
 
 TEST(OptimizerConfigTest, ParsesSimpleTunerOptimizerConfig) {
-    auto j = parse_optimizer_config("eps=1e-6, weight_decay=0.0,kahan_sum=false,max_lr=none,min_8bit_size=2048");
+    auto j =
+        parse_optimizer_config("eps=1e-6, weight_decay=0.0,kahan_sum=false,max_lr=none,min_8bit_size=2048");
     EXPECT_DOUBLE_EQ(j["eps"].get<double>(), 1e-6);
     EXPECT_DOUBLE_EQ(j["weight_decay"].get<double>(), 0.0);
     EXPECT_EQ(j["kahan_sum"], false);

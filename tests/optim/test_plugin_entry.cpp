@@ -16,7 +16,7 @@ namespace st::plugins::optim::test {
 namespace {
 
 class RecordingRegistrar final : public sdk::Registrar {
-public:
+  public:
     void add_model(sdk::ComponentInfo info, sdk::ModelFactory) override { unexpected(info); }
     void add_regularizer(sdk::ComponentInfo info, sdk::RegularizerFactory) override { unexpected(info); }
     void add_data_backend(sdk::ComponentInfo info, sdk::DataBackendFactory) override { unexpected(info); }
@@ -36,7 +36,7 @@ public:
     std::map<std::string, sdk::OptimizerFactory> optimizers;
     std::map<std::string, sdk::LrSchedulerFactory> schedulers;
 
-private:
+  private:
     void unexpected(const sdk::ComponentInfo& info) { ADD_FAILURE() << "unexpected component " << info.id; }
     void record(const sdk::ComponentInfo& info, const std::string& kind_expected) {
         std::string kind, name;
@@ -66,11 +66,12 @@ TEST(PluginEntryTest, RegistersEveryManifestComponentOnce) {
     EXPECT_EQ(registered, manifest);
     EXPECT_EQ(reg.optimizers.size(), optimizer_names().size());
     EXPECT_EQ(reg.schedulers.size(), lr_scheduler_names().size());
-    for (const char* key : {"adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay", "optimizer_config",
-                            "lr_warmup_steps", "lr_num_cycles", "lr_power", "lr_end"}) {
+    for (const char* key : {"adam_beta1", "adam_beta2", "adam_epsilon", "adam_weight_decay",
+                            "optimizer_config", "lr_warmup_steps", "lr_num_cycles", "lr_power", "lr_end"}) {
         EXPECT_TRUE(reg.option_names.count(key)) << key;
     }
-    for (const char* host_key : {"learning_rate", "max_grad_norm", "grad_clip_method", "lr_scheduler", "optimizer"}) {
+    for (const char* host_key :
+         {"learning_rate", "max_grad_norm", "grad_clip_method", "lr_scheduler", "optimizer"}) {
         EXPECT_FALSE(reg.option_names.count(host_key)) << host_key << " is a host key";
     }
 }
@@ -79,7 +80,8 @@ TEST(PluginEntryTest, FactoriesCreateWorkingComponents) {
     RecordingRegistrar reg;
     st_plugin_entry_v1(reg);
     for (const auto& [id, factory] : reg.optimizers) {
-        at::Tensor w = at::ones({8}, id == "optim.adamw_bf16@1" ? at::kBFloat16 : at::kFloat).set_requires_grad(true);
+        at::Tensor w =
+            at::ones({8}, id == "optim.adamw_bf16@1" ? at::kBFloat16 : at::kFloat).set_requires_grad(true);
         sdk::OptimizerInit init;
         init.params = {{"w", w, 0}};
         init.groups = {{1e-1, 0.0}};  // large enough to move a bf16 weight of 1.0

@@ -20,7 +20,8 @@ struct Quadratic {
         t_small = at::randn({100});
     }
     double loss(const at::Tensor& x, const at::Tensor& y) const {
-        return 0.5 * ((a_big * (x - t_big).pow(2)).sum() + (a_small * (y - t_small).pow(2)).sum()).item<double>();
+        return 0.5 *
+               ((a_big * (x - t_big).pow(2)).sum() + (a_small * (y - t_small).pow(2)).sum()).item<double>();
     }
 };
 

@@ -343,7 +343,8 @@ TEST(SafetensorsTest, ShardedIndexErrorsNameTheShardAndTensor) {
     expect_error({{"weight_map", {{"a", "../s1.safetensors"}}}}, "not a plain file name");
     expect_error({{"weight_map", {{"a", 3}}}}, "must be a file name string");
     std::ofstream(dir / "broken.safetensors") << "abc";  // a shard that is itself malformed
-    expect_error({{"weight_map", {{"a", "broken.safetensors"}}}}, "broken.safetensors': file is truncated: 3 bytes");
+    expect_error({{"weight_map", {{"a", "broken.safetensors"}}}},
+                 "broken.safetensors': file is truncated: 3 bytes");
 }
 
 TEST(SafetensorsTest, OpenTensorSourceAcceptsFileIndexAndDirectory) {

@@ -19,11 +19,10 @@ namespace {
 namespace fs = std::filesystem;
 
 class WanLoadingTest : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
-        dir_ = fs::temp_directory_path() /
-               ("st_wan_loading_" + std::to_string(::getpid()) + "_" +
-                ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        dir_ = fs::temp_directory_path() / ("st_wan_loading_" + std::to_string(::getpid()) + "_" +
+                                            ::testing::UnitTest::GetInstance()->current_test_info()->name());
         fs::remove_all(dir_);
         fs::create_directories(dir_);
     }
@@ -43,7 +42,8 @@ protected:
             ADD_FAILURE() << "no error";
         } catch (const st::Error& e) {
             const std::string what = e.what();
-            for (const auto& frag : fragments) EXPECT_NE(what.find(frag), std::string::npos) << "'" << frag << "' not in: " << what;
+            for (const auto& frag : fragments)
+                EXPECT_NE(what.find(frag), std::string::npos) << "'" << frag << "' not in: " << what;
         }
     }
     static void write(const fs::path& p, const std::string& text) {
@@ -54,17 +54,20 @@ protected:
 };
 
 TEST_F(WanLoadingTest, DetectsVariantsOfGoldenFiles) {
-    auto t2v = inspect_transformer(*st::sdk::SafetensorsFile::open(test::golden("wan_t2v/diffusion_pytorch_model.safetensors")));
+    auto t2v = inspect_transformer(
+        *st::sdk::SafetensorsFile::open(test::golden("wan_t2v/diffusion_pytorch_model.safetensors")));
     EXPECT_EQ(t2v.kind, WanVariantKind::t2v);
     EXPECT_EQ(t2v.config, test::as_detected(WanTransformerConfig::tiny()));
     EXPECT_EQ(t2v.variant, "t2v custom (dim 24, 2 layers)");
-    auto orig = inspect_transformer(*st::sdk::SafetensorsFile::open(test::golden("wan_t2v/original_format.safetensors")));
+    auto orig = inspect_transformer(
+        *st::sdk::SafetensorsFile::open(test::golden("wan_t2v/original_format.safetensors")));
     EXPECT_EQ(orig.layout, KeyLayout::original);
     EXPECT_EQ(orig.config, test::as_detected(WanTransformerConfig::tiny()));
-    auto sharded = inspect_transformer(
-        *st::sdk::ShardedSafetensors::open(test::golden("wan_t2v/sharded/diffusion_pytorch_model.safetensors.index.json")));
+    auto sharded = inspect_transformer(*st::sdk::ShardedSafetensors::open(
+        test::golden("wan_t2v/sharded/diffusion_pytorch_model.safetensors.index.json")));
     EXPECT_EQ(sharded.config, test::as_detected(WanTransformerConfig::tiny()));
-    auto i2v = inspect_transformer(*st::sdk::SafetensorsFile::open(test::golden("wan_i2v21/diffusion_pytorch_model.safetensors")));
+    auto i2v = inspect_transformer(
+        *st::sdk::SafetensorsFile::open(test::golden("wan_i2v21/diffusion_pytorch_model.safetensors")));
     EXPECT_EQ(i2v.kind, WanVariantKind::i2v_21);
     EXPECT_NE(i2v.summary().find("diffusers layout"), std::string::npos);
     // Real sizes get their flavour names.
@@ -84,11 +87,13 @@ TEST_F(WanLoadingTest, FlavourTableUsesDiffusersExpertFolders) {
 
 TEST_F(WanLoadingTest, FolderThatIsNotWan) {
     write(dir_ / "model_index.json", R"({"_class_name": "StableDiffusionPipeline"})");
-    expect_error([&] { load_transformer(dir_); }, {dir_.string(), "not a Wan pipeline", "StableDiffusionPipeline"});
+    expect_error([&] { load_transformer(dir_); },
+                 {dir_.string(), "not a Wan pipeline", "StableDiffusionPipeline"});
     fs::remove(dir_ / "model_index.json");
     // Weights of something else.
     st::sdk::save_safetensors(dir_ / "model.safetensors", {{"encoder.block.0.weight", at::zeros({2, 2})}});
-    expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); }, {"model.safetensors", "is not a Wan transformer checkpoint", "encoder.block.0.weight"});
+    expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); },
+                 {"model.safetensors", "is not a Wan transformer checkpoint", "encoder.block.0.weight"});
     fs::remove(dir_ / "model.safetensors");
     expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); }, {"is not a Wan model folder"});
     // A transformer config of another class.
@@ -122,7 +127,8 @@ TEST_F(WanLoadingTest, ShapeThatFitsNoFlavour) {
     bad["proj_out.weight"] = at::zeros({20, 24});
     bad["proj_out.bias"] = at::zeros({20});
     st::sdk::save_safetensors(dir_ / "a.safetensors", bad);
-    expect_error([&] { load_transformer(dir_ / "a.safetensors", {.subfolder = "none"}); }, {"fit no Wan flavour", "in_channels 4", "out_channels 5"});
+    expect_error([&] { load_transformer(dir_ / "a.safetensors", {.subfolder = "none"}); },
+                 {"fit no Wan flavour", "in_channels 4", "out_channels 5"});
     // One block with a different width.
     bad = t;
     bad["blocks.1.attn1.to_q.weight"] = at::zeros({24, 20});
@@ -141,16 +147,19 @@ TEST_F(WanLoadingTest, StrictLoadingNamesMissingAndUnexpectedTensors) {
 }
 
 TEST_F(WanLoadingTest, ConfigDisagreeingWithWeights) {
-    fs::copy(test::golden("wan_t2v/diffusion_pytorch_model.safetensors"), dir_ / "diffusion_pytorch_model.safetensors");
+    fs::copy(test::golden("wan_t2v/diffusion_pytorch_model.safetensors"),
+             dir_ / "diffusion_pytorch_model.safetensors");
     auto cfg = WanTransformerConfig::tiny().to_json();
     cfg["image_dim"] = 4;
     cfg["added_kv_proj_dim"] = 24;
     write(dir_ / "config.json", cfg.dump());
-    expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); }, {"config.json", "disagrees", "image_dim: config 4 vs weights null"});
+    expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); },
+                 {"config.json", "disagrees", "image_dim: config 4 vs weights null"});
 }
 
 TEST_F(WanLoadingTest, HubIdAndMissingPath) {
-    expect_error([] { load_transformer("Wan-AI/Wan2.1-T2V-1.3B-Diffusers"); }, {"hub id", "does not download", "--local-dir"});
+    expect_error([] { load_transformer("Wan-AI/Wan2.1-T2V-1.3B-Diffusers"); },
+                 {"hub id", "does not download", "--local-dir"});
     expect_error([&] { load_transformer(dir_ / "nope"); }, {"does not exist"});
 }
 

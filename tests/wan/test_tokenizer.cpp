@@ -39,7 +39,7 @@ fs::path temp_dir(const std::string& name) {
 
 // Removes this process's temporary folders after the last test.
 class TempCleanup : public ::testing::Environment {
-public:
+  public:
     void TearDown() override {
         std::error_code ec;
         fs::remove_all(fs::temp_directory_path() / ("st_test_tok_" + std::to_string(::getpid())), ec);
@@ -97,8 +97,10 @@ TEST(UMT5TokenizerTest, EveryGoldenCaseExact) {
         ASSERT_EQ(static_cast<int64_t>(ids.size()), c["input_ids_len"].get<int64_t>());
         const auto head = c["input_ids_head"].get<std::vector<int64_t>>();
         const auto tail = c["input_ids_tail"].get<std::vector<int64_t>>();
-        EXPECT_EQ(std::vector<int64_t>(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(head.size())), head);
-        EXPECT_EQ(std::vector<int64_t>(ids.end() - static_cast<std::ptrdiff_t>(tail.size()), ids.end()), tail);
+        EXPECT_EQ(std::vector<int64_t>(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(head.size())),
+                  head);
+        EXPECT_EQ(std::vector<int64_t>(ids.end() - static_cast<std::ptrdiff_t>(tail.size()), ids.end()),
+                  tail);
         EXPECT_EQ(ids.back(), tok.eos_id());
         EXPECT_EQ(c["truncated"].get<bool>(), clean_ids.size() > static_cast<size_t>(max_length - 1));
     }
@@ -148,9 +150,15 @@ TEST(UMT5TokenizerTest, HtmlUnescapeMatchesPython) {
 TEST(UMT5TokenizerTest, WhitespaceCleanUsesPythonSpaces) {
     EXPECT_EQ(whitespace_clean("  a \t\n b  "), "a b");
     // U+3000 ideographic space, U+00A0 no-break space, U+2009 thin space, U+0085 next line.
-    EXPECT_EQ(whitespace_clean("a\xe3\x80\x80" "b\xc2\xa0 c\xe2\x80\x89" "d\xc2\x85"), "a b c d");
+    EXPECT_EQ(whitespace_clean("a\xe3\x80\x80"
+                               "b\xc2\xa0 c\xe2\x80\x89"
+                               "d\xc2\x85"),
+              "a b c d");
     // Not whitespace for Python: U+200B zero-width space stays.
-    EXPECT_EQ(whitespace_clean("a\xe2\x80\x8b" "b"), "a\xe2\x80\x8b" "b");
+    EXPECT_EQ(whitespace_clean("a\xe2\x80\x8b"
+                               "b"),
+              "a\xe2\x80\x8b"
+              "b");
     EXPECT_EQ(prompt_clean("  Tom &amp;amp; Jerry&nbsp;  "), "Tom & Jerry");
     EXPECT_EQ(prompt_clean(""), "");
 }
@@ -175,8 +183,10 @@ TEST(UMT5TokenizerTest, LoadErrorsNameTheExpectedFile) {
               std::string::npos);
 
     std::ofstream(dir / "spiece.model") << "this is not a protobuf";
-    EXPECT_NE(error_text([&] { UMT5Tokenizer::load(dir); }).find("not a SentencePiece model"), std::string::npos);
-    EXPECT_NE(error_text([&] { UMT5Tokenizer::load(dir / "absent"); }).find("does not exist"), std::string::npos);
+    EXPECT_NE(error_text([&] { UMT5Tokenizer::load(dir); }).find("not a SentencePiece model"),
+              std::string::npos);
+    EXPECT_NE(error_text([&] { UMT5Tokenizer::load(dir / "absent"); }).find("does not exist"),
+              std::string::npos);
 }
 
 TEST(UMT5TokenizerTest, TrainTinyTokenizerRoundTripsAndIsDeterministic) {
@@ -193,9 +203,9 @@ TEST(UMT5TokenizerTest, TrainTinyTokenizerRoundTripsAndIsDeterministic) {
     EXPECT_EQ(tok.unk_id(), 2);
     EXPECT_GT(tok.vocab_size(), 100);
     EXPECT_LE(tok.vocab_size(), 200);
-    for (const std::string text : {"A small red fox runs across a snowy field at sunrise.",
-                                   "The camera pans slowly over the quiet city at night, 24 fps.",
-                                   "Caf\xc3\xa9 in Z\xc3\xbcrich"}) {
+    for (const std::string text :
+         {"A small red fox runs across a snowy field at sunrise.",
+          "The camera pans slowly over the quiet city at night, 24 fps.", "Caf\xc3\xa9 in Z\xc3\xbcrich"}) {
         const std::vector<int> ids = tok.encode_raw(text);
         EXPECT_FALSE(ids.empty());
         for (int id : ids) EXPECT_NE(id, tok.unk_id()) << text;

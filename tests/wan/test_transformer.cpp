@@ -95,12 +95,14 @@ TEST(WanTransformerConfigTest, JsonRoundTripIgnoresUnderscoreKeysAndRejectsUnkno
 }
 
 TEST(WanTransformerTest, ParameterNamesEqualDiffusersFileKeys) {
-    for (const auto& [cfg, file] : {std::pair{WanTransformerConfig::tiny(), "wan_t2v/diffusion_pytorch_model.safetensors"},
-                                    std::pair{tiny_i2v21(), "wan_i2v21/diffusion_pytorch_model.safetensors"}}) {
+    for (const auto& [cfg, file] :
+         {std::pair{WanTransformerConfig::tiny(), "wan_t2v/diffusion_pytorch_model.safetensors"},
+          std::pair{tiny_i2v21(), "wan_i2v21/diffusion_pytorch_model.safetensors"}}) {
         WanTransformer3DModel m(cfg);
         std::set<std::string> ours, theirs;
         for (const auto& p : m->named_parameters()) ours.insert(p.key());
-        for (const auto& i : st::sdk::SafetensorsFile::open(test::golden(file))->infos()) theirs.insert(i.name);
+        for (const auto& i : st::sdk::SafetensorsFile::open(test::golden(file))->infos())
+            theirs.insert(i.name);
         EXPECT_EQ(ours, theirs) << file;
     }
 }
@@ -257,7 +259,8 @@ TEST(WanTransformerTest, TapsPresentForEveryBlock) {
         ASSERT_TRUE(taps.count("blocks." + std::to_string(i) + ".out"));
         EXPECT_EQ(taps.at("blocks." + std::to_string(i) + ".out").sizes(), (std::vector<int64_t>{1, 48, 24}));
     }
-    for (const char* k : {"patch_embed_out", "temb", "timestep_proj", "text_embedder_out", "rope_cos", "rope_sin"})
+    for (const char* k :
+         {"patch_embed_out", "temb", "timestep_proj", "text_embedder_out", "rope_cos", "rope_sin"})
         EXPECT_TRUE(taps.count(k)) << k;
 }
 

@@ -56,9 +56,10 @@ TEST(WanKeyMapTest, ImageBranchAndTablesMapBothWays) {
 
 TEST(WanKeyMapTest, LoraTargetsMapEveryBlockLinearBothWays) {
     const std::vector<std::string> native = {
-        "blocks.7.self_attn.q",  "blocks.7.self_attn.k",  "blocks.7.self_attn.v",  "blocks.7.self_attn.o",
-        "blocks.7.cross_attn.q", "blocks.7.cross_attn.k", "blocks.7.cross_attn.v", "blocks.7.cross_attn.o",
-        "blocks.7.cross_attn.k_img", "blocks.7.cross_attn.v_img", "blocks.7.ffn.0", "blocks.7.ffn.2"};
+        "blocks.7.self_attn.q",      "blocks.7.self_attn.k",  "blocks.7.self_attn.v",
+        "blocks.7.self_attn.o",      "blocks.7.cross_attn.q", "blocks.7.cross_attn.k",
+        "blocks.7.cross_attn.v",     "blocks.7.cross_attn.o", "blocks.7.cross_attn.k_img",
+        "blocks.7.cross_attn.v_img", "blocks.7.ffn.0",        "blocks.7.ffn.2"};
     const auto diffusers = block_linear_modules(7, /*image_branch=*/true);
     ASSERT_EQ(diffusers.size(), native.size());
     std::set<std::string> seen;

@@ -37,7 +37,9 @@ at::Tensor run(WanTransformer3DModel& model, const at::Tensor& x, const at::Tens
     return model->forward({x, t, text, image}, inter);
 }
 
-at::Tensor ref_out(const std::string& name) { return load_tensor(golden("wan_t2v/outputs.safetensors"), name); }
+at::Tensor ref_out(const std::string& name) {
+    return load_tensor(golden("wan_t2v/outputs.safetensors"), name);
+}
 
 TEST(WanTransformerParityTest, T2VPerSampleTimestepMatchesDiffusers) {
     auto loaded = load_transformer(golden("wan_t2v"), {.subfolder = "none"});
@@ -78,7 +80,8 @@ TEST(WanTransformerParityTest, Bf16WeightsOnDiskMatchUpcastReference) {
     auto loaded = load_transformer(golden("wan_t2v"), {.subfolder = "none", .variant = "bf16"});
     EXPECT_EQ(loaded.info.dtypes.count("BF16"), 1u);
     auto in = t2v_inputs();
-    EXPECT_TRUE(allclose_manifest(run(loaded.model, in.hidden_states, in.timestep, in.text), ref_out("out_bf16_weights")));
+    EXPECT_TRUE(allclose_manifest(run(loaded.model, in.hidden_states, in.timestep, in.text),
+                                  ref_out("out_bf16_weights")));
     EXPECT_TRUE(allclose_manifest(run(loaded.model, in.hidden_states, in.timestep_per_token, in.text),
                                   ref_out("out_bf16_weights_per_token_timestep")));
 }
@@ -96,7 +99,8 @@ TEST(WanTransformerParityTest, ComfyUIPrefixedSingleFileMatches) {
     // ComfyUI repackages prefix every original key with `model.diffusion_model.`.
     auto src = st::sdk::SafetensorsFile::open(golden("wan_t2v/original_format.safetensors"));
     st::sdk::TensorMap prefixed;
-    for (const auto& info : src->infos()) prefixed["model.diffusion_model." + info.name] = src->load(info.name);
+    for (const auto& info : src->infos())
+        prefixed["model.diffusion_model." + info.name] = src->load(info.name);
     fs::path dir = fs::temp_directory_path() / ("st_wan_parity_" + std::to_string(::getpid()));
     fs::create_directories(dir);
     st::sdk::save_safetensors(dir / "wan2.1_t2v_tiny_comfy.safetensors", prefixed);
@@ -113,7 +117,8 @@ TEST(WanTransformerParityTest, I2V22BothExpertsAndBoundarySwitch) {
     ASSERT_TRUE(boundary.has_value());
     EXPECT_DOUBLE_EQ(*boundary, 0.9);
     // Flavour table: "-high" is the diffusers `transformer` folder, "-low" is `transformer_2`.
-    auto high = load_transformer(golden("wan_i2v"), {.subfolder = find_flavour("i2v-14b-2.2-high").subfolder});
+    auto high =
+        load_transformer(golden("wan_i2v"), {.subfolder = find_flavour("i2v-14b-2.2-high").subfolder});
     auto low = load_transformer(golden("wan_i2v"), {.subfolder = find_flavour("i2v-14b-2.2-low").subfolder});
     EXPECT_EQ(high.info.kind, WanVariantKind::i2v_22);
     EXPECT_EQ(high.info.config.in_channels, 12);
@@ -123,7 +128,9 @@ TEST(WanTransformerParityTest, I2V22BothExpertsAndBoundarySwitch) {
     at::Tensor x = load_tensor(f, "hidden_states"), text = load_tensor(f, "encoder_hidden_states");
     at::Tensor ts = load_tensor(f, "timesteps");
     // Model input = cat(latents, mask, condition) on channels.
-    EXPECT_TRUE(at::equal(x, at::cat({load_tensor(f, "latents"), load_tensor(f, "mask"), load_tensor(f, "condition_latents")}, 1)));
+    EXPECT_TRUE(at::equal(
+        x, at::cat({load_tensor(f, "latents"), load_tensor(f, "mask"), load_tensor(f, "condition_latents")},
+                   1)));
     auto outs = golden("wan_i2v/outputs.safetensors");
     torch::NoGradGuard no_grad;
     EXPECT_EQ(ts[0].item<double>(), 950.0);
@@ -142,11 +149,12 @@ TEST(WanTransformerParityTest, I2V22BothExpertsAndBoundarySwitch) {
 }
 
 TEST(WanTransformerParityTest, I2V22OriginalLayoutMatches) {
-    auto high = load_transformer(golden("wan_i2v/transformer/original_format.safetensors"), {.subfolder = "none"});
+    auto high =
+        load_transformer(golden("wan_i2v/transformer/original_format.safetensors"), {.subfolder = "none"});
     EXPECT_EQ(high.info.layout, KeyLayout::original);
     auto f = golden("wan_i2v/inputs.safetensors");
-    at::Tensor out = run(high.model, load_tensor(f, "hidden_states"), load_tensor(f, "timesteps").slice(0, 0, 1),
-                         load_tensor(f, "encoder_hidden_states"));
+    at::Tensor out = run(high.model, load_tensor(f, "hidden_states"),
+                         load_tensor(f, "timesteps").slice(0, 0, 1), load_tensor(f, "encoder_hidden_states"));
     EXPECT_TRUE(allclose_manifest(out, load_tensor(golden("wan_i2v/outputs.safetensors"), "out_t950")));
 }
 
@@ -155,8 +163,9 @@ TEST(WanTransformerParityTest, I2V21ImageBranchMatchesDiffusers) {
     EXPECT_EQ(loaded.info.kind, WanVariantKind::i2v_21);
     EXPECT_EQ(loaded.info.config.added_kv_proj_dim, 24);
     auto f = golden("wan_i2v21/inputs.safetensors");
-    at::Tensor out = run(loaded.model, load_tensor(f, "hidden_states"), load_tensor(f, "timestep"),
-                         load_tensor(f, "encoder_hidden_states"), load_tensor(f, "encoder_hidden_states_image"));
+    at::Tensor out =
+        run(loaded.model, load_tensor(f, "hidden_states"), load_tensor(f, "timestep"),
+            load_tensor(f, "encoder_hidden_states"), load_tensor(f, "encoder_hidden_states_image"));
     EXPECT_TRUE(allclose_manifest(out, load_tensor(golden("wan_i2v21/outputs.safetensors"), "out")));
     // The image branch contributes (without it the model refuses to run, so zero the image instead).
     at::Tensor no_img = run(loaded.model, load_tensor(f, "hidden_states"), load_tensor(f, "timestep"),
@@ -169,7 +178,8 @@ TEST(WanTransformerParityTest, Bf16ComputeStaysCloseToFp32) {
     auto fp32 = load_transformer(golden("wan_t2v"), {.subfolder = "none"});
     auto bf16 = load_transformer(golden("wan_t2v"), {.subfolder = "none", .dtype = at::kBFloat16});
     EXPECT_EQ(bf16.model->condition_embedder->time_embedder->linear_1->weight.scalar_type(), at::kFloat);
-    EXPECT_EQ(bf16.model->blocks->ptr<WanTransformerBlockImpl>(0)->scale_shift_table.scalar_type(), at::kFloat);
+    EXPECT_EQ(bf16.model->blocks->ptr<WanTransformerBlockImpl>(0)->scale_shift_table.scalar_type(),
+              at::kFloat);
     EXPECT_EQ(bf16.model->proj_out->weight.scalar_type(), at::kBFloat16);
     auto in = t2v_inputs();
     at::Tensor a = run(fp32.model, in.hidden_states, in.timestep, in.text);

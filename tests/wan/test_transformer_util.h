@@ -13,7 +13,9 @@
 
 namespace st::plugins::wan {
 /// Readable gtest output for config comparisons.
-inline void PrintTo(const WanTransformerConfig& c, std::ostream* os) { *os << c.to_json().dump(); }
+inline void PrintTo(const WanTransformerConfig& c, std::ostream* os) {
+    *os << c.to_json().dump();
+}
 }  // namespace st::plugins::wan
 
 namespace st::plugins::wan::test {
@@ -24,7 +26,9 @@ inline WanTransformerConfig as_detected(WanTransformerConfig c) {
     return c;
 }
 
-inline std::filesystem::path golden(const std::string& rel) { return std::filesystem::path(ST_TEST_GOLDEN_DIR) / rel; }
+inline std::filesystem::path golden(const std::string& rel) {
+    return std::filesystem::path(ST_TEST_GOLDEN_DIR) / rel;
+}
 
 inline at::Tensor load_tensor(const std::filesystem::path& file, const std::string& name) {
     return st::sdk::SafetensorsFile::open(file)->load(name);

@@ -44,7 +44,7 @@ fs::path temp_dir(const std::string& name) {
 
 // Removes this process's temporary folders after the last test.
 class TempCleanup : public ::testing::Environment {
-public:
+  public:
     void TearDown() override {
         std::error_code ec;
         fs::remove_all(fs::temp_directory_path() / ("st_test_umt5_" + std::to_string(::getpid())), ec);
@@ -132,14 +132,17 @@ TEST(UMT5Test, PresetsMatchReference) {
 TEST(UMT5Test, ConfigRejectsOtherArchitectures) {
     nlohmann::json j = UMT5Config::tiny().to_hf_json();
     j["feed_forward_proj"] = "relu";
-    EXPECT_NE(error_text([&] { UMT5Config::from_hf_json(j); }).find("feed_forward_proj 'relu'"), std::string::npos);
+    EXPECT_NE(error_text([&] { UMT5Config::from_hf_json(j); }).find("feed_forward_proj 'relu'"),
+              std::string::npos);
     j = UMT5Config::tiny().to_hf_json();
     j["model_type"] = "t5";
     EXPECT_NE(error_text([&] { UMT5Config::from_hf_json(j); }).find("model_type 't5'"), std::string::npos);
     j = UMT5Config::tiny().to_hf_json();
     j["num_heads"] = "four";
     EXPECT_NE(error_text([&] { UMT5Config::from_hf_json(j); }).find("'num_heads'"), std::string::npos);
-    EXPECT_NE(error_text([&] { UMT5Config::from_wan_json({{"shared_pos", true}}); }).find("shared_pos"),
+    EXPECT_NE(error_text([&] {
+                  UMT5Config::from_wan_json({{"shared_pos", true}});
+              }).find("shared_pos"),
               std::string::npos);
 }
 
@@ -148,7 +151,8 @@ TEST(UMT5Test, ParameterNamesEqualHfCheckpointKeys) {
     std::set<std::string> names;
     for (const auto& item : model->named_parameters()) names.insert(item.key());
     std::set<std::string> keys;
-    for (const auto& info : st::sdk::SafetensorsFile::open(kGolden / "text_encoder" / "model.safetensors")->infos())
+    for (const auto& info :
+         st::sdk::SafetensorsFile::open(kGolden / "text_encoder" / "model.safetensors")->infos())
         keys.insert(info.name);
     EXPECT_EQ(names, keys);
     EXPECT_EQ(names.size(), 22u);
@@ -157,17 +161,20 @@ TEST(UMT5Test, ParameterNamesEqualHfCheckpointKeys) {
 
 TEST(UMT5Test, WanKeyMapCoversOriginalFileBothWays) {
     std::set<std::string> mapped;
-    for (const auto& info : st::sdk::SafetensorsFile::open(kGolden / "original_format.safetensors")->infos()) {
+    for (const auto& info :
+         st::sdk::SafetensorsFile::open(kGolden / "original_format.safetensors")->infos()) {
         const auto hf = umt5_wan_to_hf_key(info.name);
         ASSERT_TRUE(hf.has_value()) << info.name;
         EXPECT_EQ(umt5_hf_to_wan_key(*hf), info.name);
         mapped.insert(*hf);
     }
     std::set<std::string> keys;
-    for (const auto& info : st::sdk::SafetensorsFile::open(kGolden / "text_encoder" / "model.safetensors")->infos())
+    for (const auto& info :
+         st::sdk::SafetensorsFile::open(kGolden / "text_encoder" / "model.safetensors")->infos())
         keys.insert(info.name);
     EXPECT_EQ(mapped, keys);
-    EXPECT_EQ(umt5_wan_to_hf_key("blocks.3.ffn.gate.0.weight"), "encoder.block.3.layer.1.DenseReluDense.wi_0.weight");
+    EXPECT_EQ(umt5_wan_to_hf_key("blocks.3.ffn.gate.0.weight"),
+              "encoder.block.3.layer.1.DenseReluDense.wi_0.weight");
     EXPECT_EQ(umt5_wan_to_hf_key("blocks.x.ffn.fc1.weight"), std::nullopt);
     EXPECT_EQ(umt5_wan_to_hf_key("head.weight"), std::nullopt);
 }
@@ -194,7 +201,7 @@ TEST(UMT5Test, RelativeBucketsFollowT5Formula) {
     for (int64_t i = 0; i < length; i += 7)
         for (int64_t j = 0; j < length; j += 5)
             ASSERT_EQ(buckets[i][j].item<int64_t>(), expected(j - i)) << "query " << i << " key " << j;
-    EXPECT_EQ(buckets[0][1].item<int64_t>(), 17);   // key after query: upper half
+    EXPECT_EQ(buckets[0][1].item<int64_t>(), 17);  // key after query: upper half
     EXPECT_EQ(buckets[1][0].item<int64_t>(), 1);
     EXPECT_EQ(buckets[0][299].item<int64_t>(), 31);  // clamped
     EXPECT_EQ(buckets[299][0].item<int64_t>(), 15);
@@ -234,7 +241,8 @@ TEST(UMT5Test, PaddingGivesZeroRowsAndMaskedKeysAreIgnored) {
     EXPECT_TRUE(at::equal(out.prompt_embeds[0].narrow(0, 0, 15), out.last_hidden_state[0].narrow(0, 0, 15)));
     EXPECT_EQ(out.prompt_embeds[0].narrow(0, 15, 512 - 15).abs().max().item<float>(), 0.0f);
     EXPECT_EQ(out.prompt_embeds[1].narrow(0, 20, 512 - 20).abs().max().item<float>(), 0.0f);
-    EXPECT_GT(out.last_hidden_state[0].narrow(0, 15, 5).abs().max().item<float>(), 0.0f);  // computed, then dropped
+    EXPECT_GT(out.last_hidden_state[0].narrow(0, 15, 5).abs().max().item<float>(),
+              0.0f);  // computed, then dropped
     // Changing the padded tokens must not change the real rows.
     at::Tensor other = ids.clone();
     other[0].narrow(0, 15, 5).fill_(42);
@@ -291,7 +299,8 @@ TEST(UMT5Test, LoadErrorsNameTheTensor) {
     fs::copy_file(kGolden / "text_encoder" / "config.json", dir / "wrong" / "config.json");
     st::sdk::save_safetensors(dir / "wrong" / "model.safetensors", wrong);
     const std::string shape_err = error_text([&] { load_umt5_encoder(dir / "wrong"); });
-    EXPECT_NE(shape_err.find("encoder.block.1.layer.1.DenseReluDense.wo.weight"), std::string::npos) << shape_err;
+    EXPECT_NE(shape_err.find("encoder.block.1.layer.1.DenseReluDense.wo.weight"), std::string::npos)
+        << shape_err;
 
     // Missing tensor and an unexpected one.
     st::sdk::TensorMap missing = tensors;
@@ -319,8 +328,11 @@ TEST(UMT5Test, LoadErrorsNameTheTensor) {
               std::string::npos);
     fs::create_directories(dir / "noconfig");
     fs::copy_file(kGolden / "text_encoder" / "model.safetensors", dir / "noconfig" / "model.safetensors");
-    EXPECT_NE(error_text([&] { load_umt5_encoder(dir / "noconfig"); }).find("config.json"), std::string::npos);
+    EXPECT_NE(error_text([&] { load_umt5_encoder(dir / "noconfig"); }).find("config.json"),
+              std::string::npos);
     std::ofstream(dir / "enc.pth") << "not really";
-    EXPECT_NE(error_text([&] { load_umt5_encoder(dir / "enc.pth"); }).find("safetensors only"), std::string::npos);
-    EXPECT_NE(error_text([&] { load_umt5_encoder(dir / "absent"); }).find("does not exist"), std::string::npos);
+    EXPECT_NE(error_text([&] { load_umt5_encoder(dir / "enc.pth"); }).find("safetensors only"),
+              std::string::npos);
+    EXPECT_NE(error_text([&] { load_umt5_encoder(dir / "absent"); }).find("does not exist"),
+              std::string::npos);
 }

@@ -24,33 +24,34 @@ const fs::path kDir = fs::path(ST_TEST_GOLDEN_DIR) / "wan_vae";
 constexpr double kAtol = 2e-4;
 constexpr double kRtol = 1e-4;
 
-::testing::AssertionResult close_to(const at::Tensor& actual, const at::Tensor& expected, const std::string& name) {
+::testing::AssertionResult close_to(const at::Tensor& actual, const at::Tensor& expected,
+                                    const std::string& name) {
     if (actual.sizes() != expected.sizes())
-        return ::testing::AssertionFailure() << name << ": shape " << actual.sizes() << " vs expected "
-                                             << expected.sizes();
+        return ::testing::AssertionFailure()
+               << name << ": shape " << actual.sizes() << " vs expected " << expected.sizes();
     const at::Tensor diff = (actual.to(at::kDouble) - expected.to(at::kDouble)).abs();
     const at::Tensor allowed = kAtol + kRtol * expected.to(at::kDouble).abs();
     const at::Tensor excess = diff - allowed;
     const double worst = excess.max().item<double>();
     if (worst > 0.0)
-        return ::testing::AssertionFailure() << name << ": max |diff| " << diff.max().item<double>()
-                                             << " exceeds atol+rtol*|ref| by " << worst << " ("
-                                             << (excess > 0).sum().item<int64_t>() << " of " << diff.numel()
-                                             << " elements)";
+        return ::testing::AssertionFailure()
+               << name << ": max |diff| " << diff.max().item<double>() << " exceeds atol+rtol*|ref| by "
+               << worst << " (" << (excess > 0).sum().item<int64_t>() << " of " << diff.numel()
+               << " elements)";
     std::printf("%s: max |diff| %.3g\n", name.c_str(), diff.max().item<double>());
     return ::testing::AssertionSuccess();
 }
 
 class WanVAEGoldenTest : public ::testing::TestWithParam<WanVAELayout> {
-protected:
+  protected:
     void SetUp() override {
         inputs_ = st::sdk::SafetensorsFile::open(kDir / "inputs.safetensors");
         outputs_ = st::sdk::SafetensorsFile::open(kDir / "outputs.safetensors");
     }
     WanVAE load_vae() {
         WanVAE vae(WanVAEConfig::from_file(kDir / "config.json"));
-        const char* file =
-            GetParam() == WanVAELayout::diffusers ? "diffusion_pytorch_model.safetensors" : "original_format.safetensors";
+        const char* file = GetParam() == WanVAELayout::diffusers ? "diffusion_pytorch_model.safetensors"
+                                                                 : "original_format.safetensors";
         vae.load(*st::sdk::SafetensorsFile::open(kDir / file), GetParam());
         return vae;
     }
@@ -95,7 +96,9 @@ TEST_P(WanVAEGoldenTest, DecodeNormalizedInvertsTheNormalisation) {
 
 INSTANTIATE_TEST_SUITE_P(Layouts, WanVAEGoldenTest,
                          ::testing::Values(WanVAELayout::diffusers, WanVAELayout::original),
-                         [](const auto& info) { return std::string(st::plugins::wan::to_string(info.param)); });
+                         [](const auto& info) {
+                             return std::string(st::plugins::wan::to_string(info.param));
+                         });
 
 TEST(WanVAETest, ChunkedEncodeIsCausal) {
     // Later frames never change earlier latents: encode(first 5 frames) == encode(9 frames)[:2].
@@ -113,7 +116,8 @@ TEST(WanVAETest, ChunkedDecodeIsCausalAndDeterministic) {
     WanVAE vae(WanVAEConfig::from_file(kDir / "config.json"));
     vae.load(*st::sdk::SafetensorsFile::open(kDir / "diffusion_pytorch_model.safetensors"));
     at::NoGradGuard no_grad;
-    const at::Tensor latents = st::sdk::SafetensorsFile::open(kDir / "inputs.safetensors")->load("latents_t3");
+    const at::Tensor latents =
+        st::sdk::SafetensorsFile::open(kDir / "inputs.safetensors")->load("latents_t3");
     const at::Tensor full = vae.decode(latents);
     EXPECT_TRUE(at::equal(full, vae.decode(latents)));  // the cache is per call, no state leaks
     const at::Tensor head = vae.decode(latents.narrow(2, 0, 2));

@@ -22,24 +22,25 @@ const fs::path kDir = fs::path(ST_TEST_GOLDEN_DIR) / "wan_vae22";
 constexpr double kAtol = 2e-4;
 constexpr double kRtol = 1e-4;
 
-::testing::AssertionResult close_to(const at::Tensor& actual, const at::Tensor& expected, const std::string& name) {
+::testing::AssertionResult close_to(const at::Tensor& actual, const at::Tensor& expected,
+                                    const std::string& name) {
     if (actual.sizes() != expected.sizes())
-        return ::testing::AssertionFailure() << name << ": shape " << actual.sizes() << " vs expected "
-                                             << expected.sizes();
+        return ::testing::AssertionFailure()
+               << name << ": shape " << actual.sizes() << " vs expected " << expected.sizes();
     const at::Tensor diff = (actual.to(at::kDouble) - expected.to(at::kDouble)).abs();
     const at::Tensor excess = diff - (kAtol + kRtol * expected.to(at::kDouble).abs());
     if (excess.max().item<double>() > 0.0)
-        return ::testing::AssertionFailure() << name << ": max |diff| " << diff.max().item<double>() << " ("
-                                             << (excess > 0).sum().item<int64_t>() << " of " << diff.numel()
-                                             << " elements over tolerance)";
+        return ::testing::AssertionFailure()
+               << name << ": max |diff| " << diff.max().item<double>() << " ("
+               << (excess > 0).sum().item<int64_t>() << " of " << diff.numel() << " elements over tolerance)";
     std::printf("%s: max |diff| %.3g\n", name.c_str(), diff.max().item<double>());
     return ::testing::AssertionSuccess();
 }
 
 WanVAE load_vae(WanVAELayout layout) {
     WanVAE vae(WanVAEConfig::from_file(kDir / "config.json"));
-    const char* file =
-        layout == WanVAELayout::diffusers ? "diffusion_pytorch_model.safetensors" : "original_format.safetensors";
+    const char* file = layout == WanVAELayout::diffusers ? "diffusion_pytorch_model.safetensors"
+                                                         : "original_format.safetensors";
     vae.load(*st::sdk::SafetensorsFile::open(kDir / file), layout);
     return vae;
 }
@@ -54,7 +55,8 @@ TEST_P(WanVAE22GoldenTest, EncodeAndDecodeMatchReference) {
     for (const std::string t : {"t1", "t5"}) {
         const auto posterior = vae.encode(inputs->load("video_" + t));
         EXPECT_TRUE(close_to(posterior.mean, outputs->load("posterior_mean_" + t), "posterior_mean_" + t));
-        EXPECT_TRUE(close_to(posterior.logvar, outputs->load("posterior_logvar_" + t), "posterior_logvar_" + t));
+        EXPECT_TRUE(
+            close_to(posterior.logvar, outputs->load("posterior_logvar_" + t), "posterior_logvar_" + t));
         EXPECT_TRUE(close_to(vae.normalize_latents(posterior.mean), outputs->load("latents_normalized_" + t),
                              "latents_normalized_" + t));
     }
@@ -64,7 +66,8 @@ TEST_P(WanVAE22GoldenTest, EncodeAndDecodeMatchReference) {
     EXPECT_TRUE(close_to(decoded, outputs->load("decoded_t2"), "decoded_t2"));
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, WanVAE22GoldenTest, ::testing::Values(WanVAELayout::diffusers, WanVAELayout::original),
+INSTANTIATE_TEST_SUITE_P(Layouts, WanVAE22GoldenTest,
+                         ::testing::Values(WanVAELayout::diffusers, WanVAELayout::original),
                          [](const auto& info) { return std::string(to_string(info.param)); });
 
 TEST(WanVAE22Test, ConfigAndKeysMatchTheGoldenFiles) {
@@ -106,7 +109,8 @@ TEST(WanVAE22Test, GradientsReachEveryParameterAndDecodeIsCausal) {
         EXPECT_GT(g.abs().sum().item<double>(), 0.0) << "zero gradient for " << p.key();
     }
     at::NoGradGuard no_grad;
-    EXPECT_TRUE(close_to(vae.decode(latents.narrow(2, 0, 1)), decoded.detach().narrow(2, 0, 1), "causal decode"));
+    EXPECT_TRUE(
+        close_to(vae.decode(latents.narrow(2, 0, 1)), decoded.detach().narrow(2, 0, 1), "causal decode"));
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ namespace {
 const fs::path kDir = fs::path(ST_TEST_GOLDEN_DIR) / "wan_vae";
 
 class TempDir {
-public:
+  public:
     TempDir() {
         std::string tmpl = (fs::temp_directory_path() / "st_wan_vae_XXXXXX").string();
         path_ = ::mkdtemp(tmpl.data());
@@ -35,7 +35,7 @@ public:
     }
     const fs::path& path() const { return path_; }
 
-private:
+  private:
     fs::path path_;
 };
 
@@ -47,7 +47,8 @@ void expect_error(Fn&& fn, const std::vector<std::string>& needles) {
         ADD_FAILURE() << "expected st::Error";
     } catch (const st::Error& e) {
         const std::string what = e.what();
-        for (const auto& needle : needles) EXPECT_NE(what.find(needle), std::string::npos) << "'" << needle << "' not in: " << what;
+        for (const auto& needle : needles)
+            EXPECT_NE(what.find(needle), std::string::npos) << "'" << needle << "' not in: " << what;
     }
 }
 
@@ -89,8 +90,11 @@ TEST(WanVAEConfigTest, RejectsUnknownKeysBadTypesAndInconsistentValues) {
                  {"in/out_channels 3/3", "multiples of patch_size^2 = 4"});
     expect_error([&] { WanVAE(WanVAEConfig::from_json(with("scale_factor_spatial", 16))); },
                  {"scale_factor_spatial 16", "factor 8"});
-    expect_error([&] { WanVAE(WanVAEConfig::from_json(with("latents_std", {1.0, 2.0}))); },
-                 {"latents_mean/latents_std", "2", "z_dim = 4"});
+    expect_error(
+        [&] {
+            WanVAE(WanVAEConfig::from_json(with("latents_std", {1.0, 2.0})));
+        },
+        {"latents_mean/latents_std", "2", "z_dim = 4"});
     expect_error([&] { WanVAE(WanVAEConfig::from_json(with("temperal_downsample", {true}))); },
                  {"temperal_downsample has 1 entries", "expected len(dim_mult) - 1 = 3"});
 }
@@ -127,9 +131,11 @@ TEST(WanVAEWeightsTest, ModuleNamesEqualGoldenFileKeysInBothLayouts) {
     for (const auto& info : original->infos()) original_keys.insert(info.name);
     EXPECT_EQ(mapped_keys, original_keys);
     // Same tensors under both names (the golden's original file was produced with convert_vae()).
-    for (const auto& [orig, diff] : map) EXPECT_TRUE(at::equal(original->load(orig), diffusers->load(diff))) << orig;
-    EXPECT_EQ(wan_vae_diffusers_to_original("decoder.up_blocks.2.upsamplers.0.resample.1.weight", vae.config()),
-              "decoder.upsamples.11.resample.1.weight");
+    for (const auto& [orig, diff] : map)
+        EXPECT_TRUE(at::equal(original->load(orig), diffusers->load(diff))) << orig;
+    EXPECT_EQ(
+        wan_vae_diffusers_to_original("decoder.up_blocks.2.upsamplers.0.resample.1.weight", vae.config()),
+        "decoder.upsamples.11.resample.1.weight");
     EXPECT_EQ(detect_wan_vae_layout(*diffusers), WanVAELayout::diffusers);
     EXPECT_EQ(detect_wan_vae_layout(*original), WanVAELayout::original);
 }
@@ -143,9 +149,12 @@ TEST(WanVAEWeightsTest, WriteRandomThenLoadRoundTrip) {
 
     WanVAE vae = WanVAE::from_directory(tmp.path() / "a");
     EXPECT_EQ(vae.config().to_json(), config.to_json());
-    const auto a = read_all(*st::sdk::SafetensorsFile::open(tmp.path() / "a" / "diffusion_pytorch_model.safetensors"));
-    const auto b = read_all(*st::sdk::SafetensorsFile::open(tmp.path() / "b" / "diffusion_pytorch_model.safetensors"));
-    const auto c = read_all(*st::sdk::SafetensorsFile::open(tmp.path() / "c" / "diffusion_pytorch_model.safetensors"));
+    const auto a =
+        read_all(*st::sdk::SafetensorsFile::open(tmp.path() / "a" / "diffusion_pytorch_model.safetensors"));
+    const auto b =
+        read_all(*st::sdk::SafetensorsFile::open(tmp.path() / "b" / "diffusion_pytorch_model.safetensors"));
+    const auto c =
+        read_all(*st::sdk::SafetensorsFile::open(tmp.path() / "c" / "diffusion_pytorch_model.safetensors"));
     ASSERT_EQ(a.size(), 194u);
     bool any_differs = false;
     const auto params = vae.module()->named_parameters();
@@ -224,7 +233,11 @@ TEST(WanVAEWeightsTest, BadInputShapesAreErrors) {
     expect_error([&] { vae.encode(at::zeros({1, 3, 4, 16, 16})); }, {"4 frames", "1 + 4k"});
     expect_error([&] { vae.encode(at::zeros({1, 4, 1, 16, 16})); }, {"[B, 3, T, H, W]", "[1, 4, 1, 16, 16]"});
     expect_error([&] { vae.encode(at::zeros({1, 3, 1, 12, 16})); }, {"12x16", "multiples of 8"});
-    expect_error([&] { vae.decode(at::zeros({1, 16, 1, 2, 2})); }, {"[B, 4, F >= 1, h, w]", "[1, 16, 1, 2, 2]"});
+    expect_error(
+        [&] {
+            vae.decode(at::zeros({1, 16, 1, 2, 2}));
+        },
+        {"[B, 4, F >= 1, h, w]", "[1, 16, 1, 2, 2]"});
 }
 
 }  // namespace

@@ -22,7 +22,8 @@ const std::vector<CommandInfo>& commands() {
         {"forward",
          "st-host forward --plugin NAME --model PATH --component C --inputs IN.safetensors --output "
          "OUT.safetensors [--key value ...]",
-         "Run one component of a model (transformer, vae_encode, vae_decode, text_encoder, ...) on named tensors.",
+         "Run one component of a model (transformer, vae_encode, vae_decode, text_encoder, ...) on named "
+         "tensors.",
          cmd_forward},
         {"make-model", "st-host make-model --plugin NAME --preset PRESET --out DIR [--seed N]",
          "Write a randomly initialised model of a family in its real on-disk layout (for tests, demos, "
@@ -33,7 +34,8 @@ const std::vector<CommandInfo>& commands() {
          "summary: samples per bucket, audio, every skipped file with its reason.",
          cmd_prepare},
         {"lr-curve",
-         "st-host lr-curve --scheduler NAME --learning_rate LR --steps N [--warmup N] [--cycles C] [--power P] "
+         "st-host lr-curve --scheduler NAME --learning_rate LR --steps N [--warmup N] [--cycles C] [--power "
+         "P] "
          "[--lr_end E] [--every K] [--key value ...]",
          "Print the learning rate an LR scheduler component gives at each step.", cmd_lr_curve},
     };
@@ -47,13 +49,15 @@ const ComponentEntry& model_component(PluginRegistry& registry, const std::strin
         if (e->kind == "model") model = e;
     if (model) return *model;
     std::vector<std::string> families;
-    for (const auto* e : registry.of_kind("model")) families.push_back(fmt::format("{} ({})", e->plugin_name, e->id));
+    for (const auto* e : registry.of_kind("model"))
+        families.push_back(fmt::format("{} ({})", e->plugin_name, e->id));
     if (mine.empty())
-        fail("host", "plugin", "no plugin named '{}' was loaded; plugins with model families: {} (see st-host "
+        fail("host", "plugin",
+             "no plugin named '{}' was loaded; plugins with model families: {} (see st-host "
              "plugins)",
              plugin, families.empty() ? std::string("none") : fmt::format("{}", fmt::join(families, ", ")));
-    fail("host", "plugin", "plugin '{}' has no model family component; plugins with model families: {}", plugin,
-         families.empty() ? std::string("none") : fmt::format("{}", fmt::join(families, ", ")));
+    fail("host", "plugin", "plugin '{}' has no model family component; plugins with model families: {}",
+         plugin, families.empty() ? std::string("none") : fmt::format("{}", fmt::join(families, ", ")));
 }
 
 namespace {
@@ -63,7 +67,8 @@ void print_option(const sdk::OptionSpec& s) {
     std::string choices = s.choices.empty() ? "" : fmt::format(" {{{}}}", fmt::join(s.choices, "|"));
     std::printf("  --%s <%s>%s (default %s)\n      %s\n", s.name.c_str(), sdk::option_type_name(s.type),
                 choices.c_str(), def.c_str(), s.help.c_str());
-    if (!s.aliases.empty()) std::printf("      also accepted as: %s\n", fmt::format("{}", fmt::join(s.aliases, ", ")).c_str());
+    if (!s.aliases.empty())
+        std::printf("      also accepted as: %s\n", fmt::format("{}", fmt::join(s.aliases, ", ")).c_str());
 }
 
 }  // namespace
@@ -82,8 +87,10 @@ void print_help(CommandContext& ctx) {
                     e->plugin_name.c_str());
     std::printf(
         "\nGlobal flags:\n"
-        "  --plugin NAME       the model family plugin to use (e.g. wan, wan_s2v); also adds its options to --help\n"
-        "  --plugin-dir DIR    search DIR for plugins first (repeatable); then $ST_PLUGIN_PATH (':'-separated),\n"
+        "  --plugin NAME       the model family plugin to use (e.g. wan, wan_s2v); also adds its options to "
+        "--help\n"
+        "  --plugin-dir DIR    search DIR for plugins first (repeatable); then $ST_PLUGIN_PATH "
+        "(':'-separated),\n"
         "                      then <prefix>/lib/st/plugins next to st-host\n"
         "  --no-install-plugins  search only --plugin-dir and $ST_PLUGIN_PATH\n"
         "  --help, -h          this text; with --plugin NAME also that plugin's options\n"
@@ -94,7 +101,8 @@ void print_help(CommandContext& ctx) {
         auto& reg = ctx.plugins();
         auto comps = reg.of_plugin(ctx.flags.plugin);
         if (comps.empty()) {
-            std::printf("\nNo plugin named '%s' was loaded (see st-host plugins).\n", ctx.flags.plugin.c_str());
+            std::printf("\nNo plugin named '%s' was loaded (see st-host plugins).\n",
+                        ctx.flags.plugin.c_str());
             return;
         }
         for (const auto* e : comps) {

@@ -15,7 +15,7 @@ struct CommandContext {
     /// Discovers and loads plugins on first use (commands that need none never load any).
     PluginRegistry& plugins();
 
-private:
+  private:
     std::unique_ptr<PluginRegistry> registry_;
 };
 

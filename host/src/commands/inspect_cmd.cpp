@@ -19,14 +19,15 @@ void inspect_source(const sdk::TensorSource& src) {
     std::map<std::string, std::pair<int64_t, int64_t>> by_dtype;  // dtype -> (tensors, elements)
     auto infos = src.infos();
     for (const auto& t : infos) {
-        std::printf("  %-70s %-5s [%s]\n", t.name.c_str(), t.dtype.c_str(), fmt::format("{}", fmt::join(t.shape, ", ")).c_str());
+        std::printf("  %-70s %-5s [%s]\n", t.name.c_str(), t.dtype.c_str(),
+                    fmt::format("{}", fmt::join(t.shape, ", ")).c_str());
         params += t.numel();
         bytes += static_cast<int64_t>(t.end - t.begin);
         by_dtype[t.dtype].first += 1;
         by_dtype[t.dtype].second += t.numel();
     }
-    std::printf("  total: %zu tensors, %lld elements, %.2f MiB\n", infos.size(), static_cast<long long>(params),
-                static_cast<double>(bytes) / (1024.0 * 1024.0));
+    std::printf("  total: %zu tensors, %lld elements, %.2f MiB\n", infos.size(),
+                static_cast<long long>(params), static_cast<double>(bytes) / (1024.0 * 1024.0));
     for (const auto& [dt, n] : by_dtype)
         std::printf("    %s: %lld tensors, %lld elements\n", dt.c_str(), static_cast<long long>(n.first),
                     static_cast<long long>(n.second));
@@ -69,7 +70,8 @@ int cmd_inspect(CommandContext&, const std::vector<std::string>& args) {
             if (!sharded) found.push_back(it->path());
         }
         std::sort(found.begin(), found.end());
-        if (found.empty()) fail("host.cli", "inspect", "'{}' holds no .safetensors file or index", p.string());
+        if (found.empty())
+            fail("host.cli", "inspect", "'{}' holds no .safetensors file or index", p.string());
         for (const auto& f : found) {
             inspect_source(*sdk::open_tensor_source(f));
             std::printf("\n");

@@ -1,7 +1,7 @@
 // st-host lr-curve: prints the learning rate a scheduler gives at each step, so users can see the
 // schedule their config produces before training (and plugin authors can check theirs).
-#include <boost/program_options.hpp>
 #include <fmt/format.h>
+#include <boost/program_options.hpp>
 
 #include <cstdio>
 
@@ -19,10 +19,11 @@ int cmd_lr_curve(CommandContext& ctx, const std::vector<std::string>& args) {
     int64_t steps = 0, warmup = 0, every = 1;
     double cycles = 1.0, power = 1.0, lr_end = 0.0;
     po::options_description desc("lr-curve");
-    desc.add_options()("scheduler", po::value(&name)->required())("learning_rate", po::value(&lr)->required())(
-        "steps", po::value(&steps)->required())("warmup", po::value(&warmup)->default_value(0))(
-        "cycles", po::value(&cycles)->default_value(1.0))("power", po::value(&power)->default_value(1.0))(
-        "lr_end", po::value(&lr_end)->default_value(0.0))("every", po::value(&every)->default_value(1));
+    desc.add_options()("scheduler", po::value(&name)->required())(
+        "learning_rate", po::value(&lr)->required())("steps", po::value(&steps)->required())(
+        "warmup", po::value(&warmup)->default_value(0))("cycles", po::value(&cycles)->default_value(1.0))(
+        "power", po::value(&power)->default_value(1.0))("lr_end", po::value(&lr_end)->default_value(0.0))(
+        "every", po::value(&every)->default_value(1));
     po::variables_map vm;
     std::vector<std::string> extra;
     try {
@@ -31,7 +32,8 @@ int cmd_lr_curve(CommandContext& ctx, const std::vector<std::string>& args) {
         po::notify(vm);
         extra = po::collect_unrecognized(parsed.options, po::include_positional);
     } catch (const po::error& e) {
-        fail("host.cli", "lr-curve", "{} (usage: {})", e.what(), "st-host lr-curve --scheduler NAME "
+        fail("host.cli", "lr-curve", "{} (usage: {})", e.what(),
+             "st-host lr-curve --scheduler NAME "
              "--learning_rate LR --steps N [--warmup N] [--cycles C] [--power P] [--lr_end E] [--every K]");
     }
     if (steps <= 0 || every <= 0) fail("host.cli", "lr-curve", "--steps and --every must be positive");
@@ -57,7 +59,8 @@ int cmd_lr_curve(CommandContext& ctx, const std::vector<std::string>& args) {
     auto sched = call_plugin(*e, "create", [&] { return e->lr_scheduler(init); });
     std::printf("# %s (plugin %s)\n# step lr\n", e->id.c_str(), e->plugin_name.c_str());
     for (int64_t s = 0; s < steps; s += every)
-        std::printf("%lld %.9g\n", static_cast<long long>(s), call_plugin(*e, "lr", [&] { return sched->lr(s, lr); }));
+        std::printf("%lld %.9g\n", static_cast<long long>(s),
+                    call_plugin(*e, "lr", [&] { return sched->lr(s, lr); }));
     return 0;
 }
 

@@ -1,6 +1,6 @@
 // st-host forward / make-model: tools that call one model family plugin directly.
-#include <boost/program_options.hpp>
 #include <fmt/format.h>
+#include <boost/program_options.hpp>
 
 #include <filesystem>
 
@@ -37,8 +37,9 @@ sdk::ConfigView resolve_overrides(const ComponentEntry& model, const std::vector
 int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
     std::string model_path, component, inputs, output;
     po::options_description desc("forward");
-    desc.add_options()("model", po::value(&model_path)->required())("component", po::value(&component)->required())(
-        "inputs", po::value(&inputs)->required())("output", po::value(&output)->required());
+    desc.add_options()("model", po::value(&model_path)->required())(
+        "component", po::value(&component)->required())("inputs", po::value(&inputs)->required())(
+        "output", po::value(&output)->required());
     po::variables_map vm;
     std::vector<std::string> extra;
     try {
@@ -54,12 +55,13 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
     auto model = call_plugin(entry, "create", [&] { return entry.model(); });
     auto comps = call_plugin(entry, "forward_components", [&] { return model->forward_components(); });
     if (std::find(comps.begin(), comps.end(), component) == comps.end())
-        fail("host.cli", "forward", "plugin '{}' has no component '{}'; it has: {}", entry.plugin_name, component,
-             fmt::format("{}", fmt::join(comps, ", ")));
+        fail("host.cli", "forward", "plugin '{}' has no component '{}'; it has: {}", entry.plugin_name,
+             component, fmt::format("{}", fmt::join(comps, ", ")));
     auto src = sdk::open_tensor_source(inputs);
     sdk::TensorMap in;
     for (const auto& info : src->infos()) in[info.name] = src->load(info.name);
-    log::info("host", "forward {} of {} on {} input tensor(s) from {}", component, model_path, in.size(), inputs);
+    log::info("host", "forward {} of {} on {} input tensor(s) from {}", component, model_path, in.size(),
+              inputs);
     auto out = call_plugin(entry, "forward",
                            [&] { return model->forward_component(model_path, component, in, config); });
     sdk::save_safetensors(output, out, {{"st.component", component}, {"st.model", model_path}});
@@ -84,8 +86,8 @@ int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args) {
     auto model = call_plugin(entry, "create", [&] { return entry.model(); });
     auto presets = call_plugin(entry, "presets", [&] { return model->presets(); });
     if (std::find(presets.begin(), presets.end(), preset) == presets.end())
-        fail("host.cli", "make-model", "plugin '{}' has no preset '{}'; presets: {}", entry.plugin_name, preset,
-             fmt::format("{}", fmt::join(presets, ", ")));
+        fail("host.cli", "make-model", "plugin '{}' has no preset '{}'; presets: {}", entry.plugin_name,
+             preset, fmt::format("{}", fmt::join(presets, ", ")));
     call_plugin(entry, "make_model", [&] { model->make_model(preset, out, seed); });
     log::info("host", "wrote a random '{}' {} model (seed {}) to {}", preset, entry.plugin_name, seed, out);
     return 0;

@@ -9,8 +9,9 @@
 namespace st::host {
 
 int cmd_plugins(CommandContext& ctx, const std::vector<std::string>& args) {
-    if (!args.empty()) fail("host.cli", "plugins", "unexpected argument '{}' (usage: st-host plugins [--plugin-dir DIR])",
-                            args.front());
+    if (!args.empty())
+        fail("host.cli", "plugins", "unexpected argument '{}' (usage: st-host plugins [--plugin-dir DIR])",
+             args.front());
     auto& reg = ctx.plugins();
     const auto dirs = plugin_search_dirs(ctx.flags.plugin_dirs, !ctx.flags.no_install_plugins);
     std::printf("Plugin search path:\n");
@@ -23,7 +24,8 @@ int cmd_plugins(CommandContext& ctx, const std::vector<std::string>& args) {
             ++accepted;
             std::printf("%s [%s]: accepted\n", c.file.string().c_str(), c.origin.c_str());
         } else {
-            std::printf("%s [%s]: refused: %s\n", c.file.string().c_str(), c.origin.c_str(), c.reason.c_str());
+            std::printf("%s [%s]: refused: %s\n", c.file.string().c_str(), c.origin.c_str(),
+                        c.reason.c_str());
         }
         if (c.read.has_manifest) {
             std::printf("  plugin %s %s, SDK ABI %u.%u\n  fingerprint %s\n", m.plugin_name.c_str(),
@@ -31,8 +33,9 @@ int cmd_plugins(CommandContext& ctx, const std::vector<std::string>& args) {
             for (const auto& id : m.components) {
                 const auto* e = reg.find(id);
                 bool mine = e && e->plugin_file == c.file;
-                std::printf("  component %s%s\n", id.c_str(),
-                            mine && !e->info.summary.empty() ? fmt::format(": {}", e->info.summary).c_str() : "");
+                std::printf(
+                    "  component %s%s\n", id.c_str(),
+                    mine && !e->info.summary.empty() ? fmt::format(": {}", e->info.summary).c_str() : "");
             }
         }
     }

@@ -12,13 +12,15 @@
 namespace st::host {
 
 int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args) {
-    if (args.empty()) fail("host.cli", "prepare", "usage: st-host prepare [--plugin NAME] CONFIG [--key value ...]");
+    if (args.empty())
+        fail("host.cli", "prepare", "usage: st-host prepare [--plugin NAME] CONFIG [--key value ...]");
     RunSetup setup = prepare_run(ctx, args);
     const auto& entry = *setup.model;
     auto model = call_plugin(entry, "create", [&] { return entry.model(); });
     auto path = setup.config.opt_string("pretrained_model_name_or_path");
     if (!path)
-        fail("host.config", "validate", "pretrained_model_name_or_path is not set: caching needs the model's VAE and "
+        fail("host.config", "validate",
+             "pretrained_model_name_or_path is not set: caching needs the model's VAE and "
              "text encoder");
     sdk::ModelLoadRequest req;
     req.path = *path;

@@ -29,9 +29,12 @@ nlohmann::json node_to_json(const toml::node& n) {
     if (auto v = n.as_floating_point()) return v->get();
     if (auto v = n.as_boolean()) return v->get();
     std::ostringstream os;
-    if (auto v = n.as_date()) os << v->get();
-    else if (auto v = n.as_time()) os << v->get();
-    else if (auto v = n.as_date_time()) os << v->get();
+    if (auto v = n.as_date())
+        os << v->get();
+    else if (auto v = n.as_time())
+        os << v->get();
+    else if (auto v = n.as_date_time())
+        os << v->get();
     return os.str();
 }
 
@@ -57,8 +60,8 @@ nlohmann::json toml_to_json(const std::string& text, const std::string& source_n
         return node_to_json(tbl);
     } catch (const toml::parse_error& e) {
         const auto& src = e.source();
-        fail("host.config", "load", "{}:{}:{}: invalid TOML: {}", source_name, src.begin.line, src.begin.column,
-             std::string(e.description()));
+        fail("host.config", "load", "{}:{}:{}: invalid TOML: {}", source_name, src.begin.line,
+             src.begin.column, std::string(e.description()));
     }
 }
 
@@ -66,7 +69,8 @@ nlohmann::json load_config_file(const fs::path& path) {
     std::error_code ec;
     if (!fs::exists(path, ec)) fail("host.config", "load", "config file '{}' does not exist", path.string());
     if (fs::is_directory(path, ec))
-        fail("host.config", "load", "'{}' is a directory; expected a config.json or config.toml file", path.string());
+        fail("host.config", "load", "'{}' is a directory; expected a config.json or config.toml file",
+             path.string());
     std::ifstream in(path, std::ios::binary);
     if (!in) fail("host.config", "load", "cannot open config file '{}'", path.string());
     std::stringstream ss;
@@ -92,8 +96,10 @@ std::vector<CliOverride> parse_cli_overrides(const std::vector<std::string>& tok
     for (size_t i = 0; i < tokens.size(); ++i) {
         const std::string& t = tokens[i];
         if (t.rfind("--", 0) != 0 || t.size() == 2)
-            fail("host.config", "cli", "unexpected argument '{}': configuration overrides are written --key value "
-                 "or --key=value", t);
+            fail("host.config", "cli",
+                 "unexpected argument '{}': configuration overrides are written --key value "
+                 "or --key=value",
+                 t);
         CliOverride o;
         auto eq = t.find('=');
         if (eq != std::string::npos) {

@@ -12,26 +12,30 @@ std::vector<sdk::OptionSpec> host_options() {
         s.group = group;
         o.push_back(std::move(s));
     };
-    add(opt_string("model_family", std::nullopt,
-                   "Model family to train (wan, wan_s2v, sanavideo). Selects the model plugin when --plugin is "
-                   "not given; must agree with --plugin when both are."),
+    add(opt_string(
+            "model_family", std::nullopt,
+            "Model family to train (wan, wan_s2v, sanavideo). Selects the model plugin when --plugin is "
+            "not given; must agree with --plugin when both are."),
         "model");
-    add(opt_string("pretrained_model_name_or_path", std::nullopt,
-                   "Local directory or file of the base model (a diffusers folder or a single checkpoint file). "
-                   "Hub ids are not downloaded: put the files on disk and give their path."),
+    add(opt_string(
+            "pretrained_model_name_or_path", std::nullopt,
+            "Local directory or file of the base model (a diffusers folder or a single checkpoint file). "
+            "Hub ids are not downloaded: put the files on disk and give their path."),
         "model");
     add(opt_string("output_dir", "simpletuner-results",
                    "Run directory: resolved config, logs, metrics, checkpoints and validation media."),
         "run");
-    add(opt_int("seed", std::nullopt, "Seed of every random generator of the run (none: a random seed is drawn "
-                                      "and logged)."),
+    add(opt_int("seed", std::nullopt,
+                "Seed of every random generator of the run (none: a random seed is drawn "
+                "and logged)."),
         "run");
     add(opt_int("train_batch_size", 4,
                 "Samples per micro-batch (SimpleTuner default 4). Buckets smaller than train_batch_size x "
                 "gradient_accumulation_steps are pruned by the data backend."),
         "data");
     add(opt_int("gradient_accumulation_steps", 1, "Micro-batches per optimizer step."), "data");
-    add(opt_string("log_level", "info", "Log verbosity.", {"trace", "debug", "info", "warning", "error"}), "run");
+    add(opt_string("log_level", "info", "Log verbosity.", {"trace", "debug", "info", "warning", "error"}),
+        "run");
     add(opt_int("num_threads", std::nullopt,
                 "Intra-op CPU threads for LibTorch/BLAS (default: all cores of the machine)."),
         "run");

@@ -104,7 +104,8 @@ std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw
         case OptionType::boolean: {
             if (raw.is_boolean()) return *out = raw, std::string();
             bool b;
-            if (raw.is_string() && parse_bool_text(raw.get<std::string>(), &b)) return *out = b, std::string();
+            if (raw.is_string() && parse_bool_text(raw.get<std::string>(), &b))
+                return *out = b, std::string();
             if (raw.is_number_integer() && (raw.get<int64_t>() == 0 || raw.get<int64_t>() == 1))
                 return *out = raw.get<int64_t>() == 1, std::string();
             return "true or false";
@@ -112,7 +113,8 @@ std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw
         case OptionType::integer: {
             double d;
             if (raw.is_number_integer()) return *out = raw, std::string();
-            if (raw.is_number_float()) d = raw.get<double>();
+            if (raw.is_number_float())
+                d = raw.get<double>();
             else if (!(raw.is_string() && parse_number_text(raw.get<std::string>(), &d)))
                 return "a whole number";
             if (std::floor(d) != d || std::fabs(d) > 9.0e15) return "a whole number";
@@ -121,15 +123,20 @@ std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw
         case OptionType::number: {
             double d;
             if (raw.is_number()) return *out = raw.get<double>(), std::string();
-            if (raw.is_string() && parse_number_text(raw.get<std::string>(), &d)) return *out = d, std::string();
+            if (raw.is_string() && parse_number_text(raw.get<std::string>(), &d))
+                return *out = d, std::string();
             return "a number";
         }
         case OptionType::string: {
             std::string s;
-            if (raw.is_string()) s = raw.get<std::string>();
-            else if (raw.is_number() || raw.is_boolean()) s = raw.dump();
-            else return "a string";
-            if (!spec.choices.empty() && std::find(spec.choices.begin(), spec.choices.end(), s) == spec.choices.end())
+            if (raw.is_string())
+                s = raw.get<std::string>();
+            else if (raw.is_number() || raw.is_boolean())
+                s = raw.dump();
+            else
+                return "a string";
+            if (!spec.choices.empty() &&
+                std::find(spec.choices.begin(), spec.choices.end(), s) == spec.choices.end())
                 return fmt::format("one of: {}", fmt::join(spec.choices, ", "));
             return *out = s, std::string();
         }
@@ -163,9 +170,12 @@ std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw
             if (!raw.is_array()) return "a list of strings";
             nlohmann::json arr = nlohmann::json::array();
             for (const auto& e : raw) {
-                if (e.is_string()) arr.push_back(e);
-                else if (e.is_number()) arr.push_back(e.dump());
-                else return "a list of strings";
+                if (e.is_string())
+                    arr.push_back(e);
+                else if (e.is_number())
+                    arr.push_back(e.dump());
+                else
+                    return "a list of strings";
             }
             return *out = arr, std::string();
         }

@@ -14,7 +14,7 @@
 namespace st::host {
 
 class OptionTable {
-public:
+  public:
     /// Adds a declaration; throws st::Error if the name or an alias is already declared (naming
     /// both owners).
     void add(sdk::OptionSpec spec);
@@ -22,7 +22,7 @@ public:
     const std::map<std::string, sdk::OptionSpec>& specs() const { return specs_; }
     std::vector<std::string> all_names() const;  ///< names and aliases
 
-private:
+  private:
     std::map<std::string, sdk::OptionSpec> specs_;
     std::map<std::string, std::string> aliases_;  ///< alias -> name
 };
@@ -50,8 +50,8 @@ struct UnsupportedValue {
 const std::vector<UnsupportedValue>& unsupported_values();
 
 struct ResolvedConfig {
-    nlohmann::json values;           ///< every declared key, defaults filled, types normalised
-    std::vector<std::string> notes;  ///< "key X has no effect in st: ..." lines for the log
+    nlohmann::json values;                       ///< every declared key, defaults filled, types normalised
+    std::vector<std::string> notes;              ///< "key X has no effect in st: ..." lines for the log
     std::map<std::string, std::string> sources;  ///< key -> "default" | "file" | "cli"
 };
 

@@ -20,7 +20,8 @@ bool json_in(const nlohmann::json& v, const std::vector<nlohmann::json>& list) {
     for (const auto& x : list) {
         if (x == v) return true;
         // "false" as a string is how SimpleTuner configs often spell an inert flag.
-        if (x.is_boolean() && v.is_string() && v.get<std::string>() == (x.get<bool>() ? "true" : "false")) return true;
+        if (x.is_boolean() && v.is_string() && v.get<std::string>() == (x.get<bool>() ? "true" : "false"))
+            return true;
     }
     return false;
 }
@@ -43,15 +44,17 @@ ResolvedConfig resolve_config(const nlohmann::json& file_values, const std::vect
             raw[spec->name] = {value, source};
             spelled[spec->name] = key;
             if (key != spec->name)
-                out.notes.push_back(fmt::format("'{}' is the legacy name of '{}'; using it as '{}'", key, spec->name,
-                                                spec->name));
+                out.notes.push_back(fmt::format("'{}' is the legacy name of '{}'; using it as '{}'", key,
+                                                spec->name, spec->name));
             return;
         }
         if (const auto* f = find_foreign(key)) {
             if (f->any_value_inert || json_in(value, f->inert_values) || value.is_null()) {
-                out.notes.push_back(fmt::format("'{}' = {} has no effect in st: {}", key, value.dump(), f->reason));
+                out.notes.push_back(
+                    fmt::format("'{}' = {} has no effect in st: {}", key, value.dump(), f->reason));
             } else {
-                unsupported.push_back(fmt::format("  {} = {} ({}): {}", key, value.dump(), source, f->reason));
+                unsupported.push_back(
+                    fmt::format("  {} = {} ({}): {}", key, value.dump(), source, f->reason));
             }
             return;
         }
@@ -108,10 +111,11 @@ ResolvedConfig resolve_config(const nlohmann::json& file_values, const std::vect
     if (!bad.empty())
         parts.push_back(fmt::format("invalid value{}:\n{}", bad.size() > 1 ? "s" : "", fmt::join(bad, "\n")));
     if (!unsupported.empty())
-        parts.push_back(fmt::format("SimpleTuner option{} that st does not support yet (remove {} or set {} to the "
-                                    "default):\n{}",
-                                    unsupported.size() > 1 ? "s" : "", unsupported.size() > 1 ? "them" : "it",
-                                    unsupported.size() > 1 ? "them" : "it", fmt::join(unsupported, "\n")));
+        parts.push_back(
+            fmt::format("SimpleTuner option{} that st does not support yet (remove {} or set {} to the "
+                        "default):\n{}",
+                        unsupported.size() > 1 ? "s" : "", unsupported.size() > 1 ? "them" : "it",
+                        unsupported.size() > 1 ? "them" : "it", fmt::join(unsupported, "\n")));
     if (!parts.empty()) throw Error("host.config", "validate", fmt::format("{}", fmt::join(parts, "\n")));
     out.values = std::move(values);
     return out;

@@ -23,36 +23,109 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         const char* hub = "st never uploads anything (no network access is assumed)";
 
         // Training loop keys (SimpleTuner §1.2, §3).
-        for (const char* n :
-             {"resume_from_checkpoint", "max_train_steps", "num_train_epochs", "checkpoint_step_interval",
-              "checkpointing_steps", "checkpoints_total_limit", "save_total_limit", "model_type",
-              "gradient_checkpointing", "caption_dropout_probability",
-              "mixed_precision", "optimizer", "optimizer_config", "learning_rate", "max_grad_norm",
-              "grad_clip_method", "lr_scheduler", "lr_warmup_steps", "lr_num_cycles", "lr_power", "lr_end",
-              "use_ema", "ema_update_interval", "ema_decay", "ema_device", "ema_cpu_only", "ema_warmup_steps",
-              "lora_rank", "lora_alpha", "lora_dropout", "lora_type", "lora_init_type", "lora_format",
-              "peft_lora_target_modules", "lora_target_modules", "init_lora", "flow_schedule_shift",
-              "flow_schedule_auto_shift", "flow_sigmoid_scale", "flow_use_uniform_schedule",
-              "flow_use_beta_schedule", "loss_type", "input_perturbation", "report_to", "vae_batch_size",
-              "write_batch_size", "compress_disk_cache", "aspect_bucket_rounding", "aspect_bucket_alignment",
-              "resolution", "resolution_type", "minimum_image_size", "delete_problematic_images",
-              "disable_bucket_pruning", "strict_epoch_limit", "lua_hooks", "adam_beta1", "adam_beta2",
-              "adam_epsilon", "adam_weight_decay", "model_flavour", "pretrained_transformer_model_name_or_path",
-              "pretrained_transformer_subfolder", "pretrained_vae_model_name_or_path",
-              "pretrained_t5_model_name_or_path", "wan_force_2_1_time_embedding", "enable_chunked_feed_forward",
-              "feed_forward_chunk_size", "tokenizer_max_length", "t5_padding", "vae_dtype"})
+        for (const char* n : {"resume_from_checkpoint",
+                              "max_train_steps",
+                              "num_train_epochs",
+                              "checkpoint_step_interval",
+                              "checkpointing_steps",
+                              "checkpoints_total_limit",
+                              "save_total_limit",
+                              "model_type",
+                              "gradient_checkpointing",
+                              "caption_dropout_probability",
+                              "mixed_precision",
+                              "optimizer",
+                              "optimizer_config",
+                              "learning_rate",
+                              "max_grad_norm",
+                              "grad_clip_method",
+                              "lr_scheduler",
+                              "lr_warmup_steps",
+                              "lr_num_cycles",
+                              "lr_power",
+                              "lr_end",
+                              "use_ema",
+                              "ema_update_interval",
+                              "ema_decay",
+                              "ema_device",
+                              "ema_cpu_only",
+                              "ema_warmup_steps",
+                              "lora_rank",
+                              "lora_alpha",
+                              "lora_dropout",
+                              "lora_type",
+                              "lora_init_type",
+                              "lora_format",
+                              "peft_lora_target_modules",
+                              "lora_target_modules",
+                              "init_lora",
+                              "flow_schedule_shift",
+                              "flow_schedule_auto_shift",
+                              "flow_sigmoid_scale",
+                              "flow_use_uniform_schedule",
+                              "flow_use_beta_schedule",
+                              "loss_type",
+                              "input_perturbation",
+                              "report_to",
+                              "vae_batch_size",
+                              "write_batch_size",
+                              "compress_disk_cache",
+                              "aspect_bucket_rounding",
+                              "aspect_bucket_alignment",
+                              "resolution",
+                              "resolution_type",
+                              "minimum_image_size",
+                              "delete_problematic_images",
+                              "disable_bucket_pruning",
+                              "strict_epoch_limit",
+                              "lua_hooks",
+                              "adam_beta1",
+                              "adam_beta2",
+                              "adam_epsilon",
+                              "adam_weight_decay",
+                              "model_flavour",
+                              "pretrained_transformer_model_name_or_path",
+                              "pretrained_transformer_subfolder",
+                              "pretrained_vae_model_name_or_path",
+                              "pretrained_t5_model_name_or_path",
+                              "wan_force_2_1_time_embedding",
+                              "enable_chunked_feed_forward",
+                              "feed_forward_chunk_size",
+                              "tokenizer_max_length",
+                              "t5_padding",
+                              "vae_dtype"})
             inert(n, {kNull}, trainer);
         // Validation keys (SimpleTuner §6).
-        for (const char* n :
-             {"validation_step_interval", "validation_steps", "validation_epoch_interval", "validation_prompt",
-              "validation_negative_prompt", "validation_guidance", "validation_num_inference_steps",
-              "validation_num_video_frames", "validation_resolution", "validation_seed", "framerate",
-              "user_prompt_library", "validation_noise_scheduler", "ema_validation",
-              "wan_validation_load_other_stage", "validation_guidance_skip_layers",
-              "validation_guidance_skip_layers_start", "validation_guidance_skip_layers_stop",
-              "validation_guidance_skip_scale", "validation_image", "validation_audio", "validation_preview_steps",
-              "webhook_config", "eval_steps_interval", "eval_epoch_interval", "eval_timesteps",
-              "num_eval_images", "eval_dataset_id", "validation_input", "validation_using_datasets"})
+        for (const char* n : {"validation_step_interval",
+                              "validation_steps",
+                              "validation_epoch_interval",
+                              "validation_prompt",
+                              "validation_negative_prompt",
+                              "validation_guidance",
+                              "validation_num_inference_steps",
+                              "validation_num_video_frames",
+                              "validation_resolution",
+                              "validation_seed",
+                              "framerate",
+                              "user_prompt_library",
+                              "validation_noise_scheduler",
+                              "ema_validation",
+                              "wan_validation_load_other_stage",
+                              "validation_guidance_skip_layers",
+                              "validation_guidance_skip_layers_start",
+                              "validation_guidance_skip_layers_stop",
+                              "validation_guidance_skip_scale",
+                              "validation_image",
+                              "validation_audio",
+                              "validation_preview_steps",
+                              "webhook_config",
+                              "eval_steps_interval",
+                              "eval_epoch_interval",
+                              "eval_timesteps",
+                              "num_eval_images",
+                              "eval_dataset_id",
+                              "validation_input",
+                              "validation_using_datasets"})
             inert(n, {kNull}, validation);
         inert("validation_prompt_library", {false, kNull}, validation);
         inert("validation_preview", {false, kNull}, validation);
@@ -71,18 +144,22 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         inert("fsdp_enable", {false, kNull}, "FSDP is not supported (st trains in one process)");
         inert("context_parallel_size", {1, kNull}, "context parallelism is not supported yet");
         inert("base_model_precision", {"no_change", kNull}, "quantised base weights are not supported yet");
-        inert("text_encoder_1_precision", {"no_change", kNull}, "quantised text encoders are not supported yet");
+        inert("text_encoder_1_precision", {"no_change", kNull},
+              "quantised text encoders are not supported yet");
         noop("quantize_via", "only matters for quantised base weights, which st does not support yet");
         inert("enable_group_offload", {false, kNull}, "group offloading is not supported yet");
         inert("enable_model_cpu_offload", {false, kNull}, "model CPU offload is not supported yet");
         inert("ramtorch", {false, kNull}, "RamTorch streaming is not supported yet");
         inert("use_dora", {false, kNull}, "DoRA is not supported yet");
         inert("crepa_enabled", {false, kNull}, "CREPA is not supported yet in this build");
-        inert("gradient_checkpointing_interval", {kNull, 0, 1}, "segmented checkpointing is not supported yet");
-        inert("gradient_checkpointing_backend", {"torch", kNull}, "only per-block checkpointing exists in st");
+        inert("gradient_checkpointing_interval", {kNull, 0, 1},
+              "segmented checkpointing is not supported yet");
+        inert("gradient_checkpointing_backend", {"torch", kNull},
+              "only per-block checkpointing exists in st");
         inert("gradient_precision", {"unmodified", kNull}, "gradients keep the parameter precision in st");
-        noop("attention_mechanism", "st always uses its own attention (chunked online-softmax on LibTorch 1.13, "
-                                    "fused SDPA on LibTorch >= 2)");
+        noop("attention_mechanism",
+             "st always uses its own attention (chunked online-softmax on LibTorch 1.13, "
+             "fused SDPA on LibTorch >= 2)");
         inert("push_to_hub", {false, kNull}, hub);
         inert("push_checkpoints_to_hub", {false, kNull}, hub);
         noop("hub_model_id", hub);

@@ -14,8 +14,8 @@
 namespace st::host {
 
 inline std::string plugin_context(const ComponentEntry& c, const std::string& phase) {
-    return fmt::format("in plugin '{}' ({}), component '{}', phase '{}'", c.plugin_name, c.plugin_file.string(),
-                       c.id, phase);
+    return fmt::format("in plugin '{}' ({}), component '{}', phase '{}'", c.plugin_name,
+                       c.plugin_file.string(), c.id, phase);
 }
 
 template <typename F>
@@ -27,7 +27,8 @@ decltype(auto) call_plugin(const ComponentEntry& c, const std::string& phase, F&
     } catch (const std::exception& e) {
         throw Error(c.id, phase, e.what()).with_context(plugin_context(c, phase));
     } catch (...) {
-        throw Error(c.id, phase, "a non-standard exception was thrown").with_context(plugin_context(c, phase));
+        throw Error(c.id, phase, "a non-standard exception was thrown")
+            .with_context(plugin_context(c, phase));
     }
 }
 

@@ -123,8 +123,9 @@ ManifestRead read_manifest(const std::filesystem::path& path) {
         // Fields up to the component list exist in every version of the layout; a plugin built
         // with a newer minor may have appended fields after them, which we ignore.
         if (head[1] < sizeof(st_plugin_manifest) || head[1] > s.sh_size) {
-            r.problem = fmt::format("manifest struct size {} does not fit (host expects at least {}, section has {})",
-                                    head[1], sizeof(st_plugin_manifest), s.sh_size);
+            r.problem =
+                fmt::format("manifest struct size {} does not fit (host expects at least {}, section has {})",
+                            head[1], sizeof(st_plugin_manifest), s.sh_size);
             return r;
         }
         st_plugin_manifest m;
@@ -139,8 +140,8 @@ ManifestRead read_manifest(const std::filesystem::path& path) {
         for (uint32_t i = 0; i < n; ++i)
             r.manifest.components.push_back(bounded_string(m.components[i], ST_MANIFEST_COMPONENT_LEN));
         if (m.component_count > ST_MANIFEST_MAX_COMPONENTS) {
-            r.problem = fmt::format("manifest lists {} components, more than the maximum {}", m.component_count,
-                                    ST_MANIFEST_MAX_COMPONENTS);
+            r.problem = fmt::format("manifest lists {} components, more than the maximum {}",
+                                    m.component_count, ST_MANIFEST_MAX_COMPONENTS);
             return r;
         }
         r.has_manifest = true;

@@ -24,7 +24,7 @@ fs::path executable_dir() {
 /// Collects registrations of one plugin; committed to the registry only if the entry point
 /// returns normally and everything the manifest lists was registered.
 class HostRegistrar final : public sdk::Registrar {
-public:
+  public:
     HostRegistrar(const Candidate& c, const std::map<std::string, ComponentEntry>& existing)
         : candidate_(c), existing_(existing), name_(c.read.manifest.plugin_name) {}
 
@@ -51,22 +51,22 @@ public:
 
     std::map<std::string, ComponentEntry> staged;
 
-private:
+  private:
     ComponentEntry& entry(const std::string& method_kind, sdk::ComponentInfo info) {
         ComponentEntry e;
         if (!sdk::parse_component_id(info.id, &e.kind, &e.name, &e.version))
             fail("registrar", "register", "component id '{}' is malformed: expected kind.name@N", info.id);
         if (e.kind != method_kind)
-            fail("registrar", "register", "component '{}' registered as kind '{}' but its id says '{}'", info.id,
-                 method_kind, e.kind);
+            fail("registrar", "register", "component '{}' registered as kind '{}' but its id says '{}'",
+                 info.id, method_kind, e.kind);
         const auto& listed = candidate_.read.manifest.components;
         if (std::find(listed.begin(), listed.end(), info.id) == listed.end())
             fail("registrar", "register", "component '{}' is not listed in the plugin's manifest", info.id);
-        if (staged.count(info.id))
-            fail("registrar", "register", "component '{}' registered twice", info.id);
+        if (staged.count(info.id)) fail("registrar", "register", "component '{}' registered twice", info.id);
         std::set<std::string> seen;
         for (auto& o : info.options) {
-            if (o.name.empty()) fail("registrar", "register", "component '{}' declares an option without a name", info.id);
+            if (o.name.empty())
+                fail("registrar", "register", "component '{}' declares an option without a name", info.id);
             if (!seen.insert(o.name).second)
                 fail("registrar", "register", "component '{}' declares option '{}' twice", info.id, o.name);
             o.owner = info.id;
@@ -86,7 +86,8 @@ private:
 
 }  // namespace
 
-std::vector<std::pair<fs::path, std::string>> plugin_search_dirs(const std::vector<std::string>& cli_dirs, bool include_install) {
+std::vector<std::pair<fs::path, std::string>> plugin_search_dirs(const std::vector<std::string>& cli_dirs,
+                                                                 bool include_install) {
     std::vector<std::pair<fs::path, std::string>> dirs;
     for (const auto& d : cli_dirs) dirs.emplace_back(d, "--plugin-dir");
     if (const char* env = std::getenv("ST_PLUGIN_PATH")) {
@@ -101,7 +102,8 @@ std::vector<std::pair<fs::path, std::string>> plugin_search_dirs(const std::vect
     }
 #ifdef ST_PLUGIN_INSTALL_SUBDIR
     auto exe = executable_dir();
-    if (include_install && !exe.empty()) dirs.emplace_back((exe.parent_path() / ST_PLUGIN_INSTALL_SUBDIR).lexically_normal(), "install");
+    if (include_install && !exe.empty())
+        dirs.emplace_back((exe.parent_path() / ST_PLUGIN_INSTALL_SUBDIR).lexically_normal(), "install");
 #endif
     return dirs;
 }
@@ -158,27 +160,31 @@ void PluginRegistry::check(Candidate& c, std::map<std::string, std::string>& cla
         return;
     }
     if (m.abi_major != ST_SDK_ABI_MAJOR) {
-        c.reason = fmt::format("{}: SDK ABI major differs: plugin '{}' was built against ABI {}.{}, this host "
-                               "has ABI {}.{}; rebuild the plugin against this SDK",
-                               file, m.plugin_name, m.abi_major, m.abi_minor, ST_SDK_ABI_MAJOR, ST_SDK_ABI_MINOR);
+        c.reason = fmt::format(
+            "{}: SDK ABI major differs: plugin '{}' was built against ABI {}.{}, this host "
+            "has ABI {}.{}; rebuild the plugin against this SDK",
+            file, m.plugin_name, m.abi_major, m.abi_minor, ST_SDK_ABI_MAJOR, ST_SDK_ABI_MINOR);
         return;
     }
     if (m.abi_minor > ST_SDK_ABI_MINOR) {
-        c.reason = fmt::format("{}: plugin '{}' was built against a newer SDK (ABI {}.{}) than this host (ABI "
-                               "{}.{}); upgrade st-host or rebuild the plugin against this SDK",
-                               file, m.plugin_name, m.abi_major, m.abi_minor, ST_SDK_ABI_MAJOR, ST_SDK_ABI_MINOR);
+        c.reason = fmt::format(
+            "{}: plugin '{}' was built against a newer SDK (ABI {}.{}) than this host (ABI "
+            "{}.{}); upgrade st-host or rebuild the plugin against this SDK",
+            file, m.plugin_name, m.abi_major, m.abi_minor, ST_SDK_ABI_MAJOR, ST_SDK_ABI_MINOR);
         return;
     }
     if (m.fingerprint != ST_BUILD_FINGERPRINT) {
-        c.reason = fmt::format("{}: build fingerprint differs: plugin '{}' has '{}', this host has '{}'; host and "
-                               "plugins must share compiler, C++ standard, libstdc++ ABI and LibTorch build",
-                               file, m.plugin_name, m.fingerprint, ST_BUILD_FINGERPRINT);
+        c.reason = fmt::format(
+            "{}: build fingerprint differs: plugin '{}' has '{}', this host has '{}'; host and "
+            "plugins must share compiler, C++ standard, libstdc++ ABI and LibTorch build",
+            file, m.plugin_name, m.fingerprint, ST_BUILD_FINGERPRINT);
         return;
     }
     if (!r.has_entry) {
-        c.reason = fmt::format("{}: entry symbol '{}' is missing (the plugin has a manifest but no "
-                               "ST_PLUGIN_ENTRY)",
-                               file, ST_ENTRY_SYMBOL);
+        c.reason = fmt::format(
+            "{}: entry symbol '{}' is missing (the plugin has a manifest but no "
+            "ST_PLUGIN_ENTRY)",
+            file, ST_ENTRY_SYMBOL);
         return;
     }
     if (m.plugin_name.empty()) {
@@ -187,14 +193,16 @@ void PluginRegistry::check(Candidate& c, std::map<std::string, std::string>& cla
     }
     for (const auto& id : m.components) {
         if (!sdk::parse_component_id(id, nullptr, nullptr, nullptr)) {
-            c.reason = fmt::format("{}: manifest lists a malformed component id '{}' (expected kind.name@N)", file, id);
+            c.reason = fmt::format("{}: manifest lists a malformed component id '{}' (expected kind.name@N)",
+                                   file, id);
             return;
         }
     }
     for (const auto& id : m.components) {
         auto it = claimed.find(id);
         if (it != claimed.end()) {
-            c.reason = fmt::format("{}: duplicate component id '{}': already provided by {}", file, id, it->second);
+            c.reason =
+                fmt::format("{}: duplicate component id '{}': already provided by {}", file, id, it->second);
             return;
         }
     }
@@ -205,22 +213,26 @@ void PluginRegistry::check(Candidate& c, std::map<std::string, std::string>& cla
 void PluginRegistry::load(Candidate& c) {
     const std::string file = c.file.string();
     try {
-        boost::dll::shared_library lib(c.file.string(), boost::dll::load_mode::rtld_now |
-                                                            boost::dll::load_mode::rtld_local);
+        boost::dll::shared_library lib(c.file.string(),
+                                       boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
         auto& entry = lib.get<st_plugin_entry_fn>(ST_ENTRY_SYMBOL);
         HostRegistrar reg(c, components_);
         try {
             entry(reg);
         } catch (const Error& e) {
-            throw e.with_context(fmt::format("in the entry point of plugin '{}' ({})", reg.plugin_name(), file));
+            throw e.with_context(
+                fmt::format("in the entry point of plugin '{}' ({})", reg.plugin_name(), file));
         } catch (const std::exception& e) {
-            throw Error("host.plugins", "register",
-                        fmt::format("entry point of plugin '{}' ({}) threw: {}", reg.plugin_name(), file, e.what()));
+            throw Error(
+                "host.plugins", "register",
+                fmt::format("entry point of plugin '{}' ({}) threw: {}", reg.plugin_name(), file, e.what()));
         }
         for (const auto& id : c.read.manifest.components) {
             if (!reg.staged.count(id))
-                fail("host.plugins", "register", "plugin '{}' ({}) lists component '{}' in its manifest but did not "
-                     "register it", reg.plugin_name(), file, id);
+                fail("host.plugins", "register",
+                     "plugin '{}' ({}) lists component '{}' in its manifest but did not "
+                     "register it",
+                     reg.plugin_name(), file, id);
         }
         for (auto& [id, e] : reg.staged) components_[id] = std::move(e);
         libraries_.push_back(std::move(lib));

@@ -48,7 +48,7 @@ std::vector<std::pair<std::filesystem::path, std::string>> plugin_search_dirs(
     const std::vector<std::string>& cli_dirs, bool include_install = true);
 
 class PluginRegistry {
-public:
+  public:
     PluginRegistry();
     ~PluginRegistry();
 
@@ -68,7 +68,7 @@ public:
     /// Names of the accepted plugins.
     std::vector<std::string> plugin_names() const;
 
-private:
+  private:
     void check(Candidate& c, std::map<std::string, std::string>& claimed_ids);
     void load(Candidate& c);
     std::vector<Candidate> candidates_;

@@ -16,8 +16,10 @@ namespace fs = std::filesystem;
 std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetup& setup) {
     auto path_opt = setup.config.opt_string("data_backend_config");
     if (!path_opt)
-        fail("host.data", "open", "data_backend_config is not set: give the path of your multidatabackend.json in {} "
-             "or with --data_backend_config", setup.config_path.string());
+        fail("host.data", "open",
+             "data_backend_config is not set: give the path of your multidatabackend.json in {} "
+             "or with --data_backend_config",
+             setup.config_path.string());
     fs::path path = *path_opt;
     if (path.is_relative() && !fs::exists(path)) path = setup.config_path.parent_path() / path;
     nlohmann::json entries;
@@ -32,10 +34,13 @@ std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetu
     std::map<std::string, nlohmann::json> by_type;
     for (size_t i = 0; i < entries.size(); ++i) {
         const auto& e = entries[i];
-        if (!e.is_object()) fail("host.data", "open", "{}: entry {} is {} instead of an object", path.string(), i, e.type_name());
+        if (!e.is_object())
+            fail("host.data", "open", "{}: entry {} is {} instead of an object", path.string(), i,
+                 e.type_name());
         std::string type = "local";
         if (e.contains("type")) {
-            if (!e["type"].is_string()) fail("host.data", "open", "{}: entry {}: 'type' must be a string", path.string(), i);
+            if (!e["type"].is_string())
+                fail("host.data", "open", "{}: entry {}: 'type' must be a string", path.string(), i);
             type = e["type"].get<std::string>();
         }
         by_type[type].push_back(e);
@@ -46,8 +51,9 @@ std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetu
         if (!comp) {
             std::vector<std::string> known;
             for (const auto* c : ctx.plugins().of_kind("data")) known.push_back(c->name);
-            fail("host.data", "open", "{}: dataset type '{}' is not provided by any loaded plugin; available: {}",
-                 path.string(), type, known.empty() ? std::string("none") : fmt::format("{}", fmt::join(known, ", ")));
+            fail("host.data", "open",
+                 "{}: dataset type '{}' is not provided by any loaded plugin; available: {}", path.string(),
+                 type, known.empty() ? std::string("none") : fmt::format("{}", fmt::join(known, ", ")));
         }
         OpenedBackend b;
         b.component = comp;
@@ -61,8 +67,8 @@ std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetu
         req.config = setup.config;
         req.seed = static_cast<uint64_t>(setup.config.opt_int("seed").value_or(0));
         call_plugin(*comp, "open", [&] { b.backend->open(req); });
-        log::info("host.data", "{} dataset entr{} of type '{}' opened with {}", list.size(), list.size() == 1 ? "y" : "ies",
-                  type, comp->id);
+        log::info("host.data", "{} dataset entr{} of type '{}' opened with {}", list.size(),
+                  list.size() == 1 ? "y" : "ies", type, comp->id);
         out.push_back(std::move(b));
     }
     return out;
@@ -71,14 +77,16 @@ std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetu
 void prepare_data_backends(std::vector<OpenedBackend>& backends, sdk::Encoders* encoders) {
     for (auto& b : backends) {
         b.summary = call_plugin(*b.component, "prepare", [&] { return b.backend->prepare(encoders); });
-        log::info("host.data", "{}: {} samples ready, {} skipped", b.component->id, b.summary.samples, b.summary.skipped);
+        log::info("host.data", "{}: {} samples ready, {} skipped", b.component->id, b.summary.samples,
+                  b.summary.skipped);
     }
 }
 
 std::string format_prepare_summary(const std::vector<OpenedBackend>& backends) {
     std::string s;
     for (const auto& b : backends) {
-        s += fmt::format("{}: {} samples, {} skipped\n", b.component->id, b.summary.samples, b.summary.skipped);
+        s += fmt::format("{}: {} samples, {} skipped\n", b.component->id, b.summary.samples,
+                         b.summary.skipped);
         const auto& d = b.summary.details;
         if (d.contains("datasets") && d["datasets"].is_object()) {
             for (const auto& [id, ds] : d["datasets"].items()) {
@@ -87,14 +95,16 @@ std::string format_prepare_summary(const std::vector<OpenedBackend>& backends) {
                     if (!v.is_object() && !v.is_array()) s += fmt::format(" {}={}", k, v.dump());
                 s += "\n";
                 if (ds.contains("buckets") && ds["buckets"].is_object())
-                    for (const auto& [bk, n] : ds["buckets"].items()) s += fmt::format("    bucket {}: {} samples\n", bk, n.dump());
+                    for (const auto& [bk, n] : ds["buckets"].items())
+                        s += fmt::format("    bucket {}: {} samples\n", bk, n.dump());
                 if (ds.contains("audio")) s += fmt::format("    audio: {}\n", ds["audio"].dump());
             }
         }
         if (d.contains("skipped") && d["skipped"].is_array() && !d["skipped"].empty()) {
             s += "  skipped files:\n";
             for (const auto& r : d["skipped"])
-                s += fmt::format("    {} ({}): {}\n", r.value("file", "?"), r.value("dataset", "?"), r.value("reason", "?"));
+                s += fmt::format("    {} ({}): {}\n", r.value("file", "?"), r.value("dataset", "?"),
+                                 r.value("reason", "?"));
         }
     }
     return s;

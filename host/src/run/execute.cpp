@@ -6,8 +6,9 @@
 namespace st::host {
 
 int execute_run(CommandContext&, RunSetup& setup) {
-    log::error("host", "configuration is valid (see {}), but this build of st-host has no training loop yet: "
-                       "nothing was trained",
+    log::error("host",
+               "configuration is valid (see {}), but this build of st-host has no training loop yet: "
+               "nothing was trained",
                (setup.output_dir / "config.resolved.json").string());
     return 3;
 }

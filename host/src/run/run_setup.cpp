@@ -44,16 +44,18 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
     auto family = s.config.opt_string("model_family");
     if (plugin.empty() && family) {
         const auto* e = registry.find_latest("model", *family);
-        if (!e) fail("host.config", "validate", "model_family '{}' is not provided by any loaded plugin (see st-host plugins)",
-                     *family);
+        if (!e)
+            fail("host.config", "validate",
+                 "model_family '{}' is not provided by any loaded plugin (see st-host plugins)", *family);
         plugin = e->plugin_name;
     }
     if (plugin.empty())
-        fail("host.config", "validate", "no model family chosen: pass --plugin NAME or set model_family in {}",
-             s.config_path.string());
+        fail("host.config", "validate",
+             "no model family chosen: pass --plugin NAME or set model_family in {}", s.config_path.string());
     s.model = &model_component(registry, plugin);
     if (family && *family != s.model->name)
-        fail("host.config", "validate", "model_family '{}' in {} disagrees with --plugin {} (which provides {})", *family,
+        fail("host.config", "validate",
+             "model_family '{}' in {} disagrees with --plugin {} (which provides {})", *family,
              s.config_path.string(), plugin, s.model->id);
     log::info("host", "model family {} from plugin {} ({}), chosen by {}", s.model->id, s.model->plugin_name,
               s.model->plugin_file.string(), ctx.flags.plugin.empty() ? "model_family" : "--plugin");
@@ -73,7 +75,8 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
                            {"model_component", s.model->id},
                            {"sources", s.resolved.sources}};
     sdk::write_file_atomic(s.output_dir / "run_info.json", info.dump(2) + "\n");
-    log::info("host", "resolved configuration written to {}", (s.output_dir / "config.resolved.json").string());
+    log::info("host", "resolved configuration written to {}",
+              (s.output_dir / "config.resolved.json").string());
     return s;
 }
 

@@ -16,11 +16,13 @@ namespace {
 
 constexpr const char* kLog = "data.local";
 
-at::Tensor stack_named(const std::vector<at::Tensor>& parts, const std::string& name, const std::string& bucket) {
+at::Tensor stack_named(const std::vector<at::Tensor>& parts, const std::string& name,
+                       const std::string& bucket) {
     for (size_t i = 1; i < parts.size(); ++i)
         if (parts[i].sizes() != parts[0].sizes() || parts[i].scalar_type() != parts[0].scalar_type())
-            fail("data.local", "batch", "bucket {}: cached tensor '{}' of sample {} has shape {} ({}), sample 0 has {} ({})",
-                 bucket, name, i, fmt::format("{}", fmt::join(parts[i].sizes(), ",")),
+            fail("data.local", "batch",
+                 "bucket {}: cached tensor '{}' of sample {} has shape {} ({}), sample 0 has {} ({})", bucket,
+                 name, i, fmt::format("{}", fmt::join(parts[i].sizes(), ",")),
                  c10::toString(parts[i].scalar_type()), fmt::format("{}", fmt::join(parts[0].sizes(), ",")),
                  c10::toString(parts[0].scalar_type()));
     return at::stack(parts, 0);
@@ -34,20 +36,29 @@ std::vector<st::sdk::OptionSpec> data_local_options() {
         opt_string("data_backend_config", std::nullopt,
                    "Path to the multidatabackend.json list of datasets (SimpleTuner's schema)."),
         opt_int("vae_batch_size", 4, "Samples per VAE encode call while caching latents."),
-        opt_int("write_batch_size", 128, "Captions per text-encoder call / cache write batch (dataset key overrides)."),
-        opt_bool("compress_disk_cache", true, "gzip-compress every cache file (latents, text embeddings, audio)."),
-        opt_int("aspect_bucket_rounding", 2, "Decimals used when rounding aspect ratios into buckets (1..9)."),
+        opt_int("write_batch_size", 128,
+                "Captions per text-encoder call / cache write batch (dataset key overrides)."),
+        opt_bool("compress_disk_cache", true,
+                 "gzip-compress every cache file (latents, text embeddings, audio)."),
+        opt_int("aspect_bucket_rounding", 2,
+                "Decimals used when rounding aspect ratios into buckets (1..9)."),
         opt_int("aspect_bucket_alignment", std::nullopt,
-                "Pixel multiple of bucket sizes; unset = the model's spatial multiple (SimpleTuner forces 32 for Wan)."),
+                "Pixel multiple of bucket sizes; unset = the model's spatial multiple (SimpleTuner forces 32 "
+                "for Wan)."),
         opt_bool("delete_problematic_images", false,
                  "Delete media files that cannot be decoded. Only ever deletes when explicitly true."),
         opt_bool("disable_bucket_pruning", false,
-                 "Keep buckets smaller than train_batch_size x gradient_accumulation_steps (topped up by repetition)."),
+                 "Keep buckets smaller than train_batch_size x gradient_accumulation_steps (topped up by "
+                 "repetition)."),
         opt_float("resolution", 1024.0, "Default dataset resolution (see resolution_type)."),
-        opt_string("resolution_type", std::string("pixel_area"), "How resolution is read: pixel_area (edge^2 pixels), "
-                   "pixel (short edge), area (megapixels).", {"pixel_area", "pixel", "area"}),
-        opt_float("minimum_image_size", std::nullopt, "Default dataset minimum_image_size (in resolution_type units)."),
-        opt_int("data_decode_threads", 0, "Threads decoding and resizing media while caching (0 = every core)."),
+        opt_string("resolution_type", std::string("pixel_area"),
+                   "How resolution is read: pixel_area (edge^2 pixels), "
+                   "pixel (short edge), area (megapixels).",
+                   {"pixel_area", "pixel", "area"}),
+        opt_float("minimum_image_size", std::nullopt,
+                  "Default dataset minimum_image_size (in resolution_type units)."),
+        opt_int("data_decode_threads", 0,
+                "Threads decoding and resizing media while caching (0 = every core)."),
     };
     for (auto& s : o) s.group = "data";
     return o;
@@ -64,21 +75,27 @@ void LocalDataBackend::open(const st::sdk::DataOpenRequest& request) {
     const DatasetConfig* text = nullptr;
     for (const auto& d : datasets_) {
         if (d.dataset_type != DatasetType::text_embeds || d.disabled) continue;
-        if (!text || (d.is_default && !text->is_default)) text = &d;
+        if (!text || (d.is_default && !text->is_default))
+            text = &d;
         else if (d.is_default && text->is_default)
-            fail("data.local", "config", "datasets '{}' and '{}' are both the default text_embeds dataset", text->id, d.id);
+            fail("data.local", "config", "datasets '{}' and '{}' are both the default text_embeds dataset",
+                 text->id, d.id);
     }
     if (text) {
         text_cache_dir_ = text->cache_dir;
     } else {
-        text_cache_dir_ = std::filesystem::path(substitute_placeholders("{output_dir}/cache/text/{model_family}", run_, ""));
+        text_cache_dir_ = std::filesystem::path(
+            substitute_placeholders("{output_dir}/cache/text/{model_family}", run_, ""));
         log::info(kLog, "no text_embeds dataset; text embeddings go to {}", text_cache_dir_.string());
     }
     for (const auto& d : datasets_) {
-        if (d.disabled) log::info(kLog, "dataset '{}' is disabled", d.id);
+        if (d.disabled)
+            log::info(kLog, "dataset '{}' is disabled", d.id);
         else if (d.dataset_type == DatasetType::conditioning_image_embeds)
-            log::warn(kLog, "dataset '{}': conditioning_image_embeds are not produced by data.local@1 (the SDK "
-                      "Encoders has no image-embedding call); the model plugin must derive I2V conditioning", d.id);
+            log::warn(kLog,
+                      "dataset '{}': conditioning_image_embeds are not produced by data.local@1 (the SDK "
+                      "Encoders has no image-embedding call); the model plugin must derive I2V conditioning",
+                      d.id);
     }
     opened_ = true;
 }
@@ -107,7 +124,8 @@ void LocalDataBackend::maybe_delete(const SkipRecord& r) {
 void LocalDataBackend::prune_buckets() {
     const int64_t need = static_cast<int64_t>(run_.train_batch_size) * run_.gradient_accumulation_steps;
     for (const auto& ds : datasets_) {
-        if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image)) continue;
+        if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
+            continue;
         std::map<std::string, int64_t> counts;
         int64_t total = 0;
         for (const auto& s : samples_)
@@ -122,8 +140,10 @@ void LocalDataBackend::prune_buckets() {
             int64_t largest = 0;
             for (const auto& [bucket, n] : counts) largest = std::max(largest, n);
             fail("data.local", "prepare",
-                 "dataset '{}' is too small for the batch: its largest bucket has {} samples x (1 + repeats {}) but "
-                 "train_batch_size {} x gradient_accumulation_steps {} needs {}. Increase \"repeats\" on the dataset "
+                 "dataset '{}' is too small for the batch: its largest bucket has {} samples x (1 + repeats "
+                 "{}) but "
+                 "train_batch_size {} x gradient_accumulation_steps {} needs {}. Increase \"repeats\" on the "
+                 "dataset "
                  "(at least \"repeats\": {}), lower train_batch_size, or set disable_bucket_pruning",
                  ds.id, largest, ds.repeats, run_.train_batch_size, run_.gradient_accumulation_steps, need,
                  (need + largest - 1) / largest - 1);
@@ -132,10 +152,13 @@ void LocalDataBackend::prune_buckets() {
         for (size_t i = 0; i < samples_.size(); ++i) {
             if (samples_[i].dataset != ds.id || !pruned.count(samples_[i].bucket)) continue;
             drop[i] = true;
-            SkipRecord r{ds.id, samples_[i].path.string(),
-                         fmt::format("bucket {} has {} samples, fewer than train_batch_size x gradient_accumulation_steps "
-                                     "= {} (raise repeats or set disable_bucket_pruning)",
-                                     samples_[i].bucket, counts[samples_[i].bucket], need), false};
+            SkipRecord r{
+                ds.id, samples_[i].path.string(),
+                fmt::format(
+                    "bucket {} has {} samples, fewer than train_batch_size x gradient_accumulation_steps "
+                    "= {} (raise repeats or set disable_bucket_pruning)",
+                    samples_[i].bucket, counts[samples_[i].bucket], need),
+                false};
             log::warn(kLog, "dataset '{}': skipped {}: {}", r.dataset, r.file, r.reason);
             skipped_.push_back(std::move(r));
         }
@@ -147,7 +170,8 @@ void LocalDataBackend::build_sampler() {
     std::vector<SamplerDataset> sds;
     sampler_datasets_.clear();
     for (const auto& ds : datasets_) {
-        if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image)) continue;
+        if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
+            continue;
         SamplerDataset sd;
         sd.id = ds.id;
         sd.probability = ds.probability;
@@ -179,7 +203,8 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
     }
     if (run_.aspect_bucket_alignment > 0) {
         if (encoders && run_.aspect_bucket_alignment % alignment_ != 0)
-            fail("data.local", "prepare", "aspect_bucket_alignment {} is not a multiple of the model's spatial multiple {}",
+            fail("data.local", "prepare",
+                 "aspect_bucket_alignment {} is not a multiple of the model's spatial multiple {}",
                  run_.aspect_bucket_alignment, alignment_);
         alignment_ = run_.aspect_bucket_alignment;
     }
@@ -187,7 +212,8 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
               encoders ? "" : " (no model given: Wan's rules assumed)");
     DiscoveryContext ctx{&run_, &datasets_, alignment_, temporal_, threads_};
     for (const auto& ds : datasets_) {
-        if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image)) continue;
+        if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
+            continue;
         DiscoveryResult r = discover_dataset(ds, ctx);
         for (auto& s : r.samples) samples_.push_back(std::move(s));
         for (auto& s : r.skipped) {
@@ -215,9 +241,13 @@ st::sdk::PrepareSummary LocalDataBackend::summarize() const {
     s.skipped = static_cast<int64_t>(skipped_.size());
     nlohmann::json per = nlohmann::json::object();
     for (const auto& ds : datasets_) {
-        nlohmann::json d = {{"dataset_type", dataset_type_name(ds.dataset_type)}, {"disabled", ds.disabled},
-                            {"samples", 0}, {"skipped", 0}, {"buckets", nlohmann::json::object()},
-                            {"probability", ds.probability}, {"repeats", ds.repeats}};
+        nlohmann::json d = {{"dataset_type", dataset_type_name(ds.dataset_type)},
+                            {"disabled", ds.disabled},
+                            {"samples", 0},
+                            {"skipped", 0},
+                            {"buckets", nlohmann::json::object()},
+                            {"probability", ds.probability},
+                            {"repeats", ds.repeats}};
         if (ds.auto_created) d["auto_created_from"] = ds.source_video_dataset;
         if (!ds.s2v_datasets.empty()) d["s2v_datasets"] = ds.s2v_datasets;
         int64_t with_audio = 0, zero_audio = 0, padded = 0;
@@ -229,8 +259,10 @@ st::sdk::PrepareSummary LocalDataBackend::summarize() const {
             b = b.get<int64_t>() + 1;
             if (smp.audio.enabled) {
                 ++with_audio;
-                if (smp.audio.zero) ++zero_audio;
-                else if (smp.audio.coverage < 0.999) ++padded;
+                if (smp.audio.zero)
+                    ++zero_audio;
+                else if (smp.audio.coverage < 0.999)
+                    ++padded;
             }
         }
         if (!ds.s2v_datasets.empty())
@@ -240,20 +272,27 @@ st::sdk::PrepareSummary LocalDataBackend::summarize() const {
         per[ds.id] = d;
     }
     nlohmann::json skipped = nlohmann::json::array();
-    for (const auto& r : skipped_) skipped.push_back({{"dataset", r.dataset}, {"file", r.file}, {"reason", r.reason}});
-    s.details = {{"datasets", per}, {"skipped", skipped}, {"alignment", alignment_}, {"temporal_multiple", temporal_},
-                 {"cached", cached_}, {"text_cache_dir", text_cache_dir_.string()}};
+    for (const auto& r : skipped_)
+        skipped.push_back({{"dataset", r.dataset}, {"file", r.file}, {"reason", r.reason}});
+    s.details = {{"datasets", per},         {"skipped", skipped},
+                 {"alignment", alignment_}, {"temporal_multiple", temporal_},
+                 {"cached", cached_},       {"text_cache_dir", text_cache_dir_.string()}};
     log::info(kLog, "discovery: {} samples, {} skipped", s.samples, s.skipped);
     return s;
 }
 
-int64_t LocalDataBackend::batches_per_epoch(int64_t batch_size) const { return sampler_.batches_per_epoch(batch_size); }
+int64_t LocalDataBackend::batches_per_epoch(int64_t batch_size) const {
+    return sampler_.batches_per_epoch(batch_size);
+}
 
-void LocalDataBackend::start_epoch(int64_t epoch) { sampler_.start_epoch(epoch); }
+void LocalDataBackend::start_epoch(int64_t epoch) {
+    sampler_.start_epoch(epoch);
+}
 
 std::optional<st::sdk::Batch> LocalDataBackend::next_batch(int64_t batch_size) {
     if (!cached_)
-        fail("data.local", "batch", "next_batch() needs caches: prepare() ran without encoders (a `prepare` run)");
+        fail("data.local", "batch",
+             "next_batch() needs caches: prepare() ran without encoders (a `prepare` run)");
     auto pick = sampler_.next(batch_size);
     if (!pick) return std::nullopt;
     st::sdk::Batch batch;
@@ -261,8 +300,9 @@ std::optional<st::sdk::Batch> LocalDataBackend::next_batch(int64_t batch_size) {
     auto add_all = [&](const std::filesystem::path& file, const std::string& key, const char* what) {
         auto t = read_cache_file(file, key);
         if (!t)
-            fail("data.local", "batch", "{} cache {} is missing or stale (changed during the run?); run prepare again",
-                 what, file.string());
+            fail("data.local", "batch",
+                 "{} cache {} is missing or stale (changed during the run?); run prepare again", what,
+                 file.string());
         for (auto& [name, tensor] : *t) parts[name].push_back(std::move(tensor));
     };
     for (int64_t idx : pick->samples) {
@@ -283,8 +323,10 @@ std::optional<st::sdk::Batch> LocalDataBackend::next_batch(int64_t batch_size) {
     }
     for (auto& [name, list] : parts) {
         if (list.size() != pick->samples.size())
-            fail("data.local", "batch", "bucket {}: tensor '{}' is cached for {} of {} samples (name clash between "
-                 "latent, text and audio caches?)", pick->bucket, name, list.size(), pick->samples.size());
+            fail("data.local", "batch",
+                 "bucket {}: tensor '{}' is cached for {} of {} samples (name clash between "
+                 "latent, text and audio caches?)",
+                 pick->bucket, name, list.size(), pick->samples.size());
         batch.tensors[name] = stack_named(list, name, pick->bucket);
     }
     return batch;
@@ -295,7 +337,8 @@ nlohmann::json LocalDataBackend::state() const {
 }
 
 void LocalDataBackend::restore(const nlohmann::json& state) {
-    if (!state.contains("sampler")) fail("data.local", "restore", "state has no 'sampler' entry: {}", state.dump());
+    if (!state.contains("sampler"))
+        fail("data.local", "restore", "state has no 'sampler' entry: {}", state.dump());
     sampler_.restore(state.at("sampler"));
 }
 

@@ -25,7 +25,7 @@ struct SampleCache {
 };
 
 class LocalDataBackend final : public st::sdk::DataBackend {
-public:
+  public:
     void open(const st::sdk::DataOpenRequest& request) override;
     st::sdk::PrepareSummary prepare(st::sdk::Encoders* encoders) override;
     int64_t batches_per_epoch(int64_t batch_size) const override;
@@ -44,7 +44,7 @@ public:
     std::pair<std::filesystem::path, std::string> text_cache_entry(const std::string& caption) const;
     const SampleCache& sample_cache(size_t i) const { return caches_.at(i); }
 
-private:
+  private:
     void plan_caches();
     void cache_latents(st::sdk::Encoders& enc);
     void cache_text(st::sdk::Encoders& enc);

@@ -26,7 +26,9 @@ double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-int run(const std::string& cmd) { return std::system(cmd.c_str()); }
+int run(const std::string& cmd) {
+    return std::system(cmd.c_str());
+}
 
 }  // namespace
 
@@ -42,9 +44,12 @@ int run_bench_data(const std::vector<std::string>& args) {
     }
     for (size_t i = 0; i + 1 < args.size(); i += 2) {
         const std::string a = args[i];
-        if (a == "--clips") clips = std::atoi(args[i + 1].c_str());
-        else if (a == "--seconds") seconds = std::atoi(args[i + 1].c_str());
-        else if (a == "--dir") dir = args[i + 1];
+        if (a == "--clips")
+            clips = std::atoi(args[i + 1].c_str());
+        else if (a == "--seconds")
+            seconds = std::atoi(args[i + 1].c_str());
+        else if (a == "--dir")
+            dir = args[i + 1];
         else {
             std::fprintf(stderr, "usage: st-bench-data [--clips N] [--seconds S] [--dir DIR]\n");
             return 2;
@@ -56,10 +61,12 @@ int run_bench_data(const std::vector<std::string>& args) {
         for (int c = 0; c < clips; ++c) {
             auto f = dir / ("clip" + std::to_string(c) + ".mp4");
             if (!std::filesystem::exists(f)) {
-                const std::string cmd = "ffmpeg -v error -y -f lavfi -i testsrc2=size=854x480:rate=30:duration=" +
-                                        std::to_string(seconds) + " -vf hue=h=" + std::to_string(c * 40) +
-                                        " -c:v libx264 -preset veryfast -pix_fmt yuv420p '" + f.string() + "'";
-                if (run(cmd) != 0) throw st::Error("bench", "setup", "ffmpeg CLI failed to generate " + f.string());
+                const std::string cmd =
+                    "ffmpeg -v error -y -f lavfi -i testsrc2=size=854x480:rate=30:duration=" +
+                    std::to_string(seconds) + " -vf hue=h=" + std::to_string(c * 40) +
+                    " -c:v libx264 -preset veryfast -pix_fmt yuv420p '" + f.string() + "'";
+                if (run(cmd) != 0)
+                    throw st::Error("bench", "setup", "ffmpeg CLI failed to generate " + f.string());
             }
             files.push_back(f);
         }
@@ -73,16 +80,17 @@ int run_bench_data(const std::vector<std::string>& args) {
             total_frames += infos.back().grid_frames;
         }
         const dl::ResizePlan plan = dl::plan_resize(infos[0].display, ds, 2, 16, 0.5, 0.5);
-        std::printf("clips: %d x %d s of 854x480 H.264 30 fps (%lld frames), resize to %dx%d (crop %dx%d)\n", clips,
-                    seconds, static_cast<long long>(total_frames), plan.resized.w, plan.resized.h, plan.target.w,
-                    plan.target.h);
+        std::printf("clips: %d x %d s of 854x480 H.264 30 fps (%lld frames), resize to %dx%d (crop %dx%d)\n",
+                    clips, seconds, static_cast<long long>(total_frames), plan.resized.w, plan.resized.h,
+                    plan.target.w, plan.target.h);
         for (int threads : {1, 2}) {
             const double t0 = now_s();
             dl::parallel_for(static_cast<int64_t>(files.size()), threads, [&](int64_t i) {
                 dl::decode_video(files[i], infos[i], 0, infos[i].grid_frames, plan, 1);
             });
             const double dt = now_s() - t0;
-            std::printf("st decode+resize  threads=%d: %8.1f frames/s  (%.2f s)\n", threads, total_frames / dt, dt);
+            std::printf("st decode+resize  threads=%d: %8.1f frames/s  (%.2f s)\n", threads,
+                        total_frames / dt, dt);
         }
         for (int threads : {1, 2}) {
             const double t0 = now_s();
@@ -90,18 +98,18 @@ int run_bench_data(const std::vector<std::string>& args) {
                 run("ffmpeg -v error -threads " + std::to_string(threads) + " -i '" + f.string() +
                     "' -f rawvideo - > /dev/null");
             const double dt = now_s() - t0;
-            std::printf("ffmpeg CLI raw decode (native yuv)   -threads %d: %8.1f frames/s  (%.2f s)\n", threads,
-                        total_frames / dt, dt);
+            std::printf("ffmpeg CLI raw decode (native yuv)   -threads %d: %8.1f frames/s  (%.2f s)\n",
+                        threads, total_frames / dt, dt);
         }
         for (int threads : {1, 2}) {
             const double t0 = now_s();
             for (const auto& f : files)
-                run("ffmpeg -v error -threads " + std::to_string(threads) + " -i '" + f.string() + "' -vf scale=" +
-                    std::to_string(plan.resized.w) + ":" + std::to_string(plan.resized.h) +
+                run("ffmpeg -v error -threads " + std::to_string(threads) + " -i '" + f.string() +
+                    "' -vf scale=" + std::to_string(plan.resized.w) + ":" + std::to_string(plan.resized.h) +
                     ":flags=area,format=rgb24 -f rawvideo - > /dev/null");
             const double dt = now_s() - t0;
-            std::printf("ffmpeg CLI decode+scale to rgb24    -threads %d: %8.1f frames/s  (%.2f s)\n", threads,
-                        total_frames / dt, dt);
+            std::printf("ffmpeg CLI decode+scale to rgb24    -threads %d: %8.1f frames/s  (%.2f s)\n",
+                        threads, total_frames / dt, dt);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "st-bench-data: %s\n", e.what());

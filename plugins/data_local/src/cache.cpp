@@ -81,11 +81,13 @@ bool is_gzip(const std::string& bytes) {
 }
 
 /// Opens a cache file's safetensors content (decompressing to a temp file when gzip).
-std::shared_ptr<st::sdk::SafetensorsFile> open_cache(const std::filesystem::path& file, std::filesystem::path* tmp) {
+std::shared_ptr<st::sdk::SafetensorsFile> open_cache(const std::filesystem::path& file,
+                                                     std::filesystem::path* tmp) {
     std::ifstream in(file, std::ios::binary);
     char magic[2] = {0, 0};
     in.read(magic, 2);
-    if (in.gcount() == 2 && static_cast<unsigned char>(magic[0]) == 0x1f && static_cast<unsigned char>(magic[1]) == 0x8b) {
+    if (in.gcount() == 2 && static_cast<unsigned char>(magic[0]) == 0x1f &&
+        static_cast<unsigned char>(magic[1]) == 0x8b) {
         in.close();
         *tmp = temp_beside(file, "gunzip");
         write_atomic(*tmp, gunzip_bytes(read_all(file)));
@@ -106,14 +108,16 @@ std::optional<std::filesystem::path> existing_variant(const std::filesystem::pat
 
 std::string sha256_file(const std::filesystem::path& path) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("data.local.cache", "hash", fmt::format("cannot open {} for hashing", path.string()));
+    if (!in)
+        throw Error("data.local.cache", "hash", fmt::format("cannot open {} for hashing", path.string()));
     ShaHasher h;
     std::vector<char> buf(1 << 20);
     while (in) {
         in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
         if (in.gcount() > 0) h.update(buf.data(), static_cast<size_t>(in.gcount()));
     }
-    if (in.bad()) throw Error("data.local.cache", "hash", fmt::format("read error while hashing {}", path.string()));
+    if (in.bad())
+        throw Error("data.local.cache", "hash", fmt::format("read error while hashing {}", path.string()));
     return h.final_hex();
 }
 
@@ -135,13 +139,15 @@ std::string gzip_bytes(const std::string& data) {
     const int rc = deflate(&zs, Z_FINISH);
     out.resize(zs.total_out);
     deflateEnd(&zs);
-    if (rc != Z_STREAM_END) throw Error("data.local.cache", "compress", fmt::format("zlib deflate failed ({})", rc));
+    if (rc != Z_STREAM_END)
+        throw Error("data.local.cache", "compress", fmt::format("zlib deflate failed ({})", rc));
     return out;
 }
 
 std::string gunzip_bytes(const std::string& data) {
     z_stream zs{};
-    if (inflateInit2(&zs, 15 + 16) != Z_OK) throw Error("data.local.cache", "decompress", "zlib inflateInit2 failed");
+    if (inflateInit2(&zs, 15 + 16) != Z_OK)
+        throw Error("data.local.cache", "decompress", "zlib inflateInit2 failed");
     zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
     zs.avail_in = static_cast<uInt>(data.size());
     std::string out;
@@ -153,7 +159,8 @@ std::string gunzip_bytes(const std::string& data) {
         rc = inflate(&zs, Z_NO_FLUSH);
         if (rc != Z_OK && rc != Z_STREAM_END) {
             inflateEnd(&zs);
-            throw Error("data.local.cache", "decompress", fmt::format("corrupt gzip data (zlib error {})", rc));
+            throw Error("data.local.cache", "decompress",
+                        fmt::format("corrupt gzip data (zlib error {})", rc));
         }
         out.append(buf, sizeof(buf) - zs.avail_out);
         if (rc != Z_STREAM_END && zs.avail_in == 0 && zs.avail_out != 0) {
@@ -165,8 +172,8 @@ std::string gunzip_bytes(const std::string& data) {
     return out;
 }
 
-void write_cache_file(const std::filesystem::path& base, const st::sdk::TensorMap& tensors, const std::string& key,
-                      bool compress) {
+void write_cache_file(const std::filesystem::path& base, const st::sdk::TensorMap& tensors,
+                      const std::string& key, bool compress) {
     std::filesystem::create_directories(base.parent_path());
     const std::filesystem::path gz = base.string() + ".gz";
     std::error_code ec;
@@ -202,7 +209,8 @@ std::optional<st::sdk::TensorMap> read_cache_file(const std::filesystem::path& b
         return out;
     } catch (const Error& e) {
         if (!tmp.empty()) std::filesystem::remove(tmp, ec);
-        log::warn(kLog, "{}: unreadable cache file deleted, it will be rebuilt ({})", file->string(), e.message());
+        log::warn(kLog, "{}: unreadable cache file deleted, it will be rebuilt ({})", file->string(),
+                  e.message());
         std::filesystem::remove(*file, ec);
         return std::nullopt;
     }
@@ -222,7 +230,8 @@ bool cache_file_valid(const std::filesystem::path& base, const std::string& key)
         return ok;
     } catch (const Error& e) {
         if (!tmp.empty()) std::filesystem::remove(tmp, ec);
-        log::warn(kLog, "{}: unreadable cache file deleted, it will be rebuilt ({})", file->string(), e.message());
+        log::warn(kLog, "{}: unreadable cache file deleted, it will be rebuilt ({})", file->string(),
+                  e.message());
         std::filesystem::remove(*file, ec);
         return false;
     }

@@ -25,8 +25,8 @@ std::string gunzip_bytes(const std::string& data);
 inline constexpr const char* kCacheKeyMeta = "st.cache_key";
 
 /// Writes `tensors` to `base` (+".gz" when compressing) atomically; removes the other variant.
-void write_cache_file(const std::filesystem::path& base, const st::sdk::TensorMap& tensors, const std::string& key,
-                      bool compress);
+void write_cache_file(const std::filesystem::path& base, const st::sdk::TensorMap& tensors,
+                      const std::string& key, bool compress);
 
 /// Reads `base` or `base.gz` (whichever exists; content sniffed, so either works) if its key equals
 /// `key`. Missing -> nullopt; stale -> nullopt; unreadable/corrupt -> deleted, logged, nullopt.

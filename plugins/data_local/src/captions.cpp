@@ -66,8 +66,8 @@ std::vector<std::string> captions_for(const std::filesystem::path& media, const 
     txt.replace_extension(".txt");
     std::error_code ec;
     if (!std::filesystem::is_regular_file(txt, ec))
-        throw Error("data.local", "captions", fmt::format("caption file {} is missing (caption_strategy textfile)",
-                                                         txt.string()));
+        throw Error("data.local", "captions",
+                    fmt::format("caption file {} is missing (caption_strategy textfile)", txt.string()));
     std::ifstream in(txt, std::ios::binary);
     std::stringstream buf;
     buf << in.rdbuf();

@@ -14,19 +14,44 @@ constexpr const char* kLog = "data.local";
 
 using nlohmann::json;
 
-const std::vector<std::string> kEntryKeys = {
-    "id", "type", "dataset_type", "default", "disabled", "disable", "instance_data_dir", "crop",
-    "crop_style", "crop_aspect", "crop_aspect_buckets", "resolution", "resolution_type",
-    "minimum_image_size", "maximum_image_size", "target_downsample_size", "caption_strategy",
-    "instance_prompt", "prepend_instance_prompt", "only_instance_prompt", "disable_multiline_split",
-    "metadata_backend", "repeats", "cache_dir_vae", "cache_dir", "write_batch_size", "probability",
-    "video", "audio", "s2v_datasets", "conditioning_image_embeds",
-    "cache_dir_conditioning_image_embeds", "source_from_video"};
-const std::vector<std::string> kVideoKeys = {"num_frames", "min_frames", "max_frames", "is_i2v",
-                                             "bucket_strategy", "frame_interval"};
+const std::vector<std::string> kEntryKeys = {"id",
+                                             "type",
+                                             "dataset_type",
+                                             "default",
+                                             "disabled",
+                                             "disable",
+                                             "instance_data_dir",
+                                             "crop",
+                                             "crop_style",
+                                             "crop_aspect",
+                                             "crop_aspect_buckets",
+                                             "resolution",
+                                             "resolution_type",
+                                             "minimum_image_size",
+                                             "maximum_image_size",
+                                             "target_downsample_size",
+                                             "caption_strategy",
+                                             "instance_prompt",
+                                             "prepend_instance_prompt",
+                                             "only_instance_prompt",
+                                             "disable_multiline_split",
+                                             "metadata_backend",
+                                             "repeats",
+                                             "cache_dir_vae",
+                                             "cache_dir",
+                                             "write_batch_size",
+                                             "probability",
+                                             "video",
+                                             "audio",
+                                             "s2v_datasets",
+                                             "conditioning_image_embeds",
+                                             "cache_dir_conditioning_image_embeds",
+                                             "source_from_video"};
+const std::vector<std::string> kVideoKeys = {"num_frames", "min_frames",      "max_frames",
+                                             "is_i2v",     "bucket_strategy", "frame_interval"};
 const std::vector<std::string> kAudioKeys = {
-    "auto_split", "sample_rate", "channels", "allow_zero_audio", "max_duration_seconds",
-    "duration_interval", "truncation_mode", "short_audio", "bucket_strategy", "source_from_video"};
+    "auto_split",        "sample_rate",     "channels",    "allow_zero_audio", "max_duration_seconds",
+    "duration_interval", "truncation_mode", "short_audio", "bucket_strategy",  "source_from_video"};
 
 std::string json_type_name(const json& v) {
     if (v.is_boolean()) return "boolean";
@@ -40,7 +65,7 @@ std::string json_type_name(const json& v) {
 
 /// Typed access to one JSON object with errors naming dataset, key, value and expected type.
 class Reader {
-public:
+  public:
     Reader(const json& obj, std::string where) : obj_(obj), where_(std::move(where)) {}
 
     void check_keys(const std::vector<std::string>& known) const {
@@ -133,12 +158,13 @@ public:
     }
     const std::string& where() const { return where_; }
 
-private:
+  private:
     const json& obj_;
     std::string where_;
 };
 
-std::filesystem::path resolve_path(const std::string& raw, const RunDataSettings& run, const std::string& id) {
+std::filesystem::path resolve_path(const std::string& raw, const RunDataSettings& run,
+                                   const std::string& id) {
     std::filesystem::path p(substitute_placeholders(raw, run, id));
     if (p.is_relative() && !run.config_dir.empty()) p = run.config_dir / p;
     return p.lexically_normal();
@@ -167,8 +193,9 @@ void parse_video(const json& obj, const std::string& where, VideoSettings& v) {
     v.frame_interval = r.integer("frame_interval", 0);
     r.require_positive("frame_interval", v.frame_interval, true);
     if (v.min_frames < v.num_frames)
-        fail("data.local", "config", "{} video: min_frames {} is below num_frames {}; it must be >= num_frames",
-             where, v.min_frames, v.num_frames);
+        fail("data.local", "config",
+             "{} video: min_frames {} is below num_frames {}; it must be >= num_frames", where, v.min_frames,
+             v.num_frames);
     if (v.max_frames > 0 && v.max_frames < v.min_frames)
         fail("data.local", "config", "{} video: max_frames {} is below min_frames {}", where, v.max_frames,
              v.min_frames);
@@ -183,8 +210,8 @@ void parse_audio(const json& obj, const std::string& where, AudioSettings& a) {
     r.require_positive("sample_rate", a.sample_rate, false);
     a.channels = r.integer("channels", a.channels);
     if (a.channels != 1)
-        fail("data.local", "config", "{} audio: channels {} is not supported; the audio encoders take mono (1)",
-             where, a.channels);
+        fail("data.local", "config",
+             "{} audio: channels {} is not supported; the audio encoders take mono (1)", where, a.channels);
     a.allow_zero_audio = r.boolean("allow_zero_audio", a.allow_zero_audio);
     a.max_duration_seconds = r.number("max_duration_seconds", 0.0);
     r.require_positive("max_duration_seconds", a.max_duration_seconds, true);
@@ -210,7 +237,8 @@ DatasetConfig parse_entry(const json& entry, size_t index, const RunDataSettings
     r.check_keys(kEntryKeys);
     d.type = r.string("type", "local");
     if (d.type != "local")
-        fail("data.local", "config", "{}: type '{}' is not handled by data.local@1 (only 'local')", where, d.type);
+        fail("data.local", "config", "{}: type '{}' is not handled by data.local@1 (only 'local')", where,
+             d.type);
     d.dataset_type = parse_dataset_type(r);
     d.is_default = r.boolean("default", false);
     d.disabled = r.boolean("disabled", false) || r.boolean("disable", false);
@@ -222,8 +250,8 @@ DatasetConfig parse_entry(const json& entry, size_t index, const RunDataSettings
     d.crop_aspect = r.string("crop_aspect", d.crop_aspect, {"square", "preserve", "closest", "random"});
     d.crop_aspect_buckets = r.numbers("crop_aspect_buckets");
     if (d.crop && (d.crop_aspect == "closest" || d.crop_aspect == "random") && d.crop_aspect_buckets.empty())
-        fail("data.local", "config", "{}: crop_aspect '{}' needs a non-empty 'crop_aspect_buckets' list", where,
-             d.crop_aspect);
+        fail("data.local", "config", "{}: crop_aspect '{}' needs a non-empty 'crop_aspect_buckets' list",
+             where, d.crop_aspect);
     d.resolution = r.number("resolution", run.resolution);
     r.require_positive("resolution", d.resolution, false);
     d.resolution_type = r.string("resolution_type", run.resolution_type, {"pixel_area", "pixel", "area"});
@@ -237,8 +265,10 @@ DatasetConfig parse_entry(const json& entry, size_t index, const RunDataSettings
     d.disable_multiline_split = r.boolean("disable_multiline_split", false);
     if ((d.caption_strategy == "instanceprompt" || d.prepend_instance_prompt || d.only_instance_prompt) &&
         d.instance_prompts.empty())
-        fail("data.local", "config", "{}: caption_strategy '{}' / prepend_instance_prompt / only_instance_prompt "
-             "need 'instance_prompt'", where, d.caption_strategy);
+        fail("data.local", "config",
+             "{}: caption_strategy '{}' / prepend_instance_prompt / only_instance_prompt "
+             "need 'instance_prompt'",
+             where, d.caption_strategy);
     d.metadata_backend = r.string("metadata_backend", "discovery", {"discovery"});
     d.repeats = r.integer("repeats", 0);
     r.require_positive("repeats", d.repeats, true);
@@ -261,8 +291,9 @@ DatasetConfig parse_entry(const json& entry, size_t index, const RunDataSettings
     }
     if (r.has("audio")) {
         if (d.dataset_type != DatasetType::video && d.dataset_type != DatasetType::audio)
-            fail("data.local", "config", "{}: an 'audio' block needs dataset_type 'video' or 'audio' (is '{}')",
-                 where, dataset_type_name(d.dataset_type));
+            fail("data.local", "config",
+                 "{}: an 'audio' block needs dataset_type 'video' or 'audio' (is '{}')", where,
+                 dataset_type_name(d.dataset_type));
         parse_audio(r.object("audio"), where, d.audio);
     }
     d.audio.source_from_video = r.boolean("source_from_video", d.audio.source_from_video);
@@ -301,11 +332,16 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 const char* dataset_type_name(DatasetType type) {
     switch (type) {
-        case DatasetType::video: return "video";
-        case DatasetType::image: return "image";
-        case DatasetType::audio: return "audio";
-        case DatasetType::text_embeds: return "text_embeds";
-        case DatasetType::conditioning_image_embeds: return "conditioning_image_embeds";
+        case DatasetType::video:
+            return "video";
+        case DatasetType::image:
+            return "image";
+        case DatasetType::audio:
+            return "audio";
+        case DatasetType::text_embeds:
+            return "text_embeds";
+        case DatasetType::conditioning_image_embeds:
+            return "conditioning_image_embeds";
     }
     return "?";
 }
@@ -320,7 +356,8 @@ std::string closest_key(const std::string& key, const std::vector<std::string>& 
     return best;
 }
 
-std::string substitute_placeholders(const std::string& text, const RunDataSettings& run, const std::string& id) {
+std::string substitute_placeholders(const std::string& text, const RunDataSettings& run,
+                                    const std::string& id) {
     std::string out;
     for (size_t i = 0; i < text.size();) {
         if (text[i] != '{') {
@@ -328,15 +365,19 @@ std::string substitute_placeholders(const std::string& text, const RunDataSettin
             continue;
         }
         size_t close = text.find('}', i);
-        if (close == std::string::npos)
-            fail("data.local", "config", "path \"{}\": unbalanced '{{'", text);
+        if (close == std::string::npos) fail("data.local", "config", "path \"{}\": unbalanced '{{'", text);
         const std::string name = text.substr(i + 1, close - i - 1);
-        if (name == "output_dir") out += run.output_dir.string();
-        else if (name == "model_family") out += run.model_family;
-        else if (name == "id") out += id;
+        if (name == "output_dir")
+            out += run.output_dir.string();
+        else if (name == "model_family")
+            out += run.model_family;
+        else if (name == "id")
+            out += id;
         else
-            fail("data.local", "config", "path \"{}\": unknown placeholder '{{{}}}' (known: {{output_dir}}, "
-                 "{{model_family}}, {{id}})", text, name);
+            fail("data.local", "config",
+                 "path \"{}\": unknown placeholder '{{{}}}' (known: {{output_dir}}, "
+                 "{{model_family}}, {{id}})",
+                 text, name);
         i = close + 1;
     }
     return out;
@@ -352,14 +393,17 @@ RunDataSettings run_settings_from_config(const st::sdk::ConfigView& c) {
     if (auto v = c.opt_int("vae_batch_size")) s.vae_batch_size = static_cast<int>(*v);
     if (auto v = c.opt_int("write_batch_size")) s.write_batch_size = static_cast<int>(*v);
     if (c.has("compress_disk_cache")) s.compress_disk_cache = c.get_bool("compress_disk_cache");
-    if (c.has("delete_problematic_images")) s.delete_problematic_images = c.get_bool("delete_problematic_images");
+    if (c.has("delete_problematic_images"))
+        s.delete_problematic_images = c.get_bool("delete_problematic_images");
     if (c.has("disable_bucket_pruning")) s.disable_bucket_pruning = c.get_bool("disable_bucket_pruning");
     if (auto v = c.opt_int("train_batch_size")) s.train_batch_size = static_cast<int>(*v);
-    if (auto v = c.opt_int("gradient_accumulation_steps")) s.gradient_accumulation_steps = static_cast<int>(*v);
+    if (auto v = c.opt_int("gradient_accumulation_steps"))
+        s.gradient_accumulation_steps = static_cast<int>(*v);
     if (auto v = c.opt_int("data_decode_threads")) s.decode_threads = static_cast<int>(*v);
     if (s.aspect_bucket_rounding < 1 || s.aspect_bucket_rounding > 9)
         fail("data.local", "config", "aspect_bucket_rounding {} is outside 1..9", s.aspect_bucket_rounding);
-    if (s.vae_batch_size < 1) fail("data.local", "config", "vae_batch_size {} must be >= 1", s.vae_batch_size);
+    if (s.vae_batch_size < 1)
+        fail("data.local", "config", "vae_batch_size {} must be >= 1", s.vae_batch_size);
     if (s.write_batch_size < 1)
         fail("data.local", "config", "write_batch_size {} must be >= 1", s.write_batch_size);
     return s;
@@ -386,11 +430,14 @@ std::vector<DatasetConfig> parse_datasets(const nlohmann::json& entries, const R
         if (!explicit_split && s2v && d.s2v_datasets.empty()) {
             d.audio.present = true;
             d.audio.auto_split = true;
-            log::info(kLog, "dataset '{}': model_family wan_s2v -> audio.auto_split on (no audio block given)", d.id);
+            log::info(kLog,
+                      "dataset '{}': model_family wan_s2v -> audio.auto_split on (no audio block given)",
+                      d.id);
         }
         if (!d.audio.auto_split) continue;
         if (!d.s2v_datasets.empty())
-            fail("data.local", "config", "dataset '{}': audio.auto_split and s2v_datasets are exclusive", d.id);
+            fail("data.local", "config", "dataset '{}': audio.auto_split and s2v_datasets are exclusive",
+                 d.id);
         DatasetConfig a;
         a.id = d.id + "_audio";
         if (ids.count(a.id))
@@ -406,19 +453,25 @@ std::vector<DatasetConfig> parse_datasets(const nlohmann::json& entries, const R
         a.source_video_dataset = d.id;
         d.s2v_datasets = {a.id};
         ids.insert(a.id);
-        log::info(kLog, "dataset '{}': created audio dataset '{}' (cache {})", d.id, a.id, a.cache_dir_vae.string());
+        log::info(kLog, "dataset '{}': created audio dataset '{}' (cache {})", d.id, a.id,
+                  a.cache_dir_vae.string());
         added.push_back(std::move(a));
     }
     for (auto& a : added) out.push_back(std::move(a));
     for (const auto& d : out) {
         for (const auto& link : d.s2v_datasets) {
-            auto it = std::find_if(out.begin(), out.end(), [&](const DatasetConfig& o) { return o.id == link; });
+            auto it =
+                std::find_if(out.begin(), out.end(), [&](const DatasetConfig& o) { return o.id == link; });
             if (it == out.end())
-                fail("data.local", "config", "dataset '{}': s2v_datasets names '{}', which is not a dataset "
-                     "(closest: '{}')", d.id, link, closest_key(link, std::vector<std::string>(ids.begin(), ids.end())));
+                fail("data.local", "config",
+                     "dataset '{}': s2v_datasets names '{}', which is not a dataset "
+                     "(closest: '{}')",
+                     d.id, link, closest_key(link, std::vector<std::string>(ids.begin(), ids.end())));
             if (it->dataset_type != DatasetType::audio)
-                fail("data.local", "config", "dataset '{}': s2v_datasets entry '{}' has dataset_type '{}', "
-                     "expected 'audio'", d.id, link, dataset_type_name(it->dataset_type));
+                fail("data.local", "config",
+                     "dataset '{}': s2v_datasets entry '{}' has dataset_type '{}', "
+                     "expected 'audio'",
+                     d.id, link, dataset_type_name(it->dataset_type));
         }
     }
     return out;

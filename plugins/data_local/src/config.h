@@ -20,25 +20,25 @@ enum class DatasetType { video, image, audio, text_embeds, conditioning_image_em
 const char* dataset_type_name(DatasetType type);
 
 struct VideoSettings {
-    int num_frames = 81;        ///< frames trained (before the model's k*t+1 rounding)
-    int min_frames = 0;         ///< skip shorter clips; 0 = num_frames
-    int max_frames = 0;         ///< skip longer clips; 0 = no limit
-    std::optional<bool> is_i2v; ///< unset = decided by the model flavour
+    int num_frames = 81;                           ///< frames trained (before the model's k*t+1 rounding)
+    int min_frames = 0;                            ///< skip shorter clips; 0 = num_frames
+    int max_frames = 0;                            ///< skip longer clips; 0 = no limit
+    std::optional<bool> is_i2v;                    ///< unset = decided by the model flavour
     std::string bucket_strategy = "aspect_ratio";  ///< aspect_ratio | resolution_frames
-    int frame_interval = 0;     ///< resolution_frames: frame counts rounded down to a multiple
+    int frame_interval = 0;  ///< resolution_frames: frame counts rounded down to a multiple
 };
 
 struct AudioSettings {
-    bool present = false;        ///< an `audio` block was given (or auto-split implied it)
-    bool auto_split = false;     ///< create `<id>_audio` from the video's own audio track
+    bool present = false;     ///< an `audio` block was given (or auto-split implied it)
+    bool auto_split = false;  ///< create `<id>_audio` from the video's own audio track
     int sample_rate = 16000;
     int channels = 1;
-    bool allow_zero_audio = false;       ///< video without audio -> zero waveform instead of skip
-    double max_duration_seconds = 0.0;   ///< 0 = no limit on the audio window of a sample
-    double duration_interval = 3.0;      ///< audio duration buckets (seconds)
+    bool allow_zero_audio = false;              ///< video without audio -> zero waveform instead of skip
+    double max_duration_seconds = 0.0;          ///< 0 = no limit on the audio window of a sample
+    double duration_interval = 3.0;             ///< audio duration buckets (seconds)
     std::string truncation_mode = "beginning";  ///< beginning | end | random: which clip window
-    std::string short_audio = "skip";    ///< audio track shorter than the window: skip | pad
-    bool source_from_video = false;      ///< audio dataset fed by the video files themselves
+    std::string short_audio = "skip";           ///< audio track shorter than the window: skip | pad
+    bool source_from_video = false;             ///< audio dataset fed by the video files themselves
 };
 
 struct DatasetConfig {
@@ -49,8 +49,8 @@ struct DatasetConfig {
     bool disabled = false;
     std::filesystem::path instance_data_dir;
     bool crop = false;
-    std::string crop_style = "center";     ///< center | random | corner
-    std::string crop_aspect = "square";    ///< square | preserve | closest | random
+    std::string crop_style = "center";   ///< center | random | corner
+    std::string crop_aspect = "square";  ///< square | preserve | closest | random
     std::vector<double> crop_aspect_buckets;
     double resolution = 0.0;
     std::string resolution_type = "pixel_area";  ///< pixel_area | pixel | area
@@ -73,7 +73,7 @@ struct DatasetConfig {
     std::vector<std::string> s2v_datasets;
     std::string conditioning_image_embeds;
     std::filesystem::path cache_dir_conditioning_image_embeds;
-    bool auto_created = false;  ///< made by the S2V auto-split, not written by the user
+    bool auto_created = false;         ///< made by the S2V auto-split, not written by the user
     std::string source_video_dataset;  ///< for auto-created audio datasets
 };
 

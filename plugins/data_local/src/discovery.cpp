@@ -27,12 +27,23 @@ std::string lower_ext(const std::filesystem::path& p) {
 }
 
 nlohmann::json info_to_json(const MediaInfo& m) {
-    return {{"has_video", m.has_video}, {"still", m.is_still_image}, {"coded", {m.coded.w, m.coded.h}},
-            {"display", {m.display.w, m.display.h}}, {"rotation", m.rotation}, {"fps", m.fps},
-            {"start", m.start_time}, {"end", m.end_time}, {"packets", m.packets}, {"grid_frames", m.grid_frames},
-            {"vfr", m.variable_frame_rate}, {"video_codec", m.video_codec}, {"has_audio", m.has_audio},
-            {"audio_start", m.audio_start}, {"audio_duration", m.audio_duration},
-            {"audio_sample_rate", m.audio_sample_rate}, {"audio_channels", m.audio_channels},
+    return {{"has_video", m.has_video},
+            {"still", m.is_still_image},
+            {"coded", {m.coded.w, m.coded.h}},
+            {"display", {m.display.w, m.display.h}},
+            {"rotation", m.rotation},
+            {"fps", m.fps},
+            {"start", m.start_time},
+            {"end", m.end_time},
+            {"packets", m.packets},
+            {"grid_frames", m.grid_frames},
+            {"vfr", m.variable_frame_rate},
+            {"video_codec", m.video_codec},
+            {"has_audio", m.has_audio},
+            {"audio_start", m.audio_start},
+            {"audio_duration", m.audio_duration},
+            {"audio_sample_rate", m.audio_sample_rate},
+            {"audio_channels", m.audio_channels},
             {"audio_codec", m.audio_codec}};
 }
 
@@ -65,15 +76,16 @@ struct FileStamp {
 };
 
 FileStamp stamp_of(const std::filesystem::path& p) {
-    struct stat s{};
+    struct stat s {};
     if (::stat(p.c_str(), &s) != 0) return {};
-    return {static_cast<int64_t>(s.st_size), static_cast<int64_t>(s.st_mtim.tv_sec) * 1000000000 + s.st_mtim.tv_nsec};
+    return {static_cast<int64_t>(s.st_size),
+            static_cast<int64_t>(s.st_mtim.tv_sec) * 1000000000 + s.st_mtim.tv_nsec};
 }
 
 /// Memo of probe results: `<cache_dir_vae>/st_metadata_<id>.json` (our own name, so SimpleTuner's
 /// aspect_ratio_bucket_*.json files in a shared folder are never overwritten).
 class ProbeMemo {
-public:
+  public:
     explicit ProbeMemo(std::filesystem::path file) : file_(std::move(file)) {
         std::error_code ec;
         if (!std::filesystem::is_regular_file(file_, ec)) return;
@@ -98,7 +110,8 @@ public:
         }
     }
     void store(const std::string& rel, FileStamp st, const MediaInfo& info, const std::string& hash) {
-        fresh_[rel] = {{"size", st.size}, {"mtime_ns", st.mtime_ns}, {"sha256", hash}, {"info", info_to_json(info)}};
+        fresh_[rel] = {
+            {"size", st.size}, {"mtime_ns", st.mtime_ns}, {"sha256", hash}, {"info", info_to_json(info)}};
     }
     void save() const {
         std::error_code ec;
@@ -115,7 +128,7 @@ public:
         std::filesystem::rename(tmp, file_, ec);
     }
 
-private:
+  private:
     std::filesystem::path file_;
     nlohmann::json files_ = nlohmann::json::object();
     nlohmann::json fresh_ = nlohmann::json::object();
@@ -135,18 +148,19 @@ std::map<std::string, std::filesystem::path> audio_stems(const DatasetConfig& ad
     for (const auto& p : walk_media(ads.instance_data_dir, ads.id, is_audio_extension, &ignored)) {
         const std::string stem = p.stem().string();
         if (!out.emplace(stem, p).second)
-            log::warn(kLog, "dataset '{}': two audio files share the stem '{}' ({} and {}); using the first", ads.id,
-                      stem, out[stem].string(), p.string());
+            log::warn(kLog, "dataset '{}': two audio files share the stem '{}' ({} and {}); using the first",
+                      ads.id, stem, out[stem].string(), p.string());
     }
-    for (const auto& s : ignored) log::warn(kLog, "dataset '{}': skipped {}: {}", s.dataset, s.file, s.reason);
+    for (const auto& s : ignored)
+        log::warn(kLog, "dataset '{}': skipped {}: {}", s.dataset, s.file, s.reason);
     return out;
 }
 
 }  // namespace
 
 bool is_video_extension(const std::string& e) {
-    static const std::set<std::string> k = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".flv",
-                                            ".wmv", ".mpg", ".mpeg", ".ts", ".m2ts", ".3gp", ".ogv", ".gif"};
+    static const std::set<std::string> k = {".mp4", ".mov",  ".mkv", ".webm", ".avi", ".m4v", ".flv", ".wmv",
+                                            ".mpg", ".mpeg", ".ts",  ".m2ts", ".3gp", ".ogv", ".gif"};
     return k.count(e) > 0;
 }
 bool is_image_extension(const std::string& e) {
@@ -183,8 +197,9 @@ nlohmann::json Sample::meta() const {
                         {"variable_frame_rate", info.variable_frame_rate},
                         {"captions", captions.size()}};
     if (audio.enabled)
-        m["audio"] = {{"dataset", audio.dataset}, {"source", audio.source.string()}, {"zero", audio.zero},
-                      {"start", audio.start}, {"duration", audio.duration}, {"coverage", audio.coverage}};
+        m["audio"] = {{"dataset", audio.dataset},   {"source", audio.source.string()},
+                      {"zero", audio.zero},         {"start", audio.start},
+                      {"duration", audio.duration}, {"coverage", audio.coverage}};
     return m;
 }
 
@@ -195,24 +210,28 @@ std::vector<std::filesystem::path> walk_media(const std::filesystem::path& root,
     std::set<std::filesystem::path> visited;
     std::error_code ec;
     if (!std::filesystem::is_directory(root, ec))
-        throw Error("data.local", "discovery",
-                    fmt::format("dataset '{}': instance_data_dir {} is not a directory", dataset, root.string()));
+        throw Error(
+            "data.local", "discovery",
+            fmt::format("dataset '{}': instance_data_dir {} is not a directory", dataset, root.string()));
     std::function<void(const std::filesystem::path&)> visit = [&](const std::filesystem::path& dir) {
         std::error_code e;
         const auto canon = std::filesystem::canonical(dir, e);
         if (e) {
-            skipped->push_back({dataset, dir.string(), "folder cannot be resolved (" + e.message() + ")", false});
+            skipped->push_back(
+                {dataset, dir.string(), "folder cannot be resolved (" + e.message() + ")", false});
             return;
         }
         if (!visited.insert(canon).second) {
-            skipped->push_back({dataset, dir.string(), "symlink loop (folder already visited as " + canon.string() + ")",
-                                false});
+            skipped->push_back({dataset, dir.string(),
+                                "symlink loop (folder already visited as " + canon.string() + ")", false});
             return;
         }
         std::vector<std::filesystem::directory_entry> entries;
         for (std::filesystem::directory_iterator it(dir, e), end; !e && it != end; it.increment(e))
             entries.push_back(*it);
-        if (e) skipped->push_back({dataset, dir.string(), "folder cannot be listed (" + e.message() + ")", false});
+        if (e)
+            skipped->push_back(
+                {dataset, dir.string(), "folder cannot be listed (" + e.message() + ")", false});
         std::sort(entries.begin(), entries.end(),
                   [](const auto& a, const auto& b) { return a.path().filename() < b.path().filename(); });
         for (const auto& entry : entries) {
@@ -251,8 +270,8 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
     DiscoveryResult result;
     const RunDataSettings& run = *ctx.run;
     const bool video = ds.dataset_type == DatasetType::video;
-    const auto files = walk_media(ds.instance_data_dir, ds.id, video ? is_video_extension : is_image_extension,
-                                  &result.skipped);
+    const auto files = walk_media(ds.instance_data_dir, ds.id,
+                                  video ? is_video_extension : is_image_extension, &result.skipped);
     ProbeMemo memo(ds.cache_dir_vae / fmt::format("st_metadata_{}.json", ds.id));
     std::vector<Probe> probes(files.size());
     {
@@ -297,7 +316,9 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
     if (video) {
         const int rounded = round_frames_down(ds.video.num_frames, ctx.temporal_multiple);
         if (rounded != ds.video.num_frames)
-            log::info(kLog, "dataset '{}': num_frames {} -> {} (the model needs {}k+1 frames; SimpleTuner would use 8k+1)",
+            log::info(kLog,
+                      "dataset '{}': num_frames {} -> {} (the model needs {}k+1 frames; SimpleTuner would "
+                      "use 8k+1)",
                       ds.id, ds.video.num_frames, rounded, ctx.temporal_multiple);
     }
 
@@ -331,8 +352,10 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
             continue;
         }
         if (below_minimum_size(info.display, ds)) {
-            skip(file, fmt::format("{}x{} is below minimum_image_size {} ({})", info.display.w, info.display.h,
-                                   ds.minimum_image_size, ds.resolution_type), false);
+            skip(file,
+                 fmt::format("{}x{} is below minimum_image_size {} ({})", info.display.w, info.display.h,
+                             ds.minimum_image_size, ds.resolution_type),
+                 false);
             continue;
         }
         const int64_t available = info.grid_frames;
@@ -341,27 +364,36 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
                                        ctx.temporal_multiple);
             if (s.frames == 0) {
                 if (available < ds.video.min_frames)
-                    skip(file, fmt::format("has {} frames, fewer than min_frames {}", available, ds.video.min_frames),
+                    skip(file,
+                         fmt::format("has {} frames, fewer than min_frames {}", available,
+                                     ds.video.min_frames),
                          false);
                 else if (ds.video.max_frames > 0 && available > ds.video.max_frames)
-                    skip(file, fmt::format("has {} frames, more than max_frames {}", available, ds.video.max_frames),
-                         false);
+                    skip(
+                        file,
+                        fmt::format("has {} frames, more than max_frames {}", available, ds.video.max_frames),
+                        false);
                 else
-                    skip(file, fmt::format("has {} frames, fewer than the {} the bucket needs", available,
-                                           round_frames_down(ds.video.num_frames, ctx.temporal_multiple)), false);
+                    skip(file,
+                         fmt::format("has {} frames, fewer than the {} the bucket needs", available,
+                                     round_frames_down(ds.video.num_frames, ctx.temporal_multiple)),
+                         false);
                 continue;
             }
         } else {
             s.frames = 1;
         }
         s.plan = plan_resize(info.display, ds, run.aspect_bucket_rounding, ctx.alignment,
-                             unit_hash(run.seed, ds.id + "/" + s.rel, 1), unit_hash(run.seed, ds.id + "/" + s.rel, 2));
+                             unit_hash(run.seed, ds.id + "/" + s.rel, 1),
+                             unit_hash(run.seed, ds.id + "/" + s.rel, 2));
         if (audio_ds) {
             const AudioSettings& as = audio_ds->audio;
             const int64_t slack = available - s.frames;
-            if (as.truncation_mode == "end") s.first_frame = slack;
+            if (as.truncation_mode == "end")
+                s.first_frame = slack;
             else if (as.truncation_mode == "random")
-                s.first_frame = std::min<int64_t>(slack, static_cast<int64_t>(unit_hash(run.seed, ds.id + "/" + s.rel, 3) * (slack + 1)));
+                s.first_frame = std::min<int64_t>(
+                    slack, static_cast<int64_t>(unit_hash(run.seed, ds.id + "/" + s.rel, 3) * (slack + 1)));
             AudioPlan& a = s.audio;
             a.enabled = true;
             a.dataset = audio_ds->id;
@@ -380,7 +412,8 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
                 a.start = video_start;
             } else {
                 auto it = stems.find(file.stem().string());
-                why = fmt::format("no audio file with stem '{}' in dataset '{}'", file.stem().string(), audio_ds->id);
+                why = fmt::format("no audio file with stem '{}' in dataset '{}'", file.stem().string(),
+                                  audio_ds->id);
                 if (it != stems.end()) {
                     try {
                         MediaInfo ai = probe_media(it->second);
@@ -397,8 +430,11 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
             }
             if (!has) {
                 if (!as.allow_zero_audio) {
-                    skip(file, fmt::format("{}; S2V needs audio (set audio.allow_zero_audio to train it with silence)",
-                                           why), false);
+                    skip(
+                        file,
+                        fmt::format(
+                            "{}; S2V needs audio (set audio.allow_zero_audio to train it with silence)", why),
+                        false);
                     continue;
                 }
                 log::info(kLog, "{}: {}; using silence (allow_zero_audio)", file.string(), why);
@@ -406,8 +442,10 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
                 a.coverage = 0.0;
             } else {
                 if (as.max_duration_seconds > 0 && a.duration > as.max_duration_seconds + 1e-6) {
-                    skip(file, fmt::format("clip window {:.3f} s is longer than audio.max_duration_seconds {}",
-                                           a.duration, as.max_duration_seconds), false);
+                    skip(file,
+                         fmt::format("clip window {:.3f} s is longer than audio.max_duration_seconds {}",
+                                     a.duration, as.max_duration_seconds),
+                         false);
                     continue;
                 }
                 const double overlap = std::max(0.0, std::min(a.start + a.duration, track_start + track_len) -
@@ -417,16 +455,20 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
                 const double tolerance = std::max(0.05, 1.0 / info.fps);
                 if (shortfall > tolerance) {
                     if (as.short_audio == "skip") {
-                        skip(file, fmt::format("audio covers only {:.3f} s of the {:.3f} s clip window "
-                                               "(audio.short_audio is 'skip'; 'pad' pads with silence)",
-                                               overlap, a.duration), false);
+                        skip(file,
+                             fmt::format("audio covers only {:.3f} s of the {:.3f} s clip window "
+                                         "(audio.short_audio is 'skip'; 'pad' pads with silence)",
+                                         overlap, a.duration),
+                             false);
                         continue;
                     }
-                    log::info(kLog, "{}: audio covers {:.3f} of {:.3f} s; padded with silence (audio.short_audio pad)",
-                              file.string(), overlap, a.duration);
+                    log::info(
+                        kLog,
+                        "{}: audio covers {:.3f} of {:.3f} s; padded with silence (audio.short_audio pad)",
+                        file.string(), overlap, a.duration);
                 } else if (track_len > a.duration + tolerance) {
-                    log::debug(kLog, "{}: audio {:.3f} s truncated to the {:.3f} s clip window", file.string(),
-                               track_len, a.duration);
+                    log::debug(kLog, "{}: audio {:.3f} s truncated to the {:.3f} s clip window",
+                               file.string(), track_len, a.duration);
                 }
             }
         }

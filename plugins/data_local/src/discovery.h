@@ -32,20 +32,20 @@ struct AudioPlan {
     double start = 0.0;            ///< window start on the source's timeline (seconds)
     double duration = 0.0;         ///< window length = frames / fps
     int sample_rate = 16000;
-    double coverage = 1.0;         ///< fraction of the window the track covers (rest zero-padded)
-    std::string dataset;           ///< the audio dataset id
+    double coverage = 1.0;  ///< fraction of the window the track covers (rest zero-padded)
+    std::string dataset;    ///< the audio dataset id
     std::filesystem::path cache_dir;
 };
 
 struct Sample {
     std::string dataset;
-    std::string rel;               ///< path relative to instance_data_dir (the stable id)
+    std::string rel;  ///< path relative to instance_data_dir (the stable id)
     std::filesystem::path path;
     std::vector<std::string> captions;
     std::string content_hash;
     MediaInfo info;
     ResizePlan plan;
-    int64_t first_frame = 0;       ///< grid index of the window start
+    int64_t first_frame = 0;  ///< grid index of the window start
     int frames = 1;
     std::string bucket;
     AudioPlan audio;

@@ -32,8 +32,9 @@ std::vector<st::sdk::TensorMap> split_batch(const st::sdk::TensorMap& out, int64
     std::vector<st::sdk::TensorMap> per(static_cast<size_t>(batch));
     for (const auto& [name, t] : out) {
         if (t.dim() < 1 || t.size(0) != batch)
-            fail("data.local", "cache", "{} encoder output '{}' has shape [{}]; expected a leading batch dim of {}", what,
-                 name, fmt::join(t.sizes(), ","), batch);
+            fail("data.local", "cache",
+                 "{} encoder output '{}' has shape [{}]; expected a leading batch dim of {}", what, name,
+                 fmt::join(t.sizes(), ","), batch);
         for (int64_t i = 0; i < batch; ++i) per[static_cast<size_t>(i)][name] = t[i].contiguous();
     }
     return per;
@@ -41,7 +42,8 @@ std::vector<st::sdk::TensorMap> split_batch(const st::sdk::TensorMap& out, int64
 
 }  // namespace
 
-std::pair<std::filesystem::path, std::string> LocalDataBackend::text_cache_entry(const std::string& caption) const {
+std::pair<std::filesystem::path, std::string> LocalDataBackend::text_cache_entry(
+    const std::string& caption) const {
     const std::string key = sha256_text(fmt::format("text/{}\x1f{}\x1f{}", kCacheFormat, identity_, caption));
     return {text_cache_dir_ / (key.substr(0, 40) + ".safetensors"), key};
 }
@@ -54,18 +56,28 @@ void LocalDataBackend::plan_caches() {
         for (const auto& d : datasets_)
             if (d.id == s.dataset) ds = &d;
         SampleCache& c = caches_[i];
-        const nlohmann::json lk = {{"format", kCacheFormat}, {"content", s.content_hash}, {"identity", identity_},
+        const nlohmann::json lk = {{"format", kCacheFormat},
+                                   {"content", s.content_hash},
+                                   {"identity", identity_},
                                    {"target", {s.plan.target.w, s.plan.target.h}},
                                    {"resized", {s.plan.resized.w, s.plan.resized.h}},
-                                   {"crop", {s.plan.crop_x, s.plan.crop_y}}, {"rotation", s.info.rotation},
-                                   {"first", s.first_frame}, {"frames", s.frames}, {"fps", s.info.fps}};
+                                   {"crop", {s.plan.crop_x, s.plan.crop_y}},
+                                   {"rotation", s.info.rotation},
+                                   {"first", s.first_frame},
+                                   {"frames", s.frames},
+                                   {"fps", s.info.fps}};
         c.latent_key = sha256_text(lk.dump());
         c.latent_file = ds->cache_dir_vae / (s.rel + ".safetensors");
         if (s.audio.enabled) {
-            const nlohmann::json ak = {{"format", kCacheFormat}, {"video", s.content_hash},
-                                       {"source", s.audio.source.filename().string()}, {"zero", s.audio.zero},
-                                       {"start", s.audio.start}, {"duration", s.audio.duration},
-                                       {"rate", s.audio.sample_rate}, {"fps", s.info.fps}, {"frames", s.frames},
+            const nlohmann::json ak = {{"format", kCacheFormat},
+                                       {"video", s.content_hash},
+                                       {"source", s.audio.source.filename().string()},
+                                       {"zero", s.audio.zero},
+                                       {"start", s.audio.start},
+                                       {"duration", s.audio.duration},
+                                       {"rate", s.audio.sample_rate},
+                                       {"fps", s.info.fps},
+                                       {"frames", s.frames},
                                        {"identity", identity_}};
             c.audio_key = sha256_text(ak.dump());
             c.audio_file = s.audio.cache_dir / (s.rel + ".safetensors");
@@ -83,8 +95,8 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
     int64_t pending = 0;
     for (size_t i = 0; i < samples_.size(); ++i)
         if (!valid[i]) todo[samples_[i].bucket].push_back(i), ++pending;
-    log::info(kLog, "latents: {} cached, {} to encode (vae_batch_size {})", samples_.size() - pending, pending,
-              run_.vae_batch_size);
+    log::info(kLog, "latents: {} cached, {} to encode (vae_batch_size {})", samples_.size() - pending,
+              pending, run_.vae_batch_size);
     if (pending == 0) return;
     std::vector<bool> drop(samples_.size(), false);
     log::Progress progress(kLog, "encode latents", pending, "samples");
@@ -121,20 +133,22 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
             }
             progress.advance(static_cast<int64_t>(n - ok.size()));
             if (ok.empty()) continue;
-            const auto out = split_batch(enc.encode_video(at::stack(pixels, 0)), static_cast<int64_t>(ok.size()), "VAE");
+            const auto out =
+                split_batch(enc.encode_video(at::stack(pixels, 0)), static_cast<int64_t>(ok.size()), "VAE");
             for (size_t k = 0; k < ok.size(); ++k) {
                 const size_t idx = ok[k];
                 if (!out[k].count("latents"))
                     fail("data.local", "cache", "the VAE encoder returned no 'latents' tensor");
                 if (!finite(out[k])) {
-                    SkipRecord r{samples_[idx].dataset, samples_[idx].path.string(), "encoded latents contain NaN/Inf",
-                                 false};
+                    SkipRecord r{samples_[idx].dataset, samples_[idx].path.string(),
+                                 "encoded latents contain NaN/Inf", false};
                     log::warn("data.local", "dataset '{}': skipped {}: {}", r.dataset, r.file, r.reason);
                     skipped_.push_back(std::move(r));
                     drop[idx] = true;
                     continue;
                 }
-                write_cache_file(caches_[idx].latent_file, out[k], caches_[idx].latent_key, run_.compress_disk_cache);
+                write_cache_file(caches_[idx].latent_file, out[k], caches_[idx].latent_key,
+                                 run_.compress_disk_cache);
             }
             progress.advance(static_cast<int64_t>(ok.size()));
         }
@@ -154,10 +168,11 @@ void LocalDataBackend::cache_text(st::sdk::Encoders& enc) {
     }
     int write_batch = run_.write_batch_size;
     for (const auto& d : datasets_)
-        if (d.dataset_type == DatasetType::text_embeds && d.cache_dir == text_cache_dir_ && d.write_batch_size > 0)
+        if (d.dataset_type == DatasetType::text_embeds && d.cache_dir == text_cache_dir_ &&
+            d.write_batch_size > 0)
             write_batch = d.write_batch_size;
-    log::info(kLog, "text embeddings: {} captions, {} cached, {} to encode (write_batch_size {})", unique.size(),
-              unique.size() - todo.size(), todo.size(), write_batch);
+    log::info(kLog, "text embeddings: {} captions, {} cached, {} to encode (write_batch_size {})",
+              unique.size(), unique.size() - todo.size(), todo.size(), write_batch);
     if (todo.empty()) return;
     log::Progress progress(kLog, "encode captions", static_cast<int64_t>(todo.size()), "captions");
     for (size_t off = 0; off < todo.size(); off += static_cast<size_t>(write_batch)) {
@@ -179,7 +194,8 @@ void LocalDataBackend::cache_audio(st::sdk::Encoders& enc) {
     for (size_t i = 0; i < samples_.size(); ++i) {
         if (!samples_[i].audio.enabled) continue;
         if (samples_[i].audio.sample_rate != enc.audio_sample_rate())
-            fail("data.local", "cache", "dataset '{}': audio.sample_rate {} differs from the model's audio rate {}",
+            fail("data.local", "cache",
+                 "dataset '{}': audio.sample_rate {} differs from the model's audio rate {}",
                  samples_[i].audio.dataset, samples_[i].audio.sample_rate, enc.audio_sample_rate());
         if (!cache_file_valid(caches_[i].audio_file, caches_[i].audio_key)) todo.push_back(i);
     }
@@ -197,8 +213,9 @@ void LocalDataBackend::cache_audio(st::sdk::Encoders& enc) {
             const int64_t len = static_cast<int64_t>(std::llround(s.audio.duration * s.audio.sample_rate));
             try {
                 waves[k] = s.audio.zero ? at::zeros({len}, at::kFloat)
-                                        : decode_audio_window(s.audio.source, s.audio.sample_rate, s.audio.start,
-                                                              s.audio.duration).waveform;
+                                        : decode_audio_window(s.audio.source, s.audio.sample_rate,
+                                                              s.audio.start, s.audio.duration)
+                                              .waveform;
             } catch (const Error& e) {
                 errors[k] = e.message();
             }
@@ -215,7 +232,8 @@ void LocalDataBackend::cache_audio(st::sdk::Encoders& enc) {
             }
             // waveform [1, samples] mono at the model's rate; the window is exactly the clip's frames.
             auto out = split_batch(enc.encode_audio(waves[k].unsqueeze(0), s.info.fps, s.frames), 1, "audio");
-            write_cache_file(caches_[idx].audio_file, out[0], caches_[idx].audio_key, run_.compress_disk_cache);
+            write_cache_file(caches_[idx].audio_file, out[0], caches_[idx].audio_key,
+                             run_.compress_disk_cache);
         }
         progress.advance(static_cast<int64_t>(n));
     }

@@ -22,7 +22,8 @@ constexpr const char* kLog = "data.local.extract";
 
 void check(int rc, const std::filesystem::path& p, const char* what) {
     if (rc < 0)
-        throw Error("data.local.extract", "write", fmt::format("{}: {} failed ({})", p.string(), what, av_error_text(rc)));
+        throw Error("data.local.extract", "write",
+                    fmt::format("{}: {} failed ({})", p.string(), what, av_error_text(rc)));
 }
 
 /// Owns an output context (and its opened file) until committed.
@@ -45,15 +46,19 @@ std::filesystem::path temp_name(const std::filesystem::path& p) {
 void write_audio_file(const std::filesystem::path& path, const std::vector<int16_t>& samples, int sample_rate,
                       const std::string& format) {
     if (format != "wav" && format != "flac")
-        throw Error("data.local.extract", "args", fmt::format("audio format '{}' is not wav or flac", format));
+        throw Error("data.local.extract", "args",
+                    fmt::format("audio format '{}' is not wav or flac", format));
     const std::filesystem::path tmp = temp_name(path);
     Output out;
-    check(avformat_alloc_output_context2(&out.oc, nullptr, format.c_str(), tmp.c_str()), tmp, "allocating the muxer");
+    check(avformat_alloc_output_context2(&out.oc, nullptr, format.c_str(), tmp.c_str()), tmp,
+          "allocating the muxer");
     const AVCodec* codec = avcodec_find_encoder(format == "wav" ? AV_CODEC_ID_PCM_S16LE : AV_CODEC_ID_FLAC);
-    if (!codec) throw Error("data.local.extract", "write", fmt::format("no {} encoder in this FFmpeg build", format));
+    if (!codec)
+        throw Error("data.local.extract", "write", fmt::format("no {} encoder in this FFmpeg build", format));
     AVStream* st = avformat_new_stream(out.oc, nullptr);
     AVCodecContext* c = avcodec_alloc_context3(codec);
-    std::unique_ptr<AVCodecContext, void (*)(AVCodecContext*)> cguard(c, [](AVCodecContext* x) { avcodec_free_context(&x); });
+    std::unique_ptr<AVCodecContext, void (*)(AVCodecContext*)> cguard(
+        c, [](AVCodecContext* x) { avcodec_free_context(&x); });
     c->sample_fmt = AV_SAMPLE_FMT_S16;
     c->sample_rate = sample_rate;
     av_channel_layout_default(&c->ch_layout, 1);
@@ -107,15 +112,18 @@ void write_audio_file(const std::filesystem::path& path, const std::vector<int16
 void remux_without_audio(const std::filesystem::path& input, const std::filesystem::path& output) {
     AVFormatContext* ic = nullptr;
     check(avformat_open_input(&ic, input.c_str(), nullptr, nullptr), input, "opening");
-    std::unique_ptr<AVFormatContext, void (*)(AVFormatContext*)> iguard(ic, [](AVFormatContext* x) { avformat_close_input(&x); });
+    std::unique_ptr<AVFormatContext, void (*)(AVFormatContext*)> iguard(
+        ic, [](AVFormatContext* x) { avformat_close_input(&x); });
     check(avformat_find_stream_info(ic, nullptr), input, "reading stream info");
     const std::filesystem::path tmp = temp_name(output);
     Output out;
-    check(avformat_alloc_output_context2(&out.oc, nullptr, nullptr, output.c_str()), output, "choosing the muxer");
+    check(avformat_alloc_output_context2(&out.oc, nullptr, nullptr, output.c_str()), output,
+          "choosing the muxer");
     std::vector<int> map(ic->nb_streams, -1);
     for (unsigned i = 0; i < ic->nb_streams; ++i) {
         AVStream* is = ic->streams[i];
-        if (is->codecpar->codec_type != AVMEDIA_TYPE_VIDEO) continue;  // -an, video copied (like `-an -c:v copy`)
+        if (is->codecpar->codec_type != AVMEDIA_TYPE_VIDEO)
+            continue;  // -an, video copied (like `-an -c:v copy`)
         AVStream* os = avformat_new_stream(out.oc, nullptr);
         check(avcodec_parameters_copy(os->codecpar, is->codecpar), output, "copying stream parameters");
         os->codecpar->codec_tag = 0;
@@ -132,7 +140,8 @@ void remux_without_audio(const std::filesystem::path& input, const std::filesyst
         map[i] = os->index;
     }
     if (out.oc->nb_streams == 0)
-        throw Error("data.local.extract", "strip", fmt::format("{}: no video stream to keep", input.string()));
+        throw Error("data.local.extract", "strip",
+                    fmt::format("{}: no video stream to keep", input.string()));
     av_dict_copy(&out.oc->metadata, ic->metadata, 0);
     check(avio_open(&out.oc->pb, tmp.c_str(), AVIO_FLAG_WRITE), tmp, "opening the file");
     check(avformat_write_header(out.oc, nullptr), tmp, "writing the header");
@@ -142,7 +151,8 @@ void remux_without_audio(const std::filesystem::path& input, const std::filesyst
         while ((rc = av_read_frame(ic, pkt)) >= 0) {
             const int target = map[pkt->stream_index];
             if (target >= 0) {
-                av_packet_rescale_ts(pkt, ic->streams[pkt->stream_index]->time_base, out.oc->streams[target]->time_base);
+                av_packet_rescale_ts(pkt, ic->streams[pkt->stream_index]->time_base,
+                                     out.oc->streams[target]->time_base);
                 pkt->stream_index = target;
                 pkt->pos = -1;
                 check(av_interleaved_write_frame(out.oc, pkt), tmp, "writing a packet");
@@ -161,19 +171,22 @@ void remux_without_audio(const std::filesystem::path& input, const std::filesyst
     std::filesystem::rename(tmp, output);
 }
 
-ExtractAudioReport run_extract_audio(const std::filesystem::path& input_dir, const std::filesystem::path& output_dir,
-                                     bool strip_audio, const std::string& format) {
+ExtractAudioReport run_extract_audio(const std::filesystem::path& input_dir,
+                                     const std::filesystem::path& output_dir, bool strip_audio,
+                                     const std::string& format) {
     if (format != "wav" && format != "flac")
         throw Error("data.local.extract", "args", fmt::format("--format '{}' is not wav or flac", format));
     std::error_code ec;
     if (!std::filesystem::is_directory(input_dir, ec))
-        throw Error("data.local.extract", "args", fmt::format("--input-dir {} is not a directory", input_dir.string()));
+        throw Error("data.local.extract", "args",
+                    fmt::format("--input-dir {} is not a directory", input_dir.string()));
     std::filesystem::create_directories(output_dir, ec);
     if (ec)
         throw Error("data.local.extract", "args",
                     fmt::format("--output-dir {} cannot be created ({})", output_dir.string(), ec.message()));
     // generate_s2v_audio.py's extensions, non-recursive.
-    static const std::set<std::string> exts = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".wmv", ".m4v"};
+    static const std::set<std::string> exts = {".mp4",  ".avi", ".mov", ".mkv",
+                                               ".webm", ".flv", ".wmv", ".m4v"};
     std::vector<std::filesystem::path> videos;
     for (const auto& e : std::filesystem::directory_iterator(input_dir, ec)) {
         std::string ext = e.path().extension().string();
@@ -205,8 +218,8 @@ ExtractAudioReport run_extract_audio(const std::filesystem::path& input_dir, con
             log::warn(kLog, "skipped {}: {}", v.string(), e.message());
         }
     }
-    log::info(kLog, "extract-audio: {} written, {} skipped, {} stripped", report.written.size(), report.skipped.size(),
-              report.stripped.size());
+    log::info(kLog, "extract-audio: {} written, {} skipped, {} stripped", report.written.size(),
+              report.skipped.size(), report.stripped.size());
     return report;
 }
 

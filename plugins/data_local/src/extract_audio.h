@@ -18,8 +18,9 @@ struct ExtractAudioReport {
 
 /// format: "wav" (PCM s16le) or "flac". Throws st::Error for bad arguments (missing input dir,
 /// unknown format); per-file problems are skipped, logged and listed in the report.
-ExtractAudioReport run_extract_audio(const std::filesystem::path& input_dir, const std::filesystem::path& output_dir,
-                                     bool strip_audio, const std::string& format);
+ExtractAudioReport run_extract_audio(const std::filesystem::path& input_dir,
+                                     const std::filesystem::path& output_dir, bool strip_audio,
+                                     const std::string& format);
 
 /// Writes mono int16 samples as `format` ("wav" or "flac") with libavformat/libavcodec (atomic).
 void write_audio_file(const std::filesystem::path& path, const std::vector<int16_t>& samples, int sample_rate,

@@ -42,8 +42,8 @@ Size bucket_size_for_aspect(double ar, const DatasetConfig& ds, int alignment) {
         return {edge, round_to_multiple(edge / ar, alignment)};
     }
     // calculate_new_size_by_pixel_area: edge = sqrt(MP * 1e6), then W = edge*sqrt(ar), H = edge/sqrt(ar).
-    const double edge = round_to_multiple(std::sqrt(to_megapixels(ds.resolution, ds.resolution_type) * 1e6),
-                                          alignment);
+    const double edge =
+        round_to_multiple(std::sqrt(to_megapixels(ds.resolution, ds.resolution_type) * 1e6), alignment);
     const double root = std::sqrt(ar);
     return {round_to_multiple(edge * root, alignment), round_to_multiple(edge / root, alignment)};
 }
@@ -54,7 +54,8 @@ bool below_minimum_size(Size s, const DatasetConfig& ds) {
     return static_cast<double>(s.w) * s.h / 1e6 < to_megapixels(ds.minimum_image_size, ds.resolution_type);
 }
 
-ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int alignment, double ua, double ub) {
+ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int alignment, double ua,
+                       double ub) {
     ResizePlan p;
     p.source = source;
     double ar = rounded_aspect(source.w, source.h, rounding);
@@ -98,7 +99,9 @@ ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int a
                 s = std::sqrt(to_megapixels(ds.target_downsample_size, ds.resolution_type) * 1e6 /
                               (static_cast<double>(source.w) * source.h));
             }
-            if (s < 1.0) work = {static_cast<int>(std::lround(source.w * s)), static_cast<int>(std::lround(source.h * s))};
+            if (s < 1.0)
+                work = {static_cast<int>(std::lround(source.w * s)),
+                        static_cast<int>(std::lround(source.h * s))};
         }
     }
     if (work.w < p.target.w || work.h < p.target.h) work = scale_to_cover(work, p.target);
@@ -136,6 +139,8 @@ int training_frames(int available, const VideoSettings& v, int t) {
     return available >= f ? f : 0;
 }
 
-std::string bucket_key(Size size, int frames) { return fmt::format("{}x{}@{}", size.w, size.h, frames); }
+std::string bucket_key(Size size, int frames) {
+    return fmt::format("{}x{}@{}", size.w, size.h, frames);
+}
 
 }  // namespace st::plugins::data_local

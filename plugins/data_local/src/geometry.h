@@ -38,8 +38,8 @@ struct ResizePlan {
 /// Plans resize + crop per crop / crop_style / crop_aspect / maximum_image_size /
 /// target_downsample_size. `random_unit` in [0,1) seeds the random crop position / random aspect
 /// (derived from the run seed and the file, so plans are stable across runs).
-ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int alignment, double random_unit_a,
-                       double random_unit_b);
+ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int alignment,
+                       double random_unit_a, double random_unit_b);
 
 /// Whether a source is below `minimum_image_size` in the dataset's resolution units.
 bool below_minimum_size(Size source, const DatasetConfig& ds);

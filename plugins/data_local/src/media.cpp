@@ -103,7 +103,8 @@ CodecPtr open_decoder(const std::filesystem::path& path, AVStream* st, int threa
     ctx->pkt_timebase = st->time_base;
     ctx->thread_count = std::max(1, threads);
     rc = avcodec_open2(ctx.get(), codec, nullptr);
-    if (rc < 0) media_fail(path, fmt::format("cannot open the {} decoder ({})", codec->name, av_error_text(rc)));
+    if (rc < 0)
+        media_fail(path, fmt::format("cannot open the {} decoder ({})", codec->name, av_error_text(rc)));
     return ctx;
 }
 
@@ -120,36 +121,46 @@ int stream_rotation(AVStream* st) {
     return r;
 }
 
-double to_seconds(int64_t ts, AVRational tb) { return static_cast<double>(ts) * av_q2d(tb); }
+double to_seconds(int64_t ts, AVRational tb) {
+    return static_cast<double>(ts) * av_q2d(tb);
+}
 
 /// Applies the display rotation to an image [H, W, 3].
 at::Tensor rotate_image(const at::Tensor& img, int rotation) {
     switch (rotation) {
-        case 90: return img.transpose(0, 1).flip({1});
-        case 180: return img.flip({0, 1});
-        case 270: return img.transpose(0, 1).flip({0});
-        default: return img;
+        case 90:
+            return img.transpose(0, 1).flip({1});
+        case 180:
+            return img.flip({0, 1});
+        case 270:
+            return img.transpose(0, 1).flip({0});
+        default:
+            return img;
     }
 }
 
 /// Converts + resizes one decoded frame into RGB24 [H, W, 3] at `size` (coded orientation).
 class FrameConverter {
-public:
+  public:
     at::Tensor convert(const AVFrame* f, Size size) {
-        const bool shrink = static_cast<int64_t>(size.w) * size.h < static_cast<int64_t>(f->width) * f->height;
+        const bool shrink =
+            static_cast<int64_t>(size.w) * size.h < static_cast<int64_t>(f->width) * f->height;
         // Area averaging when shrinking (no aliasing), bicubic when enlarging.
         const int flags = shrink ? SWS_AREA : SWS_BICUBIC;
         sws_ = sws_getCachedContext(sws_, f->width, f->height, static_cast<AVPixelFormat>(f->format), size.w,
                                     size.h, AV_PIX_FMT_RGB24, flags, nullptr, nullptr, nullptr);
-        if (!sws_) throw Error(kComponent, "decode", fmt::format("swscale cannot convert pixel format '{}'",
-                                                                  av_get_pix_fmt_name((AVPixelFormat)f->format)));
+        if (!sws_)
+            throw Error(kComponent, "decode",
+                        fmt::format("swscale cannot convert pixel format '{}'",
+                                    av_get_pix_fmt_name((AVPixelFormat)f->format)));
         // Honour the stream's matrix (BT.601/709) and range instead of swscale's BT.601 default.
         int* inv_table = nullptr;
         int* table = nullptr;
         int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
         if (sws_getColorspaceDetails(sws_, &inv_table, &src_range, &table, &dst_range, &brightness, &contrast,
                                      &saturation) >= 0) {
-            const int cs = f->colorspace == AVCOL_SPC_UNSPECIFIED ? SWS_CS_DEFAULT : static_cast<int>(f->colorspace);
+            const int cs =
+                f->colorspace == AVCOL_SPC_UNSPECIFIED ? SWS_CS_DEFAULT : static_cast<int>(f->colorspace);
             src_range = f->color_range == AVCOL_RANGE_JPEG ? 1 : src_range;
             sws_setColorspaceDetails(sws_, sws_getCoefficients(cs), src_range, table, 1, brightness, contrast,
                                      saturation);
@@ -162,7 +173,7 @@ public:
     }
     ~FrameConverter() { sws_freeContext(sws_); }
 
-private:
+  private:
     SwsContext* sws_ = nullptr;
 };
 
@@ -185,10 +196,12 @@ MediaInfo probe_media(const std::filesystem::path& path) {
         if (vs->codecpar->width <= 0 || vs->codecpar->height <= 0)
             media_fail(path, "video stream has no frame size");
         if (!avcodec_find_decoder(vs->codecpar->codec_id))
-            media_fail(path, fmt::format("no decoder for video codec '{}'", avcodec_get_name(vs->codecpar->codec_id)));
+            media_fail(path, fmt::format("no decoder for video codec '{}'",
+                                         avcodec_get_name(vs->codecpar->codec_id)));
         info.coded = {vs->codecpar->width, vs->codecpar->height};
         info.rotation = stream_rotation(vs);
-        info.display = (info.rotation == 90 || info.rotation == 270) ? Size{info.coded.h, info.coded.w} : info.coded;
+        info.display =
+            (info.rotation == 90 || info.rotation == 270) ? Size{info.coded.h, info.coded.w} : info.coded;
         info.video_codec = avcodec_get_name(vs->codecpar->codec_id);
     }
     if (as) {
@@ -214,7 +227,8 @@ MediaInfo probe_media(const std::filesystem::path& path) {
             if (ts != AV_NOPTS_VALUE) {
                 const double t = to_seconds(ts, as->time_base);
                 audio_first = std::min(audio_first, t);
-                audio_end = std::max(audio_end, t + (pkt->duration > 0 ? to_seconds(pkt->duration, as->time_base) : 0));
+                audio_end = std::max(audio_end,
+                                     t + (pkt->duration > 0 ? to_seconds(pkt->duration, as->time_base) : 0));
             }
         }
         av_packet_unref(pkt.get());
@@ -233,17 +247,21 @@ MediaInfo probe_media(const std::filesystem::path& path) {
     info.packets = static_cast<int64_t>(times.size());
     std::sort(times.begin(), times.end());
     const std::string demuxer = fmt->iformat->name;
-    info.is_still_image = times.size() == 1 && (demuxer == "image2" || demuxer.find("_pipe") != std::string::npos ||
-                                                demuxer == "webp_pipe");
-    AVRational rate = vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0 ? vs->avg_frame_rate : vs->r_frame_rate;
+    info.is_still_image =
+        times.size() == 1 &&
+        (demuxer == "image2" || demuxer.find("_pipe") != std::string::npos || demuxer == "webp_pipe");
+    AVRational rate =
+        vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0 ? vs->avg_frame_rate : vs->r_frame_rate;
     info.fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
     const double span = times.back() - times.front();
     if ((info.fps <= 0 || info.fps > 1000) && times.size() > 1) info.fps = (times.size() - 1) / span;
     if (info.fps <= 0 || info.fps > 1000) info.fps = 25.0;
     info.start_time = times.front();
     info.end_time = times.back() + (last_duration > 0 ? last_duration : 1.0 / info.fps);
-    info.grid_frames = info.is_still_image ? 1
-                                           : static_cast<int64_t>(std::floor((info.end_time - info.start_time) * info.fps + 1e-3));
+    info.grid_frames =
+        info.is_still_image
+            ? 1
+            : static_cast<int64_t>(std::floor((info.end_time - info.start_time) * info.fps + 1e-3));
     info.grid_frames = std::max<int64_t>(1, info.grid_frames);
     // Variable frame rate: intervals that differ by more than a third of the nominal interval.
     const double nominal = 1.0 / info.fps;
@@ -252,8 +270,8 @@ MediaInfo probe_media(const std::filesystem::path& path) {
     return info;
 }
 
-at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first, int64_t count,
-                        const ResizePlan& plan, int threads) {
+at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first,
+                        int64_t count, const ResizePlan& plan, int threads) {
     FormatPtr fmt = open_input(path);
     const int vidx = find_video_stream(fmt.get());
     if (vidx < 0) media_fail(path, "no video stream");
@@ -268,8 +286,8 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
         const int64_t ts = static_cast<int64_t>((slot_time(0) - eps) / av_q2d(st->time_base));
         if (av_seek_frame(fmt.get(), vidx, ts, AVSEEK_FLAG_BACKWARD) >= 0) avcodec_flush_buffers(ctx.get());
     }
-    const Size coded_target = (info.rotation == 90 || info.rotation == 270) ? Size{plan.resized.h, plan.resized.w}
-                                                                             : plan.resized;
+    const Size coded_target =
+        (info.rotation == 90 || info.rotation == 270) ? Size{plan.resized.h, plan.resized.w} : plan.resized;
     at::Tensor out = at::empty({count, plan.target.h, plan.target.w, 3}, at::kByte);
     FrameConverter converter;
     FramePtr prev(av_frame_alloc()), frame(av_frame_alloc());
@@ -286,8 +304,9 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
         out[next++].copy_(prev_img);
     };
     auto on_frame = [&](AVFrame* f) {
-        double t = f->best_effort_timestamp != AV_NOPTS_VALUE ? to_seconds(f->best_effort_timestamp, st->time_base)
-                                                              : prev_t + 1.0 / info.fps;
+        double t = f->best_effort_timestamp != AV_NOPTS_VALUE
+                       ? to_seconds(f->best_effort_timestamp, st->time_base)
+                       : prev_t + 1.0 / info.fps;
         if (!have_prev) {
             // The first decoded frame also covers grid times before it (stream start jitter).
             av_frame_ref(prev.get(), f);
@@ -331,8 +350,10 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
             while (next < count) emit_prev();
     }
     if (next < count)
-        media_fail(path, fmt::format("decoded only {} of {} frames from frame {} ({} decode errors; file truncated "
-                                     "or damaged)", next, count, first, decode_errors));
+        media_fail(path,
+                   fmt::format("decoded only {} of {} frames from frame {} ({} decode errors; file truncated "
+                               "or damaged)",
+                               next, count, first, decode_errors));
     if (decode_errors > 0)
         log::debug(kComponent, "{}: {} packets failed to decode; frames were taken from their neighbours",
                    path.string(), decode_errors);
@@ -409,7 +430,8 @@ std::vector<float> decode_audio_mono(const std::filesystem::path& path, int samp
 
 }  // namespace
 
-AudioWindow decode_audio_window(const std::filesystem::path& path, int sample_rate, double start, double duration) {
+AudioWindow decode_audio_window(const std::filesystem::path& path, int sample_rate, double start,
+                                double duration) {
     AudioWindow w;
     w.samples = static_cast<int64_t>(std::llround(duration * sample_rate));
     double track_start = 0.0;

@@ -47,13 +47,13 @@ MediaInfo probe_media(const std::filesystem::path& path);
 /// each the latest frame shown at that time), applies rotation, resizes with `plan.resized` (area
 /// filter when shrinking, bicubic when enlarging) and crops `plan.target`.
 /// Returns uint8 [count, H, W, 3] RGB. `threads` = decoder threads (1 inside a worker pool).
-at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first, int64_t count,
-                        const ResizePlan& plan, int threads = 1);
+at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first,
+                        int64_t count, const ResizePlan& plan, int threads = 1);
 
 struct AudioWindow {
-    at::Tensor waveform;      ///< float32 [samples] mono in [-1, 1], zero where there is no audio
-    int64_t covered = 0;      ///< samples of the window that the track really covered
-    int64_t samples = 0;      ///< length of the window
+    at::Tensor waveform;  ///< float32 [samples] mono in [-1, 1], zero where there is no audio
+    int64_t covered = 0;  ///< samples of the window that the track really covered
+    int64_t samples = 0;  ///< length of the window
 };
 
 /// Decodes the first audio stream, mixes to mono, resamples to `sample_rate` and returns the window

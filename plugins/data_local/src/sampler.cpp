@@ -70,10 +70,13 @@ void BucketSampler::start_epoch(int64_t epoch) {
     build_orders();
 }
 
-size_t BucketSampler::draw(size_t n) { return n <= 1 ? 0 : static_cast<size_t>(rng_() % n); }
+size_t BucketSampler::draw(size_t n) {
+    return n <= 1 ? 0 : static_cast<size_t>(rng_() % n);
+}
 
 std::optional<SamplerPick> BucketSampler::next(int64_t batch_size) {
-    if (batch_size < 1) throw Error("data.local", "sampler", fmt::format("batch size {} must be >= 1", batch_size));
+    if (batch_size < 1)
+        throw Error("data.local", "sampler", fmt::format("batch size {} must be >= 1", batch_size));
     if (epoch_ < 0) start_epoch(0);
     double total = 0;
     for (size_t d = 0; d < datasets_.size(); ++d)
@@ -133,27 +136,30 @@ nlohmann::json BucketSampler::state() const {
     rng << rng_;
     nlohmann::json ds = nlohmann::json::array();
     for (const auto& c : cursors_) ds.push_back({{"bucket", c.bucket}, {"pos", c.pos}});
-    return {{"version", 1}, {"epoch", epoch_}, {"seed", seed_}, {"layout", layout_hash()},
+    return {{"version", 1},     {"epoch", epoch_}, {"seed", seed_}, {"layout", layout_hash()},
             {"rng", rng.str()}, {"datasets", ds}};
 }
 
 void BucketSampler::restore(const nlohmann::json& s) {
     try {
         if (s.at("version") != 1)
-            throw Error("data.local", "restore", fmt::format("sampler state version {} is not 1", s.at("version").dump()));
-        if (s.at("layout") != layout_hash())
             throw Error("data.local", "restore",
-                        fmt::format("the datasets changed since the checkpoint (layout {} != {}): files or buckets "
-                                    "differ, so the saved position cannot be resumed exactly",
-                                    s.at("layout").get<std::string>(), layout_hash()));
+                        fmt::format("sampler state version {} is not 1", s.at("version").dump()));
+        if (s.at("layout") != layout_hash())
+            throw Error(
+                "data.local", "restore",
+                fmt::format("the datasets changed since the checkpoint (layout {} != {}): files or buckets "
+                            "differ, so the saved position cannot be resumed exactly",
+                            s.at("layout").get<std::string>(), layout_hash()));
         seed_ = s.at("seed");
         epoch_ = s.at("epoch");
         if (epoch_ < 0) return;
         build_orders();
         const auto& ds = s.at("datasets");
         if (ds.size() != cursors_.size())
-            throw Error("data.local", "restore", fmt::format("sampler state has {} datasets, expected {}", ds.size(),
-                                                              cursors_.size()));
+            throw Error(
+                "data.local", "restore",
+                fmt::format("sampler state has {} datasets, expected {}", ds.size(), cursors_.size()));
         for (size_t d = 0; d < cursors_.size(); ++d) {
             Cursor& c = cursors_[d];
             c.bucket = ds[d].at("bucket");

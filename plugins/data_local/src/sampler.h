@@ -20,8 +20,8 @@ struct SamplerDataset {
     std::string id;
     double probability = 1.0;
     int repeats = 0;
-    std::vector<std::string> bucket_keys;               ///< sorted
-    std::vector<std::vector<int64_t>> bucket_members;   ///< sample indices per bucket
+    std::vector<std::string> bucket_keys;              ///< sorted
+    std::vector<std::vector<int64_t>> bucket_members;  ///< sample indices per bucket
 };
 
 struct SamplerPick {
@@ -31,7 +31,7 @@ struct SamplerPick {
 };
 
 class BucketSampler {
-public:
+  public:
     BucketSampler() = default;
     BucketSampler(std::vector<SamplerDataset> datasets, uint64_t seed);
 
@@ -46,7 +46,7 @@ public:
     void restore(const nlohmann::json& state);
     int64_t epoch() const { return epoch_; }
 
-private:
+  private:
     struct Cursor {
         size_t bucket = 0;
         std::vector<std::vector<int64_t>> order;  ///< per bucket, this epoch's shuffled passes

@@ -16,7 +16,8 @@ namespace st::plugins::optim {
 namespace {
 
 bool fusable_fp32(const at::Tensor& p, const at::Tensor& g, const ParamState& st) {
-    if (p.scalar_type() != at::kFloat || g.scalar_type() != at::kFloat || !p.is_cpu() || !g.is_cpu()) return false;
+    if (p.scalar_type() != at::kFloat || g.scalar_type() != at::kFloat || !p.is_cpu() || !g.is_cpu())
+        return false;
     if (!p.is_contiguous() || !g.is_contiguous()) return false;
     for (const auto& [k, t] : st.tensors) {
         if (t.scalar_type() != at::kFloat || !t.is_contiguous()) return false;
@@ -27,8 +28,8 @@ bool fusable_fp32(const at::Tensor& p, const at::Tensor& g, const ParamState& st
 // One pass over memory instead of LibTorch's seven (mul_, mul_, add_, mul_, addcmul_, sqrt, div,
 // add_, addcdiv_). Each line keeps torch's operation order (`a + alpha * b`, `self + value * t1 * t2`,
 // `self + value * t1 / t2`) so results differ from torch only where its kernels use FMA.
-void adamw_fp32_kernel(float* p, const float* g, float* m, float* v, int64_t n, float decay, float b1, float a1,
-                       float b2, float a2, float bc2_sqrt, float eps, float neg_step) {
+void adamw_fp32_kernel(float* p, const float* g, float* m, float* v, int64_t n, float decay, float b1,
+                       float a1, float b2, float a2, float bc2_sqrt, float eps, float neg_step) {
     at::parallel_for(0, n, 1 << 15, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
             const float gi = g[i];
@@ -51,10 +52,10 @@ ParamState adam_state(const at::Tensor& p) {
 }
 
 class AdamW final : public OptimizerBase {
-public:
+  public:
     using OptimizerBase::OptimizerBase;
 
-protected:
+  protected:
     ParamState init_state(const sdk::OptimizerParam& p) const override { return adam_state(p.param); }
 
     void update(const sdk::OptimizerParam& prm, const GroupState& group, ParamState& st) override {
@@ -69,11 +70,11 @@ protected:
         const double step_size = lr / bc1;
         const double bc2_sqrt = std::sqrt(bc2);
         if (fusable_fp32(p, g, st)) {
-            adamw_fp32_kernel(p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(),
-                              p.numel(), static_cast<float>(1.0 - lr * wd), static_cast<float>(b1),
-                              static_cast<float>(1.0 - b1), static_cast<float>(b2), static_cast<float>(1.0 - b2),
-                              static_cast<float>(bc2_sqrt), static_cast<float>(hparams_.eps),
-                              static_cast<float>(-step_size));
+            adamw_fp32_kernel(p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(),
+                              v.data_ptr<float>(), p.numel(), static_cast<float>(1.0 - lr * wd),
+                              static_cast<float>(b1), static_cast<float>(1.0 - b1), static_cast<float>(b2),
+                              static_cast<float>(1.0 - b2), static_cast<float>(bc2_sqrt),
+                              static_cast<float>(hparams_.eps), static_cast<float>(-step_size));
             return;
         }
         p.mul_(1.0 - lr * wd);
@@ -86,15 +87,19 @@ protected:
 
 // optimi's debiased beta: lerp weight 1 - debias(beta, t) = (1 - beta) / (1 - beta^t), which makes
 // the moving averages equal to Adam's bias-corrected ones.
-double debias_beta(double beta, double step) { return (std::pow(beta, step) - beta) / (std::pow(beta, step) - 1.0); }
+double debias_beta(double beta, double step) {
+    return (std::pow(beta, step) - beta) / (std::pow(beta, step) - 1.0);
+}
 
-bool low_precision(const at::Tensor& p) { return p.scalar_type() == at::kBFloat16 || p.scalar_type() == at::kHalf; }
+bool low_precision(const at::Tensor& p) {
+    return p.scalar_type() == at::kBFloat16 || p.scalar_type() == at::kHalf;
+}
 
 class OptimiAdamW final : public OptimizerBase {
-public:
+  public:
     using OptimizerBase::OptimizerBase;
 
-protected:
+  protected:
     ParamState init_state(const sdk::OptimizerParam& p) const override {
         ParamState st = adam_state(p.param);
         if (hparams_.kahan_sum && low_precision(p.param)) {
@@ -134,7 +139,7 @@ protected:
 constexpr double kDecayThreshold = 5e-3;
 
 class AdamWBF16 final : public OptimizerBase {
-public:
+  public:
     AdamWBF16(const sdk::OptimizerInit& init, OptimizerHParams hp) : OptimizerBase("adamw_bf16", init, hp) {
         for (const auto& p : params()) {
             if (p.param.scalar_type() != at::kBFloat16) {
@@ -144,7 +149,7 @@ public:
         }
     }
 
-protected:
+  protected:
     ParamState init_state(const sdk::OptimizerParam& p) const override {
         ParamState st = adam_state(p.param);
         st.tensors["shift"] = at::zeros_like(p.param, at::MemoryFormat::Contiguous);

@@ -83,18 +83,19 @@ void add_q8_state(ParamState& st, const std::string& key, int64_t numel) {
 }
 
 class Bnb8bit final : public OptimizerBase {
-public:
+  public:
     Bnb8bit(std::string name, const sdk::OptimizerInit& init, OptimizerHParams hp, bool is_lion)
         : OptimizerBase(std::move(name), init, hp), lion_(is_lion) {
         for (const auto& p : params()) {
             if (!p.param.is_cpu()) {
-                fail(component_, "create", "'{}' is on {}; the 8-bit optimizers run on CPU tensors in this build",
-                     p.name, p.param.device().str());
+                fail(component_, "create",
+                     "'{}' is on {}; the 8-bit optimizers run on CPU tensors in this build", p.name,
+                     p.param.device().str());
             }
         }
     }
 
-protected:
+  protected:
     bool quantized(const at::Tensor& p) const { return p.numel() >= hparams_.min_8bit_size; }
 
     ParamState init_state(const sdk::OptimizerParam& p) const override {
@@ -128,8 +129,9 @@ protected:
         if (!direct) p.copy_(pf.view(p.sizes()));
     }
 
-private:
-    void adam_step(float* p, const float* g, Q8 m8, Q8 v8, int64_t n, const GroupState& group, int64_t step) const {
+  private:
+    void adam_step(float* p, const float* g, Q8 m8, Q8 v8, int64_t n, const GroupState& group,
+                   int64_t step) const {
         const double lr = group.lr, b1 = hparams_.beta1, b2 = hparams_.beta2;
         const float decay = static_cast<float>(1.0 - lr * group.weight_decay);
         const float fb1 = static_cast<float>(b1), fa1 = static_cast<float>(1.0 - b1);

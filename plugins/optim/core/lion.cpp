@@ -2,7 +2,8 @@
 // as lion-pytorch `lion_pytorch/lion_pytorch.py` `update_fn`) and `optimi-lion` (torch-optimi
 // `optimi/lion.py` `_single_param_lion`: the same rule with lerp, optional lr-decoupled weight decay
 // and Kahan summation for bf16/fp16 params).
-//   p <- p * (1 - lr * wd);  p <- p - lr * sign(beta1 * m + (1 - beta1) * g);  m <- beta2 * m + (1 - beta2) * g
+//   p <- p * (1 - lr * wd);  p <- p - lr * sign(beta1 * m + (1 - beta1) * g);  m <- beta2 * m + (1 - beta2) *
+//   g
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -11,8 +12,8 @@
 namespace st::plugins::optim {
 namespace {
 
-void lion_fp32_kernel(float* p, const float* g, float* m, int64_t n, float decay, float b1, float a1, float b2,
-                      float a2, float neg_lr) {
+void lion_fp32_kernel(float* p, const float* g, float* m, int64_t n, float decay, float b1, float a1,
+                      float b2, float a2, float neg_lr) {
     at::parallel_for(0, n, 1 << 15, [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
             const float gi = g[i];
@@ -26,10 +27,10 @@ void lion_fp32_kernel(float* p, const float* g, float* m, int64_t n, float decay
 }
 
 class Lion final : public OptimizerBase {
-public:
+  public:
     using OptimizerBase::OptimizerBase;
 
-protected:
+  protected:
     ParamState init_state(const sdk::OptimizerParam& p) const override {
         ParamState st;
         st.tensors["exp_avg"] = at::zeros_like(p.param, at::MemoryFormat::Contiguous);
@@ -41,11 +42,12 @@ protected:
         const at::Tensor& g = p.grad();
         at::Tensor& m = st.tensors["exp_avg"];
         const double lr = group.lr, wd = group.weight_decay, b1 = hparams_.beta1, b2 = hparams_.beta2;
-        if (p.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && p.is_cpu() && p.is_contiguous() &&
-            g.is_contiguous()) {
+        if (p.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && p.is_cpu() &&
+            p.is_contiguous() && g.is_contiguous()) {
             lion_fp32_kernel(p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(), p.numel(),
-                             static_cast<float>(1.0 - lr * wd), static_cast<float>(b1), static_cast<float>(1.0 - b1),
-                             static_cast<float>(b2), static_cast<float>(1.0 - b2), static_cast<float>(-lr));
+                             static_cast<float>(1.0 - lr * wd), static_cast<float>(b1),
+                             static_cast<float>(1.0 - b1), static_cast<float>(b2),
+                             static_cast<float>(1.0 - b2), static_cast<float>(-lr));
             return;
         }
         p.mul_(1.0 - lr * wd);
@@ -56,10 +58,10 @@ protected:
 };
 
 class OptimiLion final : public OptimizerBase {
-public:
+  public:
     using OptimizerBase::OptimizerBase;
 
-protected:
+  protected:
     ParamState init_state(const sdk::OptimizerParam& p) const override {
         ParamState st;
         st.tensors["exp_avg"] = at::zeros_like(p.param, at::MemoryFormat::Contiguous);

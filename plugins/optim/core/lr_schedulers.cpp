@@ -24,13 +24,13 @@ std::string join(const std::vector<std::string>& v) {
 }
 
 class Constant final : public sdk::LrScheduler {
-public:
+  public:
     double lr(int64_t, double base_lr) const override { return base_lr * 1.0; }
 };
 
 // diffusers get_constant_schedule_with_warmup.
 class ConstantWithWarmup final : public sdk::LrScheduler {
-public:
+  public:
     explicit ConstantWithWarmup(int64_t warmup) : warmup_(warmup) {}
     double lr(int64_t step, double base_lr) const override {
         if (step < warmup_) {
@@ -39,53 +39,57 @@ public:
         return base_lr * 1.0;
     }
 
-private:
+  private:
     int64_t warmup_;
 };
 
 // diffusers get_linear_schedule_with_warmup.
 class Linear final : public sdk::LrScheduler {
-public:
+  public:
     Linear(int64_t warmup, int64_t total) : warmup_(warmup), total_(total) {}
     double lr(int64_t step, double base_lr) const override {
         if (step < warmup_) {
             return base_lr * (static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warmup_)));
         }
-        const double f = static_cast<double>(total_ - step) / static_cast<double>(std::max<int64_t>(1, total_ - warmup_));
+        const double f =
+            static_cast<double>(total_ - step) / static_cast<double>(std::max<int64_t>(1, total_ - warmup_));
         return base_lr * std::max(0.0, f);
     }
 
-private:
+  private:
     int64_t warmup_, total_;
 };
 
 // SimpleTuner `Cosine`: no warmup; lr_warmup_steps is the half-period T0. Upstream's T_cur is
 // (step // -1) + (step % -1) / -1 = -step (steps_per_epoch = -1), so it never restarts.
 class Cosine final : public sdk::LrScheduler {
-public:
+  public:
     Cosine(int64_t t0, double eta_min) : t0_(t0), eta_min_(eta_min) {}
     double lr(int64_t step, double base_lr) const override {
         const double t_cur = -static_cast<double>(step);
-        const double v = eta_min_ + (base_lr - eta_min_) * (1.0 + std::cos(kPi * t_cur / static_cast<double>(t0_))) / 2.0;
+        const double v =
+            eta_min_ + (base_lr - eta_min_) * (1.0 + std::cos(kPi * t_cur / static_cast<double>(t0_))) / 2.0;
         return floor_lr_1e9(v);
     }
 
-private:
+  private:
     int64_t t0_;
     double eta_min_;
 };
 
 // SimpleTuner `Sine`: lr_end + (lr - lr_end) * 0.5 * (1 + sin(pi * step / T0)), T0 = lr_warmup_steps.
 class Sine final : public sdk::LrScheduler {
-public:
+  public:
     Sine(int64_t t0, double eta_min) : t0_(t0), eta_min_(eta_min) {}
     double lr(int64_t step, double base_lr) const override {
-        const double v = eta_min_ + (base_lr - eta_min_) *
-                                        (0.5 * (1.0 + std::sin(kPi * static_cast<double>(step) / static_cast<double>(t0_))));
+        const double v =
+            eta_min_ +
+            (base_lr - eta_min_) *
+                (0.5 * (1.0 + std::sin(kPi * static_cast<double>(step) / static_cast<double>(t0_))));
         return floor_lr_1e9(v);
     }
 
-private:
+  private:
     int64_t t0_;
     double eta_min_;
 };
@@ -95,28 +99,29 @@ private:
 // T_cur = step % steps_per_epoch with steps_per_epoch = -1, which is always 0, so upstream's rate
 // is stuck at lr (it warns "currently misbehaving"); we implement the documented schedule.
 class CosineWithRestarts final : public sdk::LrScheduler {
-public:
+  public:
     CosineWithRestarts(int64_t t0, double eta_min) : t0_(t0), eta_min_(eta_min) {}
     double lr(int64_t step, double base_lr) const override {
         const double t_cur = static_cast<double>(step % t0_);
-        const double v = eta_min_ + (base_lr - eta_min_) * (1.0 + std::cos(kPi * t_cur / static_cast<double>(t0_))) / 2.0;
+        const double v =
+            eta_min_ + (base_lr - eta_min_) * (1.0 + std::cos(kPi * t_cur / static_cast<double>(t0_))) / 2.0;
         return floor_lr_1e9(v);
     }
 
-private:
+  private:
     int64_t t0_;
     double eta_min_;
 };
 
 // SimpleTuner get_polynomial_decay_schedule_with_warmup (a LambdaLR: base_lr * factor).
 class Polynomial final : public sdk::LrScheduler {
-public:
+  public:
     Polynomial(int64_t warmup, int64_t total, double lr_end, double power)
         : warmup_(warmup), total_(total), lr_end_(lr_end), power_(power) {}
     double lr(int64_t step, double base_lr) const override {
         if (!(base_lr > lr_end_)) {
-            fail("lr.polynomial@1", "lr", "lr_end ({}) must be smaller than the initial learning rate ({})", lr_end_,
-                 base_lr);
+            fail("lr.polynomial@1", "lr", "lr_end ({}) must be smaller than the initial learning rate ({})",
+                 lr_end_, base_lr);
         }
         double factor;
         if (step < warmup_) {
@@ -132,7 +137,7 @@ public:
         return base_lr * factor;
     }
 
-private:
+  private:
     int64_t warmup_, total_;
     double lr_end_, power_;
 };
@@ -147,11 +152,13 @@ int64_t positive_period(const std::string& name, int64_t warmup) {
 
 }  // namespace
 
-double floor_lr_1e9(double lr) { return std::floor(lr * 1e9) / 1e9; }
+double floor_lr_1e9(double lr) {
+    return std::floor(lr * 1e9) / 1e9;
+}
 
 const std::vector<std::string>& lr_scheduler_names() {
-    static const std::vector<std::string> names = {"constant", "constant_with_warmup", "linear", "cosine",
-                                                   "cosine_with_restarts", "polynomial", "sine"};
+    static const std::vector<std::string> names = {
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial", "sine"};
     return names;
 }
 
@@ -166,12 +173,16 @@ std::string resolve_lr_scheduler_name(const std::string& name) {
     const auto& names = lr_scheduler_names();
     if (std::find(names.begin(), names.end(), name) != names.end()) return name;
     if (name == "cosine_with_warmup") return "cosine";
-    fail("lr", "config", "unsupported lr_scheduler '{}'; supported: {}", name, join(supported_lr_scheduler_names()));
+    fail("lr", "config", "unsupported lr_scheduler '{}'; supported: {}", name,
+         join(supported_lr_scheduler_names()));
 }
 
-std::string lr_scheduler_component_id(const std::string& canonical_name) { return "lr." + canonical_name + "@1"; }
+std::string lr_scheduler_component_id(const std::string& canonical_name) {
+    return "lr." + canonical_name + "@1";
+}
 
-std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name, const sdk::LrSchedulerInit& init) {
+std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name,
+                                                    const sdk::LrSchedulerInit& init) {
     const std::string n = resolve_lr_scheduler_name(name);
     const std::string comp = lr_scheduler_component_id(n);
     if (n != name) st::log::info(comp, "lr_scheduler '{}' is an alias of '{}'", name, n);
@@ -183,19 +194,22 @@ std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name, con
     if (n == "cosine") {
         int64_t t0 = w;
         if (t0 <= 0) {
-            st::log::warn(comp, "cosine uses lr_warmup_steps as its half-period but it is {}; using 1000 (as "
-                                "SimpleTuner does)", w);
+            st::log::warn(comp,
+                          "cosine uses lr_warmup_steps as its half-period but it is {}; using 1000 (as "
+                          "SimpleTuner does)",
+                          w);
             t0 = 1000;
         }
         st::log::info(comp, "cosine decay from lr to lr_end={} over {} steps, no warmup", init.lr_end, t0);
         return std::make_unique<Cosine>(t0, init.lr_end);
     }
     if (n == "sine") return std::make_unique<Sine>(positive_period(n, w), init.lr_end);
-    if (n == "cosine_with_restarts") return std::make_unique<CosineWithRestarts>(positive_period(n, w), init.lr_end);
+    if (n == "cosine_with_restarts")
+        return std::make_unique<CosineWithRestarts>(positive_period(n, w), init.lr_end);
     // polynomial
     if (t == w) {
-        fail(comp, "create", "polynomial decays over max_train_steps - lr_warmup_steps steps, which is 0 ({} - {})",
-             t, w);
+        fail(comp, "create",
+             "polynomial decays over max_train_steps - lr_warmup_steps steps, which is 0 ({} - {})", t, w);
     }
     if (auto lr = init.config.opt_float("learning_rate"); lr && !(*lr > init.lr_end)) {
         fail(comp, "create", "lr_end ({}) must be smaller than learning_rate ({})", init.lr_end, *lr);
@@ -205,14 +219,16 @@ std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name, con
 
 std::vector<sdk::OptionSpec> lr_shared_options() {
     std::vector<sdk::OptionSpec> o;
-    o.push_back(sdk::opt_int("lr_warmup_steps", 0,
-                             "warmup steps of constant_with_warmup/linear/polynomial; the half-period of cosine "
-                             "and the period of sine/cosine_with_restarts (see docs/lr-schedulers.md)."));
-    o.push_back(sdk::opt_float("lr_num_cycles", 1.0,
-                               "accepted for SimpleTuner configs; none of the supported schedulers uses it."));
+    o.push_back(
+        sdk::opt_int("lr_warmup_steps", 0,
+                     "warmup steps of constant_with_warmup/linear/polynomial; the half-period of cosine "
+                     "and the period of sine/cosine_with_restarts (see docs/lr-schedulers.md)."));
+    o.push_back(sdk::opt_float(
+        "lr_num_cycles", 1.0, "accepted for SimpleTuner configs; none of the supported schedulers uses it."));
     o.push_back(sdk::opt_float("lr_power", 0.8, "exponent of the polynomial scheduler."));
-    o.push_back(sdk::opt_float("lr_end", 4e-7, "final learning rate of cosine, sine, cosine_with_restarts and "
-                                               "polynomial."));
+    o.push_back(sdk::opt_float("lr_end", 4e-7,
+                               "final learning rate of cosine, sine, cosine_with_restarts and "
+                               "polynomial."));
     for (auto& s : o) s.group = "lr_scheduler";
     return o;
 }

@@ -92,7 +92,8 @@ std::string lr_scheduler_component_id(const std::string& canonical_name);
 /// Creates scheduler `name` (canonical or alias). Throws st::Error for invalid settings the way
 /// SimpleTuner refuses them (sine/cosine_with_restarts with lr_warmup_steps <= 0, polynomial with
 /// max_train_steps <= lr_warmup_steps).
-std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name, const sdk::LrSchedulerInit& init);
+std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name,
+                                                    const sdk::LrSchedulerInit& init);
 
 /// lr_warmup_steps, lr_num_cycles, lr_power, lr_end (SimpleTuner defaults 0, 1, 0.8, 4e-7).
 /// Declared once, by lr.constant@1.

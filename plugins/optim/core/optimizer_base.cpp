@@ -44,8 +44,8 @@ OptimizerBase::OptimizerBase(std::string canonical_name, const sdk::OptimizerIni
         for (size_t g = 0; g < init.groups.size(); ++g) {
             const auto& spec = init.groups[g];
             if (spec.lr < 0.0 || spec.weight_decay < 0.0) {
-                fail(component_, "create", "parameter group {} has a negative lr ({}) or weight_decay ({})", g,
-                     spec.lr, spec.weight_decay);
+                fail(component_, "create", "parameter group {} has a negative lr ({}) or weight_decay ({})",
+                     g, spec.lr, spec.weight_decay);
             }
             groups_.push_back(GroupState{spec.lr, spec.weight_decay, spec.lr});
             st::log::info(component_, "parameter group {}: lr={} weight_decay={} (optimizer default {})", g,
@@ -62,8 +62,8 @@ OptimizerBase::OptimizerBase(std::string canonical_name, const sdk::OptimizerIni
                  p.group, groups_.size());
         }
         if (!p.param.defined() || !at::isFloatingType(p.param.scalar_type())) {
-            fail(component_, "create", "parameter '{}' must be a defined floating-point tensor, got {}", p.name,
-                 p.param.defined() ? std::string(c10::toString(p.param.scalar_type())) : "undefined");
+            fail(component_, "create", "parameter '{}' must be a defined floating-point tensor, got {}",
+                 p.name, p.param.defined() ? std::string(c10::toString(p.param.scalar_type())) : "undefined");
         }
     }
 }
@@ -103,7 +103,8 @@ sdk::StateDict OptimizerBase::state_dict() const {
     out.meta["optimizer"] = component_;
     out.meta["groups"] = nlohmann::json::array();
     for (const auto& g : groups_) {
-        out.meta["groups"].push_back({{"lr", g.lr}, {"weight_decay", g.weight_decay}, {"initial_lr", g.initial_lr}});
+        out.meta["groups"].push_back(
+            {{"lr", g.lr}, {"weight_decay", g.weight_decay}, {"initial_lr", g.initial_lr}});
     }
     nlohmann::json params = nlohmann::json::object();
     for (const auto& [name, st] : state_) {
@@ -127,7 +128,8 @@ void OptimizerBase::load_state_dict(const sdk::StateDict& state) {
     }
     if (!meta.contains("groups") || !meta["groups"].is_array() || meta["groups"].size() != groups_.size()) {
         fail(component_, "load_state", "state has {} parameter group(s), this optimizer has {}",
-             meta.contains("groups") && meta["groups"].is_array() ? meta["groups"].size() : 0, groups_.size());
+             meta.contains("groups") && meta["groups"].is_array() ? meta["groups"].size() : 0,
+             groups_.size());
     }
     if (!meta.contains("params") || !meta["params"].is_object()) {
         fail(component_, "load_state", "state has no 'params' object in its metadata");
@@ -140,8 +142,8 @@ void OptimizerBase::load_state_dict(const sdk::StateDict& state) {
     for (const auto& [name, entry] : meta["params"].items()) {
         auto pit = by_name.find(name);
         if (pit == by_name.end()) {
-            fail(component_, "load_state", "state has an entry for parameter '{}' which this optimizer does not have",
-                 name);
+            fail(component_, "load_state",
+                 "state has an entry for parameter '{}' which this optimizer does not have", name);
         }
         if (!entry.contains("step") || !entry["step"].is_number_integer()) {
             fail(component_, "load_state", "state of '{}' has no integer 'step'", name);
@@ -151,18 +153,20 @@ void OptimizerBase::load_state_dict(const sdk::StateDict& state) {
         for (auto& [key, t] : st.tensors) {
             const std::string full = name + "::" + key;
             auto tit = state.tensors.find(full);
-            if (tit == state.tensors.end()) fail(component_, "load_state", "state tensor '{}' is missing", full);
+            if (tit == state.tensors.end())
+                fail(component_, "load_state", "state tensor '{}' is missing", full);
             const at::Tensor& src = tit->second;
             if (src.sizes() != t.sizes() || src.scalar_type() != t.scalar_type()) {
                 fail(component_, "load_state", "state tensor '{}' is {} {}, expected {} {}", full,
-                     c10::toString(src.scalar_type()), shape_str(src.sizes()),
-                     c10::toString(t.scalar_type()), shape_str(t.sizes()));
+                     c10::toString(src.scalar_type()), shape_str(src.sizes()), c10::toString(t.scalar_type()),
+                     shape_str(t.sizes()));
             }
             t = src.detach().to(t.device()).clone().contiguous();
             ++used_tensors;
         }
         for (auto& [key, value] : st.scalars) {
-            if (!entry.contains("scalars") || !entry["scalars"].contains(key) || !entry["scalars"][key].is_number()) {
+            if (!entry.contains("scalars") || !entry["scalars"].contains(key) ||
+                !entry["scalars"][key].is_number()) {
                 fail(component_, "load_state", "state of '{}' has no scalar '{}'", name, key);
             }
             value = entry["scalars"][key].get<double>();

@@ -29,7 +29,7 @@ struct GroupState {
 };
 
 class OptimizerBase : public sdk::Optimizer {
-public:
+  public:
     OptimizerBase(std::string canonical_name, const sdk::OptimizerInit& init, OptimizerHParams hparams);
 
     void step() override;
@@ -45,7 +45,7 @@ public:
     const std::string& component() const { return component_; }
     double weight_decay(int group) const { return groups_.at(group).weight_decay; }
 
-protected:
+  protected:
     /// Fresh (zero) state for one parameter; called on its first update and to validate loads.
     virtual ParamState init_state(const sdk::OptimizerParam& p) const = 0;
     /// One update of one parameter whose grad is defined; `state.step` is already incremented.
@@ -55,7 +55,7 @@ protected:
     std::string component_;
     OptimizerHParams hparams_;
 
-private:
+  private:
     std::vector<sdk::OptimizerParam> params_;
     std::vector<GroupState> groups_;
     std::map<std::string, ParamState> state_;  ///< by parameter name; absent until the first update

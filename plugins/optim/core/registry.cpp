@@ -27,9 +27,15 @@ const std::map<std::string, std::string>& optimizer_aliases() {
     return aliases;
 }
 
-bool is_optimi(const std::string& n) { return n == "optimi-adamw" || n == "optimi-lion"; }
-bool is_bnb(const std::string& n) { return n == "bnb-adamw8bit" || n == "bnb-lion8bit"; }
-bool is_lion(const std::string& n) { return n == "lion" || n == "optimi-lion" || n == "bnb-lion8bit"; }
+bool is_optimi(const std::string& n) {
+    return n == "optimi-adamw" || n == "optimi-lion";
+}
+bool is_bnb(const std::string& n) {
+    return n == "bnb-adamw8bit" || n == "bnb-lion8bit";
+}
+bool is_lion(const std::string& n) {
+    return n == "lion" || n == "optimi-lion" || n == "bnb-lion8bit";
+}
 
 OptimizerHParams defaults_for(const std::string& n) {
     OptimizerHParams hp;
@@ -49,13 +55,14 @@ OptimizerHParams defaults_for(const std::string& n) {
 
 double as_number(const std::string& opt, const std::string& key, const nlohmann::json& v) {
     if (v.is_number()) return v.get<double>();
-    fail(optimizer_component_id(opt), "config", "optimizer_config key '{}' must be a number, got {}", key, v.dump());
+    fail(optimizer_component_id(opt), "config", "optimizer_config key '{}' must be a number, got {}", key,
+         v.dump());
 }
 
 bool as_bool(const std::string& opt, const std::string& key, const nlohmann::json& v) {
     if (v.is_boolean()) return v.get<bool>();
-    fail(optimizer_component_id(opt), "config", "optimizer_config key '{}' must be true or false, got {}", key,
-         v.dump());
+    fail(optimizer_component_id(opt), "config", "optimizer_config key '{}' must be true or false, got {}",
+         key, v.dump());
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -67,8 +74,8 @@ std::string join(const std::vector<std::string>& v) {
 }  // namespace
 
 const std::vector<std::string>& optimizer_names() {
-    static const std::vector<std::string> names = {"adamw",      "adamw_bf16",    "optimi-adamw", "optimi-lion",
-                                                   "lion",       "bnb-adamw8bit", "bnb-lion8bit"};
+    static const std::vector<std::string> names = {"adamw", "adamw_bf16",    "optimi-adamw", "optimi-lion",
+                                                   "lion",  "bnb-adamw8bit", "bnb-lion8bit"};
     return names;
 }
 
@@ -84,10 +91,13 @@ std::string resolve_optimizer_name(const std::string& name) {
     if (std::find(names.begin(), names.end(), name) != names.end()) return name;
     auto it = optimizer_aliases().find(name);
     if (it != optimizer_aliases().end()) return it->second;
-    fail(kComponent, "config", "unsupported optimizer '{}'; supported: {}", name, join(supported_optimizer_names()));
+    fail(kComponent, "config", "unsupported optimizer '{}'; supported: {}", name,
+         join(supported_optimizer_names()));
 }
 
-std::string optimizer_component_id(const std::string& canonical_name) { return "optim." + canonical_name + "@1"; }
+std::string optimizer_component_id(const std::string& canonical_name) {
+    return "optim." + canonical_name + "@1";
+}
 
 std::vector<std::string> optimizer_override_keys(const std::string& canonical_name) {
     std::vector<std::string> keys = {"beta1", "beta2", "betas", "weight_decay"};
@@ -127,13 +137,14 @@ nlohmann::json parse_optimizer_config(const std::string& text) {
         if (item.empty()) continue;
         auto eq = item.find('=');
         if (eq == std::string::npos || trim(item.substr(0, eq)).empty()) {
-            fail("host.config", "parse", "optimizer_config item '{}' is not of the form key=value (in '{}')", item,
-                 text);
+            fail("host.config", "parse", "optimizer_config item '{}' is not of the form key=value (in '{}')",
+                 item, text);
         }
         std::string key = trim(item.substr(0, eq));
         std::string value = trim(item.substr(eq + 1));
         std::string lower = value;
-        std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+        std::transform(lower.begin(), lower.end(), lower.begin(),
+                       [](unsigned char c) { return std::tolower(c); });
         // SimpleTuner's convert_arg_to_parameters order: '.' -> float, digits -> int, bools, none,
         // "e-" -> float, else string. We also accept "1e5"/"-3" as numbers (SimpleTuner keeps them as
         // strings and the optimizer constructor then fails).
@@ -150,8 +161,10 @@ nlohmann::json parse_optimizer_config(const std::string& text) {
             if (*end != '\0') parsed = value;
         } else {
             double d = std::strtod(value.c_str(), &end);
-            if (!value.empty() && *end == '\0') parsed = d;
-            else parsed = value;
+            if (!value.empty() && *end == '\0')
+                parsed = d;
+            else
+                parsed = value;
         }
         out[key] = parsed;
         if (comma == text.size()) break;
@@ -178,34 +191,45 @@ OptimizerHParams resolve_optimizer_hparams(const std::string& canonical_name, co
     take("optimizer_beta2", hp.beta2);
 
     if (!overrides.is_null() && !overrides.is_object()) {
-        fail(comp, "config", "optimizer_config must be an object of key=value pairs, got {}", overrides.dump());
+        fail(comp, "config", "optimizer_config must be an object of key=value pairs, got {}",
+             overrides.dump());
     }
     const auto known = optimizer_override_keys(n);
     if (overrides.is_object()) {
         for (const auto& [key, v] : overrides.items()) {
             if (std::find(known.begin(), known.end(), key) == known.end()) {
-                fail(comp, "config", "unknown optimizer_config key '{}' for optimizer '{}'; known keys: {}", key, n,
-                     join(known));
+                fail(comp, "config", "unknown optimizer_config key '{}' for optimizer '{}'; known keys: {}",
+                     key, n, join(known));
             }
-            if (key == "beta1") hp.beta1 = as_number(n, key, v);
-            else if (key == "beta2") hp.beta2 = as_number(n, key, v);
+            if (key == "beta1")
+                hp.beta1 = as_number(n, key, v);
+            else if (key == "beta2")
+                hp.beta2 = as_number(n, key, v);
             else if (key == "betas") {
                 if (!v.is_array() || v.size() != 2 || !v[0].is_number() || !v[1].is_number()) {
-                    fail(comp, "config", "optimizer_config key 'betas' must be a list of two numbers, got {}", v.dump());
+                    fail(comp, "config", "optimizer_config key 'betas' must be a list of two numbers, got {}",
+                         v.dump());
                 }
                 hp.beta1 = v[0].get<double>();
                 hp.beta2 = v[1].get<double>();
-            } else if (key == "weight_decay") hp.weight_decay = as_number(n, key, v);
-            else if (key == "eps") hp.eps = as_number(n, key, v);
-            else if (key == "kahan_sum") hp.kahan_sum = as_bool(n, key, v);
-            else if (key == "decouple_lr") hp.decouple_lr = as_bool(n, key, v);
-            else if (key == "max_lr") hp.max_lr = v.is_null() ? std::nullopt : std::optional<double>(as_number(n, key, v));
+            } else if (key == "weight_decay")
+                hp.weight_decay = as_number(n, key, v);
+            else if (key == "eps")
+                hp.eps = as_number(n, key, v);
+            else if (key == "kahan_sum")
+                hp.kahan_sum = as_bool(n, key, v);
+            else if (key == "decouple_lr")
+                hp.decouple_lr = as_bool(n, key, v);
+            else if (key == "max_lr")
+                hp.max_lr = v.is_null() ? std::nullopt : std::optional<double>(as_number(n, key, v));
             else if (key == "foreach") {
                 as_bool(n, key, v);
-                st::log::info(comp, "optimizer_config foreach={} has no effect (a PyTorch batching switch)", v.dump());
+                st::log::info(comp, "optimizer_config foreach={} has no effect (a PyTorch batching switch)",
+                              v.dump());
             } else if (key == "min_8bit_size") {
                 if (!v.is_number_integer() || v.get<int64_t>() < 0) {
-                    fail(comp, "config", "optimizer_config key 'min_8bit_size' must be a non-negative integer, got {}",
+                    fail(comp, "config",
+                         "optimizer_config key 'min_8bit_size' must be a non-negative integer, got {}",
                          v.dump());
                 }
                 hp.min_8bit_size = v.get<int64_t>();
@@ -237,12 +261,14 @@ std::unique_ptr<sdk::Optimizer> make_optimizer(const std::string& name, const sd
 
 std::vector<sdk::OptionSpec> optim_shared_options() {
     std::vector<sdk::OptionSpec> o;
-    o.push_back(sdk::opt_float("adam_beta1", std::nullopt,
-                               "beta1 of the Adam/Lion optimizers; unset = the optimizer's own default (0.9). "
-                               "optimizer_beta1 and optimizer_config take precedence."));
-    o.push_back(sdk::opt_float("adam_beta2", std::nullopt,
-                               "beta2 of the Adam/Lion optimizers; unset = the optimizer's own default (0.999 "
-                               "for adamw/adamw_bf16/bnb-adamw8bit, 0.99 for optimi-*/lion/bnb-lion8bit)."));
+    o.push_back(
+        sdk::opt_float("adam_beta1", std::nullopt,
+                       "beta1 of the Adam/Lion optimizers; unset = the optimizer's own default (0.9). "
+                       "optimizer_beta1 and optimizer_config take precedence."));
+    o.push_back(
+        sdk::opt_float("adam_beta2", std::nullopt,
+                       "beta2 of the Adam/Lion optimizers; unset = the optimizer's own default (0.999 "
+                       "for adamw/adamw_bf16/bnb-adamw8bit, 0.99 for optimi-*/lion/bnb-lion8bit)."));
     o.push_back(sdk::opt_float("adam_epsilon", std::nullopt,
                                "epsilon of the Adam optimizers; unset = the optimizer's own default (1e-8 "
                                "adamw, 1e-6 adamw_bf16/optimi-adamw/bnb-adamw8bit)."));
@@ -253,10 +279,11 @@ std::vector<sdk::OptionSpec> optim_shared_options() {
                                "SimpleTuner's beta1 override (applies to every optimizer when set)."));
     o.push_back(sdk::opt_float("optimizer_beta2", std::nullopt,
                                "SimpleTuner's beta2 override (applies to every optimizer when set)."));
-    o.push_back(sdk::opt_json("optimizer_config",
-                              "optimizer overrides as \"k=v,k2=v2\" or a JSON object (eps, weight_decay, beta1, "
-                              "beta2, betas, kahan_sum, decouple_lr, max_lr, min_8bit_size; see "
-                              "docs/optimizers.md). Unknown keys are an error."));
+    o.push_back(
+        sdk::opt_json("optimizer_config",
+                      "optimizer overrides as \"k=v,k2=v2\" or a JSON object (eps, weight_decay, beta1, "
+                      "beta2, betas, kahan_sum, decouple_lr, max_lr, min_8bit_size; see "
+                      "docs/optimizers.md). Unknown keys are an error."));
     for (auto& s : o) s.group = "optimizer";
     return o;
 }

@@ -1,12 +1,12 @@
 // The `optim` plugin: registers every optimizer and LR scheduler of st_optim_core.
-#include "core/optim.h"
 #include "st/plugin.h"
+#include "core/optim.h"
 #include "st/registrar.h"
 
-ST_PLUGIN("optim", "1.0.0", "optim.adamw@1", "optim.adamw_bf16@1", "optim.optimi-adamw@1", "optim.optimi-lion@1",
-          "optim.lion@1", "optim.bnb-adamw8bit@1", "optim.bnb-lion8bit@1", "lr.constant@1",
-          "lr.constant_with_warmup@1", "lr.linear@1", "lr.cosine@1", "lr.cosine_with_restarts@1",
-          "lr.polynomial@1", "lr.sine@1")
+ST_PLUGIN("optim", "1.0.0", "optim.adamw@1", "optim.adamw_bf16@1", "optim.optimi-adamw@1",
+          "optim.optimi-lion@1", "optim.lion@1", "optim.bnb-adamw8bit@1", "optim.bnb-lion8bit@1",
+          "lr.constant@1", "lr.constant_with_warmup@1", "lr.linear@1", "lr.cosine@1",
+          "lr.cosine_with_restarts@1", "lr.polynomial@1", "lr.sine@1")
 
 namespace st::plugins::optim {
 namespace {

@@ -22,7 +22,7 @@ namespace st::sdk {
 /// What a model family offers a data backend for caching. Implemented by model plugins, called by
 /// the backend during prepare() on the caller's thread (never concurrently). May throw st::Error.
 class Encoders {
-public:
+  public:
     virtual ~Encoders();
     /// Identifies everything that changes the encoded values (family, variant, VAE weights hash,
     /// text encoder hash, dtype). Part of every cache key: a new value invalidates old caches.
@@ -45,10 +45,10 @@ public:
 /// One training sample as the trainer sees it.
 struct SampleRef {
     std::string dataset_id;
-    std::string id;        ///< stable id within the dataset (relative path)
-    std::string path;      ///< media file
-    std::string caption;   ///< after caption strategy and dropout
-    std::string bucket;    ///< bucket key, e.g. "640x352@33"
+    std::string id;       ///< stable id within the dataset (relative path)
+    std::string path;     ///< media file
+    std::string caption;  ///< after caption strategy and dropout
+    std::string bucket;   ///< bucket key, e.g. "640x352@33"
     nlohmann::json meta = nlohmann::json::object();
 };
 
@@ -61,7 +61,7 @@ struct Batch {
 };
 
 struct DataOpenRequest {
-    nlohmann::json entries;          ///< the multidatabackend.json entries of this backend type
+    nlohmann::json entries;            ///< the multidatabackend.json entries of this backend type
     std::filesystem::path config_dir;  ///< directory of the dataset config (relative paths)
     std::filesystem::path output_dir;  ///< run output dir (for {output_dir} placeholders)
     std::string model_family;          ///< for {model_family} placeholders and per-family rules
@@ -79,7 +79,7 @@ struct PrepareSummary {
 /// Calls come from the trainer thread. open() and prepare() may throw st::Error for configuration
 /// problems; bad media never throws: it is skipped, logged once and counted.
 class DataBackend {
-public:
+  public:
     virtual ~DataBackend();
     virtual void open(const DataOpenRequest& request) = 0;
     /// Discovery, bucketing and caching. `encoders` is null for `prepare` runs without a model.

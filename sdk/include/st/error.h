@@ -12,7 +12,7 @@
 namespace st {
 
 class Error : public std::runtime_error {
-public:
+  public:
     /// component: who raised it ("host.config", "model.wan@1", "safetensors"); phase: what was
     /// being done ("load", "step", "parse"); message: what is wrong, with the offending value.
     Error(std::string component, std::string phase, std::string message);
@@ -30,7 +30,7 @@ public:
     /// "[component] phase: message" plus one indented line per context entry.
     const char* what() const noexcept override { return what_.c_str(); }
 
-private:
+  private:
     void rebuild_what();
     std::string component_;
     std::string phase_;

@@ -58,7 +58,7 @@ bool stderr_is_terminal();
 void force_terminal(bool is_terminal);
 
 class Progress {
-public:
+  public:
     /// total <= 0 means unknown (no ETA). `unit` is shown after the rate ("frames/s").
     Progress(std::string component, std::string label, int64_t total, std::string unit = "it");
     ~Progress();
@@ -81,7 +81,7 @@ public:
 
     static double plain_interval_s;
 
-private:
+  private:
     void maybe_render(bool force);
     std::string component_;
     std::string label_;

@@ -20,7 +20,7 @@ struct LrSchedulerInit {
 };
 
 class LrScheduler {
-public:
+  public:
     virtual ~LrScheduler();
     /// Learning rate at optimizer step `step` (0 = the first update) for a group whose configured
     /// learning rate is `base_lr`. Must be deterministic and side-effect free. May be called from

@@ -32,8 +32,8 @@ struct ProbeResult {
 };
 
 struct ModelLoadRequest {
-    std::filesystem::path path;  ///< pretrained_model_name_or_path (resolved local path)
-    ConfigView config;           ///< resolved configuration (flavour, subfolders, dtype keys, ...)
+    std::filesystem::path path;         ///< pretrained_model_name_or_path (resolved local path)
+    ConfigView config;                  ///< resolved configuration (flavour, subfolders, dtype keys, ...)
     at::ScalarType dtype = at::kFloat;  ///< compute / weight dtype (mixed_precision)
     at::Device device = at::kCPU;
     bool training = true;  ///< false: inference only (no grads needed)
@@ -55,7 +55,7 @@ struct PredictOutput {
 
 /// All calls come from the host's trainer/validation thread. Methods may throw st::Error.
 class ModelFamily : public Encoders {
-public:
+  public:
     ~ModelFamily() override;
 
     // ---- tools (no load() needed) -------------------------------------------------------------

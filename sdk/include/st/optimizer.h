@@ -43,7 +43,7 @@ struct OptimizerInit {
 /// All calls come from the trainer thread, between forward/backward passes. Methods may throw
 /// st::Error (the host adds plugin, component and phase).
 class Optimizer {
-public:
+  public:
     virtual ~Optimizer();
 
     /// Applies one update to every parameter whose grad is defined, using the current group lrs.

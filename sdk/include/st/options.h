@@ -16,18 +16,18 @@
 namespace st::sdk {
 
 enum class OptionType {
-    boolean,  ///< true/false; also "true"/"false"/"1"/"0"/"yes"/"no"/"on"/"off" strings, bare CLI flag
-    integer,  ///< whole number (a JSON number without fraction or a numeric string)
-    number,   ///< floating point (also accepts integers and numeric strings)
-    string,   ///< free text (numbers are converted to their text)
-    json,     ///< any JSON value; a string is parsed as JSON when it looks like an object or list
+    boolean,      ///< true/false; also "true"/"false"/"1"/"0"/"yes"/"no"/"on"/"off" strings, bare CLI flag
+    integer,      ///< whole number (a JSON number without fraction or a numeric string)
+    number,       ///< floating point (also accepts integers and numeric strings)
+    string,       ///< free text (numbers are converted to their text)
+    json,         ///< any JSON value; a string is parsed as JSON when it looks like an object or list
     string_list,  ///< list of strings; a single string becomes a one-element list
 };
 
 const char* option_type_name(OptionType type);
 
 struct OptionSpec {
-    std::string name;                  ///< SimpleTuner key, e.g. "learning_rate"
+    std::string name;  ///< SimpleTuner key, e.g. "learning_rate"
     OptionType type = OptionType::string;
     nlohmann::json default_value;      ///< null = "not set"
     std::string help;                  ///< one or two sentences; shown by --help
@@ -50,7 +50,7 @@ OptionSpec opt_list(std::string name, std::string help);
 /// already validated by the host). Getters throw st::Error naming the key when it is missing or has
 /// the wrong type. Cheap to copy (shares the underlying json).
 class ConfigView {
-public:
+  public:
     ConfigView();
     explicit ConfigView(std::shared_ptr<const nlohmann::json> values);
 
@@ -68,7 +68,7 @@ public:
 
     const nlohmann::json& all() const { return *values_; }
 
-private:
+  private:
     const nlohmann::json& at(const std::string& key) const;
     std::shared_ptr<const nlohmann::json> values_;
 };

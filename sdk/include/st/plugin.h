@@ -60,18 +60,17 @@ constexpr uint32_t count_args(T&&...) {
 
 /// Declares the plugin: name, version string and every component id it registers.
 ///   ST_PLUGIN("optim", "1.0.0", "optim.adamw@1", "lr.cosine@1")
-#define ST_PLUGIN(name, version, ...)                                                                \
-    extern "C" ST_PLUGIN_EXPORT __attribute__((section(ST_MANIFEST_SECTION), used))                   \
-    const st_plugin_manifest st_plugin_manifest_v1 = {                                                \
-        ST_MANIFEST_MAGIC,                                                                            \
-        sizeof(st_plugin_manifest),                                                                   \
-        ST_SDK_ABI_MAJOR,                                                                             \
-        ST_SDK_ABI_MINOR,                                                                             \
-        ST_BUILD_FINGERPRINT,                                                                         \
-        name,                                                                                         \
-        version,                                                                                      \
-        ::st::sdk::detail::count_args(__VA_ARGS__),                                                   \
-        {__VA_ARGS__}};
+#define ST_PLUGIN(name, version, ...)                                                             \
+    extern "C" ST_PLUGIN_EXPORT __attribute__((section(ST_MANIFEST_SECTION), used))               \
+    const st_plugin_manifest st_plugin_manifest_v1 = {ST_MANIFEST_MAGIC,                          \
+                                                      sizeof(st_plugin_manifest),                 \
+                                                      ST_SDK_ABI_MAJOR,                           \
+                                                      ST_SDK_ABI_MINOR,                           \
+                                                      ST_BUILD_FINGERPRINT,                       \
+                                                      name,                                       \
+                                                      version,                                    \
+                                                      ::st::sdk::detail::count_args(__VA_ARGS__), \
+                                                      {__VA_ARGS__}};
 
 /// Defines the entry point. Called once by the host after the manifest checks passed, on the main
 /// thread, before any component is created. May throw (the host reports it with the plugin name

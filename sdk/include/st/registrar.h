@@ -16,8 +16,8 @@ namespace st::sdk {
 
 /// Static description of a component, given at registration.
 struct ComponentInfo {
-    std::string id;       ///< "kind.name@N", must be listed in the plugin's manifest
-    std::string summary;  ///< one line for `st-host plugins` and --help
+    std::string id;                   ///< "kind.name@N", must be listed in the plugin's manifest
+    std::string summary;              ///< one line for `st-host plugins` and --help
     std::vector<OptionSpec> options;  ///< config keys this component owns
 };
 
@@ -26,7 +26,7 @@ struct ComponentInfo {
 /// st::Error (reported by the host with plugin, component and phase). Commands named
 /// "bench-<what>" are also reachable as `st-host bench <what>`.
 struct CommandSpec {
-    std::string usage;    ///< one line, e.g. "st-host extract-audio --input-dir DIR --output-dir DIR"
+    std::string usage;  ///< one line, e.g. "st-host extract-audio --input-dir DIR --output-dir DIR"
     std::function<int(const std::vector<std::string>& args)> run;
 };
 
@@ -36,7 +36,7 @@ struct CommandSpec {
 /// by someone else. Factories are stored and called later by the host (wrapped so that an
 /// exception gains plugin, component and phase).
 class Registrar {
-public:
+  public:
     virtual ~Registrar();
     virtual void add_model(ComponentInfo info, ModelFactory factory) = 0;
     virtual void add_optimizer(ComponentInfo info, OptimizerFactory factory) = 0;

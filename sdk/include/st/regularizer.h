@@ -5,7 +5,6 @@
 #include <ATen/core/Tensor.h>
 
 #include <functional>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,14 +25,14 @@ struct RegularizerInit {
 };
 
 struct RegularizerInputs {
-    int64_t step = 0;          ///< optimizer step
-    TensorMap taps;            ///< the activations requested by taps(), keyed by tap name
-    TensorMap batch;           ///< clean latents ("latents"), pixels if decoded, conditioning
-    at::Tensor sigmas;         ///< [B]
+    int64_t step = 0;   ///< optimizer step
+    TensorMap taps;     ///< the activations requested by taps(), keyed by tap name
+    TensorMap batch;    ///< clean latents ("latents"), pixels if decoded, conditioning
+    at::Tensor sigmas;  ///< [B]
 };
 
 class Regularizer {
-public:
+  public:
     virtual ~Regularizer();
     /// Tap names this regularizer needs (e.g. {"blocks.8.out"}). Called once after construction.
     virtual std::vector<std::string> taps() const = 0;

@@ -30,10 +30,10 @@ constexpr uint64_t kSafetensorsMaxHeader = 100ull * 1024 * 1024;
 
 struct TensorInfo {
     std::string name;
-    std::string dtype;              ///< as in the file: "F32", "BF16", ...
-    at::ScalarType scalar_type;     ///< the LibTorch type used when loading
+    std::string dtype;           ///< as in the file: "F32", "BF16", ...
+    at::ScalarType scalar_type;  ///< the LibTorch type used when loading
     std::vector<int64_t> shape;
-    uint64_t begin = 0;             ///< byte offsets relative to the data buffer
+    uint64_t begin = 0;  ///< byte offsets relative to the data buffer
     uint64_t end = 0;
     int64_t numel() const;
 };
@@ -45,7 +45,7 @@ size_t safetensors_dtype_size(const std::string& dtype);
 
 /// Something that provides named tensors lazily: one safetensors file, a sharded checkpoint, ...
 class TensorSource {
-public:
+  public:
     virtual ~TensorSource();
     /// Description used in error messages (a file path).
     virtual std::string describe() const = 0;
@@ -59,7 +59,7 @@ public:
 };
 
 class SafetensorsFile final : public TensorSource {
-public:
+  public:
     /// Opens, maps and validates. Throws st::Error naming the file and the problem.
     static std::shared_ptr<SafetensorsFile> open(const std::filesystem::path& path);
     ~SafetensorsFile() override;
@@ -78,7 +78,7 @@ public:
     uint64_t file_size() const { return size_; }
     uint64_t header_size() const { return header_len_; }
 
-private:
+  private:
     SafetensorsFile() = default;
     std::filesystem::path path_;
     std::shared_ptr<void> mapping_;
@@ -92,7 +92,7 @@ private:
 /// A checkpoint split over several files listed by `<name>.safetensors.index.json`
 /// ({"metadata": {...}, "weight_map": {"tensor": "file-00001-of-00002.safetensors"}}).
 class ShardedSafetensors final : public TensorSource {
-public:
+  public:
     /// Opens the index and every shard it names (each validated). Throws st::Error naming the index,
     /// the missing shard, or a tensor the index lists but its shard lacks.
     static std::shared_ptr<ShardedSafetensors> open(const std::filesystem::path& index_json);
@@ -102,7 +102,7 @@ public:
     at::Tensor load(const std::string& name) const override;
     std::map<std::string, std::string> metadata() const override;
 
-private:
+  private:
     std::filesystem::path index_;
     std::map<std::string, std::shared_ptr<SafetensorsFile>> shards_;  ///< by file name
     std::map<std::string, std::string> weight_map_;                   ///< tensor -> file name

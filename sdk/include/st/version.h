@@ -15,9 +15,9 @@
 #pragma once
 
 #include <fmt/core.h>
-#include <nlohmann/detail/abi_macros.hpp>
 #include <toml++/impl/version.h>
 #include <torch/version.h>
+#include <nlohmann/detail/abi_macros.hpp>
 
 #define ST_SDK_ABI_MAJOR 1
 #define ST_SDK_ABI_MINOR 0
@@ -50,7 +50,7 @@
 /// The build fingerprint compiled into the host and into every plugin's manifest. Plain string
 /// literal so it can live in the manifest's constant data. Example:
 ///   gcc-12.2.0;c++=202002L;cxx11abi=1;torch=1.13;cuda=0;json=3.11.2;toml++=3.3.0;fmt=90100
-#define ST_BUILD_FINGERPRINT                                                                           \
+#define ST_BUILD_FINGERPRINT \
     ST_DETAIL_COMPILER ";c++=" ST_DETAIL_STR(__cplusplus) ";" ST_DETAIL_CXX11_ABI                     \
         ";torch=" ST_DETAIL_STR(TORCH_VERSION_MAJOR) "." ST_DETAIL_STR(TORCH_VERSION_MINOR) ";"       \
             ST_DETAIL_CUDA ";json=" ST_DETAIL_STR(NLOHMANN_JSON_VERSION_MAJOR) "." ST_DETAIL_STR(     \

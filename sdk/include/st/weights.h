@@ -43,7 +43,8 @@ LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSo
                        const LoadOptions& options = {});
 
 /// Same, with the targets taken from module.named_parameters() + named_buffers().
-LoadReport load_strict(torch::nn::Module& module, const TensorSource& source, const LoadOptions& options = {});
+LoadReport load_strict(torch::nn::Module& module, const TensorSource& source,
+                       const LoadOptions& options = {});
 
 /// named_parameters() + named_buffers() of a module as a map (recursive, checkpoint names).
 std::map<std::string, at::Tensor> named_tensors(const torch::nn::Module& module);
