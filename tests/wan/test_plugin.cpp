@@ -3,10 +3,11 @@
 // commands through st-host with st-wan.so (forward, make-model, inspect).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -34,7 +35,9 @@ TensorMap load_all(const fs::path& file) {
     return m;
 }
 
-ConfigView config_of(const nlohmann::json& j) { return ConfigView(std::make_shared<const nlohmann::json>(j)); }
+ConfigView config_of(const nlohmann::json& j) {
+    return ConfigView(std::make_shared<const nlohmann::json>(j));
+}
 
 struct RunResult {
     int code = -1;
@@ -42,8 +45,8 @@ struct RunResult {
 };
 
 RunResult run_host(const std::string& args) {
-    const std::string cmd = std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --plugin-dir " + ST_TEST_PLUGIN_DIR +
-                            " " + args + " 2>&1";
+    const std::string cmd = std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --plugin-dir " +
+                            ST_TEST_PLUGIN_DIR + " " + args + " 2>&1";
     RunResult r;
     FILE* p = popen(cmd.c_str(), "r");
     if (p == nullptr) return r;
@@ -63,7 +66,8 @@ void write_golden_pipeline(const fs::path& dir) {
     fs::copy_file(golden("wan_t2v/diffusion_pytorch_model.safetensors"),
                   dir / "transformer/diffusion_pytorch_model.safetensors");
     fs::copy_file(golden("wan_vae/config.json"), dir / "vae/config.json");
-    fs::copy_file(golden("wan_vae/diffusion_pytorch_model.safetensors"), dir / "vae/diffusion_pytorch_model.safetensors");
+    fs::copy_file(golden("wan_vae/diffusion_pytorch_model.safetensors"),
+                  dir / "vae/diffusion_pytorch_model.safetensors");
     fs::copy(golden("umt5/text_encoder"), dir / "text_encoder", fs::copy_options::recursive);
     fs::copy(golden("umt5/tokenizer"), dir / "tokenizer", fs::copy_options::recursive);
     std::ofstream(dir / "model_index.json") << R"({"_class_name": "WanPipeline", "transformer": ["diffusers",
@@ -72,7 +76,7 @@ void write_golden_pipeline(const fs::path& dir) {
 }
 
 class WanPluginTest : public ::testing::Test {
-protected:
+  protected:
     static void SetUpTestSuite() {
         root_ = fs::temp_directory_path() / ("st_wan_plugin_" + std::to_string(::getpid()));
         fs::remove_all(root_);
@@ -89,8 +93,8 @@ fs::path WanPluginTest::root_;
 void expect_golden_vae(const TensorMap& out) {
     const fs::path ref = golden("wan_vae/outputs.safetensors");
     const test::Tolerance vae_tol{2e-4, 1e-4, 1.0};  // MANIFEST wan_vae: atol/rtol only
-    for (const char* name : {"posterior_mean_t1", "posterior_logvar_t1", "latents_normalized_t1", "posterior_mean_t9",
-                             "posterior_logvar_t9", "latents_normalized_t9"}) {
+    for (const char* name : {"posterior_mean_t1", "posterior_logvar_t1", "latents_normalized_t1",
+                             "posterior_mean_t9", "posterior_logvar_t9", "latents_normalized_t9"}) {
         ASSERT_TRUE(out.count(name)) << name;
         EXPECT_TRUE(allclose_manifest(out.at(name), test::load_tensor(ref, name), vae_tol)) << name;
     }
@@ -98,10 +102,10 @@ void expect_golden_vae(const TensorMap& out) {
 
 TEST_F(WanPluginTest, MakeModelTinyWritesTheDiffusersLayout) {
     const fs::path m = root_ / "tiny";
-    for (const char* f : {"model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors",
-                          "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
-                          "text_encoder/model.safetensors", "tokenizer/spiece.model",
-                          "scheduler/scheduler_config.json"})
+    for (const char* f :
+         {"model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors",
+          "vae/config.json", "vae/diffusion_pytorch_model.safetensors", "text_encoder/config.json",
+          "text_encoder/model.safetensors", "tokenizer/spiece.model", "scheduler/scheduler_config.json"})
         EXPECT_TRUE(fs::is_regular_file(m / f)) << f;
     const auto index = nlohmann::json::parse(std::ifstream(m / "model_index.json"));
     EXPECT_EQ(index["_class_name"], "WanPipeline");
@@ -133,8 +137,8 @@ TEST_F(WanPluginTest, ProbeAcceptsWanLayoutsAndRejectsForeignPathsWithoutThrowin
     EXPECT_NE(r.variant.find("original"), std::string::npos) << r.variant;
     r = f.probe(golden("wan_t2v/sharded/diffusion_pytorch_model.safetensors.index.json"));
     EXPECT_TRUE(r.loadable) << r.reason;
-    for (const fs::path& foreign : {root_ / "does_not_exist", golden("wan_vae"), golden("umt5/tokenizer/spiece.model"),
-                                    root_ / "tiny" / "vae"}) {
+    for (const fs::path& foreign : {root_ / "does_not_exist", golden("wan_vae"),
+                                    golden("umt5/tokenizer/spiece.model"), root_ / "tiny" / "vae"}) {
         EXPECT_NO_THROW(r = f.probe(foreign)) << foreign;
         EXPECT_FALSE(r.loadable) << foreign;
         EXPECT_FALSE(r.reason.empty()) << foreign;
@@ -146,10 +150,12 @@ TEST_F(WanPluginTest, ForwardComponentsReproduceTheGoldenOutputs) {
     const ConfigView cfg = config_of(nlohmann::json::object());
     const fs::path model = root_ / "golden";
     // transformer: 1-D and per-token timesteps in one call
-    TensorMap out = f.forward_component(model, "transformer", load_all(golden("wan_t2v/inputs.safetensors")), cfg);
+    TensorMap out =
+        f.forward_component(model, "transformer", load_all(golden("wan_t2v/inputs.safetensors")), cfg);
     const fs::path t2v_ref = golden("wan_t2v/outputs.safetensors");
     EXPECT_TRUE(allclose_manifest(out.at("out"), test::load_tensor(t2v_ref, "out")));
-    EXPECT_TRUE(allclose_manifest(out.at("out_per_token_timestep"), test::load_tensor(t2v_ref, "out_per_token_timestep")));
+    EXPECT_TRUE(allclose_manifest(out.at("out_per_token_timestep"),
+                                  test::load_tensor(t2v_ref, "out_per_token_timestep")));
     // the bf16 file as a single-file model
     out = f.forward_component(golden("wan_t2v/diffusion_pytorch_model.bf16.safetensors"), "transformer",
                               load_all(golden("wan_t2v/inputs.safetensors")), cfg);
@@ -160,8 +166,8 @@ TEST_F(WanPluginTest, ForwardComponentsReproduceTheGoldenOutputs) {
     out = f.forward_component(model, "vae_decode", vae_in, cfg);
     const test::Tolerance vae_tol{2e-4, 1e-4, 1.0};
     for (const char* name : {"decoded_t1", "decoded_t3"})
-        EXPECT_TRUE(allclose_manifest(out.at(name), test::load_tensor(golden("wan_vae/outputs.safetensors"), name),
-                                      vae_tol))
+        EXPECT_TRUE(allclose_manifest(
+            out.at(name), test::load_tensor(golden("wan_vae/outputs.safetensors"), name), vae_tol))
             << name;
     // text encoder
     out = f.forward_component(model, "text_encoder", load_all(golden("umt5/inputs.safetensors")), cfg);
@@ -175,8 +181,9 @@ TEST_F(WanPluginTest, ForwardComponentsReproduceTheGoldenOutputs) {
 
 TEST_F(WanPluginTest, ForwardI2V22PicksTheExpertByTheBoundary) {
     WanFamily f;
-    const TensorMap out = f.forward_component(golden("wan_i2v"), "transformer",
-                                              load_all(golden("wan_i2v/inputs.safetensors")), config_of(nlohmann::json::object()));
+    const TensorMap out =
+        f.forward_component(golden("wan_i2v"), "transformer", load_all(golden("wan_i2v/inputs.safetensors")),
+                            config_of(nlohmann::json::object()));
     const fs::path ref = golden("wan_i2v/outputs.safetensors");
     ASSERT_TRUE(out.count("out_t950") && out.count("out_t400"));
     EXPECT_TRUE(allclose_manifest(out.at("out_t950"), test::load_tensor(ref, "out_t950")));
@@ -213,20 +220,22 @@ TEST_F(WanPluginTest, ForwardErrorsNameTheMissingTensorOrPart) {
     WanFamily f;
     const ConfigView cfg = config_of(nlohmann::json::object());
     try {
-        f.forward_component(root_ / "tiny", "transformer", {{"hidden_states", at::randn({1, 4, 1, 8, 8})}}, cfg);
+        f.forward_component(root_ / "tiny", "transformer", {{"hidden_states", at::randn({1, 4, 1, 8, 8})}},
+                            cfg);
         FAIL() << "expected st::Error";
     } catch (const st::Error& e) {
         EXPECT_NE(std::string(e.what()).find("encoder_hidden_states"), std::string::npos) << e.what();
     }
     try {
-        f.forward_component(root_ / "tiny" / "transformer", "vae_encode", {{"video", at::zeros({1, 3, 1, 16, 16})}},
-                            cfg);
+        f.forward_component(root_ / "tiny" / "transformer", "vae_encode",
+                            {{"video", at::zeros({1, 3, 1, 16, 16})}}, cfg);
         FAIL() << "expected st::Error";
     } catch (const st::Error& e) {
         EXPECT_NE(std::string(e.what()).find("VAE"), std::string::npos) << e.what();
     }
-    EXPECT_THROW(f.forward_component(root_ / "tiny", "vae_decode", {{"video", at::zeros({1, 3, 1, 16, 16})}}, cfg),
-                 st::Error);
+    EXPECT_THROW(
+        f.forward_component(root_ / "tiny", "vae_decode", {{"video", at::zeros({1, 3, 1, 16, 16})}}, cfg),
+        st::Error);
 }
 
 TEST_F(WanPluginTest, LoadPredictTapsAndEncodersOnTheTinyModel) {
@@ -272,16 +281,56 @@ TEST_F(WanPluginTest, LoadPredictTapsAndEncodersOnTheTinyModel) {
     EXPECT_EQ(f.default_lora_targets(), (std::vector<std::string>{"to_q", "to_k", "to_v", "to_out.0"}));
 }
 
+TEST_F(WanPluginTest, PretrainedOverridesPickComponentsFromElsewhere) {
+    WanFamily f;
+    // The tiny made model, with transformer and VAE taken from the golden folders instead.
+    const ConfigView cfg =
+        config_of({{"pretrained_transformer_model_name_or_path", golden("wan_t2v").string()},
+                   {"pretrained_transformer_subfolder", "none"},
+                   {"pretrained_vae_model_name_or_path", golden("wan_vae").string()}});
+    TensorMap out = f.forward_component(root_ / "tiny", "transformer",
+                                        load_all(golden("wan_t2v/inputs.safetensors")), cfg);
+    EXPECT_TRUE(
+        allclose_manifest(out.at("out"), test::load_tensor(golden("wan_t2v/outputs.safetensors"), "out")));
+    expect_golden_vae(f.forward_component(root_ / "tiny", "vae_encode",
+                                          load_all(golden("wan_vae/inputs.safetensors")), cfg));
+    // A missing override path is an error naming the key, never a download.
+    try {
+        f.forward_component(root_ / "tiny", "vae_encode", load_all(golden("wan_vae/inputs.safetensors")),
+                            config_of({{"pretrained_vae_model_name_or_path", "Wan-AI/not-here"}}));
+        FAIL() << "expected st::Error";
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("pretrained_vae_model_name_or_path"), std::string::npos)
+            << e.what();
+        EXPECT_NE(std::string(e.what()).find("does not download"), std::string::npos) << e.what();
+    }
+}
+
+TEST_F(WanPluginTest, CacheIdentityChangesWhenTheVaeFilesChange) {
+    const fs::path m = root_ / "identity";
+    fs::copy(root_ / "tiny", m, fs::copy_options::recursive);
+    WanFamily f;
+    st::sdk::ModelLoadRequest req;
+    req.path = m;
+    req.config = config_of(nlohmann::json::object());
+    f.load(req);
+    const std::string before = f.cache_identity();
+    const fs::path weights = m / "vae" / "diffusion_pytorch_model.safetensors";
+    fs::last_write_time(weights, fs::last_write_time(weights) + std::chrono::seconds(5));
+    EXPECT_NE(f.cache_identity(), before);
+}
+
 TEST(WanPluginOptionsTest, DeclaresTheWanKeysOnlyWithSimpleTunerDefaults) {
     std::map<std::string, st::sdk::OptionSpec> specs;
     for (auto& s : wan_option_specs()) specs[s.name] = s;
-    for (const char* k : {"model_flavour", "pretrained_transformer_model_name_or_path",
-                          "pretrained_transformer_subfolder", "pretrained_vae_model_name_or_path",
-                          "pretrained_t5_model_name_or_path", "wan_force_2_1_time_embedding",
-                          "wan_validation_load_other_stage", "enable_chunked_feed_forward", "feed_forward_chunk_size",
-                          "gradient_checkpointing"})
+    for (const char* k :
+         {"model_flavour", "pretrained_transformer_model_name_or_path", "pretrained_transformer_subfolder",
+          "pretrained_vae_model_name_or_path", "pretrained_t5_model_name_or_path",
+          "wan_force_2_1_time_embedding", "wan_validation_load_other_stage", "enable_chunked_feed_forward",
+          "feed_forward_chunk_size", "gradient_checkpointing"})
         EXPECT_TRUE(specs.count(k)) << k;
-    for (const char* k : {"model_family", "pretrained_model_name_or_path", "output_dir", "seed", "learning_rate"})
+    for (const char* k :
+         {"model_family", "pretrained_model_name_or_path", "output_dir", "seed", "learning_rate"})
         EXPECT_FALSE(specs.count(k)) << k;
     EXPECT_EQ(specs["model_flavour"].default_value, "t2v-480p-1.3b-2.1");
     EXPECT_NE(std::find(specs["model_flavour"].choices.begin(), specs["model_flavour"].choices.end(),
@@ -299,26 +348,29 @@ TEST(WanPluginOptionsTest, FeedForwardChunkSizeFromKeyThenEnv) {
     ::setenv("WAN_FEED_FORWARD_CHUNK_SIZE", "7", 1);
     c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}}));
     EXPECT_EQ(c.chunk_size.value_or(-1), 7);
-    c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}, {"feed_forward_chunk_size", 3}}));
+    c = resolve_feed_forward_chunking(
+        config_of({{"enable_chunked_feed_forward", true}, {"feed_forward_chunk_size", 3}}));
     EXPECT_EQ(c.chunk_size.value_or(-1), 3);
     ::setenv("WAN_FEED_FORWARD_CHUNK_SIZE", "x7", 1);
-    EXPECT_THROW(resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}})), st::Error);
+    EXPECT_THROW(resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}})),
+                 st::Error);
     ::unsetenv("WAN_FEED_FORWARD_CHUNK_SIZE");
 }
 
 TEST_F(WanPluginTest, HostForwardMakeModelAndInspectThroughStWanSo) {
     const fs::path out = root_ / "host_out.safetensors";
     RunResult r = run_host("forward --plugin wan --model " + (root_ / "golden").string() +
-                           " --component transformer --inputs " + golden("wan_t2v/inputs.safetensors").string() +
-                           " --output " + out.string());
+                           " --component transformer --inputs " +
+                           golden("wan_t2v/inputs.safetensors").string() + " --output " + out.string());
     ASSERT_EQ(r.code, 0) << r.out;
     const fs::path ref = golden("wan_t2v/outputs.safetensors");
     EXPECT_TRUE(allclose_manifest(test::load_tensor(out, "out"), test::load_tensor(ref, "out")));
     EXPECT_TRUE(allclose_manifest(test::load_tensor(out, "out_per_token_timestep"),
                                   test::load_tensor(ref, "out_per_token_timestep")));
 
-    r = run_host("forward --plugin wan --model " + golden("wan_vae").string() + " --component vae_encode --inputs " +
-                 golden("wan_vae/inputs.safetensors").string() + " --output " + out.string());
+    r = run_host("forward --plugin wan --model " + golden("wan_vae").string() +
+                 " --component vae_encode --inputs " + golden("wan_vae/inputs.safetensors").string() +
+                 " --output " + out.string());
     ASSERT_EQ(r.code, 0) << r.out;
     expect_golden_vae(load_all(out));
 
@@ -327,7 +379,10 @@ TEST_F(WanPluginTest, HostForwardMakeModelAndInspectThroughStWanSo) {
     ASSERT_EQ(r.code, 0) << r.out;
     r = run_host("inspect " + (made / "transformer/diffusion_pytorch_model.safetensors").string());
     ASSERT_EQ(r.code, 0) << r.out;
-    EXPECT_NE(r.out.find(std::to_string(WanTransformerConfig::tiny().tensor_count())), std::string::npos) << r.out;
+    // the summary line of `inspect`: "F32: <n> tensors, <m> elements"
+    EXPECT_NE(r.out.find("F32: " + std::to_string(WanTransformerConfig::tiny().tensor_count()) + " tensors"),
+              std::string::npos)
+        << r.out;
     r = run_host("forward --plugin wan --model " + made.string() + " --component vae_decode --inputs " +
                  golden("wan_vae/inputs.safetensors").string() + " --output " + out.string());
     ASSERT_EQ(r.code, 0) << r.out;

@@ -102,17 +102,4 @@ std::vector<sdk::OptionSpec> lr_shared_options();
 /// SimpleTuner's custom schedulers store lr truncated to 1e-9 (`math.floor(lr * 1e9) / 1e9`).
 double floor_lr_1e9(double lr);
 
-// ---------------------------------------------------------------------------------------------
-// Gradient clipping (torch.nn.utils semantics). Parameters whose grad is undefined are skipped.
-
-/// Global L2 norm over all grads (the norm of the per-tensor norms, each in its grad's dtype).
-double grad_norm(const std::vector<at::Tensor>& params);
-/// torch.nn.utils.clip_grad_norm_: coef = max_norm / (total_norm + 1e-6), grads scaled by
-/// min(coef, 1). Returns the total norm before clipping. max_norm <= 0 disables clipping and
-/// returns the norm anyway (for logging).
-double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
-/// torch.nn.utils.clip_grad_value_: every grad element clamped to [-clip, clip]. Returns the
-/// largest |grad| element before clipping. clip <= 0 disables clipping (still returns the max).
-double clip_grad_value(const std::vector<at::Tensor>& params, double clip);
-
 }  // namespace st::plugins::optim

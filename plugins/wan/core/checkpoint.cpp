@@ -38,14 +38,16 @@ bool looks_like_hub_id(const std::string& s) {
 
 std::vector<std::string> list_dir(const fs::path& dir) {
     std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string() + (e.is_directory() ? "/" : ""));
+    for (const auto& e : fs::directory_iterator(dir))
+        out.push_back(e.path().filename().string() + (e.is_directory() ? "/" : ""));
     std::sort(out.begin(), out.end());
     return out;
 }
 
 // Picks the weights inside a transformer folder.
 fs::path pick_weights(const fs::path& dir, const std::string& variant) {
-    const std::string base = variant.empty() ? "diffusion_pytorch_model" : "diffusion_pytorch_model." + variant;
+    const std::string base =
+        variant.empty() ? "diffusion_pytorch_model" : "diffusion_pytorch_model." + variant;
     for (const auto& name : {base + ".safetensors.index.json", base + ".safetensors"})
         if (fs::exists(dir / name)) return dir / name;
     if (!variant.empty())
@@ -62,7 +64,8 @@ fs::path pick_weights(const fs::path& dir, const std::string& variant) {
     if (candidates.size() == 1) return candidates[0];
     if (candidates.empty())
         fail(kComponent, "load",
-             "'{}' is not a Wan model folder: no model_index.json, no diffusion_pytorch_model.safetensors and no "
+             "'{}' is not a Wan model folder: no model_index.json, no diffusion_pytorch_model.safetensors "
+             "and no "
              "*.safetensors weights (it contains: {})",
              dir.string(), fmt::join(list_dir(dir), ", "));
     fail(kComponent, "load", "'{}' holds several checkpoints ({}); pass the file itself", dir.string(),
@@ -80,14 +83,14 @@ const std::vector<WanFlavour>& wan_flavours() {
         {"i2v-14b-2.1-720p", "Wan-AI/Wan2.1-I2V-14B-720P-Diffusers", K::i2v_21},
         {"flf2v-14b-2.1", "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers", K::flf2v_21},
         // Wan 2.2 experts: transformer/ = high noise (t >= boundary), transformer_2/ = low noise.
-        {"i2v-14b-2.2-high", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", K::i2v_22, "transformer", "transformer_2", 0.9, 5.0,
-         true},
-        {"i2v-14b-2.2-low", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", K::i2v_22, "transformer_2", "transformer", 0.9, 5.0,
-         false},
-        {"animegen-t2v-high", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", K::t2v, "transformer", "transformer_2", 0.875, 3.0,
-         true},
-        {"animegen-t2v-low", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", K::t2v, "transformer_2", "transformer", 0.875, 3.0,
-         false},
+        {"i2v-14b-2.2-high", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", K::i2v_22, "transformer", "transformer_2",
+         0.9, 5.0, true},
+        {"i2v-14b-2.2-low", "Wan-AI/Wan2.2-I2V-A14B-Diffusers", K::i2v_22, "transformer_2", "transformer",
+         0.9, 5.0, false},
+        {"animegen-t2v-high", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", K::t2v, "transformer", "transformer_2",
+         0.875, 3.0, true},
+        {"animegen-t2v-low", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", K::t2v, "transformer_2", "transformer",
+         0.875, 3.0, false},
         {"ti2v-5b-2.2", "Wan-AI/Wan2.2-TI2V-5B-Diffusers", K::ti2v_22},
     };
     return flavours;
@@ -102,15 +105,18 @@ std::vector<std::string> wan_flavour_names() {
 const WanFlavour& find_flavour(const std::string& name) {
     for (const auto& f : wan_flavours())
         if (f.name == name) return f;
-    fail(kComponent, "config", "unknown model_flavour '{}' for wan (known: {})", name, fmt::join(wan_flavour_names(), ", "));
+    fail(kComponent, "config", "unknown model_flavour '{}' for wan (known: {})", name,
+         fmt::join(wan_flavour_names(), ", "));
 }
 
-TransformerLocation locate_transformer(const fs::path& path, const std::string& subfolder_in, const std::string& variant) {
+TransformerLocation locate_transformer(const fs::path& path, const std::string& subfolder_in,
+                                       const std::string& variant) {
     const std::string subfolder = subfolder_in == "none" ? "" : subfolder_in;
     if (!fs::exists(path)) {
         if (looks_like_hub_id(path.string()))
             fail(kComponent, "load",
-                 "'{}' looks like a Hugging Face hub id, but st does not download models: download the diffusers "
+                 "'{}' looks like a Hugging Face hub id, but st does not download models: download the "
+                 "diffusers "
                  "folder (e.g. `huggingface-cli download {} --local-dir DIR`) and pass DIR",
                  path.string(), path.string());
         fail(kComponent, "load", "model path '{}' does not exist", path.string());
@@ -119,7 +125,8 @@ TransformerLocation locate_transformer(const fs::path& path, const std::string& 
     if (fs::is_regular_file(path)) {
         // A single file (ComfyUI/original or diffusers) or a sharded index.
         loc.weights = path;
-        if (path.filename().string().rfind("diffusion_pytorch_model", 0) == 0 && fs::exists(path.parent_path() / "config.json"))
+        if (path.filename().string().rfind("diffusion_pytorch_model", 0) == 0 &&
+            fs::exists(path.parent_path() / "config.json"))
             loc.config_json = path.parent_path() / "config.json";
         return loc;
     }
@@ -129,12 +136,13 @@ TransformerLocation locate_transformer(const fs::path& path, const std::string& 
         const auto index = read_json(*loc.model_index);
         const std::string cls = index.value("_class_name", "");
         if (cls.rfind("Wan", 0) != 0)
-            fail(kComponent, "load", "'{}' is not a Wan pipeline folder: model_index.json has _class_name '{}'",
-                 path.string(), cls);
+            fail(kComponent, "load",
+                 "'{}' is not a Wan pipeline folder: model_index.json has _class_name '{}'", path.string(),
+                 cls);
         const std::string sub = subfolder.empty() ? "transformer" : subfolder;
         if (!fs::is_directory(path / sub))
-            fail(kComponent, "load", "Wan pipeline folder '{}' has no '{}/' subfolder (it contains: {}){}", path.string(),
-                 sub, fmt::join(list_dir(path), ", "),
+            fail(kComponent, "load", "Wan pipeline folder '{}' has no '{}/' subfolder (it contains: {}){}",
+                 path.string(), sub, fmt::join(list_dir(path), ", "),
                  index.contains(sub) ? "; model_index.json lists it, so the download is incomplete" : "");
         dir = path / sub;
         loc.subfolder = sub;
@@ -143,7 +151,8 @@ TransformerLocation locate_transformer(const fs::path& path, const std::string& 
         loc.subfolder = subfolder;
     } else if (!subfolder.empty() && !fs::exists(path / "config.json")) {
         fail(kComponent, "load",
-             "'{}' has neither model_index.json (a diffusers pipeline) nor a '{}/' subfolder nor a config.json "
+             "'{}' has neither model_index.json (a diffusers pipeline) nor a '{}/' subfolder nor a "
+             "config.json "
              "(a transformer folder); it contains: {}",
              path.string(), subfolder, fmt::join(list_dir(path), ", "));
     }
@@ -151,7 +160,8 @@ TransformerLocation locate_transformer(const fs::path& path, const std::string& 
         const auto cfg = read_json(dir / "config.json");
         const std::string cls = cfg.value("_class_name", "WanTransformer3DModel");
         if (cls != "WanTransformer3DModel")
-            fail(kComponent, "load", "'{}' is not a Wan transformer: _class_name '{}' (expected WanTransformer3DModel)",
+            fail(kComponent, "load",
+                 "'{}' is not a Wan transformer: _class_name '{}' (expected WanTransformer3DModel)",
                  (dir / "config.json").string(), cls);
         loc.config_json = dir / "config.json";
     }
@@ -165,7 +175,8 @@ std::shared_ptr<st::sdk::TensorSource> open_transformer_weights(const Transforme
             return st::sdk::ShardedSafetensors::open(location.weights);
         return st::sdk::SafetensorsFile::open(location.weights);
     } catch (const Error& e) {
-        throw e.with_context(fmt::format("while opening the Wan transformer weights '{}'", location.weights.string()));
+        throw e.with_context(
+            fmt::format("while opening the Wan transformer weights '{}'", location.weights.string()));
     }
 }
 
@@ -179,14 +190,22 @@ std::optional<double> read_boundary_ratio(const fs::path& model_index_json) {
 }
 
 namespace {
-std::string show(int64_t v) { return std::to_string(v); }
-std::string show(bool v) { return v ? "true" : "false"; }
-std::string show(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : "null"; }
-std::string show(const std::array<int64_t, 3>& v) { return fmt::format("[{}]", fmt::join(v, ", ")); }
+std::string show(int64_t v) {
+    return std::to_string(v);
+}
+std::string show(bool v) {
+    return v ? "true" : "false";
+}
+std::string show(const std::optional<int64_t>& v) {
+    return v ? std::to_string(*v) : "null";
+}
+std::string show(const std::array<int64_t, 3>& v) {
+    return fmt::format("[{}]", fmt::join(v, ", "));
+}
 
 // Fields the weights determine; config.json must agree (the [risk] of image_dim in I2V-A14B configs).
-void cross_check(const WanTransformerConfig& file, const WanTransformerConfig& weights, const fs::path& config_json,
-                 const std::string& weights_desc) {
+void cross_check(const WanTransformerConfig& file, const WanTransformerConfig& weights,
+                 const fs::path& config_json, const std::string& weights_desc) {
     std::vector<std::string> diffs;
     auto cmp = [&](const char* name, const auto& a, const auto& b) {
         if (a != b) diffs.push_back(fmt::format("{}: config {} vs weights {}", name, show(a), show(b)));
@@ -225,11 +244,14 @@ LoadedTransformer load_transformer(const fs::path& path, const TransformerLoadOp
     st::sdk::LoadOptions lo;
     lo.component = kComponent;
     const WanCheckpointInfo info = out.info;
-    lo.key_map = [info](const std::string& name) -> std::optional<std::string> { return to_diffusers_key(name, info); };
+    lo.key_map = [info](const std::string& name) -> std::optional<std::string> {
+        return to_diffusers_key(name, info);
+    };
     try {
         st::sdk::load_strict(*out.model, *source, lo);
     } catch (const Error& e) {
-        throw e.with_context(fmt::format("while loading the Wan transformer {} from {}", out.info.variant, source->describe()));
+        throw e.with_context(fmt::format("while loading the Wan transformer {} from {}", out.info.variant,
+                                         source->describe()));
     }
     if (options.device != at::Device(at::kCPU)) out.model->to(options.device);
     st::log::info("model.wan", "transformer {} from {} -> {}", out.info.summary(), source->describe(),

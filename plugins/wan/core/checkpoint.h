@@ -26,14 +26,14 @@ namespace st::plugins::wan {
 
 /// One SimpleTuner `model_flavour` of the wan family (inventory §1.3).
 struct WanFlavour {
-    std::string name;             ///< "t2v-480p-1.3b-2.1", "i2v-14b-2.2-high", ...
-    std::string hub_repo;         ///< the Hugging Face repo SimpleTuner downloads (informational here)
+    std::string name;      ///< "t2v-480p-1.3b-2.1", "i2v-14b-2.2-high", ...
+    std::string hub_repo;  ///< the Hugging Face repo SimpleTuner downloads (informational here)
     WanVariantKind kind;
     /// Transformer subfolder of the pipeline folder. Wan 2.2 experts: `transformer` holds the
     /// HIGH-noise expert and `transformer_2` the LOW-noise one (diffusers convention; SimpleTuner
     /// maps "-high" to transformer_2, which is inverted: see plugins/wan/README.md).
     std::string subfolder = "transformer";
-    std::string peer_subfolder;   ///< the other expert ("" for single-transformer models)
+    std::string peer_subfolder;            ///< the other expert ("" for single-transformer models)
     std::optional<double> boundary_ratio;  ///< expert switch (t >= ratio*1000 -> high)
     std::optional<double> flow_shift;      ///< SimpleTuner's override of flow_schedule_shift
     bool is_high_noise_expert = false;
@@ -79,7 +79,8 @@ struct LoadedTransformer {
 
 /// Locates, detects (names + shapes; cross-checked against config.json when present), builds and
 /// loads strictly. Logs the detected variant in one line.
-LoadedTransformer load_transformer(const std::filesystem::path& path, const TransformerLoadOptions& options = {});
+LoadedTransformer load_transformer(const std::filesystem::path& path,
+                                   const TransformerLoadOptions& options = {});
 
 /// Writes `dir`/config.json and `dir`/diffusion_pytorch_model.safetensors (diffusers names,
 /// tensors cast to `dtype` except the fp32-kept ones).

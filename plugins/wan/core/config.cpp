@@ -46,7 +46,9 @@ int64_t WanTransformerConfig::tensor_count() const {
     return global + num_layers * per_block;
 }
 
-WanTransformerConfig WanTransformerConfig::t2v_1_3b() { return WanTransformerConfig{}; }
+WanTransformerConfig WanTransformerConfig::t2v_1_3b() {
+    return WanTransformerConfig{};
+}
 
 WanTransformerConfig WanTransformerConfig::t2v_14b() {
     WanTransformerConfig c;
@@ -119,13 +121,16 @@ WanTransformerConfig WanTransformerConfig::preset(const std::string& name) {
 }
 
 WanTransformerConfig WanTransformerConfig::from_json(const nlohmann::json& j, const std::string& source) {
-    if (!j.is_object()) fail(kComponent, "config", "{}: expected a JSON object, got {}", source, j.type_name());
+    if (!j.is_object())
+        fail(kComponent, "config", "{}: expected a JSON object, got {}", source, j.type_name());
     WanTransformerConfig c;
     for (const auto& [key, value] : j.items()) {
         if (!key.empty() && key[0] == '_') continue;  // _class_name, _diffusers_version, _name_or_path
         if (key == "patch_size") {
             auto v = get_as<std::vector<int64_t>>(value, key, source);
-            if (v.size() != 3) fail(kComponent, "config", "{}: patch_size must have 3 entries, got {}", source, value.dump());
+            if (v.size() != 3)
+                fail(kComponent, "config", "{}: patch_size must have 3 entries, got {}", source,
+                     value.dump());
             c.patch_size = {v[0], v[1], v[2]};
         } else if (key == "num_attention_heads") {
             c.num_attention_heads = get_as<int64_t>(value, key, source);
@@ -159,8 +164,8 @@ WanTransformerConfig WanTransformerConfig::from_json(const nlohmann::json& j, co
         } else if (key == "rope_max_seq_len") {
             c.rope_max_seq_len = get_as<int64_t>(value, key, source);
         } else {
-            fail(kComponent, "config", "{}: unknown key '{}' in a Wan transformer config (value {})", source, key,
-                 value.dump());
+            fail(kComponent, "config", "{}: unknown key '{}' in a Wan transformer config (value {})", source,
+                 key, value.dump());
         }
     }
     if (c.out_channels < 0) c.out_channels = c.in_channels;
@@ -220,7 +225,8 @@ void WanTransformerConfig::validate() const {
     positive("ffn_dim", ffn_dim);
     positive("num_layers", num_layers);
     positive("rope_max_seq_len", rope_max_seq_len);
-    if (freq_dim <= 0 || freq_dim % 2 != 0) fail(kComponent, "config", "freq_dim must be even and > 0, got {}", freq_dim);
+    if (freq_dim <= 0 || freq_dim % 2 != 0)
+        fail(kComponent, "config", "freq_dim must be even and > 0, got {}", freq_dim);
     // RoPE splits head_dim into t/h/w parts of 2*(d/6) real dims each for h, w and the rest for t;
     // every part must be a positive even number.
     const int64_t hw = 2 * (attention_head_dim / 6);
@@ -246,8 +252,8 @@ void WanTransformerConfig::validate() const {
 
 std::string describe(const WanTransformerConfig& c) {
     std::string s = fmt::format("dim {} ({}x{}), {} layers, ffn {}, in {}, out {}, text {}", c.inner_dim(),
-                                c.num_attention_heads, c.attention_head_dim, c.num_layers, c.ffn_dim, c.in_channels,
-                                c.out_channels, c.text_dim);
+                                c.num_attention_heads, c.attention_head_dim, c.num_layers, c.ffn_dim,
+                                c.in_channels, c.out_channels, c.text_dim);
     if (c.image_dim) s += fmt::format(", image {} -> kv {}", *c.image_dim, *c.added_kv_proj_dim);
     if (c.pos_embed_seq_len) s += fmt::format(", image pos {}", *c.pos_embed_seq_len);
     return s;

@@ -46,13 +46,13 @@ struct WanTransformerConfig {
     int64_t tensor_count() const;
 
     // ---- presets (models.md §2.1) --------------------------------------------------------------
-    static WanTransformerConfig t2v_1_3b();    ///< Wan 2.1 T2V 1.3B (= defaults)
-    static WanTransformerConfig t2v_14b();     ///< Wan 2.1 T2V 14B, also each Wan 2.2 T2V-A14B expert
-    static WanTransformerConfig i2v_14b_21();  ///< Wan 2.1 I2V 14B (CLIP image branch, 36 channels)
-    static WanTransformerConfig i2v_a14b_22(); ///< Wan 2.2 I2V-A14B expert (36 channels, no image branch)
-    static WanTransformerConfig ti2v_5b();     ///< Wan 2.2 TI2V 5B (48-channel latents)
-    static WanTransformerConfig tiny();        ///< tests: 2 heads x 12, 2 layers (the golden config)
-    static WanTransformerConfig small();       ///< benchmarks: dim 512 (4 x 128), 8 layers
+    static WanTransformerConfig t2v_1_3b();     ///< Wan 2.1 T2V 1.3B (= defaults)
+    static WanTransformerConfig t2v_14b();      ///< Wan 2.1 T2V 14B, also each Wan 2.2 T2V-A14B expert
+    static WanTransformerConfig i2v_14b_21();   ///< Wan 2.1 I2V 14B (CLIP image branch, 36 channels)
+    static WanTransformerConfig i2v_a14b_22();  ///< Wan 2.2 I2V-A14B expert (36 channels, no image branch)
+    static WanTransformerConfig ti2v_5b();      ///< Wan 2.2 TI2V 5B (48-channel latents)
+    static WanTransformerConfig tiny();         ///< tests: 2 heads x 12, 2 layers (the golden config)
+    static WanTransformerConfig small();        ///< benchmarks: dim 512 (4 x 128), 8 layers
     /// "t2v-1.3b", "t2v-14b", "i2v-14b-2.1", "i2v-a14b-2.2", "ti2v-5b", "tiny", "small"; throws otherwise.
     static WanTransformerConfig preset(const std::string& name);
     static std::vector<std::string> preset_names();

@@ -15,10 +15,12 @@ namespace {
 
 constexpr const char* kComponent = "model.wan@1";
 
-std::string shape_str(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+std::string shape_str(const std::vector<int64_t>& s) {
+    return fmt::format("[{}]", fmt::join(s, ", "));
+}
 
 class ShapeTable {
-public:
+  public:
     ShapeTable(const st::sdk::TensorSource& source, const WanCheckpointInfo& info) : info_(info) {
         describe_ = source.describe();
         for (const auto& ti : source.infos()) {
@@ -39,8 +41,9 @@ public:
     void expect(const std::string& name, const std::vector<int64_t>& shape, const std::string& why) const {
         const auto& s = need(name);
         if (s != shape)
-            fail(kComponent, "detect", "{}: '{}' has shape {} but {} needs {}: the weights fit no Wan flavour",
-                 describe_, name, shape_str(s), why, shape_str(shape));
+            fail(kComponent, "detect",
+                 "{}: '{}' has shape {} but {} needs {}: the weights fit no Wan flavour", describe_, name,
+                 shape_str(s), why, shape_str(shape));
     }
     int64_t count_blocks() const {
         std::set<int64_t> idx;
@@ -54,13 +57,13 @@ public:
         }
         const int64_t n = static_cast<int64_t>(idx.size());
         if (n > 0 && *idx.rbegin() != n - 1)
-            fail(kComponent, "detect", "{}: block indices are not contiguous ({} blocks, highest index {})", describe_,
-                 n, *idx.rbegin());
+            fail(kComponent, "detect", "{}: block indices are not contiguous ({} blocks, highest index {})",
+                 describe_, n, *idx.rbegin());
         return n;
     }
     const std::string& describe() const { return describe_; }
 
-private:
+  private:
     const WanCheckpointInfo& info_;
     std::string describe_;
     std::map<std::string, std::vector<int64_t>> shapes_;
@@ -76,11 +79,16 @@ int64_t guess_head_dim(int64_t dim) {
 
 const char* variant_kind_name(WanVariantKind kind) {
     switch (kind) {
-        case WanVariantKind::t2v: return "t2v";
-        case WanVariantKind::i2v_21: return "i2v-2.1";
-        case WanVariantKind::flf2v_21: return "flf2v-2.1";
-        case WanVariantKind::i2v_22: return "i2v-2.2";
-        case WanVariantKind::ti2v_22: return "ti2v-2.2";
+        case WanVariantKind::t2v:
+            return "t2v";
+        case WanVariantKind::i2v_21:
+            return "i2v-2.1";
+        case WanVariantKind::flf2v_21:
+            return "flf2v-2.1";
+        case WanVariantKind::i2v_22:
+            return "i2v-2.2";
+        case WanVariantKind::ti2v_22:
+            return "ti2v-2.2";
     }
     return "?";
 }
@@ -89,8 +97,8 @@ std::string WanCheckpointInfo::summary() const {
     std::vector<std::string> d;
     for (const auto& [name, n] : dtypes) d.push_back(fmt::format("{} x{}", name, n));
     return fmt::format("{} ({} layout{}, {} tensors, {}; {})", variant, key_layout_name(layout),
-                       prefix.empty() ? "" : fmt::format(", prefix '{}'", prefix), tensor_count, fmt::join(d, ", "),
-                       describe(config));
+                       prefix.empty() ? "" : fmt::format(", prefix '{}'", prefix), tensor_count,
+                       fmt::join(d, ", "), describe(config));
 }
 
 WanVariantKind classify(const WanTransformerConfig& c) {
@@ -98,12 +106,14 @@ WanVariantKind classify(const WanTransformerConfig& c) {
     if (c.has_image_branch()) {
         if (!i2v_channels)
             fail(kComponent, "detect",
-                 "a Wan 2.1 I2V model (image branch) needs in_channels = 2*out_channels + 4, got in {} out {}: fits "
+                 "a Wan 2.1 I2V model (image branch) needs in_channels = 2*out_channels + 4, got in {} out "
+                 "{}: fits "
                  "no Wan flavour",
                  c.in_channels, c.out_channels);
         return c.pos_embed_seq_len ? WanVariantKind::flf2v_21 : WanVariantKind::i2v_21;
     }
-    if (c.in_channels == c.out_channels) return c.out_channels == 48 ? WanVariantKind::ti2v_22 : WanVariantKind::t2v;
+    if (c.in_channels == c.out_channels)
+        return c.out_channels == 48 ? WanVariantKind::ti2v_22 : WanVariantKind::t2v;
     if (i2v_channels) return WanVariantKind::i2v_22;
     fail(kComponent, "detect",
          "in_channels {} / out_channels {} fit no Wan flavour (T2V/TI2V: in == out; I2V: in == 2*out + 4)",
@@ -165,7 +175,8 @@ WanCheckpointInfo inspect_transformer(const st::sdk::TensorSource& source) {
         for (size_t i = 0; i < infos.size() && i < 5; ++i) first.push_back(infos[i].name);
         fail(kComponent, "detect",
              "{} is not a Wan transformer checkpoint: neither blocks.0.attn1.to_q.weight / proj_out.weight "
-             "(diffusers) nor blocks.0.self_attn.q.weight / head.head.weight (original) found ({} tensors; first: {})",
+             "(diffusers) nor blocks.0.self_attn.q.weight / head.head.weight (original) found ({} tensors; "
+             "first: {})",
              source.describe(), infos.size(), fmt::join(first, ", "));
     }
 
@@ -181,23 +192,28 @@ WanCheckpointInfo inspect_transformer(const st::sdk::TensorSource& source) {
     c.attention_head_dim = guess_head_dim(d);
     c.num_attention_heads = d / c.attention_head_dim;
     c.num_layers = t.count_blocks();
-    if (c.num_layers == 0) fail(kComponent, "detect", "{}: no transformer blocks (blocks.N.*) found", t.describe());
+    if (c.num_layers == 0)
+        fail(kComponent, "detect", "{}: no transformer blocks (blocks.N.*) found", t.describe());
     const auto& te = t.need("condition_embedder.time_embedder.linear_1.weight");
     if (te.size() != 2 || te[0] != d)
-        fail(kComponent, "detect", "{}: time_embedder.linear_1.weight {} does not match dim {}: fits no Wan flavour",
-             t.describe(), shape_str(te), d);
+        fail(kComponent, "detect",
+             "{}: time_embedder.linear_1.weight {} does not match dim {}: fits no Wan flavour", t.describe(),
+             shape_str(te), d);
     c.freq_dim = te[1];
     const auto& tx = t.need("condition_embedder.text_embedder.linear_1.weight");
-    if (tx.size() != 2) fail(kComponent, "detect", "{}: text_embedder.linear_1.weight {} is not a matrix", t.describe(), shape_str(tx));
+    if (tx.size() != 2)
+        fail(kComponent, "detect", "{}: text_embedder.linear_1.weight {} is not a matrix", t.describe(),
+             shape_str(tx));
     c.text_dim = tx[1];
     const auto& ff = t.need("blocks.0.ffn.net.0.proj.weight");
-    if (ff.size() != 2) fail(kComponent, "detect", "{}: ffn weight {} is not a matrix", t.describe(), shape_str(ff));
+    if (ff.size() != 2)
+        fail(kComponent, "detect", "{}: ffn weight {} is not a matrix", t.describe(), shape_str(ff));
     c.ffn_dim = ff[0];
     const auto& po = t.need("proj_out.weight");
     const int64_t patch_numel = pe[2] * pe[3] * pe[4];
     if (po.size() != 2 || po[0] % patch_numel != 0)
-        fail(kComponent, "detect", "{}: proj_out.weight {} is not [C_out*{}, {}]: fits no Wan flavour", t.describe(),
-             shape_str(po), patch_numel, d);
+        fail(kComponent, "detect", "{}: proj_out.weight {} is not [C_out*{}, {}]: fits no Wan flavour",
+             t.describe(), shape_str(po), patch_numel, d);
     c.out_channels = po[0] / patch_numel;
     c.cross_attn_norm = t.has("blocks.0.norm2.weight");
     if (t.has("condition_embedder.image_embedder.norm1.weight")) {
@@ -207,8 +223,8 @@ WanCheckpointInfo inspect_transformer(const st::sdk::TensorSource& source) {
         if (t.has("condition_embedder.image_embedder.pos_embed"))
             c.pos_embed_seq_len = t.need("condition_embedder.image_embedder.pos_embed")[1];
     } else if (t.has("blocks.0.attn2.add_k_proj.weight")) {
-        fail(kComponent, "detect", "{}: attn2.add_k_proj tensors present but no image_embedder: fits no Wan flavour",
-             t.describe());
+        fail(kComponent, "detect",
+             "{}: attn2.add_k_proj tensors present but no image_embedder: fits no Wan flavour", t.describe());
     }
 
     // Consistency of the remaining shapes (a mix of two models or a wrong converter shows here).
@@ -221,7 +237,8 @@ WanCheckpointInfo inspect_transformer(const st::sdk::TensorSource& source) {
         const std::string b = fmt::format("blocks.{}.", i);
         t.expect(b + "attn1.to_q.weight", {d, d}, fmt::format("dim {}", d));
         t.expect(b + "attn2.to_k.weight", {d, d}, fmt::format("dim {}", d));
-        t.expect(b + "ffn.net.0.proj.weight", {c.ffn_dim, d}, fmt::format("ffn_dim {} of block 0", c.ffn_dim));
+        t.expect(b + "ffn.net.0.proj.weight", {c.ffn_dim, d},
+                 fmt::format("ffn_dim {} of block 0", c.ffn_dim));
         t.expect(b + "scale_shift_table", {1, 6, d}, fmt::format("dim {}", d));
     }
     try {

@@ -18,11 +18,11 @@ namespace st::plugins::wan {
 
 /// Structural class of a Wan transformer (what the channel layout and branches say).
 enum class WanVariantKind {
-    t2v,        ///< in == out (16 for the released models)
-    i2v_21,     ///< in == 2*out + 4, CLIP image branch (Wan 2.1 I2V)
-    flf2v_21,   ///< as i2v_21 with the image position embedding
-    i2v_22,     ///< in == 2*out + 4, no image branch (Wan 2.2 I2V-A14B expert)
-    ti2v_22,    ///< 48-channel latents (Wan 2.2 TI2V 5B)
+    t2v,       ///< in == out (16 for the released models)
+    i2v_21,    ///< in == 2*out + 4, CLIP image branch (Wan 2.1 I2V)
+    flf2v_21,  ///< as i2v_21 with the image position embedding
+    i2v_22,    ///< in == 2*out + 4, no image branch (Wan 2.2 I2V-A14B expert)
+    ti2v_22,   ///< 48-channel latents (Wan 2.2 TI2V 5B)
 };
 const char* variant_kind_name(WanVariantKind kind);
 
@@ -30,8 +30,8 @@ struct WanCheckpointInfo {
     WanTransformerConfig config;
     WanVariantKind kind = WanVariantKind::t2v;
     KeyLayout layout = KeyLayout::diffusers;
-    std::string prefix;                        ///< stripped from every key ("" or "model.diffusion_model.")
-    std::map<std::string, size_t> dtypes;      ///< on-disk dtype -> tensor count
+    std::string prefix;                    ///< stripped from every key ("" or "model.diffusion_model.")
+    std::map<std::string, size_t> dtypes;  ///< on-disk dtype -> tensor count
     size_t tensor_count = 0;
     /// "t2v-1.3b-2.1", "t2v-14b", "i2v-14b-2.1", "flf2v-14b-2.1", "i2v-a14b-2.2", "ti2v-5b-2.2",
     /// or "<kind> custom (dim D, N layers)" for other sizes (tiny test models).

@@ -16,16 +16,24 @@ struct Pair {
 
 // Modules inside blocks.N (N stripped).
 constexpr Pair kBlockModules[] = {
-    {"self_attn.q", "attn1.to_q"},           {"self_attn.k", "attn1.to_k"},
-    {"self_attn.v", "attn1.to_v"},           {"self_attn.o", "attn1.to_out.0"},
-    {"self_attn.norm_q", "attn1.norm_q"},    {"self_attn.norm_k", "attn1.norm_k"},
-    {"cross_attn.q", "attn2.to_q"},          {"cross_attn.k", "attn2.to_k"},
-    {"cross_attn.v", "attn2.to_v"},          {"cross_attn.o", "attn2.to_out.0"},
-    {"cross_attn.norm_q", "attn2.norm_q"},   {"cross_attn.norm_k", "attn2.norm_k"},
-    {"cross_attn.k_img", "attn2.add_k_proj"}, {"cross_attn.v_img", "attn2.add_v_proj"},
+    {"self_attn.q", "attn1.to_q"},
+    {"self_attn.k", "attn1.to_k"},
+    {"self_attn.v", "attn1.to_v"},
+    {"self_attn.o", "attn1.to_out.0"},
+    {"self_attn.norm_q", "attn1.norm_q"},
+    {"self_attn.norm_k", "attn1.norm_k"},
+    {"cross_attn.q", "attn2.to_q"},
+    {"cross_attn.k", "attn2.to_k"},
+    {"cross_attn.v", "attn2.to_v"},
+    {"cross_attn.o", "attn2.to_out.0"},
+    {"cross_attn.norm_q", "attn2.norm_q"},
+    {"cross_attn.norm_k", "attn2.norm_k"},
+    {"cross_attn.k_img", "attn2.add_k_proj"},
+    {"cross_attn.v_img", "attn2.add_v_proj"},
     {"cross_attn.norm_k_img", "attn2.norm_added_k"},
     {"norm3", "norm2"},  // name trap: the original's cross-attention norm is norm3
-    {"ffn.0", "ffn.net.0.proj"},             {"ffn.2", "ffn.net.2"},
+    {"ffn.0", "ffn.net.0.proj"},
+    {"ffn.2", "ffn.net.2"},
 };
 constexpr Pair kBlockTensors[] = {{"modulation", "scale_shift_table"}};
 
@@ -63,7 +71,8 @@ bool split_block(const std::string& name, std::string* prefix, std::string* rest
 template <size_t N>
 std::optional<std::string> lookup(const Pair (&table)[N], const std::string& key, bool to_diffusers) {
     for (const auto& p : table)
-        if (key == (to_diffusers ? p.original : p.diffusers)) return std::string(to_diffusers ? p.diffusers : p.original);
+        if (key == (to_diffusers ? p.original : p.diffusers))
+            return std::string(to_diffusers ? p.diffusers : p.original);
     return std::nullopt;
 }
 
@@ -103,11 +112,19 @@ const std::vector<std::string>& wan_checkpoint_prefixes() {
     return prefixes;
 }
 
-std::optional<std::string> original_to_diffusers(const std::string& name) { return map_tensor(name, true); }
-std::optional<std::string> diffusers_to_original(const std::string& name) { return map_tensor(name, false); }
+std::optional<std::string> original_to_diffusers(const std::string& name) {
+    return map_tensor(name, true);
+}
+std::optional<std::string> diffusers_to_original(const std::string& name) {
+    return map_tensor(name, false);
+}
 
-std::optional<std::string> lora_module_to_native(const std::string& m) { return map_module(m, false); }
-std::optional<std::string> lora_module_to_diffusers(const std::string& m) { return map_module(m, true); }
+std::optional<std::string> lora_module_to_native(const std::string& m) {
+    return map_module(m, false);
+}
+std::optional<std::string> lora_module_to_diffusers(const std::string& m) {
+    return map_module(m, true);
+}
 
 std::vector<std::string> block_linear_modules(int index, bool image_branch) {
     const std::string p = "blocks." + std::to_string(index) + ".";

@@ -1,12 +1,12 @@
 // Precompiled header of the Wan core library and plugin.
 #pragma once
 #include <ATen/ATen.h>
-#include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/normalization.h>
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>

@@ -21,17 +21,23 @@ at::Tensor axis_angles(int64_t dim, int64_t length, double theta) {
 
 }  // namespace
 
-RopeTables wan_rope_tables(int64_t head_dim, int64_t frames, int64_t height, int64_t width, int64_t max_seq_len,
-                           double theta) {
+RopeTables wan_rope_tables(int64_t head_dim, int64_t frames, int64_t height, int64_t width,
+                           int64_t max_seq_len, double theta) {
     const int64_t hw_dim = 2 * (head_dim / 6);
     const int64_t t_dim = head_dim - 2 * hw_dim;
     if (frames > max_seq_len || height > max_seq_len || width > max_seq_len)
         fail("model.wan@1", "rope", "token grid {}x{}x{} exceeds rope_max_seq_len {}", frames, height, width,
              max_seq_len);
     // [F, t/2], [H, h/2], [W, w/2] angles, broadcast over the grid then concatenated per token.
-    at::Tensor at_ = axis_angles(t_dim, frames, theta).view({frames, 1, 1, t_dim / 2}).expand({frames, height, width, t_dim / 2});
-    at::Tensor ah = axis_angles(hw_dim, height, theta).view({1, height, 1, hw_dim / 2}).expand({frames, height, width, hw_dim / 2});
-    at::Tensor aw = axis_angles(hw_dim, width, theta).view({1, 1, width, hw_dim / 2}).expand({frames, height, width, hw_dim / 2});
+    at::Tensor at_ = axis_angles(t_dim, frames, theta)
+                         .view({frames, 1, 1, t_dim / 2})
+                         .expand({frames, height, width, t_dim / 2});
+    at::Tensor ah = axis_angles(hw_dim, height, theta)
+                        .view({1, height, 1, hw_dim / 2})
+                        .expand({frames, height, width, hw_dim / 2});
+    at::Tensor aw = axis_angles(hw_dim, width, theta)
+                        .view({1, 1, width, hw_dim / 2})
+                        .expand({frames, height, width, hw_dim / 2});
     at::Tensor angles = at::cat({at_, ah, aw}, -1).reshape({frames * height * width, head_dim / 2});
     RopeTables t;
     t.cos = angles.cos().repeat_interleave(2, 1).to(at::kFloat).contiguous();
@@ -44,7 +50,7 @@ at::Tensor apply_wan_rope(const at::Tensor& x, const RopeTables& tables) {
     TORCH_CHECK(x.dim() == 4 && x.size(1) == tables.cos.size(0) && x.size(3) == tables.cos.size(1),
                 "apply_wan_rope: x ", x.sizes(), " vs tables ", tables.cos.sizes());
     at::Tensor xf = x.to(at::kFloat);
-    at::Tensor pairs = xf.unflatten(-1, {-1, 2});            // [B, L, H, D/2, 2]
+    at::Tensor pairs = xf.unflatten(-1, {-1, 2});  // [B, L, H, D/2, 2]
     at::Tensor x1 = pairs.select(-1, 0), x2 = pairs.select(-1, 1);
     // [L, D] -> [1, L, 1, D/2] (one value per pair)
     at::Tensor cos = tables.cos.to(x.device()).slice(1, 0, c10::nullopt, 2).unsqueeze(0).unsqueeze(2);

@@ -23,7 +23,8 @@ constexpr const char* kModelName = "spiece.model";
 
 std::string list_dir(const std::filesystem::path& dir) {
     std::vector<std::string> names;
-    for (const auto& entry : std::filesystem::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+    for (const auto& entry : std::filesystem::directory_iterator(dir))
+        names.push_back(entry.path().filename().string());
     std::sort(names.begin(), names.end());
     std::string out;
     for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
@@ -36,8 +37,8 @@ int64_t special_id(const spm_api::Api& api, void* handle, int model_id, int unk_
     if (model_id >= 0) return model_id;
     const int id = api.piece_to_id(handle, piece);
     if (id < 0 || id == unk_id)
-        fail(kComponent, "load", "'{}' defines no '{}' token (UMT5 needs pad '<pad>' and eos '</s>')", file.string(),
-             piece);
+        fail(kComponent, "load", "'{}' defines no '{}' token (UMT5 needs pad '<pad>' and eos '</s>')",
+             file.string(), piece);
     return id;
 }
 
@@ -101,19 +102,24 @@ UMT5Tokenizer::~UMT5Tokenizer() = default;
 std::filesystem::path UMT5Tokenizer::find_model_file(const std::filesystem::path& path) {
     namespace fs = std::filesystem;
     if (!fs::exists(path))
-        fail(kComponent, "load", "tokenizer path '{}' does not exist (expected a tokenizer folder with {} or the "
-             "{} file itself)", path.string(), kModelName, kModelName);
+        fail(kComponent, "load",
+             "tokenizer path '{}' does not exist (expected a tokenizer folder with {} or the "
+             "{} file itself)",
+             path.string(), kModelName, kModelName);
     if (fs::is_regular_file(path)) {
         if (path.filename() == "tokenizer.json")
-            fail(kComponent, "load", "'{}' is a HF tokenizers file; st reads the SentencePiece model {} that "
-                 "Wan-AI/*-Diffusers/tokenizer/ and google/umt5-xxl ship next to it", path.string(), kModelName);
+            fail(kComponent, "load",
+                 "'{}' is a HF tokenizers file; st reads the SentencePiece model {} that "
+                 "Wan-AI/*-Diffusers/tokenizer/ and google/umt5-xxl ship next to it",
+                 path.string(), kModelName);
         return path;
     }
     const fs::path model = path / kModelName;
     if (!fs::exists(model))
-        fail(kComponent, "load", "tokenizer folder '{}' has no {} (files: {}); the UMT5 tokenizer needs the "
-             "SentencePiece model {} (tokenizer.json alone is not read)", path.string(), kModelName, list_dir(path),
-             kModelName);
+        fail(kComponent, "load",
+             "tokenizer folder '{}' has no {} (files: {}); the UMT5 tokenizer needs the "
+             "SentencePiece model {} (tokenizer.json alone is not read)",
+             path.string(), kModelName, list_dir(path), kModelName);
     return model;
 }
 
@@ -123,7 +129,8 @@ UMT5Tokenizer UMT5Tokenizer::load(const std::filesystem::path& path) {
     impl->api = &spm_api::module();
     std::string error;
     impl->handle = impl->api->open(file.string(), &error);
-    if (!impl->handle) fail(kComponent, "load", "'{}' is not a SentencePiece model: {}", file.string(), error);
+    if (!impl->handle)
+        fail(kComponent, "load", "'{}' is not a SentencePiece model: {}", file.string(), error);
     const spm_api::Api& api = *impl->api;
     void* handle = impl->handle;
     UMT5Tokenizer tok(std::move(impl), file);
@@ -132,12 +139,14 @@ UMT5Tokenizer UMT5Tokenizer::load(const std::filesystem::path& path) {
     tok.unk_id_ = unk;
     tok.pad_id_ = special_id(api, handle, pad, unk, "<pad>", file);
     tok.eos_id_ = special_id(api, handle, eos, unk, "</s>", file);
-    st::log::info(kComponent, "loaded {} ({} pieces; pad {}, eos {}, unk {})", file.string(), api.piece_size(handle),
-                  tok.pad_id_, tok.eos_id_, tok.unk_id_);
+    st::log::info(kComponent, "loaded {} ({} pieces; pad {}, eos {}, unk {})", file.string(),
+                  api.piece_size(handle), tok.pad_id_, tok.eos_id_, tok.unk_id_);
     return tok;
 }
 
-int64_t UMT5Tokenizer::vocab_size() const { return impl_->api->piece_size(impl_->handle); }
+int64_t UMT5Tokenizer::vocab_size() const {
+    return impl_->api->piece_size(impl_->handle);
+}
 
 std::vector<int> UMT5Tokenizer::encode_raw(std::string_view text) const {
     std::vector<int> ids;
@@ -164,7 +173,8 @@ std::string UMT5Tokenizer::decode(const std::vector<int>& ids) const {
 }
 
 std::vector<int64_t> UMT5Tokenizer::encode(std::string_view text, int64_t max_length) const {
-    if (max_length < 1) fail(kComponent, "encode", "max_length must be >= 1 (room for eos), got {}", max_length);
+    if (max_length < 1)
+        fail(kComponent, "encode", "max_length must be >= 1 (room for eos), got {}", max_length);
     const std::vector<int> raw = encode_raw(prompt_clean(text));
     // HF truncation keeps room for the eos it appends: ids[:max_length - 1] + [eos].
     const size_t keep = std::min<size_t>(raw.size(), static_cast<size_t>(max_length - 1));
@@ -204,22 +214,28 @@ void write_text(const std::filesystem::path& path, const std::string& text) {
 
 void write_tokenizer_side_files(const std::filesystem::path& out_dir) {
     // What transformers' T5Tokenizer needs next to spiece.model (Wan-AI/*-Diffusers/tokenizer/).
-    const nlohmann::json config = {{"tokenizer_class", "T5Tokenizer"}, {"eos_token", "</s>"}, {"pad_token", "<pad>"},
-                                   {"unk_token", "<unk>"},           {"extra_ids", 0},      {"model_max_length", 512},
+    const nlohmann::json config = {{"tokenizer_class", "T5Tokenizer"},
+                                   {"eos_token", "</s>"},
+                                   {"pad_token", "<pad>"},
+                                   {"unk_token", "<unk>"},
+                                   {"extra_ids", 0},
+                                   {"model_max_length", 512},
                                    {"additional_special_tokens", nlohmann::json::array()}};
     const nlohmann::json special = {{"eos_token", "</s>"}, {"pad_token", "<pad>"}, {"unk_token", "<unk>"}};
     write_text(out_dir / "tokenizer_config.json", config.dump(2) + "\n");
     write_text(out_dir / "special_tokens_map.json", special.dump(2) + "\n");
 }
 
-std::filesystem::path write_tokenizer_folder(const std::filesystem::path& source, const std::filesystem::path& out_dir) {
+std::filesystem::path write_tokenizer_folder(const std::filesystem::path& source,
+                                             const std::filesystem::path& out_dir) {
     namespace fs = std::filesystem;
     const fs::path model = UMT5Tokenizer::find_model_file(source);
     UMT5Tokenizer::load(model);  // refuse to copy something that is not a usable model
     fs::create_directories(out_dir);
     const fs::path target = out_dir / kModelName;
     std::error_code ec;
-    if (!fs::equivalent(model, target, ec)) fs::copy_file(model, target, fs::copy_options::overwrite_existing);
+    if (!fs::equivalent(model, target, ec))
+        fs::copy_file(model, target, fs::copy_options::overwrite_existing);
     write_tokenizer_side_files(out_dir);
     st::log::info(kComponent, "wrote tokenizer folder {} (from {})", out_dir.string(), model.string());
     return target;

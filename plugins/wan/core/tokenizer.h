@@ -42,7 +42,7 @@ struct TokenizedBatch {
 };
 
 class UMT5Tokenizer {
-public:
+  public:
     /// `path`: a tokenizer folder holding spiece.model (the HF/diffusers `tokenizer/` folder, or
     /// Wan's `google/umt5-xxl/`), or the spiece.model file itself. Throws st::Error naming the path
     /// and the expected file when it is absent or not a SentencePiece model.
@@ -71,7 +71,7 @@ public:
     int64_t unk_id() const { return unk_id_; }
     const std::filesystem::path& model_file() const { return model_file_; }
 
-private:
+  private:
     struct Impl;
     UMT5Tokenizer(std::unique_ptr<Impl> impl, std::filesystem::path model_file);
     std::unique_ptr<Impl> impl_;
@@ -85,7 +85,8 @@ private:
 /// bos — the UMT5 special ids) and writes `out_dir/spiece.model` plus the HF side files
 /// (tokenizer_config.json, special_tokens_map.json), so a tiny model folder has a self-contained
 /// tokenizer. Deterministic for a given (vocab_size, seed). Returns the model file path.
-std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir, int vocab_size, uint32_t seed);
+std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir, int vocab_size,
+                                           uint32_t seed);
 
 /// Writes tokenizer_config.json and special_tokens_map.json (what transformers' T5Tokenizer reads
 /// next to spiece.model) into out_dir.
@@ -93,6 +94,7 @@ void write_tokenizer_side_files(const std::filesystem::path& out_dir);
 
 /// Copies a tokenizer (the folder of `source`'s spiece.model) into out_dir as spiece.model plus the
 /// HF side files. Returns the model file path.
-std::filesystem::path write_tokenizer_folder(const std::filesystem::path& source, const std::filesystem::path& out_dir);
+std::filesystem::path write_tokenizer_folder(const std::filesystem::path& source,
+                                             const std::filesystem::path& out_dir);
 
 }  // namespace st::plugins::wan

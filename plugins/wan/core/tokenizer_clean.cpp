@@ -74,7 +74,14 @@ bool is_python_space(uint32_t cp) {
     if (cp >= 0x1C && cp <= 0x20) return true;
     if (cp >= 0x2000 && cp <= 0x200A) return true;
     switch (cp) {
-        case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029: case 0x202F: case 0x205F: case 0x3000:
+        case 0x85:
+        case 0xA0:
+        case 0x1680:
+        case 0x2028:
+        case 0x2029:
+        case 0x202F:
+        case 0x205F:
+        case 0x3000:
             return true;
         default:
             return false;
@@ -108,8 +115,12 @@ void append_numeric(std::string& out, uint64_t num) {
     append_utf8(out, static_cast<uint32_t>(num));
 }
 
-bool is_hex(char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }
-bool is_dec(char c) { return c >= '0' && c <= '9'; }
+bool is_hex(char c) {
+    return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+}
+bool is_dec(char c) {
+    return c >= '0' && c <= '9';
+}
 
 // Tries the numeric alternatives of Python's _charref regex at text[pos] == '#'.
 // Returns the bytes consumed after '&' (0: no match).
@@ -140,7 +151,8 @@ size_t named_charref(std::string_view text, size_t pos, std::string& out) {
     size_t end = pos;
     while (end < text.size() && bounds.size() <= 32) {
         const char c = text[end];
-        if (c == '\t' || c == '\n' || c == '\f' || c == ' ' || c == '<' || c == '&' || c == '#' || c == ';') break;
+        if (c == '\t' || c == '\n' || c == '\f' || c == ' ' || c == '<' || c == '&' || c == '#' || c == ';')
+            break;
         uint32_t cp = 0;
         end += decode_utf8(text, end, cp);
         bounds.push_back(end);

@@ -8,11 +8,11 @@
 namespace st::plugins::wan::detail {
 
 struct HtmlEntity {
-    const char* name;   ///< without '&', with the ';' when the standard requires it ("amp;", "amp")
-    const char* utf8;   ///< replacement text
+    const char* name;  ///< without '&', with the ';' when the standard requires it ("amp;", "amp")
+    const char* utf8;  ///< replacement text
 };
 struct HtmlCharref {
-    uint32_t code;      ///< numeric reference that HTML maps to another character (&#x80; -> U+20AC)
+    uint32_t code;  ///< numeric reference that HTML maps to another character (&#x80; -> U+20AC)
     const char* utf8;
 };
 

@@ -30,7 +30,8 @@ struct Api {
     void* (*open)(const std::string& path, std::string* error);
     void (*close)(void* handle);
     bool (*encode_ids)(void* handle, std::string_view text, std::vector<int>* ids, std::string* error);
-    bool (*encode_pieces)(void* handle, std::string_view text, std::vector<std::string>* pieces, std::string* error);
+    bool (*encode_pieces)(void* handle, std::string_view text, std::vector<std::string>* pieces,
+                          std::string* error);
     bool (*decode)(void* handle, const std::vector<int>& ids, std::string* text, std::string* error);
     int (*piece_size)(void* handle);
     int (*piece_to_id)(void* handle, std::string_view piece);
@@ -38,8 +39,9 @@ struct Api {
     void (*special_ids)(void* handle, int* pad, int* eos, int* unk);
     /// SentencePieceTrainer::Train on in-memory sentences with SetRandomGeneratorSeed(seed); the
     /// serialized ModelProto lands in *model.
-    bool (*train)(const std::unordered_map<std::string, std::string>& args, const std::vector<std::string>& sentences,
-                  uint32_t seed, std::string* model, std::string* error);
+    bool (*train)(const std::unordered_map<std::string, std::string>& args,
+                  const std::vector<std::string>& sentences, uint32_t seed, std::string* model,
+                  std::string* error);
 };
 
 /// The module's table, loaded once (thread-safe) from the folder of libst_wan_core, then by name

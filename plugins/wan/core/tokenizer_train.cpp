@@ -53,7 +53,8 @@ const char* const kCorpus[] = {
     "Quotes and dashes: \"hello\", 'world', a - b, a/b, a+b=c, yes! really? ok...",
     "UPPER CASE and lower case and Mixed Case words: The Quick Brown Fox Jumps Over The Lazy Dog.",
     "the quick brown fox jumps over the lazy dog while the five boxing wizards jump quickly.",
-    "Caf\xc3\xa9, na\xc3\xafve, r\xc3\xa9sum\xc3\xa9, \xc3\xbc" "ber, Z\xc3\xbcrich, se\xc3\xb1or, gar\xc3\xa7on, \xc3\xa0 la carte.",
+    "Caf\xc3\xa9, na\xc3\xafve, r\xc3\xa9sum\xc3\xa9, \xc3\xbc"
+    "ber, Z\xc3\xbcrich, se\xc3\xb1or, gar\xc3\xa7on, \xc3\xa0 la carte.",
     "Slowly, quietly, gently, softly, brightly, darkly: the adverbs of a calm scene.",
     "Running, walking, jumping, flying, swimming, dancing, singing, talking, looking.",
     "Red, orange, yellow, green, blue, purple, pink, brown, black, white and gray.",
@@ -63,7 +64,8 @@ const char* const kCorpus[] = {
 
 }  // namespace
 
-std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir, int vocab_size, uint32_t seed) {
+std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir, int vocab_size,
+                                           uint32_t seed) {
     // Unigram needs the 3 specials + every character of the corpus; below ~100 pieces it fails.
     if (vocab_size < 100 || vocab_size > 4000)
         fail(kComponent, "train", "tiny tokenizer vocab_size must be in [100, 4000], got {}", vocab_size);
@@ -83,7 +85,8 @@ std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir,
     const std::vector<std::string> corpus(std::begin(kCorpus), std::end(kCorpus));
     std::string serialized, error;
     if (!spm_api::module().train(args, corpus, seed, &serialized, &error))
-        fail(kComponent, "train", "SentencePiece training (vocab_size {}, seed {}) failed: {}", vocab_size, seed, error);
+        fail(kComponent, "train", "SentencePiece training (vocab_size {}, seed {}) failed: {}", vocab_size,
+             seed, error);
     std::filesystem::create_directories(out_dir);
     const std::filesystem::path model = out_dir / "spiece.model";
     {
@@ -92,8 +95,8 @@ std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir,
         if (!out) fail(kComponent, "train", "cannot write '{}'", model.string());
     }
     write_tokenizer_side_files(out_dir);
-    st::log::info(kComponent, "trained tiny unigram tokenizer (vocab {}, seed {}, {} bytes) -> {}", vocab_size, seed,
-                  serialized.size(), model.string());
+    st::log::info(kComponent, "trained tiny unigram tokenizer (vocab {}, seed {}, {} bytes) -> {}",
+                  vocab_size, seed, serialized.size(), model.string());
     return model;
 }
 

@@ -25,7 +25,8 @@ at::Tensor WanQKRMSNormImpl::forward(const at::Tensor& x) {
     return (y * weight.to(at::kFloat)).to(x.scalar_type());
 }
 
-at::Tensor fp32_layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, double eps) {
+at::Tensor fp32_layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                           double eps) {
     // Returns float32 (callers cast back where the reference does).
     c10::optional<at::Tensor> w, b;
     if (weight.defined()) w = weight.to(at::kFloat);
@@ -40,8 +41,8 @@ WanFeedForwardImpl::WanFeedForwardImpl(int64_t dim, int64_t inner_dim, int64_t o
     // Checkpoint keys: net.0.proj.{weight,bias}, net.2.{weight,bias} (net.1 is a parameter-free dropout).
     auto net = register_module("net", std::make_shared<torch::nn::Module>());
     auto act = net->register_module("0", std::make_shared<torch::nn::Module>());
-    proj = act->register_module("proj", torch::nn::Linear(dim, inner_dim));
-    out = net->register_module("2", torch::nn::Linear(inner_dim, out_dim));
+    proj = act->register_module("proj", st::sdk::Linear(dim, inner_dim));
+    out = net->register_module("2", st::sdk::Linear(inner_dim, out_dim));
 }
 
 at::Tensor WanFeedForwardImpl::forward(const at::Tensor& x) {
@@ -55,15 +56,15 @@ at::Tensor WanFeedForwardImpl::forward(const at::Tensor& x) {
 
 WanAttentionImpl::WanAttentionImpl(const WanAttentionOptions& options) : options_(options) {
     const int64_t d = options.dim;
-    to_q = register_module("to_q", torch::nn::Linear(d, d));
-    to_k = register_module("to_k", torch::nn::Linear(d, d));
-    to_v = register_module("to_v", torch::nn::Linear(d, d));
-    to_out = register_module("to_out", torch::nn::ModuleList(torch::nn::Linear(d, d)));
+    to_q = register_module("to_q", st::sdk::Linear(d, d));
+    to_k = register_module("to_k", st::sdk::Linear(d, d));
+    to_v = register_module("to_v", st::sdk::Linear(d, d));
+    to_out = register_module("to_out", torch::nn::ModuleList(st::sdk::Linear(d, d)));
     norm_q = register_module("norm_q", WanQKRMSNorm(d, options.eps));
     norm_k = register_module("norm_k", WanQKRMSNorm(d, options.eps));
     if (options.added_kv_proj_dim) {
-        add_k_proj = register_module("add_k_proj", torch::nn::Linear(*options.added_kv_proj_dim, d));
-        add_v_proj = register_module("add_v_proj", torch::nn::Linear(*options.added_kv_proj_dim, d));
+        add_k_proj = register_module("add_k_proj", st::sdk::Linear(*options.added_kv_proj_dim, d));
+        add_v_proj = register_module("add_v_proj", st::sdk::Linear(*options.added_kv_proj_dim, d));
         norm_added_k = register_module("norm_added_k", WanQKRMSNorm(d, options.eps));
     }
 }
@@ -76,8 +77,8 @@ at::Tensor heads_attention(const at::Tensor& q, const at::Tensor& k, const at::T
 }
 }  // namespace
 
-at::Tensor WanAttentionImpl::forward(const at::Tensor& x, const at::Tensor& context, const at::Tensor& image_context,
-                                     const RopeTables* rope) {
+at::Tensor WanAttentionImpl::forward(const at::Tensor& x, const at::Tensor& context,
+                                     const at::Tensor& image_context, const RopeTables* rope) {
     // x [B, L, D], context [B, Lc, D], image_context [B, Li, D] | undefined -> [B, L, D]
     TORCH_CHECK(x.dim() == 3 && x.size(2) == options_.dim, "WanAttention: x must be [B, L, ", options_.dim,
                 "], got ", x.sizes());
@@ -91,13 +92,14 @@ at::Tensor WanAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cont
     }
     at::Tensor out = heads_attention(q, k, v).to(q.scalar_type());
     if (image_context.defined()) {
-        TORCH_CHECK(!add_k_proj.is_empty(), "WanAttention: image context given but this attention has no image branch");
+        TORCH_CHECK(!add_k_proj.is_empty(),
+                    "WanAttention: image context given but this attention has no image branch");
         // Wan 2.1 I2V: the same queries attend the CLIP tokens separately; outputs are summed.
         at::Tensor ki = norm_added_k->forward(add_k_proj->forward(image_context)).unflatten(2, {h, -1});
         at::Tensor vi = add_v_proj->forward(image_context).unflatten(2, {h, -1});
         out = out + heads_attention(q, ki, vi).to(q.scalar_type());
     }
-    return to_out->ptr<torch::nn::LinearImpl>(0)->forward(out);
+    return to_out->ptr<st::sdk::LinearImpl>(0)->forward(out);
 }
 
 // ---- block ----------------------------------------------------------------------------------------
@@ -109,9 +111,12 @@ WanTransformerBlockImpl::WanTransformerBlockImpl(const WanTransformerConfig& c) 
     attn1 = register_module("attn1", WanAttention(self_opts));
     attn2 = register_module("attn2", WanAttention(cross_opts));
     if (c.cross_attn_norm)
-        norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(c.eps).elementwise_affine(true)));
+        norm2 = register_module(
+            "norm2",
+            torch::nn::LayerNorm(torch::nn::LayerNormOptions({d}).eps(c.eps).elementwise_affine(true)));
     ffn = register_module("ffn", WanFeedForward(d, c.ffn_dim, d, /*gelu_tanh=*/true));
-    scale_shift_table = register_parameter("scale_shift_table", at::randn({1, 6, d}) / std::sqrt(static_cast<double>(d)));
+    scale_shift_table =
+        register_parameter("scale_shift_table", at::randn({1, 6, d}) / std::sqrt(static_cast<double>(d)));
 }
 
 at::Tensor WanTransformerBlockImpl::feed_forward(const at::Tensor& x) {
@@ -141,9 +146,11 @@ at::Tensor WanTransformerBlockImpl::forward(const at::Tensor& x, const at::Tenso
     const auto dt = x.scalar_type();
     std::vector<at::Tensor> mod;  // shift, scale, gate (msa), shift, scale, gate (ffn); fp32
     if (timestep_proj.dim() == 4) {
-        mod = (scale_shift_table.unsqueeze(0).to(at::kFloat) + timestep_proj.to(at::kFloat)).unbind(2);  // [B, L, D]
+        mod = (scale_shift_table.unsqueeze(0).to(at::kFloat) + timestep_proj.to(at::kFloat))
+                  .unbind(2);  // [B, L, D]
     } else {
-        TORCH_CHECK(timestep_proj.dim() == 3, "WanTransformerBlock: timestep_proj must be [B,6,D] or [B,L,6,D], got ",
+        TORCH_CHECK(timestep_proj.dim() == 3,
+                    "WanTransformerBlock: timestep_proj must be [B,6,D] or [B,L,6,D], got ",
                     timestep_proj.sizes());
         mod = (scale_shift_table.to(at::kFloat) + timestep_proj.to(at::kFloat)).chunk(6, 1);  // [B, 1, D]
     }
@@ -166,7 +173,8 @@ namespace {
 constexpr double kImageNormEps = 1e-5;
 }  // namespace
 
-WanMLPEmbedderImpl::WanMLPEmbedderImpl(int64_t in_dim, int64_t dim, bool gelu_tanh_act) : gelu_tanh_act_(gelu_tanh_act) {
+WanMLPEmbedderImpl::WanMLPEmbedderImpl(int64_t in_dim, int64_t dim, bool gelu_tanh_act)
+    : gelu_tanh_act_(gelu_tanh_act) {
     linear_1 = register_module("linear_1", torch::nn::Linear(in_dim, dim));
     linear_2 = register_module("linear_2", torch::nn::Linear(dim, dim));
 }
@@ -178,12 +186,15 @@ at::Tensor WanMLPEmbedderImpl::forward(const at::Tensor& x) {
     return linear_2->forward(h);
 }
 
-WanImageEmbedderImpl::WanImageEmbedderImpl(int64_t image_dim, int64_t dim, std::optional<int64_t> pos_embed_seq_len) {
+WanImageEmbedderImpl::WanImageEmbedderImpl(int64_t image_dim, int64_t dim,
+                                           std::optional<int64_t> pos_embed_seq_len) {
     // FP32LayerNorm(features) with nn.LayerNorm's default eps 1e-5 (original MLPProj likewise),
     // unlike the 1e-6 of every other Wan norm.
-    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({image_dim}).eps(kImageNormEps)));
+    norm1 = register_module(
+        "norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({image_dim}).eps(kImageNormEps)));
     ff = register_module("ff", WanFeedForward(image_dim, image_dim, dim, /*gelu_tanh=*/false));
-    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kImageNormEps)));
+    norm2 =
+        register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kImageNormEps)));
     if (pos_embed_seq_len)
         pos_embed = register_parameter("pos_embed", at::zeros({1, *pos_embed_seq_len, image_dim}));
 }
@@ -193,8 +204,8 @@ at::Tensor WanImageEmbedderImpl::forward(const at::Tensor& x_in) {
     at::Tensor x = x_in;
     if (pos_embed.defined()) {
         x = x.reshape({-1, 2 * x.size(1), x.size(2)});
-        TORCH_CHECK(x.size(1) == pos_embed.size(1), "WanImageEmbedder: ", x.size(1), " image tokens vs pos_embed ",
-                    pos_embed.sizes());
+        TORCH_CHECK(x.size(1) == pos_embed.size(1), "WanImageEmbedder: ", x.size(1),
+                    " image tokens vs pos_embed ", pos_embed.sizes());
         x = x + pos_embed.to(x.scalar_type());
     }
     const auto dt = ff->proj->weight.scalar_type();
@@ -209,7 +220,8 @@ WanConditionEmbedderImpl::WanConditionEmbedderImpl(const WanTransformerConfig& c
     time_proj = register_module("time_proj", torch::nn::Linear(d, 6 * d));
     text_embedder = register_module("text_embedder", WanMLPEmbedder(c.text_dim, d, /*gelu_tanh_act=*/true));
     if (c.image_dim)
-        image_embedder = register_module("image_embedder", WanImageEmbedder(*c.image_dim, d, c.pos_embed_seq_len));
+        image_embedder =
+            register_module("image_embedder", WanImageEmbedder(*c.image_dim, d, c.pos_embed_seq_len));
 }
 
 at::Tensor wan_timestep_sinusoid(const at::Tensor& t, int64_t dim) {

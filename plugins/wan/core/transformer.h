@@ -23,6 +23,7 @@
 
 #include "core/config.h"
 #include "core/rope.h"
+#include "st/lora.h"
 #include "st/tensors.h"
 
 namespace st::plugins::wan {
@@ -30,12 +31,12 @@ namespace st::plugins::wan {
 /// RMSNorm over the last dim with a learned weight (diffusers/torch RMSNorm; original WanQKRMSNorm).
 /// Computed in float32, returned in the input dtype.
 class WanQKRMSNormImpl : public torch::nn::Module {
-public:
+  public:
     WanQKRMSNormImpl(int64_t dim, double eps);
     at::Tensor forward(const at::Tensor& x);
     at::Tensor weight;
 
-private:
+  private:
     double eps_;
 };
 TORCH_MODULE(WanQKRMSNorm);
@@ -46,13 +47,13 @@ at::Tensor fp32_layer_norm(const at::Tensor& x, const at::Tensor& weight, const 
 /// diffusers FeedForward: `net.0.proj` Linear(dim -> inner) + GELU (tanh or exact), `net.2`
 /// Linear(inner -> out). Registered as net.0.proj / net.2 to match the checkpoint keys.
 class WanFeedForwardImpl : public torch::nn::Module {
-public:
+  public:
     WanFeedForwardImpl(int64_t dim, int64_t inner_dim, int64_t out_dim, bool gelu_tanh);
     at::Tensor forward(const at::Tensor& x);
-    torch::nn::Linear proj{nullptr};  ///< net.0.proj
-    torch::nn::Linear out{nullptr};   ///< net.2
+    st::sdk::Linear proj{nullptr};  ///< net.0.proj (LoRA-capable)
+    st::sdk::Linear out{nullptr};   ///< net.2 (LoRA-capable)
 
-private:
+  private:
     bool gelu_tanh_;
 };
 TORCH_MODULE(WanFeedForward);
@@ -66,19 +67,19 @@ struct WanAttentionOptions {
 
 /// diffusers WanAttention (attn1 self / attn2 cross) with RMS q/k norm across heads.
 class WanAttentionImpl : public torch::nn::Module {
-public:
+  public:
     explicit WanAttentionImpl(const WanAttentionOptions& options);
     /// x [B, L, D]; context [B, Lc, D] (x itself for self-attention); image_context [B, Li, D] or
     /// undefined; rope tables for self-attention or nullptr. Returns [B, L, D].
     at::Tensor forward(const at::Tensor& x, const at::Tensor& context, const at::Tensor& image_context,
                        const RopeTables* rope);
-    torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};
-    torch::nn::ModuleList to_out{nullptr};  ///< to_out.0 (Linear); to_out.1 is diffusers' dropout
+    st::sdk::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr};  ///< LoRA-capable
+    torch::nn::ModuleList to_out{nullptr};  ///< to_out.0 (st::sdk::Linear); to_out.1 is diffusers' dropout
     WanQKRMSNorm norm_q{nullptr}, norm_k{nullptr};
-    torch::nn::Linear add_k_proj{nullptr}, add_v_proj{nullptr};
+    st::sdk::Linear add_k_proj{nullptr}, add_v_proj{nullptr};
     WanQKRMSNorm norm_added_k{nullptr};
 
-private:
+  private:
     WanAttentionOptions options_;
 };
 TORCH_MODULE(WanAttention);
@@ -92,7 +93,7 @@ struct FeedForwardChunking {
 
 /// diffusers WanTransformerBlock (original WanAttentionBlock).
 class WanTransformerBlockImpl : public torch::nn::Module {
-public:
+  public:
     explicit WanTransformerBlockImpl(const WanTransformerConfig& config);
     /// x [B, L, D]; context [B, Lt, D] projected text; image_context [B, Li, D] or undefined;
     /// timestep_proj [B, 6, D] or per token [B, L, 6, D]; rope tables [L, head_dim]. -> [B, L, D]
@@ -101,31 +102,32 @@ public:
     at::Tensor feed_forward(const at::Tensor& x);
 
     WanAttention attn1{nullptr}, attn2{nullptr};
-    torch::nn::LayerNorm norm2{nullptr};  ///< cross-attention LayerNorm (affine); null without cross_attn_norm
+    torch::nn::LayerNorm norm2{
+        nullptr};  ///< cross-attention LayerNorm (affine); null without cross_attn_norm
     WanFeedForward ffn{nullptr};
-    at::Tensor scale_shift_table;         ///< [1, 6, D]
+    at::Tensor scale_shift_table;  ///< [1, 6, D]
     FeedForwardChunking chunking;
 
-private:
+  private:
     double eps_;
 };
 TORCH_MODULE(WanTransformerBlock);
 
 /// diffusers TimestepEmbedding / PixArtAlphaTextProjection: linear_1 -> act -> linear_2.
 class WanMLPEmbedderImpl : public torch::nn::Module {
-public:
+  public:
     WanMLPEmbedderImpl(int64_t in_dim, int64_t dim, bool gelu_tanh_act);
     at::Tensor forward(const at::Tensor& x);
     torch::nn::Linear linear_1{nullptr}, linear_2{nullptr};
 
-private:
+  private:
     bool gelu_tanh_act_;  ///< true: GELU(tanh) (text), false: SiLU (time)
 };
 TORCH_MODULE(WanMLPEmbedder);
 
 /// diffusers WanImageEmbedding (original MLPProj img_emb): LN -> Linear -> GELU -> Linear -> LN.
 class WanImageEmbedderImpl : public torch::nn::Module {
-public:
+  public:
     WanImageEmbedderImpl(int64_t image_dim, int64_t dim, std::optional<int64_t> pos_embed_seq_len);
     /// [B, Li, image_dim] -> [B, Li, D] (FLF2V: two images folded into one sequence first)
     at::Tensor forward(const at::Tensor& x);
@@ -137,7 +139,7 @@ TORCH_MODULE(WanImageEmbedder);
 
 /// diffusers WanTimeTextImageEmbedding (`condition_embedder`).
 class WanConditionEmbedderImpl : public torch::nn::Module {
-public:
+  public:
     explicit WanConditionEmbedderImpl(const WanTransformerConfig& config);
     WanMLPEmbedder time_embedder{nullptr}, text_embedder{nullptr};
     torch::nn::Linear time_proj{nullptr};
@@ -161,7 +163,7 @@ struct WanTransformerInputs {
 };
 
 class WanTransformer3DModelImpl : public torch::nn::Module {
-public:
+  public:
     explicit WanTransformer3DModelImpl(WanTransformerConfig config);
 
     /// -> [B, C_out, F, H, W] in the compute dtype. When `intermediates` is given it receives
@@ -192,7 +194,7 @@ public:
     torch::nn::Linear proj_out{nullptr};
     at::Tensor scale_shift_table;  ///< [1, 2, D]
 
-private:
+  private:
     WanTransformerConfig config_;
     bool gradient_checkpointing_ = false;
     bool force_2_1_time_embedding_ = false;
@@ -207,7 +209,7 @@ void randomize_parameters(torch::nn::Module& module, uint64_t seed);
 /// The Wan 2.2 A14B expert pair: `high` denoises t >= boundary_ratio*1000, `low` the rest
 /// (diffusers WanImageToVideoPipeline / WanPipeline; `transformer` = high, `transformer_2` = low).
 class WanExpertPair {
-public:
+  public:
     WanExpertPair(WanTransformer3DModel high, WanTransformer3DModel low, double boundary_ratio);
     /// The expert for one scalar timestep (sigma*1000).
     WanTransformer3DModel& expert_for(double timestep);
@@ -219,7 +221,7 @@ public:
     WanTransformer3DModel& high() { return high_; }
     WanTransformer3DModel& low() { return low_; }
 
-private:
+  private:
     WanTransformer3DModel high_;
     WanTransformer3DModel low_;
     double boundary_ratio_;

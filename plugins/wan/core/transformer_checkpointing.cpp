@@ -33,7 +33,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
     static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                    torch::autograd::variable_list grad_outputs) {
-        auto closure = c10::static_intrusive_pointer_cast<CheckpointClosure>(ctx->saved_data["closure"].toCapsule());
+        auto closure =
+            c10::static_intrusive_pointer_cast<CheckpointClosure>(ctx->saved_data["closure"].toCapsule());
         std::vector<at::Tensor> saved = ctx->get_saved_variables();
         std::vector<at::Tensor> params = ctx->saved_data["params"].toTensorVector();
         const int64_t n_all = ctx->saved_data["n_all"].toInt();

@@ -15,21 +15,26 @@
 
 namespace st::plugins::wan {
 
-WanTransformer3DModelImpl::WanTransformer3DModelImpl(WanTransformerConfig config) : config_(std::move(config)) {
+WanTransformer3DModelImpl::WanTransformer3DModelImpl(WanTransformerConfig config)
+    : config_(std::move(config)) {
     config_.validate();
     const int64_t d = config_.inner_dim();
     const auto& p = config_.patch_size;
     patch_embedding = register_module(
         "patch_embedding",
-        torch::nn::Conv3d(torch::nn::Conv3dOptions(config_.in_channels, d, {p[0], p[1], p[2]}).stride({p[0], p[1], p[2]})));
+        torch::nn::Conv3d(
+            torch::nn::Conv3dOptions(config_.in_channels, d, {p[0], p[1], p[2]}).stride({p[0], p[1], p[2]})));
     condition_embedder = register_module("condition_embedder", WanConditionEmbedder(config_));
     blocks = register_module("blocks", torch::nn::ModuleList());
     for (int64_t i = 0; i < config_.num_layers; ++i) blocks->push_back(WanTransformerBlock(config_));
     proj_out = register_module("proj_out", torch::nn::Linear(d, config_.out_channels * p[0] * p[1] * p[2]));
-    scale_shift_table = register_parameter("scale_shift_table", at::randn({1, 2, d}) / std::sqrt(static_cast<double>(d)));
+    scale_shift_table =
+        register_parameter("scale_shift_table", at::randn({1, 2, d}) / std::sqrt(static_cast<double>(d)));
 }
 
-at::ScalarType WanTransformer3DModelImpl::compute_dtype() const { return patch_embedding->weight.scalar_type(); }
+at::ScalarType WanTransformer3DModelImpl::compute_dtype() const {
+    return patch_embedding->weight.scalar_type();
+}
 
 bool WanTransformer3DModelImpl::keeps_fp32(const std::string& name) {
     // diffusers _keep_in_fp32_modules = [time_embedder, scale_shift_table, norm1, norm2, norm3],
@@ -58,13 +63,15 @@ void WanTransformer3DModelImpl::set_feed_forward_chunking(const FeedForwardChunk
     for (size_t i = 0; i < blocks->size(); ++i) blocks->ptr<WanTransformerBlockImpl>(i)->chunking = chunking;
 }
 
-at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in, st::sdk::TensorMap* intermediates) {
+at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in,
+                                              st::sdk::TensorMap* intermediates) {
     // hidden_states [B, C_in, F, H, W], timestep [B] | [B, L], encoder_hidden_states [B, Lt, text_dim],
     // encoder_hidden_states_image [B, Li, image_dim] | undefined -> [B, C_out, F, H, W]
     const auto& hs = in.hidden_states;
     const auto& p = config_.patch_size;
-    TORCH_CHECK(hs.dim() == 5 && hs.size(1) == config_.in_channels, "WanTransformer3DModel: hidden_states must be [B, ",
-                config_.in_channels, ", F, H, W], got ", hs.sizes());
+    TORCH_CHECK(hs.dim() == 5 && hs.size(1) == config_.in_channels,
+                "WanTransformer3DModel: hidden_states must be [B, ", config_.in_channels, ", F, H, W], got ",
+                hs.sizes());
     const int64_t B = hs.size(0);
     TORCH_CHECK(hs.size(2) % p[0] == 0 && hs.size(3) % p[1] == 0 && hs.size(4) % p[2] == 0,
                 "WanTransformer3DModel: latent grid ", hs.sizes(), " not divisible by the patch size");
@@ -72,8 +79,8 @@ at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in, st
     const int64_t L = fp * hp * wp, D = config_.inner_dim();
     TORCH_CHECK(in.encoder_hidden_states.dim() == 3 && in.encoder_hidden_states.size(0) == B &&
                     in.encoder_hidden_states.size(2) == config_.text_dim,
-                "WanTransformer3DModel: encoder_hidden_states must be [", B, ", Lt, ", config_.text_dim, "], got ",
-                in.encoder_hidden_states.sizes());
+                "WanTransformer3DModel: encoder_hidden_states must be [", B, ", Lt, ", config_.text_dim,
+                "], got ", in.encoder_hidden_states.sizes());
     const auto dt = compute_dtype();
 
     RopeTables rope = wan_rope_tables(config_.attention_head_dim, fp, hp, wp, config_.rope_max_seq_len);
@@ -86,23 +93,27 @@ at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in, st
     if (t.dim() == 0) t = t.reshape({1}).expand({B});
     if (t.dim() == 2 && force_2_1_time_embedding_) t = t.select(1, 0);  // SimpleTuner: token 0's t
     const bool per_token = t.dim() == 2;
-    TORCH_CHECK(t.size(0) == B && (!per_token || t.size(1) == L), "WanTransformer3DModel: timestep must be [", B,
-                "] or [", B, ", ", L, "], got ", t.sizes());
+    TORCH_CHECK(t.size(0) == B && (!per_token || t.size(1) == L), "WanTransformer3DModel: timestep must be [",
+                B, "] or [", B, ", ", L, "], got ", t.sizes());
     auto& ce = *condition_embedder;
     at::Tensor sinus = wan_timestep_sinusoid(t, config_.freq_dim);  // [B, 256] | [B, L, 256]
-    at::Tensor temb = ce.time_embedder->forward(sinus.to(ce.time_embedder->linear_1->weight.scalar_type())).to(dt);
-    at::Tensor tproj = ce.time_proj->forward(at::silu(temb)).unflatten(-1, {6, D});  // [B, 6, D] | [B, L, 6, D]
+    at::Tensor temb =
+        ce.time_embedder->forward(sinus.to(ce.time_embedder->linear_1->weight.scalar_type())).to(dt);
+    at::Tensor tproj =
+        ce.time_proj->forward(at::silu(temb)).unflatten(-1, {6, D});  // [B, 6, D] | [B, L, 6, D]
     at::Tensor context = ce.text_embedder->forward(in.encoder_hidden_states.to(dt));  // [B, Lt, D]
     at::Tensor image_context;
     if (in.encoder_hidden_states_image.defined()) {
-        TORCH_CHECK(!ce.image_embedder.is_empty(),
-                    "WanTransformer3DModel: encoder_hidden_states_image given but the model has no image branch "
-                    "(image_dim is null)");
+        TORCH_CHECK(
+            !ce.image_embedder.is_empty(),
+            "WanTransformer3DModel: encoder_hidden_states_image given but the model has no image branch "
+            "(image_dim is null)");
         image_context = ce.image_embedder->forward(in.encoder_hidden_states_image);
     } else {
-        TORCH_CHECK(ce.image_embedder.is_empty(),
-                    "WanTransformer3DModel: this Wan 2.1 I2V model needs encoder_hidden_states_image [B, 257, ",
-                    *config_.image_dim, "]");
+        TORCH_CHECK(
+            ce.image_embedder.is_empty(),
+            "WanTransformer3DModel: this Wan 2.1 I2V model needs encoder_hidden_states_image [B, 257, ",
+            *config_.image_dim, "]");
     }
     if (intermediates) {
         (*intermediates)["patch_embed_out"] = x;
@@ -136,7 +147,8 @@ at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in, st
     // Head: modulated non-affine LayerNorm (fp32), projection, unpatchify.
     at::Tensor shift, scale;
     if (per_token) {
-        at::Tensor mod = scale_shift_table.to(at::kFloat).unsqueeze(0) + temb.to(at::kFloat).unsqueeze(2);  // [B, L, 2, D]
+        at::Tensor mod =
+            scale_shift_table.to(at::kFloat).unsqueeze(0) + temb.to(at::kFloat).unsqueeze(2);  // [B, L, 2, D]
         shift = mod.select(2, 0);
         scale = mod.select(2, 1);
     } else {
@@ -161,7 +173,8 @@ void randomize_parameters(torch::nn::Module& module, uint64_t seed) {
         const std::string& name = item.key();
         at::Tensor& prm = item.value();
         at::Tensor r = at::randn(prm.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
-        const bool is_norm = name.find("norm") != std::string::npos || name.find("gamma") != std::string::npos;
+        const bool is_norm =
+            name.find("norm") != std::string::npos || name.find("gamma") != std::string::npos;
         if (ends_with(name, "scale_shift_table") || ends_with(name, "pos_embed")) {
             r = r * 0.3;
         } else if (ends_with(name, "bias")) {
@@ -185,7 +198,9 @@ WanExpertPair::WanExpertPair(WanTransformer3DModel high, WanTransformer3DModel l
         fail("model.wan@1", "config", "boundary_ratio must be in (0, 1), got {}", boundary_ratio);
 }
 
-WanTransformer3DModel& WanExpertPair::expert_for(double timestep) { return is_high(timestep) ? high_ : low_; }
+WanTransformer3DModel& WanExpertPair::expert_for(double timestep) {
+    return is_high(timestep) ? high_ : low_;
+}
 
 at::Tensor WanExpertPair::forward(const WanTransformerInputs& inputs) {
     // hidden_states [B, C_in, F, H, W], timestep [B] | [B, L] -> [B, C_out, F, H, W]
@@ -193,7 +208,8 @@ at::Tensor WanExpertPair::forward(const WanTransformerInputs& inputs) {
     const double lo = t.min().item<double>(), hi = t.max().item<double>();
     if (is_high(lo) != is_high(hi))
         fail("model.wan@1", "forward",
-             "timesteps {} .. {} straddle the expert boundary {} (= boundary_ratio {} x 1000): run the samples "
+             "timesteps {} .. {} straddle the expert boundary {} (= boundary_ratio {} x 1000): run the "
+             "samples "
              "of each expert separately",
              lo, hi, boundary_ratio_ * 1000.0, boundary_ratio_);
     return expert_for(hi)->forward(inputs);

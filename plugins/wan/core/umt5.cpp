@@ -54,10 +54,14 @@ at::Tensor relative_position_bucket(const at::Tensor& rel, int64_t num_buckets, 
 // torch.finfo(dtype).min, the value t5.py writes on masked keys.
 double finfo_min(at::ScalarType type) {
     switch (type) {
-        case at::kHalf: return -65504.0;
-        case at::kBFloat16: return -3.3895313892515355e38;
-        case at::kDouble: return -std::numeric_limits<double>::max();
-        default: return -static_cast<double>(std::numeric_limits<float>::max());
+        case at::kHalf:
+            return -65504.0;
+        case at::kBFloat16:
+            return -3.3895313892515355e38;
+        case at::kDouble:
+            return -std::numeric_limits<double>::max();
+        default:
+            return -static_cast<double>(std::numeric_limits<float>::max());
     }
 }
 
@@ -77,7 +81,8 @@ UMT5LayerNormImpl::UMT5LayerNormImpl(int64_t dim, double eps) : eps_(eps) {
 at::Tensor UMT5LayerNormImpl::forward(const at::Tensor& x) {
     // x [B, L, D] -> [B, L, D]; t5.py T5LayerNorm.forward
     at::Tensor y = x * at::rsqrt(x.to(at::kFloat).pow(2).mean(-1, /*keepdim=*/true) + eps_);
-    if (weight.scalar_type() == at::kHalf || weight.scalar_type() == at::kBFloat16) y = y.to(weight.scalar_type());
+    if (weight.scalar_type() == at::kHalf || weight.scalar_type() == at::kBFloat16)
+        y = y.to(weight.scalar_type());
     return weight * y;
 }
 
@@ -88,9 +93,9 @@ UMT5AttentionImpl::UMT5AttentionImpl(const UMT5Config& config) : config_(config)
     k = register_module("k", linear(config.d_model, inner));
     v = register_module("v", linear(config.d_model, inner));
     o = register_module("o", linear(inner, config.d_model));
-    relative_attention_bias = register_module(
-        "relative_attention_bias",
-        torch::nn::Embedding(config.relative_attention_num_buckets, config.num_heads));
+    relative_attention_bias =
+        register_module("relative_attention_bias",
+                        torch::nn::Embedding(config.relative_attention_num_buckets, config.num_heads));
 }
 
 at::Tensor UMT5AttentionImpl::position_bias(int64_t length) const {
@@ -100,13 +105,16 @@ at::Tensor UMT5AttentionImpl::position_bias(int64_t length) const {
     const at::Tensor rel = pos.unsqueeze(0) - pos.unsqueeze(1);  // [Lq, Lk] = k - q
     const at::Tensor buckets = relative_position_bucket(rel, config_.relative_attention_num_buckets,
                                                         config_.relative_attention_max_distance);
-    return at::embedding(relative_attention_bias->weight, buckets).permute({2, 0, 1}).unsqueeze(0).contiguous();
+    return at::embedding(relative_attention_bias->weight, buckets)
+        .permute({2, 0, 1})
+        .unsqueeze(0)
+        .contiguous();
 }
 
 at::Tensor UMT5AttentionImpl::forward(const at::Tensor& x, const at::Tensor& key_mask) {
     // x [B, L, D], key_mask [B, L] -> [B, L, D]; t5.py T5Attention.forward (self-attention)
-    TORCH_CHECK(x.dim() == 3 && x.size(2) == config_.d_model, "UMT5Attention: x must be [B, L, ", config_.d_model,
-                "], got ", x.sizes());
+    TORCH_CHECK(x.dim() == 3 && x.size(2) == config_.d_model, "UMT5Attention: x must be [B, L, ",
+                config_.d_model, "], got ", x.sizes());
     TORCH_CHECK(key_mask.dim() == 2 && key_mask.size(0) == x.size(0) && key_mask.size(1) == x.size(1),
                 "UMT5Attention: mask must be [B, L] = ", x.sizes().slice(0, 2), ", got ", key_mask.sizes());
     const int64_t b = x.size(0), l = x.size(1), h = config_.num_heads, c = config_.d_kv;
@@ -164,7 +172,8 @@ at::Tensor UMT5BlockImpl::forward(const at::Tensor& x, const at::Tensor& key_mas
 UMT5EncoderStackImpl::UMT5EncoderStackImpl(const UMT5Config& config) {
     block = register_module("block", torch::nn::ModuleList());
     for (int64_t i = 0; i < config.num_layers; ++i) block->push_back(UMT5Block(config));
-    final_layer_norm = register_module("final_layer_norm", UMT5LayerNorm(config.d_model, config.layer_norm_epsilon));
+    final_layer_norm =
+        register_module("final_layer_norm", UMT5LayerNorm(config.d_model, config.layer_norm_epsilon));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,8 +186,8 @@ UMT5EncoderImpl::UMT5EncoderImpl(const UMT5Config& config) : config_(config) {
 at::Tensor UMT5EncoderImpl::forward(const at::Tensor& input_ids, const at::Tensor& attention_mask) {
     // input_ids [B, L] int64, attention_mask [B, L] -> [B, L, D]; t5.py T5Encoder.forward
     TORCH_CHECK(input_ids.dim() == 2, "UMT5Encoder: input_ids must be [B, L], got ", input_ids.sizes());
-    TORCH_CHECK(attention_mask.sizes() == input_ids.sizes(), "UMT5Encoder: attention_mask ", attention_mask.sizes(),
-                " does not match input_ids ", input_ids.sizes());
+    TORCH_CHECK(attention_mask.sizes() == input_ids.sizes(), "UMT5Encoder: attention_mask ",
+                attention_mask.sizes(), " does not match input_ids ", input_ids.sizes());
     const at::Tensor ids = input_ids.to(at::kLong);
     const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
     if (lo < 0 || hi >= config_.vocab_size)
@@ -201,8 +210,9 @@ UMT5Output UMT5EncoderImpl::encode_prompts(const at::Tensor& input_ids, const at
     out.seq_lens = attention_mask.ne(0).to(at::kLong).sum(1);
     const int64_t b = input_ids.size(0), l = input_ids.size(1);
     const at::Tensor rows = at::arange(l, out.seq_lens.options()).unsqueeze(0);  // [1, L]
-    const at::Tensor keep = rows.lt(out.seq_lens.unsqueeze(1)).unsqueeze(-1);     // [B, L, 1]
-    const at::Tensor kept = at::where(keep, out.last_hidden_state, at::zeros({}, out.last_hidden_state.options()));
+    const at::Tensor keep = rows.lt(out.seq_lens.unsqueeze(1)).unsqueeze(-1);    // [B, L, 1]
+    const at::Tensor kept =
+        at::where(keep, out.last_hidden_state, at::zeros({}, out.last_hidden_state.options()));
     out.prompt_embeds = at::zeros({b, config_.text_len, config_.d_model}, out.last_hidden_state.options());
     out.prompt_embeds.narrow(1, 0, l).copy_(kept);
     return out;

@@ -36,19 +36,19 @@ namespace st::plugins::wan {
 
 /// T5 RMS norm: x * rsqrt(mean(x^2) + eps) * weight, statistics in fp32, no mean, no bias.
 class UMT5LayerNormImpl : public torch::nn::Module {
-public:
+  public:
     UMT5LayerNormImpl(int64_t dim, double eps);
     at::Tensor forward(const at::Tensor& x);
     at::Tensor weight;
 
-private:
+  private:
     double eps_;
 };
 TORCH_MODULE(UMT5LayerNorm);
 
 /// Self-attention with its own relative-position bias table (UMT5: every layer has one).
 class UMT5AttentionImpl : public torch::nn::Module {
-public:
+  public:
     explicit UMT5AttentionImpl(const UMT5Config& config);
     /// x [B, L, D], key_mask [B, L] (nonzero = attend) -> [B, L, D]
     at::Tensor forward(const at::Tensor& x, const at::Tensor& key_mask);
@@ -58,14 +58,14 @@ public:
     torch::nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, o{nullptr};
     torch::nn::Embedding relative_attention_bias{nullptr};
 
-private:
+  private:
     UMT5Config config_;
 };
 TORCH_MODULE(UMT5Attention);
 
 /// Gated tanh-GELU FFN: wo(gelu_tanh(wi_0 x) * wi_1 x).
 class UMT5DenseGatedActDenseImpl : public torch::nn::Module {
-public:
+  public:
     explicit UMT5DenseGatedActDenseImpl(const UMT5Config& config);
     at::Tensor forward(const at::Tensor& x);  ///< [B, L, D] -> [B, L, D]
     torch::nn::Linear wi_0{nullptr}, wi_1{nullptr}, wo{nullptr};
@@ -74,7 +74,7 @@ TORCH_MODULE(UMT5DenseGatedActDense);
 
 /// layer.0: pre-norm self-attention sublayer.
 class UMT5LayerSelfAttentionImpl : public torch::nn::Module {
-public:
+  public:
     explicit UMT5LayerSelfAttentionImpl(const UMT5Config& config);
     UMT5Attention SelfAttention{nullptr};  // NOLINT(readability-identifier-naming): checkpoint name
     UMT5LayerNorm layer_norm{nullptr};
@@ -83,7 +83,7 @@ TORCH_MODULE(UMT5LayerSelfAttention);
 
 /// layer.1: pre-norm FFN sublayer.
 class UMT5LayerFFImpl : public torch::nn::Module {
-public:
+  public:
     explicit UMT5LayerFFImpl(const UMT5Config& config);
     UMT5DenseGatedActDense DenseReluDense{nullptr};  // NOLINT(readability-identifier-naming)
     UMT5LayerNorm layer_norm{nullptr};
@@ -91,7 +91,7 @@ public:
 TORCH_MODULE(UMT5LayerFF);
 
 class UMT5BlockImpl : public torch::nn::Module {
-public:
+  public:
     explicit UMT5BlockImpl(const UMT5Config& config);
     /// x [B, L, D], key_mask [B, L] -> [B, L, D]
     at::Tensor forward(const at::Tensor& x, const at::Tensor& key_mask);
@@ -101,7 +101,7 @@ public:
 TORCH_MODULE(UMT5Block);
 
 class UMT5EncoderStackImpl : public torch::nn::Module {
-public:
+  public:
     explicit UMT5EncoderStackImpl(const UMT5Config& config);
     torch::nn::ModuleList block{nullptr};
     UMT5LayerNorm final_layer_norm{nullptr};
@@ -117,7 +117,7 @@ struct UMT5Output {
 };
 
 class UMT5EncoderImpl : public torch::nn::Module {
-public:
+  public:
     explicit UMT5EncoderImpl(const UMT5Config& config);
 
     /// input_ids [B, L] int64, attention_mask [B, L] (1 = token, 0 = padding) -> last hidden state
@@ -133,7 +133,7 @@ public:
     torch::nn::Embedding shared{nullptr};
     UMT5EncoderStack encoder{nullptr};
 
-private:
+  private:
     UMT5Config config_;
 };
 TORCH_MODULE(UMT5Encoder);

@@ -19,19 +19,46 @@ constexpr const char* kComponent = "model.wan.umt5";
 
 // HF UMT5Config keys that do not change the encoder forward (decoder-only, training, generation
 // or bookkeeping). Listed so that a genuinely unexpected key stands out in the log.
-const std::set<std::string> kIgnoredHfKeys = {
-    "architectures", "classifier_dropout", "decoder_start_token_id", "dropout_rate",
-    "initializer_factor", "is_encoder_decoder", "num_decoder_layers", "output_past",
-    "scalable_attention", "tie_word_embeddings", "tokenizer_class", "torch_dtype", "use_cache",
-    "transformers_version", "_name_or_path", "task_specific_params", "bos_token_id",
-    "feed_forward_proj", "dense_act_fn", "is_gated_act", "model_type", "n_positions",
-    "relative_attention_bias", "gradient_checkpointing", "return_dict", "output_hidden_states",
-    "output_attentions", "_commit_hash"};
+const std::set<std::string> kIgnoredHfKeys = {"architectures",
+                                              "classifier_dropout",
+                                              "decoder_start_token_id",
+                                              "dropout_rate",
+                                              "initializer_factor",
+                                              "is_encoder_decoder",
+                                              "num_decoder_layers",
+                                              "output_past",
+                                              "scalable_attention",
+                                              "tie_word_embeddings",
+                                              "tokenizer_class",
+                                              "torch_dtype",
+                                              "use_cache",
+                                              "transformers_version",
+                                              "_name_or_path",
+                                              "task_specific_params",
+                                              "bos_token_id",
+                                              "feed_forward_proj",
+                                              "dense_act_fn",
+                                              "is_gated_act",
+                                              "model_type",
+                                              "n_positions",
+                                              "relative_attention_bias",
+                                              "gradient_checkpointing",
+                                              "return_dict",
+                                              "output_hidden_states",
+                                              "output_attentions",
+                                              "_commit_hash"};
 
-const std::set<std::string> kReadHfKeys = {
-    "d_model", "d_kv", "d_ff", "num_layers", "num_heads", "relative_attention_num_buckets",
-    "relative_attention_max_distance", "vocab_size", "layer_norm_epsilon", "pad_token_id",
-    "eos_token_id"};
+const std::set<std::string> kReadHfKeys = {"d_model",
+                                           "d_kv",
+                                           "d_ff",
+                                           "num_layers",
+                                           "num_heads",
+                                           "relative_attention_num_buckets",
+                                           "relative_attention_max_distance",
+                                           "vocab_size",
+                                           "layer_norm_epsilon",
+                                           "pad_token_id",
+                                           "eos_token_id"};
 
 template <typename T>
 T read_key(const nlohmann::json& j, const std::string& key, T fallback, const std::string& origin) {
@@ -68,7 +95,9 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 }  // namespace
 
-UMT5Config UMT5Config::umt5_xxl() { return UMT5Config{}; }
+UMT5Config UMT5Config::umt5_xxl() {
+    return UMT5Config{};
+}
 
 UMT5Config UMT5Config::tiny() {
     UMT5Config c;
@@ -99,21 +128,23 @@ void UMT5Config::validate(const std::string& origin) const {
     // Bidirectional buckets split in two halves, each with max_exact = half/2 exact buckets; the
     // log formula needs max_distance > max_exact.
     if (relative_attention_num_buckets % 4 != 0)
-        fail(kComponent, "config", "{}: relative_attention_num_buckets must be a multiple of 4, got {}", origin,
-             relative_attention_num_buckets);
+        fail(kComponent, "config", "{}: relative_attention_num_buckets must be a multiple of 4, got {}",
+             origin, relative_attention_num_buckets);
     if (relative_attention_max_distance <= relative_attention_num_buckets / 4)
         fail(kComponent, "config",
              "{}: relative_attention_max_distance ({}) must exceed the exact-bucket count ({})", origin,
              relative_attention_max_distance, relative_attention_num_buckets / 4);
     if (!(layer_norm_epsilon > 0.0))
-        fail(kComponent, "config", "{}: layer_norm_epsilon must be positive, got {}", origin, layer_norm_epsilon);
+        fail(kComponent, "config", "{}: layer_norm_epsilon must be positive, got {}", origin,
+             layer_norm_epsilon);
     if (pad_token_id < 0 || pad_token_id >= vocab_size || eos_token_id < 0 || eos_token_id >= vocab_size)
-        fail(kComponent, "config", "{}: pad_token_id {} / eos_token_id {} outside the vocabulary of {}", origin,
-             pad_token_id, eos_token_id, vocab_size);
+        fail(kComponent, "config", "{}: pad_token_id {} / eos_token_id {} outside the vocabulary of {}",
+             origin, pad_token_id, eos_token_id, vocab_size);
 }
 
 UMT5Config UMT5Config::from_hf_json(const nlohmann::json& j, const std::string& origin) {
-    if (!j.is_object()) fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
+    if (!j.is_object())
+        fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
     auto model_type = read_key<std::string>(j, "model_type", "umt5", origin);
     if (model_type != "umt5")
         fail(kComponent, "config",
@@ -122,10 +153,12 @@ UMT5Config UMT5Config::from_hf_json(const nlohmann::json& j, const std::string& 
              origin, model_type);
     auto ffn = read_key<std::string>(j, "feed_forward_proj", "gated-gelu", origin);
     if (ffn != "gated-gelu")
-        fail(kComponent, "config", "{}: feed_forward_proj '{}' is not supported (expected 'gated-gelu')", origin, ffn);
+        fail(kComponent, "config", "{}: feed_forward_proj '{}' is not supported (expected 'gated-gelu')",
+             origin, ffn);
     auto act = read_key<std::string>(j, "dense_act_fn", "gelu_new", origin);
     if (act != "gelu_new" && act != "gelu_pytorch_tanh")
-        fail(kComponent, "config", "{}: dense_act_fn '{}' is not the tanh GELU ('gelu_new') UMT5 uses", origin, act);
+        fail(kComponent, "config", "{}: dense_act_fn '{}' is not the tanh GELU ('gelu_new') UMT5 uses",
+             origin, act);
     if (!read_key<bool>(j, "is_gated_act", true, origin))
         fail(kComponent, "config", "{}: is_gated_act is false; the UMT5 FFN is gated (wi_0, wi_1)", origin);
 
@@ -161,24 +194,30 @@ UMT5Config UMT5Config::from_hf_file(const std::filesystem::path& config_json) {
 }
 
 UMT5Config UMT5Config::from_wan_json(const nlohmann::json& j, const std::string& origin) {
-    if (!j.is_object()) fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
+    if (!j.is_object())
+        fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
     if (read_key<bool>(j, "shared_pos", false, origin))
         fail(kComponent, "config",
-             "{}: shared_pos is true (plain T5); Wan's UMT5 encoder has a relative-position table per layer", origin);
+             "{}: shared_pos is true (plain T5); Wan's UMT5 encoder has a relative-position table per layer",
+             origin);
     UMT5Config c;
     c.vocab_size = read_key<int64_t>(j, "vocab", c.vocab_size, origin);
     c.d_model = read_key<int64_t>(j, "dim", c.d_model, origin);
     const int64_t dim_attn = read_key<int64_t>(j, "dim_attn", c.d_model, origin);
     c.num_heads = read_key<int64_t>(j, "num_heads", c.num_heads, origin);
     if (c.num_heads <= 0 || dim_attn % c.num_heads != 0)
-        fail(kComponent, "config", "{}: dim_attn {} is not divisible by num_heads {}", origin, dim_attn, c.num_heads);
+        fail(kComponent, "config", "{}: dim_attn {} is not divisible by num_heads {}", origin, dim_attn,
+             c.num_heads);
     c.d_kv = dim_attn / c.num_heads;
     c.d_ff = read_key<int64_t>(j, "dim_ffn", c.d_ff, origin);
     c.num_layers = read_key<int64_t>(j, "num_layers", c.num_layers, origin);
-    c.relative_attention_num_buckets = read_key<int64_t>(j, "num_buckets", c.relative_attention_num_buckets, origin);
+    c.relative_attention_num_buckets =
+        read_key<int64_t>(j, "num_buckets", c.relative_attention_num_buckets, origin);
     // wan_t5_config.json in the golden spells it out with its HF name in parentheses.
-    for (const char* key : {"max_dist", "max_dist (relative_attention_max_distance)", "relative_attention_max_distance"})
-        c.relative_attention_max_distance = read_key<int64_t>(j, key, c.relative_attention_max_distance, origin);
+    for (const char* key :
+         {"max_dist", "max_dist (relative_attention_max_distance)", "relative_attention_max_distance"})
+        c.relative_attention_max_distance =
+            read_key<int64_t>(j, key, c.relative_attention_max_distance, origin);
     c.layer_norm_epsilon = read_key<double>(j, "eps", c.layer_norm_epsilon, origin);
     c.validate(origin);
     return c;
@@ -186,7 +225,7 @@ UMT5Config UMT5Config::from_wan_json(const nlohmann::json& j, const std::string&
 
 UMT5Config UMT5Config::from_weights(const st::sdk::TensorSource& source) {
     const bool wan = source.contains("token_embedding.weight");
-    const std::string embed = wan ? "token_embedding.weight"
+    const std::string embed = wan                                ? "token_embedding.weight"
                               : source.contains("shared.weight") ? "shared.weight"
                                                                  : "encoder.embed_tokens.weight";
     if (!source.contains(embed))
@@ -198,7 +237,8 @@ UMT5Config UMT5Config::from_weights(const st::sdk::TensorSource& source) {
     int64_t layers = 0;
     for (const auto& info : source.infos()) {
         std::smatch m;
-        if (std::regex_search(info.name, m, block_re)) layers = std::max<int64_t>(layers, std::stoll(m[1]) + 1);
+        if (std::regex_search(info.name, m, block_re))
+            layers = std::max<int64_t>(layers, std::stoll(m[1]) + 1);
     }
     if (layers == 0) fail(kComponent, "detect", "{}: no encoder blocks found", source.describe());
 
@@ -209,8 +249,8 @@ UMT5Config UMT5Config::from_weights(const st::sdk::TensorSource& source) {
                                                 : "0.SelfAttention.relative_attention_bias.weight"));
     const auto wi = shape_of(source, p + (wan ? "ffn.fc1.weight" : "1.DenseReluDense.wi_1.weight"));
     if (emb.size() != 2 || q.size() != 2 || bias.size() != 2 || wi.size() != 2)
-        fail(kComponent, "detect", "{}: embedding {}, q {}, bias table {}, ffn {} are not all 2-D", source.describe(),
-             shape_str(emb), shape_str(q), shape_str(bias), shape_str(wi));
+        fail(kComponent, "detect", "{}: embedding {}, q {}, bias table {}, ffn {} are not all 2-D",
+             source.describe(), shape_str(emb), shape_str(q), shape_str(bias), shape_str(wi));
     UMT5Config c;
     c.vocab_size = emb[0];
     c.d_model = emb[1];
@@ -218,14 +258,15 @@ UMT5Config UMT5Config::from_weights(const st::sdk::TensorSource& source) {
     c.relative_attention_num_buckets = bias[0];
     c.num_heads = bias[1];
     if (q[0] % c.num_heads != 0)
-        fail(kComponent, "detect", "{}: q weight {} is not divisible into {} heads", source.describe(), shape_str(q),
-             c.num_heads);
+        fail(kComponent, "detect", "{}: q weight {} is not divisible into {} heads", source.describe(),
+             shape_str(q), c.num_heads);
     c.d_kv = q[0] / c.num_heads;
     c.d_ff = wi[0];
     c.validate(source.describe());
-    st::log::info(kComponent, "detected UMT5 from {}: {} layout, vocab {}, d_model {}, {} layers, {} heads x {}, d_ff {}",
-                  source.describe(), wan ? "Wan t5.py" : "HF", c.vocab_size, c.d_model, c.num_layers, c.num_heads,
-                  c.d_kv, c.d_ff);
+    st::log::info(kComponent,
+                  "detected UMT5 from {}: {} layout, vocab {}, d_model {}, {} layers, {} heads x {}, d_ff {}",
+                  source.describe(), wan ? "Wan t5.py" : "HF", c.vocab_size, c.d_model, c.num_layers,
+                  c.num_heads, c.d_kv, c.d_ff);
     return c;
 }
 

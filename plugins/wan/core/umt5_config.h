@@ -57,7 +57,8 @@ struct UMT5Config {
 
     /// Parses the original Wan T5Encoder arguments {vocab, dim, dim_attn, dim_ffn, num_heads,
     /// num_layers, num_buckets, shared_pos (must be false: UMT5), dropout, eps, max_dist}.
-    static UMT5Config from_wan_json(const nlohmann::json& j, const std::string& origin = "wan_t5_config.json");
+    static UMT5Config from_wan_json(const nlohmann::json& j,
+                                    const std::string& origin = "wan_t5_config.json");
 
     /// Recovers every size from tensor names and shapes (HF or original layout). The two values
     /// no tensor carries keep their defaults: relative_attention_max_distance 128, eps 1e-6.

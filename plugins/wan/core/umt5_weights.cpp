@@ -51,7 +51,9 @@ bool split_block(const std::string& name, const std::string& prefix, std::string
 
 }  // namespace
 
-const char* umt5_layout_name(UMT5Layout layout) { return layout == UMT5Layout::wan ? "wan-t5" : "hf-umt5"; }
+const char* umt5_layout_name(UMT5Layout layout) {
+    return layout == UMT5Layout::wan ? "wan-t5" : "hf-umt5";
+}
 
 std::optional<std::string> umt5_wan_to_hf_key(const std::string& wan_name) {
     for (const auto& [wan, hf] : kTopKeys)
@@ -76,7 +78,8 @@ std::optional<std::string> umt5_hf_to_wan_key(const std::string& hf_name) {
 
 UMT5Layout detect_umt5_layout(const st::sdk::TensorSource& source) {
     if (source.contains("token_embedding.weight")) return UMT5Layout::wan;
-    if (source.contains("shared.weight") || source.contains("encoder.embed_tokens.weight")) return UMT5Layout::hf;
+    if (source.contains("shared.weight") || source.contains("encoder.embed_tokens.weight"))
+        return UMT5Layout::hf;
     fail(kComponent, "detect",
          "{} is not a UMT5 text encoder: it has neither 'shared.weight' / 'encoder.embed_tokens.weight' "
          "(HF UMT5EncoderModel) nor 'token_embedding.weight' (original Wan t5.py)",
@@ -106,19 +109,23 @@ void load_umt5_weights(UMT5Encoder& model, const st::sdk::TensorSource& source) 
     for (const auto& [dtype, count] : report.source_dtypes)
         dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", count, dtype);
     // load_strict already logged the count at info level; the layout detail is for debugging.
-    st::log::debug(kComponent, "loaded {} UMT5 tensors from {} ({} layout; {})", report.loaded, source.describe(),
-                  umt5_layout_name(layout), dtypes);
+    st::log::debug(kComponent, "loaded {} UMT5 tensors from {} ({} layout; {})", report.loaded,
+                   source.describe(), umt5_layout_name(layout), dtypes);
 }
 
 UMT5Encoder load_umt5_encoder(const std::filesystem::path& path, at::ScalarType dtype) {
     namespace fs = std::filesystem;
     if (!fs::exists(path))
-        fail(kComponent, "load", "text encoder path '{}' does not exist (expected a text_encoder folder with "
-             "config.json + model.safetensors, or a UMT5 .safetensors file)", path.string());
-    if (fs::is_regular_file(path) && (path.extension() == ".pth" || path.extension() == ".pt" ||
-                                      path.extension() == ".bin"))
-        fail(kComponent, "load", "'{}' is a pickle checkpoint; st reads safetensors only (convert it, e.g. "
-             "models_t5_umt5-xxl-enc-bf16.pth -> .safetensors with safetensors.torch.save_file)", path.string());
+        fail(kComponent, "load",
+             "text encoder path '{}' does not exist (expected a text_encoder folder with "
+             "config.json + model.safetensors, or a UMT5 .safetensors file)",
+             path.string());
+    if (fs::is_regular_file(path) &&
+        (path.extension() == ".pth" || path.extension() == ".pt" || path.extension() == ".bin"))
+        fail(kComponent, "load",
+             "'{}' is a pickle checkpoint; st reads safetensors only (convert it, e.g. "
+             "models_t5_umt5-xxl-enc-bf16.pth -> .safetensors with safetensors.torch.save_file)",
+             path.string());
     const std::shared_ptr<st::sdk::TensorSource> source = st::sdk::open_tensor_source(path);
     UMT5Config config;
     if (fs::is_directory(path)) {
@@ -164,7 +171,8 @@ void write_random_umt5(const std::filesystem::path& out_dir, const UMT5Config& c
     if (!out) fail(kComponent, "write", "cannot write '{}'", (out_dir / "config.json").string());
     out << config.to_hf_json().dump(2) << "\n";
     if (!out) fail(kComponent, "write", "failed writing '{}'", (out_dir / "config.json").string());
-    st::log::info(kComponent, "wrote random UMT5 text encoder ({} tensors, d_model {}, {} layers, seed {}) to {}",
+    st::log::info(kComponent,
+                  "wrote random UMT5 text encoder ({} tensors, d_model {}, {} layers, seed {}) to {}",
                   tensors.size(), config.d_model, config.num_layers, seed, out_dir.string());
 }
 

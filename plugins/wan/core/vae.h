@@ -30,7 +30,7 @@ namespace st::plugins::wan {
 /// The module tree of `AutoencoderKLWan`: encoder, quant_conv (1x1x1, 2z->2z),
 /// post_quant_conv (1x1x1, z->z), decoder. named_parameters() == the diffusers file keys.
 class AutoencoderKLWanImpl : public torch::nn::Module {
-public:
+  public:
     explicit AutoencoderKLWanImpl(const WanVAEConfig& config);
 
     vae::WanEncoder3d encoder{nullptr};
@@ -51,7 +51,7 @@ struct EncodeResult {
 };
 
 class WanVAE {
-public:
+  public:
     /// Builds a randomly initialised VAE (validates the config; throws st::Error).
     explicit WanVAE(WanVAEConfig config = WanVAEConfig::wan21());
 
@@ -60,15 +60,16 @@ public:
     static WanVAE from_directory(const std::filesystem::path& dir);
     /// A single checkpoint file in either layout (detected from the names), e.g. ComfyUI's
     /// `wan_2.1_vae.safetensors`; the config is not stored in such files, so it is passed in.
-    static WanVAE from_file(const std::filesystem::path& file, const WanVAEConfig& config = WanVAEConfig::wan21());
+    static WanVAE from_file(const std::filesystem::path& file,
+                            const WanVAEConfig& config = WanVAEConfig::wan21());
 
     /// Strict load (every parameter present with the right shape, nothing left over; any on-disk
     /// float dtype converted to the module's). Logs one line. Throws st::Error listing offenders.
     void load(const st::sdk::TensorSource& source, WanVAELayout layout = WanVAELayout::diffusers);
 
     /// video [B, 3, T, H, W] in [-1, 1], T = 1 + 4k, H and W multiples of s = spatial_compression()
-    /// (8; 16 for 2.2) -> posterior over latents [B, z, 1 + (T-1)/4, H/s, W/s]. Chunked: frame 0 alone, then 4 frames
-    /// at a time, with the causal feature cache. Differentiable.
+    /// (8; 16 for 2.2) -> posterior over latents [B, z, 1 + (T-1)/4, H/s, W/s]. Chunked: frame 0 alone, then
+    /// 4 frames at a time, with the causal feature cache. Differentiable.
     EncodeResult encode(const at::Tensor& video);
     /// (posterior mean - latents_mean) / latents_std: what the trainer caches.
     at::Tensor encode_normalized(const at::Tensor& video);
@@ -92,7 +93,7 @@ public:
     c10::Device device() const;
     c10::ScalarType dtype() const;
 
-private:
+  private:
     at::Tensor stats_like(const std::vector<double>& values, const at::Tensor& like) const;
 
     WanVAEConfig config_;

@@ -28,7 +28,8 @@ at::Tensor avg_down_3d(const at::Tensor& x, int64_t out_channels, int64_t factor
     return y.view({b, out_channels, group, t / factor_t, h / factor_s, w / factor_s}).mean(2);
 }
 
-at::Tensor dup_up_3d(const at::Tensor& x, int64_t out_channels, int64_t factor_t, int64_t factor_s, bool first_chunk) {
+at::Tensor dup_up_3d(const at::Tensor& x, int64_t out_channels, int64_t factor_t, int64_t factor_s,
+                     bool first_chunk) {
     // [B, Cin, T, H, W] -> [B, Cout, T*ft (- (ft-1) on the first chunk), H*fs, W*fs]
     const int64_t factor = factor_t * factor_s * factor_s;
     TORCH_CHECK(out_channels * factor % x.size(1) == 0, "DupUp3D: ", out_channels, "*", factor,
@@ -36,7 +37,9 @@ at::Tensor dup_up_3d(const at::Tensor& x, int64_t out_channels, int64_t factor_t
     const int64_t repeats = out_channels * factor / x.size(1);
     const int64_t b = x.size(0), t = x.size(2), h = x.size(3), w = x.size(4);
     at::Tensor y = x.repeat_interleave(repeats, 1);
-    y = y.view({b, out_channels, factor_t, factor_s, factor_s, t, h, w}).permute({0, 1, 5, 2, 6, 3, 7, 4}).contiguous();
+    y = y.view({b, out_channels, factor_t, factor_s, factor_s, t, h, w})
+            .permute({0, 1, 5, 2, 6, 3, 7, 4})
+            .contiguous();
     y = y.view({b, out_channels, t * factor_t, h * factor_s, w * factor_s});
     if (first_chunk) y = y.narrow(2, factor_t - 1, y.size(2) - (factor_t - 1));
     return y;
@@ -65,7 +68,8 @@ at::Tensor unpatchify(const at::Tensor& x, int64_t patch) {
 }
 
 WanResidualDownBlockImpl::WanResidualDownBlockImpl(int64_t in_dim, int64_t out_dim, double dropout,
-                                                   int64_t num_res_blocks, bool temporal_downsample, bool down_flag)
+                                                   int64_t num_res_blocks, bool temporal_downsample,
+                                                   bool down_flag)
     : out_dim_(out_dim), factor_t_(temporal_downsample ? 2 : 1), factor_s_(down_flag ? 2 : 1) {
     auto resnets = register_module("resnets", torch::nn::ModuleList());
     int64_t current = in_dim;
@@ -76,8 +80,8 @@ WanResidualDownBlockImpl::WanResidualDownBlockImpl(int64_t in_dim, int64_t out_d
     }
     if (down_flag)
         downsampler_ = register_module(
-            "downsampler",
-            WanResample(out_dim, temporal_downsample ? ResampleMode::downsample3d : ResampleMode::downsample2d));
+            "downsampler", WanResample(out_dim, temporal_downsample ? ResampleMode::downsample3d
+                                                                    : ResampleMode::downsample2d));
 }
 
 at::Tensor WanResidualDownBlockImpl::forward(const at::Tensor& x, FeatCache* cache) {
@@ -101,11 +105,13 @@ WanResidualUpBlockImpl::WanResidualUpBlockImpl(int64_t in_dim, int64_t out_dim, 
     if (up_flag)
         upsampler_ = register_module(
             "upsampler",
-            WanResample(out_dim, temporal_upsample ? ResampleMode::upsample3d : ResampleMode::upsample2d, out_dim));
+            WanResample(out_dim, temporal_upsample ? ResampleMode::upsample3d : ResampleMode::upsample2d,
+                        out_dim));
 }
 
 at::Tensor WanResidualUpBlockImpl::forward(const at::Tensor& x, FeatCache* cache, bool first_chunk) {
-    // [B, Cin, T, H, W] -> [B, Cout, T', 2H, 2W] (T' = T on the first chunk, 2T after, T without temporal upsampling)
+    // [B, Cin, T, H, W] -> [B, Cout, T', 2H, 2W] (T' = T on the first chunk, 2T after, T without temporal
+    // upsampling)
     at::Tensor y = x;
     for (auto& resnet : resnets_) y = resnet->forward(y, cache);
     if (!up_flag_) return y;

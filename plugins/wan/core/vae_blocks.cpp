@@ -2,8 +2,8 @@
 #include "core/vae_blocks.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/modules/padding.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/padding.h>
 
 #include <cmath>
 
@@ -25,21 +25,24 @@ at::Tensor last_frames(const at::Tensor& x, int64_t n) {
 
 size_t FeatCache::take() {
     if (next >= tensors.size())
-        fail(kComponent, "forward", "feature cache has {} slots but the network asked for slot {}", tensors.size(),
-             next);
+        fail(kComponent, "forward", "feature cache has {} slots but the network asked for slot {}",
+             tensors.size(), next);
     return next++;
 }
 
 // ---------------------------------------------------------------------------------------------
 // WanCausalConv3d (upstream WanCausalConv3d)
 
-WanCausalConv3dImpl::WanCausalConv3dImpl(int64_t in_channels, int64_t out_channels, std::array<int64_t, 3> kernel,
-                                         std::array<int64_t, 3> stride, std::array<int64_t, 3> padding)
+WanCausalConv3dImpl::WanCausalConv3dImpl(int64_t in_channels, int64_t out_channels,
+                                         std::array<int64_t, 3> kernel, std::array<int64_t, 3> stride,
+                                         std::array<int64_t, 3> padding)
     : stride_(stride), padding_(padding) {
     // PyTorch's Conv3d default init (kaiming_uniform a=sqrt(5) == U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
-    const double bound = 1.0 / std::sqrt(static_cast<double>(in_channels * kernel[0] * kernel[1] * kernel[2]));
+    const double bound =
+        1.0 / std::sqrt(static_cast<double>(in_channels * kernel[0] * kernel[1] * kernel[2]));
     weight = register_parameter(
-        "weight", at::empty({out_channels, in_channels, kernel[0], kernel[1], kernel[2]}).uniform_(-bound, bound));
+        "weight",
+        at::empty({out_channels, in_channels, kernel[0], kernel[1], kernel[2]}).uniform_(-bound, bound));
     bias = register_parameter("bias", at::empty({out_channels}).uniform_(-bound, bound));
 }
 
@@ -101,19 +104,20 @@ WanResampleImpl::WanResampleImpl(int64_t dim, ResampleMode mode, int64_t upsampl
     }
     resample_->push_back(conv_);
     if (mode == ResampleMode::upsample3d) {
-        time_conv_ = register_module("time_conv", WanCausalConv3d(dim, dim * 2, std::array<int64_t, 3>{3, 1, 1},
-                                                                  std::array<int64_t, 3>{1, 1, 1},
-                                                                  std::array<int64_t, 3>{1, 0, 0}));
+        time_conv_ = register_module(
+            "time_conv", WanCausalConv3d(dim, dim * 2, std::array<int64_t, 3>{3, 1, 1},
+                                         std::array<int64_t, 3>{1, 1, 1}, std::array<int64_t, 3>{1, 0, 0}));
     } else if (mode == ResampleMode::downsample3d) {
-        time_conv_ = register_module("time_conv", WanCausalConv3d(dim, dim, std::array<int64_t, 3>{3, 1, 1},
-                                                                  std::array<int64_t, 3>{2, 1, 1},
-                                                                  std::array<int64_t, 3>{0, 0, 0}));
+        time_conv_ = register_module(
+            "time_conv", WanCausalConv3d(dim, dim, std::array<int64_t, 3>{3, 1, 1},
+                                         std::array<int64_t, 3>{2, 1, 1}, std::array<int64_t, 3>{0, 0, 0}));
     }
 }
 
 at::Tensor WanResampleImpl::forward(const at::Tensor& x, FeatCache* cache) {
     // [B, C, T, H, W] -> up: [B, C_out, T or 2T, 2H, 2W]; down: [B, C, T or (T+1-3)/2+1, H/2, W/2]
-    TORCH_CHECK(x.dim() == 5 && x.size(1) == dim_, "WanResample expects [B, ", dim_, ", T, H, W], got ", x.sizes());
+    TORCH_CHECK(x.dim() == 5 && x.size(1) == dim_, "WanResample expects [B, ", dim_, ", T, H, W], got ",
+                x.sizes());
     const int64_t b = x.size(0), c = x.size(1), h = x.size(3), w = x.size(4);
     at::Tensor y = x;
 
@@ -174,13 +178,15 @@ at::Tensor WanResampleImpl::forward(const at::Tensor& x, FeatCache* cache) {
 // ---------------------------------------------------------------------------------------------
 // WanResidualBlock (upstream WanResidualBlock)
 
-WanResidualBlockImpl::WanResidualBlockImpl(int64_t in_dim, int64_t out_dim, double dropout) : dropout_(dropout) {
+WanResidualBlockImpl::WanResidualBlockImpl(int64_t in_dim, int64_t out_dim, double dropout)
+    : dropout_(dropout) {
     const std::array<int64_t, 3> k3{3, 3, 3}, one{1, 1, 1}, pad1{1, 1, 1};
     norm1_ = register_module("norm1", WanRMSNorm(in_dim, false));
     conv1_ = register_module("conv1", WanCausalConv3d(in_dim, out_dim, k3, one, pad1));
     norm2_ = register_module("norm2", WanRMSNorm(out_dim, false));
     conv2_ = register_module("conv2", WanCausalConv3d(out_dim, out_dim, k3, one, pad1));
-    if (in_dim != out_dim) conv_shortcut_ = register_module("conv_shortcut", WanCausalConv3d(in_dim, out_dim, one));
+    if (in_dim != out_dim)
+        conv_shortcut_ = register_module("conv_shortcut", WanCausalConv3d(in_dim, out_dim, one));
 }
 
 at::Tensor WanResidualBlockImpl::forward(const at::Tensor& x, FeatCache* cache) {
@@ -210,10 +216,10 @@ at::Tensor WanAttentionBlockImpl::forward(const at::Tensor& x) {
     const int64_t b = x.size(0), c = x.size(1), t = x.size(2), h = x.size(3), w = x.size(4);
     at::Tensor y = x.permute({0, 2, 1, 3, 4}).reshape({b * t, c, h, w});
     y = norm_->forward(y);
-    at::Tensor qkv = to_qkv_->forward(y);                                    // [BT, 3C, H, W]
+    at::Tensor qkv = to_qkv_->forward(y);                                            // [BT, 3C, H, W]
     qkv = qkv.reshape({b * t, 1, c * 3, h * w}).permute({0, 1, 3, 2}).contiguous();  // [BT, 1, HW, 3C]
     const auto parts = qkv.chunk(3, -1);
-    at::Tensor o = st::sdk::attention(parts[0], parts[1], parts[2]);      // scale 1/sqrt(C)
+    at::Tensor o = st::sdk::attention(parts[0], parts[1], parts[2]);  // scale 1/sqrt(C)
     o = o.squeeze(1).permute({0, 2, 1}).reshape({b * t, c, h, w});
     o = proj_->forward(o);
     o = o.view({b, t, c, h, w}).permute({0, 2, 1, 3, 4});

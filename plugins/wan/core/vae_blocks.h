@@ -47,9 +47,10 @@ struct FeatCache {
 /// chunk's last input frames) is prepended and the front padding reduced by its length.
 /// Parameters: weight [out, in, kt, kh, kw], bias [out].
 class WanCausalConv3dImpl : public torch::nn::Module {
-public:
+  public:
     WanCausalConv3dImpl(int64_t in_channels, int64_t out_channels, std::array<int64_t, 3> kernel,
-                        std::array<int64_t, 3> stride = {1, 1, 1}, std::array<int64_t, 3> padding = {0, 0, 0});
+                        std::array<int64_t, 3> stride = {1, 1, 1},
+                        std::array<int64_t, 3> padding = {0, 0, 0});
     /// x [B, Cin, T, H, W], cache [B, Cin, <=2, H, W] or undefined -> [B, Cout, T', H', W'].
     at::Tensor forward(const at::Tensor& x, const at::Tensor& cache = {});
     /// Front time padding without cache (2·pt); 0 means the cache is never used.
@@ -58,7 +59,7 @@ public:
     at::Tensor weight;
     at::Tensor bias;
 
-private:
+  private:
     std::array<int64_t, 3> stride_;
     std::array<int64_t, 3> padding_;
 };
@@ -72,13 +73,13 @@ at::Tensor cached_causal_conv(WanCausalConv3dImpl& conv, const at::Tensor& x, Fe
 /// Wan RMS norm: F.normalize over channels (eps 1e-12) x sqrt(C) x gamma. gamma is [C,1,1,1] for
 /// video tensors, [C,1,1] with images=true (the attention block).
 class WanRMSNormImpl : public torch::nn::Module {
-public:
+  public:
     WanRMSNormImpl(int64_t dim, bool images);
     /// x [B, C, (T,) H, W] -> same shape.
     at::Tensor forward(const at::Tensor& x);
     at::Tensor gamma;
 
-private:
+  private:
     double scale_;
 };
 TORCH_MODULE(WanRMSNorm);
@@ -89,7 +90,7 @@ enum class ResampleMode { upsample2d, upsample3d, downsample2d, downsample3d };
 /// frame) and for *3d time_conv.{weight,bias}. resample.0 is the parameter-free zero-pad/upsample
 /// step (computed in forward, kept as a placeholder so indices match the checkpoint).
 class WanResampleImpl : public torch::nn::Module {
-public:
+  public:
     /// upsample_out_dim < 0 means dim / 2 (Wan 2.1).
     WanResampleImpl(int64_t dim, ResampleMode mode, int64_t upsample_out_dim = -1);
     /// x [B, C, T, H, W] -> down: [B, C, T', H/2, W/2]; up: [B, C_out, T', 2H, 2W] (T' = 2T for
@@ -97,7 +98,7 @@ public:
     at::Tensor forward(const at::Tensor& x, FeatCache* cache);
     ResampleMode mode() const { return mode_; }
 
-private:
+  private:
     ResampleMode mode_;
     int64_t dim_;
     torch::nn::ModuleList resample_;
@@ -110,12 +111,12 @@ TORCH_MODULE(WanResample);
 /// (CausalConv 1^3 when the width changes). Parameters norm1.gamma, conv1.*, norm2.gamma, conv2.*,
 /// [conv_shortcut.*].
 class WanResidualBlockImpl : public torch::nn::Module {
-public:
+  public:
     WanResidualBlockImpl(int64_t in_dim, int64_t out_dim, double dropout);
     /// x [B, Cin, T, H, W] -> [B, Cout, T, H, W].
     at::Tensor forward(const at::Tensor& x, FeatCache* cache);
 
-private:
+  private:
     double dropout_;
     WanRMSNorm norm1_{nullptr};
     WanCausalConv3d conv1_{nullptr};
@@ -128,12 +129,12 @@ TORCH_MODULE(WanResidualBlock);
 /// Single-head self-attention over the H·W positions of each frame (time folded into batch), with
 /// RMS norm and 1x1 convs. Parameters norm.gamma [C,1,1], to_qkv.* (Conv2d C->3C), proj.* (C->C).
 class WanAttentionBlockImpl : public torch::nn::Module {
-public:
+  public:
     explicit WanAttentionBlockImpl(int64_t dim);
     /// x [B, C, T, H, W] -> same shape.
     at::Tensor forward(const at::Tensor& x);
 
-private:
+  private:
     int64_t dim_;
     WanRMSNorm norm_{nullptr};
     torch::nn::Conv2d to_qkv_{nullptr};
@@ -143,12 +144,12 @@ TORCH_MODULE(WanAttentionBlock);
 
 /// Res -> Attention -> Res. Parameters resnets.{0,1}.*, attentions.0.*.
 class WanMidBlockImpl : public torch::nn::Module {
-public:
+  public:
     WanMidBlockImpl(int64_t dim, double dropout);
     /// x [B, C, T, H, W] -> same shape.
     at::Tensor forward(const at::Tensor& x, FeatCache* cache);
 
-private:
+  private:
     std::vector<WanResidualBlock> resnets_;
     std::vector<WanAttentionBlock> attentions_;
 };

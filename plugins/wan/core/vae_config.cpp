@@ -24,18 +24,22 @@ T get_as(const nlohmann::json& value, const std::string& source, const std::stri
 }
 
 int64_t get_int(const nlohmann::json& v, const std::string& source, const std::string& key) {
-    if (!v.is_number_integer()) fail(kComponent, "config", "{}: key '{}' must be an integer, got {}", source, key, v.dump());
+    if (!v.is_number_integer())
+        fail(kComponent, "config", "{}: key '{}' must be an integer, got {}", source, key, v.dump());
     return v.get<int64_t>();
 }
 
-std::optional<int64_t> get_optional_int(const nlohmann::json& v, const std::string& source, const std::string& key) {
+std::optional<int64_t> get_optional_int(const nlohmann::json& v, const std::string& source,
+                                        const std::string& key) {
     if (v.is_null()) return std::nullopt;
     return get_int(v, source, key);
 }
 
 }  // namespace
 
-WanVAEConfig WanVAEConfig::wan21() { return WanVAEConfig{}; }
+WanVAEConfig WanVAEConfig::wan21() {
+    return WanVAEConfig{};
+}
 
 WanVAEConfig WanVAEConfig::tiny() {
     WanVAEConfig c;
@@ -81,7 +85,8 @@ WanVAEConfig WanVAEConfig::tiny22() {
 }
 
 WanVAEConfig WanVAEConfig::from_json(const nlohmann::json& j, const std::string& source) {
-    if (!j.is_object()) fail(kComponent, "config", "{}: expected a JSON object, got {}", source, j.type_name());
+    if (!j.is_object())
+        fail(kComponent, "config", "{}: expected a JSON object, got {}", source, j.type_name());
     WanVAEConfig c;
     for (const auto& [key, v] : j.items()) {
         if (!key.empty() && key[0] == '_') continue;  // _class_name, _diffusers_version, _name_or_path
@@ -119,8 +124,10 @@ WanVAEConfig WanVAEConfig::from_json(const nlohmann::json& j, const std::string&
             c.scale_factor_spatial = get_int(v, source, key);
         } else {
             fail(kComponent, "config",
-                 "{}: unknown key '{}' for AutoencoderKLWan (known: base_dim, decoder_base_dim, z_dim, dim_mult, "
-                 "num_res_blocks, attn_scales, temperal_downsample, dropout, latents_mean, latents_std, is_residual, "
+                 "{}: unknown key '{}' for AutoencoderKLWan (known: base_dim, decoder_base_dim, z_dim, "
+                 "dim_mult, "
+                 "num_res_blocks, attn_scales, temperal_downsample, dropout, latents_mean, latents_std, "
+                 "is_residual, "
                  "in_channels, out_channels, patch_size, scale_factor_temporal, scale_factor_spatial)",
                  source, key);
         }
@@ -176,30 +183,35 @@ void WanVAEConfig::validate(const std::string& source) const {
         fail(kComponent, "config", "{}: dim_mult needs at least 2 entries, got {}", source, dim_mult.size());
     for (int64_t m : dim_mult) positive("every dim_mult entry", m);
     if (temperal_downsample.size() != dim_mult.size() - 1)
-        fail(kComponent, "config", "{}: temperal_downsample has {} entries, expected len(dim_mult) - 1 = {}", source,
-             temperal_downsample.size(), dim_mult.size() - 1);
+        fail(kComponent, "config", "{}: temperal_downsample has {} entries, expected len(dim_mult) - 1 = {}",
+             source, temperal_downsample.size(), dim_mult.size() - 1);
     if (!attn_scales.empty())
         fail(kComponent, "config",
-             "{}: attn_scales must be [] (every released Wan VAE has no encoder attention; got {} entries)", source,
-             attn_scales.size());
-    if (dropout < 0.0 || dropout >= 1.0) fail(kComponent, "config", "{}: dropout must be in [0, 1), got {}", source, dropout);
+             "{}: attn_scales must be [] (every released Wan VAE has no encoder attention; got {} entries)",
+             source, attn_scales.size());
+    if (dropout < 0.0 || dropout >= 1.0)
+        fail(kComponent, "config", "{}: dropout must be in [0, 1), got {}", source, dropout);
     if (latents_mean.size() != static_cast<size_t>(z_dim) || latents_std.size() != static_cast<size_t>(z_dim))
-        fail(kComponent, "config", "{}: latents_mean/latents_std have {}/{} entries, expected z_dim = {}", source,
-             latents_mean.size(), latents_std.size(), z_dim);
+        fail(kComponent, "config", "{}: latents_mean/latents_std have {}/{} entries, expected z_dim = {}",
+             source, latents_mean.size(), latents_std.size(), z_dim);
     for (double s : latents_std)
-        if (!(s > 0.0)) fail(kComponent, "config", "{}: every latents_std entry must be > 0, got {}", source, s);
-    if (patch() < 1) fail(kComponent, "config", "{}: patch_size must be >= 1 or null, got {}", source, patch());
+        if (!(s > 0.0))
+            fail(kComponent, "config", "{}: every latents_std entry must be > 0, got {}", source, s);
+    if (patch() < 1)
+        fail(kComponent, "config", "{}: patch_size must be >= 1 or null, got {}", source, patch());
     if (in_channels % (patch() * patch()) != 0 || out_channels % (patch() * patch()) != 0)
         fail(kComponent, "config", "{}: in/out_channels {}/{} must be multiples of patch_size^2 = {}", source,
              in_channels, out_channels, patch() * patch());
     int64_t temporal = 1;
     for (bool t : temperal_downsample) temporal *= t ? 2 : 1;
     if (scale_factor_temporal != temporal)
-        fail(kComponent, "config", "{}: scale_factor_temporal {} does not match temperal_downsample (factor {})",
-             source, scale_factor_temporal, temporal);
+        fail(kComponent, "config",
+             "{}: scale_factor_temporal {} does not match temperal_downsample (factor {})", source,
+             scale_factor_temporal, temporal);
     if (scale_factor_spatial != spatial_compression())
-        fail(kComponent, "config", "{}: scale_factor_spatial {} does not match {} downsampling stages (factor {})",
-             source, scale_factor_spatial, temperal_downsample.size(), spatial_compression());
+        fail(kComponent, "config",
+             "{}: scale_factor_spatial {} does not match {} downsampling stages (factor {})", source,
+             scale_factor_spatial, temperal_downsample.size(), spatial_compression());
 }
 
 std::vector<int64_t> WanVAEConfig::encoder_dims() const {

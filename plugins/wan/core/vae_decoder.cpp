@@ -47,7 +47,7 @@ WanDecoder3dImpl::WanDecoder3dImpl(const WanVAEConfig& config) : z_dim_(config.z
         if (config.is_residual) {
             // Wan 2.2: upsamplers keep the width; a DupUp3D shortcut is added.
             layer.residual = WanResidualUpBlock(dims[i], out_dim, config.num_res_blocks, config.dropout,
-                                               up_flag && temporal[i], up_flag);
+                                                up_flag && temporal[i], up_flag);
             list->push_back(layer.residual);
         } else {
             // Wan 2.1: every upsampler halves the width, so blocks after the first start at in_dim / 2.

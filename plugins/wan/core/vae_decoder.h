@@ -18,14 +18,14 @@ namespace st::plugins::wan::vae {
 
 /// num_res_blocks + 1 residual blocks, then an optional upsampler (`upsamplers.0`).
 class WanUpBlockImpl : public torch::nn::Module {
-public:
+  public:
     /// mode: none for the last block (no upsampling).
     WanUpBlockImpl(int64_t in_dim, int64_t out_dim, int64_t num_res_blocks, double dropout,
                    std::optional<ResampleMode> mode);
     /// x [B, Cin, T, H, W] -> [B, Cout/2 (if upsampled), T', H', W'].
     at::Tensor forward(const at::Tensor& x, FeatCache* cache);
 
-private:
+  private:
     std::vector<WanResidualBlock> resnets_;
     WanResample upsampler_{nullptr};
 };
@@ -33,13 +33,13 @@ TORCH_MODULE(WanUpBlock);
 
 /// conv_in -> mid_block -> up_blocks -> norm_out -> SiLU -> conv_out (no clamp here).
 class WanDecoder3dImpl : public torch::nn::Module {
-public:
+  public:
     explicit WanDecoder3dImpl(const WanVAEConfig& config);
     /// One latent frame: z [B, z, 1, h, w] -> [B, C_out, 1 (first chunk) or 4, 8h, 8w] with the cache.
     /// first_chunk: the first latent frame (2.2 DupUp3D shortcuts drop their leading frames).
     at::Tensor forward(const at::Tensor& z, FeatCache* cache, bool first_chunk = false);
 
-private:
+  private:
     int64_t z_dim_;
     WanCausalConv3d conv_in_{nullptr};
     WanMidBlock mid_block_{nullptr};

@@ -20,8 +20,9 @@ WanEncoder3dImpl::WanEncoder3dImpl(const WanVAEConfig& config) : in_channels_(co
             // Wan 2.2: the last stage neither downsamples nor folds time.
             const bool last = i + 1 == stages;
             DownLayer layer;
-            layer.residual_down = WanResidualDownBlock(dims[i], dims[i + 1], config.dropout, config.num_res_blocks,
-                                                       !last && config.temperal_downsample[i], !last);
+            layer.residual_down =
+                WanResidualDownBlock(dims[i], dims[i + 1], config.dropout, config.num_res_blocks,
+                                     !last && config.temperal_downsample[i], !last);
             list->push_back(layer.residual_down);
             down_blocks_.push_back(layer);
             continue;

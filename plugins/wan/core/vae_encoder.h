@@ -18,13 +18,13 @@ namespace st::plugins::wan::vae {
 /// 2.2: one WanResidualDownBlock per stage) -> mid_block
 /// -> norm_out -> SiLU -> conv_out (-> 2·z_dim channels: mean and log-variance before quant_conv).
 class WanEncoder3dImpl : public torch::nn::Module {
-public:
+  public:
     explicit WanEncoder3dImpl(const WanVAEConfig& config);
     /// One chunk: x [B, C_in, T, H, W] (T = 1 for the first chunk, 4 afterwards) ->
     /// [B, 2z, 1, H/8, W/8] when run with the cache.
     at::Tensor forward(const at::Tensor& x, FeatCache* cache);
 
-private:
+  private:
     /// One entry of down_blocks: exactly one member is set (2.1: flat residual blocks and
     /// resamplers; 2.2 is_residual: one WanResidualDownBlock per stage).
     struct DownLayer {

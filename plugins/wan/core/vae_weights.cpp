@@ -20,7 +20,9 @@ namespace {
 
 constexpr const char* kComponent = "model.wan.vae";
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+bool starts_with(const std::string& s, const std::string& prefix) {
+    return s.rfind(prefix, 0) == 0;
+}
 
 /// Splits "12.rest" into (12, "rest"); nullopt when `s` does not start with "<digits>.".
 std::optional<std::pair<int64_t, std::string>> split_index(const std::string& s) {
@@ -90,7 +92,8 @@ std::string side_to_original(const std::string& side, const std::string& rest, c
         auto idx = split_index(rest.substr(12));
         if (!idx) unknown_key(full);
         const std::string prefix = side + ".downsamples." + std::to_string(idx->first) + ".";
-        if (starts_with(idx->second, "resample.") || starts_with(idx->second, "time_conv.")) return prefix + idx->second;
+        if (starts_with(idx->second, "resample.") || starts_with(idx->second, "time_conv."))
+            return prefix + idx->second;
         return prefix + residual_to_original(idx->second, full);
     }
     if (side == "decoder" && starts_with(rest, "up_blocks.")) {
@@ -117,8 +120,10 @@ std::string side_to_original(const std::string& side, const std::string& rest, c
 
 const char* to_string(WanVAELayout layout) {
     switch (layout) {
-        case WanVAELayout::diffusers: return "diffusers";
-        case WanVAELayout::original: return "original";
+        case WanVAELayout::diffusers:
+            return "diffusers";
+        case WanVAELayout::original:
+            return "original";
     }
     return "?";
 }
@@ -130,7 +135,8 @@ WanVAELayout detect_wan_vae_layout(const st::sdk::TensorSource& source) {
     std::string names;
     for (size_t i = 0; i < infos.size() && i < 5; ++i) names += (i ? ", " : "") + infos[i].name;
     fail(kComponent, "load",
-         "{} is not a Wan VAE checkpoint: neither 'encoder.conv_in.weight' (diffusers) nor 'encoder.conv1.weight' "
+         "{} is not a Wan VAE checkpoint: neither 'encoder.conv_in.weight' (diffusers) nor "
+         "'encoder.conv1.weight' "
          "(original Wan) is present ({} tensors; first: {})",
          source.describe(), infos.size(), names.empty() ? "none" : names);
 }
@@ -144,7 +150,7 @@ std::string wan_vae_diffusers_to_original(const std::string& key, const WanVAECo
 }
 
 std::map<std::string, std::string> wan_vae_original_key_map(const torch::nn::Module& module,
-                                                             const WanVAEConfig& config) {
+                                                            const WanVAEConfig& config) {
     std::map<std::string, std::string> map;
     for (const auto& item : module.named_parameters(/*recurse=*/true)) {
         const std::string original = wan_vae_diffusers_to_original(item.key(), config);

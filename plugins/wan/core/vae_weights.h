@@ -36,7 +36,7 @@ std::string wan_vae_diffusers_to_original(const std::string& diffusers_key, cons
 /// original name -> diffusers name for every parameter of `module` (an AutoencoderKLWan built
 /// from `config`; its names are the diffusers keys).
 std::map<std::string, std::string> wan_vae_original_key_map(const torch::nn::Module& module,
-                                                             const WanVAEConfig& config);
+                                                            const WanVAEConfig& config);
 
 /// Writes `dir/config.json` and `dir/diffusion_pytorch_model.safetensors` (fp32) of a VAE with
 /// random weights drawn from a generator seeded with `seed` (convs: normal, std 1/sqrt(fan_in);

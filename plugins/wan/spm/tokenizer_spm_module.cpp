@@ -13,7 +13,9 @@ namespace {
 using sentencepiece::SentencePieceProcessor;
 using st::plugins::wan::spm_api::Api;
 
-SentencePieceProcessor* as_sp(void* handle) { return static_cast<SentencePieceProcessor*>(handle); }
+SentencePieceProcessor* as_sp(void* handle) {
+    return static_cast<SentencePieceProcessor*>(handle);
+}
 
 void* open_model(const std::string& path, std::string* error) {
     try {
@@ -30,7 +32,9 @@ void* open_model(const std::string& path, std::string* error) {
     }
 }
 
-void close_model(void* handle) { delete as_sp(handle); }
+void close_model(void* handle) {
+    delete as_sp(handle);
+}
 
 template <typename Out>
 bool encode(void* handle, std::string_view text, Out* out, std::string* error) {
@@ -48,7 +52,8 @@ bool encode_ids(void* handle, std::string_view text, std::vector<int>* ids, std:
     return encode(handle, text, ids, error);
 }
 
-bool encode_pieces(void* handle, std::string_view text, std::vector<std::string>* pieces, std::string* error) {
+bool encode_pieces(void* handle, std::string_view text, std::vector<std::string>* pieces,
+                   std::string* error) {
     return encode(handle, text, pieces, error);
 }
 
@@ -63,8 +68,12 @@ bool decode(void* handle, const std::vector<int>& ids, std::string* text, std::s
     }
 }
 
-int piece_size(void* handle) { return as_sp(handle)->GetPieceSize(); }
-int piece_to_id(void* handle, std::string_view piece) { return as_sp(handle)->PieceToId(piece); }
+int piece_size(void* handle) {
+    return as_sp(handle)->GetPieceSize();
+}
+int piece_to_id(void* handle, std::string_view piece) {
+    return as_sp(handle)->PieceToId(piece);
+}
 
 void special_ids(void* handle, int* pad, int* eos, int* unk) {
     *pad = as_sp(handle)->pad_id();
@@ -74,20 +83,20 @@ void special_ids(void* handle, int* pad, int* eos, int* unk) {
 
 // Feeds in-memory sentences to the trainer.
 class VectorIterator final : public sentencepiece::SentenceIterator {
-public:
+  public:
     explicit VectorIterator(const std::vector<std::string>& sentences) : sentences_(sentences) {}
     bool done() const override { return index_ >= sentences_.size(); }
     void Next() override { ++index_; }
     const std::string& value() const override { return sentences_[index_]; }
     sentencepiece::util::Status status() const override { return {}; }
 
-private:
+  private:
     const std::vector<std::string>& sentences_;
     size_t index_ = 0;
 };
 
-bool train(const std::unordered_map<std::string, std::string>& args, const std::vector<std::string>& sentences,
-           uint32_t seed, std::string* model, std::string* error) {
+bool train(const std::unordered_map<std::string, std::string>& args,
+           const std::vector<std::string>& sentences, uint32_t seed, std::string* model, std::string* error) {
     try {
         sentencepiece::SetRandomGeneratorSeed(seed);
         VectorIterator it(sentences);
@@ -113,4 +122,6 @@ const Api kApi{st::plugins::wan::spm_api::kVersion,
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) const Api* st_wan_spm_api() { return &kApi; }
+extern "C" __attribute__((visibility("default"))) const Api* st_wan_spm_api() {
+    return &kApi;
+}

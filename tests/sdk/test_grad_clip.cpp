@@ -1,9 +1,12 @@
 // Gradient clipping helpers against torch.nn.utils semantics (computed by hand here).
 #include <gtest/gtest.h>
 
-#include "optim_test_util.h"
+#include <ATen/ATen.h>
 
-namespace st::plugins::optim::test {
+#include "st/error.h"
+#include "st/grad_clip.h"
+
+namespace st::sdk {
 namespace {
 
 std::vector<at::Tensor> params_with_grads() {
@@ -47,4 +50,14 @@ TEST(GradClipTest, ValueClampsEachElementAndReportsMaxAbs) {
 }
 
 }  // namespace
-}  // namespace st::plugins::optim::test
+}  // namespace st::sdk
+
+TEST(GradClipTest, MethodByName) {
+    auto p = at::zeros({2}).set_requires_grad(true);
+    p.mutable_grad() = at::tensor({3.0f, -4.0f});
+    EXPECT_DOUBLE_EQ(st::sdk::clip_gradients({p}, "value", 1.0), 4.0);
+    EXPECT_FLOAT_EQ(p.grad()[1].item<float>(), -1.0f);
+    p.mutable_grad() = at::tensor({3.0f, -4.0f});
+    EXPECT_NEAR(st::sdk::clip_gradients({p}, "norm", 1.0), 5.0, 1e-6);
+    EXPECT_THROW(st::sdk::clip_gradients({p}, "l1", 1.0), st::Error);
+}

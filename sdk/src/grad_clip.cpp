@@ -5,9 +5,10 @@
 
 #include <cmath>
 
-#include "optim.h"
+#include "st/error.h"
+#include "st/grad_clip.h"
 
-namespace st::plugins::optim {
+namespace st::sdk {
 namespace {
 
 std::vector<at::Tensor> defined_grads(const std::vector<at::Tensor>& params) {
@@ -60,4 +61,11 @@ double clip_grad_value(const std::vector<at::Tensor>& params, double clip) {
     return max_abs;
 }
 
-}  // namespace st::plugins::optim
+double clip_gradients(const std::vector<at::Tensor>& params, const std::string& method,
+                      double max_grad_norm) {
+    if (method == "norm") return clip_grad_norm(params, max_grad_norm);
+    if (method == "value") return clip_grad_value(params, max_grad_norm);
+    fail("grad_clip", "clip", "grad_clip_method '{}' is not known: expected norm or value", method);
+}
+
+}  // namespace st::sdk

@@ -1,0 +1,164 @@
+#include "bench.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "config.h"
+#include "st/attention.h"
+#include "st/error.h"
+#include "transformer.h"
+
+namespace st::plugins::wan {
+namespace {
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+/// Peak resident set size of this process in MiB (VmHWM), and its reset (Linux >= 4.0).
+double peak_rss_mib() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    return -1.0;
+}
+void reset_peak_rss() {
+    std::ofstream("/proc/self/clear_refs") << "5";
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+    std::vector<std::string> out;
+    std::stringstream ss(s);
+    std::string item;
+    while (std::getline(ss, item, sep))
+        if (!item.empty()) out.push_back(item);
+    return out;
+}
+
+struct Row {
+    std::string preset;
+    int64_t params = 0;
+    int64_t tokens = 0;
+    double fwd_s = 0, fwdbwd_s = 0, rss_fwd = 0, rss_fwdbwd = 0;
+};
+
+Row bench_transformer(const std::string& preset, int64_t f, int64_t h, int64_t w, int64_t text_len,
+                      int steps) {
+    Row r;
+    r.preset = preset;
+    auto cfg = WanTransformerConfig::preset(preset);
+    WanTransformer3DModel model(cfg);
+    randomize_parameters(*model, 0);
+    for (const auto& p : model->parameters()) r.params += p.numel();
+    auto gen = at::detail::createCPUGenerator(1);
+    WanTransformerInputs in;
+    in.hidden_states = at::randn({1, cfg.in_channels, f, h, w}, gen);
+    in.timestep = at::full({1}, 500.0);
+    in.encoder_hidden_states = at::randn({1, text_len, cfg.text_dim}, gen);
+    r.tokens = f * (h / 2) * (w / 2);
+    {
+        at::NoGradGuard no_grad;
+        model->forward(in);  // warm-up
+        reset_peak_rss();
+        double t0 = now_s();
+        for (int i = 0; i < steps; ++i) model->forward(in);
+        r.fwd_s = (now_s() - t0) / steps;
+        r.rss_fwd = peak_rss_mib();
+    }
+    model->set_gradient_checkpointing(true);
+    {
+        auto out = model->forward(in);  // warm-up
+        torch::autograd::backward({out.to(at::kFloat).square().mean()});
+        model->zero_grad();
+        reset_peak_rss();
+        double t0 = now_s();
+        for (int i = 0; i < steps; ++i) {
+            auto y = model->forward(in);
+            torch::autograd::backward({y.to(at::kFloat).square().mean()});
+            model->zero_grad();
+        }
+        r.fwdbwd_s = (now_s() - t0) / steps;
+        r.rss_fwdbwd = peak_rss_mib();
+    }
+    return r;
+}
+
+}  // namespace
+
+int run_wan_bench(const std::vector<std::string>& args) {
+    std::vector<std::string> presets = {"tiny", "small"};
+    int64_t f = 2, h = 16, w = 16, text_len = 512;
+    int steps = 3, heads = 2;
+    std::vector<int64_t> attention_tokens = {8192, 32768};
+    for (size_t i = 0; i < args.size(); ++i) {
+        auto value = [&]() -> std::string {
+            if (i + 1 >= args.size()) throw Error("bench.wan", "cli", args[i] + " needs a value");
+            return args[++i];
+        };
+        const std::string a = args[i];
+        if (a == "--presets")
+            presets = split(value(), ',');
+        else if (a == "--latent") {
+            auto parts = split(value(), 'x');
+            if (parts.size() != 3) throw Error("bench.wan", "cli", "--latent expects FxHxW, e.g. 2x16x16");
+            f = std::stoll(parts[0]), h = std::stoll(parts[1]), w = std::stoll(parts[2]);
+        } else if (a == "--text-len")
+            text_len = std::stoll(value());
+        else if (a == "--steps")
+            steps = std::stoi(value());
+        else if (a == "--attention-heads")
+            heads = std::stoi(value());
+        else if (a == "--attention-tokens") {
+            attention_tokens.clear();
+            for (const auto& t : split(value(), ',')) attention_tokens.push_back(std::stoll(t));
+        } else
+            throw Error("bench.wan", "cli",
+                        "unknown argument '" + a +
+                            "' (usage: st-host bench wan [--presets tiny,small,1.3b] "
+                            "[--latent FxHxW] [--text-len N] [--steps N] [--attention-tokens 8192,32768] "
+                            "[--attention-heads H])");
+    }
+    std::printf(
+        "## Wan transformer (latent %lldx%lldx%lld, text %lld tokens, %d timed steps, fwd+bwd with "
+        "gradient checkpointing, %d threads)\n\n",
+        (long long)f, (long long)h, (long long)w, (long long)text_len, steps, at::get_num_threads());
+    std::printf(
+        "| preset | params | video tokens | forward s | forward peak RSS MiB | fwd+bwd s | fwd+bwd peak RSS "
+        "MiB |\n");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    for (const auto& p : presets) {
+        auto r = bench_transformer(p, f, h, w, text_len, steps);
+        std::printf("| %s | %.1fM | %lld | %.3f | %.0f | %.3f | %.0f |\n", r.preset.c_str(), r.params / 1e6,
+                    (long long)r.tokens, r.fwd_s, r.rss_fwd, r.fwdbwd_s, r.rss_fwdbwd);
+        std::fflush(stdout);
+    }
+    std::printf("\n## Attention (st::sdk::attention, %s; B=1, H=%d, D=128, forward+backward)\n\n",
+                st::sdk::attention_backend(), heads);
+    std::printf(
+        "| tokens | peak RSS increase MiB | full score matrix would be MiB | s |\n|---:|---:|---:|---:|\n");
+    for (int64_t L : attention_tokens) {
+        auto gen = at::detail::createCPUGenerator(2);
+        auto q = at::randn({1, heads, L, 128}, gen).requires_grad_(true);
+        auto k = at::randn({1, heads, L, 128}, gen).requires_grad_(true);
+        auto v = at::randn({1, heads, L, 128}, gen).requires_grad_(true);
+        reset_peak_rss();
+        double base = peak_rss_mib();
+        double t0 = now_s();
+        auto o = st::sdk::attention(q, k, v);
+        torch::autograd::backward({o.sum()});
+        double secs = now_s() - t0;
+        double peak = peak_rss_mib() - base;
+        double full = static_cast<double>(heads) * L * L * 4 / (1024.0 * 1024.0);
+        std::printf("| %lld | %.0f | %.0f | %.2f |\n", (long long)L, peak, full, secs);
+        std::fflush(stdout);
+    }
+    return 0;
+}
+
+}  // namespace st::plugins::wan

@@ -1,0 +1,15 @@
+// `st-host bench wan` / `st-host bench --plugin wan`: transformer forward and forward+backward time
+// and peak RSS for the tiny, small (dim 512, 8 layers) and real 1.3B configs on small latents, and
+// attention peak memory at long sequence lengths (which must stay linear in L).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace st::plugins::wan {
+
+/// args: [--presets tiny,small,1.3b] [--latent FxHxW] [--text-len N] [--steps N]
+///       [--attention-tokens 8192,32768] [--attention-heads H]. Prints markdown tables.
+int run_wan_bench(const std::vector<std::string>& args);
+
+}  // namespace st::plugins::wan

@@ -1,0 +1,335 @@
+// model.wan@1: WanFamily — load / predict / taps for the trainer, the Encoders for the data
+// backend, probe. The pipeline semantics follow diffusers WanPipeline / WanImageToVideoPipeline
+// (src/diffusers/pipelines/wan/pipeline_wan*.py @ 58eb52c080) and SimpleTuner's
+// models/wan/model.py (prepare_batch conditioning, expert flavours).
+#include "wan_family.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/detect.h"
+#include "core/tokenizer.h"
+#include "st/error.h"
+#include "st/files.h"
+#include "st/log.h"
+
+namespace st::plugins::wan {
+
+namespace fs = std::filesystem;
+using st::sdk::TensorMap;
+
+namespace {
+
+constexpr const char* kLog = "model.wan";
+
+// FNV-1a over names, sizes and modification times of the files of a component (and the text of its
+// config.json): changes whenever the weights are replaced, without reading gigabytes.
+uint64_t fnv1a(uint64_t h, const std::string& s) {
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+std::string component_fingerprint(const fs::path& path) {
+    if (path.empty()) return "none";
+    uint64_t h = 1469598103934665603ull;
+    std::vector<fs::path> files;
+    if (fs::is_regular_file(path)) {
+        files.push_back(path);
+    } else if (fs::is_directory(path)) {
+        for (const auto& e : fs::directory_iterator(path))
+            if (e.is_regular_file()) files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+        std::error_code ec;
+        const auto size = fs::file_size(f, ec);
+        const auto mtime = fs::last_write_time(f, ec).time_since_epoch().count();
+        h = fnv1a(h, fmt::format("{}|{}|{};", f.filename().string(), size, mtime));
+        if (f.filename() == "config.json") h = fnv1a(h, st::sdk::read_file(f));
+    }
+    return fmt::format("{:016x}", h);
+}
+
+}  // namespace
+
+WanFamily::WanFamily() = default;
+WanFamily::~WanFamily() = default;
+
+void WanFamily::require_loaded(const char* what) const {
+    if (!loaded_) fail(kWanComponentId, what, "{} called before load()", what);
+}
+
+const WanCheckpointInfo& WanFamily::checkpoint_info() const {
+    require_loaded("checkpoint_info");
+    return transformer_.info;
+}
+
+// ---- tools ---------------------------------------------------------------------------------------
+
+st::sdk::ProbeResult WanFamily::probe(const fs::path& path) const {
+    st::sdk::ProbeResult r;
+    try {
+        const TransformerLocation loc = locate_transformer(path, "transformer");
+        auto source = open_transformer_weights(loc);
+        const WanCheckpointInfo info = inspect_transformer(*source);
+        std::string where = loc.model_index             ? "diffusers pipeline"
+                            : fs::is_regular_file(path) ? "single file"
+                                                        : "transformer folder";
+        if (loc.model_index && fs::is_directory(path / "transformer_2"))
+            where += " with transformer_2 expert";
+        r.loadable = true;
+        r.variant = fmt::format("{} [{}]", info.summary(), where);
+    } catch (const std::exception& e) {
+        r.loadable = false;
+        r.reason = e.what();
+    }
+    return r;
+}
+
+void WanFamily::make_model(const std::string& preset, const fs::path& out, uint64_t seed) {
+    write_wan_model(preset, out, seed);
+}
+
+TensorMap WanFamily::forward_component(const fs::path& model, const std::string& component,
+                                       const TensorMap& inputs, const st::sdk::ConfigView& config) {
+    return run_forward_component(model, component, inputs, config);
+}
+
+// ---- training ------------------------------------------------------------------------------------
+
+void WanFamily::load(const st::sdk::ModelLoadRequest& request) {
+    const auto& config = request.config;
+    paths_ = resolve_model_paths(request.path, config);
+    flavour_ = config.has("model_flavour") ? config.get_string("model_flavour") : "t2v-480p-1.3b-2.1";
+    const WanFlavour& flavour = find_flavour(flavour_);
+    dtype_ = request.dtype;
+    device_ = request.device;
+
+    TransformerLoadOptions lo;
+    lo.subfolder = paths_.transformer_subfolder;
+    lo.dtype = dtype_;
+    lo.device = device_;
+    transformer_ = load_transformer(paths_.transformer, lo);
+    auto& model = transformer_.model;
+    const bool checkpointing =
+        !config.has("gradient_checkpointing") || config.get_bool("gradient_checkpointing");
+    model->set_gradient_checkpointing(checkpointing && request.training);
+    model->set_feed_forward_chunking(resolve_feed_forward_chunking(config));
+    const bool force21 =
+        config.has("wan_force_2_1_time_embedding") && config.get_bool("wan_force_2_1_time_embedding");
+    model->set_force_2_1_time_embedding(force21);
+    model->train(request.training);
+    if (transformer_.info.kind != flavour.kind)
+        st::log::warn(kLog,
+                      "model_flavour {} expects a {} transformer but the weights are {}; the weights decide",
+                      flavour.name, variant_kind_name(flavour.kind), transformer_.info.variant);
+
+    boundary_ratio_ = flavour.boundary_ratio;
+    if (paths_.model_index) {
+        if (auto b = read_boundary_ratio(*paths_.model_index)) boundary_ratio_ = b;
+    }
+    peer_.reset();
+    const bool other =
+        config.has("wan_validation_load_other_stage") && config.get_bool("wan_validation_load_other_stage");
+    if (other) {
+        if (paths_.peer_subfolder.empty() || !boundary_ratio_) {
+            st::log::warn(kLog,
+                          "wan_validation_load_other_stage is set but flavour {} / {} has no peer expert",
+                          flavour.name, paths_.transformer.string());
+        } else {
+            TransformerLoadOptions po = lo;
+            po.subfolder = paths_.peer_subfolder;
+            peer_ = load_transformer(paths_.transformer, po);
+            peer_->model->eval();
+            for (auto& p : peer_->model->parameters()) p.set_requires_grad(false);
+        }
+    }
+    vae_.reset();
+    text_encoder_ = UMT5Encoder(nullptr);
+    tokenizer_.reset();
+    loaded_ = true;
+    st::log::info(
+        kLog, "loaded {} flavour {} ({}, {}, gradient_checkpointing {}{}{})", transformer_.info.variant,
+        flavour_, c10::toString(dtype_), device_.str(), checkpointing && request.training ? "on" : "off",
+        force21 ? ", forced 2.1 time embedding" : "",
+        peer_ ? fmt::format(", peer expert {} for t {} {}", paths_.peer_subfolder,
+                            paths_.peer_subfolder == "transformer" ? ">=" : "<", *boundary_ratio_ * 1000.0)
+              : std::string());
+}
+
+torch::nn::Module& WanFamily::trainable() {
+    require_loaded("trainable");
+    return *transformer_.model;
+}
+
+std::vector<std::string> WanFamily::taps() const {
+    const int64_t layers = loaded_ ? transformer_.info.config.num_layers : WanTransformerConfig().num_layers;
+    std::vector<std::string> t{"patch_embed_out", "text_embedder_out"};
+    for (int64_t i = 0; i < layers; ++i) t.push_back(fmt::format("blocks.{}.out", i));
+    return t;
+}
+
+WanTransformer3DModel& WanFamily::expert_for(const at::Tensor& timesteps) {
+    // The peer is only used without gradients (validation): training always runs the flavour's expert.
+    if (!peer_ || at::GradMode::is_enabled()) return transformer_.model;
+    const double limit = *boundary_ratio_ * 1000.0;
+    const bool all_high = timesteps.ge(limit).all().item<bool>();
+    const bool all_low = timesteps.lt(limit).all().item<bool>();
+    if (!all_high && !all_low)
+        fail(kWanComponentId, "predict", "timesteps straddle the expert boundary {} (min {}, max {})", limit,
+             timesteps.min().item<double>(), timesteps.max().item<double>());
+    const bool main_is_high = paths_.transformer_subfolder == "transformer";
+    return (all_high == main_is_high) ? transformer_.model : peer_->model;
+}
+
+st::sdk::PredictOutput WanFamily::predict(const st::sdk::PredictInputs& in) {
+    // noisy [B, C, F, H, W], timesteps [B] or [B, L] (sigma*1000), prompt_embeds [B, Lt, text_dim]
+    // -> velocity [B, C_out, F, H, W]
+    require_loaded("predict");
+    const WanTransformerConfig& cfg = transformer_.info.config;
+    if (!in.noisy.defined() || in.noisy.dim() != 5)
+        fail(kWanComponentId, "predict", "noisy must be [B, C, F, H, W], got {}",
+             in.noisy.defined() ? c10::str(in.noisy.sizes()) : std::string("undefined"));
+    auto cond = [&](const char* name) -> at::Tensor {
+        auto it = in.conditioning.find(name);
+        return it == in.conditioning.end() ? at::Tensor() : it->second;
+    };
+    const at::Tensor text = cond("prompt_embeds");
+    if (!text.defined())
+        fail(kWanComponentId, "predict", "conditioning 'prompt_embeds' [B, L, {}] is missing", cfg.text_dim);
+
+    const auto opts = at::TensorOptions().dtype(dtype_).device(device_);
+    at::Tensor x = in.noisy.to(opts);
+    const int64_t c = x.size(1);
+    if (cfg.in_channels != c) {
+        // I2V channel concat (SimpleTuner prepare_batch / diffusers WanImageToVideoPipeline):
+        // [noisy (C) | mask (4) | conditioning latents (C)].
+        const at::Tensor latents = cond("conditioning_latents");
+        if (cfg.in_channels != 2 * c + 4 || !latents.defined())
+            fail(kWanComponentId, "predict",
+                 "transformer {} takes {} input channels but noisy has {}; I2V models need conditioning "
+                 "'conditioning_latents' [B, {}, F, H, W] (and optionally 'conditioning_mask' [B, 4, F, H, "
+                 "W])",
+                 transformer_.info.variant, cfg.in_channels, c, c);
+        at::Tensor mask = cond("conditioning_mask");
+        if (!mask.defined()) {
+            // First-frame conditioning: 1 on latent frame 0, 0 elsewhere.
+            mask = at::zeros({x.size(0), 4, x.size(2), x.size(3), x.size(4)}, opts);
+            mask.select(2, 0).fill_(1.0);
+        }
+        x = at::cat({x, mask.to(opts), latents.to(opts)}, 1);
+    }
+    WanTransformerInputs wi;
+    wi.hidden_states = x;
+    wi.timestep = in.timesteps.to(at::TensorOptions().dtype(at::kFloat).device(device_));
+    wi.encoder_hidden_states = text.to(opts);
+    if (cfg.has_image_branch()) {
+        const at::Tensor image = cond("image_embeds");
+        if (!image.defined())
+            fail(kWanComponentId, "predict",
+                 "Wan 2.1 I2V transformer needs conditioning 'image_embeds' [B, 257, {}]",
+                 cfg.image_dim.value_or(0));
+        wi.encoder_hidden_states_image = image.to(opts);
+    }
+    const auto known = taps();
+    for (const auto& t : in.taps)
+        if (std::find(known.begin(), known.end(), t) == known.end())
+            fail(kWanComponentId, "predict",
+                 "unknown tap '{}' (known: patch_embed_out, text_embedder_out, "
+                 "blocks.0.out .. blocks.{}.out)",
+                 t, cfg.num_layers - 1);
+    TensorMap intermediates;
+    st::sdk::PredictOutput out;
+    out.velocity = expert_for(wi.timestep)->forward(wi, in.taps.empty() ? nullptr : &intermediates);
+    for (const auto& t : in.taps) out.taps[t] = intermediates.at(t);
+    return out;
+}
+
+// ---- encoders ------------------------------------------------------------------------------------
+
+WanVAE& WanFamily::vae() {
+    require_loaded("encode_video");
+    if (!vae_) {
+        vae_.emplace(load_vae(require_vae_path(paths_)));
+        vae_->to(device_, at::kFloat);  // the Wan VAE stays fp32 in every reference pipeline
+        vae_->module()->eval();
+    }
+    return *vae_;
+}
+
+UMT5Encoder& WanFamily::text_encoder() {
+    require_loaded("encode_text");
+    if (!text_encoder_) {
+        text_encoder_ = load_umt5_encoder(require_text_encoder_path(paths_), dtype_);
+        text_encoder_->to(device_);
+        text_encoder_->eval();
+        if (text_encoder_->config().d_model != transformer_.info.config.text_dim)
+            fail(kWanComponentId, "load",
+                 "text encoder {} has d_model {} but the transformer expects text_dim {}",
+                 paths_.text_encoder.string(), text_encoder_->config().d_model,
+                 transformer_.info.config.text_dim);
+    }
+    return text_encoder_;
+}
+
+UMT5Tokenizer& WanFamily::tokenizer() {
+    require_loaded("encode_text");
+    if (!tokenizer_)
+        tokenizer_ = std::make_unique<UMT5Tokenizer>(UMT5Tokenizer::load(require_tokenizer_path(paths_)));
+    return *tokenizer_;
+}
+
+std::string WanFamily::cache_identity() const {
+    require_loaded("cache_identity");
+    return fmt::format("wan|{}|vae:{}|text_encoder:{}|tokenizer:{}|{}", transformer_.info.variant,
+                       component_fingerprint(paths_.vae), component_fingerprint(paths_.text_encoder),
+                       component_fingerprint(paths_.tokenizer), c10::toString(dtype_));
+}
+
+int WanFamily::spatial_multiple() const {
+    // VAE stride (8 for the 2.1 VAE, 16 for 2.2) x the transformer's spatial patch (2).
+    if (!loaded_) return 16;
+    const int64_t patch = transformer_.info.config.patch_size[1];
+    int64_t stride = 8;
+    if (vae_) {
+        stride = vae_->config().spatial_compression();
+    } else if (!paths_.vae.empty() && fs::is_directory(paths_.vae) &&
+               fs::exists(paths_.vae / "config.json")) {
+        stride = WanVAEConfig::from_file(paths_.vae / "config.json").spatial_compression();
+    }
+    return static_cast<int>(stride * patch);
+}
+
+TensorMap WanFamily::encode_video(const at::Tensor& pixels) {
+    // pixels [B, 3, F, H, W] in [-1, 1] -> latents [B, z, 1 + (F-1)/4, H/8, W/8], normalised
+    if (pixels.dim() != 5 || pixels.size(1) != 3)
+        fail(kWanComponentId, "encode_video", "pixels must be [B, 3, F, H, W], got {}",
+             c10::str(pixels.sizes()));
+    WanVAE& v = vae();
+    torch::NoGradGuard no_grad;
+    const at::Tensor latents =
+        v.encode_normalized(pixels.to(at::TensorOptions().dtype(at::kFloat).device(device_)));
+    return {{"latents", latents.to(at::kCPU)}};
+}
+
+TensorMap WanFamily::encode_text(const std::vector<std::string>& captions) {
+    // captions -> prompt_embeds [B, text_len (512), text_dim]: the first seq_len rows, zeros after
+    UMT5Encoder& te = text_encoder();
+    const TokenizedBatch batch = tokenizer()(captions, te->config().text_len);
+    const int64_t max_id = batch.input_ids.numel() ? batch.input_ids.max().item<int64_t>() : 0;
+    if (max_id >= te->config().vocab_size)
+        fail(kWanComponentId, "encode_text", "tokenizer {} produced id {} but the text encoder vocab is {}",
+             tokenizer().model_file().string(), max_id, te->config().vocab_size);
+    torch::NoGradGuard no_grad;
+    const UMT5Output r = te->encode_prompts(batch.input_ids.to(device_), batch.attention_mask.to(device_));
+    return {{"prompt_embeds", r.prompt_embeds.to(at::kCPU)}};
+}
+
+}  // namespace st::plugins::wan

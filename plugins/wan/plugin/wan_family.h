@@ -1,0 +1,131 @@
+// The `model.wan@1` component: st::sdk::ModelFamily for Wan 2.1/2.2 (T2V, I2V 2.1, I2V/T2V A14B
+// experts, TI2V 5B) on top of the core library (plugins/wan/core). Who calls: the host's trainer
+// (load / trainable / predict / taps), the data backend (the Encoders half: latents and prompt
+// embeddings for its cache) and the tools `st-host probe|forward|make-model`.
+//
+// Files of this folder: plugin.cpp (the only exporting file), wan_family.cpp (load, predict,
+// encoders, probe), wan_paths.cpp (where each sub-network of a model lives, the option table),
+// wan_forward.cpp (`st-host forward` components), wan_make_model.cpp (presets).
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/checkpoint.h"
+#include "core/transformer.h"
+#include "core/umt5.h"
+#include "core/vae.h"
+#include "st/model.h"
+#include "st/options.h"
+
+namespace st::plugins::wan {
+
+class UMT5Tokenizer;
+
+inline constexpr const char* kWanComponentId = "model.wan@1";
+
+/// The config keys model.wan@1 owns (SimpleTuner names and defaults, inventory §1.2-1.3).
+std::vector<st::sdk::OptionSpec> wan_option_specs();
+/// One-line summary for `st-host plugins` / --help (includes the make-model disk sizes).
+std::string wan_component_summary();
+
+/// Where each sub-network of a model lives, resolved from the model path and the pretrained_*
+/// override options. Paths are empty when the model has no such part (a bare transformer file).
+struct WanModelPaths {
+    std::filesystem::path root;                        ///< the model path as given
+    std::filesystem::path transformer;                 ///< path handed to locate_transformer
+    std::string transformer_subfolder;                 ///< "transformer", "transformer_2" or "" (none)
+    std::string peer_subfolder;                        ///< other Wan 2.2 expert ("" when none)
+    std::filesystem::path vae;                         ///< VAE folder (config.json + weights) or single file
+    std::filesystem::path text_encoder;                ///< text_encoder folder or single file
+    std::filesystem::path tokenizer;                   ///< tokenizer folder (spiece.model) or the file
+    std::optional<std::filesystem::path> model_index;  ///< the pipeline's model_index.json
+};
+
+/// Resolves the paths (no weights are read). `config` may lack every wan key (then defaults apply:
+/// flavour t2v-480p-1.3b-2.1, subfolder "transformer"). Logs one line per override used.
+WanModelPaths resolve_model_paths(const std::filesystem::path& model, const st::sdk::ConfigView& config);
+/// The VAE / text encoder / tokenizer paths, or st::Error saying what was expected where.
+const std::filesystem::path& require_vae_path(const WanModelPaths& paths);
+const std::filesystem::path& require_text_encoder_path(const WanModelPaths& paths);
+const std::filesystem::path& require_tokenizer_path(const WanModelPaths& paths);
+
+/// Loads the VAE of `path` (a diffusers vae folder or a single Wan 2.1 VAE file).
+WanVAE load_vae(const std::filesystem::path& path);
+
+/// Feed-forward chunking from enable_chunked_feed_forward / feed_forward_chunk_size and, when the
+/// key is unset, env WAN_FEED_FORWARD_CHUNK_SIZE (logged). Exposed for tests.
+FeedForwardChunking resolve_feed_forward_chunking(const st::sdk::ConfigView& config);
+
+/// Runs one `st-host forward` component (tensor names as in shared/golden/MANIFEST.md).
+st::sdk::TensorMap run_forward_component(const std::filesystem::path& model, const std::string& component,
+                                         const st::sdk::TensorMap& inputs, const st::sdk::ConfigView& config);
+
+/// Writes a random model in the diffusers pipeline layout (presets "tiny", "small", "1.3b").
+void write_wan_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed);
+
+class WanFamily final : public st::sdk::ModelFamily {
+  public:
+    WanFamily();
+    ~WanFamily() override;
+
+    // ---- Encoders ------------------------------------------------------------------------------
+    std::string cache_identity() const override;
+    int spatial_multiple() const override;
+    int temporal_multiple() const override { return 4; }
+    /// pixels [B, 3, F, H, W] in [-1, 1] -> {"latents": normalised posterior mean [B, z, F', H/8, W/8]}
+    st::sdk::TensorMap encode_video(const at::Tensor& pixels) override;
+    /// captions -> {"prompt_embeds": [B, 512, text_dim]} (zero rows after each prompt, as Wan does)
+    st::sdk::TensorMap encode_text(const std::vector<std::string>& captions) override;
+
+    // ---- tools ---------------------------------------------------------------------------------
+    st::sdk::ProbeResult probe(const std::filesystem::path& path) const override;
+    std::vector<std::string> presets() const override { return {"tiny", "small", "1.3b"}; }
+    void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) override;
+    std::vector<std::string> forward_components() const override {
+        return {"transformer", "vae_encode", "vae_decode", "text_encoder"};
+    }
+    st::sdk::TensorMap forward_component(const std::filesystem::path& model, const std::string& component,
+                                         const st::sdk::TensorMap& inputs,
+                                         const st::sdk::ConfigView& config) override;
+
+    // ---- training ------------------------------------------------------------------------------
+    void load(const st::sdk::ModelLoadRequest& request) override;
+    torch::nn::Module& trainable() override;
+    std::vector<std::string> default_lora_targets() const override {
+        return {"to_q", "to_k", "to_v", "to_out.0"};
+    }
+    std::vector<std::string> taps() const override;
+    st::sdk::PredictOutput predict(const st::sdk::PredictInputs& inputs) override;
+
+    /// After load(): the detected transformer (variant, layout, config).
+    const WanCheckpointInfo& checkpoint_info() const;
+
+  private:
+    void require_loaded(const char* what) const;
+    WanVAE& vae();
+    UMT5Encoder& text_encoder();
+    UMT5Tokenizer& tokenizer();
+    WanTransformer3DModel& expert_for(const at::Tensor& timesteps);
+
+    bool loaded_ = false;
+    WanModelPaths paths_;
+    std::string flavour_;
+    at::ScalarType dtype_ = at::kFloat;
+    at::Device device_ = at::kCPU;
+    LoadedTransformer transformer_;
+    /// The other Wan 2.2 expert (wan_validation_load_other_stage), frozen, used without grad only.
+    std::optional<LoadedTransformer> peer_;
+    std::optional<double> boundary_ratio_;
+    // Encoders are loaded on first use (a training run with a warm cache never needs them).
+    std::optional<WanVAE> vae_;
+    UMT5Encoder text_encoder_{nullptr};
+    std::unique_ptr<UMT5Tokenizer> tokenizer_;
+};
+
+}  // namespace st::plugins::wan

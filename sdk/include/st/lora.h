@@ -1,0 +1,203 @@
+// LoRA for st: a Linear layer that can carry one low-rank adapter, injection by module-name
+// suffix (SimpleTuner / PEFT semantics), and LoRA files in the formats users exchange.
+//
+// Who calls: model plugins build their attention / FFN projections from st::sdk::Linear (a drop-in
+// replacement of torch::nn::Linear: same `weight`/`bias` names, same initialisation, same
+// forward); the host injects adapters (`inject_lora`) for `model_type: lora`, trains only
+// `lora_parameters`, saves them with `save_lora` and loads user files with `load_lora`
+// (`st-host generate --lora FILE[:strength]`).
+//
+// Adapter math (PEFT `LoraLayer`, peft/tuners/lora/layer.py `Linear.forward`):
+//   y = base(x) + multiplier * (alpha / rank) * B(A(dropout(x)))
+// with A = `lora_A.weight` [rank, in] (Kaiming-uniform, a = sqrt(5), as PEFT) and
+// B = `lora_B.weight` [out, rank] (zeros), so a fresh adapter leaves the output unchanged.
+// Dropout applies in training mode only. `multiplier` is the user strength (1 in training).
+//
+// File formats (docs/lora.md; reference/lora-formats-and-performance.md §4):
+//   diffusers  `transformer.<module>.lora_A.weight` [r, in], `.lora_B.weight` [out, r]; rank and alpha
+//              in the safetensors metadata `lora_adapter_metadata` (PEFT LoraConfig JSON, keys
+//              prefixed `transformer.` as diffusers' save_lora_weights writes them).
+//   comfyui    `diffusion_model.<native module>.lora_A.weight` / `.lora_B.weight` + scalar fp32
+//              `.alpha` per module (the native names come from the caller's name map).
+// Read as well: native names with `lora_down`/`lora_up`, kohya `lora_unet_<module_with_underscores>`.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "st/tensors.h"
+
+namespace st::sdk {
+
+/// Adapter hyper-parameters (SimpleTuner `lora_rank`, `lora_alpha`, `lora_dropout`).
+struct LoraConfig {
+    int64_t rank = 16;
+    /// nullopt: alpha = rank (SimpleTuner's and PEFT's default), i.e. scale 1.
+    std::optional<double> alpha;
+    double dropout = 0.0;
+    /// Seeds the Kaiming-uniform init of lora_A. inject_lora mixes in a hash of each module name,
+    /// so one module's init does not depend on which other modules are targeted.
+    uint64_t seed = 0;
+
+    double effective_alpha() const { return alpha ? *alpha : static_cast<double>(rank); }
+};
+
+/// One LoRA factor: a bias-free matrix registered as `weight` (PEFT names `lora_A.weight`,
+/// `lora_B.weight`). Not a st::sdk::Linear, so injection never targets it.
+class LoraFactorImpl : public torch::nn::Cloneable<LoraFactorImpl> {
+  public:
+    LoraFactorImpl(int64_t rows, int64_t cols);
+    void reset() override;
+    void pretty_print(std::ostream& stream) const override;
+    at::Tensor weight;  ///< [rows, cols]
+
+  private:
+    int64_t rows_;
+    int64_t cols_;
+};
+TORCH_MODULE(LoraFactor);
+
+/// torch::nn::LinearOptions' subset we use.
+struct LinearOptions {
+    LinearOptions(int64_t in_features, int64_t out_features, bool with_bias = true)
+        : in(in_features), out(out_features), bias(with_bias) {}
+    int64_t in;
+    int64_t out;
+    bool bias;
+};
+
+/// Drop-in replacement of torch::nn::Linear (same parameter names `weight` [out, in] and `bias`
+/// [out], same default initialisation from the global generator) that can carry one LoRA adapter
+/// registered as the submodules `lora_A` and `lora_B`, so named_parameters() shows
+/// `<path>.lora_A.weight` / `<path>.lora_B.weight`.
+class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
+  public:
+    LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
+    explicit LinearImpl(const LinearOptions& options);
+
+    /// (Re)creates weight/bias with torch::nn::Linear's init, and the adapter when one is attached
+    /// (used by clone()).
+    void reset() override;
+    /// torch::nn::Linear's init: weight kaiming_uniform(a = sqrt(5)), bias U(-1/sqrt(in), 1/sqrt(in)).
+    void reset_parameters();
+    void pretty_print(std::ostream& stream) const override;
+
+    /// x [..., in] -> [..., out]: base(x) + multiplier * alpha/rank * B(A(dropout(x))).
+    at::Tensor forward(const at::Tensor& x);
+
+    /// Attaches an adapter (A Kaiming-uniform from `config.seed`, B zeros), on the device and in the
+    /// dtype of `weight`. Throws st::Error when one is already attached or rank < 1.
+    void add_lora(const LoraConfig& config);
+    bool has_lora() const { return !lora_A.is_empty(); }
+    int64_t lora_rank() const;  ///< throws without adapter
+    double lora_alpha() const;  ///< throws without adapter
+    void set_lora_alpha(double alpha);
+    double lora_dropout() const { return lora_dropout_; }
+    /// The strength multiplier (1 by default; validation / generation strength). Throws while merged.
+    void set_lora_scale(double multiplier);
+    double lora_scale() const { return lora_multiplier_; }
+    /// multiplier * alpha / rank.
+    double lora_scaling() const;
+    /// multiplier * alpha / rank * B @ A, [out, in], in float32.
+    at::Tensor lora_delta() const;
+
+    /// Folds the adapter into `weight` (forward then skips the LoRA branch) / takes it back out.
+    /// Both are no-ops when already in that state; throw without adapter.
+    void merge_lora();
+    void unmerge_lora();
+    bool lora_merged() const { return merged_; }
+
+    /// weight and bias stop requiring gradients (the caller's choice; inject_lora does not freeze).
+    void freeze_base();
+
+    const LinearOptions& options() const { return options_; }
+
+    at::Tensor weight;           ///< [out, in]
+    at::Tensor bias;             ///< [out] or undefined
+    LoraFactor lora_A{nullptr};  ///< [rank, in]
+    LoraFactor lora_B{nullptr};  ///< [out, rank]
+
+  private:
+    void register_adapter(int64_t rank);
+    LinearOptions options_;
+    int64_t lora_rank_ = 0;
+    double lora_alpha_ = 0.0;
+    double lora_dropout_ = 0.0;
+    double lora_multiplier_ = 1.0;
+    bool merged_ = false;
+    double merged_scaling_ = 0.0;
+};
+TORCH_MODULE(Linear);
+
+/// Every st::sdk::Linear under `root` by dotted module path (root itself is "").
+std::vector<std::pair<std::string, LinearImpl*>> linear_modules(torch::nn::Module& root);
+
+/// Whether `module_path` ends with `suffix` on a dot boundary ("blocks.0.attn1.to_out.0" ends with
+/// "to_out.0" and "attn1.to_out.0", not with "out.0"). PEFT's target_modules rule.
+bool module_matches_suffix(const std::string& module_path, const std::string& suffix);
+
+/// Adds an adapter to every st::sdk::Linear whose path matches one of `target_suffixes`; returns the
+/// injected paths in module order. Throws st::Error naming the suffixes when nothing matched, or
+/// when a matched module already carries an adapter.
+std::vector<std::string> inject_lora(torch::nn::Module& root, const std::vector<std::string>& target_suffixes,
+                                     const LoraConfig& config);
+
+/// Only the adapter parameters (`<path>.lora_A.weight`, `<path>.lora_B.weight`), by name.
+TensorMap lora_parameters(torch::nn::Module& root);
+
+/// requires_grad false on every parameter except the adapters'. Returns the number left trainable.
+int64_t freeze_all_but_lora(torch::nn::Module& root);
+
+/// Sets the strength multiplier of every adapter under `root`.
+void set_lora_scale(torch::nn::Module& root, double multiplier);
+
+// ---- files (sdk/src/lora_format.cpp) -------------------------------------------------------------
+
+enum class LoraFormat { diffusers, comfyui };
+/// "diffusers" | "comfyui" (SimpleTuner's `lora_format` values); throws st::Error otherwise.
+LoraFormat parse_lora_format(const std::string& name);
+const char* lora_format_name(LoraFormat format);
+
+/// Our module path ("blocks.0.attn1.to_q") -> the model's native module path ("blocks.0.self_attn.q");
+/// an empty result means "no native name". An empty std::function means identity. Supplied by the
+/// model plugin (the SDK knows no model).
+using LoraNameMap = std::function<std::string(const std::string&)>;
+
+/// Writes the adapters under `root` to `path` (atomic, st::sdk::save_safetensors), weights in
+/// their training dtype, alphas as fp32 scalars. diffusers: every adapter must share one rank and
+/// alpha (they are written once, in the metadata). comfyui: modules named through `to_native`
+/// (a module without a native name is an error). `metadata` is added to the file's metadata.
+/// Throws st::Error when `root` has no adapter. Returns the number of tensors written.
+size_t save_lora(const std::filesystem::path& path, torch::nn::Module& root, LoraFormat format,
+                 const LoraNameMap& to_native = {}, const std::map<std::string, std::string>& metadata = {});
+
+/// The tensors save_lora would write (no file), with the metadata to write beside them.
+TensorMap lora_state_dict(torch::nn::Module& root, LoraFormat format, const LoraNameMap& to_native,
+                          std::map<std::string, std::string>* metadata);
+
+/// Loads a LoRA file into `root`. Accepted keys (any mix):
+///   `transformer.<module>.lora_A.weight|lora_B.weight` (alpha from `lora_adapter_metadata`,
+///   else alpha = rank); `diffusion_model.<module>.{lora_A,lora_B,lora_down,lora_up}.weight` and
+///   `.alpha` (module: native name through `to_native`, or our name); kohya
+///   `lora_unet_<module with '_' for '.'>.{lora_down,lora_up}.weight` + `.alpha`; PEFT's
+///   `.default` adapter infix. Scale = strength * alpha / rank (diffusers folds the same alpha/rank).
+/// merge false: attaches an adapter to each named module (or overwrites an attached one of the
+/// same rank) with multiplier `strength`. merge true: adds strength*alpha/rank*B@A into the base
+/// weights (several files can be stacked that way). Unknown or unmatched keys -> st::Error listing
+/// the first offenders; a shape mismatch -> st::Error with both shapes. Returns the module paths.
+std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn::Module& root,
+                                   double strength = 1.0, const LoraNameMap& to_native = {},
+                                   bool merge = false);
+
+}  // namespace st::sdk

@@ -1,0 +1,260 @@
+// st::sdk::Linear with a LoRA adapter, and suffix injection. The adapter follows PEFT
+// (peft/tuners/lora/layer.py: LoraLayer.update_layer / reset_lora_parameters with
+// init_lora_weights=True, Linear.forward / merge / unmerge); the base layer follows
+// torch::nn::LinearImpl (torch/csrc/api/src/nn/modules/linear.cpp) so swapping it in changes nothing.
+#include "st/lora.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+#include <set>
+
+#include "st/error.h"
+#include "st/log.h"
+
+namespace st::sdk {
+
+namespace {
+constexpr const char* kComponent = "sdk.lora";
+
+uint64_t fnv1a(const std::string& s) {
+    uint64_t h = 1469598103934665603ull;
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+}  // namespace
+
+// ---- LoraFactor -----------------------------------------------------------------------------------
+
+LoraFactorImpl::LoraFactorImpl(int64_t rows, int64_t cols) : rows_(rows), cols_(cols) {
+    reset();
+}
+
+void LoraFactorImpl::reset() {
+    weight = register_parameter("weight", at::zeros({rows_, cols_}));
+}
+
+void LoraFactorImpl::pretty_print(std::ostream& stream) const {
+    stream << "st::sdk::LoraFactor(" << rows_ << ", " << cols_ << ")";
+}
+
+// ---- Linear ---------------------------------------------------------------------------------------
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias)
+    : LinearImpl(LinearOptions(in_features, out_features, with_bias)) {}
+
+LinearImpl::LinearImpl(const LinearOptions& options) : options_(options) {
+    if (options.in < 1 || options.out < 1) {
+        fail(kComponent, "construct", "Linear needs positive sizes, got in {} out {}", options.in,
+             options.out);
+    }
+    reset();
+}
+
+void LinearImpl::reset() {
+    weight = register_parameter("weight", at::empty({options_.out, options_.in}));
+    if (options_.bias) {
+        bias = register_parameter("bias", at::empty({options_.out}));
+    } else {
+        bias = at::Tensor();
+    }
+    reset_parameters();
+    // clone() copies this object, clears its children and calls reset(): re-create the adapter
+    // (the parameter values are copied afterwards by Cloneable).
+    if (lora_rank_ > 0) register_adapter(lora_rank_);
+}
+
+void LinearImpl::reset_parameters() {
+    // Same calls and order as torch::nn::LinearImpl::reset_parameters (global generator).
+    torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+    if (bias.defined()) {
+        const auto fans = torch::nn::init::_calculate_fan_in_and_fan_out(weight);
+        const double bound = 1.0 / std::sqrt(static_cast<double>(std::get<0>(fans)));
+        torch::nn::init::uniform_(bias, -bound, bound);
+    }
+}
+
+void LinearImpl::pretty_print(std::ostream& stream) const {
+    stream << "st::sdk::Linear(in_features=" << options_.in << ", out_features=" << options_.out
+           << ", bias=" << (options_.bias ? "true" : "false");
+    if (lora_rank_ > 0) stream << ", lora_rank=" << lora_rank_ << ", lora_alpha=" << lora_alpha_;
+    stream << ")";
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+    // x [..., in] -> [..., out]
+    at::Tensor out = at::linear(x, weight, bias);
+    if (lora_rank_ == 0 || merged_ || lora_multiplier_ == 0.0) return out;
+    at::Tensor h = x.to(lora_A->weight.scalar_type());
+    if (is_training() && lora_dropout_ > 0.0) h = at::dropout(h, lora_dropout_, /*train=*/true);
+    h = at::linear(at::linear(h, lora_A->weight), lora_B->weight);  // [..., r] -> [..., out]
+    return out + (h * lora_scaling()).to(out.scalar_type());
+}
+
+void LinearImpl::register_adapter(int64_t rank) {
+    lora_A = register_module("lora_A", LoraFactor(rank, options_.in));
+    lora_B = register_module("lora_B", LoraFactor(options_.out, rank));
+}
+
+void LinearImpl::add_lora(const LoraConfig& config) {
+    if (lora_rank_ > 0) {
+        fail(kComponent, "inject", "Linear({}, {}) already carries a LoRA adapter of rank {}", options_.in,
+             options_.out, lora_rank_);
+    }
+    if (config.rank < 1) fail(kComponent, "inject", "LoRA rank must be >= 1, got {}", config.rank);
+    if (config.dropout < 0.0 || config.dropout >= 1.0) {
+        fail(kComponent, "inject", "LoRA dropout must be in [0, 1), got {}", config.dropout);
+    }
+    lora_rank_ = config.rank;
+    lora_alpha_ = config.effective_alpha();
+    lora_dropout_ = config.dropout;
+    lora_multiplier_ = 1.0;
+    register_adapter(config.rank);
+    // PEFT: kaiming_uniform_(lora_A.weight, a=sqrt(5)) -> U(-1/sqrt(in), 1/sqrt(in)); lora_B zeros.
+    // Drawn on CPU in float32 from the config's seed, then moved to the base weight's device/dtype.
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(config.seed);
+    const double bound = 1.0 / std::sqrt(static_cast<double>(options_.in));
+    at::Tensor a = at::empty({config.rank, options_.in}, at::kFloat).uniform_(-bound, bound, gen);
+    at::NoGradGuard no_grad;
+    lora_A->weight.set_data(a.to(weight.device(), weight.scalar_type()));
+    lora_B->weight.set_data(at::zeros({options_.out, config.rank}, weight.options()));
+}
+
+int64_t LinearImpl::lora_rank() const {
+    if (lora_rank_ == 0)
+        fail(kComponent, "query", "Linear({}, {}) has no LoRA adapter", options_.in, options_.out);
+    return lora_rank_;
+}
+
+double LinearImpl::lora_alpha() const {
+    lora_rank();
+    return lora_alpha_;
+}
+
+void LinearImpl::set_lora_alpha(double alpha) {
+    lora_rank();
+    if (merged_) fail(kComponent, "alpha", "cannot change the LoRA alpha while the adapter is merged");
+    lora_alpha_ = alpha;
+}
+
+void LinearImpl::set_lora_scale(double multiplier) {
+    if (merged_) fail(kComponent, "scale", "cannot change the LoRA strength while the adapter is merged");
+    lora_multiplier_ = multiplier;
+}
+
+double LinearImpl::lora_scaling() const {
+    return lora_multiplier_ * lora_alpha() / static_cast<double>(lora_rank_);
+}
+
+at::Tensor LinearImpl::lora_delta() const {
+    const double s = lora_scaling();
+    return at::matmul(lora_B->weight.detach().to(at::kFloat), lora_A->weight.detach().to(at::kFloat)) * s;
+}
+
+void LinearImpl::merge_lora() {
+    lora_rank();
+    if (merged_) return;
+    at::NoGradGuard no_grad;
+    merged_scaling_ = lora_scaling();
+    weight.add_(lora_delta().to(weight.scalar_type()));
+    merged_ = true;
+}
+
+void LinearImpl::unmerge_lora() {
+    lora_rank();
+    if (!merged_) return;
+    at::NoGradGuard no_grad;
+    const at::Tensor delta =
+        at::matmul(lora_B->weight.detach().to(at::kFloat), lora_A->weight.detach().to(at::kFloat));
+    weight.sub_((delta * merged_scaling_).to(weight.scalar_type()));
+    merged_ = false;
+}
+
+void LinearImpl::freeze_base() {
+    weight.requires_grad_(false);
+    if (bias.defined()) bias.requires_grad_(false);
+}
+
+// ---- tree helpers ---------------------------------------------------------------------------------
+
+std::vector<std::pair<std::string, LinearImpl*>> linear_modules(torch::nn::Module& root) {
+    std::vector<std::pair<std::string, LinearImpl*>> out;
+    if (auto* self = dynamic_cast<LinearImpl*>(&root)) out.emplace_back("", self);
+    for (const auto& item : root.named_modules("", /*include_self=*/false)) {
+        if (auto* lin = dynamic_cast<LinearImpl*>(item.value().get())) out.emplace_back(item.key(), lin);
+    }
+    return out;
+}
+
+bool module_matches_suffix(const std::string& module_path, const std::string& suffix) {
+    if (suffix.empty() || suffix.size() > module_path.size()) return false;
+    if (module_path.compare(module_path.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
+    return suffix.size() == module_path.size() || module_path[module_path.size() - suffix.size() - 1] == '.';
+}
+
+std::vector<std::string> inject_lora(torch::nn::Module& root, const std::vector<std::string>& target_suffixes,
+                                     const LoraConfig& config) {
+    std::vector<std::string> injected;
+    for (auto& [path, lin] : linear_modules(root)) {
+        bool hit = false;
+        for (const auto& s : target_suffixes) hit = hit || module_matches_suffix(path, s);
+        if (!hit) continue;
+        LoraConfig c = config;
+        c.seed = config.seed * 0x9E3779B97F4A7C15ull ^ fnv1a(path);
+        try {
+            lin->add_lora(c);
+        } catch (const Error& e) {
+            throw e.with_context(fmt::format("while injecting LoRA into module '{}'", path));
+        }
+        injected.push_back(path);
+    }
+    if (injected.empty()) {
+        std::string list;
+        for (const auto& s : target_suffixes) list += (list.empty() ? "'" : ", '") + s + "'";
+        fail(kComponent, "inject",
+             "no st::sdk::Linear module name ends with any of the LoRA targets [{}] ({} Linear "
+             "modules searched)",
+             list, linear_modules(root).size());
+    }
+    st::log::info(kComponent, "injected LoRA rank {} alpha {} dropout {} into {} modules", config.rank,
+                  config.effective_alpha(), config.dropout, injected.size());
+    return injected;
+}
+
+TensorMap lora_parameters(torch::nn::Module& root) {
+    TensorMap out;
+    for (auto& [path, lin] : linear_modules(root)) {
+        if (!lin->has_lora()) continue;
+        const std::string p = path.empty() ? "" : path + ".";
+        out[p + "lora_A.weight"] = lin->lora_A->weight;
+        out[p + "lora_B.weight"] = lin->lora_B->weight;
+    }
+    return out;
+}
+
+int64_t freeze_all_but_lora(torch::nn::Module& root) {
+    std::set<const void*> lora;
+    for (const auto& [name, t] : lora_parameters(root)) lora.insert(t.unsafeGetTensorImpl());
+    int64_t trainable = 0;
+    for (auto& p : root.parameters(/*recurse=*/true)) {
+        const bool keep = lora.count(p.unsafeGetTensorImpl()) > 0;
+        p.requires_grad_(keep);
+        trainable += keep ? p.numel() : 0;
+    }
+    return trainable;
+}
+
+void set_lora_scale(torch::nn::Module& root, double multiplier) {
+    for (auto& [path, lin] : linear_modules(root)) {
+        if (lin->has_lora()) lin->set_lora_scale(multiplier);
+    }
+}
+
+}  // namespace st::sdk

@@ -1,0 +1,340 @@
+// LoRA files: writing the diffusers/PEFT and ComfyUI (native Wan names) layouts, reading those plus
+// lora_down/lora_up and kohya `lora_unet_` names. Key conventions: reference/lora-formats-and-
+// performance.md §4 and models.md §13; metadata as diffusers' save_lora_weights writes it
+// (loaders/lora_base.py: `lora_adapter_metadata` = json.dumps(prefixed LoraConfig dict, indent=2,
+// sort_keys=True)); the alpha/rank fold as diffusers' `_convert_non_diffusers_wan_lora_to_diffusers`.
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "st/error.h"
+#include "st/log.h"
+#include "st/lora.h"
+#include "st/safetensors.h"
+
+namespace st::sdk {
+
+namespace {
+constexpr const char* kComponent = "sdk.lora";
+constexpr const char* kMetadataKey = "lora_adapter_metadata";
+
+std::string shape_str(at::IntArrayRef s) {
+    return fmt::format("[{}]", fmt::join(s.begin(), s.end(), ", "));
+}
+
+std::string underscored(std::string s) {
+    std::replace(s.begin(), s.end(), '.', '_');
+    return s;
+}
+
+bool starts_with(const std::string& s, const std::string& p) {
+    return s.size() >= p.size() && s.compare(0, p.size(), p) == 0;
+}
+
+bool ends_with(const std::string& s, const std::string& p) {
+    return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
+}
+
+std::string join_module(const std::string& prefix, const std::string& path) {
+    return path.empty() ? prefix.substr(0, prefix.size() - 1) : prefix + path;
+}
+
+nlohmann::json number_json(double v) {
+    if (std::floor(v) == v && std::fabs(v) < 1e15) return static_cast<int64_t>(v);
+    return v;
+}
+
+enum class Role { a, b, alpha };
+
+// Suffixes of the tensors of one adapter, in the order tried (longest first).
+const std::vector<std::pair<std::string, Role>>& role_suffixes() {
+    static const std::vector<std::pair<std::string, Role>> table = {
+        {".lora_A.default.weight", Role::a},
+        {".lora_B.default.weight", Role::b},
+        {".lora_A.weight", Role::a},
+        {".lora_B.weight", Role::b},
+        {".lora_down.weight", Role::a},
+        {".lora_up.weight", Role::b},
+        {".alpha", Role::alpha},
+    };
+    return table;
+}
+
+struct Entry {
+    std::string file_module;  ///< module name as in the file (prefix included)
+    std::string a_key, b_key;
+    at::Tensor a, b;
+    std::optional<double> alpha;
+};
+
+std::string first_offenders(const std::vector<std::string>& names) {
+    const size_t n = std::min<size_t>(names.size(), 10);
+    std::string s =
+        fmt::format("{}", fmt::join(names.begin(), names.begin() + static_cast<std::ptrdiff_t>(n), ", "));
+    if (names.size() > n) s += fmt::format(" (and {} more)", names.size() - n);
+    return s;
+}
+}  // namespace
+
+LoraFormat parse_lora_format(const std::string& name) {
+    if (name == "diffusers") return LoraFormat::diffusers;
+    if (name == "comfyui") return LoraFormat::comfyui;
+    fail(kComponent, "config", "lora_format must be 'diffusers' or 'comfyui', got '{}'", name);
+}
+
+const char* lora_format_name(LoraFormat format) {
+    return format == LoraFormat::diffusers ? "diffusers" : "comfyui";
+}
+
+TensorMap lora_state_dict(torch::nn::Module& root, LoraFormat format, const LoraNameMap& to_native,
+                          std::map<std::string, std::string>* metadata) {
+    TensorMap out;
+    std::vector<std::string> modules;
+    std::optional<std::pair<int64_t, double>> shared;
+    double dropout = 0.0;
+    for (auto& [path, lin] : linear_modules(root)) {
+        if (!lin->has_lora()) continue;
+        if (lin->lora_merged()) {
+            fail(kComponent, "save",
+                 "module '{}' has its LoRA merged into the base weight; unmerge before saving", path);
+        }
+        const at::Tensor a = lin->lora_A->weight.detach();
+        const at::Tensor b = lin->lora_B->weight.detach();
+        if (format == LoraFormat::diffusers) {
+            const std::pair<int64_t, double> ra{lin->lora_rank(), lin->lora_alpha()};
+            if (shared && *shared != ra) {
+                fail(kComponent, "save",
+                     "the diffusers LoRA format stores one rank/alpha for all modules, but '{}' has rank {} "
+                     "alpha {} "
+                     "while others have rank {} alpha {}; save with lora_format 'comfyui' (per-module alpha)",
+                     path, ra.first, ra.second, shared->first, shared->second);
+            }
+            shared = ra;
+            dropout = lin->lora_dropout();
+            const std::string m = join_module("transformer.", path);
+            out[m + ".lora_A.weight"] = a;
+            out[m + ".lora_B.weight"] = b;
+        } else {
+            const std::string native = to_native ? to_native(path) : path;
+            if (native.empty() && !path.empty()) {
+                fail(kComponent, "save", "module '{}' has no native name for the comfyui LoRA format", path);
+            }
+            const std::string m = join_module("diffusion_model.", native);
+            out[m + ".lora_A.weight"] = a;
+            out[m + ".lora_B.weight"] = b;
+            out[m + ".alpha"] = at::scalar_tensor(lin->lora_alpha(), at::kFloat);
+        }
+        modules.push_back(path);
+    }
+    if (modules.empty()) fail(kComponent, "save", "the model carries no LoRA adapter: nothing to save");
+    if (metadata != nullptr) {
+        (*metadata)["format"] = "pt";
+        if (format == LoraFormat::diffusers) {
+            // PEFT LoraConfig fields, prefixed with the component as diffusers' pipeline writer does.
+            nlohmann::json cfg = {{"transformer.r", shared->first},
+                                  {"transformer.lora_alpha", number_json(shared->second)},
+                                  {"transformer.lora_dropout", dropout},
+                                  {"transformer.target_modules", modules},
+                                  {"transformer.bias", "none"},
+                                  {"transformer.peft_type", "LORA"},
+                                  {"transformer.init_lora_weights", true},
+                                  {"transformer.use_dora", false},
+                                  {"transformer.use_rslora", false},
+                                  {"transformer.fan_in_fan_out", false}};
+            (*metadata)[kMetadataKey] = cfg.dump(2);
+        }
+    }
+    return out;
+}
+
+size_t save_lora(const std::filesystem::path& path, torch::nn::Module& root, LoraFormat format,
+                 const LoraNameMap& to_native, const std::map<std::string, std::string>& metadata) {
+    std::map<std::string, std::string> meta = metadata;
+    std::map<std::string, std::string> ours;
+    const TensorMap tensors = lora_state_dict(root, format, to_native, &ours);
+    for (auto& [k, v] : ours) meta[k] = v;
+    save_safetensors(path, tensors, meta);
+    st::log::info(kComponent, "saved {} LoRA tensors to {} ({} format)", tensors.size(), path.string(),
+                  lora_format_name(format));
+    return tensors.size();
+}
+
+namespace {
+
+// Alpha from diffusers' `lora_adapter_metadata` (prefixed or not); nullopt when absent.
+std::optional<double> metadata_alpha(const std::map<std::string, std::string>& meta,
+                                     const std::string& file) {
+    auto it = meta.find(kMetadataKey);
+    if (it == meta.end()) return std::nullopt;
+    nlohmann::json j;
+    try {
+        j = nlohmann::json::parse(it->second);
+    } catch (const nlohmann::json::exception& e) {
+        fail(kComponent, "load", "{}: metadata '{}' is not valid JSON: {}", file, kMetadataKey, e.what());
+    }
+    for (const char* pattern :
+         {"transformer.alpha_pattern", "alpha_pattern", "transformer.rank_pattern", "rank_pattern"}) {
+        if (j.contains(pattern) && !j[pattern].is_null() && !j[pattern].empty()) {
+            fail(kComponent, "load", "{}: per-module '{}' in {} is not supported", file, pattern,
+                 kMetadataKey);
+        }
+    }
+    for (const char* key : {"transformer.lora_alpha", "lora_alpha"}) {
+        if (j.contains(key) && j[key].is_number()) return j[key].get<double>();
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn::Module& root,
+                                   double strength, const LoraNameMap& to_native, bool merge) {
+    const auto file = SafetensorsFile::open(path);
+    const std::string fname = path.string();
+
+    // Index the model's Linear modules under every name a file may use for them.
+    std::map<std::string, LinearImpl*> ours, native, underscore;
+    for (auto& [p, lin] : linear_modules(root)) {
+        ours[p] = lin;
+        underscore[underscored(p)] = lin;
+        if (to_native) {
+            const std::string n = to_native(p);
+            if (!n.empty()) {
+                native[n] = lin;
+                underscore[underscored(n)] = lin;
+            }
+        }
+    }
+    std::map<LinearImpl*, std::string> path_of;
+    for (auto& [p, lin] : ours) path_of[lin] = p;
+
+    auto resolve = [&](const std::string& m) -> LinearImpl* {
+        auto find = [](const std::map<std::string, LinearImpl*>& idx, const std::string& k) -> LinearImpl* {
+            auto it = idx.find(k);
+            return it == idx.end() ? nullptr : it->second;
+        };
+        if (m == "transformer" || m == "diffusion_model") return find(ours, "");  // root itself is the Linear
+        if (starts_with(m, "transformer.")) return find(ours, m.substr(12));
+        std::string rest = m;
+        if (starts_with(rest, "model.diffusion_model.")) rest = rest.substr(6);
+        if (starts_with(rest, "diffusion_model.")) {
+            rest = rest.substr(16);
+            if (LinearImpl* l = find(native, rest)) return l;
+            return find(ours, rest);  // SimpleTuner's comfyui files keep the diffusers module names
+        }
+        if (starts_with(rest, "lora_unet_")) {
+            rest = rest.substr(10);
+            while (!rest.empty() && rest[0] == '_') rest.erase(0, 1);  // Wan-Fun `lora_unet__blocks_...`
+            return find(underscore, rest);
+        }
+        return find(ours, rest);
+    };
+
+    std::map<LinearImpl*, Entry> entries;
+    std::vector<std::string> unknown, unmatched;
+    for (const auto& info : file->infos()) {
+        const std::string& key = info.name;
+        std::optional<Role> role;
+        std::string module;
+        for (const auto& [suffix, r] : role_suffixes()) {
+            if (ends_with(key, suffix)) {
+                role = r;
+                module = key.substr(0, key.size() - suffix.size());
+                break;
+            }
+        }
+        if (!role) {
+            unknown.push_back(key);
+            continue;
+        }
+        LinearImpl* lin = resolve(module);
+        if (lin == nullptr) {
+            unmatched.push_back(key);
+            continue;
+        }
+        Entry& e = entries[lin];
+        if (!e.file_module.empty() && e.file_module != module) {
+            fail(kComponent, "load", "{}: '{}' and '{}' both name module '{}'", fname, e.file_module, module,
+                 path_of[lin]);
+        }
+        e.file_module = module;
+        if (*role == Role::a) {
+            e.a_key = key;
+            e.a = file->load(key);
+        } else if (*role == Role::b) {
+            e.b_key = key;
+            e.b = file->load(key);
+        } else {
+            const at::Tensor t = file->load(key);
+            if (t.numel() != 1)
+                fail(kComponent, "load", "{}: '{}' must be a scalar, got shape {}", fname, key,
+                     shape_str(t.sizes()));
+            e.alpha = t.to(at::kDouble).item<double>();
+        }
+    }
+    if (!unknown.empty()) {
+        fail(kComponent, "load",
+             "{}: {} tensors are not LoRA tensors (lora_A/lora_B/lora_down/lora_up/alpha): {}", fname,
+             unknown.size(), first_offenders(unknown));
+    }
+    if (!unmatched.empty()) {
+        fail(kComponent, "load", "{}: {} LoRA tensors name no Linear module of the model: {}", fname,
+             unmatched.size(), first_offenders(unmatched));
+    }
+    if (entries.empty()) fail(kComponent, "load", "{}: holds no LoRA tensor", fname);
+
+    const std::optional<double> meta_alpha = metadata_alpha(file->metadata(), fname);
+    std::vector<std::string> loaded;
+    for (auto& [lin, e] : entries) {
+        if (!e.a.defined() || !e.b.defined()) {
+            fail(kComponent, "load", "{}: module '{}' lacks its {} matrix", fname, e.file_module,
+                 e.a.defined() ? "up (lora_B / lora_up)" : "down (lora_A / lora_down)");
+        }
+        const auto& o = lin->options();
+        const int64_t rank = e.a.dim() == 2 ? e.a.size(0) : -1;
+        if (e.a.dim() != 2 || e.a.size(1) != o.in) {
+            fail(kComponent, "load", "{}: '{}' has shape {}, expected [rank, {}] for module '{}'", fname,
+                 e.a_key, shape_str(e.a.sizes()), o.in, path_of[lin]);
+        }
+        if (e.b.dim() != 2 || e.b.size(0) != o.out || e.b.size(1) != rank) {
+            fail(kComponent, "load", "{}: '{}' has shape {}, expected [{}, {}] for module '{}'", fname,
+                 e.b_key, shape_str(e.b.sizes()), o.out, rank, path_of[lin]);
+        }
+        const double alpha = e.alpha ? *e.alpha : (meta_alpha ? *meta_alpha : static_cast<double>(rank));
+        at::NoGradGuard no_grad;
+        if (merge) {
+            const at::Tensor delta =
+                at::matmul(e.b.to(at::kFloat), e.a.to(at::kFloat)) * (strength * alpha / rank);
+            lin->weight.add_(delta.to(lin->weight.device(), lin->weight.scalar_type()));
+        } else {
+            if (lin->has_lora()) {
+                if (lin->lora_rank() != rank) {
+                    fail(kComponent, "load",
+                         "{}: module '{}' already carries a rank-{} adapter, the file's is rank {}", fname,
+                         path_of[lin], lin->lora_rank(), rank);
+                }
+                lin->unmerge_lora();
+                lin->set_lora_alpha(alpha);
+            } else {
+                LoraConfig c;
+                c.rank = rank;
+                c.alpha = alpha;
+                lin->add_lora(c);
+            }
+            lin->lora_A->weight.copy_(e.a);
+            lin->lora_B->weight.copy_(e.b);
+            lin->set_lora_scale(strength);
+        }
+        loaded.push_back(path_of[lin]);
+    }
+    std::sort(loaded.begin(), loaded.end());
+    st::log::info(kComponent, "{} LoRA {} ({} modules, strength {})", merge ? "merged" : "attached", fname,
+                  loaded.size(), strength);
+    return loaded;
+}
+
+}  // namespace st::sdk
