@@ -11,6 +11,7 @@
 #include "st/error.h"
 #include "st/log.h"
 #include "st/version.h"
+#include "system_info.h"
 
 namespace st::host {
 namespace po = boost::program_options;
@@ -53,10 +54,17 @@ bool run_plugin_command(CommandContext& ctx, const std::string& first, std::vect
         return false;
     std::string name = first;
     if (first == "bench") {
-        if (rest.empty())
-            throw Error("host.cli", "bench", "usage: st-host bench <what> [...] (see st-host --help)");
-        name = "bench-" + rest.front();
-        rest.erase(rest.begin());
+        // `st-host bench --plugin wan [...]` runs that plugin's benchmark; `st-host bench WHAT [...]` any
+        // other.
+        if (!rest.empty() && rest.front().rfind("--", 0) != 0) {
+            name = "bench-" + rest.front();
+            rest.erase(rest.begin());
+        } else if (!ctx.flags.plugin.empty()) {
+            name = "bench-" + ctx.flags.plugin;
+        } else {
+            throw Error("host.cli", "bench",
+                        "usage: st-host bench WHAT [...] or st-host bench --plugin NAME [...]");
+        }
     }
     const auto* e = ctx.plugins().find_latest("cmd", name);
     if (!e) {
@@ -82,6 +90,8 @@ int run_cli(int argc, char** argv) {
     try {
         CommandContext ctx;
         ctx.flags = parse_global_flags(args);
+        // Every command runs with all cores unless a run's num_threads says otherwise.
+        configure_threads_and_probe(0);
         if (ctx.flags.version) {
             std::printf("st-host %s (SDK ABI %d.%d)\nfingerprint: %s\n", ST_SDK_VERSION_STRING,
                         ST_SDK_ABI_MAJOR, ST_SDK_ABI_MINOR, ST_BUILD_FINGERPRINT);

@@ -39,10 +39,13 @@ SystemInfo configure_threads_and_probe(int num_threads) {
     SystemInfo s;
     s.cores = static_cast<int>(std::thread::hardware_concurrency());
     int want = num_threads > 0 ? num_threads : std::max(1, s.cores);
-    at::set_num_threads(want);
-    // OpenBLAS keeps its own pool: size it the same (a no-op when another BLAS is in use).
+    at::set_num_threads(1);
+    // OpenBLAS keeps its own pool (a no-op when another BLAS is in use).
     using SetThreads = void (*)(int);
+    using GetThreads = int (*)();
     if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) f(want);
+    if (auto g = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads")))
+        s.blas_threads = g();
     s.torch_threads = at::get_num_threads();
     s.blas = mapped_blas_library();
     if (s.blas.find("openblas-pthread") != std::string::npos)
@@ -65,8 +68,11 @@ SystemInfo configure_threads_and_probe(int num_threads) {
 }
 
 void log_system_info(const SystemInfo& s) {
-    log::info("host", "LibTorch {} | {} intra-op threads of {} cores | BLAS: {} ({}) | attention: {}",
-              s.torch_version, s.torch_threads, s.cores, s.blas_kind, s.blas.empty() ? "-" : s.blas,
+    log::info("host",
+              "LibTorch {} | {} cores | BLAS: {} ({}) with {} threads | ATen intra-op threads: {} | "
+              "attention: {}",
+              s.torch_version, s.cores, s.blas_kind, s.blas.empty() ? "-" : s.blas,
+              s.blas_threads > 0 ? std::to_string(s.blas_threads) : std::string("?"), s.torch_threads,
               s.attention);
     if (s.blas_kind.rfind("reference", 0) == 0)
         log::warn("host",

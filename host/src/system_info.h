@@ -8,13 +8,18 @@ namespace st::host {
 struct SystemInfo {
     std::string blas;       ///< resolved path of the BLAS library mapped into the process
     std::string blas_kind;  ///< "OpenBLAS (pthread)", "reference BLAS", ...
-    int torch_threads = 0;  ///< at::get_num_threads()
+    int torch_threads = 0;  ///< at::get_num_threads() (ATen intra-op pool)
+    int blas_threads = 0;   ///< BLAS pool size (openblas_get_num_threads), 0 if unknown
     int cores = 0;
     std::string torch_version;
     std::string attention;  ///< st::sdk::attention_backend()
 };
 
-/// Sets LibTorch's intra-op threads (0 = all cores) and returns what the process runs with.
+/// Sizes the thread pools (num_threads: 0 = all cores) and returns what the process runs with.
+/// The BLAS pool gets num_threads; ATen's intra-op pool stays at 1 thread, because on CPU builds
+/// ATen parallel regions that call into a multi-threaded BLAS oversubscribe the cores: measured
+/// with `st-host bench --plugin wan` (small preset), ATen 2 + BLAS 2 threads ran the forward 6.5x
+/// slower than ATen 1 + BLAS 2 (docs/performance.md). GEMMs dominate every model here.
 SystemInfo configure_threads_and_probe(int num_threads);
 void log_system_info(const SystemInfo& info);
 

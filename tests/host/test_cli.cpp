@@ -105,7 +105,8 @@ TEST(CliTest, RunValidatesConfigAndWritesResolvedConfig) {
     EXPECT_EQ(r.code, 3) << r.out;
     expect_contains(r.out, "model family model.fixture@1 from plugin fixture_model");
     expect_contains(r.out, "BLAS:");
-    expect_contains(r.out, "intra-op threads");
+    expect_contains(r.out, "ATen intra-op threads: 1");
+    expect_contains(r.out, "threads |");
     std::ifstream in(t.path / "out" / "config.resolved.json");
     ASSERT_TRUE(in.good());
     auto j = nlohmann::json::parse(in);
@@ -191,6 +192,9 @@ TEST(CliTest, PluginCommandsRunAndReportErrorsWithContext) {
     expect_contains(r.out, "asked to fail");
     expect_contains(r.out, "component 'cmd.fixture-echo@1', phase 'run'");
     r = run(dir("model") + " bench fixture");
+    EXPECT_EQ(r.code, 0) << r.out;
+    expect_contains(r.out, "bench ran");
+    r = run("--plugin fixture " + dir("model") + " bench --flag");
     EXPECT_EQ(r.code, 0) << r.out;
     expect_contains(r.out, "bench ran");
     r = run(dir("model") + " bench nothing");

@@ -37,7 +37,9 @@ std::vector<sdk::OptionSpec> host_options() {
     add(opt_string("log_level", "info", "Log verbosity.", {"trace", "debug", "info", "warning", "error"}),
         "run");
     add(opt_int("num_threads", std::nullopt,
-                "Intra-op CPU threads for LibTorch/BLAS (default: all cores of the machine)."),
+                "Threads of the BLAS pool that runs the matrix products (default: all cores of the machine). "
+                "ATen's own "
+                "intra-op pool stays at 1: nested ATen/BLAS parallelism oversubscribes the cores."),
         "run");
     return o;
 }

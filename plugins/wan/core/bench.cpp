@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <malloc.h>
+
 #include <chrono>
 #include <cstdio>
 #include <fstream>
