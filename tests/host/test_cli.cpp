@@ -165,6 +165,13 @@ TEST(CliTest, MakeModelForwardAndInspect) {
     auto w = st::sdk::SafetensorsFile::open(fs::path(model) / "fixture_model.safetensors");
     auto expected = (at::matmul(x, w->load("weight").t()) + w->load("bias")) * 2;
     EXPECT_TRUE(at::allclose(src->load("y"), expected));
+    // A LibTorch shape error inside the plugin reaches the user with context and no C++ backtrace.
+    st::sdk::save_safetensors(t.path / "bad.safetensors", {{"x", at::ones({2, 5})}});
+    r = run("forward --plugin fixture_model " + dir("model") + " --model " + model +
+            " --component linear --inputs " + (t.path / "bad.safetensors").string() + " --output " + out);
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out, "component 'model.fixture@1', phase 'forward'");
+    EXPECT_EQ(r.out.find("Exception raised from"), std::string::npos) << r.out;
     r = run("inspect " + out);
     EXPECT_EQ(r.code, 0) << r.out;
     expect_contains(r.out, "y");

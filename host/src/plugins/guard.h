@@ -2,6 +2,7 @@
 // plugin, the component and the phase, so the user sees where it came from.
 #pragma once
 
+#include <c10/util/Exception.h>
 #include <fmt/core.h>
 
 #include <exception>
@@ -24,6 +25,9 @@ decltype(auto) call_plugin(const ComponentEntry& c, const std::string& phase, F&
         return std::forward<F>(f)();
     } catch (const Error& e) {
         throw e.with_context(plugin_context(c, phase));
+    } catch (const c10::Error& e) {
+        // TORCH_CHECK failures: the message without LibTorch's C++ backtrace.
+        throw Error(c.id, phase, e.what_without_backtrace()).with_context(plugin_context(c, phase));
     } catch (const std::exception& e) {
         throw Error(c.id, phase, e.what()).with_context(plugin_context(c, phase));
     } catch (...) {
