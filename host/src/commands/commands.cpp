@@ -1,6 +1,7 @@
 #include "commands/commands.h"
 
 #include <fmt/format.h>
+#include <boost/program_options.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -40,6 +41,27 @@ const std::vector<CommandInfo>& commands() {
          "Print the learning rate an LR scheduler component gives at each step.", cmd_lr_curve},
     };
     return c;
+}
+
+const char* command_usage(const std::string& name) {
+    for (const auto& c : commands())
+        if (name == c.name) return c.usage;
+    return "st-host --help";
+}
+
+std::vector<std::string> parse_command_flags(const boost::program_options::options_description& desc,
+                                             const std::vector<std::string>& args,
+                                             const std::string& command) {
+    namespace po = boost::program_options;
+    try {
+        auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
+        po::variables_map vm;
+        po::store(parsed, vm);
+        po::notify(vm);
+        return po::collect_unrecognized(parsed.options, po::include_positional);
+    } catch (const po::error& e) {
+        fail("host.cli", command, "{} (usage: {})", e.what(), command_usage(command));
+    }
 }
 
 const ComponentEntry& model_component(PluginRegistry& registry, const std::string& plugin) {

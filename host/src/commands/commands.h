@@ -8,6 +8,10 @@
 #include "cli.h"
 #include "plugins/registry.h"
 
+namespace boost::program_options {
+class options_description;
+}
+
 namespace st::host {
 
 struct CommandContext {
@@ -27,6 +31,8 @@ struct CommandInfo {
 };
 
 const std::vector<CommandInfo>& commands();
+/// The usage line of a built-in command (for error messages).
+const char* command_usage(const std::string& name);
 
 int cmd_plugins(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_inspect(CommandContext& ctx, const std::vector<std::string>& args);
@@ -36,6 +42,13 @@ int cmd_lr_curve(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args);
 /// The default command: `st-host [--plugin NAME] CONFIG [--key value ...]`.
 int cmd_run(CommandContext& ctx, const std::vector<std::string>& args);
+
+/// Parses a command's own flags (declared in `desc`, bound to variables); returns the tokens it does
+/// not know (configuration overrides, `--key value`). Throws st::Error naming the command and its
+/// usage for a bad or missing flag.
+std::vector<std::string> parse_command_flags(const boost::program_options::options_description& desc,
+                                             const std::vector<std::string>& args,
+                                             const std::string& command);
 
 /// Prints --help: commands, global flags, every host option, and with --plugin X the options of
 /// X's components.

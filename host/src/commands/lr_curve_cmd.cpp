@@ -24,18 +24,7 @@ int cmd_lr_curve(CommandContext& ctx, const std::vector<std::string>& args) {
         "warmup", po::value(&warmup)->default_value(0))("cycles", po::value(&cycles)->default_value(1.0))(
         "power", po::value(&power)->default_value(1.0))("lr_end", po::value(&lr_end)->default_value(0.0))(
         "every", po::value(&every)->default_value(1));
-    po::variables_map vm;
-    std::vector<std::string> extra;
-    try {
-        auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
-        po::store(parsed, vm);
-        po::notify(vm);
-        extra = po::collect_unrecognized(parsed.options, po::include_positional);
-    } catch (const po::error& e) {
-        fail("host.cli", "lr-curve", "{} (usage: {})", e.what(),
-             "st-host lr-curve --scheduler NAME "
-             "--learning_rate LR --steps N [--warmup N] [--cycles C] [--power P] [--lr_end E] [--every K]");
-    }
+    auto extra = parse_command_flags(desc, args, "lr-curve");
     if (steps <= 0 || every <= 0) fail("host.cli", "lr-curve", "--steps and --every must be positive");
     auto& reg = ctx.plugins();
     const ComponentEntry* e = reg.find_latest("lr", name);

@@ -40,16 +40,7 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
     desc.add_options()("model", po::value(&model_path)->required())(
         "component", po::value(&component)->required())("inputs", po::value(&inputs)->required())(
         "output", po::value(&output)->required());
-    po::variables_map vm;
-    std::vector<std::string> extra;
-    try {
-        auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
-        po::store(parsed, vm);
-        po::notify(vm);
-        extra = po::collect_unrecognized(parsed.options, po::include_positional);
-    } catch (const po::error& e) {
-        fail("host.cli", "forward", "{} (usage: {})", e.what(), commands()[2].usage);
-    }
+    auto extra = parse_command_flags(desc, args, "forward");
     const auto& entry = model_component(ctx.plugins(), require_plugin(ctx, "forward"));
     auto config = resolve_overrides(entry, extra);
     auto model = call_plugin(entry, "create", [&] { return entry.model(); });
@@ -75,13 +66,9 @@ int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args) {
     po::options_description desc("make-model");
     desc.add_options()("preset", po::value(&preset)->required())("out", po::value(&out)->required())(
         "seed", po::value(&seed)->default_value(0));
-    po::variables_map vm;
-    try {
-        po::store(po::command_line_parser(args).options(desc).run(), vm);
-        po::notify(vm);
-    } catch (const po::error& e) {
-        fail("host.cli", "make-model", "{} (usage: {})", e.what(), commands()[3].usage);
-    }
+    if (auto extra = parse_command_flags(desc, args, "make-model"); !extra.empty())
+        fail("host.cli", "make-model", "unexpected argument '{}' (usage: {})", extra.front(),
+             command_usage("make-model"));
     const auto& entry = model_component(ctx.plugins(), require_plugin(ctx, "make-model"));
     auto model = call_plugin(entry, "create", [&] { return entry.model(); });
     auto presets = call_plugin(entry, "presets", [&] { return model->presets(); });
