@@ -12,6 +12,8 @@
 #include "st/error.h"
 #include "st/safetensors.h"
 
+#include "golden_compare.h"
+
 namespace fs = std::filesystem;
 using st::plugins::wan::WanVAE;
 using st::plugins::wan::WanVAEConfig;
@@ -26,20 +28,7 @@ constexpr double kRtol = 1e-4;
 
 ::testing::AssertionResult close_to(const at::Tensor& actual, const at::Tensor& expected,
                                     const std::string& name) {
-    if (actual.sizes() != expected.sizes())
-        return ::testing::AssertionFailure()
-               << name << ": shape " << actual.sizes() << " vs expected " << expected.sizes();
-    const at::Tensor diff = (actual.to(at::kDouble) - expected.to(at::kDouble)).abs();
-    const at::Tensor allowed = kAtol + kRtol * expected.to(at::kDouble).abs();
-    const at::Tensor excess = diff - allowed;
-    const double worst = excess.max().item<double>();
-    if (worst > 0.0)
-        return ::testing::AssertionFailure()
-               << name << ": max |diff| " << diff.max().item<double>() << " exceeds atol+rtol*|ref| by "
-               << worst << " (" << (excess > 0).sum().item<int64_t>() << " of " << diff.numel()
-               << " elements)";
-    std::printf("%s: max |diff| %.3g\n", name.c_str(), diff.max().item<double>());
-    return ::testing::AssertionSuccess();
+    return st::plugins::wan::test::close_to(actual, expected, name, kAtol, kRtol);
 }
 
 class WanVAEGoldenTest : public ::testing::TestWithParam<WanVAELayout> {

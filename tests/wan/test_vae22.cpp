@@ -12,6 +12,8 @@
 #include "core/vae.h"
 #include "st/safetensors.h"
 
+#include "golden_compare.h"
+
 namespace fs = std::filesystem;
 using namespace st::plugins::wan;
 
@@ -24,17 +26,7 @@ constexpr double kRtol = 1e-4;
 
 ::testing::AssertionResult close_to(const at::Tensor& actual, const at::Tensor& expected,
                                     const std::string& name) {
-    if (actual.sizes() != expected.sizes())
-        return ::testing::AssertionFailure()
-               << name << ": shape " << actual.sizes() << " vs expected " << expected.sizes();
-    const at::Tensor diff = (actual.to(at::kDouble) - expected.to(at::kDouble)).abs();
-    const at::Tensor excess = diff - (kAtol + kRtol * expected.to(at::kDouble).abs());
-    if (excess.max().item<double>() > 0.0)
-        return ::testing::AssertionFailure()
-               << name << ": max |diff| " << diff.max().item<double>() << " ("
-               << (excess > 0).sum().item<int64_t>() << " of " << diff.numel() << " elements over tolerance)";
-    std::printf("%s: max |diff| %.3g\n", name.c_str(), diff.max().item<double>());
-    return ::testing::AssertionSuccess();
+    return st::plugins::wan::test::close_to(actual, expected, name, kAtol, kRtol);
 }
 
 WanVAE load_vae(WanVAELayout layout) {
