@@ -38,6 +38,26 @@ int Encoders::audio_sample_rate() const {
 
 DataBackend::~DataBackend() = default;
 ModelFamily::~ModelFamily() = default;
+LoraNameMap ModelFamily::lora_name_map() const {
+    return {};
+}
+void ModelFamily::save_trainable(const std::filesystem::path& dir) {
+    std::filesystem::create_directories(dir);
+    TensorMap tensors;
+    for (const auto& item : trainable().named_parameters()) tensors[item.key()] = item.value().detach();
+    for (const auto& item : trainable().named_buffers()) tensors[item.key()] = item.value().detach();
+    save_safetensors(dir / "diffusion_pytorch_model.safetensors", tensors);
+}
+std::vector<int64_t> ModelFamily::latent_shape(int64_t, int64_t, int64_t) const {
+    throw Error("model", "latent_shape", "this model family does not describe its latent shape");
+}
+at::Tensor ModelFamily::decode_latents(const at::Tensor&) {
+    throw Error("model", "decode_latents", "this model family cannot decode latents to pixels");
+}
+TensorMap ModelFamily::encode_conditioning_image(const at::Tensor&, int64_t) {
+    throw Error("model", "encode_conditioning_image", "this model family has no image conditioning");
+}
+void ModelFamily::release_encoders() {}
 Registrar::~Registrar() = default;
 
 static bool valid_token(const std::string& s) {

@@ -29,6 +29,8 @@ class OptionTable {
 
 /// The options the host itself owns (run-level keys).
 std::vector<sdk::OptionSpec> host_options();
+/// The training loop's keys (host/src/train/train_options.cpp).
+std::vector<sdk::OptionSpec> trainer_options();
 
 /// A SimpleTuner key st knows about but does not (yet) support, with the values that are harmless
 /// (they ask for nothing st would have to do). A config that sets such a key to any other value is

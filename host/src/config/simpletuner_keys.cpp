@@ -18,55 +18,18 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
             k.push_back({name, std::move(values), false, reason});
         };
         auto noop = [&](const char* name, const char* reason) { k.push_back({name, {}, true, reason}); };
-        const char* trainer = "not supported yet: the training loop does not exist in this build";
+        const char* trainer =
+            "read by a component (optimizer, data backend, model family or hooks) that no loaded plugin "
+            "provides in this run; see st-host plugins";
         const char* validation = "not supported yet: validation sampling does not exist in this build";
         const char* hub = "st never uploads anything (no network access is assumed)";
 
         // Training loop keys (SimpleTuner §1.2, §3).
-        for (const char* n : {"resume_from_checkpoint",
-                              "max_train_steps",
-                              "num_train_epochs",
-                              "checkpoint_step_interval",
-                              "checkpointing_steps",
-                              "checkpoints_total_limit",
-                              "save_total_limit",
-                              "model_type",
-                              "gradient_checkpointing",
-                              "caption_dropout_probability",
-                              "mixed_precision",
-                              "optimizer",
-                              "optimizer_config",
-                              "learning_rate",
-                              "max_grad_norm",
-                              "grad_clip_method",
-                              "lr_scheduler",
+        for (const char* n : {"optimizer_config",
                               "lr_warmup_steps",
                               "lr_num_cycles",
                               "lr_power",
                               "lr_end",
-                              "use_ema",
-                              "ema_update_interval",
-                              "ema_decay",
-                              "ema_device",
-                              "ema_cpu_only",
-                              "ema_warmup_steps",
-                              "lora_rank",
-                              "lora_alpha",
-                              "lora_dropout",
-                              "lora_type",
-                              "lora_init_type",
-                              "lora_format",
-                              "peft_lora_target_modules",
-                              "lora_target_modules",
-                              "init_lora",
-                              "flow_schedule_shift",
-                              "flow_schedule_auto_shift",
-                              "flow_sigmoid_scale",
-                              "flow_use_uniform_schedule",
-                              "flow_use_beta_schedule",
-                              "loss_type",
-                              "input_perturbation",
-                              "report_to",
                               "vae_batch_size",
                               "write_batch_size",
                               "compress_disk_cache",
@@ -77,7 +40,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
                               "minimum_image_size",
                               "delete_problematic_images",
                               "disable_bucket_pruning",
-                              "strict_epoch_limit",
                               "lua_hooks",
                               "adam_beta1",
                               "adam_beta2",
@@ -95,6 +57,16 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
                               "t5_padding",
                               "vae_dtype"})
             inert(n, {kNull}, trainer);
+        inert("strict_epoch_limit", {false, kNull},
+              "st stops at max_train_steps, or after num_train_epochs when no step budget is set");
+        inert("lora_type", {"standard", kNull}, "LyCORIS is not supported yet; st trains lora_type standard");
+        inert("lora_init_type", {"default", kNull},
+              "st initialises adapters as PEFT's default (Kaiming-uniform A, zero B) only");
+        inert("loss_type", {"l2", kNull}, "st trains with the flow-matching MSE (l2) only");
+        inert("input_perturbation", {0, 0.0, kNull}, "input perturbation is not supported yet");
+        inert("ema_device", {"cpu", "accelerator", kNull}, "st keeps the EMA in fp32 on the CPU");
+        inert("ema_cpu_only", {true, false, kNull}, "st keeps the EMA in fp32 on the CPU");
+        inert("flow_use_beta_schedule", {false, kNull}, "the Beta sigma schedule is not supported yet");
         // Validation keys (SimpleTuner §6).
         for (const char* n : {"validation_step_interval",
                               "validation_steps",

@@ -14,6 +14,7 @@ namespace fs = std::filesystem;
 OptionTable build_option_table(PluginRegistry& registry) {
     OptionTable table;
     for (auto& s : host_options()) table.add(s);
+    for (auto& s : trainer_options()) table.add(s);
     for (const auto& [id, e] : registry.components())
         for (const auto& s : e.info.options) table.add(s);
     return table;

@@ -176,6 +176,10 @@ OptimizerHParams resolve_optimizer_hparams(const std::string& canonical_name, co
                                            const nlohmann::json& overrides) {
     const std::string& n = canonical_name;
     const std::string comp = optimizer_component_id(n);
+    // The host hands `optimizer_config` over as configured: SimpleTuner's "k=v,k2=v2" text or an object.
+    if (overrides.is_string())
+        return resolve_optimizer_hparams(canonical_name, config,
+                                         parse_optimizer_config(overrides.get<std::string>()));
     OptimizerHParams hp = defaults_for(n);
     auto take = [&](const char* key, double& target) {
         if (auto v = config.opt_float(key)) {

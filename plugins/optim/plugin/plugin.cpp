@@ -5,8 +5,9 @@
 
 ST_PLUGIN("optim", "1.0.0", "optim.adamw@1", "optim.adamw_bf16@1", "optim.optimi-adamw@1",
           "optim.optimi-lion@1", "optim.lion@1", "optim.bnb-adamw8bit@1", "optim.bnb-lion8bit@1",
-          "lr.constant@1", "lr.constant_with_warmup@1", "lr.linear@1", "lr.cosine@1",
-          "lr.cosine_with_restarts@1", "lr.polynomial@1", "lr.sine@1")
+          "optim.bnb-adamw8bit-paged@1", "optim.bnb-lion8bit-paged@1", "lr.constant@1",
+          "lr.constant_with_warmup@1", "lr.linear@1", "lr.cosine@1", "lr.cosine_with_restarts@1",
+          "lr.polynomial@1", "lr.sine@1")
 
 namespace st::plugins::optim {
 namespace {
@@ -41,6 +42,19 @@ ST_PLUGIN_ENTRY(registrar) {
         if (name == "adamw") info.options = o::optim_shared_options();
         registrar.add_optimizer(std::move(info), [name](const st::sdk::OptimizerInit& init) {
             return o::make_optimizer(name, init);
+        });
+    }
+    // SimpleTuner's paged bitsandbytes names are components of their own so `optimizer:
+    // bnb-lion8bit-paged` resolves like any other name (paging is a CUDA detail; same update).
+    for (const auto& alias : o::supported_optimizer_names()) {
+        const std::string target = o::resolve_optimizer_name(alias);
+        if (target == alias) continue;
+        st::sdk::ComponentInfo info{
+            o::optimizer_component_id(alias),
+            "alias of " + target + " (paging is a CUDA memory detail; same update rule)",
+            {}};
+        registrar.add_optimizer(std::move(info), [alias](const st::sdk::OptimizerInit& init) {
+            return o::make_optimizer(alias, init);
         });
     }
     for (const auto& name : o::lr_scheduler_names()) {

@@ -103,6 +103,21 @@ class WanFamily final : public st::sdk::ModelFamily {
     std::vector<std::string> taps() const override;
     st::sdk::PredictOutput predict(const st::sdk::PredictInputs& inputs) override;
 
+    // ---- ABI 1.1 (wan_family_io.cpp) ----------------------------------------------------------
+    /// Our module names -> the original Wan names ComfyUI loads ("blocks.0.self_attn.q").
+    st::sdk::LoraNameMap lora_name_map() const override;
+    /// diffusers `transformer/` layout: config.json + diffusion_pytorch_model.safetensors, in the
+    /// training dtype.
+    void save_trainable(const std::filesystem::path& dir) override;
+    /// [z, 1 + (F - 1) / 4, H / 8, W / 8] (stride 16 for the 2.2 VAE).
+    std::vector<int64_t> latent_shape(int64_t frames, int64_t height, int64_t width) const override;
+    /// latents [B, z, F', H', W'] normalised -> pixels [B, 3, 1 + 4 (F' - 1), H, W] in [-1, 1].
+    at::Tensor decode_latents(const at::Tensor& latents) override;
+    /// I2V (36-channel transformers): image [B, 3, H, W] -> {"conditioning_latents"}: the VAE
+    /// encoding of the image followed by frames - 1 black frames (diffusers WanImageToVideoPipeline).
+    st::sdk::TensorMap encode_conditioning_image(const at::Tensor& image, int64_t frames) override;
+    void release_encoders() override;
+
     /// After load(): the detected transformer (variant, layout, config).
     const WanCheckpointInfo& checkpoint_info() const;
 

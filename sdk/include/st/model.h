@@ -46,12 +46,19 @@ struct PredictInputs {
     at::Tensor timesteps;
     TensorMap conditioning;
     std::vector<std::string> taps;  ///< activations to return (see taps())
+    // ---- ABI 1.1 (appended; a 1.0 plugin reads only the fields above) ----
+    /// Transformer block indices to skip in this pass (skip-layer guidance on the unconditional
+    /// branch). Empty: every block runs. A family that cannot skip blocks throws st::Error.
+    std::vector<int64_t> skip_layers;
 };
 
 struct PredictOutput {
     at::Tensor velocity;  ///< [B,C_out,F,H,W], same layout as noisy
     TensorMap taps;       ///< requested activations by name
 };
+
+/// Our module path -> the family's native module path (same type as st/lora.h's LoraNameMap).
+using LoraNameMap = std::function<std::string(const std::string&)>;
 
 /// All calls come from the host's trainer/validation thread. Methods may throw st::Error.
 class ModelFamily : public Encoders {
@@ -84,6 +91,29 @@ class ModelFamily : public Encoders {
     virtual std::vector<std::string> taps() const = 0;
     /// Velocity prediction for a noisy batch.
     virtual PredictOutput predict(const PredictInputs& inputs) = 0;
+
+    // ---- ABI 1.1: the host checks the plugin's abi_minor >= 1 before calling these --------------
+    /// LoRA module names in the family's native layout (what ComfyUI and the original checkpoints
+    /// use, e.g. Wan "blocks.0.self_attn.q" for our "blocks.0.attn1.to_q"). Default: empty function
+    /// (no native names; LoRAs are then saved with our names only).
+    virtual LoraNameMap lora_name_map() const;
+    /// Writes the trained network after a full fine-tune in the family's release layout under `dir`
+    /// (created; e.g. a diffusers `transformer/` folder: config.json + safetensors). Default: every
+    /// parameter and buffer of trainable() by name in `dir/diffusion_pytorch_model.safetensors`.
+    virtual void save_trainable(const std::filesystem::path& dir);
+    /// Shape of the latents predict() works on for a video of `frames` x `height` x `width` pixels
+    /// ([C, F', H', W'], no batch dim). Default throws st::Error.
+    virtual std::vector<int64_t> latent_shape(int64_t frames, int64_t height, int64_t width) const;
+    /// latents [B, C, F', H', W'] (normalised like the training latents) -> pixels [B, 3, F, H, W] in
+    /// [-1, 1], float32 on the CPU. Default throws st::Error (the family cannot decode).
+    virtual at::Tensor decode_latents(const at::Tensor& latents);
+    /// Conditioning tensors for image-to-video: image [B, 3, H, W] in [-1, 1] that starts a video of
+    /// `frames` pixel frames -> named tensors predict() takes (e.g. "conditioning_latents").
+    /// Default throws st::Error (the family has no image conditioning).
+    virtual TensorMap encode_conditioning_image(const at::Tensor& image, int64_t frames);
+    /// Frees networks only needed for caching (text encoder, VAE encoder) once the caches are
+    /// complete; they are loaded again on demand. Default: nothing.
+    virtual void release_encoders();
 };
 
 using ModelFactory = std::function<std::unique_ptr<ModelFamily>()>;

@@ -19,8 +19,11 @@
 #include <torch/version.h>
 #include <nlohmann/detail/abi_macros.hpp>
 
+// ABI history: 1.0 first release. 1.1 appended to ModelFamily lora_name_map, save_trainable,
+// latent_shape, decode_latents, encode_conditioning_image, release_encoders, and to PredictInputs
+// skip_layers.
 #define ST_SDK_ABI_MAJOR 1
-#define ST_SDK_ABI_MINOR 0
+#define ST_SDK_ABI_MINOR 1
 #define ST_SDK_VERSION_STRING "0.1.0"
 
 #define ST_DETAIL_STR2(x) #x

@@ -1,0 +1,117 @@
+#include "train/train_config.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "st/error.h"
+#include "st/log.h"
+
+namespace st::host::train {
+
+namespace {
+
+// SimpleTuner's peft_lora_target_modules is a JSON list written as a string.
+std::vector<std::string> read_targets(const sdk::ConfigView& config, std::vector<std::string>& problems) {
+    if (!config.has("lora_target_modules")) return {};
+    auto list = config.get_list("lora_target_modules");
+    if (list.size() == 1 && !list[0].empty() && list[0].front() == '[') {
+        try {
+            auto j = nlohmann::json::parse(list[0]);
+            list = j.get<std::vector<std::string>>();
+        } catch (const std::exception& e) {
+            problems.push_back(fmt::format("lora_target_modules: '{}' is not a JSON list of strings ({})",
+                                           list[0], e.what()));
+        }
+    }
+    for (const auto& t : list)
+        if (t.empty()) problems.push_back("lora_target_modules: empty module name");
+    return list;
+}
+
+}  // namespace
+
+TrainConfig read_train_config(const sdk::ConfigView& c) {
+    TrainConfig t;
+    std::vector<std::string> problems;
+    auto positive = [&](const char* key, int64_t v) {
+        if (v <= 0) problems.push_back(fmt::format("{} = {}: must be at least 1", key, v));
+    };
+    t.model_type = c.get_string("model_type") == "lora" ? ModelType::lora : ModelType::full;
+    t.lora_rank = c.get_int("lora_rank");
+    positive("lora_rank", t.lora_rank);
+    if (auto a = c.opt_float("lora_alpha")) t.lora_alpha = *a;
+    t.lora_dropout = c.get_float("lora_dropout");
+    if (t.lora_dropout < 0 || t.lora_dropout >= 1)
+        problems.push_back(fmt::format("lora_dropout = {}: must be in [0, 1)", t.lora_dropout));
+    t.lora_targets = read_targets(c, problems);
+    if (auto p = c.opt_string("init_lora"); p && !p->empty()) t.init_lora = *p;
+    t.lora_write_diffusers = c.get_string("lora_format") == "diffusers";
+
+    const std::string mp = c.get_string("mixed_precision");
+    if (mp == "fp16" || mp == "fp8")
+        problems.push_back(fmt::format(
+            "mixed_precision = {}: not supported yet; use bf16 (the reference default) or no (fp32)", mp));
+    t.bf16 = mp == "bf16";
+    t.optimizer = c.get_string("optimizer");
+    t.learning_rate = c.get_float("learning_rate");
+    if (!(t.learning_rate >= 0))
+        problems.push_back(fmt::format("learning_rate = {}: must be >= 0", t.learning_rate));
+    t.lr_scheduler = c.get_string("lr_scheduler");
+    if (t.lr_scheduler == "cosine_with_warmup") t.lr_scheduler = "cosine";  // SimpleTuner's alias
+    t.max_grad_norm = c.get_float("max_grad_norm");
+    t.grad_clip_method = c.get_string("grad_clip_method");
+
+    t.batch_size = c.get_int("train_batch_size");
+    positive("train_batch_size", t.batch_size);
+    t.accumulation = c.get_int("gradient_accumulation_steps");
+    positive("gradient_accumulation_steps", t.accumulation);
+    t.max_train_steps = c.opt_int("max_train_steps").value_or(0);
+    if (t.max_train_steps < 0)
+        problems.push_back(fmt::format("max_train_steps = {}: must be >= 0", t.max_train_steps));
+    t.num_train_epochs = c.get_int("num_train_epochs");
+    if (t.max_train_steps == 0 && t.num_train_epochs <= 0)
+        problems.push_back("neither max_train_steps nor num_train_epochs is positive: nothing would train");
+    t.caption_dropout = c.opt_float("caption_dropout_probability").value_or(0.0);
+    if (t.caption_dropout < 0 || t.caption_dropout > 1)
+        problems.push_back(
+            fmt::format("caption_dropout_probability = {}: must be in [0, 1]", t.caption_dropout));
+    t.sigmas.shift = c.get_float("flow_schedule_shift");
+    t.sigmas.auto_shift = c.get_bool("flow_schedule_auto_shift");
+    t.sigmas.sigmoid_scale = c.get_float("flow_sigmoid_scale");
+    if (c.get_bool("flow_use_uniform_schedule")) t.sigmas.sampling = sdk::SigmaSampling::uniform;
+    t.max_nonfinite = c.get_int("max_consecutive_nonfinite_steps");
+    positive("max_consecutive_nonfinite_steps", t.max_nonfinite);
+
+    t.use_ema = c.get_bool("use_ema");
+    t.ema_update_interval = c.get_int("ema_update_interval");
+    positive("ema_update_interval", t.ema_update_interval);
+    t.ema_decay = c.get_float("ema_decay");
+    if (t.ema_decay < 0 || t.ema_decay >= 1)
+        problems.push_back(fmt::format("ema_decay = {}: must be in [0, 1)", t.ema_decay));
+    t.ema_warmup_steps = c.get_int("ema_warmup_steps");
+
+    t.checkpoint_interval = c.get_int("checkpoint_step_interval");
+    positive("checkpoint_step_interval", t.checkpoint_interval);
+    t.checkpoints_limit = c.get_int("checkpoints_total_limit");
+    positive("checkpoints_total_limit", t.checkpoints_limit);
+    t.resume = c.get_string("resume_from_checkpoint");
+    if (t.resume.empty() || t.resume == "false") t.resume = "none";
+
+    if (auto s = c.opt_int("seed")) t.seed = static_cast<uint64_t>(*s);
+    t.output_dir = c.get_string("output_dir");
+
+    if (!problems.empty()) {
+        std::string msg = "the training configuration has problems:";
+        for (const auto& p : problems) msg += "\n  " + p;
+        throw Error("host.train", "config", msg);
+    }
+    const std::string report = c.get_string("report_to");
+    if (report != "none" && report != "simpletuner")
+        log::warn("host.train",
+                  "report_to = {} needs a network service that st does not contact; metrics are written to "
+                  "{} instead",
+                  report, (t.output_dir / "metrics.jsonl").string());
+    return t;
+}
+
+}  // namespace st::host::train

@@ -1,0 +1,58 @@
+// The training loop's settings, read once from the resolved configuration and checked together so a
+// bad combination is reported before any model is loaded.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "st/flow_matching.h"
+#include "st/options.h"
+
+namespace st::host::train {
+
+enum class ModelType { lora, full };
+
+struct TrainConfig {
+    ModelType model_type = ModelType::full;
+    int64_t lora_rank = 16;
+    std::optional<double> lora_alpha;
+    double lora_dropout = 0.1;
+    std::vector<std::string> lora_targets;  ///< empty = the family's defaults
+    std::optional<std::filesystem::path> init_lora;
+    bool lora_write_diffusers = false;  ///< lora_format diffusers: also the transformer.* file
+
+    bool bf16 = true;  ///< mixed_precision bf16 (else fp32)
+    std::string optimizer = "adamw_bf16";
+    double learning_rate = 4e-7;
+    std::string lr_scheduler = "constant_with_warmup";
+    double max_grad_norm = 2.0;
+    std::string grad_clip_method = "value";
+
+    int64_t batch_size = 4;
+    int64_t accumulation = 1;
+    int64_t max_train_steps = 0;  ///< 0: epochs decide
+    int64_t num_train_epochs = 1;
+    double caption_dropout = 0.0;
+    sdk::FlowSigmaOptions sigmas;
+    int64_t max_nonfinite = 5;
+
+    bool use_ema = false;
+    int64_t ema_update_interval = 1;
+    double ema_decay = 0.995;
+    int64_t ema_warmup_steps = 0;
+
+    int64_t checkpoint_interval = 500;
+    int64_t checkpoints_limit = 5;
+    std::string resume = "latest";  ///< "latest", "none" or a path
+
+    std::optional<uint64_t> seed;  ///< unset: drawn at start and logged
+    std::filesystem::path output_dir;
+};
+
+/// Reads and checks the training keys; st::Error lists every problem at once with its key.
+TrainConfig read_train_config(const sdk::ConfigView& config);
+
+}  // namespace st::host::train

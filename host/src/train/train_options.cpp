@@ -1,0 +1,107 @@
+// Configuration keys of the training loop (SimpleTuner's names, defaults and meanings, inventory §1.2
+// and §3; where st differs the help text says so).
+#include "config/options_table.h"
+
+namespace st::host {
+
+std::vector<sdk::OptionSpec> trainer_options() {
+    using namespace sdk;
+    std::vector<OptionSpec> o;
+    auto add = [&](OptionSpec s, const char* group, std::vector<std::string> aliases = {}) {
+        s.group = group;
+        s.aliases = std::move(aliases);
+        o.push_back(std::move(s));
+    };
+    // ---- what trains ----
+    add(opt_string("model_type", "full",
+                   "lora: train low-rank adapters only; full: train every transformer weight (SimpleTuner "
+                   "default full).",
+                   {"lora", "full"}),
+        "training");
+    add(opt_int("lora_rank", 16, "Rank of every LoRA adapter."), "training");
+    add(opt_float("lora_alpha", std::nullopt, "LoRA alpha; unset = lora_rank (scale 1)."), "training");
+    add(opt_float("lora_dropout", 0.1,
+                  "Dropout on the LoRA input during training (SimpleTuner default 0.1)."),
+        "training");
+    add(opt_list("lora_target_modules",
+                 "Module-name suffixes that get adapters (PEFT target_modules rule); unset = the model "
+                 "family's defaults (Wan: to_q, to_k, to_v, to_out.0). A JSON list string is accepted."),
+        "training", {"peft_lora_target_modules"});
+    add(opt_string("init_lora", std::nullopt,
+                   "Start from an existing LoRA file (any format st-host generate loads); its rank must "
+                   "equal lora_rank."),
+        "training");
+    add(opt_string("lora_format", "comfyui",
+                   "pytorch_lora_weights.safetensors always uses the model's native names with .alpha "
+                   "(loads in ComfyUI and diffusers); diffusers additionally writes "
+                   "pytorch_lora_weights_diffusers.safetensors with transformer.* names.",
+                   {"comfyui", "diffusers"}),
+        "training");
+    add(opt_string("mixed_precision", "bf16",
+                   "Weight/compute dtype of the trained network: bf16 or no (fp32). fp16 and fp8 are not "
+                   "supported yet.",
+                   {"bf16", "no", "fp16", "fp8"}),
+        "training");
+    // ---- optimisation ----
+    add(opt_string("optimizer", "adamw_bf16",
+                   "Optimizer component (optim.<name>); see st-host plugins for the list."),
+        "optimizer");
+    add(opt_float("learning_rate", 4e-7, "Base learning rate (SimpleTuner default 4e-7)."), "optimizer");
+    add(opt_string("lr_scheduler", "constant_with_warmup",
+                   "LR scheduler component (lr.<name>); SimpleTuner's alias cosine_with_warmup = cosine."),
+        "optimizer");
+    add(opt_float("max_grad_norm", 2.0, "Gradient clipping threshold; <= 0 disables clipping."), "optimizer");
+    add(opt_string("grad_clip_method", "value",
+                   "value: clamp each gradient element to +-max_grad_norm; norm: global L2 norm clip.",
+                   {"value", "norm"}),
+        "optimizer");
+    // ---- loop ----
+    add(opt_int("max_train_steps", std::nullopt,
+                "Optimizer steps to train; unset or 0 = num_train_epochs decides."),
+        "training");
+    add(opt_int("num_train_epochs", 1, "Epochs to train when max_train_steps is not set."), "training");
+    add(opt_float("caption_dropout_probability", std::nullopt,
+                  "Per-sample probability of training on the empty caption (unset = never)."),
+        "training");
+    add(opt_float("flow_schedule_shift", 3.0,
+                  "Static shift of the training sigmas s*sigma/(1+(s-1)*sigma). SimpleTuner's code default "
+                  "is 3.0 (its docs say no shift); 0 = no static shift."),
+        "training");
+    add(opt_bool("flow_schedule_auto_shift", false,
+                 "Resolution-dependent shift when flow_schedule_shift is 0 (clamped at 12 by st)."),
+        "training");
+    add(opt_float("flow_sigmoid_scale", 1.0, "Scale inside the logit-normal sigmoid."), "training");
+    add(opt_bool("flow_use_uniform_schedule", false, "Draw sigmas uniformly instead of logit-normal."),
+        "training");
+    add(opt_int("max_consecutive_nonfinite_steps", 5,
+                "A step whose loss or gradients are NaN/inf is skipped and logged with its samples; after "
+                "this many in a row the run stops (a checkpoint of the last good state is written)."),
+        "training");
+    // ---- EMA ----
+    add(opt_bool("use_ema", false, "Keep an exponential moving average of the trained weights."), "ema");
+    add(opt_int("ema_update_interval", 1, "Update the EMA when global_step % N == 0."), "ema");
+    add(opt_float("ema_decay", 0.995, "Upper bound of the EMA decay min((1+t)/(10+t), ema_decay)."), "ema");
+    add(opt_int("ema_warmup_steps", 0,
+                "When > 0: decay 0 (copy) for this many steps, then ema_decay (SimpleTuner semantics)."),
+        "ema");
+    // ---- checkpoints ----
+    add(opt_int("checkpoint_step_interval", 500, "Write a checkpoint every N optimizer steps."),
+        "checkpoints", {"checkpointing_steps"});
+    add(opt_int("checkpoints_total_limit", 5, "Keep at most N checkpoints (oldest deleted after a save)."),
+        "checkpoints", {"save_total_limit"});
+    add(opt_string("resume_from_checkpoint", "latest",
+                   "latest: continue from the newest complete checkpoint in output_dir (a fresh run when "
+                   "there is none); a checkpoint directory path; or none."),
+        "checkpoints");
+    // ---- reporting ----
+    add(opt_string(
+            "report_to", "none",
+            "Metrics always go to output_dir/metrics.jsonl; services that need a network (wandb, "
+            "tensorboard, comet_ml, swanlab, custom-tracker, all) are not contacted: st says so and "
+            "writes the local file.",
+            {"none", "simpletuner", "wandb", "tensorboard", "comet_ml", "swanlab", "custom-tracker", "all"}),
+        "run");
+    return o;
+}
+
+}  // namespace st::host

@@ -1,0 +1,135 @@
+// The Trainer's parts, shared by trainer_setup.cpp (before the first step), trainer_loop.cpp (the
+// steps) and trainer_state.cpp (checkpoints, resume, final weights). Private to host/src/train.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "commands/commands.h"
+#include "run/data_setup.h"
+#include "run/run_setup.h"
+#include "st/log.h"
+#include "st/lr_scheduler.h"
+#include "st/model.h"
+#include "st/optimizer.h"
+#include "train/checkpoint_store.h"
+#include "train/ema.h"
+#include "train/metrics.h"
+#include "train/train_config.h"
+
+namespace st::host::train {
+
+/// Seconds spent in each part of one optimizer step.
+struct StepTiming {
+    double data = 0, forward = 0, backward = 0, optimizer = 0, total = 0;
+};
+
+/// What the loop hands metrics, progress and hooks after each optimizer step.
+struct StepReport {
+    int64_t step = 0;
+    double loss = 0;
+    double lr = 0;
+    double grad_metric = 0;  ///< total norm (norm clipping) or max |grad| (value clipping)
+    bool skipped = false;    ///< non-finite loss or gradients: no update was applied
+    std::vector<double> timesteps;
+    std::vector<std::string> sample_ids;
+    std::vector<std::string> captions;
+    std::string bucket;
+    int64_t samples = 0;
+    StepTiming time;
+};
+
+/// Everything that says where the run is in its data and random streams, captured after each
+/// completed step so a checkpoint (even one written after a failed step) matches the weights.
+struct Position {
+    nlohmann::json data = nlohmann::json::array();  ///< DataBackend::state() of each backend
+    at::Tensor generator;         ///< the run's generator (noise, sigmas, dropout of captions)
+    at::Tensor global_generator;  ///< ATen's default CPU generator (LoRA dropout)
+    int64_t epoch = 0;
+    size_t backend_index = 0;
+    bool epoch_open = false;
+    bool data_done = false;
+};
+
+class Trainer {
+  public:
+    Trainer(CommandContext& ctx, RunSetup& setup);
+    ~Trainer();
+    int run();
+
+    // ---- setup (trainer_setup.cpp) ----
+    void load_model();
+    void open_data();
+    void setup_trainable();
+    void create_optimizer();
+    void plan_steps();
+
+    // ---- loop (trainer_loop.cpp) ----
+    std::optional<sdk::Batch> fetch_batch();
+    StepReport train_step();
+    double micro_step(sdk::Batch& batch, StepReport& report);
+    void apply_caption_dropout(sdk::Batch& batch);
+    void report_step(const StepReport& r);
+
+    // ---- state (trainer_state.cpp) ----
+    void maybe_resume();
+    void restore(const std::filesystem::path& dir);
+    bool save_checkpoint(const std::string& why);
+    void save_weights(const std::filesystem::path& dir, bool ema);
+    void save_final_weights();
+    nlohmann::json training_state() const;
+    void snapshot_position();
+
+    CommandContext& ctx_;
+    RunSetup& setup_;
+    TrainConfig cfg_;
+    at::Device device_ = at::kCPU;
+    at::ScalarType dtype_ = at::kFloat;
+
+    std::unique_ptr<sdk::ModelFamily> model_;
+    std::vector<OpenedBackend> backends_;
+    sdk::TensorMap null_text_;  ///< encode_text({""}) for caption dropout
+    std::vector<std::pair<std::string, at::Tensor>> params_;
+    std::vector<at::Tensor> param_tensors_;
+    int64_t lora_modules_ = 0;
+
+    const ComponentEntry* optimizer_entry_ = nullptr;
+    const ComponentEntry* scheduler_entry_ = nullptr;
+    std::unique_ptr<sdk::Optimizer> optimizer_;
+    std::unique_ptr<sdk::LrScheduler> scheduler_;
+    std::unique_ptr<Ema> ema_;
+
+    at::Generator generator_;
+    uint64_t seed_ = 0;
+    int64_t batches_per_epoch_ = 0;
+    int64_t steps_per_epoch_ = 0;
+    int64_t total_steps_ = 0;
+
+    // Position (saved in every checkpoint).
+    int64_t global_step_ = 0;
+    int64_t epoch_ = 0;  ///< 0-based index of the current (or next) epoch
+    size_t backend_index_ = 0;
+    bool epoch_open_ = false;
+    bool data_done_ = false;
+    int64_t nonfinite_in_row_ = 0;
+    int64_t nonfinite_total_ = 0;
+    double lr_scale_ = 1.0;
+
+    std::unique_ptr<CheckpointStore> store_;
+    std::unique_ptr<MetricsWriter> metrics_;
+    int64_t last_checkpoint_step_ = -1;
+    bool checkpoint_failed_ = false;
+    std::chrono::steady_clock::time_point started_;
+    Position position_;
+    bool in_update_ = false;  ///< inside optimizer step + EMA: a failure here leaves weights half-updated
+};
+
+}  // namespace st::host::train

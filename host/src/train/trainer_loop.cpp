@@ -1,0 +1,272 @@
+// The steps: batches (epochs, accumulation), flow-matching loss, backward, clipping, optimizer, EMA,
+// metrics and progress, checkpoints and stop requests between steps.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+
+#include <cmath>
+#include <random>
+
+#include "plugins/guard.h"
+#include "st/error.h"
+#include "st/flow_matching.h"
+#include "st/grad_clip.h"
+#include "train/stop_signal.h"
+#include "train/trainer_impl.h"
+
+namespace st::host::train {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+constexpr const char* kLog = "host.train";
+
+double seconds_since(Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+}
+}  // namespace
+
+std::optional<sdk::Batch> Trainer::fetch_batch() {
+    if (data_done_) return std::nullopt;
+    if (!epoch_open_) {
+        if (cfg_.max_train_steps == 0 && epoch_ >= cfg_.num_train_epochs) {
+            data_done_ = true;
+            return std::nullopt;
+        }
+        for (auto& b : backends_)
+            call_plugin(*b.component, "start_epoch", [&] { b.backend->start_epoch(epoch_); });
+        backend_index_ = 0;
+        epoch_open_ = true;
+        log::info(kLog, "epoch {}{} begins at step {}", epoch_ + 1,
+                  cfg_.max_train_steps == 0 ? fmt::format("/{}", cfg_.num_train_epochs) : std::string(),
+                  global_step_);
+    }
+    while (backend_index_ < backends_.size()) {
+        auto& b = backends_[backend_index_];
+        auto batch =
+            call_plugin(*b.component, "next_batch", [&] { return b.backend->next_batch(cfg_.batch_size); });
+        if (batch) return batch;
+        ++backend_index_;
+    }
+    epoch_open_ = false;
+    ++epoch_;
+    return std::nullopt;
+}
+
+void Trainer::apply_caption_dropout(sdk::Batch& batch) {
+    if (cfg_.caption_dropout <= 0 || batch.samples.empty()) return;
+    const int64_t n = static_cast<int64_t>(batch.samples.size());
+    const at::Tensor draws = at::rand({n}, generator_, at::kDouble);
+    for (int64_t i = 0; i < n; ++i) {
+        if (draws[i].item<double>() >= cfg_.caption_dropout) continue;
+        batch.samples[static_cast<size_t>(i)].caption.clear();
+        for (const auto& [name, empty] : null_text_) {
+            auto it = batch.tensors.find(name);
+            if (it == batch.tensors.end()) continue;
+            if (it->second.sizes().slice(1) != empty.sizes().slice(1))
+                fail(kLog, "caption_dropout", "the empty caption's '{}' is {} but the batch's is {}", name,
+                     c10::str(empty.sizes()), c10::str(it->second.sizes()));
+            it->second[i].copy_(empty[0].to(it->second.scalar_type()));
+        }
+    }
+}
+
+double Trainer::micro_step(sdk::Batch& batch, StepReport& report) {
+    // latents [B, C, F, H, W] -> noisy, target; velocity = model(noisy, sigma * 1000, conditioning)
+    auto t0 = Clock::now();
+    auto lat = batch.tensors.find("latents");
+    if (lat == batch.tensors.end())
+        fail(kLog, "step", "the data backend's batch has no 'latents' tensor (bucket {})",
+             batch.samples.empty() ? std::string("?") : batch.samples.front().bucket);
+    const at::Tensor latents = lat->second.to(at::kFloat);
+    const int64_t b = latents.size(0);
+    const at::Tensor noise = at::randn(latents.sizes(), generator_, latents.options());
+    const at::Tensor sigmas = sdk::sample_flow_sigmas(b, cfg_.sigmas, latents.sizes(), generator_);
+    const auto fm = sdk::make_flow_matching_batch(latents, noise, sigmas);
+    sdk::PredictInputs in;
+    in.noisy = fm.noisy.to(device_);
+    in.timesteps = fm.timesteps.to(device_);
+    for (const auto& [name, t] : batch.tensors)
+        if (name != "latents") in.conditioning[name] = t.to(device_);
+    const auto& entry = *setup_.model;
+    auto out = call_plugin(entry, "predict", [&] { return model_->predict(in); });
+    at::Tensor loss = sdk::flow_matching_loss(out.velocity, fm.target.to(device_));
+    report.time.forward += seconds_since(t0);
+    auto t1 = Clock::now();
+    (loss / static_cast<double>(cfg_.accumulation)).backward();
+    report.time.backward += seconds_since(t1);
+    for (int64_t i = 0; i < b; ++i) report.timesteps.push_back(fm.timesteps[i].item<double>());
+    return loss.item<double>();
+}
+
+StepReport Trainer::train_step() {
+    const auto step_start = Clock::now();
+    StepReport r;
+    r.step = global_step_ + 1;
+    int64_t n = 0, empty_epochs = 0;
+    double loss_sum = 0;
+    bool finite = true;
+    while (n < cfg_.accumulation) {
+        auto t = Clock::now();
+        auto batch = fetch_batch();
+        r.time.data += seconds_since(t);
+        if (!batch) {
+            if (n > 0 || data_done_) break;  // end of epoch: step with what was accumulated
+            if (++empty_epochs > 1) fail(kLog, "step", "an epoch yielded no batch at all");
+            continue;
+        }
+        apply_caption_dropout(*batch);
+        for (const auto& s : batch->samples) {
+            r.sample_ids.push_back(s.dataset_id + "/" + s.id);
+            r.captions.push_back(s.caption);
+        }
+        if (!batch->samples.empty()) r.bucket = batch->samples.front().bucket;
+        r.samples += static_cast<int64_t>(batch->samples.size());
+        const double l = micro_step(*batch, r);
+        if (!std::isfinite(l)) finite = false;
+        loss_sum += l;
+        ++n;
+    }
+    if (n == 0) return r;
+    r.loss = loss_sum / static_cast<double>(n);
+
+    auto t = Clock::now();
+    r.lr = scheduler_->lr(global_step_, cfg_.learning_rate) * lr_scale_;
+    r.grad_metric = sdk::clip_gradients(param_tensors_, cfg_.grad_clip_method, cfg_.max_grad_norm);
+    if (!std::isfinite(r.grad_metric)) finite = false;
+    if (finite) {
+        optimizer_->set_lr(0, r.lr);
+        in_update_ = true;
+        call_plugin(*optimizer_entry_, "step", [&] { optimizer_->step(); });
+        ++global_step_;
+        if (ema_ && global_step_ % cfg_.ema_update_interval == 0) ema_->update(global_step_);
+        in_update_ = false;
+        nonfinite_in_row_ = 0;
+    } else {
+        r.skipped = true;
+        ++nonfinite_in_row_;
+        ++nonfinite_total_;
+        log::warn(
+            kLog,
+            "step {} skipped: {} is not finite (loss {}, grad {}); batch of bucket {}: {} ({} in a row, "
+            "limit {})",
+            r.step, std::isfinite(r.loss) ? "the gradient" : "the loss", r.loss, r.grad_metric, r.bucket,
+            fmt::format("{}", fmt::join(r.sample_ids, ", ")), nonfinite_in_row_, cfg_.max_nonfinite);
+    }
+    optimizer_->zero_grad();
+    r.time.optimizer = seconds_since(t);
+    r.time.total = seconds_since(step_start);
+    return r;
+}
+
+void Trainer::report_step(const StepReport& r) {
+    nlohmann::json line = {
+        {"step", r.skipped ? global_step_ : r.step},
+        {"epoch", epoch_open_ ? epoch_ + 1 : epoch_},
+        {"loss", std::isfinite(r.loss) ? nlohmann::json(r.loss) : nlohmann::json(std::to_string(r.loss))},
+        {"loss_terms",
+         {{"flow_matching", std::isfinite(r.loss) ? nlohmann::json(r.loss) : nlohmann::json()}}},
+        {"lr", r.lr},
+        {cfg_.grad_clip_method == "norm" ? "grad_norm" : "grad_abs_max",
+         std::isfinite(r.grad_metric) ? nlohmann::json(r.grad_metric) : nlohmann::json()},
+        {"timesteps", r.timesteps},
+        {"samples", r.samples},
+        {"bucket", r.bucket},
+        {"time",
+         {{"data", r.time.data},
+          {"forward", r.time.forward},
+          {"backward", r.time.backward},
+          {"optimizer", r.time.optimizer},
+          {"host",
+           std::max(0.0, r.time.total - r.time.data - r.time.forward - r.time.backward - r.time.optimizer)},
+          {"total", r.time.total}}},
+        {"elapsed", seconds_since(started_)}};
+    if (r.skipped) line["skipped"] = true;
+    metrics_->write(line);
+}
+
+int Trainer::run() {
+    started_ = Clock::now();
+    if (cfg_.seed) {
+        seed_ = *cfg_.seed;
+    } else {
+        seed_ = std::random_device{}() & 0x7fffffffu;
+        log::info(kLog, "seed is not set: drew seed {} (set seed to repeat this run)", seed_);
+    }
+    store_ = std::make_unique<CheckpointStore>(cfg_.output_dir);
+    for (const auto& p : store_->partial())
+        log::warn(
+            kLog,
+            "ignoring {}: an incomplete checkpoint left by an interrupted save (deleted at the next save)",
+            p.string());
+    at::manual_seed(seed_);  // the global generator drives LoRA dropout; saved with checkpoints
+    generator_ = at::make_generator<at::CPUGeneratorImpl>(seed_);
+    load_model();
+    open_data();
+    plan_steps();
+    setup_trainable();
+    create_optimizer();
+    maybe_resume();
+    snapshot_position();
+    metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);
+
+    StopSignal signals;
+    int code = 0;
+    std::string stop_reason;
+    {
+        log::Progress progress("train", "steps", total_steps_, "steps");
+        progress.set(global_step_);
+        double loss_ema = std::nan("");
+        while (global_step_ < total_steps_) {
+            StepReport r;
+            try {
+                r = train_step();
+            } catch (const std::exception& e) {
+                log::error(kLog, "step {} failed: {}", global_step_ + 1, e.what());
+                if (global_step_ > last_checkpoint_step_ && global_step_ > 0 && !in_update_)
+                    save_checkpoint("the failed step (state of the last completed step)");
+                throw;
+            }
+            if (r.samples == 0) {
+                log::info(kLog, "all {} epoch(s) done at step {}", cfg_.num_train_epochs, global_step_);
+                break;
+            }
+            report_step(r);
+            snapshot_position();
+            if (!r.skipped) {
+                loss_ema = std::isnan(loss_ema) ? r.loss : 0.9 * loss_ema + 0.1 * r.loss;
+                progress.set(global_step_);
+                progress.set_note(fmt::format("loss {:.4f} (avg {:.4f}) lr {:.3g} {:.2f} s/step", r.loss,
+                                              loss_ema, r.lr, r.time.total));
+            }
+            if (nonfinite_in_row_ >= cfg_.max_nonfinite) {
+                stop_reason =
+                    fmt::format("{} steps in a row had a non-finite loss or gradient", nonfinite_in_row_);
+                code = 4;
+                break;
+            }
+            const char* sig = nullptr;
+            if (signals.requested(&sig)) {
+                stop_reason = fmt::format("{} received", sig);
+                break;
+            }
+            if (!r.skipped && global_step_ % cfg_.checkpoint_interval == 0 && global_step_ < total_steps_)
+                save_checkpoint("checkpoint_step_interval");
+        }
+        progress.finish();
+    }
+    if (!stop_reason.empty()) log::warn(kLog, "stopping at step {}: {}", global_step_, stop_reason);
+    if (global_step_ > 0 && last_checkpoint_step_ != global_step_)
+        save_checkpoint(stop_reason.empty() ? "end of training" : stop_reason);
+    if (stop_reason.empty() && global_step_ > 0) save_final_weights();
+    if (nonfinite_total_ > 0)
+        log::warn(kLog, "{} step(s) were skipped for non-finite values", nonfinite_total_);
+    if (checkpoint_failed_ && code == 0) code = 1;
+    log::info(kLog, "{} after {} steps in {:.1f} s; metrics in {}",
+              stop_reason.empty() ? "training finished" : "training stopped", global_step_,
+              seconds_since(started_), metrics_->path().string());
+    return code;
+}
+
+}  // namespace st::host::train

@@ -1,0 +1,181 @@
+// Everything before the first step: model, data (discovery + caches), trainable parameters,
+// optimizer and scheduler components, and the step budget.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <torch/nn/module.h>
+
+#include <random>
+
+#include "plugins/guard.h"
+#include "st/error.h"
+#include "st/lora.h"
+#include "train/trainer_impl.h"
+
+namespace st::host::train {
+
+namespace fs = std::filesystem;
+namespace {
+constexpr const char* kLog = "host.train";
+
+std::string join(const std::vector<std::string>& v) {
+    return fmt::format("{}", fmt::join(v, ", "));
+}
+
+const ComponentEntry& find_component(PluginRegistry& reg, const char* kind, const std::string& name,
+                                     const char* key) {
+    if (const auto* e = reg.find_latest(kind, name)) return *e;
+    std::vector<std::string> known;
+    for (const auto* c : reg.of_kind(kind)) known.push_back(c->name);
+    fail(kLog, "setup", "{} = '{}' is not provided by any loaded plugin; available: {}", key, name,
+         known.empty() ? std::string("none (is the optim plugin installed?)") : join(known));
+}
+
+}  // namespace
+
+Trainer::Trainer(CommandContext& ctx, RunSetup& setup)
+    : ctx_(ctx), setup_(setup), cfg_(read_train_config(setup.config)) {}
+
+Trainer::~Trainer() = default;
+
+void Trainer::load_model() {
+    auto path = setup_.config.opt_string("pretrained_model_name_or_path");
+    if (!path || path->empty())
+        fail(kLog, "setup", "pretrained_model_name_or_path is not set in {}: give the model's local path",
+             setup_.config_path.string());
+    if (!fs::exists(*path)) fail(kLog, "setup", "pretrained_model_name_or_path '{}' does not exist", *path);
+    dtype_ = cfg_.bf16 ? at::kBFloat16 : at::kFloat;
+    device_ = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+    const auto& entry = *setup_.model;
+    model_ = call_plugin(entry, "create", [&] { return entry.model(); });
+    sdk::ModelLoadRequest req;
+    req.path = *path;
+    req.config = setup_.config;
+    req.dtype = dtype_;
+    req.device = device_;
+    req.training = true;
+    call_plugin(entry, "load", [&] { model_->load(req); });
+    log::info(kLog, "training on {} in {} (mixed_precision {})", device_.str(), c10::toString(dtype_),
+              cfg_.bf16 ? "bf16" : "no");
+}
+
+void Trainer::open_data() {
+    backends_ = open_data_backends(ctx_, setup_);
+    prepare_data_backends(backends_, model_.get());
+    log::info(kLog, "data ready:\n{}", format_prepare_summary(backends_));
+    const auto& entry = *setup_.model;
+    if (cfg_.caption_dropout > 0)
+        null_text_ = call_plugin(entry, "encode_text", [&] { return model_->encode_text({""}); });
+    if (entry.plugin_abi_minor >= 1)
+        call_plugin(entry, "release_encoders", [&] { model_->release_encoders(); });
+}
+
+void Trainer::setup_trainable() {
+    const auto& entry = *setup_.model;
+    torch::nn::Module& root = model_->trainable();
+    params_.clear();
+    int64_t total = 0;
+    for (const auto& p : root.parameters()) total += p.numel();
+    if (cfg_.model_type == ModelType::lora) {
+        sdk::LoraConfig lc;
+        lc.rank = cfg_.lora_rank;
+        lc.alpha = cfg_.lora_alpha;
+        lc.dropout = cfg_.lora_dropout;
+        lc.seed = seed_;
+        auto targets = cfg_.lora_targets.empty() ? model_->default_lora_targets() : cfg_.lora_targets;
+        auto injected = sdk::inject_lora(root, targets, lc);
+        lora_modules_ = static_cast<int64_t>(injected.size());
+        sdk::freeze_all_but_lora(root);
+        if (cfg_.init_lora) {
+            sdk::LoraNameMap names;
+            if (entry.plugin_abi_minor >= 1) names = model_->lora_name_map();
+            auto loaded = sdk::load_lora(*cfg_.init_lora, root, 1.0, names, false);
+            log::info(kLog, "init_lora {}: {} adapters loaded", cfg_.init_lora->string(), loaded.size());
+        }
+        for (auto& [name, t] : sdk::lora_parameters(root)) params_.emplace_back(name, t);
+        log::info(kLog, "model_type lora: {} adapters on [{}] (rank {}, alpha {}, dropout {})",
+                  injected.size(), join(targets), lc.rank, lc.effective_alpha(), lc.dropout);
+    } else {
+        for (const auto& item : root.named_parameters()) {
+            item.value().set_requires_grad(true);
+            params_.emplace_back(item.key(), item.value());
+        }
+        log::info(kLog, "model_type full: every transformer weight trains");
+    }
+    int64_t trainable = 0;
+    param_tensors_.clear();
+    for (const auto& [n, t] : params_) {
+        trainable += t.numel();
+        param_tensors_.push_back(t);
+    }
+    log::info(kLog, "{} trainable parameters in {} tensors ({:.3f}% of {})", trainable, params_.size(),
+              100.0 * static_cast<double>(trainable) / static_cast<double>(std::max<int64_t>(total, 1)),
+              total);
+    root.train(true);
+    if (cfg_.use_ema) {
+        ema_ = std::make_unique<Ema>(params_, cfg_.ema_decay, cfg_.ema_warmup_steps);
+        log::info(kLog, "EMA of {} tensors in fp32 on the CPU, decay min((1+t)/(10+t), {}), every {} step(s)",
+                  params_.size(), cfg_.ema_decay, cfg_.ema_update_interval);
+    }
+}
+
+void Trainer::create_optimizer() {
+    auto& reg = ctx_.plugins();
+    optimizer_entry_ = &find_component(reg, "optim", cfg_.optimizer, "optimizer");
+    scheduler_entry_ = &find_component(reg, "lr", cfg_.lr_scheduler, "lr_scheduler");
+    sdk::OptimizerInit init;
+    for (const auto& [name, t] : params_) init.params.push_back({name, t, 0});
+    init.config = setup_.config;
+    if (setup_.config.has("optimizer_config")) init.overrides = setup_.config.get_json("optimizer_config");
+    optimizer_ = call_plugin(*optimizer_entry_, "create", [&] { return optimizer_entry_->optimizer(init); });
+
+    sdk::LrSchedulerInit si;
+    si.warmup_steps = setup_.config.opt_int("lr_warmup_steps").value_or(0);
+    si.total_steps = total_steps_;
+    si.num_cycles = setup_.config.opt_float("lr_num_cycles").value_or(1.0);
+    si.power = setup_.config.opt_float("lr_power").value_or(1.0);
+    si.lr_end = setup_.config.opt_float("lr_end").value_or(0.0);
+    si.config = setup_.config;
+    scheduler_ = call_plugin(*scheduler_entry_, "create", [&] { return scheduler_entry_->lr_scheduler(si); });
+    log::info(kLog, "optimizer {} ({}), lr {} with {} over {} steps (warmup {}), clipping {} at {}",
+              optimizer_entry_->id, optimizer_entry_->plugin_name, cfg_.learning_rate, scheduler_entry_->id,
+              total_steps_, si.warmup_steps, cfg_.grad_clip_method,
+              cfg_.max_grad_norm > 0 ? fmt::format("{}", cfg_.max_grad_norm) : std::string("off"));
+}
+
+void Trainer::plan_steps() {
+    batches_per_epoch_ = 0;
+    for (auto& b : backends_)
+        batches_per_epoch_ += call_plugin(*b.component, "batches_per_epoch",
+                                          [&] { return b.backend->batches_per_epoch(cfg_.batch_size); });
+    if (batches_per_epoch_ == 0)
+        fail(kLog, "setup",
+             "no batch of train_batch_size {} can be formed from the datasets ({} samples): every aspect "
+             "bucket has fewer samples than train_batch_size x gradient_accumulation_steps. Add samples, "
+             "lower train_batch_size, or raise the dataset's `repeats`",
+             cfg_.batch_size, [&] {
+                 int64_t n = 0;
+                 for (auto& b : backends_) n += b.summary.samples;
+                 return n;
+             }());
+    steps_per_epoch_ = (batches_per_epoch_ + cfg_.accumulation - 1) / cfg_.accumulation;
+    if (cfg_.max_train_steps > 0) {
+        total_steps_ = cfg_.max_train_steps;
+        log::info(kLog,
+                  "max_train_steps {} decides the length ({} batches = {} steps per epoch, ~{:.2f} epochs)",
+                  total_steps_, batches_per_epoch_, steps_per_epoch_,
+                  static_cast<double>(total_steps_) / static_cast<double>(steps_per_epoch_));
+    } else {
+        total_steps_ = cfg_.num_train_epochs * steps_per_epoch_;
+        log::info(kLog, "num_train_epochs {} x {} steps ({} batches of {}, accumulation {}) = {} steps",
+                  cfg_.num_train_epochs, steps_per_epoch_, batches_per_epoch_, cfg_.batch_size,
+                  cfg_.accumulation, total_steps_);
+    }
+}
+
+int run_training(CommandContext& ctx, RunSetup& setup) {
+    Trainer t(ctx, setup);
+    return t.run();
+}
+
+}  // namespace st::host::train

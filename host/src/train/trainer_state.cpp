@@ -1,0 +1,251 @@
+// Checkpoints (write, prune), resume (exact: weights, optimizer, EMA, RNG and data position) and
+// the final weights in output_dir.
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/nn/module.h>
+
+#include "plugins/guard.h"
+#include "st/error.h"
+#include "st/files.h"
+#include "st/lora.h"
+#include "st/safetensors.h"
+#include "st/version.h"
+#include "train/state_io.h"
+#include "train/trainer_impl.h"
+
+namespace st::host::train {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+constexpr const char* kLog = "host.checkpoint";
+constexpr const char* kLoraFile = "pytorch_lora_weights.safetensors";
+constexpr const char* kLoraDiffusersFile = "pytorch_lora_weights_diffusers.safetensors";
+
+nlohmann::json read_json(const fs::path& p) {
+    try {
+        return nlohmann::json::parse(sdk::read_file(p));
+    } catch (const nlohmann::json::exception& e) {
+        fail(kLog, "resume", "{}: invalid JSON: {}", p.string(), e.what());
+    }
+}
+}  // namespace
+
+void Trainer::snapshot_position() {
+    position_.data = nlohmann::json::array();
+    for (auto& b : backends_)
+        position_.data.push_back(call_plugin(*b.component, "state", [&] { return b.backend->state(); }));
+    position_.generator = generator_.get_state();
+    position_.global_generator = at::detail::getDefaultCPUGenerator().get_state();
+    position_.epoch = epoch_;
+    position_.backend_index = backend_index_;
+    position_.epoch_open = epoch_open_;
+    position_.data_done = data_done_;
+}
+
+nlohmann::json Trainer::training_state() const {
+    nlohmann::json names = nlohmann::json::array();
+    for (const auto& [n, t] : params_) names.push_back(n);
+    nlohmann::json data_ids = nlohmann::json::array();
+    for (const auto& b : backends_) data_ids.push_back(b.component->id);
+    return {{"format", "st-training-state-1"},
+            {"global_step", global_step_},
+            {"total_steps", total_steps_},
+            {"epoch", position_.epoch},
+            {"backend_index", position_.backend_index},
+            {"epoch_open", position_.epoch_open},
+            {"data_done", position_.data_done},
+            {"data", position_.data},
+            {"nonfinite_in_row", nonfinite_in_row_},
+            {"nonfinite_total", nonfinite_total_},
+            {"lr_scale", lr_scale_},
+            {"seed", seed_},
+            {"model_type", cfg_.model_type == ModelType::lora ? "lora" : "full"},
+            {"lora_rank", cfg_.lora_rank},
+            {"trainable", names},
+            {"components",
+             {{"model", setup_.model->id},
+              {"model_plugin", setup_.model->plugin_name},
+              {"optimizer", optimizer_entry_->id},
+              {"lr_scheduler", scheduler_entry_->id},
+              {"data", data_ids}}},
+            {"st_version", ST_SDK_VERSION_STRING}};
+}
+
+void Trainer::save_weights(const fs::path& dir, bool ema) {
+    fs::create_directories(dir);
+    if (ema) ema_->swap_into_model();
+    struct SwapBack {
+        Ema* e;
+        ~SwapBack() {
+            if (e) e->swap_into_model();
+        }
+    } swap_back{ema ? ema_.get() : nullptr};
+    const auto& entry = *setup_.model;
+    torch::nn::Module& root = model_->trainable();
+    if (cfg_.model_type == ModelType::lora) {
+        sdk::LoraNameMap names;
+        if (entry.plugin_abi_minor >= 1) names = model_->lora_name_map();
+        const std::map<std::string, std::string> meta = {{"st_model", entry.id},
+                                                         {"st_step", std::to_string(global_step_)},
+                                                         {"st_ema", ema ? "true" : "false"}};
+        sdk::save_lora(dir / kLoraFile, root, names ? sdk::LoraFormat::comfyui : sdk::LoraFormat::diffusers,
+                       names, meta);
+        if (cfg_.lora_write_diffusers && names)
+            sdk::save_lora(dir / kLoraDiffusersFile, root, sdk::LoraFormat::diffusers, {}, meta);
+    } else if (entry.plugin_abi_minor >= 1) {
+        call_plugin(entry, "save_trainable", [&] { model_->save_trainable(dir / "transformer"); });
+    } else {
+        model_->sdk::ModelFamily::save_trainable(dir / "transformer");
+    }
+}
+
+bool Trainer::save_checkpoint(const std::string& why) {
+    const auto t0 = Clock::now();
+    try {
+        const fs::path dir = store_->write(global_step_, [&](const fs::path& d) {
+            save_weights(d, false);
+            if (ema_) {
+                save_weights(d / "ema", true);
+                save_state_dict(d / "ema" / "ema_state.safetensors", ema_->state_dict());
+            }
+            save_state_dict(d / "optimizer.safetensors", call_plugin(*optimizer_entry_, "state_dict", [&] {
+                                return optimizer_->state_dict();
+                            }));
+            sdk::save_safetensors(
+                d / "random_states.safetensors",
+                {{"generator", position_.generator}, {"global_generator", position_.global_generator}});
+            sdk::write_file_atomic(d / "training_state.json", training_state().dump(2) + "\n");
+            sdk::write_file_atomic(d / "config.resolved.json", setup_.resolved.values.dump(2) + "\n");
+        });
+        last_checkpoint_step_ = global_step_;
+        log::info(kLog, "checkpoint {} written ({}) in {:.2f} s", dir.string(), why,
+                  std::chrono::duration<double>(Clock::now() - t0).count());
+        store_->prune(cfg_.checkpoints_limit, global_step_);
+        return true;
+    } catch (const std::exception& e) {
+        checkpoint_failed_ = true;
+        log::error(kLog, "{}", e.what());
+        return false;
+    }
+}
+
+void Trainer::save_final_weights() {
+    try {
+        save_weights(cfg_.output_dir, false);
+        if (ema_) save_weights(cfg_.output_dir / "ema", true);
+        log::info(
+            kLog, "final weights: {}{}",
+            (cfg_.output_dir / (cfg_.model_type == ModelType::lora ? kLoraFile : "transformer")).string(),
+            ema_ ? fmt::format(" (EMA: {})", (cfg_.output_dir / "ema").string()) : std::string());
+    } catch (const std::exception& e) {
+        checkpoint_failed_ = true;
+        log::error(kLog, "final weights could not be written to {}: {} (the last checkpoint has them)",
+                   cfg_.output_dir.string(), e.what());
+    }
+}
+
+void Trainer::maybe_resume() {
+    if (cfg_.resume == "none") {
+        log::info(kLog, "resume_from_checkpoint none: a fresh run");
+        return;
+    }
+    fs::path dir;
+    if (cfg_.resume == "latest") {
+        auto latest = store_->latest();
+        if (!latest) {
+            log::info(kLog, "no checkpoint in {}: a fresh run", cfg_.output_dir.string());
+            return;
+        }
+        dir = latest->dir;
+    } else {
+        dir = cfg_.resume;
+        if (dir.is_relative() && !fs::exists(dir)) dir = cfg_.output_dir / dir;
+        if (!fs::is_directory(dir))
+            fail(kLog, "resume", "resume_from_checkpoint '{}' is not a checkpoint directory", cfg_.resume);
+    }
+    restore(dir);
+}
+
+void Trainer::restore(const fs::path& dir) {
+    CheckpointStore::verify(dir);
+    const nlohmann::json st = read_json(dir / "training_state.json");
+    const auto& comps = st.at("components");
+    const std::string model_type = cfg_.model_type == ModelType::lora ? "lora" : "full";
+    if (st.value("model_type", "") != model_type)
+        fail(kLog, "resume", "{} was trained with model_type {} but this run has {}", dir.string(),
+             st.value("model_type", "?"), model_type);
+    if (comps.value("optimizer", "") != optimizer_entry_->id)
+        fail(kLog, "resume",
+             "{} holds the state of optimizer {} but this run uses {}; set resume_from_checkpoint none (or "
+             "init_lora to the checkpoint's LoRA) to start over with the new optimizer",
+             dir.string(), comps.value("optimizer", "?"), optimizer_entry_->id);
+    if (comps.value("model", "") != setup_.model->id)
+        log::warn(kLog, "{} was written by {}; this run uses {}", dir.string(), comps.value("model", "?"),
+                  setup_.model->id);
+    std::vector<std::string> names;
+    for (const auto& [n, t] : params_) names.push_back(n);
+    if (st.at("trainable").get<std::vector<std::string>>() != names)
+        fail(kLog, "resume",
+             "{} trained a different set of parameters ({} tensors) than this run ({}); lora_rank, "
+             "lora_target_modules or the model changed",
+             dir.string(), st.at("trainable").size(), names.size());
+
+    torch::nn::Module& root = model_->trainable();
+    const auto& entry = *setup_.model;
+    if (cfg_.model_type == ModelType::lora) {
+        sdk::LoraNameMap map;
+        if (entry.plugin_abi_minor >= 1) map = model_->lora_name_map();
+        sdk::load_lora(dir / kLoraFile, root, 1.0, map, false);
+    } else {
+        auto src = sdk::open_tensor_source(dir / "transformer");
+        torch::NoGradGuard no_grad;
+        for (const auto& [n, t] : params_) {
+            if (!src->contains(n)) fail(kLog, "resume", "{} lacks the weight '{}'", src->describe(), n);
+            at::Tensor v = src->load(n);
+            if (v.sizes() != t.sizes())
+                fail(kLog, "resume", "{}: '{}' is {} but the model's is {}", src->describe(), n,
+                     c10::str(v.sizes()), c10::str(t.sizes()));
+            t.detach().copy_(v);
+        }
+    }
+    optimizer_->load_state_dict(load_state_dict(dir / "optimizer.safetensors"));
+    if (ema_) {
+        if (fs::exists(dir / "ema" / "ema_state.safetensors"))
+            ema_->load_state_dict(load_state_dict(dir / "ema" / "ema_state.safetensors"));
+        else
+            log::warn(kLog, "{} has no EMA state: the EMA starts from the resumed weights", dir.string());
+    }
+    auto rng = sdk::SafetensorsFile::open(dir / "random_states.safetensors");
+    generator_.set_state(rng->load("generator"));
+    at::Generator global = at::detail::getDefaultCPUGenerator();
+    global.set_state(rng->load("global_generator"));
+
+    const auto& data = st.at("data");
+    if (data.size() != backends_.size())
+        fail(kLog, "resume", "{} has the position of {} data backends but this run opened {}", dir.string(),
+             data.size(), backends_.size());
+    for (size_t i = 0; i < backends_.size(); ++i)
+        call_plugin(*backends_[i].component, "restore", [&] { backends_[i].backend->restore(data[i]); });
+    global_step_ = st.at("global_step").get<int64_t>();
+    epoch_ = st.at("epoch").get<int64_t>();
+    backend_index_ = st.at("backend_index").get<size_t>();
+    epoch_open_ = st.at("epoch_open").get<bool>();
+    data_done_ = st.at("data_done").get<bool>();
+    nonfinite_in_row_ = st.value("nonfinite_in_row", int64_t{0});
+    nonfinite_total_ = st.value("nonfinite_total", int64_t{0});
+    lr_scale_ = st.value("lr_scale", 1.0);
+    const uint64_t seed = st.value("seed", seed_);
+    if (seed != seed_) log::info(kLog, "continuing the checkpoint's random streams (its seed was {})", seed);
+    seed_ = seed;
+    last_checkpoint_step_ = global_step_;
+    log::info(kLog, "resumed from {} at step {} (epoch {}){}", dir.string(), global_step_, epoch_ + 1,
+              global_step_ >= total_steps_
+                  ? fmt::format("; the step budget {} is already reached", total_steps_)
+                  : std::string());
+}
+
+}  // namespace st::host::train

@@ -1,0 +1,82 @@
+// WanFamily's ABI 1.1 methods: LoRA native names, saving a full fine-tune, decoding latents for
+// validation, image conditioning for I2V, and freeing the caching encoders.
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "core/key_map.h"
+#include "core/tokenizer.h"
+#include "st/error.h"
+#include "st/log.h"
+#include "wan_family.h"
+
+namespace st::plugins::wan {
+
+namespace fs = std::filesystem;
+using st::sdk::TensorMap;
+
+st::sdk::LoraNameMap WanFamily::lora_name_map() const {
+    return [](const std::string& module) { return lora_module_to_native(module).value_or(std::string()); };
+}
+
+void WanFamily::save_trainable(const fs::path& dir) {
+    require_loaded("save_trainable");
+    save_transformer(*transformer_.model, dir, dtype_);
+}
+
+std::vector<int64_t> WanFamily::latent_shape(int64_t frames, int64_t height, int64_t width) const {
+    require_loaded("latent_shape");
+    const int64_t stride = spatial_multiple() / transformer_.info.config.patch_size[1];
+    if (frames < 1 || (frames - 1) % 4 != 0 || height % stride != 0 || width % stride != 0)
+        fail(kWanComponentId, "latent_shape",
+             "a Wan video needs 4k+1 frames and sides that are multiples of {}, got {} frames of {}x{}",
+             stride, frames, width, height);
+    return {transformer_.info.config.out_channels, 1 + (frames - 1) / 4, height / stride, width / stride};
+}
+
+at::Tensor WanFamily::decode_latents(const at::Tensor& latents) {
+    // latents [B, z, F', H', W'] (normalised) -> pixels [B, 3, 1 + 4 (F' - 1), 8 H', 8 W'] in [-1, 1]
+    if (latents.dim() != 5)
+        fail(kWanComponentId, "decode_latents", "latents must be [B, C, F, H, W], got {}",
+             c10::str(latents.sizes()));
+    WanVAE& v = vae();
+    if (latents.size(1) != v.config().z_dim)
+        fail(kWanComponentId, "decode_latents", "latents have {} channels but the VAE expects {}",
+             latents.size(1), v.config().z_dim);
+    torch::NoGradGuard no_grad;
+    return v.decode_normalized(latents.to(at::TensorOptions().dtype(at::kFloat).device(device_)))
+        .to(at::kCPU);
+}
+
+TensorMap WanFamily::encode_conditioning_image(const at::Tensor& image, int64_t frames) {
+    // image [B, 3, H, W] in [-1, 1] -> conditioning_latents [B, z, 1 + (frames - 1) / 4, H / 8, W / 8]
+    require_loaded("encode_conditioning_image");
+    const WanTransformerConfig& cfg = transformer_.info.config;
+    if (cfg.has_image_branch())
+        fail(kWanComponentId, "encode_conditioning_image",
+             "{} also needs CLIP image embeddings ('image_embeds'), and st ships no CLIP image encoder yet",
+             transformer_.info.variant);
+    if (cfg.in_channels != 2 * cfg.out_channels + 4)
+        fail(kWanComponentId, "encode_conditioning_image",
+             "{} is not an image-to-video transformer ({} input channels); it takes no conditioning image",
+             transformer_.info.variant, cfg.in_channels);
+    if (image.dim() != 4 || image.size(1) != 3)
+        fail(kWanComponentId, "encode_conditioning_image", "image must be [B, 3, H, W], got {}",
+             c10::str(image.sizes()));
+    // diffusers WanImageToVideoPipeline.prepare_latents: the image as frame 0, zeros after it.
+    const at::Tensor first = image.to(at::kFloat).unsqueeze(2);
+    at::Tensor video = at::cat(
+        {first, at::zeros({image.size(0), 3, frames - 1, image.size(2), image.size(3)}, first.options())}, 2);
+    WanVAE& v = vae();
+    torch::NoGradGuard no_grad;
+    const at::Tensor latents = v.encode_normalized(video.to(device_));
+    return {{"conditioning_latents", latents.to(at::kCPU)}};
+}
+
+void WanFamily::release_encoders() {
+    if (text_encoder_ || tokenizer_)
+        st::log::info("model.wan", "text encoder released (caches are complete; reloaded on demand)");
+    text_encoder_ = UMT5Encoder(nullptr);
+    tokenizer_.reset();
+}
+
+}  // namespace st::plugins::wan
