@@ -44,6 +44,7 @@ struct StepReport {
     std::vector<std::string> captions;
     std::string bucket;
     int64_t samples = 0;
+    int64_t captions_dropped = 0;
     StepTiming time;
 };
 
@@ -76,7 +77,7 @@ class Trainer {
     std::optional<sdk::Batch> fetch_batch();
     StepReport train_step();
     double micro_step(sdk::Batch& batch, StepReport& report);
-    void apply_caption_dropout(sdk::Batch& batch);
+    int64_t apply_caption_dropout(sdk::Batch& batch);
     void report_step(const StepReport& r);
 
     // ---- state (trainer_state.cpp) ----

@@ -54,12 +54,14 @@ std::optional<sdk::Batch> Trainer::fetch_batch() {
     return std::nullopt;
 }
 
-void Trainer::apply_caption_dropout(sdk::Batch& batch) {
-    if (cfg_.caption_dropout <= 0 || batch.samples.empty()) return;
+int64_t Trainer::apply_caption_dropout(sdk::Batch& batch) {
+    if (cfg_.caption_dropout <= 0 || batch.samples.empty()) return 0;
+    int64_t dropped = 0;
     const int64_t n = static_cast<int64_t>(batch.samples.size());
     const at::Tensor draws = at::rand({n}, generator_, at::kDouble);
     for (int64_t i = 0; i < n; ++i) {
         if (draws[i].item<double>() >= cfg_.caption_dropout) continue;
+        ++dropped;
         batch.samples[static_cast<size_t>(i)].caption.clear();
         for (const auto& [name, empty] : null_text_) {
             auto it = batch.tensors.find(name);
@@ -70,6 +72,7 @@ void Trainer::apply_caption_dropout(sdk::Batch& batch) {
             it->second[i].copy_(empty[0].to(it->second.scalar_type()));
         }
     }
+    return dropped;
 }
 
 double Trainer::micro_step(sdk::Batch& batch, StepReport& report) {
@@ -116,7 +119,7 @@ StepReport Trainer::train_step() {
             if (++empty_epochs > 1) fail(kLog, "step", "an epoch yielded no batch at all");
             continue;
         }
-        apply_caption_dropout(*batch);
+        r.captions_dropped += apply_caption_dropout(*batch);
         for (const auto& s : batch->samples) {
             r.sample_ids.push_back(s.dataset_id + "/" + s.id);
             r.captions.push_back(s.caption);
@@ -172,6 +175,7 @@ void Trainer::report_step(const StepReport& r) {
          std::isfinite(r.grad_metric) ? nlohmann::json(r.grad_metric) : nlohmann::json()},
         {"timesteps", r.timesteps},
         {"samples", r.samples},
+        {"captions_dropped", r.captions_dropped},
         {"bucket", r.bucket},
         {"time",
          {{"data", r.time.data},
@@ -200,13 +204,15 @@ int Trainer::run() {
             kLog,
             "ignoring {}: an incomplete checkpoint left by an interrupted save (deleted at the next save)",
             p.string());
-    at::manual_seed(seed_);  // the global generator drives LoRA dropout; saved with checkpoints
     generator_ = at::make_generator<at::CPUGeneratorImpl>(seed_);
     load_model();
     open_data();
     plan_steps();
     setup_trainable();
     create_optimizer();
+    // The global generator drives LoRA dropout (saved with checkpoints). Seeded here, after caching,
+    // which may draw from it: a run that builds its caches and one that reads them train alike.
+    at::manual_seed(seed_);
     maybe_resume();
     snapshot_position();
     metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);

@@ -89,8 +89,19 @@ std::shared_ptr<st::sdk::SafetensorsFile> open_cache(const std::filesystem::path
     if (in.gcount() == 2 && static_cast<unsigned char>(magic[0]) == 0x1f &&
         static_cast<unsigned char>(magic[1]) == 0x8b) {
         in.close();
+        const std::string bytes = gunzip_bytes(read_all(file));
         *tmp = temp_beside(file, "gunzip");
-        write_atomic(*tmp, gunzip_bytes(read_all(file)));
+        try {
+            write_atomic(*tmp, bytes);
+        } catch (const Error& e) {
+            // The cache is fine; this machine cannot write the scratch copy (disk full, file size
+            // limit). Not an st::Error on purpose: callers delete caches they cannot *read*, and this
+            // one must survive, so the failure goes up to the trainer instead.
+            std::error_code ec;
+            std::filesystem::remove(*tmp, ec);
+            throw std::runtime_error(
+                fmt::format("reading cache {} needs a temporary file: {}", file.string(), e.message()));
+        }
         return st::sdk::SafetensorsFile::open(*tmp);
     }
     return st::sdk::SafetensorsFile::open(file);

@@ -1,0 +1,190 @@
+// Never losing work: a run stopped at step N and resumed reaches bit-identical weights, optimizer
+// and EMA state at step M as an uninterrupted run (CPU); SIGINT finishes the step and checkpoints;
+// kill -9 loses at most the steps since the last checkpoint and leaves no checkpoint that resume
+// would trust half-written; a checkpoint that cannot be written (file size limit = disk full) leaves
+// the previous one intact; non-finite losses are skipped, named and stop the run after the limit.
+#include <gtest/gtest.h>
+
+#include "fixtures.h"
+#include "st/safetensors.h"
+
+namespace {
+
+using st_test::TrainEnv;
+namespace fs = std::filesystem;
+
+// Bit-for-bit equality of every tensor of two safetensors files.
+void expect_same_tensors(const fs::path& a, const fs::path& b) {
+    auto fa = st::sdk::SafetensorsFile::open(a);
+    auto fb = st::sdk::SafetensorsFile::open(b);
+    ASSERT_EQ(fa->infos().size(), fb->infos().size()) << a << " vs " << b;
+    for (const auto& info : fa->infos()) {
+        ASSERT_TRUE(fb->contains(info.name)) << info.name;
+        EXPECT_TRUE(fa->load(info.name).equal(fb->load(info.name)))
+            << info.name << " differs: " << a << " vs " << b;
+    }
+}
+
+// Settings that use every random stream: LoRA dropout (global generator), caption dropout, noise,
+// sigmas, accumulation across an epoch end, EMA.
+nlohmann::json resume_settings(int steps) {
+    return {{"max_train_steps", steps},
+            {"lora_dropout", 0.1},
+            {"caption_dropout_probability", 0.3},
+            {"gradient_accumulation_steps", 3},
+            {"use_ema", true},
+            {"checkpoint_step_interval", 3},
+            {"lr_scheduler", "cosine"},
+            {"lr_warmup_steps", 12},
+            {"optimizer", "optimi-lion"},
+            {"learning_rate", 1e-3}};
+}
+
+void expect_same_run(const fs::path& a, const fs::path& b, int step) {
+    expect_same_tensors(a / "pytorch_lora_weights.safetensors", b / "pytorch_lora_weights.safetensors");
+    expect_same_tensors(a / "ema" / "pytorch_lora_weights.safetensors",
+                        b / "ema" / "pytorch_lora_weights.safetensors");
+    const std::string ck = "checkpoint-" + std::to_string(step);
+    expect_same_tensors(a / ck / "optimizer.safetensors", b / ck / "optimizer.safetensors");
+    const auto la = st_test::read_jsonl(a / "metrics.jsonl"), lb = st_test::read_jsonl(b / "metrics.jsonl");
+    ASSERT_EQ(la.size(), lb.size());
+    for (size_t i = 0; i < la.size(); ++i) {
+        EXPECT_EQ(la[i]["loss"], lb[i]["loss"]) << "step " << i + 1;
+        EXPECT_EQ(la[i]["timesteps"], lb[i]["timesteps"]) << "step " << i + 1;
+    }
+}
+
+TEST(ResumeTest, StoppedAndResumedRunIsBitIdenticalToAnUninterruptedOne) {
+    auto& env = TrainEnv::get();
+    auto full = env.run(env.config("straight", resume_settings(12)));
+    ASSERT_EQ(full.code, 0) << full.log;
+    // Stop at 7 (the step budget ends there; checkpoints at 3, 6 and the final 7)...
+    auto first = env.run(env.config("resumed", resume_settings(7)));
+    ASSERT_EQ(first.code, 0) << first.log;
+    // ...then continue from `latest` with the full budget. The schedule (cosine over lr_warmup_steps)
+    // does not depend on max_train_steps, so both runs see the same learning rates.
+    auto second = env.run(env.config("resumed", resume_settings(12)));
+    ASSERT_EQ(second.code, 0) << second.log;
+    EXPECT_NE(second.log.find("resumed from"), std::string::npos) << second.log;
+    EXPECT_NE(second.log.find("checkpoint-7 at step 7"), std::string::npos) << second.log;
+    expect_same_run(env.root / "straight", env.root / "resumed", 12);
+}
+
+TEST(ResumeTest, SigintFinishesTheStepWritesACheckpointAndExitsCleanly) {
+    auto& env = TrainEnv::get();
+    const auto cfg = env.config("sigint", resume_settings(100000));
+    const pid_t pid = env.spawn(cfg, env.root / "sigint.log");
+    ASSERT_GE(TrainEnv::wait_for_steps(env.root / "sigint" / "metrics.jsonl", 4), 4u)
+        << st_test::read_text(env.root / "sigint.log");
+    ::kill(pid, SIGINT);
+    const int code = TrainEnv::wait_exit(pid);
+    const std::string log = st_test::read_text(env.root / "sigint.log");
+    ASSERT_EQ(code, 0) << log;
+    EXPECT_NE(log.find("SIGINT received"), std::string::npos) << log;
+    const auto lines = st_test::read_jsonl(env.root / "sigint" / "metrics.jsonl");
+    const int n = static_cast<int>(lines.size());
+    EXPECT_TRUE(fs::exists(env.root / "sigint" / ("checkpoint-" + std::to_string(n)))) << log;
+    // Resuming continues exactly: compare with an uninterrupted run to n + 2.
+    auto resumed = env.run(cfg, "--max_train_steps " + std::to_string(n + 2));
+    ASSERT_EQ(resumed.code, 0) << resumed.log;
+    auto straight = env.run(env.config("sigint_ref", resume_settings(n + 2)));
+    ASSERT_EQ(straight.code, 0) << straight.log;
+    expect_same_run(env.root / "sigint_ref", env.root / "sigint", n + 2);
+}
+
+TEST(ResumeTest, KillNineLosesAtMostTheStepsSinceTheLastCheckpoint) {
+    auto& env = TrainEnv::get();
+    nlohmann::json s = resume_settings(100000);
+    s["checkpoint_step_interval"] = 2;
+    s["checkpoints_total_limit"] = 2;
+    const auto cfg = env.config("kill9", s);
+    // Three kills at different moments, each followed by a resume that must continue.
+    for (size_t target : {5u, 9u, 14u}) {
+        const pid_t pid = env.spawn(cfg, env.root / "kill9.log");
+        ASSERT_GE(TrainEnv::wait_for_steps(env.root / "kill9" / "metrics.jsonl", target), target);
+        ::kill(pid, SIGKILL);
+        TrainEnv::wait_exit(pid);
+        std::vector<int> complete;
+        for (const auto& e : fs::directory_iterator(env.root / "kill9")) {
+            const std::string name = e.path().filename().string();
+            if (name.rfind("checkpoint-", 0) == 0 && fs::exists(e.path() / "checkpoint_manifest.json") &&
+                name.find("tmp") == std::string::npos)
+                complete.push_back(std::stoi(name.substr(11)));
+        }
+        ASSERT_FALSE(complete.empty());
+        const int latest = *std::max_element(complete.begin(), complete.end());
+        const auto steps = static_cast<int>(st_test::read_jsonl(env.root / "kill9" / "metrics.jsonl").size());
+        EXPECT_GE(latest, steps - 2) << "more than checkpoint_step_interval steps lost";
+    }
+    // A leftover partial directory is reported and never resumed from.
+    fs::create_directories(env.root / "kill9" / "checkpoint-99999-tmp");
+    auto resumed = env.run(cfg, "--max_train_steps 20");
+    ASSERT_EQ(resumed.code, 0) << resumed.log;
+    EXPECT_NE(resumed.log.find("ignoring"), std::string::npos) << resumed.log;
+    EXPECT_NE(resumed.log.find("checkpoint-99999-tmp"), std::string::npos) << resumed.log;
+    EXPECT_FALSE(fs::exists(env.root / "kill9" / "checkpoint-99999-tmp"));
+    nlohmann::json ref = s;
+    ref["max_train_steps"] = 20;
+    auto straight = env.run(env.config("kill9_ref", ref));
+    ASSERT_EQ(straight.code, 0) << straight.log;
+    expect_same_run(env.root / "kill9_ref", env.root / "kill9", 20);
+}
+
+TEST(ResumeTest, CheckpointThatCannotBeWrittenLeavesThePreviousOneIntact) {
+    auto& env = TrainEnv::get();
+    // Uncompressed caches of its own: reading gzip caches needs scratch files, which the limit below
+    // would refuse before any checkpoint is due.
+    nlohmann::json s = {{"max_train_steps", 2},
+                        {"checkpoint_step_interval", 2},
+                        {"compress_disk_cache", false},
+                        {"data_backend_config", env.write_datasets("raw_caches.json", "cache_raw").string()}};
+    const auto cfg = env.config("full_disk", s);
+    auto ok = env.run(cfg);
+    ASSERT_EQ(ok.code, 0) << ok.log;
+    // An 8 KiB file size limit (/bin/sh counts 512-byte blocks): the config files (~3 KB) and metrics
+    // fit, the LoRA and optimizer state (~17 KB each) cannot be written, as on a full disk. SIGXFSZ is
+    // ignored so write() fails with EFBIG instead of killing the process.
+    auto full = env.run(cfg, "--max_train_steps 4", "trap '' XFSZ; ulimit -f 16; ");
+    EXPECT_EQ(full.code, 1) << full.log;
+    EXPECT_NE(full.log.find("checkpoint-4 could not be written"), std::string::npos) << full.log;
+    EXPECT_NE(full.log.find("checkpoint-2 is intact"), std::string::npos) << full.log;
+    EXPECT_FALSE(fs::exists(env.root / "full_disk" / "checkpoint-4"));
+    EXPECT_FALSE(fs::exists(env.root / "full_disk" / "checkpoint-4-tmp"));
+    EXPECT_TRUE(fs::exists(env.root / "full_disk" / "checkpoint-2" / "checkpoint_manifest.json"));
+    // The intact checkpoint still resumes.
+    auto again = env.run(cfg, "--max_train_steps 4");
+    ASSERT_EQ(again.code, 0) << again.log;
+    EXPECT_NE(again.log.find("checkpoint-2 at step 2"), std::string::npos) << again.log;
+}
+
+TEST(ResumeTest, NonFiniteStepsAreSkippedNamedAndStopTheRunAfterTheLimit) {
+    auto& env = TrainEnv::get();
+    // An absurd learning rate sends the adapters to +-1e30 after the first update: every later loss
+    // is inf/NaN.
+    auto r = env.run(env.config("nan", {{"max_train_steps", 50},
+                                        {"learning_rate", 1e30},
+                                        {"max_grad_norm", 0},
+                                        {"max_consecutive_nonfinite_steps", 3}}));
+    EXPECT_EQ(r.code, 4) << r.log;
+    EXPECT_NE(r.log.find("skipped"), std::string::npos) << r.log;
+    EXPECT_NE(r.log.find("clips/clip"), std::string::npos) << "the batch's samples are named: " << r.log;
+    EXPECT_NE(r.log.find("3 steps in a row had a non-finite loss or gradient"), std::string::npos) << r.log;
+    const auto lines = st_test::read_jsonl(env.root / "nan" / "metrics.jsonl");
+    int skipped = 0;
+    for (const auto& l : lines) skipped += l.value("skipped", false) ? 1 : 0;
+    EXPECT_EQ(skipped, 3);
+    EXPECT_TRUE(fs::exists(env.root / "nan" / "checkpoint-1" / "checkpoint_manifest.json")) << r.log;
+}
+
+TEST(ResumeTest, ChangingTheOptimizerIsRefusedWithAClearMessage) {
+    auto& env = TrainEnv::get();
+    auto first = env.run(env.config("swap", {{"max_train_steps", 2}}));
+    ASSERT_EQ(first.code, 0) << first.log;
+    auto second = env.run(env.config("swap", {{"max_train_steps", 4}, {"optimizer", "lion"}}));
+    EXPECT_NE(second.code, 0);
+    EXPECT_NE(second.log.find("holds the state of optimizer optim.adamw@1 but this run uses optim.lion@1"),
+              std::string::npos)
+        << second.log;
+}
+
+}  // namespace

@@ -1,0 +1,203 @@
+// The training loop through st-host: LoRA training lowers the loss and writes files ComfyUI's and
+// diffusers' Wan loaders accept (checked by the independent reader tests/sdk/read_safetensors.py),
+// metrics.jsonl has one complete line per step, full fine-tunes write the diffusers layout,
+// epochs and gradient accumulation count as SimpleTuner counts them, EMA, and bad configurations
+// fail before training with the key named.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "fixtures.h"
+#include "st/safetensors.h"
+
+namespace {
+
+using st_test::TrainEnv;
+namespace fs = std::filesystem;
+
+nlohmann::json independent_read(const fs::path& file) {
+    const std::string cmd = "/usr/bin/python3 '" + std::string(ST_TEST_SOURCE_DIR) +
+                            "/tests/sdk/read_safetensors.py' read '" + file.string() + "'";
+    FILE* pipe = ::popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
+    EXPECT_EQ(::pclose(pipe), 0) << cmd;
+    return nlohmann::json::parse(out);
+}
+
+double mean_loss(const std::vector<nlohmann::json>& lines, size_t from, size_t to) {
+    double s = 0;
+    for (size_t i = from; i < to; ++i) s += lines[i]["loss"].get<double>();
+    return s / static_cast<double>(to - from);
+}
+
+TEST(TrainerTest, LoraTrainingLowersTheLossAndWritesMetricsPerStep) {
+    auto& env = TrainEnv::get();
+    auto r = env.run(env.config("lora", {{"max_train_steps", 120}, {"checkpoint_step_interval", 50}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    const auto lines = st_test::read_jsonl(env.root / "lora" / "metrics.jsonl");
+    ASSERT_EQ(lines.size(), 120u);
+    for (size_t i = 0; i < lines.size(); ++i) {
+        const auto& l = lines[i];
+        EXPECT_EQ(l["step"].get<int64_t>(), static_cast<int64_t>(i + 1));
+        for (const char* key : {"loss", "lr", "grad_norm", "timesteps", "epoch", "bucket", "samples", "time"})
+            EXPECT_TRUE(l.contains(key)) << key << " missing in " << l.dump();
+        EXPECT_EQ(l["timesteps"].size(), 2u);
+        for (const char* part : {"data", "forward", "backward", "optimizer", "host", "total"})
+            EXPECT_GE(l["time"][part].get<double>(), 0.0) << part;
+        EXPECT_DOUBLE_EQ(l["lr"].get<double>(), 3e-3);
+        EXPECT_EQ(l["loss_terms"]["flow_matching"].get<double>(), l["loss"].get<double>());
+    }
+    const double first = mean_loss(lines, 0, 20), last = mean_loss(lines, 100, 120);
+    EXPECT_LT(last, 0.8 * first) << "loss did not fall: first 20 steps " << first << ", last 20 " << last;
+    // 4 batches of 2 per epoch -> step 5 opens epoch 2.
+    EXPECT_EQ(lines[4]["epoch"].get<int64_t>(), 2);
+    EXPECT_NE(r.log.find("16 adapters on [to_q, to_k, to_v, to_out.0] (rank 4, alpha 4"), std::string::npos)
+        << r.log;
+    EXPECT_TRUE(fs::exists(env.root / "lora" / "checkpoint-50"));
+    EXPECT_TRUE(fs::exists(env.root / "lora" / "checkpoint-100"));
+    EXPECT_TRUE(fs::exists(env.root / "lora" / "checkpoint-120"));
+}
+
+TEST(TrainerTest, LoraFileUsesNativeWanNamesWithAlphaReadByAnIndependentReader) {
+    auto& env = TrainEnv::get();
+    auto r = env.run(
+        env.config("native", {{"max_train_steps", 3}, {"lora_format", "diffusers"}, {"lora_alpha", 8}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    const auto summary = independent_read(env.root / "native" / "pytorch_lora_weights.safetensors");
+    std::set<std::string> names;
+    for (const auto& [name, t] : summary["tensors"].items()) names.insert(name);
+    // 2 blocks x (self_attn q,k,v,o + cross_attn q,k,v,o) x (lora_A, lora_B, alpha)
+    EXPECT_EQ(names.size(), 48u);
+    EXPECT_TRUE(names.count("diffusion_model.blocks.0.self_attn.q.lora_A.weight"));
+    EXPECT_TRUE(names.count("diffusion_model.blocks.1.cross_attn.o.lora_B.weight"));
+    const auto& alpha = summary["tensors"]["diffusion_model.blocks.0.self_attn.k.alpha"];
+    EXPECT_EQ(alpha["dtype"], "F32");
+    EXPECT_DOUBLE_EQ(alpha["values"][0].get<double>(), 8.0);
+    const auto& a = summary["tensors"]["diffusion_model.blocks.0.self_attn.q.lora_A.weight"];
+    EXPECT_EQ(a["shape"][0].get<int64_t>(), 4);
+    // B starts at zero: after 3 updates it has moved.
+    double moved = 0;
+    for (const auto& v : summary["tensors"]["diffusion_model.blocks.0.self_attn.q.lora_B.weight"]["values"])
+        moved += std::abs(v.get<double>());
+    EXPECT_GT(moved, 0.0);
+    // lora_format diffusers adds the transformer.* file with rank/alpha in the PEFT metadata.
+    const auto diff = independent_read(env.root / "native" / "pytorch_lora_weights_diffusers.safetensors");
+    EXPECT_TRUE(diff["tensors"].contains("transformer.blocks.0.attn1.to_q.lora_A.weight"));
+    EXPECT_NE(diff["metadata"]["lora_adapter_metadata"].get<std::string>().find("transformer.lora_alpha"),
+              std::string::npos);
+    // The checkpoint holds the same LoRA plus the state to resume.
+    const fs::path ck = env.root / "native" / "checkpoint-3";
+    for (const char* f :
+         {"pytorch_lora_weights.safetensors", "optimizer.safetensors", "random_states.safetensors",
+          "training_state.json", "config.resolved.json", "checkpoint_manifest.json"})
+        EXPECT_TRUE(fs::exists(ck / f)) << f;
+    const auto state = nlohmann::json::parse(st_test::read_text(ck / "training_state.json"));
+    EXPECT_EQ(state["global_step"], 3);
+    EXPECT_EQ(state["components"]["optimizer"], "optim.adamw@1");
+    EXPECT_EQ(state["components"]["lr_scheduler"], "lr.constant@1");
+    EXPECT_EQ(state["components"]["model"], "model.wan@1");
+}
+
+TEST(TrainerTest, FullFineTuneWritesTheDiffusersTransformerFolder) {
+    auto& env = TrainEnv::get();
+    auto r = env.run(
+        env.config("full", {{"model_type", "full"}, {"max_train_steps", 2}, {"learning_rate", 1e-3}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    const fs::path out = env.root / "full" / "transformer";
+    ASSERT_TRUE(fs::exists(out / "config.json"));
+    auto trained = st::sdk::open_tensor_source(out);
+    auto base = st::sdk::open_tensor_source(env.root / "model" / "transformer");
+    ASSERT_EQ(trained->infos().size(), base->infos().size());
+    int changed = 0;
+    for (const auto& info : base->infos()) {
+        ASSERT_TRUE(trained->contains(info.name)) << info.name;
+        if (!trained->load(info.name).equal(base->load(info.name))) ++changed;
+    }
+    EXPECT_GT(changed, static_cast<int>(base->infos().size()) / 2);
+    EXPECT_NE(r.log.find("model_type full: every transformer weight trains"), std::string::npos);
+}
+
+TEST(TrainerTest, EpochsWithAccumulationStepAtTheEpochEnd) {
+    // 4 batches per epoch with accumulation 3: steps of 3 + 1 batches -> 2 steps per epoch.
+    auto& env = TrainEnv::get();
+    auto r = env.run(env.config(
+        "epochs", {{"max_train_steps", 0}, {"num_train_epochs", 2}, {"gradient_accumulation_steps", 3}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    const auto lines = st_test::read_jsonl(env.root / "epochs" / "metrics.jsonl");
+    ASSERT_EQ(lines.size(), 4u);
+    EXPECT_EQ(lines[0]["samples"], 6);
+    EXPECT_EQ(lines[1]["samples"], 2);
+    EXPECT_EQ(lines[2]["samples"], 6);
+    EXPECT_EQ(lines[3]["samples"], 2);
+    EXPECT_NE(r.log.find("num_train_epochs 2 x 2 steps (4 batches of 2, accumulation 3) = 4 steps"),
+              std::string::npos)
+        << r.log;
+}
+
+TEST(TrainerTest, EmaWeightsFollowSimpleTunersDecayAndAreSaved) {
+    auto& env = TrainEnv::get();
+    auto r = env.run(env.config("ema", {{"max_train_steps", 4}, {"use_ema", true}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    auto live = st::sdk::SafetensorsFile::open(env.root / "ema" / "pytorch_lora_weights.safetensors");
+    auto ema = st::sdk::SafetensorsFile::open(env.root / "ema" / "ema" / "pytorch_lora_weights.safetensors");
+    const std::string b = "diffusion_model.blocks.0.self_attn.q.lora_B.weight";
+    EXPECT_FALSE(live->load(b).equal(ema->load(b)));
+    EXPECT_TRUE(fs::exists(env.root / "ema" / "checkpoint-4" / "ema" / "ema_state.safetensors"));
+    // decay at step t = min((1 + (t-1)) / (10 + (t-1)), 0.995): 0 at step 1, so after one step the EMA
+    // equals the weights.
+    auto one = env.run(env.config("ema1", {{"max_train_steps", 1}, {"use_ema", true}}));
+    ASSERT_EQ(one.code, 0) << one.log;
+    auto l1 = st::sdk::SafetensorsFile::open(env.root / "ema1" / "pytorch_lora_weights.safetensors");
+    auto e1 = st::sdk::SafetensorsFile::open(env.root / "ema1" / "ema" / "pytorch_lora_weights.safetensors");
+    EXPECT_TRUE(l1->load(b).equal(e1->load(b)));
+}
+
+TEST(TrainerTest, UnsupportedChoicesFailBeforeTrainingNamingTheKey) {
+    auto& env = TrainEnv::get();
+    auto lyco = env.run(env.config("bad1", {{"lora_type", "lycoris"}}));
+    EXPECT_NE(lyco.code, 0);
+    EXPECT_NE(lyco.log.find("lora_type"), std::string::npos) << lyco.log;
+    EXPECT_NE(lyco.log.find("not supported yet"), std::string::npos) << lyco.log;
+    auto fp16 = env.run(env.config("bad2", {{"mixed_precision", "fp16"}}));
+    EXPECT_NE(fp16.code, 0);
+    EXPECT_NE(fp16.log.find("mixed_precision = fp16: not supported yet"), std::string::npos) << fp16.log;
+    auto opt = env.run(env.config("bad3", {{"optimizer", "sgd"}}));
+    EXPECT_NE(opt.code, 0);
+    EXPECT_NE(opt.log.find("optimizer = 'sgd' is not provided by any loaded plugin; available:"),
+              std::string::npos)
+        << opt.log;
+    EXPECT_FALSE(fs::exists(env.root / "bad3" / "metrics.jsonl"));
+}
+
+TEST(TrainerTest, OutputDirThatCannotBeCreatedIsNamed) {
+    auto& env = TrainEnv::get();
+    st_test::write_text(env.root / "a_file", "x");
+    auto r = env.run(env.config("unwritable", {{"output_dir", (env.root / "a_file" / "out").string()}}));
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.log.find("a_file/out"), std::string::npos) << r.log;
+}
+
+TEST(TrainerTest, NetworkReportersFallBackToTheLocalFileWithAMessage) {
+    auto& env = TrainEnv::get();
+    auto r = env.run(env.config("wandb", {{"max_train_steps", 1}, {"report_to", "wandb"}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    EXPECT_NE(r.log.find("report_to = wandb needs a network service"), std::string::npos) << r.log;
+    EXPECT_EQ(st_test::read_jsonl(env.root / "wandb" / "metrics.jsonl").size(), 1u);
+}
+
+TEST(TrainerTest, CaptionDropoutTrainsOnTheEmptyCaption) {
+    auto& env = TrainEnv::get();
+    auto r = env.run(env.config("dropout", {{"max_train_steps", 4}, {"caption_dropout_probability", 1.0}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    for (const auto& l : st_test::read_jsonl(env.root / "dropout" / "metrics.jsonl"))
+        EXPECT_EQ(l["captions_dropped"], l["samples"]) << l.dump();
+    auto r2 = env.run(env.config("nodropout", {{"max_train_steps", 4}}));
+    ASSERT_EQ(r2.code, 0) << r2.log;
+    for (const auto& l : st_test::read_jsonl(env.root / "nodropout" / "metrics.jsonl"))
+        EXPECT_EQ(l["captions_dropped"], 0) << l.dump();
+}
+
+}  // namespace
