@@ -40,7 +40,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
                               "minimum_image_size",
                               "delete_problematic_images",
                               "disable_bucket_pruning",
-                              "lua_hooks",
                               "adam_beta1",
                               "adam_beta2",
                               "adam_epsilon",

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "config/config_file.h"
+#include "lua/hook_engine.h"
 #include "st/error.h"
 #include "st/files.h"
 #include "st/log.h"
@@ -15,6 +16,7 @@ OptionTable build_option_table(PluginRegistry& registry) {
     OptionTable table;
     for (auto& s : host_options()) table.add(s);
     for (auto& s : trainer_options()) table.add(s);
+    for (auto& s : lua::lua_option_specs()) table.add(s);
     for (const auto& [id, e] : registry.components())
         for (const auto& s : e.info.options) table.add(s);
     return table;

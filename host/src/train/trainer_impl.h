@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "commands/commands.h"
+#include "lua/hook_engine.h"
 #include "run/data_setup.h"
 #include "run/run_setup.h"
 #include "st/log.h"
@@ -80,6 +81,14 @@ class Trainer {
     int64_t apply_caption_dropout(sdk::Batch& batch);
     void report_step(const StepReport& r);
 
+    // ---- Lua hooks (trainer_hooks.cpp) ----
+    void start_hooks();
+    /// Fires `event` when a handler listens (st.state refreshed first); queues the actions.
+    nlohmann::json fire(const std::string& event, const nlohmann::json& table);
+    nlohmann::json state_table() const;
+    /// Applies queued actions between steps: lr scale, checkpoint; returns a stop reason or "".
+    std::string apply_actions();
+
     // ---- state (trainer_state.cpp) ----
     void maybe_resume();
     void restore(const std::filesystem::path& dir);
@@ -130,6 +139,10 @@ class Trainer {
     bool checkpoint_failed_ = false;
     std::chrono::steady_clock::time_point started_;
     Position position_;
+    std::unique_ptr<lua::HookEngine> hooks_;
+    lua::HookActions pending_;  ///< actions queued by handlers, applied between steps
+    double last_loss_ = 0;
+    bool validate_requested_ = false;  ///< st.validate_now(): validate after the current step
     bool in_update_ = false;  ///< inside optimizer step + EMA: a failure here leaves weights half-updated
 };
 

@@ -41,6 +41,7 @@ std::optional<sdk::Batch> Trainer::fetch_batch() {
         log::info(kLog, "epoch {}{} begins at step {}", epoch_ + 1,
                   cfg_.max_train_steps == 0 ? fmt::format("/{}", cfg_.num_train_epochs) : std::string(),
                   global_step_);
+        fire("on_epoch_start", {{"epoch", epoch_ + 1}, {"step", global_step_}});
     }
     while (backend_index_ < backends_.size()) {
         auto& b = backends_[backend_index_];
@@ -107,6 +108,7 @@ StepReport Trainer::train_step() {
     const auto step_start = Clock::now();
     StepReport r;
     r.step = global_step_ + 1;
+    fire("on_step_start", {{"step", r.step}, {"epoch", epoch_open_ ? epoch_ + 1 : epoch_ + 1}});
     int64_t n = 0, empty_epochs = 0;
     double loss_sum = 0;
     bool finite = true;
@@ -187,6 +189,17 @@ void Trainer::report_step(const StepReport& r) {
           {"total", r.time.total}}},
         {"elapsed", seconds_since(started_)}};
     if (r.skipped) line["skipped"] = true;
+    if (hooks_ && hooks_->has_handlers("on_step_end")) {
+        nlohmann::json t = line;
+        t["captions"] = r.captions;
+        t["ids"] = r.sample_ids;
+        t["step_time"] = r.time.total;
+        t["skipped"] = r.skipped;
+        fire("on_step_end", t);
+        // st.metric values of this step's handlers join the step's line.
+        for (const auto& [k, v] : pending_.metrics) line["hook_metrics"][k] = v;
+        pending_.metrics.clear();
+    }
     metrics_->write(line);
 }
 
@@ -205,6 +218,7 @@ int Trainer::run() {
             "ignoring {}: an incomplete checkpoint left by an interrupted save (deleted at the next save)",
             p.string());
     generator_ = at::make_generator<at::CPUGeneratorImpl>(seed_);
+    start_hooks();  // script errors show before anything expensive loads
     load_model();
     open_data();
     plan_steps();
@@ -216,6 +230,19 @@ int Trainer::run() {
     maybe_resume();
     snapshot_position();
     metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);
+    {
+        int64_t trainable = 0;
+        for (const auto& [n, t] : params_) trainable += t.numel();
+        fire("on_train_start", {{"step", global_step_},
+                                {"total_steps", total_steps_},
+                                {"epoch", epoch_ + 1},
+                                {"output_dir", cfg_.output_dir.string()},
+                                {"model", setup_.model->id},
+                                {"model_type", cfg_.model_type == ModelType::lora ? "lora" : "full"},
+                                {"trainable_parameters", trainable},
+                                {"seed", seed_},
+                                {"resumed", global_step_ > 0}});
+    }
 
     StopSignal signals;
     int code = 0;
@@ -230,6 +257,7 @@ int Trainer::run() {
                 r = train_step();
             } catch (const std::exception& e) {
                 log::error(kLog, "step {} failed: {}", global_step_ + 1, e.what());
+                fire("on_error", {{"step", global_step_ + 1}, {"message", e.what()}});
                 if (global_step_ > last_checkpoint_step_ && global_step_ > 0 && !in_update_)
                     save_checkpoint("the failed step (state of the last completed step)");
                 throw;
@@ -240,6 +268,11 @@ int Trainer::run() {
             }
             report_step(r);
             snapshot_position();
+            if (!r.skipped) last_loss_ = r.loss;
+            if (std::string hook_stop = apply_actions(); !hook_stop.empty()) {
+                stop_reason = hook_stop;
+                break;
+            }
             if (!r.skipped) {
                 loss_ema = std::isnan(loss_ema) ? r.loss : 0.9 * loss_ema + 0.1 * r.loss;
                 progress.set(global_step_);
@@ -269,6 +302,10 @@ int Trainer::run() {
     if (nonfinite_total_ > 0)
         log::warn(kLog, "{} step(s) were skipped for non-finite values", nonfinite_total_);
     if (checkpoint_failed_ && code == 0) code = 1;
+    fire("on_train_end", {{"step", global_step_},
+                          {"reason", stop_reason.empty() ? std::string("finished") : stop_reason},
+                          {"exit_code", code},
+                          {"metrics", metrics_->path().string()}});
     log::info(kLog, "{} after {} steps in {:.1f} s; metrics in {}",
               stop_reason.empty() ? "training finished" : "training stopped", global_step_,
               seconds_since(started_), metrics_->path().string());

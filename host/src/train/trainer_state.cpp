@@ -125,6 +125,7 @@ bool Trainer::save_checkpoint(const std::string& why) {
         log::info(kLog, "checkpoint {} written ({}) in {:.2f} s", dir.string(), why,
                   std::chrono::duration<double>(Clock::now() - t0).count());
         store_->prune(cfg_.checkpoints_limit, global_step_);
+        fire("on_checkpoint", {{"step", global_step_}, {"path", dir.string()}, {"reason", why}});
         return true;
     } catch (const std::exception& e) {
         checkpoint_failed_ = true;
