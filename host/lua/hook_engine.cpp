@@ -479,8 +479,8 @@ int HookEngine::api_level() {
 
 const std::vector<std::string>& HookEngine::event_names() {
     static const std::vector<std::string> kEvents = {
-        "on_train_start",    "on_epoch_start", "on_step_start", "on_step_end", "on_validation_start",
-        "on_validation_end", "on_checkpoint",  "on_train_end",  "on_error"};
+        "on_train_start",    "on_epoch_start", "on_step_start", "on_step_end",  "on_validation_start",
+        "on_validation_end", "on_evaluation",  "on_checkpoint", "on_train_end", "on_error"};
     return kEvents;
 }
 

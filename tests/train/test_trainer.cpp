@@ -35,9 +35,21 @@ double mean_loss(const std::vector<nlohmann::json>& lines, size_t from, size_t t
 
 TEST(TrainerTest, LoraTrainingLowersTheLossAndWritesMetricsPerStep) {
     auto& env = TrainEnv::get();
-    auto r = env.run(env.config("lora", {{"max_train_steps", 120}, {"checkpoint_step_interval", 50}}));
+    auto r = env.run(env.config("lora", {{"max_train_steps", 120},
+                                         {"checkpoint_step_interval", 50},
+                                         {"eval_steps_interval", 40},
+                                         {"eval_timesteps", 8},
+                                         {"num_eval_images", 3}}));
     ASSERT_EQ(r.code, 0) << r.log;
-    const auto lines = st_test::read_jsonl(env.root / "lora" / "metrics.jsonl");
+    std::vector<nlohmann::json> lines, evals;
+    for (auto& l : st_test::read_jsonl(env.root / "lora" / "metrics.jsonl"))
+        (l.contains("loss/val") ? evals : lines).push_back(l);
+    // The evaluation loss (fixed samples, sigmas and noise) falls as the LoRA learns.
+    ASSERT_EQ(evals.size(), 3u);
+    EXPECT_EQ(evals[0]["step"], 40);
+    EXPECT_EQ(evals[2]["step"], 120);
+    EXPECT_EQ(evals[0]["loss/val/by_timestep"].size(), 8u);
+    EXPECT_LT(evals[2]["loss/val"].get<double>(), evals[0]["loss/val"].get<double>());
     ASSERT_EQ(lines.size(), 120u);
     for (size_t i = 0; i < lines.size(); ++i) {
         const auto& l = lines[i];

@@ -82,6 +82,12 @@ TrainConfig read_train_config(const sdk::ConfigView& c) {
     t.max_nonfinite = c.get_int("max_consecutive_nonfinite_steps");
     positive("max_consecutive_nonfinite_steps", t.max_nonfinite);
 
+    t.eval_interval = c.opt_int("eval_steps_interval").value_or(0);
+    t.eval_timesteps = c.get_int("eval_timesteps");
+    positive("eval_timesteps", t.eval_timesteps);
+    t.eval_samples = c.get_int("num_eval_images");
+    positive("num_eval_images", t.eval_samples);
+
     t.use_ema = c.get_bool("use_ema");
     t.ema_update_interval = c.get_int("ema_update_interval");
     positive("ema_update_interval", t.ema_update_interval);

@@ -39,6 +39,10 @@ struct TrainConfig {
     sdk::FlowSigmaOptions sigmas;
     int64_t max_nonfinite = 5;
 
+    int64_t eval_interval = 0;  ///< 0 = no evaluation loss
+    int64_t eval_timesteps = 28;
+    int64_t eval_samples = 4;
+
     bool use_ema = false;
     int64_t ema_update_interval = 1;
     double ema_decay = 0.995;

@@ -77,6 +77,17 @@ std::vector<sdk::OptionSpec> trainer_options() {
                 "A step whose loss or gradients are NaN/inf is skipped and logged with its samples; after "
                 "this many in a row the run stops (a checkpoint of the last good state is written)."),
         "training");
+    // ---- evaluation loss ----
+    add(opt_int(
+            "eval_steps_interval", std::nullopt,
+            "Every N steps, the flow-matching loss on a fixed set of samples at fixed timesteps with fixed "
+            "noise (a stable curve, unlike the training loss); logged to metrics.jsonl as loss/val. Unset = "
+            "never."),
+        "evaluation");
+    add(opt_int("eval_timesteps", 28, "Timesteps of the evaluation loss, evenly spaced over (0, 1000)."),
+        "evaluation");
+    add(opt_int("num_eval_images", 4, "Samples in the evaluation set (the first ones of the data order)."),
+        "evaluation");
     // ---- EMA ----
     add(opt_bool("use_ema", false, "Keep an exponential moving average of the trained weights."), "ema");
     add(opt_int("ema_update_interval", 1, "Update the EMA when global_step % N == 0."), "ema");

@@ -81,6 +81,12 @@ class Trainer {
     int64_t apply_caption_dropout(sdk::Batch& batch);
     void report_step(const StepReport& r);
 
+    // ---- evaluation loss (trainer_eval.cpp) ----
+    /// Collects the fixed evaluation batches (data positions are restored afterwards).
+    void build_eval_set();
+    /// Mean flow-matching loss over the eval set at the fixed timesteps; writes a metrics line.
+    void evaluate();
+
     // ---- Lua hooks (trainer_hooks.cpp) ----
     void start_hooks();
     /// Fires `event` when a handler listens (st.state refreshed first); queues the actions.
@@ -142,6 +148,8 @@ class Trainer {
     std::unique_ptr<lua::HookEngine> hooks_;
     lua::HookActions pending_;  ///< actions queued by handlers, applied between steps
     double last_loss_ = 0;
+    std::vector<sdk::Batch> eval_batches_;
+    std::vector<at::Tensor> eval_noise_;
     bool validate_requested_ = false;  ///< st.validate_now(): validate after the current step
     bool in_update_ = false;  ///< inside optimizer step + EMA: a failure here leaves weights half-updated
 };

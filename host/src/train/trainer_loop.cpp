@@ -228,6 +228,7 @@ int Trainer::run() {
     // which may draw from it: a run that builds its caches and one that reads them train alike.
     at::manual_seed(seed_);
     maybe_resume();
+    build_eval_set();
     snapshot_position();
     metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);
     {
@@ -290,6 +291,7 @@ int Trainer::run() {
                 stop_reason = fmt::format("{} received", sig);
                 break;
             }
+            if (!r.skipped && cfg_.eval_interval > 0 && global_step_ % cfg_.eval_interval == 0) evaluate();
             if (!r.skipped && global_step_ % cfg_.checkpoint_interval == 0 && global_step_ < total_steps_)
                 save_checkpoint("checkpoint_step_interval");
         }

@@ -1,0 +1,94 @@
+// The evaluation loss: the training objective on a fixed set of samples, at fixed sigmas
+// ((k + 0.5) / eval_timesteps, unshifted) with fixed noise, without dropout and without gradients,
+// so its curve moves only when the weights do. SimpleTuner evaluates on `dataset_type: eval`
+// datasets; st takes the first num_eval_images samples of the data order (docs/training.md).
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "plugins/guard.h"
+#include "st/flow_matching.h"
+#include "train/trainer_impl.h"
+
+namespace st::host::train {
+
+namespace {
+constexpr const char* kLog = "host.train";
+}
+
+void Trainer::build_eval_set() {
+    if (cfg_.eval_interval <= 0) return;
+    std::vector<nlohmann::json> saved;
+    for (auto& b : backends_)
+        saved.push_back(call_plugin(*b.component, "state", [&] { return b.backend->state(); }));
+    int64_t have = 0;
+    for (auto& b : backends_) {
+        call_plugin(*b.component, "start_epoch", [&] { b.backend->start_epoch(0); });
+        while (have < cfg_.eval_samples) {
+            auto batch = call_plugin(*b.component, "next_batch", [&] { return b.backend->next_batch(1); });
+            if (!batch) break;
+            have += static_cast<int64_t>(batch->samples.size());
+            eval_batches_.push_back(std::move(*batch));
+        }
+        if (have >= cfg_.eval_samples) break;
+    }
+    for (size_t i = 0; i < backends_.size(); ++i)
+        call_plugin(*backends_[i].component, "restore", [&] { backends_[i].backend->restore(saved[i]); });
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(0);
+    for (const auto& b : eval_batches_)
+        eval_noise_.push_back(at::randn(b.tensors.at("latents").sizes(), g, at::kFloat));
+    std::vector<std::string> ids;
+    for (const auto& b : eval_batches_)
+        for (const auto& s : b.samples) ids.push_back(s.dataset_id + "/" + s.id);
+    log::info(kLog, "evaluation loss every {} steps on {} sample(s) x {} timesteps: {}", cfg_.eval_interval,
+              have, cfg_.eval_timesteps, fmt::format("{}", fmt::join(ids, ", ")));
+}
+
+void Trainer::evaluate() {
+    if (eval_batches_.empty()) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    torch::nn::Module& root = model_->trainable();
+    root.train(false);
+    struct Restore {
+        torch::nn::Module& m;
+        ~Restore() { m.train(true); }
+    } restore{root};
+    torch::NoGradGuard no_grad;
+    const auto& entry = *setup_.model;
+    nlohmann::json by_timestep = nlohmann::json::object();
+    double total = 0;
+    for (int64_t k = 0; k < cfg_.eval_timesteps; ++k) {
+        const double sigma = (static_cast<double>(k) + 0.5) / static_cast<double>(cfg_.eval_timesteps);
+        double sum = 0;
+        int64_t n = 0;
+        for (size_t i = 0; i < eval_batches_.size(); ++i) {
+            const auto& batch = eval_batches_[i];
+            const at::Tensor latents = batch.tensors.at("latents").to(at::kFloat);
+            const at::Tensor sigmas = at::full({latents.size(0)}, sigma, at::kFloat);
+            const auto fm = sdk::make_flow_matching_batch(latents, eval_noise_[i], sigmas);
+            sdk::PredictInputs in;
+            in.noisy = fm.noisy.to(device_);
+            in.timesteps = fm.timesteps.to(device_);
+            for (const auto& [name, t] : batch.tensors)
+                if (name != "latents") in.conditioning[name] = t.to(device_);
+            auto out = call_plugin(entry, "predict", [&] { return model_->predict(in); });
+            sum += sdk::flow_matching_loss(out.velocity, fm.target.to(device_)).item<double>() *
+                   static_cast<double>(latents.size(0));
+            n += latents.size(0);
+        }
+        const double mean = sum / static_cast<double>(n);
+        by_timestep[fmt::format("{:.1f}", sigma * 1000.0)] = mean;
+        total += mean;
+    }
+    const double loss = total / static_cast<double>(cfg_.eval_timesteps);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    metrics_->write({{"step", global_step_},
+                     {"loss/val", loss},
+                     {"loss/val/by_timestep", by_timestep},
+                     {"eval_seconds", seconds}});
+    log::info(kLog, "step {}: evaluation loss {:.5f} ({:.1f} s)", global_step_, loss, seconds);
+    fire("on_evaluation", {{"step", global_step_}, {"loss", loss}});
+}
+
+}  // namespace st::host::train
