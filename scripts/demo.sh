@@ -87,6 +87,18 @@ cat > config.json <<JSON
   "checkpoint_step_interval": 20,
   "checkpoints_total_limit": 2,
   "resume_from_checkpoint": "none",
+  "validation_step_interval": 30,
+  "validation_prompt": "a zoom into the mandelbrot set",
+  "validation_negative_prompt": "blurry, static",
+  "validation_num_video_frames": 17,
+  "validation_resolution": "128x128",
+  "validation_num_inference_steps": 10,
+  "validation_guidance": 4.0,
+  "validation_seed": 7,
+  "framerate": 16,
+  "eval_steps_interval": 20,
+  "eval_timesteps": 8,
+  "num_eval_images": 4,
   "seed": 42
 }
 JSON
@@ -96,14 +108,20 @@ rm -rf output
 
 python3 - output/metrics.jsonl <<'PY'
 import json, sys
-losses = [json.loads(l)["loss"] for l in open(sys.argv[1]) if l.strip()]
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+losses = [l["loss"] for l in lines if "timesteps" in l]
 n = max(1, len(losses) // 10)
 first, last = sum(losses[:n]) / n, sum(losses[-n:]) / n
-print(f"demo: mean loss of the first {n} steps {first:.4f}, of the last {n} steps {last:.4f} "
+print(f"demo: mean training loss of the first {n} steps {first:.4f}, of the last {n} steps {last:.4f} "
       f"({100 * (first - last) / first:.0f}% lower)")
+evals = [(l["step"], l["loss/val"]) for l in lines if "loss/val" in l]
+if evals:
+    print("demo: evaluation loss (fixed samples, timesteps and noise): " +
+          ", ".join(f"step {s} {v:.4f}" for s, v in evals))
 PY
 echo "demo: LoRA (ComfyUI/diffusers Wan names): $DEMO/output/pytorch_lora_weights.safetensors"
 echo "demo: EMA LoRA:                          $DEMO/output/ema/pytorch_lora_weights.safetensors"
 echo "demo: checkpoints:                       $(ls -d "$DEMO"/output/checkpoint-* | tr '\n' ' ')"
 echo "demo: metrics (one JSON line per step):  $DEMO/output/metrics.jsonl"
+echo "demo: validation videos:                 $(ls "$DEMO"/output/validation/*.mp4 | tr '\n' ' ')"
 echo "demo: finished in $(( $(date +%s) - start ))s"

@@ -97,6 +97,13 @@ int run_cli(int argc, char** argv) {
                         ST_SDK_ABI_MAJOR, ST_SDK_ABI_MINOR, ST_BUILD_FINGERPRINT);
             return 0;
         }
+        // `st-host generate --help` / `st-host bench generate --help`: that command's own flags.
+        if (ctx.flags.help && !ctx.flags.rest.empty()) {
+            std::string name = ctx.flags.rest.front();
+            if (name == "bench" && ctx.flags.rest.size() > 1) name = "bench-" + ctx.flags.rest[1];
+            if (name == "generate") return cmd_generate(ctx, {"--help"});
+            if (name == "bench-generate") return cmd_bench_generate(ctx, {"--help"});
+        }
         if (ctx.flags.help || ctx.flags.rest.empty()) {
             print_help(ctx);
             return ctx.flags.help ? 0 : 2;
@@ -105,6 +112,11 @@ int run_cli(int argc, char** argv) {
         std::vector<std::string> rest(ctx.flags.rest.begin() + 1, ctx.flags.rest.end());
         for (const auto& c : commands())
             if (first == c.name) return c.run(ctx, rest);
+        // Host benchmarks (bench-generate) answer `st-host bench WHAT` before plugin commands.
+        if (first == "bench" && !rest.empty())
+            for (const auto& c : commands())
+                if ("bench-" + rest.front() == c.name)
+                    return c.run(ctx, std::vector<std::string>(rest.begin() + 1, rest.end()));
         if (int code; run_plugin_command(ctx, first, rest, &code)) return code;
         if (first.rfind("--", 0) == 0)
             throw Error("host.cli", "parse",

@@ -30,6 +30,25 @@ const std::vector<CommandInfo>& commands() {
          "Write a randomly initialised model of a family in its real on-disk layout (for tests, demos, "
          "benchmarks).",
          cmd_make_model},
+        {"generate",
+         "st-host generate --plugin NAME --model PATH [--lora FILE[:strength] ...] --prompt TEXT "
+         "[--negative_prompt TEXT] [--image FILE] --frames N --resolution WxH --steps N --guidance G --seed "
+         "S "
+         "[--scheduler euler|unipc] [--flow_shift S] [--mixed_precision bf16|no] [--config FILE] --out "
+         "FILE.mp4",
+         "Render one video (mp4 + first-frame png) with the validation sampling path; generate --help lists "
+         "every flag.",
+         cmd_generate},
+        {"bench-generate",
+         "st-host bench generate --plugin NAME [--preset small | --model PATH] [--frames N] [--resolution "
+         "WxH] [--steps N] [--mixed_precision bf16|no]",
+         "Seconds per denoising step with and without CFG, and VAE decode time per frame.",
+         cmd_bench_generate},
+        {"bench-train",
+         "st-host bench train --plugin NAME [--preset tiny|small] [--steps N] [--frames N] [--resolution PX] "
+         "[--batch N] [--mixed_precision bf16|no] [--out DIR]",
+         "Trainer step time split into data, forward, backward, optimizer and host overhead, and peak RSS.",
+         cmd_bench_train},
         {"prepare", "st-host prepare [--plugin NAME] CONFIG [--key value ...]",
          "Discover and cache the datasets of CONFIG (latents, text embeddings, audio features) and print a "
          "summary: samples per bucket, audio, every skipped file with its reason.",

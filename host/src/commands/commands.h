@@ -40,6 +40,11 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_lr_curve(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args);
+/// st-host generate (commands/generate_cmd.cpp).
+int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args);
+/// st-host bench generate: host commands named bench-WHAT answer `st-host bench WHAT` (cli.cpp).
+int cmd_bench_generate(CommandContext& ctx, const std::vector<std::string>& args);
+int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args);
 /// The default command: `st-host [--plugin NAME] CONFIG [--key value ...]`.
 int cmd_run(CommandContext& ctx, const std::vector<std::string>& args);
 

@@ -21,7 +21,7 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         const char* trainer =
             "read by a component (optimizer, data backend, model family or hooks) that no loaded plugin "
             "provides in this run; see st-host plugins";
-        const char* validation = "not supported yet: validation sampling does not exist in this build";
+        const char* validation = "not supported yet: st validates by validation_step_interval renders only";
         const char* hub = "st never uploads anything (no network access is assumed)";
 
         // Training loop keys (SimpleTuner §1.2, §3).
@@ -50,6 +50,7 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
                               "pretrained_vae_model_name_or_path",
                               "pretrained_t5_model_name_or_path",
                               "wan_force_2_1_time_embedding",
+                              "wan_validation_load_other_stage",
                               "enable_chunked_feed_forward",
                               "feed_forward_chunk_size",
                               "tokenizer_max_length",
@@ -67,39 +68,12 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         inert("ema_cpu_only", {true, false, kNull}, "st keeps the EMA in fp32 on the CPU");
         inert("flow_use_beta_schedule", {false, kNull}, "the Beta sigma schedule is not supported yet");
         // Validation keys (SimpleTuner §6).
-        for (const char* n : {"validation_step_interval",
-                              "validation_steps",
-                              "validation_epoch_interval",
-                              "validation_prompt",
-                              "validation_negative_prompt",
-                              "validation_guidance",
-                              "validation_num_inference_steps",
-                              "validation_num_video_frames",
-                              "validation_resolution",
-                              "validation_seed",
-                              "framerate",
-                              "user_prompt_library",
-                              "validation_noise_scheduler",
-                              "ema_validation",
-                              "wan_validation_load_other_stage",
-                              "validation_guidance_skip_layers",
-                              "validation_guidance_skip_layers_start",
-                              "validation_guidance_skip_layers_stop",
-                              "validation_guidance_skip_scale",
-                              "validation_image",
-                              "validation_audio",
-                              "validation_preview_steps",
-                              "webhook_config",
-                              "eval_steps_interval",
-                              "eval_epoch_interval",
-                              "eval_timesteps",
-                              "num_eval_images",
-                              "eval_dataset_id",
-                              "validation_input",
-                              "validation_using_datasets"})
+        for (const char* n : {"validation_epoch_interval", "validation_audio", "eval_epoch_interval",
+                              "eval_dataset_id", "validation_input", "validation_using_datasets"})
             inert(n, {kNull}, validation);
-        inert("validation_prompt_library", {false, kNull}, validation);
-        inert("validation_preview", {false, kNull}, validation);
+        noop("validation_guidance_skip_scale",
+             "SimpleTuner's Wan pipeline accepts it and never reads it; st's skip-layer guidance skips the "
+             "layers in the unconditional pass and has no separate scale");
         inert("validation_on_startup", {false, kNull}, validation);
         inert("validation_disable_unconditional", {false, true, kNull},
               "st decides unconditional passes from validation_guidance");

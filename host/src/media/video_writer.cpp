@@ -293,6 +293,9 @@ void write_mp4(const fs::path& out, const at::Tensor& frames_u8, int fps, const 
     if (std::string(vcodec->name) == "libx264") {
         av_opt_set(venc->priv_data, "crf", "18", 0);
         av_opt_set(venc->priv_data, "preset", "medium", 0);
+        // One encoder thread: the same frames give the same file (validation videos of two runs can
+        // be compared byte for byte); validation clips are small, so the speed cost is minor.
+        venc->thread_count = 1;
     } else {
         venc->bit_rate = static_cast<int64_t>(w) * h * fps * 2;  // ~2 bits/pixel: near-lossless
     }

@@ -8,6 +8,7 @@
 #include "st/files.h"
 #include "st/log.h"
 #include "st/version.h"
+#include "validate/validator.h"
 
 namespace st::host {
 namespace fs = std::filesystem;
@@ -17,6 +18,7 @@ OptionTable build_option_table(PluginRegistry& registry) {
     for (auto& s : host_options()) table.add(s);
     for (auto& s : trainer_options()) table.add(s);
     for (auto& s : lua::lua_option_specs()) table.add(s);
+    for (auto& s : validate::validation_options()) table.add(s);
     for (const auto& [id, e] : registry.components())
         for (const auto& s : e.info.options) table.add(s);
     return table;

@@ -15,6 +15,7 @@
 
 #include "commands/commands.h"
 #include "lua/hook_engine.h"
+#include "notify/webhook.h"
 #include "run/data_setup.h"
 #include "run/run_setup.h"
 #include "st/log.h"
@@ -25,6 +26,7 @@
 #include "train/ema.h"
 #include "train/metrics.h"
 #include "train/train_config.h"
+#include "validate/validator.h"
 
 namespace st::host::train {
 
@@ -87,6 +89,16 @@ class Trainer {
     /// Mean flow-matching loss over the eval set at the fixed timesteps; writes a metrics line.
     void evaluate();
 
+    // ---- validation and webhooks (trainer_validation.cpp) ----
+    void start_validation();
+    void start_webhooks();
+    /// Renders the validation prompts (hooks may edit them), logs, fires on_validation_end, posts.
+    void validate();
+    /// Posts an event when webhooks are configured (never throws).
+    void notify(const std::string& type, notify::Severity level, const std::string& message,
+                nlohmann::json data = nullptr, std::vector<std::filesystem::path> attachments = {},
+                bool raw_only = false);
+
     // ---- Lua hooks (trainer_hooks.cpp) ----
     void start_hooks();
     /// Fires `event` when a handler listens (st.state refreshed first); queues the actions.
@@ -148,6 +160,9 @@ class Trainer {
     std::unique_ptr<lua::HookEngine> hooks_;
     lua::HookActions pending_;  ///< actions queued by handlers, applied between steps
     double last_loss_ = 0;
+    std::unique_ptr<validate::Validator> validator_;
+    std::unique_ptr<notify::WebhookSender> webhooks_;
+    int64_t last_validation_step_ = -1;
     std::vector<sdk::Batch> eval_batches_;
     std::vector<at::Tensor> eval_noise_;
     bool validate_requested_ = false;  ///< st.validate_now(): validate after the current step

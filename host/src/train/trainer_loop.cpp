@@ -219,6 +219,7 @@ int Trainer::run() {
             p.string());
     generator_ = at::make_generator<at::CPUGeneratorImpl>(seed_);
     start_hooks();  // script errors show before anything expensive loads
+    start_webhooks();
     load_model();
     open_data();
     plan_steps();
@@ -229,8 +230,13 @@ int Trainer::run() {
     at::manual_seed(seed_);
     maybe_resume();
     build_eval_set();
+    start_validation();
     snapshot_position();
     metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);
+    notify("training.status", notify::Severity::info,
+           fmt::format("Training {} at step {} of {} ({})", global_step_ > 0 ? "resumes" : "starts",
+                       global_step_, total_steps_, setup_.model->id),
+           {{"step", global_step_}, {"total_steps", total_steps_}});
     {
         int64_t trainable = 0;
         for (const auto& [n, t] : params_) trainable += t.numel();
@@ -259,6 +265,8 @@ int Trainer::run() {
             } catch (const std::exception& e) {
                 log::error(kLog, "step {} failed: {}", global_step_ + 1, e.what());
                 fire("on_error", {{"step", global_step_ + 1}, {"message", e.what()}});
+                notify("error", notify::Severity::error,
+                       fmt::format("Training failed at step {}: {}", global_step_ + 1, e.what()));
                 if (global_step_ > last_checkpoint_step_ && global_step_ > 0 && !in_update_)
                     save_checkpoint("the failed step (state of the last completed step)");
                 throw;
@@ -292,6 +300,9 @@ int Trainer::run() {
                 break;
             }
             if (!r.skipped && cfg_.eval_interval > 0 && global_step_ % cfg_.eval_interval == 0) evaluate();
+            if (validator_ && ((!r.skipped && validator_->due(global_step_)) || validate_requested_))
+                validate();
+            validate_requested_ = false;
             if (!r.skipped && global_step_ % cfg_.checkpoint_interval == 0 && global_step_ < total_steps_)
                 save_checkpoint("checkpoint_step_interval");
         }
@@ -300,10 +311,17 @@ int Trainer::run() {
     if (!stop_reason.empty()) log::warn(kLog, "stopping at step {}: {}", global_step_, stop_reason);
     if (global_step_ > 0 && last_checkpoint_step_ != global_step_)
         save_checkpoint(stop_reason.empty() ? "end of training" : stop_reason);
-    if (stop_reason.empty() && global_step_ > 0) save_final_weights();
+    if (stop_reason.empty() && global_step_ > 0) {
+        save_final_weights();
+        validate();  // SimpleTuner's final validation (skipped when this step was just validated)
+    }
     if (nonfinite_total_ > 0)
         log::warn(kLog, "{} step(s) were skipped for non-finite values", nonfinite_total_);
     if (checkpoint_failed_ && code == 0) code = 1;
+    notify("training.status", code == 0 ? notify::Severity::info : notify::Severity::error,
+           fmt::format("Training {} at step {}{}", stop_reason.empty() ? "finished" : "stopped", global_step_,
+                       stop_reason.empty() ? std::string() : ": " + stop_reason),
+           {{"step", global_step_}, {"exit_code", code}});
     fire("on_train_end", {{"step", global_step_},
                           {"reason", stop_reason.empty() ? std::string("finished") : stop_reason},
                           {"exit_code", code},

@@ -126,10 +126,14 @@ bool Trainer::save_checkpoint(const std::string& why) {
                   std::chrono::duration<double>(Clock::now() - t0).count());
         store_->prune(cfg_.checkpoints_limit, global_step_);
         fire("on_checkpoint", {{"step", global_step_}, {"path", dir.string()}, {"reason", why}});
+        notify("training.checkpoint", notify::Severity::info,
+               fmt::format("Checkpoint {} written ({})", dir.filename().string(), why),
+               {{"step", global_step_}, {"path", dir.string()}});
         return true;
     } catch (const std::exception& e) {
         checkpoint_failed_ = true;
         log::error(kLog, "{}", e.what());
+        notify("error", notify::Severity::error, e.what());
         return false;
     }
 }

@@ -160,6 +160,9 @@ struct WanTransformerInputs {
     at::Tensor timestep;
     at::Tensor encoder_hidden_states;
     at::Tensor encoder_hidden_states_image;
+    /// Block indices not run in this pass (skip-layer guidance on the unconditional branch); each
+    /// must be in [0, num_layers). Empty: every block runs.
+    std::vector<int64_t> skip_blocks;
 };
 
 class WanTransformer3DModelImpl : public torch::nn::Module {

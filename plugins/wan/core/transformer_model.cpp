@@ -124,8 +124,22 @@ at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in,
         (*intermediates)["rope_sin"] = rope.sin;
     }
 
+    // Skip-layer guidance (SimpleTuner Wan pipeline skip_guidance_layers): the listed blocks pass x through
+    // unchanged, so their tap (when requested) equals the previous block's output.
+    std::vector<bool> skip(blocks->size(), false);
+    for (const int64_t b : in.skip_blocks) {
+        if (b < 0 || b >= static_cast<int64_t>(blocks->size()))
+            fail("model.wan@1", "forward",
+                 "skip layer {} is out of range: this transformer has blocks 0 .. {}", b,
+                 static_cast<int64_t>(blocks->size()) - 1);
+        skip[static_cast<size_t>(b)] = true;
+    }
     const bool checkpoint = gradient_checkpointing_ && torch::autograd::GradMode::is_enabled();
     for (size_t i = 0; i < blocks->size(); ++i) {
+        if (skip[i]) {
+            if (intermediates) (*intermediates)["blocks." + std::to_string(i) + ".out"] = x;
+            continue;
+        }
         auto block = blocks->ptr<WanTransformerBlockImpl>(i);
         if (checkpoint) {
             std::vector<at::Tensor> args{x, context, tproj};

@@ -238,6 +238,7 @@ st::sdk::PredictOutput WanFamily::predict(const st::sdk::PredictInputs& in) {
                  cfg.image_dim.value_or(0));
         wi.encoder_hidden_states_image = image.to(opts);
     }
+    wi.skip_blocks = in.skip_layers;
     const auto known = taps();
     for (const auto& t : in.taps)
         if (std::find(known.begin(), known.end(), t) == known.end())

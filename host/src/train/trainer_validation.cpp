@@ -1,0 +1,120 @@
+// Validation renders during training (host/src/validate: the same path as st-host generate) and
+// the run's webhook events (host/src/notify): start, checkpoints, validations with their videos,
+// previews, the end and errors. A failing webhook is logged by the sender and never stops training.
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/format.h>
+
+#include "st/error.h"
+#include "train/trainer_impl.h"
+
+namespace st::host::train {
+
+namespace fs = std::filesystem;
+namespace {
+constexpr const char* kLog = "host.train";
+}
+
+void Trainer::start_validation() {
+    validator_ = std::make_unique<validate::Validator>(setup_.config, setup_.config_path.parent_path(),
+                                                       cfg_.output_dir, *model_, *setup_.model, seed_);
+    if (!validator_->enabled()) {
+        validator_.reset();
+        log::info(kLog,
+                  "validation off (no validation_prompt or prompt library, or validation_step_interval 0)");
+        return;
+    }
+    const auto& s = validator_->settings();
+    log::info(kLog,
+              "validation every {} steps: {} prompt(s), {} frames, {} steps of {}, guidance {}, into {}",
+              s.step_interval, validator_->prompts().size(), s.frames, s.steps, s.scheduler, s.guidance,
+              (cfg_.output_dir / "validation").string());
+}
+
+void Trainer::start_webhooks() {
+    if (!setup_.config.has("webhook_config")) return;
+    auto targets = notify::parse_webhook_config(setup_.config.get_json("webhook_config"),
+                                                setup_.config_path.parent_path());
+    if (targets.empty()) return;
+    const size_t n = targets.size();
+    // The job id of every payload: the run folder's name (SimpleTuner uses its tracker run name).
+    webhooks_ =
+        std::make_unique<notify::WebhookSender>(std::move(targets), cfg_.output_dir.filename().string());
+    log::info(kLog, "webhooks: posting run events to {} target(s)", n);
+}
+
+void Trainer::notify(const std::string& type, notify::Severity level, const std::string& message,
+                     nlohmann::json data, std::vector<fs::path> attachments, bool raw_only) {
+    if (!webhooks_) return;
+    notify::Event e;
+    e.type = type;
+    e.level = level;
+    e.message = message;
+    e.data = std::move(data);
+    e.attachments = std::move(attachments);
+    e.raw_only = raw_only;
+    webhooks_->send(std::move(e));
+}
+
+void Trainer::validate() {
+    if (!validator_ || last_validation_step_ == global_step_) return;
+    last_validation_step_ = global_step_;
+    // Rendering may build modules (a text encoder reloaded on demand initialises its layers from
+    // ATen's global generator, which also drives LoRA dropout): keep the training stream untouched so
+    // runs with and without a resume in between stay bit-identical.
+    struct KeepGlobalGenerator {
+        at::Generator g = at::detail::getDefaultCPUGenerator();
+        at::Tensor state = g.get_state();
+        ~KeepGlobalGenerator() { g.set_state(state); }
+    } keep;
+    std::vector<validate::Prompt> prompts = validator_->prompts();
+    if (hooks_ && hooks_->has_handlers("on_validation_start")) {
+        nlohmann::json texts = nlohmann::json::array();
+        for (const auto& p : prompts) texts.push_back(p.text);
+        auto out = fire("on_validation_start", {{"step", global_step_}, {"prompts", texts}});
+        if (out.contains("prompts") && out["prompts"].is_array()) {
+            // Handlers may edit, drop or add prompts: known texts keep their nicknames, new ones are
+            // named hook_<index>.
+            std::vector<validate::Prompt> edited;
+            for (size_t i = 0; i < out["prompts"].size(); ++i) {
+                if (!out["prompts"][i].is_string()) continue;
+                const std::string text = out["prompts"][i].get<std::string>();
+                auto it = std::find_if(prompts.begin(), prompts.end(),
+                                       [&](const auto& p) { return p.text == text; });
+                validate::Prompt p = it != prompts.end() ? *it : validate::Prompt{};
+                if (it == prompts.end()) {
+                    p.nickname = fmt::format("hook_{}", i);
+                    p.text = text;
+                    p.negative = validator_->settings().negative_prompt;
+                }
+                edited.push_back(std::move(p));
+            }
+            prompts = std::move(edited);
+        }
+    }
+    if (prompts.empty()) {
+        log::info(kLog, "step {}: no validation prompt left after the hooks; nothing rendered", global_step_);
+        return;
+    }
+    validate::Validator::SwapEma swap;
+    if (ema_) swap = [this] { ema_->swap_into_model(); };
+    validate::Validator::PreviewFn preview;
+    if (webhooks_ && validator_->settings().preview)
+        preview = [this](const std::string& nick, int64_t k, const at::Tensor& frame) {
+            webhooks_->send(validate::preview_event(cfg_.output_dir, global_step_, nick, k, frame));
+        };
+    auto out = validator_->run(global_step_, prompts, swap, preview);
+    nlohmann::json files = nlohmann::json::array();
+    std::vector<fs::path> videos;
+    for (const auto& f : out.files) {
+        files.push_back(f.string());
+        if (f.extension() == ".mp4") videos.push_back(f);
+    }
+    log::info(kLog, "step {}: validation wrote {} file(s) in {:.1f} s", global_step_, out.files.size(),
+              out.seconds);
+    metrics_->write({{"step", global_step_}, {"validation", {{"files", files}, {"seconds", out.seconds}}}});
+    fire("on_validation_end", {{"step", global_step_}, {"files", files}, {"seconds", out.seconds}});
+    notify("validation", notify::Severity::info, fmt::format("Validation at step {}", global_step_),
+           {{"step", global_step_}, {"files", files}}, videos);
+}
+
+}  // namespace st::host::train

@@ -1,0 +1,76 @@
+// Validation configuration keys: SimpleTuner's names and defaults (inventory §1.2 table and §6);
+// where st differs, the help says so and docs/validation.md lists it.
+#include <fmt/format.h>
+
+#include "st/error.h"
+#include "validate/validator.h"
+
+namespace st::host::validate {
+
+std::vector<sdk::OptionSpec> validation_options() {
+    using namespace sdk;
+    std::vector<OptionSpec> o;
+    auto add = [&](OptionSpec s, std::vector<std::string> aliases = {}) {
+        s.group = "validation";
+        s.aliases = std::move(aliases);
+        o.push_back(std::move(s));
+    };
+    add(opt_int("validation_step_interval", 100,
+                "Render the validation prompts every N optimizer steps (needs a prompt; 0 disables)."),
+        {"validation_steps"});
+    add(opt_string("validation_prompt", std::nullopt,
+                   "Main validation prompt (file nickname 'validation'). Unset and no prompt library: "
+                   "no validation."));
+    add(opt_string("validation_negative_prompt", "blurry, cropped, ugly",
+                   "Negative prompt: the unconditional branch of classifier-free guidance."));
+    add(opt_float("validation_guidance", 7.5,
+                  "Classifier-free guidance scale; <= 1 renders one conditional pass per step (no negative "
+                  "prompt). SimpleTuner's Wan quickstart uses 5.2."));
+    add(opt_int("validation_num_inference_steps", 30, "Sampling steps per validation video."));
+    add(opt_int("validation_num_video_frames", std::nullopt,
+                "Frames per validation video (4k+1 for Wan); unset = 81. Capped at 81 as SimpleTuner does."));
+    add(opt_string("validation_resolution", "256",
+                   "WxH or a single edge (square), or a comma list of either (e.g. 832x480,480x832): one "
+                   "video per prompt and resolution."));
+    add(opt_int("validation_seed", std::nullopt,
+                "Seed of the initial noise (CPU generator, reproducible across devices); unset = the run "
+                "seed, or 0."));
+    add(opt_int("framerate", 15,
+                "Frames per second of the written validation videos (SimpleTuner: 15 for Wan and S2V when "
+                "unset)."));
+    add(opt_string("user_prompt_library", std::nullopt,
+                   "JSON file {nickname: prompt} or {nickname: {prompt, negative_prompt, image}} rendered "
+                   "at each validation; the nickname names the files."));
+    add(opt_bool("validation_prompt_library", false, "Also render st's built-in prompt library."));
+    add(opt_string(
+        "validation_noise_scheduler", "euler",
+        "Validation sampler: euler (= flow_match_euler, what SimpleTuner actually uses for Wan) or "
+        "unipc (the Wan Diffusers repos' shipped scheduler, order 2, bh2), both with "
+        "flow_schedule_shift.",
+        {"euler", "flow_match_euler", "unipc"}));
+    add(opt_string("ema_validation", "comparison",
+                   "With use_ema: none = trained weights only, ema_only = EMA weights only, comparison = "
+                   "both (EMA files suffixed _ema).",
+                   {"none", "ema_only", "comparison"}));
+    add(opt_json("validation_guidance_skip_layers",
+                 "Skip-layer guidance: transformer block indices (a list, or one index) skipped in the "
+                 "unconditional pass while the step fraction is in [start, stop). Needs guidance > 1."));
+    add(opt_float("validation_guidance_skip_layers_start", 0.01,
+                  "Skip-layer guidance starts at this fraction of the sampling steps."));
+    add(opt_float("validation_guidance_skip_layers_stop", 0.2,
+                  "Skip-layer guidance stops before this fraction of the sampling steps."));
+    add(opt_string("validation_image", std::nullopt,
+                   "Image-to-video models: the conditioning image (an image file, or a video whose first "
+                   "frame is used) for prompts without their own."));
+    add(opt_bool("validation_preview", false,
+                 "Send intermediate frames (the x0 estimate decoded by the model's VAE, first frame) while "
+                 "sampling; needs webhook_config."));
+    add(opt_int("validation_preview_steps", 1, "With validation_preview: every N sampling steps."));
+    add(opt_json(
+        "webhook_config",
+        "Webhooks: {\"webhook_type\": \"discord\", \"webhook_url\": ...} or {\"webhook_type\": "
+        "\"raw\", \"callback_url\": ...}, a list of them, or a path to a JSON file (docs/webhooks.md)."));
+    return o;
+}
+
+}  // namespace st::host::validate

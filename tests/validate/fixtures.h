@@ -1,0 +1,125 @@
+// Shared fixture of the validation tests: one tiny Wan model (st-host make-model --preset tiny), the
+// wan plugin loaded in process through the host's registry, and helpers to run st-host generate and
+// read its videos back with ffprobe / ffmpeg (CLI tools, tests only).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "commands/commands.h"
+#include "plugins/guard.h"
+#include "plugins/registry.h"
+#include "st/model.h"
+
+namespace st_test {
+
+namespace fs = std::filesystem;
+
+struct Proc {
+    int code = -1;
+    std::string out;
+};
+
+/// Runs a shell command; captures stdout and stderr together.
+inline Proc shell(const std::string& cmd) {
+    Proc r;
+    FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+    if (!p) return r;
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+    const int status = ::pclose(p);
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return r;
+}
+
+inline std::string host_prefix() {
+    return std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --no-install-plugins --plugin-dir '" +
+           ST_TEST_PLUGIN_DIR + "' ";
+}
+
+/// ffprobe's view of the first video stream (and the first audio stream when present).
+struct Probe {
+    int64_t frames = 0, width = 0, height = 0;
+    std::string fps, pix_fmt, codec;
+};
+
+inline Probe probe(const fs::path& file) {
+    const Proc r = shell(
+        "ffprobe -v error -count_frames -select_streams v:0 -show_entries "
+        "stream=nb_read_frames,width,height,r_frame_rate,pix_fmt,codec_name -of json '" +
+        file.string() + "'");
+    Probe p;
+    if (r.code != 0) return p;
+    const auto s = nlohmann::json::parse(r.out).at("streams").at(0);
+    p.frames = std::stoll(s.at("nb_read_frames").get<std::string>());
+    p.width = s.at("width");
+    p.height = s.at("height");
+    p.fps = s.at("r_frame_rate");
+    p.pix_fmt = s.at("pix_fmt");
+    p.codec = s.at("codec_name");
+    return p;
+}
+
+/// Every decoded frame as packed RGB bytes (ffmpeg CLI).
+inline std::string decode_rgb(const fs::path& file) {
+    return shell("ffmpeg -nostdin -v error -i '" + file.string() +
+                 "' -f rawvideo -pix_fmt rgb24 - 2>/dev/null")
+        .out;
+}
+
+/// The tiny model on disk and the wan plugin loaded in this process.
+class ValidateEnv {
+  public:
+    static ValidateEnv& get() {
+        static ValidateEnv env;
+        return env;
+    }
+    fs::path root;
+    fs::path model_dir;
+    st::host::PluginRegistry registry;
+    const st::host::ComponentEntry* entry = nullptr;
+
+    /// A freshly loaded tiny model (fp32, CPU, inference).
+    std::unique_ptr<st::sdk::ModelFamily> load(
+        const nlohmann::json& config = nlohmann::json::object()) const {
+        auto model = entry->model();
+        st::sdk::ModelLoadRequest req;
+        req.path = model_dir;
+        req.config = st::sdk::ConfigView(std::make_shared<const nlohmann::json>(config));
+        req.dtype = at::kFloat;
+        req.training = false;
+        model->load(req);
+        return model;
+    }
+
+  private:
+    ValidateEnv() {
+        root = fs::path(ST_TEST_BINARY_DIR) / "tmp-validate" / std::to_string(::getpid());
+        fs::remove_all(root);
+        fs::create_directories(root);
+        model_dir = root / "model";
+        const Proc r = shell(host_prefix() + "make-model --plugin wan --preset tiny --seed 5 --out '" +
+                             model_dir.string() + "'");
+        if (r.code != 0) throw std::runtime_error("make-model failed: " + r.out);
+        registry.discover({{fs::path(ST_TEST_PLUGIN_DIR), "--plugin-dir"}});
+        entry = &st::host::model_component(registry, "wan");
+    }
+    ~ValidateEnv() {
+        std::error_code ec;
+        fs::remove_all(root, ec);
+    }
+};
+
+}  // namespace st_test
