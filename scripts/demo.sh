@@ -21,7 +21,7 @@ if [ -n "${ST_HOST:-}" ]; then
   HOST=$(realpath "$ST_HOST")
 else
   bash scripts/setup-deps.sh
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DST_BUILD_TESTS=OFF > /dev/null
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DST_BUILD_TESTS=OFF -DST_ASAN_TESTS=OFF > /dev/null
   cmake --build "$BUILD_DIR" -j "$(nproc)" --target st-host st_plugin_wan st_plugin_optim st_plugin_data_local
   HOST="$ROOT/$BUILD_DIR/bin/st-host"
   echo "demo: build took $(( $(date +%s) - start ))s"
