@@ -169,3 +169,34 @@ TEST(HookTest, ExampleExtraMetricsLandInMetricsJsonl) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(HookTest, ValidationEventsLetHandlersChangePromptsAndAskForARender) {
+    auto& env = TrainEnv::get();
+    const auto rotate = example("rotate_validation_prompts.lua", {{"REPLACE", "true"}});
+    const auto extra = write_script("validation.lua", R"(
+st.on("on_step_end", function(ev) if ev.step == 1 then st.validate_now() end end)
+st.on("on_validation_end", function(ev) st.log("info", "RENDERED " .. ev.step .. " " .. #ev.files) end)
+)");
+    auto r = env.run(env.config("hookval", {{"max_train_steps", 4},
+                                            {"validation_step_interval", 4},
+                                            {"validation_prompt", "a test pattern"},
+                                            {"validation_num_video_frames", 5},
+                                            {"validation_resolution", "32x32"},
+                                            {"validation_num_inference_steps", 2},
+                                            {"lua_hooks", {rotate.string(), extra.string()}}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    // st.validate_now() at step 1, then the interval's step 4; the example replaced the prompt each time.
+    const fs::path v = env.root / "hookval" / "validation";
+    EXPECT_TRUE(fs::exists(v / "step_1_hook_0.mp4")) << r.log;
+    EXPECT_TRUE(fs::exists(v / "step_4_hook_0.mp4")) << r.log;
+    EXPECT_FALSE(fs::exists(v / "step_4_validation.mp4"));
+    EXPECT_NE(r.log.find("validation prompt: a red fox running through deep snow"), std::string::npos)
+        << r.log;
+    EXPECT_NE(r.log.find("validation prompt: a timelapse of clouds"), std::string::npos) << r.log;
+    EXPECT_NE(r.log.find("RENDERED 1 2"), std::string::npos) << r.log;  // mp4 + png
+    EXPECT_NE(r.log.find("RENDERED 4 2"), std::string::npos) << r.log;
+}
+
+}  // namespace

@@ -148,6 +148,10 @@ TEST(ResumeTest, KillNineLosesAtMostTheStepsSinceTheLastCheckpoint) {
     EXPECT_NE(resumed.log.find("ignoring"), std::string::npos) << resumed.log;
     EXPECT_NE(resumed.log.find("checkpoint-99999-tmp"), std::string::npos) << resumed.log;
     EXPECT_FALSE(fs::exists(env.root / "kill9" / "checkpoint-99999-tmp"));
+    int kept = 0;
+    for (const auto& e : fs::directory_iterator(env.root / "kill9"))
+        kept += e.path().filename().string().rfind("checkpoint-", 0) == 0 ? 1 : 0;
+    EXPECT_EQ(kept, 2) << "checkpoints_total_limit 2";
     nlohmann::json ref = s;
     ref["max_train_steps"] = 20;
     auto straight = env.run(env.config("kill9_ref", ref));
@@ -199,6 +203,22 @@ TEST(ResumeTest, NonFiniteStepsAreSkippedNamedAndStopTheRunAfterTheLimit) {
     for (const auto& l : lines) skipped += l.value("skipped", false) ? 1 : 0;
     EXPECT_EQ(skipped, 3);
     EXPECT_TRUE(fs::exists(env.root / "nan" / "checkpoint-1" / "checkpoint_manifest.json")) << r.log;
+}
+
+TEST(ResumeTest, ResumesFromAnExplicitCheckpointPath) {
+    auto& env = TrainEnv::get();
+    auto first = env.run(env.config("explicit", {{"max_train_steps", 4}, {"checkpoint_step_interval", 2}}));
+    ASSERT_EQ(first.code, 0) << first.log;
+    const fs::path ck = env.root / "explicit" / "checkpoint-2";
+    auto again =
+        env.run(env.config("explicit_b", {{"max_train_steps", 4}, {"resume_from_checkpoint", ck.string()}}));
+    ASSERT_EQ(again.code, 0) << again.log;
+    EXPECT_NE(again.log.find("resumed from " + ck.string() + " at step 2"), std::string::npos) << again.log;
+    EXPECT_EQ(steps_in(env.root / "explicit_b" / "metrics.jsonl"), 2);  // steps 3 and 4
+    auto missing =
+        env.run(env.config("explicit_c", {{"resume_from_checkpoint", (env.root / "nope").string()}}));
+    EXPECT_NE(missing.code, 0);
+    EXPECT_NE(missing.log.find("is not a checkpoint directory"), std::string::npos) << missing.log;
 }
 
 TEST(ResumeTest, ChangingTheOptimizerIsRefusedWithAClearMessage) {

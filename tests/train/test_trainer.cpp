@@ -213,3 +213,31 @@ TEST(TrainerTest, CaptionDropoutTrainsOnTheEmptyCaption) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TrainerTest, Bf16WithTheDefaultOptimizerAndCustomTargets) {
+    auto& env = TrainEnv::get();
+    // SimpleTuner's defaults: mixed_precision bf16 and optimizer adamw_bf16 (bf16 adapters).
+    nlohmann::json c = {{"max_train_steps", 3},
+                        {"mixed_precision", "bf16"},
+                        {"optimizer", "adamw_bf16"},
+                        {"lora_target_modules", {"to_q"}}};
+    auto r = env.run(env.config("bf16", c));
+    ASSERT_EQ(r.code, 0) << r.log;
+    EXPECT_NE(r.log.find("optim.adamw_bf16@1"), std::string::npos) << r.log;
+    EXPECT_NE(r.log.find("4 adapters on [to_q]"), std::string::npos) << r.log;
+    auto lora = st::sdk::SafetensorsFile::open(env.root / "bf16" / "pytorch_lora_weights.safetensors");
+    EXPECT_EQ(lora->infos().size(), 12u);  // 2 blocks x (self q, cross q) x (A, B, alpha)
+    EXPECT_EQ(lora->info("diffusion_model.blocks.0.self_attn.q.lora_A.weight").dtype, "BF16");
+    for (const auto& l : st_test::read_jsonl(env.root / "bf16" / "metrics.jsonl"))
+        EXPECT_TRUE(std::isfinite(l["loss"].get<double>()));
+    // SimpleTuner's JSON-list-as-a-string form of peft_lora_target_modules selects the same modules.
+    c["lora_target_modules"] = nullptr;
+    c["peft_lora_target_modules"] = "[\"to_q\"]";
+    auto r2 = env.run(env.config("bf16_peft", c));
+    ASSERT_EQ(r2.code, 0) << r2.log;
+    EXPECT_NE(r2.log.find("4 adapters on [to_q]"), std::string::npos) << r2.log;
+}
+
+}  // namespace
