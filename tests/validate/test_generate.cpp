@@ -175,6 +175,45 @@ TEST_F(GenerateTest, ImageOnATextToVideoModelFailsClearly) {
     EXPECT_FALSE(fs::exists(env->root / "gen" / "i2v.mp4"));
 }
 
+TEST_F(GenerateTest, ImageToVideoModelIsConditionedOnTheImage) {
+    // A tiny Wan 2.2-style I2V model (36-channel layout scaled down: 4 + 4 + 4 in, 4 out).
+    const fs::path model = env->root / "model_i2v";
+    auto made =
+        st_test::shell(st_test::host_prefix() + "make-model --plugin wan --preset tiny-i2v --seed 5 --out '" +
+                       model.string() + "'");
+    ASSERT_EQ(made.code, 0) << made.out;
+    const fs::path a = env->root / "cond_a.png", b = env->root / "cond_b.png";
+    ASSERT_EQ(st_test::shell("ffmpeg -nostdin -v error -y -f lavfi -i testsrc=size=64x48 -frames:v 1 '" +
+                             a.string() + "'")
+                  .code,
+              0);
+    ASSERT_EQ(st_test::shell("ffmpeg -nostdin -v error -y -f lavfi -i smptebars=size=64x48 -frames:v 1 '" +
+                             b.string() + "'")
+                  .code,
+              0);
+    auto render = [&](const std::string& name, const std::string& image) {
+        const fs::path out = env->root / "gen" / (name + ".mp4");
+        const auto r =
+            st_test::shell(st_test::host_prefix() + "generate --plugin wan --model '" + model.string() +
+                           "' --prompt 'a red ball' --frames 9 --resolution 32x32 --steps 2 --seed 1 "
+                           "--guidance 3 --mixed_precision no --out '" +
+                           out.string() + "'" + (image.empty() ? "" : " --image '" + image + "'"));
+        return std::make_pair(r, out);
+    };
+    const auto [ra, out_a] = render("i2v_a", a.string());
+    ASSERT_EQ(ra.code, 0) << ra.out;
+    EXPECT_EQ(st_test::probe(out_a).frames, 9);
+    const auto [rb, out_b] = render("i2v_b", b.string());
+    ASSERT_EQ(rb.code, 0) << rb.out;
+    EXPECT_TRUE(st_test::decode_rgb(fs::path(out_a).replace_extension(".png")) !=
+                st_test::decode_rgb(fs::path(out_b).replace_extension(".png")))
+        << "a different conditioning image must change the video";
+    // Without an image the I2V model cannot run, and says what it needs.
+    const auto [rn, out_n] = render("i2v_none", "");
+    EXPECT_NE(rn.code, 0);
+    EXPECT_NE(rn.out.find("conditioning_latents"), std::string::npos) << rn.out;
+}
+
 TEST_F(GenerateTest, MissingFlagsAndHelp) {
     auto r = st_test::shell(st_test::host_prefix() + "generate --plugin wan --model '" +
                             env->model_dir.string() + "' --out x.mp4");

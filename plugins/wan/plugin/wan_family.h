@@ -66,7 +66,7 @@ FeedForwardChunking resolve_feed_forward_chunking(const st::sdk::ConfigView& con
 st::sdk::TensorMap run_forward_component(const std::filesystem::path& model, const std::string& component,
                                          const st::sdk::TensorMap& inputs, const st::sdk::ConfigView& config);
 
-/// Writes a random model in the diffusers pipeline layout (presets "tiny", "small", "1.3b").
+/// Writes a random model in the diffusers pipeline layout (presets "tiny", "tiny-i2v", "small", "1.3b").
 void write_wan_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed);
 
 class WanFamily final : public st::sdk::ModelFamily {
@@ -85,7 +85,7 @@ class WanFamily final : public st::sdk::ModelFamily {
 
     // ---- tools ---------------------------------------------------------------------------------
     st::sdk::ProbeResult probe(const std::filesystem::path& path) const override;
-    std::vector<std::string> presets() const override { return {"tiny", "small", "1.3b"}; }
+    std::vector<std::string> presets() const override { return {"tiny", "tiny-i2v", "small", "1.3b"}; }
     void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) override;
     std::vector<std::string> forward_components() const override {
         return {"transformer", "vae_encode", "vae_decode", "text_encoder"};

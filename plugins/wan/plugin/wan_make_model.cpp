@@ -38,10 +38,10 @@ namespace {
 
 constexpr const char* kDiffusersVersion = "0.35.0.dev0";
 
-json model_index_json() {
+json model_index_json(bool i2v) {
     // Field layout of diffusers WanPipeline.save_pretrained (boundary_ratio / transformer_2 /
     // expand_timesteps are the Wan 2.2 fields; null/false for a Wan 2.1 T2V model).
-    return json{{"_class_name", "WanPipeline"},
+    return json{{"_class_name", i2v ? "WanImageToVideoPipeline" : "WanPipeline"},
                 {"_diffusers_version", kDiffusersVersion},
                 {"boundary_ratio", nullptr},
                 {"expand_timesteps", false},
@@ -104,8 +104,10 @@ UMT5Config narrow_umt5(int64_t d_model) {
 
 PresetSpec preset_spec(const std::string& preset) {
     PresetSpec s;
-    if (preset == "tiny") {
+    if (preset == "tiny" || preset == "tiny-i2v") {
         s.transformer = WanTransformerConfig::tiny();
+        // tiny-i2v: the Wan 2.2 I2V layout (no CLIP branch): [noisy | 4 mask | condition] channels in.
+        if (preset == "tiny-i2v") s.transformer.in_channels = 2 * s.transformer.out_channels + 4;
         s.vae = WanVAEConfig::tiny();
         s.text_encoder = UMT5Config::tiny();
         s.tokenizer_vocab = 200;
@@ -122,11 +124,11 @@ PresetSpec preset_spec(const std::string& preset) {
         s.text_encoder = narrow_umt5(s.transformer.text_dim);
         s.tokenizer_vocab = 4000;
     } else {
-        fail(kWanComponentId, "make_model", "unknown preset '{}' (tiny, small, 1.3b)", preset);
+        fail(kWanComponentId, "make_model", "unknown preset '{}' (tiny, tiny-i2v, small, 1.3b)", preset);
     }
-    if (s.vae.z_dim != s.transformer.in_channels)
-        fail(kWanComponentId, "make_model", "preset {}: VAE z_dim {} != transformer in_channels {}", preset,
-             s.vae.z_dim, s.transformer.in_channels);
+    if (s.vae.z_dim != s.transformer.out_channels)
+        fail(kWanComponentId, "make_model", "preset {}: VAE z_dim {} != transformer out_channels {}", preset,
+             s.vae.z_dim, s.transformer.out_channels);
     return s;
 }
 
@@ -163,7 +165,8 @@ void write_wan_model(const std::string& preset, const fs::path& out, uint64_t se
     }
     fs::create_directories(out / "scheduler");
     write_json(out / "scheduler" / "scheduler_config.json", scheduler_config_json());
-    write_json(out / "model_index.json", model_index_json());
+    write_json(out / "model_index.json",
+               model_index_json(spec.transformer.in_channels != spec.transformer.out_channels));
     st::log::info("model.wan", "make-model {}: wrote {} (tokenizer vocab {}, text encoder vocab {})", preset,
                   out.string(), tok_vocab, spec.text_encoder.vocab_size);
 }
