@@ -60,6 +60,13 @@ TEST(CliTest, HelpListsCommandsAndHostOptions) {
     expect_contains(r.out, "st-host inspect FILE_OR_DIR");
     expect_contains(r.out, "--output_dir <string>");
     expect_contains(r.out, "--plugin-dir DIR");
+    // The keys of the training loop, validation, webhooks and Lua hooks, with their defaults.
+    expect_contains(r.out, "--max_train_steps <integer>");
+    expect_contains(r.out, "--checkpoints_total_limit <integer> (default 5)");
+    expect_contains(r.out, "--validation_step_interval <integer>");
+    expect_contains(r.out, "--webhook_config");
+    expect_contains(r.out, "--lua_hooks");
+    expect_contains(r.out, "--eval_steps_interval <integer>");
 }
 
 TEST(CliTest, HelpWithPluginAddsItsOptions) {

@@ -7,7 +7,9 @@
 #include <cstdlib>
 
 #include "config/options_table.h"
+#include "lua/hook_engine.h"
 #include "st/error.h"
+#include "validate/validator.h"
 
 namespace st::host {
 
@@ -138,6 +140,12 @@ void print_help(CommandContext& ctx) {
         "  --version           versions and the build fingerprint plugins must match\n\n"
         "Host options (config keys):\n");
     for (const auto& s : host_options()) print_option(s);
+    std::printf("\nTraining options (config keys; docs/training.md):\n");
+    for (const auto& s : trainer_options()) print_option(s);
+    std::printf("\nValidation and webhook options (config keys; docs/validation.md, docs/webhooks.md):\n");
+    for (const auto& s : validate::validation_options()) print_option(s);
+    std::printf("\nLua hook options (config keys; docs/lua-hooks.md):\n");
+    for (const auto& s : lua::lua_option_specs()) print_option(s);
     if (!ctx.flags.plugin.empty()) {
         auto& reg = ctx.plugins();
         auto comps = reg.of_plugin(ctx.flags.plugin);
