@@ -19,21 +19,11 @@
 #include <thread>
 #include <vector>
 
+#include "../common/host_process.h"
+
 namespace st_test {
 
 namespace fs = std::filesystem;
-
-inline std::string read_text(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-inline void write_text(const fs::path& p, const std::string& text) {
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-}
 
 inline std::vector<nlohmann::json> read_jsonl(const fs::path& p) {
     std::vector<nlohmann::json> out;
@@ -57,11 +47,6 @@ class TrainEnv {
         return env;
     }
     fs::path root;
-
-    std::string host_prefix() const {
-        return std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --no-install-plugins --plugin-dir '" +
-               ST_TEST_PLUGIN_DIR + "' ";
-    }
 
     /// Writes config.json for `out` (base settings merged with `extra`) and returns its path.
     fs::path config(const std::string& out, const nlohmann::json& extra = nlohmann::json::object()) const {
@@ -92,16 +77,8 @@ class TrainEnv {
     /// Runs `st-host CONFIG ARGS` to completion, capturing stderr+stdout.
     RunResult run(const fs::path& config, const std::string& args = "",
                   const std::string& prefix = "") const {
-        const std::string cmd = prefix + host_prefix() + "'" + config.string() + "' " + args + " 2>&1";
-        RunResult r;
-        FILE* p = ::popen(cmd.c_str(), "r");
-        if (!p) return r;
-        char buf[4096];
-        size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.log.append(buf, n);
-        const int status = ::pclose(p);
-        r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        return r;
+        const Proc p = shell(prefix + host_prefix() + "'" + config.string() + "' " + args);
+        return {p.code, p.out};
     }
 
     /// Starts st-host in the background (log to `log`); returns its pid.

@@ -22,32 +22,11 @@
 #include "plugins/registry.h"
 #include "st/model.h"
 
+#include "../common/host_process.h"
+
 namespace st_test {
 
 namespace fs = std::filesystem;
-
-struct Proc {
-    int code = -1;
-    std::string out;
-};
-
-/// Runs a shell command; captures stdout and stderr together.
-inline Proc shell(const std::string& cmd) {
-    Proc r;
-    FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-    if (!p) return r;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-    const int status = ::pclose(p);
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    return r;
-}
-
-inline std::string host_prefix() {
-    return std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --no-install-plugins --plugin-dir '" +
-           ST_TEST_PLUGIN_DIR + "' ";
-}
 
 /// ffprobe's view of the first video stream (and the first audio stream when present).
 struct Probe {

@@ -29,7 +29,9 @@ void shuffle(std::vector<int64_t>& v, std::mt19937_64& g) {
 }  // namespace
 
 BucketSampler::BucketSampler(std::vector<SamplerDataset> datasets, uint64_t seed)
-    : datasets_(std::move(datasets)), seed_(seed), rng_(seed) {}
+    : datasets_(std::move(datasets)), seed_(seed), rng_(seed) {
+    layout_hash_ = compute_layout_hash();
+}
 
 int64_t BucketSampler::batches_per_epoch(int64_t b) const {
     if (b < 1) throw Error("data.local", "sampler", fmt::format("batch size {} must be >= 1", b));
@@ -114,7 +116,7 @@ std::optional<SamplerPick> BucketSampler::next(int64_t batch_size) {
     return pick;
 }
 
-std::string BucketSampler::layout_hash() const {
+std::string BucketSampler::compute_layout_hash() const {
     uint64_t h = 1469598103934665603ull;
     auto add = [&](const std::string& s) {
         for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
@@ -136,8 +138,8 @@ nlohmann::json BucketSampler::state() const {
     rng << rng_;
     nlohmann::json ds = nlohmann::json::array();
     for (const auto& c : cursors_) ds.push_back({{"bucket", c.bucket}, {"pos", c.pos}});
-    return {{"version", 1},     {"epoch", epoch_}, {"seed", seed_}, {"layout", layout_hash()},
-            {"rng", rng.str()}, {"datasets", ds}};
+    return {{"version", 1},           {"epoch", epoch_},  {"seed", seed_},
+            {"layout", layout_hash_}, {"rng", rng.str()}, {"datasets", ds}};
 }
 
 void BucketSampler::restore(const nlohmann::json& s) {
@@ -145,12 +147,12 @@ void BucketSampler::restore(const nlohmann::json& s) {
         if (s.at("version") != 1)
             throw Error("data.local", "restore",
                         fmt::format("sampler state version {} is not 1", s.at("version").dump()));
-        if (s.at("layout") != layout_hash())
+        if (s.at("layout") != layout_hash_)
             throw Error(
                 "data.local", "restore",
                 fmt::format("the datasets changed since the checkpoint (layout {} != {}): files or buckets "
                             "differ, so the saved position cannot be resumed exactly",
-                            s.at("layout").get<std::string>(), layout_hash()));
+                            s.at("layout").get<std::string>(), layout_hash_));
         seed_ = s.at("seed");
         epoch_ = s.at("epoch");
         if (epoch_ < 0) return;

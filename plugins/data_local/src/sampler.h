@@ -54,9 +54,12 @@ class BucketSampler {
         bool exhausted = false;
     };
     void build_orders();
-    std::string layout_hash() const;
+    std::string compute_layout_hash() const;
 
     std::vector<SamplerDataset> datasets_;
+    /// Hash of the datasets' buckets and members, fixed at construction. state() is taken after
+    /// every training step: hashing every member each time would cost O(samples) per step.
+    std::string layout_hash_;
     std::vector<Cursor> cursors_;
     uint64_t seed_ = 0;
     int64_t epoch_ = -1;
