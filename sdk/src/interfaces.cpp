@@ -58,6 +58,9 @@ TensorMap ModelFamily::encode_conditioning_image(const at::Tensor&, int64_t) {
     throw Error("model", "encode_conditioning_image", "this model family has no image conditioning");
 }
 void ModelFamily::release_encoders() {}
+std::vector<std::string> ModelFamily::sampling_inputs() const {
+    return {};
+}
 Registrar::~Registrar() = default;
 
 static bool valid_token(const std::string& s) {

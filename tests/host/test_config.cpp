@@ -228,6 +228,44 @@ TEST(ConfigTest, DuplicateDeclarationNamesBothOwners) {
     }
 }
 
+TEST(ConfigTest, ModelFamiliesShareAKeyWithMergedChoices) {
+    // wan and wan_s2v both declare the Wan pipeline keys and model_flavour (one family runs).
+    OptionTable t;
+    auto a = st::sdk::opt_string("pretrained_vae_model_name_or_path", std::nullopt, "from wan");
+    a.owner = "model.wan@1";
+    t.add(a);
+    auto b = st::sdk::opt_string("pretrained_vae_model_name_or_path", std::nullopt, "from s2v");
+    b.owner = "model.wan_s2v@1";
+    EXPECT_NO_THROW(t.add(b));
+    ASSERT_NE(t.find("pretrained_vae_model_name_or_path"), nullptr);
+    EXPECT_EQ(t.find("pretrained_vae_model_name_or_path")->help, "from wan");
+    auto f1 = st::sdk::opt_string("model_flavour", std::string("t2v"), "wan", {"t2v", "i2v"});
+    f1.owner = "model.wan@1";
+    t.add(f1);
+    auto f2 = st::sdk::opt_string("model_flavour", std::string("s2v"), "s2v", {"s2v"});
+    f2.owner = "model.wan_s2v@1";
+    t.add(f2);
+    const auto* f = t.find("model_flavour");
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->choices, (std::vector<std::string>{"t2v", "i2v", "s2v"}));
+    EXPECT_TRUE(f->default_value.is_null()) << "disagreeing defaults become unset";
+    // ... but never a host key, a non-model component's key, or a different type.
+    auto h = st::sdk::opt_int("seed", 1, "host");
+    t.add(h);
+    auto h2 = st::sdk::opt_int("seed", 1, "plugin");
+    h2.owner = "model.wan_s2v@1";
+    EXPECT_THROW(t.add(h2), st::Error);
+    auto o1 = st::sdk::opt_int("y", 1, "a");
+    o1.owner = "optim.a@1";
+    t.add(o1);
+    auto o2 = st::sdk::opt_int("y", 1, "b");
+    o2.owner = "optim.b@1";
+    EXPECT_THROW(t.add(o2), st::Error);
+    auto c = st::sdk::opt_int("pretrained_vae_model_name_or_path", 3, "other type");
+    c.owner = "model.other@1";
+    EXPECT_THROW(t.add(c), st::Error);
+}
+
 TEST(ConfigTest, StrayPositionalArgumentIsAnError) {
     try {
         parse_cli_overrides({"--seed", "1", "2"});

@@ -125,9 +125,10 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
         "image", po::value(&image),
         "image-to-video: conditioning image (or a video whose first frame is used)")(
         "audio", po::value(&audio),
-        "speech-to-video driving audio (refused: no model API for audio conditioning yet)")(
-        "frames", po::value(&frames),
-        "number of frames (Wan: 4k+1; default validation_num_video_frames or 81)")(
+        "speech-to-video driving audio (any file with an audio stream; its first frames/fps seconds are used "
+        "and "
+        "muxed into the mp4)")("frames", po::value(&frames),
+                               "number of frames (Wan: 4k+1; default validation_num_video_frames or 81)")(
         "resolution", po::value(&resolution), "WxH (default validation_resolution)")(
         "steps", po::value(&steps), "sampling steps (default validation_num_inference_steps)")(
         "guidance", po::value(&guidance), "CFG scale; <= 1 disables CFG (default validation_guidance)")(
@@ -153,12 +154,6 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
         fail("host.cli", "generate", "--prompt is required (usage: {})", command_usage("generate"));
     if (out.empty())
         fail("host.cli", "generate", "--out FILE.mp4 is required (usage: {})", command_usage("generate"));
-    if (!audio.empty())
-        fail("host.cli", "generate",
-             "--audio {}: the model API (st/model.h ABI 1.1) has no audio conditioning yet, so "
-             "speech-to-video "
-             "generation is not available in this build",
-             audio);
     const auto& entry = model_component(ctx.plugins(), require_plugin(ctx, "generate"));
 
     // The flags become configuration overrides, so generation reads exactly what validation reads.
@@ -180,6 +175,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     if (vm.count("mixed_precision")) set("mixed_precision", mixed_precision);
     if (vm.count("negative_prompt")) set("validation_negative_prompt", negative);
     if (!image.empty()) set("validation_image", fs::absolute(image).string());
+    if (!audio.empty()) set("validation_audio", fs::absolute(audio).string());
     nlohmann::json file_values =
         config_file.empty() ? nlohmann::json::object() : load_config_file(config_file);
     const fs::path config_dir =
@@ -223,6 +219,22 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
             return model->encode_conditioning_image(cond, settings.frames);
         });
     }
+    if (!settings.image && validate::model_samples_from(*model, entry, "image"))
+        fail("host.cli", "generate", "plugin '{}' needs a reference/conditioning image: pass --image FILE",
+             entry.plugin_name);
+    const bool wants_audio = validate::model_samples_from(*model, entry, "audio");
+    if (settings.audio && !wants_audio)
+        fail("host.cli", "generate", "--audio {}: plugin '{}' takes no driving audio",
+             settings.audio->string(), entry.plugin_name);
+    if (!settings.audio && wants_audio)
+        fail("host.cli", "generate", "plugin '{}' is speech-to-video: pass --audio FILE (the driving audio)",
+             entry.plugin_name);
+    std::optional<validate::DrivingAudio> driving;
+    if (settings.audio) {
+        driving = validate::encode_driving_audio(*model, entry, *settings.audio, 0.0, settings.frames,
+                                                 settings.fps);
+        req.audio_conditioning = driving->features;
+    }
     req.on_step = progress(req.steps);
     log::info(kLog, "rendering {} frames at {} with {} {} steps, guidance {}, seed {}", req.frames, res.str(),
               req.steps, req.scheduler, req.guidance, req.seed);
@@ -231,7 +243,8 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     const at::Tensor u8 = media::frames_to_uint8(video);
     const fs::path out_path(out);
     if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path());
-    media::write_mp4(out_path, u8, settings.fps);
+    media::AudioTrack track{driving ? driving->samples : at::Tensor(), driving ? driving->sample_rate : 0};
+    media::write_mp4(out_path, u8, settings.fps, driving ? &track : nullptr);
     media::write_png(fs::path(out_path).replace_extension(".png"), u8.select(0, 0));
     log::info(kLog, "wrote {} and {} ({} frames, {:.1f} s)", out_path.string(),
               fs::path(out_path).replace_extension(".png").string(), u8.size(0), seconds_since(t0));

@@ -11,6 +11,26 @@
 namespace st::host {
 
 void OptionTable::add(sdk::OptionSpec spec) {
+    // Model families built on one library (wan and wan_s2v share the Wan pipeline keys and
+    // model_flavour) may declare the same key; only one family runs, and it reads the key itself. Two
+    // model.* declarations of one type are merged: the choices are united, a default they disagree on
+    // becomes "unset" (each family then applies its own), the first help text is shown.
+    if (auto it = specs_.find(spec.name); it != specs_.end()) {
+        sdk::OptionSpec& had = it->second;
+        const bool models = had.owner.rfind("model.", 0) == 0 && spec.owner.rfind("model.", 0) == 0;
+        if (models && had.type == spec.type && had.aliases == spec.aliases) {
+            if (had.choices.empty() || spec.choices.empty()) {
+                had.choices.clear();
+            } else {
+                for (const auto& c : spec.choices)
+                    if (std::find(had.choices.begin(), had.choices.end(), c) == had.choices.end())
+                        had.choices.push_back(c);
+            }
+            if (had.default_value != spec.default_value) had.default_value = nullptr;
+            had.owner += "," + spec.owner;
+            return;
+        }
+    }
     auto clash = [&](const std::string& n) -> std::string {
         if (auto it = specs_.find(n); it != specs_.end()) return it->second.owner;
         if (auto it = aliases_.find(n); it != aliases_.end()) return specs_.at(it->second).owner;

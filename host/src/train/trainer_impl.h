@@ -94,6 +94,9 @@ class Trainer {
     void start_webhooks();
     /// Renders the validation prompts (hooks may edit them), logs, fires on_validation_end, posts.
     void validate();
+    /// Speech-to-video: the first training sample (with audio when the model needs audio) becomes
+    /// the validation reference (image + audio) when the config gives none. Saved in checkpoints.
+    void offer_reference_sample(const sdk::Batch& batch);
     /// Posts an event when webhooks are configured (never throws).
     void notify(const std::string& type, notify::Severity level, const std::string& message,
                 nlohmann::json data = nullptr, std::vector<std::filesystem::path> attachments = {},
@@ -163,6 +166,8 @@ class Trainer {
     std::unique_ptr<validate::Validator> validator_;
     std::unique_ptr<notify::WebhookSender> webhooks_;
     int64_t last_validation_step_ = -1;
+    bool wants_reference_ = false;      ///< validator_ needs a training sample as its reference
+    nlohmann::json resumed_reference_;  ///< the checkpoint's validation_reference (null: none)
     std::vector<sdk::Batch> eval_batches_;
     std::vector<at::Tensor> eval_noise_;
     bool validate_requested_ = false;  ///< st.validate_now(): validate after the current step

@@ -121,6 +121,7 @@ StepReport Trainer::train_step() {
             if (++empty_epochs > 1) fail(kLog, "step", "an epoch yielded no batch at all");
             continue;
         }
+        offer_reference_sample(*batch);
         r.captions_dropped += apply_caption_dropout(*batch);
         for (const auto& s : batch->samples) {
             r.sample_ids.push_back(s.dataset_id + "/" + s.id);

@@ -51,7 +51,16 @@ nlohmann::json Trainer::training_state() const {
     for (const auto& [n, t] : params_) names.push_back(n);
     nlohmann::json data_ids = nlohmann::json::array();
     for (const auto& b : backends_) data_ids.push_back(b.component->id);
+    nlohmann::json reference = nullptr;
+    if (validator_ && validator_->reference_sample()) {
+        const auto& r = *validator_->reference_sample();
+        reference = {{"id", r.id},
+                     {"video", r.video.string()},
+                     {"audio", r.audio ? nlohmann::json(r.audio->string()) : nlohmann::json(nullptr)},
+                     {"audio_start", r.audio_start}};
+    }
     return {{"format", "st-training-state-1"},
+            {"validation_reference", reference},
             {"global_step", global_step_},
             {"total_steps", total_steps_},
             {"epoch", position_.epoch},
@@ -243,6 +252,7 @@ void Trainer::restore(const fs::path& dir) {
     nonfinite_in_row_ = st.value("nonfinite_in_row", int64_t{0});
     nonfinite_total_ = st.value("nonfinite_total", int64_t{0});
     lr_scale_ = st.value("lr_scale", 1.0);
+    resumed_reference_ = st.value("validation_reference", nlohmann::json(nullptr));
     const uint64_t seed = st.value("seed", seed_);
     if (seed != seed_) log::info(kLog, "continuing the checkpoint's random streams (its seed was {})", seed);
     seed_ = seed;

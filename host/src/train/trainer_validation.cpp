@@ -4,6 +4,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "st/error.h"
 #include "train/trainer_impl.h"
 
@@ -23,11 +25,42 @@ void Trainer::start_validation() {
                   "validation off (no validation_prompt or prompt library, or validation_step_interval 0)");
         return;
     }
+    wants_reference_ = validator_->needs_reference_sample();
+    if (wants_reference_ && resumed_reference_.is_object()) {
+        // The reference chosen before the interruption (the batch order after a resume differs).
+        const auto& r = resumed_reference_;
+        validate::ReferenceSample ref;
+        ref.id = r.value("id", std::string());
+        ref.video = r.value("video", std::string());
+        if (r.contains("audio") && r["audio"].is_string())
+            ref.audio = fs::path(r["audio"].get<std::string>());
+        ref.audio_start = r.value("audio_start", 0.0);
+        validator_->set_reference_sample(std::move(ref));
+    }
     const auto& s = validator_->settings();
     log::info(kLog,
               "validation every {} steps: {} prompt(s), {} frames, {} steps of {}, guidance {}, into {}",
               s.step_interval, validator_->prompts().size(), s.frames, s.steps, s.scheduler, s.guidance,
               (cfg_.output_dir / "validation").string());
+}
+
+void Trainer::offer_reference_sample(const sdk::Batch& batch) {
+    if (!wants_reference_ || !validator_ || validator_->reference_sample()) return;
+    const auto& needs = validator_->sampling_inputs();
+    const bool audio = std::find(needs.begin(), needs.end(), "audio") != needs.end();
+    for (const auto& s : batch.samples) {
+        validate::ReferenceSample r;
+        r.id = s.dataset_id + "/" + s.id;
+        r.video = s.path;
+        const auto a = s.meta.find("audio");
+        if (a != s.meta.end() && a->is_object() && !a->value("zero", true)) {
+            r.audio = fs::path(a->value("source", std::string()));
+            r.audio_start = a->value("start", 0.0);
+        }
+        if (audio && !r.audio) continue;
+        validator_->set_reference_sample(std::move(r));
+        return;
+    }
 }
 
 void Trainer::start_webhooks() {

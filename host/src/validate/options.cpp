@@ -60,8 +60,12 @@ std::vector<sdk::OptionSpec> validation_options() {
     add(opt_float("validation_guidance_skip_layers_stop", 0.2,
                   "Skip-layer guidance stops before this fraction of the sampling steps."));
     add(opt_string("validation_image", std::nullopt,
-                   "Image-to-video models: the conditioning image (an image file, or a video whose first "
-                   "frame is used) for prompts without their own."));
+                   "Image-to-video models: the conditioning image; speech-to-video: the reference image (an "
+                   "image file, or a video whose first frame is used) for prompts without their own."));
+    add(opt_string("validation_audio", std::nullopt,
+                   "Speech-to-video models (wan_s2v): the driving audio (any file with an audio stream) for "
+                   "prompts without their own; its first validation_num_video_frames / framerate seconds "
+                   "are used and muxed into the mp4. Unset: a training sample's audio."));
     add(opt_bool("validation_preview", false,
                  "Send intermediate frames (the x0 estimate decoded by the model's VAE, first frame) while "
                  "sampling; needs webhook_config."));

@@ -109,8 +109,11 @@ at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, 
 
     auto sampler = sdk::make_sampler(req.scheduler, req.sampler);
     sampler->set_timesteps(req.steps);
-    const sdk::TensorMap cond = merged(req.positive, req.image_conditioning);
-    const sdk::TensorMap uncond = cfg ? merged(req.negative, req.image_conditioning) : sdk::TensorMap{};
+    sdk::TensorMap silent;
+    for (const auto& [name, t] : req.audio_conditioning) silent[name] = at::zeros_like(t);
+    const sdk::TensorMap cond = merged(merged(req.positive, req.image_conditioning), req.audio_conditioning);
+    const sdk::TensorMap uncond =
+        cfg ? merged(merged(req.negative, req.image_conditioning), silent) : sdk::TensorMap{};
     auto velocity = [&](const sdk::TensorMap& conditioning, const at::Tensor& t,
                         const std::vector<int64_t>& skip) {
         sdk::PredictInputs in;

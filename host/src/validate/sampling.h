@@ -39,6 +39,9 @@ struct SampleRequest {
     sdk::TensorMap negative;
     /// encode_conditioning_image() output for image-to-video (added to both branches); empty: T2V.
     sdk::TensorMap image_conditioning;
+    /// encode_audio() output for speech-to-video: the conditional branch gets it, the unconditional
+    /// branch the same tensors times 0 (upstream Wan S2V `audio_input * 0`). Empty: no audio.
+    sdk::TensorMap audio_conditioning;
     int64_t frames = 17;
     Resolution size{64, 64};
     int64_t steps = 30;

@@ -100,6 +100,7 @@ ValidationSettings ValidationSettings::read(const sdk::ConfigView& c, const fs::
             "on the unconditional pass, which only runs with guidance > 1",
             s.guidance));
     if (auto p = c.opt_string("validation_image"); p && !p->empty()) s.image = resolve_path(*p, config_dir);
+    if (auto p = c.opt_string("validation_audio"); p && !p->empty()) s.audio = resolve_path(*p, config_dir);
     s.preview = c.get_bool("validation_preview");
     s.preview_steps = c.get_int("validation_preview_steps");
     if (s.preview_steps < 1)
@@ -230,6 +231,11 @@ Validator::Validator(const sdk::ConfigView& config, fs::path config_dir, fs::pat
              "validation needs a model plugin built against SDK ABI >= 1.1; '{}' ({}) is 1.{}: rebuild it or "
              "set validation_step_interval 0",
              entry_.plugin_name, entry_.plugin_file.string(), entry_.plugin_abi_minor);
+    if (entry_.plugin_abi_minor >= 2)
+        inputs_ = call_plugin(entry_, "sampling_inputs", [&] { return model_.sampling_inputs(); });
+    if (enabled() && !inputs_.empty())
+        log::info(kLog, "the model samples from text + {} (ModelFamily::sampling_inputs)",
+                  fmt::format("{}", fmt::join(inputs_, " + ")));
     if (enabled())
         log::info(
             kLog,
@@ -285,25 +291,22 @@ size_t Validator::encode_prompts(const std::vector<Prompt>& prompts) {
 
 void Validator::render(int64_t step, const Prompt& prompt, const std::string& suffix,
                        const PreviewFn& preview, Output& out) {
-    if (prompt.audio)
-        fail(kLog, "render",
-             "prompt '{}' has driving audio {}, but the model API (st/model.h ABI 1.1) has no audio "
-             "conditioning yet: speech-to-video validation is not available in this build",
-             prompt.nickname, prompt.audio->string());
     const fs::path dir = output_dir_ / "validation";
     fs::create_directories(dir);
     const bool several = settings_.resolutions.size() > 1;
+    const auto audio = audio_for(prompt);
+    const DrivingAudio* driving = audio ? &driving_audio(audio->first, audio->second) : nullptr;
     for (const auto& res : settings_.resolutions) {
         SampleRequest req = settings_.request(res, seed_);
         req.positive = embeddings(prompt.text);
         if (settings_.guidance > 1.0) req.negative = embeddings(prompt.negative);
-        const auto image = prompt.image ? prompt.image : settings_.image;
-        if (image) {
+        if (const auto image = image_for(prompt)) {
             const at::Tensor cond = conditioning_image(read_first_frame(*image), res);
             req.image_conditioning = call_plugin(entry_, "encode_conditioning_image", [&] {
                 return model_.encode_conditioning_image(cond, settings_.frames);
             });
         }
+        if (driving) req.audio_conditioning = driving->features;
         if (preview && settings_.preview) {
             req.on_step = [&](int64_t i, const at::Tensor&, const at::Tensor& x0) {
                 if ((i + 1) % settings_.preview_steps != 0) return;
@@ -317,7 +320,9 @@ void Validator::render(int64_t step, const Prompt& prompt, const std::string& su
                                              several ? "_" + res.str() : std::string(), suffix);
         const at::Tensor video = sample_video(model_, entry_, req);
         const at::Tensor frames = media::frames_to_uint8(video);
-        media::write_mp4(dir / (stem + ".mp4"), frames, settings_.fps);
+        media::AudioTrack track{driving ? driving->samples : at::Tensor(),
+                                driving ? driving->sample_rate : 0};
+        media::write_mp4(dir / (stem + ".mp4"), frames, settings_.fps, driving ? &track : nullptr);
         media::write_png(dir / (stem + ".png"), frames.select(0, 0));
         out.files.push_back(dir / (stem + ".mp4"));
         out.files.push_back(dir / (stem + ".png"));

@@ -32,8 +32,20 @@ struct Prompt {
     std::string text;
     std::string negative;
     std::optional<std::filesystem::path> image;  ///< image-to-video conditioning (image or video file)
-    std::optional<std::filesystem::path>
-        audio;  ///< speech-to-video driving audio: refused by run() (no audio API yet)
+    /// speech-to-video driving audio (any file with an audio stream); its first `frames / fps`
+    /// seconds drive the render and are muxed into the mp4
+    std::optional<std::filesystem::path> audio;
+};
+
+/// A training sample the validator takes its reference image and driving audio from when the model
+/// needs them (Wan S2V: ModelFamily::sampling_inputs) and neither the prompt entry nor
+/// validation_image / validation_audio gives them (SimpleTuner retrieve_validation_s2v_samples: the
+/// first frame of a training video and that video's audio).
+struct ReferenceSample {
+    std::string id;
+    std::filesystem::path video;                 ///< the sample's media file
+    std::optional<std::filesystem::path> audio;  ///< its audio source (the video itself when auto-split)
+    double audio_start = 0.0;                    ///< seconds on the audio file's timeline
 };
 
 /// The render settings read from the configuration (validation_* keys, framerate, flow_schedule_shift).
@@ -87,6 +99,22 @@ std::vector<Prompt> builtin_prompt_library(const std::string& negative);
 notify::Event preview_event(const std::filesystem::path& output_dir, int64_t step,
                             const std::string& nickname, int64_t sampling_step, const at::Tensor& frame_u8);
 
+/// Speech-to-video driving audio of one render, encoded by the model.
+struct DrivingAudio {
+    sdk::TensorMap features;  ///< encode_audio() output
+    at::Tensor samples;       ///< float [N] mono at the model's audio rate, muxed into the mp4
+    int sample_rate = 0;
+};
+
+/// Reads `frames / fps` seconds of `file` from `start` at the model's audio_sample_rate() and runs
+/// encode_audio() on them (warns when the file ends before the render does: silence after it).
+DrivingAudio encode_driving_audio(sdk::ModelFamily& model, const ComponentEntry& entry,
+                                  const std::filesystem::path& file, double start, int64_t frames, int fps);
+
+/// Whether `name` ("image", "audio") is among the model's sampling_inputs() (ABI >= 1.2 plugins;
+/// older ones need nothing).
+bool model_samples_from(sdk::ModelFamily& model, const ComponentEntry& entry, const std::string& name);
+
 class Validator {
   public:
     /// `config_dir`: directory of the config file (relative paths). `run_seed`: used when
@@ -128,7 +156,19 @@ class Validator {
     /// a validation never leaves the text encoder loaded. Returns the number of texts encoded.
     size_t encode_prompts(const std::vector<Prompt>& prompts);
 
+    /// What the model needs besides text (ModelFamily::sampling_inputs: "image", "audio").
+    const std::vector<std::string>& sampling_inputs() const { return inputs_; }
+    /// Whether some prompt would have no image or audio the model needs without a reference sample.
+    bool needs_reference_sample() const;
+    void set_reference_sample(ReferenceSample sample);
+    const std::optional<ReferenceSample>& reference_sample() const { return reference_; }
+
   private:
+    const DrivingAudio& driving_audio(const std::filesystem::path& file, double start);
+    /// The image / audio of `prompt` (its own, the settings', then the reference sample's).
+    std::optional<std::filesystem::path> image_for(const Prompt& prompt) const;
+    std::optional<std::pair<std::filesystem::path, double>> audio_for(const Prompt& prompt) const;
+
     const sdk::TensorMap& embeddings(const std::string& text);
     void render(int64_t step, const Prompt& prompt, const std::string& suffix, const PreviewFn& preview,
                 Output& out);
@@ -140,6 +180,9 @@ class Validator {
     const ComponentEntry& entry_;
     uint64_t seed_;
     std::map<std::string, sdk::TensorMap> text_cache_;  ///< prompt text -> encode_text() output
+    std::vector<std::string> inputs_;                   ///< sampling_inputs() of the model (ABI >= 1.2)
+    std::optional<ReferenceSample> reference_;
+    std::map<std::string, DrivingAudio> audio_cache_;  ///< "file|start" -> features + samples
 };
 
 }  // namespace st::host::validate

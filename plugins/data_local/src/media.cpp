@@ -373,7 +373,7 @@ std::vector<float> decode_audio_mono(const std::filesystem::path& path, int samp
     for (unsigned i = 0; i < fmt->nb_streams; ++i)
         if (static_cast<int>(i) != aidx) fmt->streams[i]->discard = AVDISCARD_ALL;
     CodecPtr ctx = open_decoder(path, st, 1);
-    AVChannelLayout in_layout;
+    AVChannelLayout in_layout{};  // zeroed: av_channel_layout_copy uninits the destination first
     if (ctx->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || ctx->ch_layout.nb_channels <= 0)
         av_channel_layout_default(&in_layout, std::max(1, ctx->ch_layout.nb_channels));
     else

@@ -26,37 +26,6 @@ namespace {
 
 constexpr const char* kLog = "model.wan";
 
-// FNV-1a over names, sizes and modification times of the files of a component (and the text of its
-// config.json): changes whenever the weights are replaced, without reading gigabytes.
-uint64_t fnv1a(uint64_t h, const std::string& s) {
-    for (unsigned char c : s) {
-        h ^= c;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
-std::string component_fingerprint(const fs::path& path) {
-    if (path.empty()) return "none";
-    uint64_t h = 1469598103934665603ull;
-    std::vector<fs::path> files;
-    if (fs::is_regular_file(path)) {
-        files.push_back(path);
-    } else if (fs::is_directory(path)) {
-        for (const auto& e : fs::directory_iterator(path))
-            if (e.is_regular_file()) files.push_back(e.path());
-    }
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-        std::error_code ec;
-        const auto size = fs::file_size(f, ec);
-        const auto mtime = fs::last_write_time(f, ec).time_since_epoch().count();
-        h = fnv1a(h, fmt::format("{}|{}|{};", f.filename().string(), size, mtime));
-        if (f.filename() == "config.json") h = fnv1a(h, st::sdk::read_file(f));
-    }
-    return fmt::format("{:016x}", h);
-}
-
 }  // namespace
 
 WanFamily::WanFamily() = default;
@@ -151,9 +120,7 @@ void WanFamily::load(const st::sdk::ModelLoadRequest& request) {
             for (auto& p : peer_->model->parameters()) p.set_requires_grad(false);
         }
     }
-    vae_.reset();
-    text_encoder_ = UMT5Encoder(nullptr);
-    tokenizer_.reset();
+    encoders_.configure(paths_, dtype_, device_, transformer_.info.config.text_dim);
     loaded_ = true;
     st::log::info(
         kLog, "loaded {} flavour {} ({}, {}, gradient_checkpointing {}{}{})", transformer_.info.variant,
@@ -255,82 +222,30 @@ st::sdk::PredictOutput WanFamily::predict(const st::sdk::PredictInputs& in) {
 
 // ---- encoders ------------------------------------------------------------------------------------
 
-WanVAE& WanFamily::vae() {
-    require_loaded("encode_video");
-    if (!vae_) {
-        vae_.emplace(load_vae(require_vae_path(paths_)));
-        vae_->to(device_, at::kFloat);  // the Wan VAE stays fp32 in every reference pipeline
-        vae_->module()->eval();
-    }
-    return *vae_;
-}
-
-UMT5Encoder& WanFamily::text_encoder() {
-    require_loaded("encode_text");
-    if (!text_encoder_) {
-        text_encoder_ = load_umt5_encoder(require_text_encoder_path(paths_), dtype_);
-        text_encoder_->to(device_);
-        text_encoder_->eval();
-        if (text_encoder_->config().d_model != transformer_.info.config.text_dim)
-            fail(kWanComponentId, "load",
-                 "text encoder {} has d_model {} but the transformer expects text_dim {}",
-                 paths_.text_encoder.string(), text_encoder_->config().d_model,
-                 transformer_.info.config.text_dim);
-    }
-    return text_encoder_;
-}
-
-UMT5Tokenizer& WanFamily::tokenizer() {
-    require_loaded("encode_text");
-    if (!tokenizer_)
-        tokenizer_ = std::make_unique<UMT5Tokenizer>(UMT5Tokenizer::load(require_tokenizer_path(paths_)));
-    return *tokenizer_;
-}
-
 std::string WanFamily::cache_identity() const {
     require_loaded("cache_identity");
-    return fmt::format("wan|{}|vae:{}|text_encoder:{}|tokenizer:{}|{}", transformer_.info.variant,
-                       component_fingerprint(paths_.vae), component_fingerprint(paths_.text_encoder),
-                       component_fingerprint(paths_.tokenizer), c10::toString(dtype_));
+    return fmt::format("wan|{}|{}|{}", transformer_.info.variant, encoders_.fingerprint(),
+                       c10::toString(dtype_));
 }
 
 int WanFamily::spatial_multiple() const {
     // VAE stride (8 for the 2.1 VAE, 16 for 2.2) x the transformer's spatial patch (2).
     if (!loaded_) return 16;
     const int64_t patch = transformer_.info.config.patch_size[1];
-    int64_t stride = 8;
-    if (vae_) {
-        stride = vae_->config().spatial_compression();
-    } else if (!paths_.vae.empty() && fs::is_directory(paths_.vae) &&
-               fs::exists(paths_.vae / "config.json")) {
-        stride = WanVAEConfig::from_file(paths_.vae / "config.json").spatial_compression();
-    }
+    const int64_t stride = encoders_.vae_spatial_stride();
     return static_cast<int>(stride * patch);
 }
 
 TensorMap WanFamily::encode_video(const at::Tensor& pixels) {
     // pixels [B, 3, F, H, W] in [-1, 1] -> latents [B, z, 1 + (F-1)/4, H/8, W/8], normalised
-    if (pixels.dim() != 5 || pixels.size(1) != 3)
-        fail(kWanComponentId, "encode_video", "pixels must be [B, 3, F, H, W], got {}",
-             c10::str(pixels.sizes()));
-    WanVAE& v = vae();
-    torch::NoGradGuard no_grad;
-    const at::Tensor latents =
-        v.encode_normalized(pixels.to(at::TensorOptions().dtype(at::kFloat).device(device_)));
-    return {{"latents", latents.to(at::kCPU)}};
+    require_loaded("encode_video");
+    return {{"latents", encoders_.encode_video(pixels)}};
 }
 
 TensorMap WanFamily::encode_text(const std::vector<std::string>& captions) {
     // captions -> prompt_embeds [B, text_len (512), text_dim]: the first seq_len rows, zeros after
-    UMT5Encoder& te = text_encoder();
-    const TokenizedBatch batch = tokenizer()(captions, te->config().text_len);
-    const int64_t max_id = batch.input_ids.numel() ? batch.input_ids.max().item<int64_t>() : 0;
-    if (max_id >= te->config().vocab_size)
-        fail(kWanComponentId, "encode_text", "tokenizer {} produced id {} but the text encoder vocab is {}",
-             tokenizer().model_file().string(), max_id, te->config().vocab_size);
-    torch::NoGradGuard no_grad;
-    const UMT5Output r = te->encode_prompts(batch.input_ids.to(device_), batch.attention_mask.to(device_));
-    return {{"prompt_embeds", r.prompt_embeds.to(at::kCPU)}};
+    require_loaded("encode_text");
+    return {{"prompt_embeds", encoders_.encode_text(captions)}};
 }
 
 }  // namespace st::plugins::wan

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "core/checkpoint.h"
+#include "core/encoder_set.h"
+#include "core/model_paths.h"
 #include "core/transformer.h"
 #include "core/umt5.h"
 #include "core/vae.h"
@@ -34,29 +36,11 @@ std::vector<st::sdk::OptionSpec> wan_option_specs();
 /// One-line summary for `st-host plugins` / --help (includes the make-model disk sizes).
 std::string wan_component_summary();
 
-/// Where each sub-network of a model lives, resolved from the model path and the pretrained_*
-/// override options. Paths are empty when the model has no such part (a bare transformer file).
-struct WanModelPaths {
-    std::filesystem::path root;                        ///< the model path as given
-    std::filesystem::path transformer;                 ///< path handed to locate_transformer
-    std::string transformer_subfolder;                 ///< "transformer", "transformer_2" or "" (none)
-    std::string peer_subfolder;                        ///< other Wan 2.2 expert ("" when none)
-    std::filesystem::path vae;                         ///< VAE folder (config.json + weights) or single file
-    std::filesystem::path text_encoder;                ///< text_encoder folder or single file
-    std::filesystem::path tokenizer;                   ///< tokenizer folder (spiece.model) or the file
-    std::optional<std::filesystem::path> model_index;  ///< the pipeline's model_index.json
-};
-
-/// Resolves the paths (no weights are read). `config` may lack every wan key (then defaults apply:
-/// flavour t2v-480p-1.3b-2.1, subfolder "transformer"). Logs one line per override used.
+/// Where each sub-network of a model lives (core/model_paths.h), with the Wan flavour rules: the
+/// default transformer subfolder is replaced by the flavour's (Wan 2.2 experts) in a pipeline, and
+/// the other expert becomes the peer. `config` may lack every wan key (then defaults apply: flavour
+/// t2v-480p-1.3b-2.1, subfolder "transformer"). Logs one line per override used.
 WanModelPaths resolve_model_paths(const std::filesystem::path& model, const st::sdk::ConfigView& config);
-/// The VAE / text encoder / tokenizer paths, or st::Error saying what was expected where.
-const std::filesystem::path& require_vae_path(const WanModelPaths& paths);
-const std::filesystem::path& require_text_encoder_path(const WanModelPaths& paths);
-const std::filesystem::path& require_tokenizer_path(const WanModelPaths& paths);
-
-/// Loads the VAE of `path` (a diffusers vae folder or a single Wan 2.1 VAE file).
-WanVAE load_vae(const std::filesystem::path& path);
 
 /// Feed-forward chunking from enable_chunked_feed_forward / feed_forward_chunk_size and, when the
 /// key is unset, env WAN_FEED_FORWARD_CHUNK_SIZE (logged). Exposed for tests.
@@ -117,15 +101,15 @@ class WanFamily final : public st::sdk::ModelFamily {
     /// encoding of the image followed by frames - 1 black frames (diffusers WanImageToVideoPipeline).
     st::sdk::TensorMap encode_conditioning_image(const at::Tensor& image, int64_t frames) override;
     void release_encoders() override;
+    // ---- ABI 1.2 -------------------------------------------------------------------------------
+    /// {"image"} for image-to-video transformers (36 input channels), else empty.
+    std::vector<std::string> sampling_inputs() const override;
 
     /// After load(): the detected transformer (variant, layout, config).
     const WanCheckpointInfo& checkpoint_info() const;
 
   private:
     void require_loaded(const char* what) const;
-    WanVAE& vae();
-    UMT5Encoder& text_encoder();
-    UMT5Tokenizer& tokenizer();
     WanTransformer3DModel& expert_for(const at::Tensor& timesteps);
 
     bool loaded_ = false;
@@ -138,9 +122,7 @@ class WanFamily final : public st::sdk::ModelFamily {
     std::optional<LoadedTransformer> peer_;
     std::optional<double> boundary_ratio_;
     // Encoders are loaded on first use (a training run with a warm cache never needs them).
-    std::optional<WanVAE> vae_;
-    UMT5Encoder text_encoder_{nullptr};
-    std::unique_ptr<UMT5Tokenizer> tokenizer_;
+    WanEncoderSet encoders_;
 };
 
 }  // namespace st::plugins::wan

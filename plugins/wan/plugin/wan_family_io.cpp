@@ -35,16 +35,8 @@ std::vector<int64_t> WanFamily::latent_shape(int64_t frames, int64_t height, int
 
 at::Tensor WanFamily::decode_latents(const at::Tensor& latents) {
     // latents [B, z, F', H', W'] (normalised) -> pixels [B, 3, 1 + 4 (F' - 1), 8 H', 8 W'] in [-1, 1]
-    if (latents.dim() != 5)
-        fail(kWanComponentId, "decode_latents", "latents must be [B, C, F, H, W], got {}",
-             c10::str(latents.sizes()));
-    WanVAE& v = vae();
-    if (latents.size(1) != v.config().z_dim)
-        fail(kWanComponentId, "decode_latents", "latents have {} channels but the VAE expects {}",
-             latents.size(1), v.config().z_dim);
-    torch::NoGradGuard no_grad;
-    return v.decode_normalized(latents.to(at::TensorOptions().dtype(at::kFloat).device(device_)))
-        .to(at::kCPU);
+    require_loaded("decode_latents");
+    return encoders_.decode(latents);
 }
 
 TensorMap WanFamily::encode_conditioning_image(const at::Tensor& image, int64_t frames) {
@@ -66,17 +58,19 @@ TensorMap WanFamily::encode_conditioning_image(const at::Tensor& image, int64_t 
     const at::Tensor first = image.to(at::kFloat).unsqueeze(2);
     at::Tensor video = at::cat(
         {first, at::zeros({image.size(0), 3, frames - 1, image.size(2), image.size(3)}, first.options())}, 2);
-    WanVAE& v = vae();
-    torch::NoGradGuard no_grad;
-    const at::Tensor latents = v.encode_normalized(video.to(device_));
-    return {{"conditioning_latents", latents.to(at::kCPU)}};
+    return {{"conditioning_latents", encoders_.encode_video(video)}};
+}
+
+std::vector<std::string> WanFamily::sampling_inputs() const {
+    if (!loaded_) return {};
+    const WanTransformerConfig& cfg = transformer_.info.config;
+    if (cfg.in_channels == 2 * cfg.out_channels + 4) return {"image"};
+    return {};
 }
 
 void WanFamily::release_encoders() {
-    if (text_encoder_ || tokenizer_)
+    if (encoders_.release_text())
         st::log::info("model.wan", "text encoder released (caches are complete; reloaded on demand)");
-    text_encoder_ = UMT5Encoder(nullptr);
-    tokenizer_.reset();
 }
 
 }  // namespace st::plugins::wan

@@ -114,6 +114,14 @@ class ModelFamily : public Encoders {
     /// Frees networks only needed for caching (text encoder, VAE encoder) once the caches are
     /// complete; they are loaded again on demand. Default: nothing.
     virtual void release_encoders();
+
+    // ---- ABI 1.2: the host checks the plugin's abi_minor >= 2 before calling ------------------------
+    /// What sampling (validation, `st-host generate`) must supply besides the prompt:
+    ///   "image": a conditioning / reference image, passed through encode_conditioning_image();
+    ///   "audio": driving audio, passed through encode_audio() with the video's fps and frame count
+    ///            (the unconditional CFG branch gets the features multiplied by 0, as upstream Wan S2V).
+    /// A sample lacking a required input is refused with a message. Default: empty (text only).
+    virtual std::vector<std::string> sampling_inputs() const;
 };
 
 using ModelFactory = std::function<std::unique_ptr<ModelFamily>()>;

@@ -1,0 +1,184 @@
+// Pipeline path resolution shared by the Wan-family plugins (see model_paths.h).
+#include "core/model_paths.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <vector>
+
+#include "st/error.h"
+#include "st/files.h"
+#include "st/log.h"
+
+namespace st::plugins::wan {
+
+namespace fs = std::filesystem;
+using st::sdk::ConfigView;
+
+namespace {
+
+std::string cfg_string(const ConfigView& config, const std::string& key, const std::string& def) {
+    return config.has(key) ? config.get_string(key) : def;
+}
+
+const char* log_name(const std::string& component) {
+    return component == "model.wan_s2v@1" ? "model.wan_s2v" : "model.wan";
+}
+
+uint64_t fnv1a(uint64_t h, const std::string& s) {
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+}  // namespace
+
+bool is_pipeline_folder(const fs::path& dir) {
+    return fs::is_directory(dir) && fs::exists(dir / "model_index.json");
+}
+
+void require_path_exists(const fs::path& p, const std::string& key, const std::string& component) {
+    if (fs::exists(p)) return;
+    const std::string s = p.string();
+    const bool hub =
+        !s.empty() && s.front() != '/' && s.front() != '.' && std::count(s.begin(), s.end(), '/') == 1;
+    if (hub)
+        fail(component, "config",
+             "{} '{}' looks like a Hugging Face hub id, but st does not download models: download it "
+             "(e.g. `huggingface-cli download {} --local-dir DIR`) and pass DIR",
+             key, s, s);
+    fail(component, "config", "{} '{}' does not exist", key, s);
+}
+
+fs::path component_in(const fs::path& path, const std::string& sub) {
+    if (fs::is_directory(path / sub)) return path / sub;
+    if (is_pipeline_folder(path)) return {};  // a pipeline without that part: reported by require_*
+    return path;
+}
+
+WanModelPaths resolve_pipeline_paths(const fs::path& model, const ConfigView& config,
+                                     const std::string& component) {
+    const char* log = log_name(component);
+    WanModelPaths p;
+    p.component = component;
+    p.root = model;
+
+    const std::string tr_override = cfg_string(config, "pretrained_transformer_model_name_or_path", "");
+    if (!tr_override.empty())
+        require_path_exists(tr_override, "pretrained_transformer_model_name_or_path", component);
+    p.transformer = tr_override.empty() ? model : fs::path(tr_override);
+    std::string sub = cfg_string(config, "pretrained_transformer_subfolder", "transformer");
+    if (sub == "none") sub = "";
+    p.transformer_subfolder = sub;
+    if (!tr_override.empty())
+        st::log::info(log, "transformer from pretrained_transformer_model_name_or_path {} (subfolder '{}')",
+                      p.transformer.string(), sub.empty() ? "none" : sub);
+    if (is_pipeline_folder(model)) p.model_index = model / "model_index.json";
+
+    const std::string vae_override = cfg_string(config, "pretrained_vae_model_name_or_path", "");
+    if (!vae_override.empty()) {
+        require_path_exists(vae_override, "pretrained_vae_model_name_or_path", component);
+        p.vae = component_in(vae_override, "vae");
+        st::log::info(log, "VAE from pretrained_vae_model_name_or_path {}", p.vae.string());
+    } else if (fs::is_directory(model / "vae")) {
+        p.vae = model / "vae";
+    } else if (fs::is_directory(model) && fs::exists(model / "config.json")) {
+        p.vae = model;  // a vae folder given directly (checked when loaded)
+    }
+
+    // Text encoder and tokenizer (the T5 override may be a pipeline holding both).
+    const std::string t5_override = cfg_string(config, "pretrained_t5_model_name_or_path", "");
+    fs::path te_root = model;
+    if (!t5_override.empty()) {
+        require_path_exists(t5_override, "pretrained_t5_model_name_or_path", component);
+        te_root = t5_override;
+        st::log::info(log, "text encoder from pretrained_t5_model_name_or_path {}", te_root.string());
+    }
+    if (fs::is_directory(te_root / "text_encoder")) {
+        p.text_encoder = te_root / "text_encoder";
+    } else if (fs::is_regular_file(te_root) || (fs::is_directory(te_root) && !is_pipeline_folder(te_root) &&
+                                                fs::exists(te_root / "config.json"))) {
+        p.text_encoder = te_root;
+    }
+    // Tokenizer: <root>/tokenizer, a spiece.model beside the encoder, or the model root's tokenizer/.
+    for (const fs::path& cand : {te_root / "tokenizer", te_root.parent_path() / "tokenizer",
+                                 model / "tokenizer", te_root / "spiece.model"}) {
+        if (fs::exists(cand)) {
+            p.tokenizer = cand;
+            break;
+        }
+    }
+    return p;
+}
+
+const fs::path& require_vae_path(const WanModelPaths& paths) {
+    if (paths.vae.empty())
+        fail(paths.component, "load",
+             "no Wan VAE found for '{}': expected a diffusers pipeline folder with vae/ (config.json + "
+             "diffusion_pytorch_model.safetensors), a vae folder, or pretrained_vae_model_name_or_path",
+             paths.root.string());
+    return paths.vae;
+}
+
+const fs::path& require_text_encoder_path(const WanModelPaths& paths) {
+    if (paths.text_encoder.empty())
+        fail(paths.component, "load",
+             "no UMT5 text encoder found for '{}': expected a pipeline folder with text_encoder/ "
+             "(config.json + model.safetensors), a text_encoder folder, or pretrained_t5_model_name_or_path",
+             paths.root.string());
+    return paths.text_encoder;
+}
+
+const fs::path& require_tokenizer_path(const WanModelPaths& paths) {
+    if (paths.tokenizer.empty())
+        fail(paths.component, "load",
+             "no UMT5 tokenizer found for '{}': expected tokenizer/spiece.model in the pipeline folder (or "
+             "next to pretrained_t5_model_name_or_path)",
+             paths.root.string());
+    return paths.tokenizer;
+}
+
+WanVAE load_vae(const fs::path& path, const std::string& component) {
+    if (fs::is_regular_file(path)) {
+        st::log::info(log_name(component),
+                      "VAE single file {}: Wan 2.1 VAE config assumed (files carry no config)",
+                      path.string());
+        return WanVAE::from_file(path, WanVAEConfig::wan21());
+    }
+    if (!fs::exists(path / "config.json"))
+        fail(component, "load", "VAE folder '{}' has no config.json (expected the diffusers vae/ layout)",
+             path.string());
+    const auto cfg = nlohmann::json::parse(st::sdk::read_file(path / "config.json"), nullptr, false);
+    const std::string cls = cfg.is_object() ? cfg.value("_class_name", "AutoencoderKLWan") : "";
+    if (cls != "AutoencoderKLWan")
+        fail(component, "load",
+             "'{}' is not a Wan VAE folder: config.json _class_name is '{}' (expected AutoencoderKLWan)",
+             path.string(), cls);
+    return WanVAE::from_directory(path);
+}
+
+std::string component_fingerprint(const fs::path& path) {
+    if (path.empty()) return "none";
+    uint64_t h = 1469598103934665603ull;
+    std::vector<fs::path> files;
+    if (fs::is_regular_file(path)) {
+        files.push_back(path);
+    } else if (fs::is_directory(path)) {
+        for (const auto& e : fs::directory_iterator(path))
+            if (e.is_regular_file()) files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+        std::error_code ec;
+        const auto size = fs::file_size(f, ec);
+        const auto mtime = fs::last_write_time(f, ec).time_since_epoch().count();
+        h = fnv1a(h, fmt::format("{}|{}|{};", f.filename().string(), size, mtime));
+        if (f.filename() == "config.json") h = fnv1a(h, st::sdk::read_file(f));
+    }
+    return fmt::format("{:016x}", h);
+}
+
+}  // namespace st::plugins::wan

@@ -1,0 +1,161 @@
+// `st-host bench --plugin wan_s2v`: what an S2V training step costs on this machine, with the audio
+// features read from the cache (st's default) and encoded every step (SimpleTuner's S2V path), the
+// audio encoder's speed per second of audio, and peak RSS. Random weights of a make-model preset.
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "core/transformer.h"
+#include "s2v_family.h"
+#include "st/error.h"
+
+namespace st::plugins::wan_s2v {
+
+namespace {
+
+double now_s() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Peak resident set size (VmHWM) in MiB, and its reset (Linux >= 4.0).
+double peak_rss_mib() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    return -1.0;
+}
+void reset_peak_rss() {
+    std::ofstream("/proc/self/clear_refs") << "5";
+}
+
+struct Args {
+    std::string preset = "small";
+    int steps = 3;
+    int64_t frames = 17, width = 128, height = 128;
+    double seconds = 10.0;
+    bool large_audio = false;
+};
+
+Args parse(const std::vector<std::string>& args) {
+    Args a;
+    const char* usage =
+        "st-host bench --plugin wan_s2v [--preset tiny|small] [--steps N] [--frames 4k+1] [--resolution WxH] "
+        "[--audio-seconds S] [--large-audio]";
+    for (size_t i = 0; i < args.size(); ++i) {
+        auto value = [&]() -> std::string {
+            if (i + 1 >= args.size())
+                fail("bench.wan_s2v", "cli", "{} needs a value (usage: {})", args[i], usage);
+            return args[++i];
+        };
+        const std::string k = args[i];
+        if (k == "--preset" || k == "--presets") {
+            a.preset = value();
+        } else if (k == "--steps") {
+            a.steps = std::stoi(value());
+        } else if (k == "--frames") {
+            a.frames = std::stoll(value());
+        } else if (k == "--resolution") {
+            const std::string v = value();
+            const auto x = v.find('x');
+            if (x == std::string::npos) fail("bench.wan_s2v", "cli", "--resolution expects WxH, got '{}'", v);
+            a.width = std::stoll(v.substr(0, x));
+            a.height = std::stoll(v.substr(x + 1));
+        } else if (k == "--audio-seconds") {
+            a.seconds = std::stod(value());
+        } else if (k == "--large-audio") {
+            a.large_audio = true;
+        } else {
+            fail("bench.wan_s2v", "cli", "unknown argument '{}' (usage: {})", k, usage);
+        }
+    }
+    if (a.steps < 1 || a.frames < 1 || (a.frames - 1) % 4 != 0 || a.width % 16 != 0 || a.height % 16 != 0)
+        fail("bench.wan_s2v", "cli", "need steps >= 1, 4k+1 frames and sides that are multiples of 16");
+    return a;
+}
+
+// Seconds of encoding per second of audio for one encoder, measured on `seconds` of noise.
+double audio_rate(Wav2Vec2AudioEncoder& enc, double seconds) {
+    auto gen = at::detail::createCPUGenerator(3);
+    const at::Tensor wave = at::randn({static_cast<int64_t>(seconds * 16000)}, gen) * 0.1;
+    const int64_t frames = 4 * static_cast<int64_t>(seconds * 16.0 / 4.0) + 1;
+    enc.encode(wave.narrow(0, 0, 16000), 16.0, 17, 20);  // warm-up
+    const double t0 = now_s();
+    enc.encode(wave, 16.0, frames, audio_frames_for(frames));
+    return (now_s() - t0) / seconds;
+}
+
+}  // namespace
+
+int run_s2v_bench(const std::vector<std::string>& raw) {
+    const Args a = parse(raw);
+    const S2VPreset spec = s2v_preset(a.preset);
+    WanS2VTransformer3DModel model(spec.transformer);
+    st::plugins::wan::randomize_parameters(*model, 0);
+    model->set_gradient_checkpointing(true);
+    Wav2Vec2Model w2v(spec.audio);
+    st::plugins::wan::randomize_parameters(*w2v, 1);
+    Wav2Vec2AudioEncoder audio(w2v);
+    int64_t params = 0;
+    for (const auto& p : model->parameters()) params += p.numel();
+
+    const int64_t t = 1 + (a.frames - 1) / 4, h = a.height / 8, w = a.width / 8;
+    auto gen = at::detail::createCPUGenerator(1);
+    const double clip_seconds = static_cast<double>(a.frames) / 16.0;
+    const at::Tensor wave = at::randn({static_cast<int64_t>(clip_seconds * 16000)}, gen) * 0.1;
+    WanS2VInputs in;
+    in.hidden_states = at::randn({1, spec.transformer.in_channels, t, h, w}, gen);
+    in.timestep = at::full({1}, 500.0);
+    in.encoder_hidden_states = at::randn({1, 512, spec.transformer.text_dim}, gen);
+    in.image_latents = at::randn({1, spec.transformer.in_channels, 1, h, w}, gen);
+    in.audio_embeds = audio.encode(wave, 16.0, a.frames, audio_frames_for(a.frames)).unsqueeze(0);
+
+    auto step = [&](bool encode_audio) {
+        if (encode_audio)
+            in.audio_embeds = audio.encode(wave, 16.0, a.frames, audio_frames_for(a.frames)).unsqueeze(0);
+        const at::Tensor y = model->forward(in);
+        torch::autograd::backward({y.to(at::kFloat).square().mean()});
+        model->zero_grad();
+    };
+    step(false);  // warm-up
+    reset_peak_rss();
+    double t0 = now_s();
+    for (int i = 0; i < a.steps; ++i) step(false);
+    const double cached = (now_s() - t0) / a.steps;
+    const double rss_cached = peak_rss_mib();
+    reset_peak_rss();
+    t0 = now_s();
+    for (int i = 0; i < a.steps; ++i) step(true);
+    const double uncached = (now_s() - t0) / a.steps;
+    const double rss_uncached = peak_rss_mib();
+    const double per_second = audio_rate(audio, a.seconds);
+
+    std::printf(
+        "wan_s2v bench: preset %s (%s, %.1f M params), %lld frames %lldx%lld (latent %lldx%lldx%lld), "
+        "%d steps, fp32, gradient checkpointing\n",
+        a.preset.c_str(), describe(spec.transformer).c_str(), static_cast<double>(params) / 1e6,
+        static_cast<long long>(a.frames), static_cast<long long>(a.width), static_cast<long long>(a.height),
+        static_cast<long long>(t), static_cast<long long>(h), static_cast<long long>(w), a.steps);
+    std::printf("%-34s %10s %12s\n", "training step (forward + backward)", "s/step", "peak RSS MiB");
+    std::printf("%-34s %10.3f %12.0f\n", "audio features from the cache", cached, rss_cached);
+    std::printf("%-34s %10.3f %12.0f\n", "audio encoded every step", uncached, rss_uncached);
+    std::printf("audio encoder (%s, %lld x %lld layers): %.4f s per second of audio (%.0f s of audio)\n",
+                a.preset.c_str(), static_cast<long long>(spec.audio.hidden_size),
+                static_cast<long long>(spec.audio.num_hidden_layers), per_second, a.seconds);
+    if (a.large_audio) {
+        Wav2Vec2Model large(Wav2Vec2Config::large_xlsr());
+        st::plugins::wan::randomize_parameters(*large, 2);
+        Wav2Vec2AudioEncoder enc(large);
+        std::printf(
+            "audio encoder (wav2vec2-large-xlsr-53 size, random weights): %.4f s per second of audio\n",
+            audio_rate(enc, a.seconds));
+    }
+    return 0;
+}
+
+}  // namespace st::plugins::wan_s2v
