@@ -207,3 +207,23 @@ TEST_F(S2VTrainTest, GenerateMuxesTheDrivingAudioAndRequiresIt) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(S2VBenchCommand, ReportsBothAudioPathsAndEncoderSpeed) {
+    // The benchmark command itself (numbers go to docs/performance.md; here only that it runs and
+    // reports every row).
+    const auto r =
+        st_test::shell(st_test::host_prefix() +
+                       "bench --plugin wan_s2v --preset tiny --steps 1 --frames 5 --resolution 32x32 "
+                       "--audio-seconds 1");
+    ASSERT_EQ(r.code, 0) << r.out;
+    for (const char* row :
+         {"audio features from the cache", "audio encoded every step", "s per second of audio"})
+        EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+    const auto bad = st_test::shell(st_test::host_prefix() + "bench --plugin wan_s2v --frames 6");
+    EXPECT_NE(bad.code, 0);
+    EXPECT_NE(bad.out.find("4k+1"), std::string::npos) << bad.out;
+}
+
+}  // namespace

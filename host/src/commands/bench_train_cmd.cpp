@@ -22,6 +22,7 @@
 #include "st/files.h"
 #include "st/log.h"
 #include "train/trainer.h"
+#include "validate/validator.h"
 
 namespace st::host {
 namespace po = boost::program_options;
@@ -68,14 +69,20 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         keep ? fs::path(out) : fs::temp_directory_path() / fmt::format("st-bench-train-{}", ::getpid());
     fs::create_directories(dir / "clips");
 
+    bool with_audio = false;  // speech-to-video families train on clips with audio
     {
         auto model = call_plugin(entry, "create", [&] { return entry.model(); });
         call_plugin(entry, "make_model", [&] { model->make_model(preset, dir / "model", 1); });
+        with_audio = validate::model_samples_from(*model, entry, "audio");
     }
     const int64_t clips = std::max<int64_t>(4, 2 * batch);
     for (int64_t i = 0; i < clips; ++i) {
+        // A tone per clip (16 kHz, the clip's length) when the family needs audio.
+        const int64_t n = frames * 1000;
+        media::AudioTrack tone{
+            at::sin(at::arange(n, at::kFloat) * (0.05 + 0.01 * static_cast<double>(i))) * 0.3, 16000};
         media::write_mp4(dir / "clips" / fmt::format("clip{}.mp4", i),
-                         synthetic_clip(frames, resolution, resolution, i), 16);
+                         synthetic_clip(frames, resolution, resolution, i), 16, with_audio ? &tone : nullptr);
         sdk::write_file_atomic(dir / "clips" / fmt::format("clip{}.txt", i),
                                fmt::format("pattern number {}", i));
     }

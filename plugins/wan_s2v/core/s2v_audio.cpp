@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <string>
 
 namespace st::plugins::wan_s2v {
@@ -120,7 +121,7 @@ S2VAudioInjectorImpl::S2VAudioInjectorImpl(const WanS2VConfig& c) {
     for (const int64_t block : c.audio_inject_layers) {
         index_[block] = static_cast<int64_t>(injector->size());
         injector->push_back(st::plugins::wan::WanAttention(
-            st::plugins::wan::WanAttentionOptions{d, c.num_attention_heads, c.eps}));
+            st::plugins::wan::WanAttentionOptions{d, c.num_attention_heads, c.eps, std::nullopt}));
         injector_adain_layers->push_back(S2VAdaLayerNorm(d));
     }
 }
