@@ -22,18 +22,6 @@ double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-/// Peak resident set size of this process in MiB (VmHWM), and its reset (Linux >= 4.0).
-double peak_rss_mib() {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-    return -1.0;
-}
-void reset_peak_rss() {
-    std::ofstream("/proc/self/clear_refs") << "5";
-}
-
 std::vector<std::string> split(const std::string& s, char sep) {
     std::vector<std::string> out;
     std::stringstream ss(s);
@@ -92,6 +80,18 @@ Row bench_transformer(const std::string& preset, int64_t f, int64_t h, int64_t w
 }
 
 }  // namespace
+
+double peak_rss_mib() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+    return -1.0;
+}
+
+void reset_peak_rss() {
+    std::ofstream("/proc/self/clear_refs") << "5";
+}
 
 int run_wan_bench(const std::vector<std::string>& args) {
     std::vector<std::string> presets = {"tiny", "small"};

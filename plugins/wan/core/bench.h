@@ -12,4 +12,9 @@ namespace st::plugins::wan {
 ///       [--attention-tokens 8192,32768] [--attention-heads H]. Prints markdown tables.
 int run_wan_bench(const std::vector<std::string>& args);
 
+/// Peak resident set size of this process in MiB (VmHWM), and its reset (Linux >= 4.0); shared by
+/// the Wan-family benchmarks.
+double peak_rss_mib();
+void reset_peak_rss();
+
 }  // namespace st::plugins::wan

@@ -36,6 +36,24 @@ uint64_t fnv1a(uint64_t h, const std::string& s) {
 
 }  // namespace
 
+std::vector<st::sdk::OptionSpec> pipeline_option_specs() {
+    using namespace st::sdk;
+    return {opt_string("pretrained_transformer_model_name_or_path", std::nullopt,
+                       "Alternate transformer weights: a pipeline folder, a transformer folder or a single "
+                       "original/ComfyUI .safetensors file (local paths only)."),
+            opt_string("pretrained_transformer_subfolder", std::string("transformer"),
+                       "Subfolder of the transformer inside the (transformer) model path; 'none' when the "
+                       "path is the transformer itself."),
+            opt_string("pretrained_vae_model_name_or_path", std::nullopt,
+                       "VAE override: a pipeline folder (its vae/ is used), a vae folder or a single Wan VAE "
+                       ".safetensors file. Unset: the model's vae/."),
+            opt_string("pretrained_t5_model_name_or_path", std::nullopt,
+                       "UMT5 text encoder override: a pipeline folder (text_encoder/ + tokenizer/), a "
+                       "text_encoder folder or a .safetensors file. Unset: the model's text_encoder/."),
+            opt_bool("gradient_checkpointing", true,
+                     "Recompute each transformer block in backward instead of storing its activations.")};
+}
+
 bool is_pipeline_folder(const fs::path& dir) {
     return fs::is_directory(dir) && fs::exists(dir / "model_index.json");
 }

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/vae.h"
 #include "st/options.h"
@@ -24,6 +25,12 @@ struct WanModelPaths {
     std::filesystem::path tokenizer;                   ///< tokenizer folder (spiece.model) or the file
     std::optional<std::filesystem::path> model_index;  ///< the pipeline's model_index.json
 };
+
+/// The keys resolve_pipeline_paths() reads (pretrained_transformer_model_name_or_path,
+/// pretrained_transformer_subfolder, pretrained_vae_model_name_or_path,
+/// pretrained_t5_model_name_or_path) and gradient_checkpointing: declared identically by every
+/// Wan-family plugin (the host merges equal declarations of model families).
+std::vector<st::sdk::OptionSpec> pipeline_option_specs();
 
 /// Resolves the paths without reading weights: pretrained_transformer_model_name_or_path /
 /// pretrained_transformer_subfolder (default "transformer"; "none" = the path is the transformer),

@@ -36,22 +36,7 @@ std::vector<st::sdk::OptionSpec> wan_option_specs() {
                    "Wan flavour (SimpleTuner names); picks the transformer subfolder of Wan 2.2 expert "
                    "flavours and their boundary. The weights themselves decide the architecture.",
                    wan_flavour_names()));
-    specs.push_back(
-        opt_string("pretrained_transformer_model_name_or_path", std::nullopt,
-                   "Alternate transformer weights: a pipeline folder, a transformer folder or a single "
-                   "original/ComfyUI .safetensors file (local paths only)."));
-    specs.push_back(
-        opt_string("pretrained_transformer_subfolder", std::string("transformer"),
-                   "Subfolder of the transformer inside the (transformer) model path; 'none' when the "
-                   "path is the transformer itself."));
-    specs.push_back(
-        opt_string("pretrained_vae_model_name_or_path", std::nullopt,
-                   "VAE override: a pipeline folder (its vae/ is used), a vae folder or a single Wan VAE "
-                   ".safetensors file. Unset: the model's vae/."));
-    specs.push_back(
-        opt_string("pretrained_t5_model_name_or_path", std::nullopt,
-                   "UMT5 text encoder override: a pipeline folder (text_encoder/ + tokenizer/), a "
-                   "text_encoder folder or a .safetensors file. Unset: the model's text_encoder/."));
+    for (auto& spec : pipeline_option_specs()) specs.push_back(std::move(spec));
     specs.push_back(
         opt_bool("wan_force_2_1_time_embedding", false,
                  "Use the per-sample (token 0) timestep instead of per-token timesteps (Wan 2.1 path)."));
@@ -65,9 +50,6 @@ std::vector<st::sdk::OptionSpec> wan_option_specs() {
         opt_int("feed_forward_chunk_size", std::nullopt,
                 "FFN chunk size in tokens; unset: env WAN_FEED_FORWARD_CHUNK_SIZE, else automatic "
                 "(batch in 2 when B >= 2, else the sequence in 4)."));
-    specs.push_back(
-        opt_bool("gradient_checkpointing", true,
-                 "Recompute each transformer block in backward instead of storing its activations."));
     for (auto& s : specs) s.group = "model";
     return specs;
 }

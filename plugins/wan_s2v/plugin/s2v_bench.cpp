@@ -7,9 +7,8 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
+#include "core/bench.h"
 #include "core/transformer.h"
 #include "s2v_family.h"
 #include "st/error.h"
@@ -22,17 +21,8 @@ double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// Peak resident set size (VmHWM) in MiB, and its reset (Linux >= 4.0).
-double peak_rss_mib() {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-    return -1.0;
-}
-void reset_peak_rss() {
-    std::ofstream("/proc/self/clear_refs") << "5";
-}
+using st::plugins::wan::peak_rss_mib;
+using st::plugins::wan::reset_peak_rss;
 
 struct Args {
     std::string preset = "small";

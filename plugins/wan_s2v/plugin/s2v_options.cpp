@@ -18,25 +18,7 @@ std::vector<st::sdk::OptionSpec> s2v_option_specs() {
                                "Model flavour (SimpleTuner names). wan_s2v: s2v-14b-2.2 (the weights decide "
                                "the sizes).",
                                {kS2VFlavour}));
-    specs.push_back(
-        opt_string("pretrained_transformer_model_name_or_path", std::nullopt,
-                   "Alternate transformer weights: a pipeline folder, a transformer folder or a single "
-                   "original/ComfyUI .safetensors file (local paths only)."));
-    specs.push_back(
-        opt_string("pretrained_transformer_subfolder", std::string("transformer"),
-                   "Subfolder of the transformer inside the (transformer) model path; 'none' when the "
-                   "path is the transformer itself."));
-    specs.push_back(
-        opt_string("pretrained_vae_model_name_or_path", std::nullopt,
-                   "VAE override: a pipeline folder (its vae/ is used), a vae folder or a single Wan VAE "
-                   ".safetensors file. Unset: the model's vae/."));
-    specs.push_back(
-        opt_string("pretrained_t5_model_name_or_path", std::nullopt,
-                   "UMT5 text encoder override: a pipeline folder (text_encoder/ + tokenizer/), a "
-                   "text_encoder folder or a .safetensors file. Unset: the model's text_encoder/."));
-    specs.push_back(
-        opt_bool("gradient_checkpointing", true,
-                 "Recompute each transformer block in backward instead of storing its activations."));
+    for (auto& spec : st::plugins::wan::pipeline_option_specs()) specs.push_back(std::move(spec));
     // S2V's own.
     specs.push_back(
         opt_string("pretrained_audio_encoder_model_name_or_path", std::nullopt,
