@@ -31,7 +31,7 @@ std::vector<st::sdk::OptionSpec> s2v_option_specs() {
 
 std::string s2v_component_summary() {
     return "Wan 2.2 S2V speech-to-video DiT (audio injectors, reference image, FramePack motion) + Wav2Vec2 "
-           "audio encoder + Wan 2.1 VAE + UMT5 (make-model presets: tiny ~2 MB, small ~60 MB)";
+           "audio encoder + Wan 2.1 VAE + UMT5 (make-model presets: tiny ~1.4 MB, small ~170 MB)";
 }
 
 S2VModelPaths resolve_s2v_paths(const fs::path& model, const ConfigView& config) {
