@@ -241,3 +241,47 @@ TEST(TrainerTest, Bf16WithTheDefaultOptimizerAndCustomTargets) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TrainerTest, ImageToVideoTrainsOnCachedFirstFrameConditioningAndValidates) {
+    // Wan 2.2 I2V layout (make-model tiny-i2v): the data backend caches the first-frame conditioning
+    // latents next to the latents (encode_video), predict concatenates them, and validation takes
+    // the first frame of a training video as its image (no validation_image set).
+    auto& env = TrainEnv::get();
+    const fs::path model = env.root / "model_i2v";
+    if (!fs::exists(model / "model_index.json")) {
+        const auto made = st_test::shell(st_test::host_prefix() +
+                                         "make-model --plugin wan --preset tiny-i2v --seed 4 --out '" +
+                                         model.string() + "'");
+        ASSERT_EQ(made.code, 0) << made.out;
+    }
+    const fs::path datasets = env.write_datasets("i2v.json", (env.root / "cache-i2v").string());
+    auto r = env.run(env.config("i2v", {{"pretrained_model_name_or_path", model.string()},
+                                        {"data_backend_config", datasets.string()},
+                                        {"max_train_steps", 4},
+                                        {"compress_disk_cache", false},
+                                        {"validation_step_interval", 4},
+                                        {"validation_prompt", "a test pattern"},
+                                        {"validation_num_video_frames", 5},
+                                        {"validation_resolution", "32x32"},
+                                        {"validation_num_inference_steps", 2},
+                                        {"validation_guidance", 1.0}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    size_t steps = 0;
+    for (const auto& l : st_test::read_jsonl(env.root / "i2v" / "metrics.jsonl"))
+        if (l.contains("timesteps")) ++steps;
+    EXPECT_EQ(steps, 4u);
+    // The cache holds both tensors for every sample.
+    size_t with_conditioning = 0;
+    for (const auto& e : fs::recursive_directory_iterator(env.root / "cache-i2v" / "vae")) {
+        if (e.path().extension() != ".safetensors") continue;
+        const std::string bytes = st_test::read_text(e.path());
+        if (bytes.find("conditioning_latents") != std::string::npos) ++with_conditioning;
+    }
+    EXPECT_EQ(with_conditioning, 8u);
+    EXPECT_NE(r.log.find("validation reference sample"), std::string::npos) << r.log;
+    EXPECT_TRUE(fs::exists(env.root / "i2v" / "validation" / "step_4_validation.mp4")) << r.log;
+}
+
+}  // namespace

@@ -237,9 +237,17 @@ int WanFamily::spatial_multiple() const {
 }
 
 TensorMap WanFamily::encode_video(const at::Tensor& pixels) {
-    // pixels [B, 3, F, H, W] in [-1, 1] -> latents [B, z, 1 + (F-1)/4, H/8, W/8], normalised
+    // pixels [B, 3, F, H, W] in [-1, 1] -> latents [B, z, 1 + (F-1)/4, H/8, W/8], normalised; Wan 2.2
+    // I2V (36 input channels) also gets its first-frame conditioning, cached with the latents
     require_loaded("encode_video");
-    return {{"latents", encoders_.encode_video(pixels)}};
+    TensorMap out{{"latents", encoders_.encode_video(pixels)}};
+    const WanTransformerConfig& cfg = transformer_.info.config;
+    if (cfg.in_channels == 2 * cfg.out_channels + 4 && !cfg.has_image_branch() && pixels.dim() == 5) {
+        // SimpleTuner / diffusers WanImageToVideoPipeline: VAE(first pixel frame + black frames).
+        out["conditioning_latents"] =
+            encode_conditioning_image(pixels.select(2, 0), pixels.size(2)).at("conditioning_latents");
+    }
+    return out;
 }
 
 TensorMap WanFamily::encode_text(const std::vector<std::string>& captions) {

@@ -62,7 +62,9 @@ class WanFamily final : public st::sdk::ModelFamily {
     std::string cache_identity() const override;
     int spatial_multiple() const override;
     int temporal_multiple() const override { return 4; }
-    /// pixels [B, 3, F, H, W] in [-1, 1] -> {"latents": normalised posterior mean [B, z, F', H/8, W/8]}
+    /// pixels [B, 3, F, H, W] in [-1, 1] -> {"latents": normalised posterior mean [B, z, F', H/8, W/8]};
+    /// Wan 2.2 I2V transformers also {"conditioning_latents": the encoding of the first frame followed
+    /// by black frames} (what predict concatenates), so I2V trains from the data backend's cache.
     st::sdk::TensorMap encode_video(const at::Tensor& pixels) override;
     /// captions -> {"prompt_embeds": [B, 512, text_dim]} (zero rows after each prompt, as Wan does)
     st::sdk::TensorMap encode_text(const std::vector<std::string>& captions) override;
