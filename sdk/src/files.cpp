@@ -1,4 +1,5 @@
 #include "st/files.h"
+#include "st/json_file.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -59,6 +60,17 @@ std::string read_file(const std::filesystem::path& path) {
     std::stringstream ss;
     ss << in.rdbuf();
     return ss.str();
+}
+
+nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& component,
+                              const std::string& phase) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail(component, phase, "cannot open '{}': {}", path.string(), std::strerror(errno));
+    try {
+        return nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+        fail(component, phase, "'{}' is not valid JSON: {}", path.string(), e.what());
+    }
 }
 
 }  // namespace st::sdk

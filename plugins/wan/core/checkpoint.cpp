@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 #include "st/weights.h"
@@ -20,15 +21,7 @@ namespace {
 constexpr const char* kComponent = "model.wan@1";
 
 nlohmann::json read_json(const fs::path& p) {
-    std::ifstream in(p);
-    if (!in) fail(kComponent, "load", "cannot open '{}'", p.string());
-    try {
-        nlohmann::json j;
-        in >> j;
-        return j;
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "load", "'{}' is not valid JSON: {}", p.string(), e.what());
-    }
+    return st::sdk::read_json_file(p, kComponent, "load");
 }
 
 bool looks_like_hub_id(const std::string& s) {

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "st/error.h"
+#include "st/json_file.h"
 
 namespace st::plugins::wan {
 namespace {
@@ -178,14 +179,7 @@ WanTransformerConfig WanTransformerConfig::from_json(const nlohmann::json& j, co
 }
 
 WanTransformerConfig WanTransformerConfig::from_file(const std::filesystem::path& config_json) {
-    std::ifstream in(config_json);
-    if (!in) fail(kComponent, "config", "cannot open '{}'", config_json.string());
-    nlohmann::json j;
-    try {
-        in >> j;
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "config", "'{}' is not valid JSON: {}", config_json.string(), e.what());
-    }
+    const nlohmann::json j = st::sdk::read_json_file(config_json, kComponent);
     return from_json(j, config_json.string());
 }
 

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 
@@ -68,16 +69,6 @@ T read_key(const nlohmann::json& j, const std::string& key, T fallback, const st
         return it->get<T>();
     } catch (const nlohmann::json::exception&) {
         fail(kComponent, "config", "{}: key '{}' has value {} of the wrong type", origin, key, it->dump());
-    }
-}
-
-nlohmann::json read_json_file(const std::filesystem::path& path) {
-    std::ifstream in(path);
-    if (!in) fail(kComponent, "config", "cannot open '{}'", path.string());
-    try {
-        return nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "config", "'{}' is not valid JSON: {}", path.string(), e.what());
     }
 }
 
@@ -190,7 +181,7 @@ UMT5Config UMT5Config::from_hf_json(const nlohmann::json& j, const std::string& 
 }
 
 UMT5Config UMT5Config::from_hf_file(const std::filesystem::path& config_json) {
-    return from_hf_json(read_json_file(config_json), config_json.string());
+    return from_hf_json(st::sdk::read_json_file(config_json, kComponent), config_json.string());
 }
 
 UMT5Config UMT5Config::from_wan_json(const nlohmann::json& j, const std::string& origin) {

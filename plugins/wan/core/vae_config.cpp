@@ -8,6 +8,7 @@
 #include <set>
 
 #include "st/error.h"
+#include "st/json_file.h"
 
 namespace st::plugins::wan {
 namespace {
@@ -136,14 +137,7 @@ WanVAEConfig WanVAEConfig::from_json(const nlohmann::json& j, const std::string&
 }
 
 WanVAEConfig WanVAEConfig::from_file(const std::filesystem::path& path) {
-    std::ifstream in(path);
-    if (!in) fail(kComponent, "config", "cannot open VAE config '{}'", path.string());
-    nlohmann::json j;
-    try {
-        in >> j;
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "config", "{}: invalid JSON: {}", path.string(), e.what());
-    }
+    const nlohmann::json j = st::sdk::read_json_file(path, kComponent);
     return from_json(j, path.string());
 }
 

@@ -12,6 +12,7 @@
 
 #include "core/s2v_key_map.h"
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 #include "st/weights.h"
@@ -135,15 +136,7 @@ void cross_check(const WanS2VConfig& file, const WanS2VConfig& weights, const st
 }
 
 nlohmann::json read_json(const fs::path& p) {
-    std::ifstream in(p);
-    if (!in) fail(kComponent, "load", "cannot open '{}'", p.string());
-    try {
-        nlohmann::json j;
-        in >> j;
-        return j;
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "load", "'{}' is not valid JSON: {}", p.string(), e.what());
-    }
+    return st::sdk::read_json_file(p, kComponent, "load");
 }
 
 std::string list_dir(const fs::path& dir) {

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "st/error.h"
+#include "st/json_file.h"
 
 namespace st::plugins::wan_s2v {
 namespace {
@@ -174,14 +175,7 @@ WanS2VConfig WanS2VConfig::from_json(const nlohmann::json& j, const std::string&
 }
 
 WanS2VConfig WanS2VConfig::from_file(const std::filesystem::path& config_json) {
-    std::ifstream in(config_json);
-    if (!in) fail(kComponent, "config", "cannot open '{}'", config_json.string());
-    nlohmann::json j;
-    try {
-        in >> j;
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "config", "'{}' is not valid JSON: {}", config_json.string(), e.what());
-    }
+    const nlohmann::json j = st::sdk::read_json_file(config_json, kComponent);
     if (j.is_object() && j.contains("_class_name") && j["_class_name"] != "WanS2VTransformer3DModel")
         fail(kComponent, "config", "'{}' is not a Wan S2V transformer config: _class_name {}",
              config_json.string(), j["_class_name"].dump());

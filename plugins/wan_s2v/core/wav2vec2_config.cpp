@@ -5,6 +5,7 @@
 
 #include "core/wav2vec2.h"
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace st::plugins::wan_s2v {
@@ -165,15 +166,7 @@ Wav2Vec2Config Wav2Vec2Config::from_json(const nlohmann::json& j, const std::str
 }
 
 Wav2Vec2Config Wav2Vec2Config::from_file(const std::filesystem::path& config_json) {
-    std::ifstream in(config_json);
-    if (!in) fail(kComponent, "config", "cannot open '{}'", config_json.string());
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "config", "'{}' is not valid JSON: {}", config_json.string(), e.what());
-    }
-    return from_json(j, config_json.string());
+    return from_json(st::sdk::read_json_file(config_json, kComponent), config_json.string());
 }
 
 nlohmann::json Wav2Vec2Config::to_json() const {
