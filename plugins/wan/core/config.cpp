@@ -15,20 +15,10 @@ namespace {
 
 constexpr const char* kComponent = "model.wan@1";
 
-template <typename T>
-T get_as(const nlohmann::json& value, const std::string& key, const std::string& source) {
-    try {
-        return value.get<T>();
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "config", "{}: key '{}' has the wrong type ({}): {}", source, key, value.dump(),
-             e.what());
-    }
-}
-
 std::optional<int64_t> get_optional_int(const nlohmann::json& value, const std::string& key,
                                         const std::string& source) {
     if (value.is_null()) return std::nullopt;
-    return get_as<int64_t>(value, key, source);
+    return st::sdk::json_as<int64_t>(value, key, source, kComponent);
 }
 
 nlohmann::json optional_to_json(const std::optional<int64_t>& v) {
@@ -128,34 +118,35 @@ WanTransformerConfig WanTransformerConfig::from_json(const nlohmann::json& j, co
     for (const auto& [key, value] : j.items()) {
         if (!key.empty() && key[0] == '_') continue;  // _class_name, _diffusers_version, _name_or_path
         if (key == "patch_size") {
-            auto v = get_as<std::vector<int64_t>>(value, key, source);
+            auto v = st::sdk::json_as<std::vector<int64_t>>(value, key, source, kComponent);
             if (v.size() != 3)
                 fail(kComponent, "config", "{}: patch_size must have 3 entries, got {}", source,
                      value.dump());
             c.patch_size = {v[0], v[1], v[2]};
         } else if (key == "num_attention_heads") {
-            c.num_attention_heads = get_as<int64_t>(value, key, source);
+            c.num_attention_heads = st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else if (key == "attention_head_dim") {
-            c.attention_head_dim = get_as<int64_t>(value, key, source);
+            c.attention_head_dim = st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else if (key == "in_channels") {
-            c.in_channels = get_as<int64_t>(value, key, source);
+            c.in_channels = st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else if (key == "out_channels") {
             // diffusers allows null (= in_channels).
-            c.out_channels = value.is_null() ? -1 : get_as<int64_t>(value, key, source);
+            c.out_channels = value.is_null() ? -1 : st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else if (key == "text_dim") {
-            c.text_dim = get_as<int64_t>(value, key, source);
+            c.text_dim = st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else if (key == "freq_dim") {
-            c.freq_dim = get_as<int64_t>(value, key, source);
+            c.freq_dim = st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else if (key == "ffn_dim") {
-            c.ffn_dim = get_as<int64_t>(value, key, source);
+            c.ffn_dim = st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else if (key == "num_layers") {
-            c.num_layers = get_as<int64_t>(value, key, source);
+            c.num_layers = st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else if (key == "cross_attn_norm") {
-            c.cross_attn_norm = get_as<bool>(value, key, source);
+            c.cross_attn_norm = st::sdk::json_as<bool>(value, key, source, kComponent);
         } else if (key == "qk_norm") {
-            c.qk_norm = value.is_null() ? std::string() : get_as<std::string>(value, key, source);
+            c.qk_norm = value.is_null() ? std::string()
+                                        : st::sdk::json_as<std::string>(value, key, source, kComponent);
         } else if (key == "eps") {
-            c.eps = get_as<double>(value, key, source);
+            c.eps = st::sdk::json_as<double>(value, key, source, kComponent);
         } else if (key == "image_dim") {
             c.image_dim = get_optional_int(value, key, source);
         } else if (key == "added_kv_proj_dim") {
@@ -163,7 +154,7 @@ WanTransformerConfig WanTransformerConfig::from_json(const nlohmann::json& j, co
         } else if (key == "pos_embed_seq_len") {
             c.pos_embed_seq_len = get_optional_int(value, key, source);
         } else if (key == "rope_max_seq_len") {
-            c.rope_max_seq_len = get_as<int64_t>(value, key, source);
+            c.rope_max_seq_len = st::sdk::json_as<int64_t>(value, key, source, kComponent);
         } else {
             fail(kComponent, "config", "{}: unknown key '{}' in a Wan transformer config (value {})", source,
                  key, value.dump());

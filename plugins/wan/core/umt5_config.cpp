@@ -61,17 +61,6 @@ const std::set<std::string> kReadHfKeys = {"d_model",
                                            "pad_token_id",
                                            "eos_token_id"};
 
-template <typename T>
-T read_key(const nlohmann::json& j, const std::string& key, T fallback, const std::string& origin) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return fallback;
-    try {
-        return it->get<T>();
-    } catch (const nlohmann::json::exception&) {
-        fail(kComponent, "config", "{}: key '{}' has value {} of the wrong type", origin, key, it->dump());
-    }
-}
-
 std::vector<int64_t> shape_of(const st::sdk::TensorSource& source, const std::string& name) {
     for (const auto& info : source.infos())
         if (info.name == name) return info.shape;
@@ -136,37 +125,38 @@ void UMT5Config::validate(const std::string& origin) const {
 UMT5Config UMT5Config::from_hf_json(const nlohmann::json& j, const std::string& origin) {
     if (!j.is_object())
         fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
-    auto model_type = read_key<std::string>(j, "model_type", "umt5", origin);
+    auto model_type = st::sdk::json_value_or<std::string>(j, "model_type", "umt5", origin, kComponent);
     if (model_type != "umt5")
         fail(kComponent, "config",
              "{}: model_type '{}' is not 'umt5' (Wan needs UMT5: a relative-position table in every layer, "
              "T5 shares layer 0's)",
              origin, model_type);
-    auto ffn = read_key<std::string>(j, "feed_forward_proj", "gated-gelu", origin);
+    auto ffn = st::sdk::json_value_or<std::string>(j, "feed_forward_proj", "gated-gelu", origin, kComponent);
     if (ffn != "gated-gelu")
         fail(kComponent, "config", "{}: feed_forward_proj '{}' is not supported (expected 'gated-gelu')",
              origin, ffn);
-    auto act = read_key<std::string>(j, "dense_act_fn", "gelu_new", origin);
+    auto act = st::sdk::json_value_or<std::string>(j, "dense_act_fn", "gelu_new", origin, kComponent);
     if (act != "gelu_new" && act != "gelu_pytorch_tanh")
         fail(kComponent, "config", "{}: dense_act_fn '{}' is not the tanh GELU ('gelu_new') UMT5 uses",
              origin, act);
-    if (!read_key<bool>(j, "is_gated_act", true, origin))
+    if (!st::sdk::json_value_or<bool>(j, "is_gated_act", true, origin, kComponent))
         fail(kComponent, "config", "{}: is_gated_act is false; the UMT5 FFN is gated (wi_0, wi_1)", origin);
 
     UMT5Config c;
-    c.vocab_size = read_key<int64_t>(j, "vocab_size", c.vocab_size, origin);
-    c.d_model = read_key<int64_t>(j, "d_model", c.d_model, origin);
-    c.d_kv = read_key<int64_t>(j, "d_kv", c.d_kv, origin);
-    c.d_ff = read_key<int64_t>(j, "d_ff", c.d_ff, origin);
-    c.num_layers = read_key<int64_t>(j, "num_layers", c.num_layers, origin);
-    c.num_heads = read_key<int64_t>(j, "num_heads", c.num_heads, origin);
-    c.relative_attention_num_buckets =
-        read_key<int64_t>(j, "relative_attention_num_buckets", c.relative_attention_num_buckets, origin);
-    c.relative_attention_max_distance =
-        read_key<int64_t>(j, "relative_attention_max_distance", c.relative_attention_max_distance, origin);
-    c.layer_norm_epsilon = read_key<double>(j, "layer_norm_epsilon", c.layer_norm_epsilon, origin);
-    c.pad_token_id = read_key<int64_t>(j, "pad_token_id", c.pad_token_id, origin);
-    c.eos_token_id = read_key<int64_t>(j, "eos_token_id", c.eos_token_id, origin);
+    c.vocab_size = st::sdk::json_value_or<int64_t>(j, "vocab_size", c.vocab_size, origin, kComponent);
+    c.d_model = st::sdk::json_value_or<int64_t>(j, "d_model", c.d_model, origin, kComponent);
+    c.d_kv = st::sdk::json_value_or<int64_t>(j, "d_kv", c.d_kv, origin, kComponent);
+    c.d_ff = st::sdk::json_value_or<int64_t>(j, "d_ff", c.d_ff, origin, kComponent);
+    c.num_layers = st::sdk::json_value_or<int64_t>(j, "num_layers", c.num_layers, origin, kComponent);
+    c.num_heads = st::sdk::json_value_or<int64_t>(j, "num_heads", c.num_heads, origin, kComponent);
+    c.relative_attention_num_buckets = st::sdk::json_value_or<int64_t>(
+        j, "relative_attention_num_buckets", c.relative_attention_num_buckets, origin, kComponent);
+    c.relative_attention_max_distance = st::sdk::json_value_or<int64_t>(
+        j, "relative_attention_max_distance", c.relative_attention_max_distance, origin, kComponent);
+    c.layer_norm_epsilon =
+        st::sdk::json_value_or<double>(j, "layer_norm_epsilon", c.layer_norm_epsilon, origin, kComponent);
+    c.pad_token_id = st::sdk::json_value_or<int64_t>(j, "pad_token_id", c.pad_token_id, origin, kComponent);
+    c.eos_token_id = st::sdk::json_value_or<int64_t>(j, "eos_token_id", c.eos_token_id, origin, kComponent);
 
     std::vector<std::string> unknown;
     for (const auto& [key, value] : j.items())
@@ -187,29 +177,29 @@ UMT5Config UMT5Config::from_hf_file(const std::filesystem::path& config_json) {
 UMT5Config UMT5Config::from_wan_json(const nlohmann::json& j, const std::string& origin) {
     if (!j.is_object())
         fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
-    if (read_key<bool>(j, "shared_pos", false, origin))
+    if (st::sdk::json_value_or<bool>(j, "shared_pos", false, origin, kComponent))
         fail(kComponent, "config",
              "{}: shared_pos is true (plain T5); Wan's UMT5 encoder has a relative-position table per layer",
              origin);
     UMT5Config c;
-    c.vocab_size = read_key<int64_t>(j, "vocab", c.vocab_size, origin);
-    c.d_model = read_key<int64_t>(j, "dim", c.d_model, origin);
-    const int64_t dim_attn = read_key<int64_t>(j, "dim_attn", c.d_model, origin);
-    c.num_heads = read_key<int64_t>(j, "num_heads", c.num_heads, origin);
+    c.vocab_size = st::sdk::json_value_or<int64_t>(j, "vocab", c.vocab_size, origin, kComponent);
+    c.d_model = st::sdk::json_value_or<int64_t>(j, "dim", c.d_model, origin, kComponent);
+    const int64_t dim_attn = st::sdk::json_value_or<int64_t>(j, "dim_attn", c.d_model, origin, kComponent);
+    c.num_heads = st::sdk::json_value_or<int64_t>(j, "num_heads", c.num_heads, origin, kComponent);
     if (c.num_heads <= 0 || dim_attn % c.num_heads != 0)
         fail(kComponent, "config", "{}: dim_attn {} is not divisible by num_heads {}", origin, dim_attn,
              c.num_heads);
     c.d_kv = dim_attn / c.num_heads;
-    c.d_ff = read_key<int64_t>(j, "dim_ffn", c.d_ff, origin);
-    c.num_layers = read_key<int64_t>(j, "num_layers", c.num_layers, origin);
-    c.relative_attention_num_buckets =
-        read_key<int64_t>(j, "num_buckets", c.relative_attention_num_buckets, origin);
+    c.d_ff = st::sdk::json_value_or<int64_t>(j, "dim_ffn", c.d_ff, origin, kComponent);
+    c.num_layers = st::sdk::json_value_or<int64_t>(j, "num_layers", c.num_layers, origin, kComponent);
+    c.relative_attention_num_buckets = st::sdk::json_value_or<int64_t>(
+        j, "num_buckets", c.relative_attention_num_buckets, origin, kComponent);
     // wan_t5_config.json in the golden spells it out with its HF name in parentheses.
     for (const char* key :
          {"max_dist", "max_dist (relative_attention_max_distance)", "relative_attention_max_distance"})
         c.relative_attention_max_distance =
-            read_key<int64_t>(j, key, c.relative_attention_max_distance, origin);
-    c.layer_norm_epsilon = read_key<double>(j, "eps", c.layer_norm_epsilon, origin);
+            st::sdk::json_value_or<int64_t>(j, key, c.relative_attention_max_distance, origin, kComponent);
+    c.layer_norm_epsilon = st::sdk::json_value_or<double>(j, "eps", c.layer_norm_epsilon, origin, kComponent);
     c.validate(origin);
     return c;
 }

@@ -15,16 +15,6 @@ namespace {
 
 constexpr const char* kComponent = "model.wan_s2v@1";
 
-template <typename T>
-T get_as(const nlohmann::json& value, const std::string& key, const std::string& source) {
-    try {
-        return value.get<T>();
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "config", "{}: key '{}' has the wrong type ({}): {}", source, key, value.dump(),
-             e.what());
-    }
-}
-
 }  // namespace
 
 int64_t WanS2VConfig::tensor_count() const {
@@ -105,11 +95,11 @@ WanS2VConfig WanS2VConfig::from_json(const nlohmann::json& j, const std::string&
     WanS2VConfig c;
     for (const auto& [key, value] : j.items()) {
         if (!key.empty() && key[0] == '_') continue;  // _class_name, _diffusers_version, _name_or_path
-        auto as_int = [&]() { return get_as<int64_t>(value, key, source); };
-        auto as_bool = [&]() { return get_as<bool>(value, key, source); };
-        auto as_string = [&]() { return get_as<std::string>(value, key, source); };
+        auto as_int = [&]() { return st::sdk::json_as<int64_t>(value, key, source, kComponent); };
+        auto as_bool = [&]() { return st::sdk::json_as<bool>(value, key, source, kComponent); };
+        auto as_string = [&]() { return st::sdk::json_as<std::string>(value, key, source, kComponent); };
         if (key == "patch_size") {
-            auto v = get_as<std::vector<int64_t>>(value, key, source);
+            auto v = st::sdk::json_as<std::vector<int64_t>>(value, key, source, kComponent);
             if (v.size() != 3)
                 fail(kComponent, "config", "{}: patch_size must have 3 entries, got {}", source,
                      value.dump());
@@ -129,7 +119,7 @@ WanS2VConfig WanS2VConfig::from_json(const nlohmann::json& j, const std::string&
         } else if (key == "audio_dim") {
             c.audio_dim = as_int();
         } else if (key == "audio_inject_layers") {
-            c.audio_inject_layers = get_as<std::vector<int64_t>>(value, key, source);
+            c.audio_inject_layers = st::sdk::json_as<std::vector<int64_t>>(value, key, source, kComponent);
         } else if (key == "enable_adain") {
             c.enable_adain = as_bool();
         } else if (key == "adain_mode") {
@@ -147,7 +137,7 @@ WanS2VConfig WanS2VConfig::from_json(const nlohmann::json& j, const std::string&
         } else if (key == "qk_norm") {
             c.qk_norm = value.is_null() ? std::string() : as_string();
         } else if (key == "eps") {
-            c.eps = get_as<double>(value, key, source);
+            c.eps = st::sdk::json_as<double>(value, key, source, kComponent);
         } else if (key == "added_kv_proj_dim") {
             c.added_kv_proj_dim = value.is_null() ? std::nullopt : std::optional<int64_t>(as_int());
         } else if (key == "rope_max_seq_len") {

@@ -13,17 +13,6 @@ namespace {
 
 constexpr const char* kComponent = "model.wan_s2v.wav2vec2";
 
-template <typename T>
-T read_key(const nlohmann::json& j, const std::string& key, T fallback, const std::string& origin) {
-    auto it = j.find(key);
-    if (it == j.end() || it->is_null()) return fallback;
-    try {
-        return it->get<T>();
-    } catch (const nlohmann::json::exception&) {
-        fail(kComponent, "config", "{}: key '{}' has value {} of the wrong type", origin, key, it->dump());
-    }
-}
-
 std::string join(const std::vector<int64_t>& v) {
     std::string out;
     for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
@@ -125,39 +114,49 @@ void Wav2Vec2Config::validate(const std::string& origin) const {
 Wav2Vec2Config Wav2Vec2Config::from_json(const nlohmann::json& j, const std::string& origin) {
     if (!j.is_object())
         fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
-    const auto model_type = read_key<std::string>(j, "model_type", "wav2vec2", origin);
+    const auto model_type =
+        st::sdk::json_value_or<std::string>(j, "model_type", "wav2vec2", origin, kComponent);
     if (model_type != "wav2vec2")
         fail(kComponent, "config", "{}: model_type '{}' is not 'wav2vec2'", origin, model_type);
-    if (read_key<bool>(j, "add_adapter", false, origin))
+    if (st::sdk::json_value_or<bool>(j, "add_adapter", false, origin, kComponent))
         fail(kComponent, "config", "{}: add_adapter is true; Wav2Vec2 adapters are not supported", origin);
     if (j.contains("adapter_attn_dim") && !j.at("adapter_attn_dim").is_null())
         fail(kComponent, "config", "{}: adapter_attn_dim is set ({}); attention adapters are not supported",
              origin, j.at("adapter_attn_dim").dump());
 
     Wav2Vec2Config c;
-    c.hidden_size = read_key<int64_t>(j, "hidden_size", c.hidden_size, origin);
-    c.num_hidden_layers = read_key<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, origin);
-    c.num_attention_heads = read_key<int64_t>(j, "num_attention_heads", c.num_attention_heads, origin);
-    c.intermediate_size = read_key<int64_t>(j, "intermediate_size", c.intermediate_size, origin);
-    c.hidden_act = read_key<std::string>(j, "hidden_act", c.hidden_act, origin);
-    c.layer_norm_eps = read_key<double>(j, "layer_norm_eps", c.layer_norm_eps, origin);
+    c.hidden_size = st::sdk::json_value_or<int64_t>(j, "hidden_size", c.hidden_size, origin, kComponent);
+    c.num_hidden_layers =
+        st::sdk::json_value_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, origin, kComponent);
+    c.num_attention_heads =
+        st::sdk::json_value_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, origin, kComponent);
+    c.intermediate_size =
+        st::sdk::json_value_or<int64_t>(j, "intermediate_size", c.intermediate_size, origin, kComponent);
+    c.hidden_act = st::sdk::json_value_or<std::string>(j, "hidden_act", c.hidden_act, origin, kComponent);
+    c.layer_norm_eps =
+        st::sdk::json_value_or<double>(j, "layer_norm_eps", c.layer_norm_eps, origin, kComponent);
     // transformers' own defaults are "group"/false (wav2vec2-base); a config that omits them is a
     // base model, which the validation below rejects with the reason.
-    c.feat_extract_norm = read_key<std::string>(j, "feat_extract_norm", "group", origin);
-    c.do_stable_layer_norm = read_key<bool>(j, "do_stable_layer_norm", false, origin);
-    c.conv_dim = read_key<std::vector<int64_t>>(j, "conv_dim", c.conv_dim, origin);
-    c.conv_kernel = read_key<std::vector<int64_t>>(j, "conv_kernel", c.conv_kernel, origin);
-    c.conv_stride = read_key<std::vector<int64_t>>(j, "conv_stride", c.conv_stride, origin);
+    c.feat_extract_norm =
+        st::sdk::json_value_or<std::string>(j, "feat_extract_norm", "group", origin, kComponent);
+    c.do_stable_layer_norm =
+        st::sdk::json_value_or<bool>(j, "do_stable_layer_norm", false, origin, kComponent);
+    c.conv_dim = st::sdk::json_value_or<std::vector<int64_t>>(j, "conv_dim", c.conv_dim, origin, kComponent);
+    c.conv_kernel =
+        st::sdk::json_value_or<std::vector<int64_t>>(j, "conv_kernel", c.conv_kernel, origin, kComponent);
+    c.conv_stride =
+        st::sdk::json_value_or<std::vector<int64_t>>(j, "conv_stride", c.conv_stride, origin, kComponent);
     // transformers default conv_bias=False; every large/xlsr checkpoint sets it true.
-    c.conv_bias = read_key<bool>(j, "conv_bias", false, origin);
-    c.feat_extract_activation = read_key<std::string>(j, "feat_extract_activation", "gelu", origin);
-    c.num_conv_pos_embeddings =
-        read_key<int64_t>(j, "num_conv_pos_embeddings", c.num_conv_pos_embeddings, origin);
-    c.num_conv_pos_embedding_groups =
-        read_key<int64_t>(j, "num_conv_pos_embedding_groups", c.num_conv_pos_embedding_groups, origin);
-    c.vocab_size = read_key<int64_t>(j, "vocab_size", 32, origin);
-    const auto layers =
-        read_key<int64_t>(j, "num_feat_extract_layers", static_cast<int64_t>(c.conv_dim.size()), origin);
+    c.conv_bias = st::sdk::json_value_or<bool>(j, "conv_bias", false, origin, kComponent);
+    c.feat_extract_activation =
+        st::sdk::json_value_or<std::string>(j, "feat_extract_activation", "gelu", origin, kComponent);
+    c.num_conv_pos_embeddings = st::sdk::json_value_or<int64_t>(
+        j, "num_conv_pos_embeddings", c.num_conv_pos_embeddings, origin, kComponent);
+    c.num_conv_pos_embedding_groups = st::sdk::json_value_or<int64_t>(
+        j, "num_conv_pos_embedding_groups", c.num_conv_pos_embedding_groups, origin, kComponent);
+    c.vocab_size = st::sdk::json_value_or<int64_t>(j, "vocab_size", 32, origin, kComponent);
+    const auto layers = st::sdk::json_value_or<int64_t>(
+        j, "num_feat_extract_layers", static_cast<int64_t>(c.conv_dim.size()), origin, kComponent);
     if (layers != static_cast<int64_t>(c.conv_dim.size()))
         fail(kComponent, "config", "{}: num_feat_extract_layers {} does not match conv_dim {} ({} entries)",
              origin, layers, join(c.conv_dim), c.conv_dim.size());
