@@ -37,6 +37,9 @@ int Encoders::audio_sample_rate() const {
 }
 
 DataBackend::~DataBackend() = default;
+std::vector<Batch> DataBackend::eval_batches(int64_t, int64_t) {
+    return {};
+}
 ModelFamily::~ModelFamily() = default;
 LoraNameMap ModelFamily::lora_name_map() const {
     return {};
@@ -60,6 +63,9 @@ TensorMap ModelFamily::encode_conditioning_image(const at::Tensor&, int64_t) {
 void ModelFamily::release_encoders() {}
 std::vector<std::string> ModelFamily::sampling_inputs() const {
     return {};
+}
+std::optional<double> ModelFamily::expert_boundary() const {
+    return std::nullopt;
 }
 Registrar::~Registrar() = default;
 

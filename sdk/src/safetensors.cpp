@@ -334,12 +334,31 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     ::close(fd);  // the mapping keeps the file referenced
     if (addr == MAP_FAILED)
         fail_file(path, fmt::format("cannot mmap {} bytes: {}", size, errno_text(map_err)));
-
     auto file = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
+    file->mapping_ = std::shared_ptr<void>(addr, [size](void* p) { ::munmap(p, size); });
+    file->parse(path, static_cast<const uint8_t*>(addr), size);
+    return file;
+}
+
+std::shared_ptr<SafetensorsFile> SafetensorsFile::from_bytes(std::shared_ptr<const std::string> bytes,
+                                                             const std::filesystem::path& label) {
+    if (!bytes) fail_file(label, "no bytes given");
+    if (bytes->size() < 8)
+        fail_file(label,
+                  fmt::format("data is truncated: {} bytes, expected at least the 8-byte header length",
+                              bytes->size()));
+    auto file = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
+    const auto* data = reinterpret_cast<const uint8_t*>(bytes->data());
+    const uint64_t size = bytes->size();
+    file->mapping_ = std::shared_ptr<void>(bytes, const_cast<std::string*>(bytes.get()));
+    file->parse(label, data, size);
+    return file;
+}
+
+void SafetensorsFile::parse(const std::filesystem::path& path, const uint8_t* bytes, uint64_t size) {
+    SafetensorsFile* file = this;
     file->path_ = path;
     file->size_ = size;
-    file->mapping_ = std::shared_ptr<void>(addr, [size](void* p) { ::munmap(p, size); });
-    const auto* bytes = static_cast<const uint8_t*>(addr);
 
     uint64_t header_len = 0;
     std::memcpy(&header_len, bytes, 8);
@@ -428,7 +447,6 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     }
     log::debug(kComponent, "opened '{}': {} tensors, header {} bytes, data {} bytes", path.string(),
                file->tensors_.size(), header_len, buffer_size);
-    return file;
 }
 
 SafetensorsFile::~SafetensorsFile() = default;
@@ -704,42 +722,75 @@ void write_all(int fd, const void* data, size_t size, const std::filesystem::pat
 
 }  // namespace
 
-void save_safetensors(const std::filesystem::path& path, const TensorMap& tensors,
-                      const std::map<std::string, std::string>& metadata) {
-    // Everything that can be checked is checked before the temporary file exists.
-    nlohmann::json header = nlohmann::json::object();
+namespace {
+
+/// The serialised header (padded so the data starts 8-byte aligned) and the contiguous CPU tensors
+/// in data order. Everything that can be checked is checked here, before anything is written.
+struct PreparedSafetensors {
+    std::string header;
     std::vector<at::Tensor> data;
-    data.reserve(tensors.size());
+    uint64_t data_bytes = 0;
+};
+
+PreparedSafetensors prepare_safetensors(const std::string& label, const TensorMap& tensors,
+                                        const std::map<std::string, std::string>& metadata) {
+    PreparedSafetensors out;
+    nlohmann::json header = nlohmann::json::object();
+    out.data.reserve(tensors.size());
     uint64_t offset = 0;
     for (const auto& [name, tensor] : tensors) {
         if (name == "__metadata__")
-            fail(kComponent, "save", "'{}': '__metadata__' is reserved, not a tensor name", path.string());
+            fail(kComponent, "save", "'{}': '__metadata__' is reserved, not a tensor name", label);
         if (find_invalid_utf8(name) != std::string_view::npos) {
-            fail(kComponent, "save", "'{}': tensor name \"{}\" is not valid UTF-8", path.string(),
-                 excerpt(name, 0));
+            fail(kComponent, "save", "'{}': tensor name \"{}\" is not valid UTF-8", label, excerpt(name, 0));
         }
-        if (!tensor.defined())
-            fail(kComponent, "save", "'{}': tensor '{}' is undefined", path.string(), name);
+        if (!tensor.defined()) fail(kComponent, "save", "'{}': tensor '{}' is undefined", label, name);
         const std::string dtype = scalar_to_safetensors_dtype(tensor.scalar_type());
         at::Tensor cpu = tensor.detach().to(at::kCPU).contiguous();
         const auto bytes = static_cast<uint64_t>(cpu.numel()) * cpu.element_size();
         header[name] = {
             {"dtype", dtype}, {"shape", cpu.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
         offset += bytes;
-        data.push_back(std::move(cpu));
+        out.data.push_back(std::move(cpu));
     }
     if (!metadata.empty()) {
         for (const auto& [key, value] : metadata) {
             if (find_invalid_utf8(key) != std::string_view::npos ||
                 find_invalid_utf8(value) != std::string_view::npos) {
-                fail(kComponent, "save", "'{}': metadata entry \"{}\" is not valid UTF-8", path.string(),
+                fail(kComponent, "save", "'{}': metadata entry \"{}\" is not valid UTF-8", label,
                      excerpt(key, 0));
             }
         }
         header["__metadata__"] = metadata;
     }
-    std::string text = header.dump();
-    text.append((8 - text.size() % 8) % 8, ' ');  // data buffer starts 8-byte aligned
+    out.header = header.dump();
+    out.header.append((8 - out.header.size() % 8) % 8, ' ');  // data buffer starts 8-byte aligned
+    out.data_bytes = offset;
+    return out;
+}
+
+}  // namespace
+
+std::string safetensors_bytes(const TensorMap& tensors, const std::map<std::string, std::string>& metadata,
+                              const std::string& label) {
+    const PreparedSafetensors p = prepare_safetensors(label, tensors, metadata);
+    const uint64_t header_len = p.header.size();
+    std::string out;
+    out.reserve(8 + p.header.size() + p.data_bytes);
+    out.append(reinterpret_cast<const char*>(&header_len), 8);
+    out += p.header;
+    for (const auto& t : p.data)
+        if (t.numel() > 0)
+            out.append(static_cast<const char*>(t.data_ptr()),
+                       static_cast<size_t>(t.numel()) * t.element_size());
+    return out;
+}
+
+void save_safetensors(const std::filesystem::path& path, const TensorMap& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+    const PreparedSafetensors prepared = prepare_safetensors(path.string(), tensors, metadata);
+    const std::string& text = prepared.header;
+    const std::vector<at::Tensor>& data = prepared.data;
     const uint64_t header_len = text.size();
 
     TempFile tmp(path.string() + fmt::format(".tmp-{}", ::getpid()));
@@ -785,7 +836,7 @@ void save_safetensors(const std::filesystem::path& path, const TensorMap& tensor
     }
     if (dfd >= 0) ::close(dfd);
     log::debug(kComponent, "saved '{}': {} tensors, {} bytes", path.string(), tensors.size(),
-               8 + header_len + offset);
+               8 + header_len + prepared.data_bytes);
 }
 
 }  // namespace st::sdk

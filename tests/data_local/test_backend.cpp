@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <set>
+
 #include "cache.h"
 #include "fixtures.h"
 #include "st/error.h"
@@ -212,6 +214,61 @@ TEST(DataBackendTest, CachesAreWrittenReusedAndRebuiltWhenStale) {
         ASSERT_EQ(enc.video_batches.size(), before + 1);
         EXPECT_EQ(enc.video_batches.back(), 1);
     }
+}
+
+TEST(DataBackendTest, EvalDatasetsAreCachedButNeverServedForTraining) {
+    TempDir dir("backend-eval");
+    for (int i = 0; i < 3; ++i)
+        st_test::make_clip(dir.path / "v" / ("t" + std::to_string(i) + ".mp4"), 96, 64, 10, 1.0);
+    st_test::make_clip(dir.path / "e" / "e0.mp4", 96, 64, 10, 1.0);
+    st_test::make_clip(dir.path / "e" / "e1.mp4", 96, 64, 10, 1.0);
+    st_test::make_clip(dir.path / "e" / "e2.mp4", 64, 96, 10, 1.0);  // another bucket
+    json held = video_entry("held", "e");
+    held["dataset_type"] = "eval";
+    st_test::FakeEncoders enc;
+    dl::LocalDataBackend b;
+    // Batch 2 x accumulation 2 = 4 > 3 eval samples: eval datasets are never pruned for the batch.
+    b.open(request(dir.path, json::array({video_entry("train", "v"), held, text_entry()}),
+                   {{"train_batch_size", 1}, {"gradient_accumulation_steps", 3}}));
+    const auto summary = b.prepare(&enc);
+    EXPECT_EQ(summary.samples, 6);
+    EXPECT_EQ(summary.details["datasets"]["held"]["eval"], true);
+    EXPECT_EQ(summary.details["datasets"]["held"]["samples"], 3);
+    EXPECT_EQ(b.batches_per_epoch(1), 3);  // training samples only
+    b.start_epoch(0);
+    std::set<std::string> trained;
+    while (auto batch = b.next_batch(1))
+        for (const auto& s : batch->samples) trained.insert(s.dataset_id);
+    EXPECT_EQ(trained, std::set<std::string>{"train"});
+
+    const auto all = b.eval_batches(0, 4);
+    ASSERT_EQ(all.size(), 2u);  // two buckets
+    std::vector<std::string> ids;
+    for (const auto& batch : all) {
+        EXPECT_EQ(batch.tensors.at("latents").size(0), static_cast<int64_t>(batch.samples.size()));
+        EXPECT_EQ(batch.tensors.at("prompt_embeds").size(0), static_cast<int64_t>(batch.samples.size()));
+        for (const auto& s : batch.samples) {
+            EXPECT_EQ(s.dataset_id, "held");
+            EXPECT_EQ(s.bucket, batch.samples.front().bucket);
+            ids.push_back(s.id);
+        }
+    }
+    EXPECT_EQ(ids.size(), 3u);
+    // The same set, in the same order, every call; max_samples and batch_size are honoured.
+    std::vector<std::string> again;
+    for (const auto& batch : b.eval_batches(0, 1)) {
+        EXPECT_EQ(batch.samples.size(), 1u);
+        again.push_back(batch.samples.front().id);
+    }
+    EXPECT_EQ(again, ids);
+    size_t two = 0;
+    for (const auto& batch : b.eval_batches(2, 4)) two += batch.samples.size();
+    EXPECT_EQ(two, 2u);
+    // Without eval datasets there is nothing to evaluate on.
+    dl::LocalDataBackend plain;
+    plain.open(request(dir.path, json::array({video_entry("train", "v"), text_entry()})));
+    plain.prepare(&enc);
+    EXPECT_TRUE(plain.eval_batches(0, 4).empty());
 }
 
 TEST(DataBackendTest, SamplerResumesExactlyAndTooSmallDatasetsExplainRepeats) {

@@ -121,6 +121,30 @@ TEST(DataConfigTest, DisabledDatasetNeedsNoFolder) {
     EXPECT_TRUE(ds[1].disabled);
 }
 
+TEST(DataConfigTest, EvalDatasetsHoldTheTrainingMediaKind) {
+    // dataset_type eval: held out for the evaluation loss; videos when the run trains on videos (or
+    // the entry has a video block), images otherwise.
+    auto ds = dl::parse_datasets(json::parse(R"([
+        {"id":"train","dataset_type":"video","instance_data_dir":"v"},
+        {"id":"held","dataset_type":"eval","instance_data_dir":"e"},
+        {"id":"held2","dataset_type":"eval","instance_data_dir":"e2","video":{"num_frames":17}}])"),
+                                 run());
+    ASSERT_EQ(ds.size(), 3u);
+    EXPECT_FALSE(ds[0].eval);
+    EXPECT_TRUE(ds[1].eval);
+    EXPECT_EQ(ds[1].dataset_type, dl::DatasetType::video);
+    EXPECT_EQ(ds[1].cache_dir_vae, "/out/cache/vae/wan/held");
+    EXPECT_TRUE(ds[2].eval);
+    EXPECT_EQ(ds[2].video.num_frames, 17);
+    auto images = dl::parse_datasets(json::parse(R"([
+        {"id":"train","dataset_type":"image","instance_data_dir":"i"},
+        {"id":"held","dataset_type":"eval","instance_data_dir":"e"}])"),
+                                     run());
+    EXPECT_EQ(images[1].dataset_type, dl::DatasetType::image);
+    EXPECT_NE(error_of(json::parse(R"([{"id":"held","dataset_type":"eval"}])")).find("instance_data_dir"),
+              std::string::npos);
+}
+
 TEST(DataConfigTest, S2VAutoSplitCreatesAudioDataset) {
     auto r = run();
     r.model_family = "wan_s2v";

@@ -22,6 +22,7 @@
 
 namespace fs = std::filesystem;
 using st::sdk::open_tensor_source;
+using st::sdk::safetensors_bytes;
 using st::sdk::safetensors_dtype_size;
 using st::sdk::safetensors_dtype_to_scalar;
 using st::sdk::SafetensorsFile;
@@ -166,6 +167,35 @@ TEST(SafetensorsTest, MetadataRoundTrips) {
     save_safetensors(dir / "none.safetensors", {{"w", at::zeros({2})}});
     EXPECT_TRUE(SafetensorsFile::open(dir / "none.safetensors")->metadata().empty());
     EXPECT_EQ(read_bytes(dir / "none.safetensors").find("__metadata__"), std::string::npos);
+}
+
+TEST(SafetensorsTest, InMemoryBytesEqualTheFileAndReadBackWithoutAFile) {
+    TempDir dir;
+    const TensorMap tensors{{"a", at::arange(6, at::kFloat).reshape({2, 3})},
+                            {"b", at::arange(5, at::kLong)},
+                            {"c", at::ones({3}, at::kBFloat16)}};
+    const std::map<std::string, std::string> meta{{"st.cache_key", "k1"}};
+    save_safetensors(dir / "f.safetensors", tensors, meta);
+    const std::string bytes = safetensors_bytes(tensors, meta, "memory");
+    EXPECT_EQ(bytes, read_bytes(dir / "f.safetensors"));
+
+    auto file = SafetensorsFile::from_bytes(std::make_shared<const std::string>(bytes), dir / "f.gz");
+    EXPECT_EQ(file->metadata(), meta);
+    EXPECT_EQ(file->describe().find((dir / "f.gz").string()) != std::string::npos, true);
+    for (const auto& [name, t] : tensors) EXPECT_TRUE(at::equal(file->load(name), t)) << name;
+    at::Tensor view = file->view("a");
+    file.reset();  // the view keeps the bytes alive
+    EXPECT_TRUE(at::equal(view, tensors.at("a")));
+
+    // Validation is the same as open()'s, and errors name the label.
+    std::string cut = bytes.substr(0, bytes.size() - 4);
+    try {
+        SafetensorsFile::from_bytes(std::make_shared<const std::string>(cut), "cache/x.safetensors.gz");
+        FAIL() << "truncated bytes were accepted";
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("cache/x.safetensors.gz"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(SafetensorsFile::from_bytes(std::make_shared<const std::string>("abc"), "short"), st::Error);
 }
 
 TEST(SafetensorsTest, LoadsOneTensorWithoutTouchingTheOthers) {

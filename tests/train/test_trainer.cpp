@@ -244,18 +244,23 @@ TEST(TrainerTest, Bf16WithTheDefaultOptimizerAndCustomTargets) {
 
 namespace {
 
-TEST(TrainerTest, ImageToVideoTrainsOnCachedFirstFrameConditioningAndValidates) {
-    // Wan 2.2 I2V layout (make-model tiny-i2v): the data backend caches the first-frame conditioning
-    // latents next to the latents (encode_video), predict concatenates them, and validation takes
-    // the first frame of a training video as its image (no validation_image set).
-    auto& env = TrainEnv::get();
+fs::path i2v_model(const TrainEnv& env) {
     const fs::path model = env.root / "model_i2v";
     if (!fs::exists(model / "model_index.json")) {
         const auto made = st_test::shell(st_test::host_prefix() +
                                          "make-model --plugin wan --preset tiny-i2v --seed 4 --out '" +
                                          model.string() + "'");
-        ASSERT_EQ(made.code, 0) << made.out;
+        if (made.code != 0) throw std::runtime_error("make-model tiny-i2v failed: " + made.out);
     }
+    return model;
+}
+
+TEST(TrainerTest, ImageToVideoTrainsOnCachedFirstFrameConditioningAndValidates) {
+    // Wan 2.2 I2V layout (make-model tiny-i2v): the data backend caches the first-frame conditioning
+    // latents next to the latents (encode_video), predict concatenates them, and validation takes
+    // the first frame of a training video as its image (no validation_image set).
+    auto& env = TrainEnv::get();
+    const fs::path model = i2v_model(env);
     const fs::path datasets = env.write_datasets("i2v.json", (env.root / "cache-i2v").string());
     auto r = env.run(env.config("i2v", {{"pretrained_model_name_or_path", model.string()},
                                         {"data_backend_config", datasets.string()},
@@ -282,6 +287,116 @@ TEST(TrainerTest, ImageToVideoTrainsOnCachedFirstFrameConditioningAndValidates) 
     EXPECT_EQ(with_conditioning, 8u);
     EXPECT_NE(r.log.find("validation reference sample"), std::string::npos) << r.log;
     EXPECT_TRUE(fs::exists(env.root / "i2v" / "validation" / "step_4_validation.mp4")) << r.log;
+}
+
+TEST(TrainerTest, EvalDatasetsAreHeldOutLoggedPerDatasetAndFeedValidationByEvalDatasetId) {
+    // A `dataset_type: eval` dataset: the evaluation loss runs on it (loss/val and loss/val/held) and
+    // eval_dataset_id makes its first clip the I2V validation image, with validation_using_datasets
+    // taking precedence over validation_image.
+    auto& env = TrainEnv::get();
+    const fs::path model = i2v_model(env);
+    const fs::path held = env.root / "held_data";
+    fs::create_directories(held);
+    for (const char* name : {"h0", "h1"}) {
+        const fs::path clip = held / (std::string(name) + ".mp4");
+        const auto made = st_test::shell(
+            "ffmpeg -nostdin -v error -y -f lavfi -i testsrc=size=128x96:rate=16 "
+            "-t 1.2 -pix_fmt yuv420p -vf hflip '" +
+            clip.string() + "'");
+        ASSERT_EQ(made.code, 0) << made.out;
+        st_test::write_text(fs::path(clip).replace_extension(".txt"), "a mirrored test pattern");
+    }
+    nlohmann::json datasets =
+        nlohmann::json::parse(st_test::read_text(env.write_datasets("eval.json", "cache-eval")));
+    datasets.push_back({{"id", "held"},
+                        {"type", "local"},
+                        {"dataset_type", "eval"},
+                        {"instance_data_dir", held.string()},
+                        {"caption_strategy", "textfile"},
+                        {"resolution", 64},
+                        {"resolution_type", "pixel"},
+                        {"crop", true},
+                        {"crop_aspect", "square"},
+                        {"cache_dir_vae", (env.root / "cache-eval" / "held").string()},
+                        {"video", {{"num_frames", 17}, {"min_frames", 17}}}});
+    st_test::write_text(env.root / "eval.json", datasets.dump(2));
+    auto r = env.run(env.config("eval", {{"pretrained_model_name_or_path", model.string()},
+                                         {"data_backend_config", (env.root / "eval.json").string()},
+                                         {"max_train_steps", 4},
+                                         {"eval_steps_interval", 2},
+                                         {"eval_timesteps", 3},
+                                         {"num_eval_images", 4},
+                                         {"validation_step_interval", 4},
+                                         {"validation_prompt", "a test pattern"},
+                                         {"validation_num_video_frames", 5},
+                                         {"validation_resolution", "32x32"},
+                                         {"validation_num_inference_steps", 2},
+                                         {"validation_guidance", 1.0},
+                                         {"validation_image", (env.root / "data" / "clip0.mp4").string()},
+                                         {"validation_using_datasets", true},
+                                         {"eval_dataset_id", "held"}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    std::vector<nlohmann::json> evals;
+    for (const auto& l : st_test::read_jsonl(env.root / "eval" / "metrics.jsonl"))
+        if (l.contains("loss/val")) evals.push_back(l);
+    ASSERT_EQ(evals.size(), 2u);
+    for (const auto& e : evals) {
+        ASSERT_TRUE(e.contains("loss/val/held")) << e.dump();
+        EXPECT_DOUBLE_EQ(e["loss/val/held"].get<double>(), e["loss/val"].get<double>());  // one eval dataset
+        EXPECT_FALSE(e.contains("loss/val/clips")) << e.dump();
+    }
+    EXPECT_NE(r.log.find("on 2 held-out (dataset_type eval) sample(s)"), std::string::npos) << r.log;
+    EXPECT_NE(r.log.find("held/h0.mp4"), std::string::npos) << r.log;
+    EXPECT_NE(r.log.find("validation reference sample 'held/h0.mp4'"), std::string::npos) << r.log;
+    EXPECT_TRUE(fs::exists(env.root / "eval" / "validation" / "step_4_validation.mp4")) << r.log;
+
+    // eval_dataset_id naming a dataset without samples fails before training, naming the key.
+    auto bad = env.run(env.config("eval_bad", {{"pretrained_model_name_or_path", model.string()},
+                                               {"data_backend_config", (env.root / "eval.json").string()},
+                                               {"max_train_steps", 1},
+                                               {"validation_step_interval", 1},
+                                               {"validation_prompt", "a test pattern"},
+                                               {"validation_num_video_frames", 5},
+                                               {"validation_resolution", "32x32"},
+                                               {"validation_num_inference_steps", 1},
+                                               {"eval_dataset_id", "nope"}}));
+    EXPECT_NE(bad.code, 0);
+    EXPECT_NE(bad.log.find("eval_dataset_id 'nope'"), std::string::npos) << bad.log;
+}
+
+TEST(TrainerTest, Wan21ImageToVideoTrainsWithCachedClipImageEmbeds) {
+    // make-model tiny-i2v21: the CLIP image embeddings of each clip's first frame are cached with its
+    // latents and conditioning latents; validation encodes its image the same way.
+    auto& env = TrainEnv::get();
+    const fs::path model = env.root / "model_i2v21";
+    const auto made =
+        st_test::shell(st_test::host_prefix() +
+                       "make-model --plugin wan --preset tiny-i2v21 --seed 4 --out '" + model.string() + "'");
+    ASSERT_EQ(made.code, 0) << made.out;
+    const fs::path datasets = env.write_datasets("i2v21.json", (env.root / "cache-i2v21").string());
+    auto r = env.run(env.config("i2v21", {{"pretrained_model_name_or_path", model.string()},
+                                          {"model_flavour", "i2v-14b-2.1"},
+                                          {"data_backend_config", datasets.string()},
+                                          {"max_train_steps", 3},
+                                          {"compress_disk_cache", false},
+                                          {"validation_step_interval", 3},
+                                          {"validation_prompt", "a test pattern"},
+                                          {"validation_image", (env.root / "data" / "clip1.mp4").string()},
+                                          {"validation_num_video_frames", 5},
+                                          {"validation_resolution", "32x32"},
+                                          {"validation_num_inference_steps", 2},
+                                          {"validation_guidance", 1.0}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    size_t with_embeds = 0;
+    for (const auto& e : fs::recursive_directory_iterator(env.root / "cache-i2v21" / "vae")) {
+        if (e.path().extension() != ".safetensors") continue;
+        const std::string bytes = st_test::read_text(e.path());
+        if (bytes.find("image_embeds") != std::string::npos &&
+            bytes.find("conditioning_latents") != std::string::npos)
+            ++with_embeds;
+    }
+    EXPECT_EQ(with_embeds, 8u);
+    EXPECT_TRUE(fs::exists(env.root / "i2v21" / "validation" / "step_3_validation.mp4")) << r.log;
 }
 
 }  // namespace

@@ -70,12 +70,12 @@ class ValidateEnv {
     st::host::PluginRegistry registry;
     const st::host::ComponentEntry* entry = nullptr;
 
-    /// A freshly loaded tiny model (fp32, CPU, inference).
-    std::unique_ptr<st::sdk::ModelFamily> load(
-        const nlohmann::json& config = nlohmann::json::object()) const {
+    /// A freshly loaded tiny model (fp32, CPU, inference); `dir` defaults to model_dir.
+    std::unique_ptr<st::sdk::ModelFamily> load(const nlohmann::json& config = nlohmann::json::object(),
+                                               const fs::path& dir = {}) const {
         auto model = entry->model();
         st::sdk::ModelLoadRequest req;
-        req.path = model_dir;
+        req.path = dir.empty() ? model_dir : dir;
         req.config = st::sdk::ConfigView(std::make_shared<const nlohmann::json>(config));
         req.dtype = at::kFloat;
         req.training = false;
@@ -83,7 +83,21 @@ class ValidateEnv {
         return model;
     }
 
+    /// make-model --preset tiny-a14b (two Wan 2.2 experts, boundary 0.875), made on first use.
+    const fs::path& a14b_dir() {
+        if (a14b_.empty()) {
+            const fs::path dir = root / "a14b";
+            const Proc r =
+                shell(host_prefix() + "make-model --plugin wan --preset tiny-a14b --seed 6 --out '" +
+                      dir.string() + "'");
+            if (r.code != 0) throw std::runtime_error("make-model tiny-a14b failed: " + r.out);
+            a14b_ = dir;
+        }
+        return a14b_;
+    }
+
   private:
+    fs::path a14b_;
     ValidateEnv() {
         root = fs::path(ST_TEST_BINARY_DIR) / "tmp-validate" / std::to_string(::getpid());
         fs::remove_all(root);

@@ -140,6 +140,58 @@ TEST_F(SamplingTest, SkipLayerGuidanceActsOnlyInsideItsWindow) {
     EXPECT_THROW(latents(r), st::Error);
 }
 
+TEST_F(SamplingTest, Wan22ExpertPairAppliesGuidance2BelowTheBoundary) {
+    // Both experts loaded: steps with t >= 875 run the high-noise expert with `guidance`, the rest the
+    // low-noise expert with `guidance_2` (diffusers guidance_scale_2). Checked against the loop
+    // written out with predict(), which itself picks the expert by timestep.
+    auto pair = env->load({{"model_flavour", "animegen-t2v-low"}, {"wan_validation_load_other_stage", true}},
+                          env->a14b_dir());
+    ASSERT_TRUE(pair->expert_boundary().has_value());
+    EXPECT_DOUBLE_EQ(*pair->expert_boundary(), 875.0);
+    const auto p = pair->encode_text({"a red ball bouncing"});
+    const auto n = pair->encode_text({"blurry"});
+    auto r = request(6);
+    r.positive = p;
+    r.negative = n;
+    r.guidance = 4.0;
+    r.guidance_2 = 1.0;  // no CFG on the low-noise steps
+    const at::Tensor got = sample_latents(*pair, *env->entry, r);
+
+    at::NoGradGuard no_grad;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(r.seed);
+    at::Tensor x = at::randn({1, 4, 2, 4, 4}, gen, at::TensorOptions().dtype(at::kFloat));
+    auto sampler = st::sdk::make_sampler("euler", r.sampler);
+    sampler->set_timesteps(6);
+    int64_t high_steps = 0;
+    for (int64_t i = 0; i < 6; ++i) {
+        const double t = sampler->timesteps()[i];
+        st::sdk::PredictInputs in;
+        in.noisy = x;
+        in.timesteps = at::full({1}, t, at::kFloat);
+        in.conditioning = p;
+        at::Tensor v = pair->predict(in).velocity;
+        if (t >= 875.0) {
+            ++high_steps;
+            in.conditioning = n;
+            v = st::sdk::cfg_combine(pair->predict(in).velocity, v, 4.0);
+        }
+        x = sampler->step(v, i, x);
+    }
+    ASSERT_GT(high_steps, 0);
+    ASSERT_LT(high_steps, 6);  // the schedule crosses the boundary
+    EXPECT_TRUE(at::allclose(got, x, 1e-5, 1e-6)) << "max diff " << (got - x).abs().max().item<double>();
+
+    r.guidance_2.reset();  // unset: guidance everywhere, so the result changes
+    EXPECT_FALSE(at::allclose(got, sample_latents(*pair, *env->entry, r), 1e-4, 1e-5));
+
+    // One expert only (no boundary): guidance_2 is ignored.
+    auto single = env->load({{"model_flavour", "animegen-t2v-low"}}, env->a14b_dir());
+    EXPECT_FALSE(single->expert_boundary().has_value());
+    auto s = r;
+    s.guidance_2 = 1.0;
+    EXPECT_TRUE(at::equal(sample_latents(*single, *env->entry, s), sample_latents(*single, *env->entry, r)));
+}
+
 TEST_F(SamplingTest, VideoIsDecodedToPixels) {
     const at::Tensor v = sample_video(*model, *env->entry, request(2));
     EXPECT_EQ(v.sizes(), (std::vector<int64_t>{3, 5, 32, 32}));

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/clip_vision.h"
 #include "core/config.h"
 #include "st/error.h"
 #include "st/safetensors.h"
@@ -279,6 +280,105 @@ TEST_F(WanPluginTest, LoadPredictTapsAndEncodersOnTheTinyModel) {
     in.taps = {"blocks.9.out"};
     EXPECT_THROW(f.predict(in), st::Error);
     EXPECT_EQ(f.default_lora_targets(), (std::vector<std::string>{"to_q", "to_k", "to_v", "to_out.0"}));
+}
+
+TEST_F(WanPluginTest, Wan22ExpertPairSwitchesAtTheBoundaryOnlyWithoutGradients) {
+    // make-model tiny-a14b: transformer/ = high-noise expert, transformer_2/ = low-noise expert,
+    // boundary_ratio 0.875. Each single-expert family is the reference for one side of the switch.
+    const fs::path dir = root_ / "a14b";
+    WanFamily maker;
+    maker.make_model("tiny-a14b", dir, 9);
+    const auto index = nlohmann::json::parse(std::ifstream(dir / "model_index.json"));
+    EXPECT_EQ(index.at("boundary_ratio").get<double>(), 0.875);
+    ASSERT_TRUE(fs::exists(dir / "transformer_2" / "diffusion_pytorch_model.safetensors"));
+
+    auto load = [&](const std::string& flavour, bool other) {
+        auto f = std::make_unique<WanFamily>();
+        st::sdk::ModelLoadRequest req;
+        req.path = dir;
+        req.training = false;
+        req.config = config_of({{"model_flavour", flavour}, {"wan_validation_load_other_stage", other}});
+        f->load(req);
+        return f;
+    };
+    auto pair = load("animegen-t2v-low", true);  // trains transformer_2, peer transformer
+    auto high = load("animegen-t2v-high", false);
+    auto low = load("animegen-t2v-low", false);
+    ASSERT_TRUE(pair->expert_boundary().has_value());
+    EXPECT_DOUBLE_EQ(*pair->expert_boundary(), 875.0);
+    EXPECT_FALSE(low->expert_boundary().has_value());  // one network: one guidance scale
+
+    const TensorMap txt = low->encode_text({"a paper boat on a river"});
+    st::sdk::PredictInputs in;
+    in.noisy = at::randn({1, 4, 2, 4, 6}, at::TensorOptions().dtype(at::kFloat));
+    in.conditioning["prompt_embeds"] = txt.at("prompt_embeds");
+    auto velocity = [&](WanFamily& f, double t) {
+        in.timesteps = at::full({1}, t);
+        return f.predict(in).velocity;
+    };
+    {
+        torch::NoGradGuard no_grad;
+        EXPECT_TRUE(at::equal(velocity(*pair, 900.0), velocity(*high, 900.0)));
+        EXPECT_TRUE(at::equal(velocity(*pair, 875.0), velocity(*high, 875.0)));  // t >= boundary: high
+        EXPECT_TRUE(at::equal(velocity(*pair, 500.0), velocity(*low, 500.0)));
+        EXPECT_FALSE(at::allclose(velocity(*high, 500.0), velocity(*low, 500.0)));  // the experts differ
+        in.timesteps = at::tensor({900.0, 500.0});
+        in.noisy = in.noisy.expand({2, -1, -1, -1, -1}).contiguous();
+        in.conditioning["prompt_embeds"] = txt.at("prompt_embeds").expand({2, -1, -1});
+        EXPECT_THROW(pair->predict(in), st::Error);  // a batch may not straddle the boundary
+        in.noisy = in.noisy.narrow(0, 0, 1);
+        in.conditioning["prompt_embeds"] = txt.at("prompt_embeds");
+    }
+    // Training (gradients on) always runs the trained expert, whatever the timestep.
+    EXPECT_TRUE(at::allclose(velocity(*pair, 900.0), velocity(*low, 900.0)));
+}
+
+TEST_F(WanPluginTest, Wan21ImageToVideoEncodesClipImageEmbedsAndTrains) {
+    // make-model tiny-i2v21: the CLIP branch transformer + image_encoder/ + image_processor/. The
+    // encoders return the first frame's VAE conditioning and its CLIP penultimate hidden states
+    // (diffusers WanImageToVideoPipeline.encode_image), which predict consumes.
+    const fs::path dir = root_ / "i2v21";
+    WanFamily maker;
+    maker.make_model("tiny-i2v21", dir, 5);
+    const auto index = nlohmann::json::parse(std::ifstream(dir / "model_index.json"));
+    EXPECT_EQ(index.at("image_encoder").at(1), "CLIPVisionModelWithProjection");
+    ASSERT_TRUE(fs::exists(dir / "image_processor" / "preprocessor_config.json"));
+
+    WanFamily f;
+    st::sdk::ModelLoadRequest req;
+    req.path = dir;
+    req.training = true;
+    req.config = config_of({{"model_flavour", "i2v-14b-2.1"}});
+    f.load(req);
+    EXPECT_EQ(f.sampling_inputs(), std::vector<std::string>{"image"});
+    EXPECT_NE(f.cache_identity().find("image_encoder:"), std::string::npos) << f.cache_identity();
+
+    const at::Tensor pixels = at::rand({2, 3, 5, 32, 48}) * 2 - 1;
+    const TensorMap enc = f.encode_video(pixels);
+    ASSERT_TRUE(enc.count("conditioning_latents") && enc.count("image_embeds"));
+    EXPECT_EQ(enc.at("latents").sizes(), enc.at("conditioning_latents").sizes());
+    EXPECT_EQ(enc.at("image_embeds").sizes(), (at::IntArrayRef{2, 17, 32}));
+    // The same numbers as the CLIP encoder run directly on the first frames.
+    ClipImageEncoder clip = ClipImageEncoder::load(dir / "image_encoder");
+    EXPECT_TRUE(at::allclose(enc.at("image_embeds"), clip.encode(pixels.select(2, 0)), 1e-5, 1e-6));
+    const TensorMap cond = f.encode_conditioning_image(pixels.select(2, 0), 5);
+    EXPECT_TRUE(at::allclose(cond.at("image_embeds"), enc.at("image_embeds"), 1e-5, 1e-6));
+
+    const TensorMap txt = f.encode_text({"a cat", "a dog"});
+    st::sdk::PredictInputs in;
+    in.noisy = at::randn(enc.at("latents").sizes());
+    in.timesteps = at::full({2}, 600.0);
+    in.conditioning = {{"prompt_embeds", txt.at("prompt_embeds")},
+                       {"conditioning_latents", enc.at("conditioning_latents")},
+                       {"image_embeds", enc.at("image_embeds")}};
+    const at::Tensor v = f.predict(in).velocity;
+    EXPECT_EQ(v.sizes(), in.noisy.sizes());
+    v.square().mean().backward();
+    for (const auto& p : f.trainable().named_parameters()) ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    // The image embeddings change the prediction (the CLIP branch is live).
+    in.conditioning["image_embeds"] = at::zeros_like(enc.at("image_embeds"));
+    torch::NoGradGuard no_grad;
+    EXPECT_FALSE(at::allclose(f.predict(in).velocity, v.detach(), 1e-4, 1e-5));
 }
 
 TEST_F(WanPluginTest, PretrainedOverridesPickComponentsFromElsewhere) {

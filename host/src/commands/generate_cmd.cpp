@@ -110,7 +110,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
         config_file;
     std::vector<std::string> loras;
     int64_t frames = 0, steps = 0, seed = 0, fps = 0;
-    double guidance = 0, flow_shift = 0;
+    double guidance = 0, guidance_2 = 0, flow_shift = 0;
     bool help = false;
     po::options_description desc("st-host generate --plugin NAME (options)");
     desc.add_options()("help", po::bool_switch(&help), "this text")(
@@ -132,6 +132,9 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
         "resolution", po::value(&resolution), "WxH (default validation_resolution)")(
         "steps", po::value(&steps), "sampling steps (default validation_num_inference_steps)")(
         "guidance", po::value(&guidance), "CFG scale; <= 1 disables CFG (default validation_guidance)")(
+        "guidance_2", po::value(&guidance_2),
+        "Wan 2.2 with both experts (--wan_validation_load_other_stage true): CFG scale of the low-noise "
+        "expert's steps (default validation_guidance_2, else --guidance)")(
         "seed", po::value(&seed), "seed of the initial noise (default validation_seed, else 0)")(
         "scheduler", po::value(&scheduler),
         "euler | flow_match_euler | unipc (default validation_noise_scheduler)")(
@@ -168,6 +171,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     if (vm.count("resolution")) set("validation_resolution", resolution);
     if (vm.count("steps")) set("validation_num_inference_steps", std::to_string(steps));
     if (vm.count("guidance")) set("validation_guidance", fmt::format("{}", guidance));
+    if (vm.count("guidance_2")) set("validation_guidance_2", fmt::format("{}", guidance_2));
     if (vm.count("seed")) set("validation_seed", std::to_string(seed));
     if (vm.count("scheduler")) set("validation_noise_scheduler", scheduler);
     if (vm.count("flow_shift")) set("flow_schedule_shift", fmt::format("{}", flow_shift));
@@ -209,7 +213,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     const validate::Resolution res = settings.resolutions.front();
     validate::SampleRequest req = settings.request(res, static_cast<uint64_t>(settings.seed.value_or(0)));
     req.positive = call_plugin(entry, "encode_text", [&] { return model->encode_text({prompt}); });
-    if (settings.guidance > 1.0)
+    if (settings.uses_cfg())
         req.negative =
             call_plugin(entry, "encode_text", [&] { return model->encode_text({settings.negative_prompt}); });
     if (settings.image) {

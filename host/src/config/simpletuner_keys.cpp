@@ -68,8 +68,7 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         inert("ema_cpu_only", {true, false, kNull}, "st keeps the EMA in fp32 on the CPU");
         inert("flow_use_beta_schedule", {false, kNull}, "the Beta sigma schedule is not supported yet");
         // Validation keys (SimpleTuner §6).
-        for (const char* n : {"validation_epoch_interval", "validation_audio", "eval_epoch_interval",
-                              "eval_dataset_id", "validation_input", "validation_using_datasets"})
+        for (const char* n : {"validation_epoch_interval", "eval_epoch_interval", "validation_input"})
             inert(n, {kNull}, validation);
         noop("validation_guidance_skip_scale",
              "SimpleTuner's Wan pipeline accepts it and never reads it; st's skip-layer guidance skips the "

@@ -86,7 +86,9 @@ std::vector<sdk::OptionSpec> trainer_options() {
         "evaluation");
     add(opt_int("eval_timesteps", 28, "Timesteps of the evaluation loss, evenly spaced over (0, 1000)."),
         "evaluation");
-    add(opt_int("num_eval_images", 4, "Samples in the evaluation set (the first ones of the data order)."),
+    add(opt_int("num_eval_images", 4,
+                "Evaluation samples taken from each dataset_type eval dataset (without one: the first "
+                "training samples of the data order)."),
         "evaluation");
     // ---- EMA ----
     add(opt_bool("use_ema", false, "Keep an exponential moving average of the trained weights."), "ema");

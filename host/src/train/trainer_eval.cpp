@@ -1,11 +1,15 @@
 // The evaluation loss: the training objective on a fixed set of samples, at fixed sigmas
 // ((k + 0.5) / eval_timesteps, unshifted) with fixed noise, without dropout and without gradients,
-// so its curve moves only when the weights do. SimpleTuner evaluates on `dataset_type: eval`
-// datasets; st takes the first num_eval_images samples of the data order (docs/training.md).
+// so its curve moves only when the weights do. As SimpleTuner, the samples are those of the
+// `dataset_type: eval` datasets (num_eval_images from each, never trained on), logged as loss/val and
+// loss/val/<dataset>. Without eval datasets st takes the first num_eval_images samples of the training
+// data order instead (docs/training.md), and says so.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
+
 #include <torch/csrc/autograd/grad_mode.h>
+#include <map>
 
 #include "plugins/guard.h"
 #include "st/flow_matching.h"
@@ -19,6 +23,31 @@ constexpr const char* kLog = "host.train";
 
 void Trainer::build_eval_set() {
     if (cfg_.eval_interval <= 0) return;
+    for (auto& b : backends_) {
+        if (b.component->plugin_abi_minor < 3) continue;
+        auto batches = call_plugin(*b.component, "eval_batches", [&] {
+            return b.backend->eval_batches(cfg_.eval_samples, cfg_.batch_size);
+        });
+        for (auto& batch : batches) eval_batches_.push_back(std::move(batch));
+    }
+    eval_held_out_ = !eval_batches_.empty();
+    if (!eval_held_out_) take_training_eval_samples();
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(0);
+    for (const auto& b : eval_batches_)
+        eval_noise_.push_back(at::randn(b.tensors.at("latents").sizes(), g, at::kFloat));
+    std::vector<std::string> ids;
+    for (const auto& b : eval_batches_)
+        for (const auto& s : b.samples) ids.push_back(s.dataset_id + "/" + s.id);
+    log::info(kLog, "evaluation loss every {} steps on {} {} sample(s) x {} timesteps: {}",
+              cfg_.eval_interval, ids.size(), eval_held_out_ ? "held-out (dataset_type eval)" : "training",
+              cfg_.eval_timesteps, fmt::format("{}", fmt::join(ids, ", ")));
+}
+
+void Trainer::take_training_eval_samples() {
+    log::info(kLog,
+              "no dataset_type eval dataset: the evaluation loss uses the first {} training sample(s) of the "
+              "data order (add a dataset with \"dataset_type\": \"eval\" to hold samples out)",
+              cfg_.eval_samples);
     std::vector<nlohmann::json> saved;
     for (auto& b : backends_)
         saved.push_back(call_plugin(*b.component, "state", [&] { return b.backend->state(); }));
@@ -35,14 +64,6 @@ void Trainer::build_eval_set() {
     }
     for (size_t i = 0; i < backends_.size(); ++i)
         call_plugin(*backends_[i].component, "restore", [&] { backends_[i].backend->restore(saved[i]); });
-    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(0);
-    for (const auto& b : eval_batches_)
-        eval_noise_.push_back(at::randn(b.tensors.at("latents").sizes(), g, at::kFloat));
-    std::vector<std::string> ids;
-    for (const auto& b : eval_batches_)
-        for (const auto& s : b.samples) ids.push_back(s.dataset_id + "/" + s.id);
-    log::info(kLog, "evaluation loss every {} steps on {} sample(s) x {} timesteps: {}", cfg_.eval_interval,
-              have, cfg_.eval_timesteps, fmt::format("{}", fmt::join(ids, ", ")));
 }
 
 void Trainer::evaluate() {
@@ -57,6 +78,7 @@ void Trainer::evaluate() {
     torch::NoGradGuard no_grad;
     const auto& entry = *setup_.model;
     nlohmann::json by_timestep = nlohmann::json::object();
+    std::map<std::string, std::pair<double, int64_t>> by_dataset;  // loss sum, samples (one dataset a batch)
     double total = 0;
     for (int64_t k = 0; k < cfg_.eval_timesteps; ++k) {
         const double sigma = (static_cast<double>(k) + 0.5) / static_cast<double>(cfg_.eval_timesteps);
@@ -73,9 +95,14 @@ void Trainer::evaluate() {
             for (const auto& [name, t] : batch.tensors)
                 if (name != "latents") in.conditioning[name] = t.to(device_);
             auto out = call_plugin(entry, "predict", [&] { return model_->predict(in); });
-            sum += sdk::flow_matching_loss(out.velocity, fm.target.to(device_)).item<double>() *
-                   static_cast<double>(latents.size(0));
+            const double batch_sum =
+                sdk::flow_matching_loss(out.velocity, fm.target.to(device_)).item<double>() *
+                static_cast<double>(latents.size(0));
+            sum += batch_sum;
             n += latents.size(0);
+            auto& d = by_dataset[batch.samples.front().dataset_id];
+            d.first += batch_sum;
+            d.second += latents.size(0);
         }
         const double mean = sum / static_cast<double>(n);
         by_timestep[fmt::format("{:.1f}", sigma * 1000.0)] = mean;
@@ -83,10 +110,14 @@ void Trainer::evaluate() {
     }
     const double loss = total / static_cast<double>(cfg_.eval_timesteps);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    metrics_->write({{"step", global_step_},
-                     {"loss/val", loss},
-                     {"loss/val/by_timestep", by_timestep},
-                     {"eval_seconds", seconds}});
+    nlohmann::json record = {{"step", global_step_},
+                             {"loss/val", loss},
+                             {"loss/val/by_timestep", by_timestep},
+                             {"eval_seconds", seconds}};
+    if (eval_held_out_)
+        for (const auto& [dataset, acc] : by_dataset)
+            record["loss/val/" + dataset] = acc.first / static_cast<double>(acc.second);
+    metrics_->write(record);
     log::info(kLog, "step {}: evaluation loss {:.5f} ({:.1f} s)", global_step_, loss, seconds);
     fire("on_evaluation", {{"step", global_step_}, {"loss", loss}});
 }

@@ -86,6 +86,8 @@ class Trainer {
     // ---- evaluation loss (trainer_eval.cpp) ----
     /// Collects the fixed evaluation batches (data positions are restored afterwards).
     void build_eval_set();
+    /// Fallback eval set: the first num_eval_images samples of the training data order.
+    void take_training_eval_samples();
     /// Mean flow-matching loss over the eval set at the fixed timesteps; writes a metrics line.
     void evaluate();
 
@@ -97,6 +99,9 @@ class Trainer {
     /// Speech-to-video: the first training sample (with audio when the model needs audio) becomes
     /// the validation reference (image + audio) when the config gives none. Saved in checkpoints.
     void offer_reference_sample(const sdk::Batch& batch);
+    /// eval_dataset_id: sets the validation reference to the first usable sample of `dataset` (eval
+    /// datasets first, then one pass over the training order). Throws st::Error when it has none.
+    void find_reference_in(const std::string& dataset);
     /// Posts an event when webhooks are configured (never throws).
     void notify(const std::string& type, notify::Severity level, const std::string& message,
                 nlohmann::json data = nullptr, std::vector<std::filesystem::path> attachments = {},
@@ -170,6 +175,7 @@ class Trainer {
     nlohmann::json resumed_reference_;  ///< the checkpoint's validation_reference (null: none)
     std::vector<sdk::Batch> eval_batches_;
     std::vector<at::Tensor> eval_noise_;
+    bool eval_held_out_ = false;       ///< eval_batches_ come from dataset_type eval datasets
     bool validate_requested_ = false;  ///< st.validate_now(): validate after the current step
     bool in_update_ = false;  ///< inside optimizer step + EMA: a failure here leaves weights half-updated
 };

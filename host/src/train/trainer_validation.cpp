@@ -5,7 +5,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <set>
 
+#include "plugins/guard.h"
 #include "st/error.h"
 #include "train/trainer_impl.h"
 
@@ -37,6 +39,8 @@ void Trainer::start_validation() {
         ref.audio_start = r.value("audio_start", 0.0);
         validator_->set_reference_sample(std::move(ref));
     }
+    if (wants_reference_ && !validator_->reference_sample() && validator_->settings().eval_dataset_id)
+        find_reference_in(*validator_->settings().eval_dataset_id);
     const auto& s = validator_->settings();
     log::info(kLog,
               "validation every {} steps: {} prompt(s), {} frames, {} steps of {}, guidance {}, into {}",
@@ -44,11 +48,46 @@ void Trainer::start_validation() {
               (cfg_.output_dir / "validation").string());
 }
 
+void Trainer::find_reference_in(const std::string& dataset) {
+    // eval_dataset_id: the first usable sample of that dataset, held-out (dataset_type eval) or not.
+    std::set<std::string> seen;
+    for (auto& b : backends_) {
+        if (b.component->plugin_abi_minor < 3) continue;
+        auto batches =
+            call_plugin(*b.component, "eval_batches", [&] { return b.backend->eval_batches(0, 1); });
+        for (const auto& batch : batches) {
+            seen.insert(batch.samples.front().dataset_id);
+            if (batch.samples.front().dataset_id == dataset) offer_reference_sample(batch);
+            if (validator_->reference_sample()) return;
+        }
+    }
+    for (auto& b : backends_) {
+        const auto saved = call_plugin(*b.component, "state", [&] { return b.backend->state(); });
+        call_plugin(*b.component, "start_epoch", [&] { b.backend->start_epoch(0); });
+        while (!validator_->reference_sample()) {
+            auto batch = call_plugin(*b.component, "next_batch", [&] { return b.backend->next_batch(1); });
+            if (!batch) break;
+            seen.insert(batch->samples.front().dataset_id);
+            if (batch->samples.front().dataset_id == dataset) offer_reference_sample(*batch);
+        }
+        call_plugin(*b.component, "restore", [&] { b.backend->restore(saved); });
+        if (validator_->reference_sample()) return;
+    }
+    fail(kLog, "validation",
+         "eval_dataset_id '{}': no usable sample of that dataset{} (datasets with samples: {})", dataset,
+         std::count(validator_->sampling_inputs().begin(), validator_->sampling_inputs().end(), "audio") > 0
+             ? " with audio"
+             : "",
+         seen.empty() ? std::string("none") : fmt::format("{}", fmt::join(seen, ", ")));
+}
+
 void Trainer::offer_reference_sample(const sdk::Batch& batch) {
     if (!wants_reference_ || !validator_ || validator_->reference_sample()) return;
     const auto& needs = validator_->sampling_inputs();
     const bool audio = std::find(needs.begin(), needs.end(), "audio") != needs.end();
+    const auto& only = validator_->settings().eval_dataset_id;
     for (const auto& s : batch.samples) {
+        if (only && s.dataset_id != *only) continue;
         validate::ReferenceSample r;
         r.id = s.dataset_id + "/" + s.id;
         r.video = s.path;

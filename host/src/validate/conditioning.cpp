@@ -29,9 +29,10 @@ bool has(const std::vector<std::string>& v, const char* name) {
 
 bool Validator::needs_reference_sample() const {
     if (!enabled()) return false;
+    const bool datasets = settings_.using_datasets;
     for (const Prompt& p : prompts()) {
-        if (has(inputs_, "image") && !p.image && !settings_.image) return true;
-        if (has(inputs_, "audio") && !p.audio && !settings_.audio) return true;
+        if (has(inputs_, "image") && !p.image && (!settings_.image || datasets)) return true;
+        if (has(inputs_, "audio") && !p.audio && (!settings_.audio || datasets)) return true;
     }
     return false;
 }
@@ -46,6 +47,7 @@ void Validator::set_reference_sample(ReferenceSample sample) {
 
 std::optional<fs::path> Validator::image_for(const Prompt& prompt) const {
     if (prompt.image) return prompt.image;
+    if (settings_.using_datasets && reference_ && has(inputs_, "image")) return reference_->video;
     if (settings_.image) return settings_.image;
     if (!has(inputs_, "image")) return std::nullopt;
     if (reference_) return reference_->video;
@@ -61,6 +63,8 @@ std::optional<std::pair<fs::path, double>> Validator::audio_for(const Prompt& pr
     std::optional<std::pair<fs::path, double>> out;
     if (prompt.audio)
         out.emplace(*prompt.audio, 0.0);
+    else if (settings_.using_datasets && wanted && reference_ && reference_->audio)
+        out.emplace(*reference_->audio, reference_->audio_start);
     else if (settings_.audio)
         out.emplace(*settings_.audio, 0.0);
     else if (wanted && reference_ && reference_->audio)

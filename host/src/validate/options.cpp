@@ -26,6 +26,9 @@ std::vector<sdk::OptionSpec> validation_options() {
     add(opt_float("validation_guidance", 7.5,
                   "Classifier-free guidance scale; <= 1 renders one conditional pass per step (no negative "
                   "prompt). SimpleTuner's Wan quickstart uses 5.2."));
+    add(opt_float("validation_guidance_2", std::nullopt,
+                  "Wan 2.2 with both experts loaded (wan_validation_load_other_stage): the guidance scale of "
+                  "the low-noise expert's steps (diffusers guidance_scale_2); unset = validation_guidance."));
     add(opt_int("validation_num_inference_steps", 30, "Sampling steps per validation video."));
     add(opt_int("validation_num_video_frames", std::nullopt,
                 "Frames per validation video (4k+1 for Wan); unset = 81. Capped at 81 as SimpleTuner does."));
@@ -62,6 +65,14 @@ std::vector<sdk::OptionSpec> validation_options() {
     add(opt_string("validation_image", std::nullopt,
                    "Image-to-video models: the conditioning image; speech-to-video: the reference image (an "
                    "image file, or a video whose first frame is used) for prompts without their own."));
+    add(opt_bool("validation_using_datasets", false,
+                 "Take the conditioning/reference image (and S2V driving audio) of prompts without their own "
+                 "from a dataset sample even when validation_image / validation_audio are set (SimpleTuner's "
+                 "dataset-driven image-to-video validation). Without those keys a dataset sample is used "
+                 "anyway."));
+    add(opt_string("eval_dataset_id", std::nullopt,
+                   "Dataset id (a training or a dataset_type eval dataset) whose first sample provides the "
+                   "validation image / reference and audio. Unset: the first training sample."));
     add(opt_string("validation_audio", std::nullopt,
                    "Speech-to-video models (wan_s2v): the driving audio (any file with an audio stream) for "
                    "prompts without their own; its first validation_num_video_frames / framerate seconds "

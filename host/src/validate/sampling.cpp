@@ -90,9 +90,14 @@ at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, 
     if (req.steps < 1) fail(kLog, "sample", "the number of sampling steps must be >= 1, got {}", req.steps);
     if (!req.positive.count("prompt_embeds"))
         fail(kLog, "sample", "the prompt's text embeddings ('prompt_embeds') are missing");
-    const bool cfg = req.guidance > 1.0;
+    std::optional<double> boundary;
+    if (entry.plugin_abi_minor >= 3)
+        boundary = call_plugin(entry, "expert_boundary", [&] { return model.expert_boundary(); });
+    const double guidance_low = boundary ? req.guidance_2.value_or(req.guidance) : req.guidance;
+    const bool cfg = req.guidance > 1.0 || guidance_low > 1.0;
     if (cfg && req.negative.empty())
-        fail(kLog, "sample", "guidance {} > 1 needs the negative prompt's embeddings", req.guidance);
+        fail(kLog, "sample", "guidance {} > 1 needs the negative prompt's embeddings",
+             std::max(req.guidance, guidance_low));
     if (!req.skip_layers.empty() && !cfg)
         fail(kLog, "sample",
              "skip-layer guidance (layers {}) acts on the unconditional pass and needs guidance > 1, got {}",
@@ -109,6 +114,16 @@ at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, 
 
     auto sampler = sdk::make_sampler(req.scheduler, req.sampler);
     sampler->set_timesteps(req.steps);
+    if (boundary) {
+        int64_t high = 0;
+        for (double t : sampler->timesteps()) high += t >= *boundary ? 1 : 0;
+        log::info(kLog,
+                  "expert boundary t = {}: {} step(s) at t >= {} with guidance {}, {} below with guidance {}",
+                  *boundary, high, *boundary, req.guidance, sampler->num_steps() - high, guidance_low);
+    } else if (req.guidance_2 && *req.guidance_2 != req.guidance) {
+        log::info(kLog, "guidance_2 {} unused: the model samples with one network (no expert boundary)",
+                  *req.guidance_2);
+    }
     sdk::TensorMap silent;
     for (const auto& [name, t] : req.audio_conditioning) silent[name] = at::zeros_like(t);
     const sdk::TensorMap cond = merged(merged(req.positive, req.image_conditioning), req.audio_conditioning);
@@ -128,12 +143,13 @@ at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, 
         const double sigma = sampler->sigmas()[static_cast<size_t>(i)];
         const at::Tensor t = at::full({1}, sampler->timesteps()[static_cast<size_t>(i)],
                                       at::TensorOptions().dtype(at::kFloat));
+        const double timestep = sampler->timesteps()[static_cast<size_t>(i)];
+        const double g = (boundary && timestep < *boundary) ? guidance_low : req.guidance;
         at::Tensor v = velocity(cond, t, {});
-        if (cfg) {
+        if (g > 1.0) {
             const bool slg =
                 !req.skip_layers.empty() && skip_layers_active(i, req.steps, req.skip_start, req.skip_stop);
-            v = sdk::cfg_combine(velocity(uncond, t, slg ? req.skip_layers : std::vector<int64_t>{}), v,
-                                 req.guidance);
+            v = sdk::cfg_combine(velocity(uncond, t, slg ? req.skip_layers : std::vector<int64_t>{}), v, g);
         }
         const at::Tensor x0 = x - sigma * v;
         x = sampler->step(v, i, x);

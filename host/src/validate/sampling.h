@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,9 @@ struct SampleRequest {
     int64_t steps = 30;
     /// CFG scale; <= 1: one conditional pass per step, no negative prompt.
     double guidance = 1.0;
+    /// CFG scale of the steps whose timestep is below the model's expert_boundary() (ABI 1.3; Wan 2.2
+    /// low-noise expert, diffusers guidance_scale_2). Unset, or a model without a boundary: `guidance`.
+    std::optional<double> guidance_2;
     /// "euler" / "flow_match_euler" / "unipc" (st::sdk::make_sampler names).
     std::string scheduler = "euler";
     sdk::SamplerConfig sampler;

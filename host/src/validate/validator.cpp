@@ -62,6 +62,7 @@ ValidationSettings ValidationSettings::read(const sdk::ConfigView& c, const fs::
     if (s.prompt && s.prompt->empty()) s.prompt.reset();
     s.negative_prompt = c.get_string("validation_negative_prompt");
     s.guidance = c.get_float("validation_guidance");
+    s.guidance_2 = c.opt_float("validation_guidance_2");
     s.steps = c.get_int("validation_num_inference_steps");
     if (s.steps < 1)
         problems.push_back(fmt::format("validation_num_inference_steps = {}: must be >= 1", s.steps));
@@ -94,13 +95,16 @@ ValidationSettings ValidationSettings::read(const sdk::ConfigView& c, const fs::
         s.skip_layers = read_skip_layers(c.get_json("validation_guidance_skip_layers"), problems);
     s.skip_start = c.get_float("validation_guidance_skip_layers_start");
     s.skip_stop = c.get_float("validation_guidance_skip_layers_stop");
-    if (!s.skip_layers.empty() && !(s.guidance > 1.0))
+    if (!s.skip_layers.empty() && !s.uses_cfg())
         problems.push_back(fmt::format(
             "validation_guidance_skip_layers is set but validation_guidance = {}: skip-layer guidance acts "
             "on the unconditional pass, which only runs with guidance > 1",
             s.guidance));
     if (auto p = c.opt_string("validation_image"); p && !p->empty()) s.image = resolve_path(*p, config_dir);
     if (auto p = c.opt_string("validation_audio"); p && !p->empty()) s.audio = resolve_path(*p, config_dir);
+    s.using_datasets = c.get_bool("validation_using_datasets");
+    s.eval_dataset_id = c.opt_string("eval_dataset_id");
+    if (s.eval_dataset_id && s.eval_dataset_id->empty()) s.eval_dataset_id.reset();
     s.preview = c.get_bool("validation_preview");
     s.preview_steps = c.get_int("validation_preview_steps");
     if (s.preview_steps < 1)
@@ -117,6 +121,7 @@ SampleRequest ValidationSettings::request(const Resolution& size, uint64_t rende
     req.size = size;
     req.steps = steps;
     req.guidance = guidance;
+    req.guidance_2 = guidance_2;
     req.scheduler = scheduler;
     req.sampler.shift = shift;
     req.seed = render_seed;
@@ -278,7 +283,7 @@ size_t Validator::encode_prompts(const std::vector<Prompt>& prompts) {
     const size_t before = text_cache_.size();
     for (const auto& p : prompts) {
         embeddings(p.text);
-        if (settings_.guidance > 1.0) embeddings(p.negative);
+        if (settings_.uses_cfg()) embeddings(p.negative);
     }
     const size_t added = text_cache_.size() - before;
     if (added > 0) {
@@ -299,7 +304,7 @@ void Validator::render(int64_t step, const Prompt& prompt, const std::string& su
     for (const auto& res : settings_.resolutions) {
         SampleRequest req = settings_.request(res, seed_);
         req.positive = embeddings(prompt.text);
-        if (settings_.guidance > 1.0) req.negative = embeddings(prompt.negative);
+        if (settings_.uses_cfg()) req.negative = embeddings(prompt.negative);
         if (const auto image = image_for(prompt)) {
             const at::Tensor cond = conditioning_image(read_first_frame(*image), res);
             req.image_conditioning = call_plugin(entry_, "encode_conditioning_image", [&] {

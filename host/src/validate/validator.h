@@ -54,6 +54,8 @@ struct ValidationSettings {
     std::optional<std::string> prompt;
     std::string negative_prompt;
     double guidance = 7.5;
+    /// Guidance of the steps below the model's expert_boundary() (Wan 2.2 low-noise expert).
+    std::optional<double> guidance_2;
     int64_t steps = 30;
     int64_t frames = 81;
     std::vector<Resolution> resolutions;
@@ -69,6 +71,8 @@ struct ValidationSettings {
     double skip_stop = 0.2;
     std::optional<std::filesystem::path> image;
     std::optional<std::filesystem::path> audio;
+    bool using_datasets = false;                 ///< validation_using_datasets
+    std::optional<std::string> eval_dataset_id;  ///< dataset of the reference sample
     bool preview = false;
     int64_t preview_steps = 1;
 
@@ -78,6 +82,8 @@ struct ValidationSettings {
     /// A SampleRequest for one render at `size` with these settings (embeddings, image conditioning
     /// and callbacks left for the caller).
     SampleRequest request(const Resolution& size, uint64_t seed) const;
+    /// Whether any step runs classifier-free guidance (so the negative prompt is needed).
+    bool uses_cfg() const { return guidance > 1.0 || guidance_2.value_or(guidance) > 1.0; }
 };
 
 /// A file-name-safe nickname: letters, digits, '-', '_' and '.' kept, anything else becomes '_'.

@@ -92,10 +92,12 @@ void LocalDataBackend::open(const st::sdk::DataOpenRequest& request) {
         if (d.disabled)
             log::info(kLog, "dataset '{}' is disabled", d.id);
         else if (d.dataset_type == DatasetType::conditioning_image_embeds)
-            log::warn(kLog,
-                      "dataset '{}': conditioning_image_embeds are not produced by data.local@1 (the SDK "
-                      "Encoders has no image-embedding call); the model plugin must derive I2V conditioning",
-                      d.id);
+            log::warn(
+                kLog,
+                "dataset '{}' (conditioning_image_embeds): its cache_dir is not used; data.local@1 caches "
+                "the Wan 2.1 I2V CLIP image embeddings ('image_embeds' of the model's encode_video) in "
+                "the same file as each sample's latents (cache_dir_vae)",
+                d.id);
     }
     opened_ = true;
 }
@@ -124,7 +126,9 @@ void LocalDataBackend::maybe_delete(const SkipRecord& r) {
 void LocalDataBackend::prune_buckets() {
     const int64_t need = static_cast<int64_t>(run_.train_batch_size) * run_.gradient_accumulation_steps;
     for (const auto& ds : datasets_) {
-        if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
+        // Eval datasets are batched by eval_batches() at any size: nothing to prune.
+        if (ds.disabled || ds.eval ||
+            (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
             continue;
         std::map<std::string, int64_t> counts;
         int64_t total = 0;
@@ -170,7 +174,8 @@ void LocalDataBackend::build_sampler() {
     std::vector<SamplerDataset> sds;
     sampler_datasets_.clear();
     for (const auto& ds : datasets_) {
-        if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
+        if (ds.disabled || ds.eval ||
+            (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
             continue;
         SamplerDataset sd;
         sd.id = ds.id;
@@ -249,6 +254,7 @@ st::sdk::PrepareSummary LocalDataBackend::summarize() const {
                             {"probability", ds.probability},
                             {"repeats", ds.repeats}};
         if (ds.auto_created) d["auto_created_from"] = ds.source_video_dataset;
+        if (ds.eval) d["eval"] = true;
         if (!ds.s2v_datasets.empty()) d["s2v_datasets"] = ds.s2v_datasets;
         int64_t with_audio = 0, zero_audio = 0, padded = 0;
         for (const auto& smp : samples_) {
@@ -295,6 +301,11 @@ std::optional<st::sdk::Batch> LocalDataBackend::next_batch(int64_t batch_size) {
              "next_batch() needs caches: prepare() ran without encoders (a `prepare` run)");
     auto pick = sampler_.next(batch_size);
     if (!pick) return std::nullopt;
+    return load_batch(pick->samples, pick->bucket, /*first_caption=*/false);
+}
+
+st::sdk::Batch LocalDataBackend::load_batch(const std::vector<int64_t>& indices, const std::string& bucket,
+                                            bool first_caption) {
     st::sdk::Batch batch;
     std::map<std::string, std::vector<at::Tensor>> parts;
     auto add_all = [&](const std::filesystem::path& file, const std::string& key, const char* what) {
@@ -305,14 +316,14 @@ std::optional<st::sdk::Batch> LocalDataBackend::next_batch(int64_t batch_size) {
                  file.string());
         for (auto& [name, tensor] : *t) parts[name].push_back(std::move(tensor));
     };
-    for (int64_t idx : pick->samples) {
+    for (int64_t idx : indices) {
         const Sample& s = samples_.at(static_cast<size_t>(idx));
         const SampleCache& c = caches_.at(static_cast<size_t>(idx));
         st::sdk::SampleRef ref;
         ref.dataset_id = s.dataset;
         ref.id = s.rel;
         ref.path = s.path.string();
-        ref.caption = s.captions[sampler_.draw(s.captions.size())];
+        ref.caption = first_caption ? s.captions.front() : s.captions[sampler_.draw(s.captions.size())];
         ref.bucket = s.bucket;
         ref.meta = s.meta();
         add_all(c.latent_file, c.latent_key, "latent");
@@ -322,14 +333,52 @@ std::optional<st::sdk::Batch> LocalDataBackend::next_batch(int64_t batch_size) {
         batch.samples.push_back(std::move(ref));
     }
     for (auto& [name, list] : parts) {
-        if (list.size() != pick->samples.size())
+        if (list.size() != indices.size())
             fail("data.local", "batch",
                  "bucket {}: tensor '{}' is cached for {} of {} samples (name clash between "
                  "latent, text and audio caches?)",
-                 pick->bucket, name, list.size(), pick->samples.size());
-        batch.tensors[name] = stack_named(list, name, pick->bucket);
+                 bucket, name, list.size(), indices.size());
+        batch.tensors[name] = stack_named(list, name, bucket);
     }
     return batch;
+}
+
+std::vector<st::sdk::Batch> LocalDataBackend::eval_batches(int64_t max_samples, int64_t batch_size) {
+    // The eval datasets' samples in config order, then discovery order (sorted paths): the same set
+    // on every run, at most max_samples from each dataset. Each batch holds samples of one bucket; the first
+    // caption variant of each sample.
+    if (!cached_) fail("data.local", "eval", "eval_batches() needs caches: prepare() ran without encoders");
+    if (batch_size < 1) fail("data.local", "eval", "eval batch size must be >= 1, got {}", batch_size);
+    std::vector<std::pair<std::string, std::vector<int64_t>>> buckets;  // (dataset|bucket, members)
+    for (const auto& ds : datasets_) {
+        if (!ds.eval || ds.disabled) continue;
+        int64_t taken = 0;  // max_samples per eval dataset, as SimpleTuner's num_eval_images
+        for (size_t i = 0; i < samples_.size(); ++i) {
+            if (samples_[i].dataset != ds.id) continue;
+            if (max_samples > 0 && taken >= max_samples) break;
+            const std::string key = ds.id + "|" + samples_[i].bucket;
+            auto it =
+                std::find_if(buckets.begin(), buckets.end(), [&](const auto& b) { return b.first == key; });
+            if (it == buckets.end()) {
+                buckets.push_back({key, {}});
+                it = std::prev(buckets.end());
+            }
+            it->second.push_back(static_cast<int64_t>(i));
+            ++taken;
+        }
+    }
+    std::vector<st::sdk::Batch> out;
+    for (const auto& [key, members] : buckets) {
+        const std::string bucket = key.substr(key.find('|') + 1);
+        for (size_t start = 0; start < members.size(); start += static_cast<size_t>(batch_size)) {
+            const size_t end = std::min(members.size(), start + static_cast<size_t>(batch_size));
+            out.push_back(
+                load_batch(std::vector<int64_t>(members.begin() + static_cast<std::ptrdiff_t>(start),
+                                                members.begin() + static_cast<std::ptrdiff_t>(end)),
+                           bucket, /*first_caption=*/true));
+        }
+    }
+    return out;
 }
 
 nlohmann::json LocalDataBackend::state() const {

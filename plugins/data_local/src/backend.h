@@ -33,6 +33,7 @@ class LocalDataBackend final : public st::sdk::DataBackend {
     std::optional<st::sdk::Batch> next_batch(int64_t batch_size) override;
     nlohmann::json state() const override;
     void restore(const nlohmann::json& state) override;
+    std::vector<st::sdk::Batch> eval_batches(int64_t max_samples, int64_t batch_size) override;
 
     // For tests and `st-host prepare`.
     const std::vector<DatasetConfig>& datasets() const { return datasets_; }
@@ -54,6 +55,10 @@ class LocalDataBackend final : public st::sdk::DataBackend {
     void drop_samples(const std::vector<bool>& drop);
     void maybe_delete(const SkipRecord& r);
     st::sdk::PrepareSummary summarize() const;
+    /// Reads the caches of `indices` (one bucket) into a batch; `first_caption` takes caption
+    /// variant 0 instead of a random one (evaluation).
+    st::sdk::Batch load_batch(const std::vector<int64_t>& indices, const std::string& bucket,
+                              bool first_caption);
 
     RunDataSettings run_;
     std::vector<DatasetConfig> datasets_;

@@ -80,29 +80,16 @@ bool is_gzip(const std::string& bytes) {
            static_cast<unsigned char>(bytes[1]) == 0x8b;
 }
 
-/// Opens a cache file's safetensors content (decompressing to a temp file when gzip).
-std::shared_ptr<st::sdk::SafetensorsFile> open_cache(const std::filesystem::path& file,
-                                                     std::filesystem::path* tmp) {
+/// Opens a cache file's safetensors content; gzip files are decompressed in memory.
+std::shared_ptr<st::sdk::SafetensorsFile> open_cache(const std::filesystem::path& file) {
     std::ifstream in(file, std::ios::binary);
     char magic[2] = {0, 0};
     in.read(magic, 2);
     if (in.gcount() == 2 && static_cast<unsigned char>(magic[0]) == 0x1f &&
         static_cast<unsigned char>(magic[1]) == 0x8b) {
         in.close();
-        const std::string bytes = gunzip_bytes(read_all(file));
-        *tmp = temp_beside(file, "gunzip");
-        try {
-            write_atomic(*tmp, bytes);
-        } catch (const Error& e) {
-            // The cache is fine; this machine cannot write the scratch copy (disk full, file size
-            // limit). Not an st::Error on purpose: callers delete caches they cannot *read*, and this
-            // one must survive, so the failure goes up to the trainer instead.
-            std::error_code ec;
-            std::filesystem::remove(*tmp, ec);
-            throw std::runtime_error(
-                fmt::format("reading cache {} needs a temporary file: {}", file.string(), e.message()));
-        }
-        return st::sdk::SafetensorsFile::open(*tmp);
+        auto bytes = std::make_shared<const std::string>(gunzip_bytes(read_all(file)));
+        return st::sdk::SafetensorsFile::from_bytes(std::move(bytes), file);
     }
     return st::sdk::SafetensorsFile::open(file);
 }
@@ -193,10 +180,7 @@ void write_cache_file(const std::filesystem::path& base, const st::sdk::TensorMa
         std::filesystem::remove(gz, ec);
         return;
     }
-    const auto raw = temp_beside(base, "raw");
-    st::sdk::save_safetensors(raw, tensors, {{kCacheKeyMeta, key}});
-    std::string bytes = read_all(raw);
-    std::filesystem::remove(raw, ec);
+    const std::string bytes = st::sdk::safetensors_bytes(tensors, {{kCacheKeyMeta, key}}, base.string());
     write_atomic(gz, gzip_bytes(bytes));
     std::filesystem::remove(base, ec);
 }
@@ -204,22 +188,18 @@ void write_cache_file(const std::filesystem::path& base, const st::sdk::TensorMa
 std::optional<st::sdk::TensorMap> read_cache_file(const std::filesystem::path& base, const std::string& key) {
     auto file = existing_variant(base);
     if (!file) return std::nullopt;
-    std::filesystem::path tmp;
     std::error_code ec;
     try {
-        auto st = open_cache(*file, &tmp);
+        auto st = open_cache(*file);
         auto meta = st->metadata();
         auto it = meta.find(kCacheKeyMeta);
         if (it == meta.end() || it->second != key) {
-            if (!tmp.empty()) std::filesystem::remove(tmp, ec);
             return std::nullopt;
         }
         st::sdk::TensorMap out;
         for (const auto& info : st->infos()) out[info.name] = st->load(info.name);
-        if (!tmp.empty()) std::filesystem::remove(tmp, ec);
         return out;
     } catch (const Error& e) {
-        if (!tmp.empty()) std::filesystem::remove(tmp, ec);
         log::warn(kLog, "{}: unreadable cache file deleted, it will be rebuilt ({})", file->string(),
                   e.message());
         std::filesystem::remove(*file, ec);
@@ -230,17 +210,14 @@ std::optional<st::sdk::TensorMap> read_cache_file(const std::filesystem::path& b
 bool cache_file_valid(const std::filesystem::path& base, const std::string& key) {
     auto file = existing_variant(base);
     if (!file) return false;
-    std::filesystem::path tmp;
     std::error_code ec;
     try {
-        auto st = open_cache(*file, &tmp);
+        auto st = open_cache(*file);
         auto meta = st->metadata();
         auto it = meta.find(kCacheKeyMeta);
         const bool ok = it != meta.end() && it->second == key;
-        if (!tmp.empty()) std::filesystem::remove(tmp, ec);
         return ok;
     } catch (const Error& e) {
-        if (!tmp.empty()) std::filesystem::remove(tmp, ec);
         log::warn(kLog, "{}: unreadable cache file deleted, it will be rebuilt ({})", file->string(),
                   e.message());
         std::filesystem::remove(*file, ec);

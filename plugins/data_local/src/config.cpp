@@ -170,9 +170,14 @@ std::filesystem::path resolve_path(const std::string& raw, const RunDataSettings
     return p.lexically_normal();
 }
 
-DatasetType parse_dataset_type(const Reader& r) {
-    const std::string t = r.string("dataset_type", "image",
-                                   {"video", "image", "audio", "text_embeds", "conditioning_image_embeds"});
+DatasetType parse_dataset_type(const Reader& r, bool* eval) {
+    const std::string t =
+        r.string("dataset_type", "image",
+                 {"video", "image", "audio", "text_embeds", "conditioning_image_embeds", "eval"});
+    // An eval dataset holds media like a training dataset: video when it has a video block (or, decided
+    // in parse_datasets, when the training datasets are videos), else images.
+    *eval = t == "eval";
+    if (*eval) return r.has("video") ? DatasetType::video : DatasetType::image;
     if (t == "video") return DatasetType::video;
     if (t == "audio") return DatasetType::audio;
     if (t == "text_embeds") return DatasetType::text_embeds;
@@ -239,7 +244,7 @@ DatasetConfig parse_entry(const json& entry, size_t index, const RunDataSettings
     if (d.type != "local")
         fail("data.local", "config", "{}: type '{}' is not handled by data.local@1 (only 'local')", where,
              d.type);
-    d.dataset_type = parse_dataset_type(r);
+    d.dataset_type = parse_dataset_type(r, &d.eval);
     d.is_default = r.boolean("default", false);
     d.disabled = r.boolean("disabled", false) || r.boolean("disable", false);
     if (r.has("instance_data_dir"))
@@ -409,6 +414,29 @@ RunDataSettings run_settings_from_config(const st::sdk::ConfigView& c) {
     return s;
 }
 
+namespace {
+
+/// Eval datasets without a video block hold what the training datasets hold: videos when any enabled
+/// training dataset is a video dataset (a video model is evaluated on clips), else images.
+void resolve_eval_media(std::vector<DatasetConfig>& datasets) {
+    const bool video_run = std::any_of(datasets.begin(), datasets.end(), [](const DatasetConfig& d) {
+        return !d.eval && !d.disabled && d.dataset_type == DatasetType::video;
+    });
+    for (auto& d : datasets) {
+        if (!d.eval) continue;
+        if (video_run && d.dataset_type == DatasetType::image) {
+            d.dataset_type = DatasetType::video;
+            log::info(kLog, "dataset '{}' (dataset_type eval): video clips, like the training datasets",
+                      d.id);
+        } else {
+            log::info(kLog, "dataset '{}' (dataset_type eval): {} files, held out for the evaluation loss",
+                      d.id, dataset_type_name(d.dataset_type));
+        }
+    }
+}
+
+}  // namespace
+
 std::vector<DatasetConfig> parse_datasets(const nlohmann::json& entries, const RunDataSettings& run) {
     if (!entries.is_array())
         fail("data.local", "config", "the dataset config must be a JSON list of dataset objects, got {}",
@@ -420,6 +448,7 @@ std::vector<DatasetConfig> parse_datasets(const nlohmann::json& entries, const R
         if (!ids.insert(d.id).second) fail("data.local", "config", "dataset id '{}' is used twice", d.id);
         out.push_back(std::move(d));
     }
+    resolve_eval_media(out);
     // S2V auto-split (factory.py): for wan_s2v, every video dataset gets `<id>_audio` unless it
     // disables auto_split or links s2v_datasets itself.
     const bool s2v = run.model_family == "wan_s2v";

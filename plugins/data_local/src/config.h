@@ -47,6 +47,9 @@ struct DatasetConfig {
     DatasetType dataset_type = DatasetType::image;
     bool is_default = false;
     bool disabled = false;
+    /// `dataset_type: eval`: a held-out media dataset (video or image, see parse_datasets) that is
+    /// discovered and cached like the others but only used for the evaluation loss, never trained on.
+    bool eval = false;
     std::filesystem::path instance_data_dir;
     bool crop = false;
     std::string crop_style = "center";   ///< center | random | corner

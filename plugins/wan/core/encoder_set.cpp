@@ -27,6 +27,7 @@ void WanEncoderSet::configure(WanModelPaths paths, at::ScalarType text_dtype, at
     vae_.reset();
     text_encoder_ = UMT5Encoder(nullptr);
     tokenizer_.reset();
+    image_encoder_.reset();
 }
 
 WanVAE& WanEncoderSet::vae() {
@@ -55,6 +56,28 @@ UMT5Tokenizer& WanEncoderSet::tokenizer() {
     if (!tokenizer_)
         tokenizer_ = std::make_unique<UMT5Tokenizer>(UMT5Tokenizer::load(require_tokenizer_path(paths_)));
     return *tokenizer_;
+}
+
+ClipImageEncoder& WanEncoderSet::image_encoder() {
+    if (!image_encoder_) {
+        if (paths_.image_encoder.empty())
+            fail(paths_.component, "load",
+                 "the transformer of '{}' takes CLIP image embeddings (Wan 2.1 I2V) but the model has no "
+                 "image_encoder/ folder (CLIPVisionModelWithProjection: config.json + model.safetensors)",
+                 paths_.root.string());
+        // CLIP runs in fp32 like the VAE; its output is cast by the transformer's predict.
+        image_encoder_ = std::make_unique<ClipImageEncoder>(
+            ClipImageEncoder::load(paths_.image_encoder, at::kFloat, device_));
+    }
+    return *image_encoder_;
+}
+
+at::Tensor WanEncoderSet::encode_image(const at::Tensor& images) {
+    // images [B, 3, H, W] in [-1, 1] -> [B, N + 1, hidden] (CPU)
+    if (images.dim() != 4 || images.size(1) != 3)
+        fail(paths_.component, "encode_image", "images must be [B, 3, H, W], got {}",
+             c10::str(images.sizes()));
+    return image_encoder().encode(images.to(at::kFloat)).to(at::kCPU);
 }
 
 at::Tensor WanEncoderSet::encode_video(const at::Tensor& pixels) {
@@ -102,9 +125,11 @@ int64_t WanEncoderSet::vae_spatial_stride() const {
 }
 
 std::string WanEncoderSet::fingerprint() const {
-    return "vae:" + component_fingerprint(paths_.vae) +
-           "|text_encoder:" + component_fingerprint(paths_.text_encoder) +
-           "|tokenizer:" + component_fingerprint(paths_.tokenizer);
+    std::string f = "vae:" + component_fingerprint(paths_.vae) +
+                    "|text_encoder:" + component_fingerprint(paths_.text_encoder) +
+                    "|tokenizer:" + component_fingerprint(paths_.tokenizer);
+    if (!paths_.image_encoder.empty()) f += "|image_encoder:" + component_fingerprint(paths_.image_encoder);
+    return f;
 }
 
 bool WanEncoderSet::release_text() {

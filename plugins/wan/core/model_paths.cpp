@@ -121,6 +121,8 @@ WanModelPaths resolve_pipeline_paths(const fs::path& model, const ConfigView& co
                                                 fs::exists(te_root / "config.json"))) {
         p.text_encoder = te_root;
     }
+    // Wan 2.1 I2V: the CLIP vision tower of the pipeline (image_processor/ beside it is read by the loader).
+    if (fs::is_directory(model / "image_encoder")) p.image_encoder = model / "image_encoder";
     // Tokenizer: <root>/tokenizer, a spiece.model beside the encoder, or the model root's tokenizer/.
     for (const fs::path& cand : {te_root / "tokenizer", te_root.parent_path() / "tokenizer",
                                  model / "tokenizer", te_root / "spiece.model"}) {

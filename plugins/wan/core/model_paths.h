@@ -23,6 +23,7 @@ struct WanModelPaths {
     std::filesystem::path vae;                         ///< VAE folder (config.json + weights) or single file
     std::filesystem::path text_encoder;                ///< text_encoder folder or single file
     std::filesystem::path tokenizer;                   ///< tokenizer folder (spiece.model) or the file
+    std::filesystem::path image_encoder;               ///< CLIP image_encoder folder (Wan 2.1 I2V) or {}
     std::optional<std::filesystem::path> model_index;  ///< the pipeline's model_index.json
 };
 

@@ -237,15 +237,16 @@ int WanFamily::spatial_multiple() const {
 }
 
 TensorMap WanFamily::encode_video(const at::Tensor& pixels) {
-    // pixels [B, 3, F, H, W] in [-1, 1] -> latents [B, z, 1 + (F-1)/4, H/8, W/8], normalised; Wan 2.2
-    // I2V (36 input channels) also gets its first-frame conditioning, cached with the latents
+    // pixels [B, 3, F, H, W] in [-1, 1] -> latents [B, z, 1 + (F-1)/4, H/8, W/8], normalised; I2V
+    // transformers (2C + 4 input channels) also get their first-frame conditioning, cached with the
+    // latents: conditioning_latents, and for Wan 2.1 I2V the CLIP image_embeds of that frame
     require_loaded("encode_video");
     TensorMap out{{"latents", encoders_.encode_video(pixels)}};
     const WanTransformerConfig& cfg = transformer_.info.config;
-    if (cfg.in_channels == 2 * cfg.out_channels + 4 && !cfg.has_image_branch() && pixels.dim() == 5) {
+    if (cfg.in_channels == 2 * cfg.out_channels + 4 && pixels.dim() == 5) {
         // SimpleTuner / diffusers WanImageToVideoPipeline: VAE(first pixel frame + black frames).
-        out["conditioning_latents"] =
-            encode_conditioning_image(pixels.select(2, 0), pixels.size(2)).at("conditioning_latents");
+        for (auto& [name, t] : encode_conditioning_image(pixels.select(2, 0), pixels.size(2)))
+            out[name] = std::move(t);
     }
     return out;
 }

@@ -50,7 +50,8 @@ FeedForwardChunking resolve_feed_forward_chunking(const st::sdk::ConfigView& con
 st::sdk::TensorMap run_forward_component(const std::filesystem::path& model, const std::string& component,
                                          const st::sdk::TensorMap& inputs, const st::sdk::ConfigView& config);
 
-/// Writes a random model in the diffusers pipeline layout (presets "tiny", "tiny-i2v", "small", "1.3b").
+/// Writes a random model in the diffusers pipeline layout (presets "tiny", "tiny-i2v", "tiny-i2v21",
+/// "tiny-a14b", "small", "1.3b").
 void write_wan_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed);
 
 class WanFamily final : public st::sdk::ModelFamily {
@@ -71,7 +72,9 @@ class WanFamily final : public st::sdk::ModelFamily {
 
     // ---- tools ---------------------------------------------------------------------------------
     st::sdk::ProbeResult probe(const std::filesystem::path& path) const override;
-    std::vector<std::string> presets() const override { return {"tiny", "tiny-i2v", "small", "1.3b"}; }
+    std::vector<std::string> presets() const override {
+        return {"tiny", "tiny-i2v", "tiny-i2v21", "tiny-a14b", "small", "1.3b"};
+    }
     void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) override;
     std::vector<std::string> forward_components() const override {
         return {"transformer", "vae_encode", "vae_decode", "text_encoder"};
@@ -106,6 +109,10 @@ class WanFamily final : public st::sdk::ModelFamily {
     // ---- ABI 1.2 -------------------------------------------------------------------------------
     /// {"image"} for image-to-video transformers (36 input channels), else empty.
     std::vector<std::string> sampling_inputs() const override;
+    // ---- ABI 1.3 -------------------------------------------------------------------------------
+    /// boundary_ratio x 1000 when both Wan 2.2 experts are loaded (wan_validation_load_other_stage),
+    /// else nullopt: sampling then applies one guidance scale, as SimpleTuner's boundary_ratio=None.
+    std::optional<double> expert_boundary() const override;
 
     /// After load(): the detected transformer (variant, layout, config).
     const WanCheckpointInfo& checkpoint_info() const;

@@ -41,12 +41,9 @@ at::Tensor WanFamily::decode_latents(const at::Tensor& latents) {
 
 TensorMap WanFamily::encode_conditioning_image(const at::Tensor& image, int64_t frames) {
     // image [B, 3, H, W] in [-1, 1] -> conditioning_latents [B, z, 1 + (frames - 1) / 4, H / 8, W / 8]
+    // (+ image_embeds [B, 257, 1280] for Wan 2.1 I2V)
     require_loaded("encode_conditioning_image");
     const WanTransformerConfig& cfg = transformer_.info.config;
-    if (cfg.has_image_branch())
-        fail(kWanComponentId, "encode_conditioning_image",
-             "{} also needs CLIP image embeddings ('image_embeds'), and st ships no CLIP image encoder yet",
-             transformer_.info.variant);
     if (cfg.in_channels != 2 * cfg.out_channels + 4)
         fail(kWanComponentId, "encode_conditioning_image",
              "{} is not an image-to-video transformer ({} input channels); it takes no conditioning image",
@@ -58,7 +55,10 @@ TensorMap WanFamily::encode_conditioning_image(const at::Tensor& image, int64_t 
     const at::Tensor first = image.to(at::kFloat).unsqueeze(2);
     at::Tensor video = at::cat(
         {first, at::zeros({image.size(0), 3, frames - 1, image.size(2), image.size(3)}, first.options())}, 2);
-    return {{"conditioning_latents", encoders_.encode_video(video)}};
+    TensorMap out{{"conditioning_latents", encoders_.encode_video(video)}};
+    // Wan 2.1 I2V: the CLIP penultimate hidden states of the image (WanImageToVideoPipeline.encode_image).
+    if (cfg.has_image_branch()) out["image_embeds"] = encoders_.encode_image(image);
+    return out;
 }
 
 std::vector<std::string> WanFamily::sampling_inputs() const {
@@ -66,6 +66,11 @@ std::vector<std::string> WanFamily::sampling_inputs() const {
     const WanTransformerConfig& cfg = transformer_.info.config;
     if (cfg.in_channels == 2 * cfg.out_channels + 4) return {"image"};
     return {};
+}
+
+std::optional<double> WanFamily::expert_boundary() const {
+    if (!loaded_ || !peer_ || !boundary_ratio_) return std::nullopt;
+    return *boundary_ratio_ * 1000.0;
 }
 
 void WanFamily::release_encoders() {

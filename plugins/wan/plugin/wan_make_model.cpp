@@ -7,6 +7,12 @@
 // Presets:
 //   tiny  — the golden test sizes: DiT 2x12 heads, 2 layers, 4 latent channels, text_dim 16; VAE
 //           base_dim 2, z 4; UMT5 d_model 16, 2 layers; tokenizer vocab 200.         (~0.7 MB)
+//   tiny-i2v — tiny with the Wan 2.2 I2V input layout (36-channel style: noisy | mask | condition).
+//   tiny-i2v21 — tiny as a Wan 2.1 I2V pipeline: the CLIP image branch (image_dim = the tiny CLIP's 32,
+//           added_kv_proj_dim 24) + image_encoder/ (tiny CLIPVisionModelWithProjection, 56 px, 17
+//           tokens) + image_processor/.
+//   tiny-a14b — tiny as a Wan 2.2 A14B T2V pipeline: two differently seeded experts, transformer/
+//           (high noise) and transformer_2/ (low noise), boundary_ratio 0.875 in model_index.json.
 //   small — the benchmark DiT (dim 512, 8 layers, text_dim 4096); VAE base_dim 16, z 16;
 //           a narrow 2-layer UMT5 with d_model 4096; tokenizer vocab ~400.            (~0.2 GB)
 //   1.3b  — the real Wan 2.1 T2V 1.3B transformer (bf16 on disk, fp32-kept modules fp32) and the
@@ -20,7 +26,9 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <optional>
 
+#include "core/clip_vision.h"
 #include "core/tokenizer.h"
 #include "core/umt5_config.h"
 #include "core/vae_weights.h"
@@ -38,19 +46,24 @@ namespace {
 
 constexpr const char* kDiffusersVersion = "0.35.0.dev0";
 
-json model_index_json(bool i2v) {
+json model_index_json(bool i2v, std::optional<double> boundary_ratio, bool clip) {
     // Field layout of diffusers WanPipeline.save_pretrained (boundary_ratio / transformer_2 /
     // expand_timesteps are the Wan 2.2 fields; null/false for a Wan 2.1 T2V model).
-    return json{{"_class_name", i2v ? "WanImageToVideoPipeline" : "WanPipeline"},
-                {"_diffusers_version", kDiffusersVersion},
-                {"boundary_ratio", nullptr},
-                {"expand_timesteps", false},
-                {"scheduler", {"diffusers", "UniPCMultistepScheduler"}},
-                {"text_encoder", {"transformers", "UMT5EncoderModel"}},
-                {"tokenizer", {"transformers", "T5Tokenizer"}},
-                {"transformer", {"diffusers", "WanTransformer3DModel"}},
-                {"transformer_2", {nullptr, nullptr}},
-                {"vae", {"diffusers", "AutoencoderKLWan"}}};
+    return json{
+        {"_class_name", i2v ? "WanImageToVideoPipeline" : "WanPipeline"},
+        {"_diffusers_version", kDiffusersVersion},
+        {"boundary_ratio", boundary_ratio ? json(*boundary_ratio) : json(nullptr)},
+        {"expand_timesteps", false},
+        {"scheduler", {"diffusers", "UniPCMultistepScheduler"}},
+        {"text_encoder", {"transformers", "UMT5EncoderModel"}},
+        {"tokenizer", {"transformers", "T5Tokenizer"}},
+        {"transformer", {"diffusers", "WanTransformer3DModel"}},
+        {"transformer_2",
+         boundary_ratio ? json{"diffusers", "WanTransformer3DModel"} : json{nullptr, nullptr}},
+        {"vae", {"diffusers", "AutoencoderKLWan"}},
+        {"image_encoder",
+         clip ? json{"transformers", "CLIPVisionModelWithProjection"} : json{nullptr, nullptr}},
+        {"image_processor", clip ? json{"transformers", "CLIPImageProcessor"} : json{nullptr, nullptr}}};
 }
 
 json scheduler_config_json() {
@@ -89,6 +102,10 @@ struct PresetSpec {
     WanVAEConfig vae;
     UMT5Config text_encoder;
     int tokenizer_vocab = 200;
+    /// Wan 2.2 A14B layout: a second expert in transformer_2/ and this boundary in model_index.json.
+    std::optional<double> boundary_ratio;
+    /// Wan 2.1 I2V: the CLIP image encoder written to image_encoder/ (+ image_processor/).
+    std::optional<ClipVisionConfig> image_encoder;
 };
 
 // A narrow UMT5 whose output width is the DiT's text_dim (4096): 8 heads x 16, d_ff 256, 2 layers.
@@ -104,10 +121,20 @@ UMT5Config narrow_umt5(int64_t d_model) {
 
 PresetSpec preset_spec(const std::string& preset) {
     PresetSpec s;
-    if (preset == "tiny" || preset == "tiny-i2v") {
+    if (preset == "tiny" || preset == "tiny-i2v" || preset == "tiny-i2v21" || preset == "tiny-a14b") {
         s.transformer = WanTransformerConfig::tiny();
         // tiny-i2v: the Wan 2.2 I2V layout (no CLIP branch): [noisy | 4 mask | condition] channels in.
         if (preset == "tiny-i2v") s.transformer.in_channels = 2 * s.transformer.out_channels + 4;
+        // tiny-a14b: Wan-AI/Wan2.2-T2V-A14B-Diffusers' layout (boundary 0.875).
+        if (preset == "tiny-a14b") s.boundary_ratio = 0.875;
+        if (preset == "tiny-i2v21") {
+            // Wan-AI/Wan2.1-I2V-14B-480P-Diffusers' layout at test size (the golden wan_i2v21 shape).
+            s.image_encoder = ClipVisionConfig::tiny();
+            s.transformer.in_channels = 2 * s.transformer.out_channels + 4;
+            s.transformer.image_dim = s.image_encoder->hidden_size;
+            s.transformer.added_kv_proj_dim =
+                s.transformer.num_attention_heads * s.transformer.attention_head_dim;
+        }
         s.vae = WanVAEConfig::tiny();
         s.text_encoder = UMT5Config::tiny();
         s.tokenizer_vocab = 200;
@@ -124,7 +151,8 @@ PresetSpec preset_spec(const std::string& preset) {
         s.text_encoder = narrow_umt5(s.transformer.text_dim);
         s.tokenizer_vocab = 4000;
     } else {
-        fail(kWanComponentId, "make_model", "unknown preset '{}' (tiny, tiny-i2v, small, 1.3b)", preset);
+        fail(kWanComponentId, "make_model",
+             "unknown preset '{}' (tiny, tiny-i2v, tiny-i2v21, tiny-a14b, small, 1.3b)", preset);
     }
     if (s.vae.z_dim != s.transformer.out_channels)
         fail(kWanComponentId, "make_model", "preset {}: VAE z_dim {} != transformer out_channels {}", preset,
@@ -163,10 +191,22 @@ void write_wan_model(const std::string& preset, const fs::path& out, uint64_t se
         randomize_parameters(*model, seed);
         save_transformer(*model, out / "transformer", spec.transformer_dtype);
     }
+    if (spec.boundary_ratio) {
+        // The low-noise expert: same architecture, its own weights.
+        WanTransformer3DModel model(spec.transformer);
+        randomize_parameters(*model, seed + 7);
+        save_transformer(*model, out / "transformer_2", spec.transformer_dtype);
+    }
+    if (spec.image_encoder) {
+        save_clip_vision(out / "image_encoder", *spec.image_encoder, seed + 11);
+        save_clip_image_processor(out / "image_processor",
+                                  ClipImageProcessorConfig::for_image_size(spec.image_encoder->image_size));
+    }
     fs::create_directories(out / "scheduler");
     write_json(out / "scheduler" / "scheduler_config.json", scheduler_config_json());
     write_json(out / "model_index.json",
-               model_index_json(spec.transformer.in_channels != spec.transformer.out_channels));
+               model_index_json(spec.transformer.in_channels != spec.transformer.out_channels,
+                                spec.boundary_ratio, spec.image_encoder.has_value()));
     st::log::info("model.wan", "make-model {}: wrote {} (tokenizer vocab {}, text encoder vocab {})", preset,
                   out.string(), tok_vocab, spec.text_encoder.vocab_size);
 }

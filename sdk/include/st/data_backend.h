@@ -92,6 +92,14 @@ class DataBackend {
     /// Position in the epoch (bucket order, seen samples, RNG) for exact resume.
     virtual nlohmann::json state() const = 0;
     virtual void restore(const nlohmann::json& state) = 0;
+
+    // ---- ABI 1.3: the host checks the plugin's abi_minor >= 3 before calling ------------------------
+    /// The held-out evaluation set (SimpleTuner's `dataset_type: eval` entries), discovered and
+    /// cached by prepare() like training data but never served by next_batch(). At most
+    /// `max_samples` samples from each evaluation dataset (<= 0: all), one bucket per batch, `batch_size`
+    /// samples per batch at most, in the same order on every call and every run. Called after prepare().
+    /// Default: empty (no evaluation datasets; the trainer then evaluates on training samples).
+    virtual std::vector<Batch> eval_batches(int64_t max_samples, int64_t batch_size);
 };
 
 using DataBackendFactory = std::function<std::unique_ptr<DataBackend>()>;

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -122,6 +123,14 @@ class ModelFamily : public Encoders {
     ///            (the unconditional CFG branch gets the features multiplied by 0, as upstream Wan S2V).
     /// A sample lacking a required input is refused with a message. Default: empty (text only).
     virtual std::vector<std::string> sampling_inputs() const;
+
+    // ---- ABI 1.3: the host checks the plugin's abi_minor >= 3 before calling ------------------------
+    /// Model-input timestep (sigma x 1000) at which sampling hands over from one network to another
+    /// (Wan 2.2 A14B experts: the high-noise expert for t >= boundary, the low-noise one below, as
+    /// diffusers' `boundary_ratio x num_train_timesteps`). Samplers apply `validation_guidance_2`
+    /// (diffusers `guidance_scale_2`) to steps with t < boundary. nullopt (default): one network
+    /// denoises every step, so one guidance scale applies. Only valid after load().
+    virtual std::optional<double> expert_boundary() const;
 };
 
 using ModelFactory = std::function<std::unique_ptr<ModelFamily>()>;

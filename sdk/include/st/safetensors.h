@@ -62,6 +62,11 @@ class SafetensorsFile final : public TensorSource {
   public:
     /// Opens, maps and validates. Throws st::Error naming the file and the problem.
     static std::shared_ptr<SafetensorsFile> open(const std::filesystem::path& path);
+    /// The same over bytes already in memory (a decompressed cache file, ...): validated exactly as
+    /// open() does; the file keeps `bytes` alive and view() aliases it. `label` names the data in
+    /// errors and describe() (usually the file the bytes came from). Throws st::Error.
+    static std::shared_ptr<SafetensorsFile> from_bytes(std::shared_ptr<const std::string> bytes,
+                                                       const std::filesystem::path& label);
     ~SafetensorsFile() override;
 
     std::string describe() const override;
@@ -80,6 +85,8 @@ class SafetensorsFile final : public TensorSource {
 
   private:
     SafetensorsFile() = default;
+    /// Validates the header of `size` bytes at `bytes` (owned through mapping_) and fills the index.
+    void parse(const std::filesystem::path& path, const uint8_t* bytes, uint64_t size);
     std::filesystem::path path_;
     std::shared_ptr<void> mapping_;
     const uint8_t* data_ = nullptr;  ///< start of the data buffer
@@ -117,5 +124,10 @@ std::shared_ptr<TensorSource> open_tensor_source(const std::filesystem::path& pa
 /// reader never sees a partial file and a failed write leaves an existing file untouched.
 void save_safetensors(const std::filesystem::path& path, const TensorMap& tensors,
                       const std::map<std::string, std::string>& metadata = {});
+
+/// The bytes save_safetensors() would write, in memory (for callers that compress or send them).
+/// `label` names the destination in errors. Throws st::Error like save_safetensors().
+std::string safetensors_bytes(const TensorMap& tensors, const std::map<std::string, std::string>& metadata,
+                              const std::string& label);
 
 }  // namespace st::sdk

@@ -21,9 +21,11 @@
 
 // ABI history: 1.0 first release. 1.1 appended to ModelFamily lora_name_map, save_trainable,
 // latent_shape, decode_latents, encode_conditioning_image, release_encoders, and to PredictInputs
-// skip_layers. 1.2 appended ModelFamily::sampling_inputs (speech-to-video validation).
+// skip_layers. 1.2 appended ModelFamily::sampling_inputs (speech-to-video validation). 1.3 appended
+// ModelFamily::expert_boundary (per-expert guidance of Wan 2.2 sampling) and
+// DataBackend::eval_batches (held-out `dataset_type: eval` datasets).
 #define ST_SDK_ABI_MAJOR 1
-#define ST_SDK_ABI_MINOR 2
+#define ST_SDK_ABI_MINOR 3
 #define ST_SDK_VERSION_STRING "0.1.0"
 
 #define ST_DETAIL_STR2(x) #x
