@@ -53,6 +53,11 @@ inline void make_clip(const fs::path& out, int w, int h, int fps, double seconds
     ffmpeg(args + " '" + out.string() + "'");
 }
 
+inline std::string read_text(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 inline void write_text(const fs::path& p, const std::string& text) {
     fs::create_directories(p.parent_path());
     std::ofstream(p, std::ios::binary) << text;
@@ -65,6 +70,8 @@ inline void write_text(const fs::path& p, const std::string& text) {
 class FakeEncoders : public st::sdk::Encoders {
   public:
     std::string identity = "fake-encoders-v1";
+    /// Also return "image_embeds" [B, 3, H*W/256] (16x16 pooling of frame 0), like Wan 2.1 I2V's CLIP.
+    bool image_embeds = false;
     std::vector<int64_t> video_batches;  ///< batch size of each encode_video call
     std::vector<int64_t> text_batches;
     std::vector<at::Tensor> waveforms;  ///< every waveform given to encode_audio
@@ -81,6 +88,9 @@ class FakeEncoders : public st::sdk::Encoders {
             pooled = at::cat({pooled, rest}, 2);
         }
         at::Tensor lat = pooled.repeat({1, 6, 1, 1, 1}).narrow(1, 0, 16).contiguous();
+        if (image_embeds)
+            return {{"latents", lat},
+                    {"image_embeds", at::avg_pool2d(pixels.select(2, 0), {16, 16}).flatten(2).contiguous()}};
         return {{"latents", lat}};
     }
     st::sdk::TensorMap encode_text(const std::vector<std::string>& captions) override {

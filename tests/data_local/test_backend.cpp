@@ -271,6 +271,72 @@ TEST(DataBackendTest, EvalDatasetsAreCachedButNeverServedForTraining) {
     EXPECT_TRUE(plain.eval_batches(0, 4).empty());
 }
 
+TEST(DataBackendTest, ConditioningImageEmbedsDatasetHoldsTheImageEmbeddings) {
+    // SimpleTuner's Wan 2.1 I2V layout: the video dataset names a conditioning_image_embeds dataset;
+    // the encoder's image_embeds are cached under its cache_dir/<video id>/, the latents without them.
+    TempDir dir("backend-embeds");
+    for (int i = 0; i < 2; ++i)
+        st_test::make_clip(dir.path / "v" / ("c" + std::to_string(i) + ".mp4"), 96, 64, 10, 1.0);
+    json video = video_entry("clips", "v");
+    video["conditioning_image_embeds"] = "clip-embeds";
+    const json embeds = {
+        {"id", "clip-embeds"}, {"dataset_type", "conditioning_image_embeds"}, {"cache_dir", "cache/embeds"}};
+    st_test::FakeEncoders enc;
+    enc.image_embeds = true;
+    auto open = [&](dl::LocalDataBackend& b) {
+        b.open(
+            request(dir.path, json::array({video, embeds, text_entry()}), {{"compress_disk_cache", false}}));
+        b.prepare(&enc);
+    };
+    dl::LocalDataBackend b;
+    open(b);
+    ASSERT_EQ(enc.video_batches.size(), 1u);
+    const fs::path embeds_dir = dir.path / "cache" / "embeds" / "clips";
+    for (int i = 0; i < 2; ++i) {
+        const fs::path e = embeds_dir / ("c" + std::to_string(i) + ".mp4.safetensors");
+        ASSERT_TRUE(fs::exists(e)) << e;
+        EXPECT_NE(st_test::read_text(e).find("image_embeds"), std::string::npos);
+        const fs::path lat = b.sample_cache(static_cast<size_t>(i)).latent_file;
+        EXPECT_EQ(st_test::read_text(lat).find("\"image_embeds\""), std::string::npos) << lat;
+    }
+    b.start_epoch(0);
+    auto batch = b.next_batch(2);
+    ASSERT_TRUE(batch);
+    ASSERT_TRUE(batch->tensors.count("image_embeds"));
+    EXPECT_EQ(batch->tensors.at("image_embeds").size(0), 2);
+
+    dl::LocalDataBackend again;  // everything cached: nothing encoded
+    open(again);
+    EXPECT_EQ(enc.video_batches.size(), 1u);
+    fs::remove(embeds_dir / "c1.mp4.safetensors");  // a lost embedding rebuilds its sample
+    dl::LocalDataBackend rebuilt;
+    open(rebuilt);
+    ASSERT_EQ(enc.video_batches.size(), 2u);
+    EXPECT_EQ(enc.video_batches.back(), 1);
+    EXPECT_TRUE(fs::exists(embeds_dir / "c1.mp4.safetensors"));
+
+    // A model without image embeddings (T2V) with the same config: cached once, then reused.
+    enc.image_embeds = false;
+    enc.identity = "fake-encoders-t2v";
+    dl::LocalDataBackend t2v;
+    open(t2v);
+    const size_t encoded = enc.video_batches.size();
+    dl::LocalDataBackend t2v_again;
+    open(t2v_again);
+    EXPECT_EQ(enc.video_batches.size(), encoded);
+
+    // The link must name a conditioning_image_embeds dataset.
+    json bad = video;
+    bad["conditioning_image_embeds"] = "text";
+    dl::LocalDataBackend wrong;
+    try {
+        wrong.open(request(dir.path, json::array({bad, embeds, text_entry()})));
+        FAIL() << "a link to a text_embeds dataset was accepted";
+    } catch (const st::Error& e) {
+        EXPECT_NE(e.message().find("expected 'conditioning_image_embeds'"), std::string::npos) << e.message();
+    }
+}
+
 TEST(DataBackendTest, SamplerResumesExactlyAndTooSmallDatasetsExplainRepeats) {
     TempDir dir("backend-sampler");
     const fs::path v = dir.path / "v";

@@ -12,6 +12,7 @@
 #include "core/tokenizer.h"
 #include "st/error.h"
 #include "st/safetensors.h"
+#include "test_scratch.h"
 
 namespace fs = std::filesystem;
 using namespace st::plugins::wan;
@@ -31,30 +32,12 @@ const UMT5Tokenizer& golden_tokenizer() {
 }
 
 fs::path temp_dir(const std::string& name) {
-    const fs::path dir = fs::temp_directory_path() / ("st_test_tok_" + std::to_string(::getpid())) / name;
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
+    return st::plugins::wan::test::scratch_dir("tok", name);
 }
+const auto* const kTempCleanup =
+    ::testing::AddGlobalTestEnvironment(new st::plugins::wan::test::ScratchCleanup("tok"));
 
-// Removes this process's temporary folders after the last test.
-class TempCleanup : public ::testing::Environment {
-  public:
-    void TearDown() override {
-        std::error_code ec;
-        fs::remove_all(fs::temp_directory_path() / ("st_test_tok_" + std::to_string(::getpid())), ec);
-    }
-};
-const auto* const kTempCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
-
-std::string error_text(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const st::Error& e) {
-        return e.what();
-    }
-    return "<no st::Error thrown>";
-}
+using st::plugins::wan::test::error_text;
 
 std::string read_bytes(const fs::path& path) {
     std::ifstream in(path, std::ios::binary);

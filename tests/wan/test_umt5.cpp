@@ -15,6 +15,7 @@
 #include "st/error.h"
 #include "st/safetensors.h"
 #include "st/weights.h"
+#include "test_scratch.h"
 
 namespace fs = std::filesystem;
 using namespace st::plugins::wan;
@@ -36,30 +37,12 @@ double excess(const at::Tensor& a, const at::Tensor& b) {
 }
 
 fs::path temp_dir(const std::string& name) {
-    const fs::path dir = fs::temp_directory_path() / ("st_test_umt5_" + std::to_string(::getpid())) / name;
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
+    return st::plugins::wan::test::scratch_dir("umt5", name);
 }
+const auto* const kTempCleanup =
+    ::testing::AddGlobalTestEnvironment(new st::plugins::wan::test::ScratchCleanup("umt5"));
 
-// Removes this process's temporary folders after the last test.
-class TempCleanup : public ::testing::Environment {
-  public:
-    void TearDown() override {
-        std::error_code ec;
-        fs::remove_all(fs::temp_directory_path() / ("st_test_umt5_" + std::to_string(::getpid())), ec);
-    }
-};
-const auto* const kTempCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
-
-std::string error_text(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const st::Error& e) {
-        return e.what();
-    }
-    return "<no st::Error thrown>";
-}
+using st::plugins::wan::test::error_text;
 
 void expect_golden_parity(UMT5Encoder& model) {
     const at::Tensor ids = golden("inputs.safetensors", "input_ids");

@@ -16,6 +16,7 @@
 #include "st/error.h"
 #include "st/safetensors.h"
 #include "st/weights.h"
+#include "test_scratch.h"
 
 namespace fs = std::filesystem;
 using namespace st::plugins::wan_s2v;
@@ -35,38 +36,15 @@ at::Tensor golden(const std::string& file, const std::string& name) {
     return st::sdk::SafetensorsFile::open(kGolden / file)->load(name);
 }
 
-st::sdk::TensorMap load_all(const fs::path& file) {
-    auto src = st::sdk::SafetensorsFile::open(file);
-    st::sdk::TensorMap out;
-    for (const auto& info : src->infos()) out.emplace(info.name, src->load(info.name));
-    return out;
-}
+using st::plugins::wan::test::load_all;
 
 fs::path temp_dir(const std::string& name) {
-    const fs::path dir =
-        fs::temp_directory_path() / ("st_test_wav2vec2_" + std::to_string(::getpid())) / name;
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-    return dir;
+    return st::plugins::wan::test::scratch_dir("wav2vec2", name);
 }
+const auto* const kTempCleanup =
+    ::testing::AddGlobalTestEnvironment(new st::plugins::wan::test::ScratchCleanup("wav2vec2"));
 
-class TempCleanup : public ::testing::Environment {
-  public:
-    void TearDown() override {
-        std::error_code ec;
-        fs::remove_all(fs::temp_directory_path() / ("st_test_wav2vec2_" + std::to_string(::getpid())), ec);
-    }
-};
-const auto* const kTempCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
-
-std::string error_text(const std::function<void()>& fn) {
-    try {
-        fn();
-    } catch (const st::Error& e) {
-        return e.what();
-    }
-    return "<no st::Error thrown>";
-}
+using st::plugins::wan::test::error_text;
 
 // A checkpoint folder: the golden config.json plus `tensors` as model.safetensors.
 fs::path make_variant(const std::string& name, const st::sdk::TensorMap& tensors) {

@@ -91,13 +91,9 @@ void LocalDataBackend::open(const st::sdk::DataOpenRequest& request) {
     for (const auto& d : datasets_) {
         if (d.disabled)
             log::info(kLog, "dataset '{}' is disabled", d.id);
-        else if (d.dataset_type == DatasetType::conditioning_image_embeds)
-            log::warn(
-                kLog,
-                "dataset '{}' (conditioning_image_embeds): its cache_dir is not used; data.local@1 caches "
-                "the Wan 2.1 I2V CLIP image embeddings ('image_embeds' of the model's encode_video) in "
-                "the same file as each sample's latents (cache_dir_vae)",
-                d.id);
+        else if (!d.cache_dir_conditioning_image_embeds.empty())
+            log::info(kLog, "dataset '{}': image embeddings (Wan 2.1 I2V CLIP) are cached in {}", d.id,
+                      d.cache_dir_conditioning_image_embeds.string());
     }
     opened_ = true;
 }
@@ -330,6 +326,8 @@ st::sdk::Batch LocalDataBackend::load_batch(const std::vector<int64_t>& indices,
         auto [tfile, tkey] = text_cache_entry(ref.caption);
         add_all(tfile, tkey, "text embedding");
         if (s.audio.enabled) add_all(c.audio_file, c.audio_key, "audio feature");
+        if (!c.image_embeds_file.empty() && cache_file_exists(c.image_embeds_file))
+            add_all(c.image_embeds_file, c.latent_key, "image embedding");
         batch.samples.push_back(std::move(ref));
     }
     for (auto& [name, list] : parts) {

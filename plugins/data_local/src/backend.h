@@ -22,6 +22,9 @@ struct SampleCache {
     std::string latent_key;
     std::filesystem::path audio_file;
     std::string audio_key;
+    /// Wan 2.1 I2V `image_embeds` of a dataset linked to a conditioning_image_embeds dataset (keyed
+    /// like the latents); empty: they stay in the latent file.
+    std::filesystem::path image_embeds_file;
 };
 
 class LocalDataBackend final : public st::sdk::DataBackend {

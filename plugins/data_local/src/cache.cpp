@@ -171,18 +171,25 @@ std::string gunzip_bytes(const std::string& data) {
 }
 
 void write_cache_file(const std::filesystem::path& base, const st::sdk::TensorMap& tensors,
-                      const std::string& key, bool compress) {
+                      const std::string& key, bool compress,
+                      const std::map<std::string, std::string>& metadata) {
     std::filesystem::create_directories(base.parent_path());
     const std::filesystem::path gz = base.string() + ".gz";
+    std::map<std::string, std::string> meta = metadata;
+    meta[kCacheKeyMeta] = key;
     std::error_code ec;
     if (!compress) {
-        st::sdk::save_safetensors(base, tensors, {{kCacheKeyMeta, key}});
+        st::sdk::save_safetensors(base, tensors, meta);
         std::filesystem::remove(gz, ec);
         return;
     }
-    const std::string bytes = st::sdk::safetensors_bytes(tensors, {{kCacheKeyMeta, key}}, base.string());
+    const std::string bytes = st::sdk::safetensors_bytes(tensors, meta, base.string());
     write_atomic(gz, gzip_bytes(bytes));
     std::filesystem::remove(base, ec);
+}
+
+bool cache_file_exists(const std::filesystem::path& base) {
+    return existing_variant(base).has_value();
 }
 
 std::optional<st::sdk::TensorMap> read_cache_file(const std::filesystem::path& base, const std::string& key) {
@@ -208,20 +215,24 @@ std::optional<st::sdk::TensorMap> read_cache_file(const std::filesystem::path& b
 }
 
 bool cache_file_valid(const std::filesystem::path& base, const std::string& key) {
+    return cache_file_metadata(base, key).has_value();
+}
+
+std::optional<std::map<std::string, std::string>> cache_file_metadata(const std::filesystem::path& base,
+                                                                      const std::string& key) {
     auto file = existing_variant(base);
-    if (!file) return false;
+    if (!file) return std::nullopt;
     std::error_code ec;
     try {
-        auto st = open_cache(*file);
-        auto meta = st->metadata();
+        auto meta = open_cache(*file)->metadata();
         auto it = meta.find(kCacheKeyMeta);
-        const bool ok = it != meta.end() && it->second == key;
-        return ok;
+        if (it == meta.end() || it->second != key) return std::nullopt;
+        return meta;
     } catch (const Error& e) {
         log::warn(kLog, "{}: unreadable cache file deleted, it will be rebuilt ({})", file->string(),
                   e.message());
         std::filesystem::remove(*file, ec);
-        return false;
+        return std::nullopt;
     }
 }
 

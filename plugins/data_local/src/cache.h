@@ -25,8 +25,10 @@ std::string gunzip_bytes(const std::string& data);
 inline constexpr const char* kCacheKeyMeta = "st.cache_key";
 
 /// Writes `tensors` to `base` (+".gz" when compressing) atomically; removes the other variant.
+/// `metadata` is stored beside the key (see cache_file_metadata).
 void write_cache_file(const std::filesystem::path& base, const st::sdk::TensorMap& tensors,
-                      const std::string& key, bool compress);
+                      const std::string& key, bool compress,
+                      const std::map<std::string, std::string>& metadata = {});
 
 /// Reads `base` or `base.gz` (whichever exists; content sniffed, so either works) if its key equals
 /// `key`. Missing -> nullopt; stale -> nullopt; unreadable/corrupt -> deleted, logged, nullopt.
@@ -34,5 +36,10 @@ std::optional<st::sdk::TensorMap> read_cache_file(const std::filesystem::path& b
 
 /// Whether a cache file with exactly this key exists (reads only the header).
 bool cache_file_valid(const std::filesystem::path& base, const std::string& key);
+/// The metadata of a cache file with exactly this key (nullopt as cache_file_valid() is false).
+std::optional<std::map<std::string, std::string>> cache_file_metadata(const std::filesystem::path& base,
+                                                                      const std::string& key);
+/// Whether `base` or `base.gz` exists.
+bool cache_file_exists(const std::filesystem::path& base);
 
 }  // namespace st::plugins::data_local

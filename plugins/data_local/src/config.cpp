@@ -503,6 +503,25 @@ std::vector<DatasetConfig> parse_datasets(const nlohmann::json& entries, const R
                      d.id, link, dataset_type_name(it->dataset_type));
         }
     }
+    // Wan 2.1 I2V CLIP embeddings: a media dataset naming a conditioning_image_embeds dataset stores
+    // them under that dataset's cache_dir/<own id>/ (unless it sets cache_dir_conditioning_image_embeds).
+    for (auto& d : out) {
+        if (d.conditioning_image_embeds.empty() || d.disabled) continue;
+        auto it = std::find_if(out.begin(), out.end(),
+                               [&](const DatasetConfig& o) { return o.id == d.conditioning_image_embeds; });
+        if (it == out.end())
+            fail("data.local", "config",
+                 "dataset '{}': conditioning_image_embeds names '{}', which is not a dataset (closest: '{}')",
+                 d.id, d.conditioning_image_embeds,
+                 closest_key(d.conditioning_image_embeds, std::vector<std::string>(ids.begin(), ids.end())));
+        if (it->dataset_type != DatasetType::conditioning_image_embeds)
+            fail("data.local", "config",
+                 "dataset '{}': conditioning_image_embeds entry '{}' has dataset_type '{}', expected "
+                 "'conditioning_image_embeds'",
+                 d.id, it->id, dataset_type_name(it->dataset_type));
+        if (d.cache_dir_conditioning_image_embeds.empty())
+            d.cache_dir_conditioning_image_embeds = it->cache_dir / d.id;
+    }
     return out;
 }
 

@@ -74,8 +74,10 @@ struct DatasetConfig {
     VideoSettings video;
     AudioSettings audio;
     std::vector<std::string> s2v_datasets;
+    /// Id of a conditioning_image_embeds dataset; with it (or cache_dir_conditioning_image_embeds) the
+    /// model's `image_embeds` (Wan 2.1 I2V CLIP) are cached in that folder instead of the latent file.
     std::string conditioning_image_embeds;
-    std::filesystem::path cache_dir_conditioning_image_embeds;
+    std::filesystem::path cache_dir_conditioning_image_embeds;  ///< resolved by parse_datasets
     bool auto_created = false;         ///< made by the S2V auto-split, not written by the user
     std::string source_video_dataset;  ///< for auto-created audio datasets
 };

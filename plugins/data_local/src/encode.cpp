@@ -20,6 +20,8 @@ namespace {
 
 constexpr const char* kLog = "data.local.cache";
 constexpr int kCacheFormat = 1;
+/// Latent-file metadata naming the separate image-embeddings file of the sample.
+constexpr const char* kImageEmbedsMeta = "st.image_embeds_file";
 
 bool finite(const st::sdk::TensorMap& m) {
     for (const auto& [name, t] : m)
@@ -68,6 +70,8 @@ void LocalDataBackend::plan_caches() {
                                    {"fps", s.info.fps}};
         c.latent_key = sha256_text(lk.dump());
         c.latent_file = ds->cache_dir_vae / (s.rel + ".safetensors");
+        if (!ds->cache_dir_conditioning_image_embeds.empty())
+            c.image_embeds_file = ds->cache_dir_conditioning_image_embeds / (s.rel + ".safetensors");
         if (s.audio.enabled) {
             const nlohmann::json ak = {{"format", kCacheFormat},
                                        {"video", s.content_hash},
@@ -90,7 +94,12 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
     std::map<std::string, std::vector<size_t>> todo;
     std::vector<bool> valid(samples_.size(), false);
     parallel_for(static_cast<int64_t>(samples_.size()), threads_, [&](int64_t i) {
-        valid[i] = cache_file_valid(caches_[i].latent_file, caches_[i].latent_key);
+        const SampleCache& c = caches_[i];
+        const auto meta = cache_file_metadata(c.latent_file, c.latent_key);
+        // A latent file whose image embeddings went to the conditioning_image_embeds folder is only
+        // complete with that file.
+        valid[i] =
+            meta && (!meta->count(kImageEmbedsMeta) || cache_file_valid(c.image_embeds_file, c.latent_key));
     });
     int64_t pending = 0;
     for (size_t i = 0; i < samples_.size(); ++i)
@@ -147,8 +156,19 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
                     drop[idx] = true;
                     continue;
                 }
-                write_cache_file(caches_[idx].latent_file, out[k], caches_[idx].latent_key,
-                                 run_.compress_disk_cache);
+                const SampleCache& c = caches_[idx];
+                auto it = out[k].find("image_embeds");
+                if (!c.image_embeds_file.empty() && it != out[k].end()) {
+                    // SimpleTuner's conditioning_image_embeds dataset: the CLIP embeddings in their folder.
+                    write_cache_file(c.image_embeds_file, {{"image_embeds", it->second}}, c.latent_key,
+                                     run_.compress_disk_cache);
+                    st::sdk::TensorMap rest = out[k];
+                    rest.erase("image_embeds");
+                    write_cache_file(c.latent_file, rest, c.latent_key, run_.compress_disk_cache,
+                                     {{kImageEmbedsMeta, c.image_embeds_file.string()}});
+                } else {
+                    write_cache_file(c.latent_file, out[k], c.latent_key, run_.compress_disk_cache);
+                }
             }
             progress.advance(static_cast<int64_t>(ok.size()));
         }

@@ -14,6 +14,7 @@ extern "C" {
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdarg>
 #include <memory>
@@ -153,17 +154,25 @@ class FrameConverter {
             throw Error(kComponent, "decode",
                         fmt::format("swscale cannot convert pixel format '{}'",
                                     av_get_pix_fmt_name((AVPixelFormat)f->format)));
-        // Honour the stream's matrix (BT.601/709) and range instead of swscale's BT.601 default.
-        int* inv_table = nullptr;
-        int* table = nullptr;
-        int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
-        if (sws_getColorspaceDetails(sws_, &inv_table, &src_range, &table, &dst_range, &brightness, &contrast,
-                                     &saturation) >= 0) {
-            const int cs =
-                f->colorspace == AVCOL_SPC_UNSPECIFIED ? SWS_CS_DEFAULT : static_cast<int>(f->colorspace);
-            src_range = f->color_range == AVCOL_RANGE_JPEG ? 1 : src_range;
-            sws_setColorspaceDetails(sws_, sws_getCoefficients(cs), src_range, table, 1, brightness, contrast,
-                                     saturation);
+        // Honour the stream's matrix (BT.601/709) and range instead of swscale's BT.601 default. Setting
+        // them rebuilds swscale's conversion tables, so only when the context or the frame's values change.
+        const int cs =
+            f->colorspace == AVCOL_SPC_UNSPECIFIED ? SWS_CS_DEFAULT : static_cast<int>(f->colorspace);
+        const int jpeg_range = f->color_range == AVCOL_RANGE_JPEG ? 1 : 0;
+        // A new context may reuse the old one's address: the geometry is part of the check.
+        const std::array<int, 7> state{f->width, f->height, f->format, size.w, size.h, cs, jpeg_range};
+        if (sws_ != configured_ || state != configured_state_) {
+            int* inv_table = nullptr;
+            int* table = nullptr;
+            int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
+            if (sws_getColorspaceDetails(sws_, &inv_table, &src_range, &table, &dst_range, &brightness,
+                                         &contrast, &saturation) >= 0) {
+                src_range = jpeg_range ? 1 : src_range;
+                sws_setColorspaceDetails(sws_, sws_getCoefficients(cs), src_range, table, 1, brightness,
+                                         contrast, saturation);
+            }
+            configured_ = sws_;
+            configured_state_ = state;
         }
         at::Tensor img = at::empty({size.h, size.w, 3}, at::kByte);
         uint8_t* dst[4] = {img.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
@@ -175,6 +184,8 @@ class FrameConverter {
 
   private:
     SwsContext* sws_ = nullptr;
+    const SwsContext* configured_ = nullptr;  ///< context whose colorspace details were last set
+    std::array<int, 7> configured_state_{};
 };
 
 }  // namespace
