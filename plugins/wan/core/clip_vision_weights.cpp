@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "core/clip_vision.h"
+#include "core/hf_checkpoint.h"
 #include "st/error.h"
 #include "st/log.h"
 #include "st/safetensors.h"
@@ -39,22 +40,13 @@ bool ignored_in_prefixed(const std::string& name) {
            name == "text_projection.weight" || name == "logit_scale";
 }
 
-bool is_pickle(const std::filesystem::path& p) {
-    const std::string ext = p.extension().string();
-    return ext == ".bin" || ext == ".pt" || ext == ".pth" || ext == ".ckpt";
-}
-
-[[noreturn]] void fail_pickle(const std::filesystem::path& p) {
-    fail(kComponent, "load",
-         "'{}' is a PyTorch pickle checkpoint; st reads safetensors only. Use the diffusers image_encoder "
-         "folder (config.json + model.safetensors, e.g. Wan-AI/Wan2.1-I2V-14B-480P-Diffusers/image_encoder) "
-         "or convert it once: python -c \"import torch, safetensors.torch as s; "
-         "s.save_file(torch.load('pytorch_model.bin'), 'model.safetensors')\" (or "
-         "CLIPVisionModelWithProjection.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)). "
-         "The original Wan models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth uses open-clip names "
-         "that st does not map: take the diffusers image_encoder instead",
-         p.string());
-}
+constexpr const char* kPickleHint =
+    "Use the diffusers image_encoder folder (config.json + model.safetensors, e.g. "
+    "Wan-AI/Wan2.1-I2V-14B-480P-Diffusers/image_encoder) or convert it once: python -c \"import torch, "
+    "safetensors.torch as s; s.save_file(torch.load('pytorch_model.bin'), 'model.safetensors')\" (or "
+    "CLIPVisionModelWithProjection.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)). The "
+    "original Wan models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth uses open-clip names that st does "
+    "not map: take the diffusers image_encoder instead";
 
 void write_json(const std::filesystem::path& file, const nlohmann::json& j) {
     std::ofstream out(file);
@@ -133,31 +125,7 @@ ClipVisionModel load_clip_vision(const std::filesystem::path& path_in, at::Scala
                                  at::Device device) {
     namespace fs = std::filesystem;
     const fs::path path = strip_trailing_separator(path_in);
-    if (!fs::exists(path))
-        fail(kComponent, "load",
-             "CLIP image encoder path '{}' does not exist (expected an image_encoder folder with config.json "
-             "+ "
-             "model.safetensors, or a .safetensors file with config.json next to it)",
-             path.string());
-    fs::path config_json;
-    if (fs::is_directory(path)) {
-        bool has_safetensors = false;
-        fs::path pickle;
-        for (const auto& entry : fs::directory_iterator(path)) {
-            const std::string name = entry.path().filename().string();
-            if (ends_with(name, ".safetensors") || ends_with(name, ".safetensors.index.json"))
-                has_safetensors = true;
-            if (is_pickle(entry.path()) && pickle.empty()) pickle = entry.path();
-        }
-        if (!has_safetensors && !pickle.empty()) fail_pickle(pickle);
-        config_json = path / "config.json";
-    } else {
-        if (is_pickle(path)) fail_pickle(path);
-        config_json = path.parent_path() / "config.json";
-    }
-    if (!fs::exists(config_json))
-        fail(kComponent, "load", "CLIP image encoder '{}' has no config.json (looked for '{}')",
-             path.string(), config_json.string());
+    const fs::path config_json = locate_hf_checkpoint(path, kComponent, "CLIP image encoder", kPickleHint);
     const ClipVisionConfig config = ClipVisionConfig::from_file(config_json);
     const std::shared_ptr<st::sdk::TensorSource> source = st::sdk::open_tensor_source(path);
     ClipVisionModel model(config);

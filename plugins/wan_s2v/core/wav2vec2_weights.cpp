@@ -8,6 +8,7 @@
 #include <cmath>
 #include <fstream>
 
+#include "core/hf_checkpoint.h"
 #include "core/wav2vec2.h"
 #include "st/error.h"
 #include "st/log.h"
@@ -30,19 +31,10 @@ bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool is_pickle(const std::filesystem::path& p) {
-    const std::string ext = p.extension().string();
-    return ext == ".bin" || ext == ".pt" || ext == ".pth" || ext == ".ckpt";
-}
-
-[[noreturn]] void fail_pickle(const std::filesystem::path& p) {
-    fail(kComponent, "load",
-         "'{}' is a PyTorch pickle checkpoint; st reads safetensors only. Convert it once, e.g. "
-         "python -c \"import torch, safetensors.torch as s; "
-         "s.save_file(torch.load('pytorch_model.bin'), 'model.safetensors')\" (or "
-         "Wav2Vec2ForCTC.from_pretrained(dir).save_pretrained(dir, safe_serialization=True))",
-         p.string());
-}
+constexpr const char* kPickleHint =
+    "Convert it once, e.g. python -c \"import torch, safetensors.torch as s; "
+    "s.save_file(torch.load('pytorch_model.bin'), 'model.safetensors')\" (or "
+    "Wav2Vec2ForCTC.from_pretrained(dir).save_pretrained(dir, safe_serialization=True))";
 
 }  // namespace
 
@@ -105,31 +97,8 @@ Wav2Vec2Layout load_wav2vec2_weights(Wav2Vec2Model& model, const st::sdk::Tensor
 
 Wav2Vec2Model load_wav2vec2(const std::filesystem::path& path) {
     namespace fs = std::filesystem;
-    if (!fs::exists(path))
-        fail(
-            kComponent, "load",
-            "wav2vec2 path '{}' does not exist (expected a folder with config.json + model.safetensors, or a "
-            ".safetensors file with config.json next to it)",
-            path.string());
-    fs::path config_json;
-    if (fs::is_directory(path)) {
-        bool has_safetensors = false;
-        fs::path pickle;
-        for (const auto& entry : fs::directory_iterator(path)) {
-            const std::string name = entry.path().filename().string();
-            if (ends_with(name, ".safetensors") || ends_with(name, ".safetensors.index.json"))
-                has_safetensors = true;
-            if (is_pickle(entry.path()) && pickle.empty()) pickle = entry.path();
-        }
-        if (!has_safetensors && !pickle.empty()) fail_pickle(pickle);
-        config_json = path / "config.json";
-    } else {
-        if (is_pickle(path)) fail_pickle(path);
-        config_json = path.parent_path() / "config.json";
-    }
-    if (!fs::exists(config_json))
-        fail(kComponent, "load", "wav2vec2 checkpoint '{}' has no config.json (looked for '{}')",
-             path.string(), config_json.string());
+    const fs::path config_json =
+        st::plugins::wan::locate_hf_checkpoint(path, kComponent, "wav2vec2", kPickleHint);
     const Wav2Vec2Config config = Wav2Vec2Config::from_file(config_json);
     const std::shared_ptr<st::sdk::TensorSource> source = st::sdk::open_tensor_source(path);
     Wav2Vec2Model model(config);
