@@ -15,12 +15,13 @@ Run with Debian's interpreter (torch 1.13 + numpy; safetensors is written with j
 import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from safetensors_io import save_safetensors
 
 SEED = 20250924
 
@@ -60,30 +61,6 @@ CONFIG = {
 
 # (waveform name, fps, video frames, out_frames): out_frames = 4 * T_latent = frames + 3.
 ALIGN_CASES = [("wave_a", 16, 9, 12), ("wave_a", 25, 17, 20), ("wave_b", 16, 9, 12)]
-
-
-# --- safetensors (stdlib) ----------------------------------------------------------------------
-
-def save_safetensors(path, tensors, metadata=None):
-    kinds = {torch.float32: ("F32", "f"), torch.float64: ("F64", "d"), torch.int64: ("I64", "q")}
-    header, blobs, offset = {}, [], 0
-    if metadata:
-        header["__metadata__"] = metadata
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        dtype, fmt = kinds[t.dtype]
-        flat = t.reshape(-1).tolist()
-        blob = struct.pack("<%d%s" % (len(flat), fmt), *flat)
-        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
 
 
 # --- weights -----------------------------------------------------------------------------------
