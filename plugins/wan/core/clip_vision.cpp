@@ -321,27 +321,6 @@ at::Tensor ClipVisionEmbeddingsImpl::forward(const at::Tensor& pixel_values) {
     return at::cat({cls, patches}, 1) + position_embedding->weight.unsqueeze(0);
 }
 
-ClipAttentionImpl::ClipAttentionImpl(const ClipVisionConfig& config)
-    : num_heads_(config.num_attention_heads) {
-    const int64_t d = config.hidden_size;
-    q_proj = register_module("q_proj", torch::nn::Linear(d, d));
-    k_proj = register_module("k_proj", torch::nn::Linear(d, d));
-    v_proj = register_module("v_proj", torch::nn::Linear(d, d));
-    out_proj = register_module("out_proj", torch::nn::Linear(d, d));
-}
-
-at::Tensor ClipAttentionImpl::forward(const at::Tensor& x) {
-    // CLIPAttention.forward: [B, T, C] -> heads [B, nh, T, C/nh] -> softmax(q k^T * (C/nh)^-0.5) v ->
-    // [B, T, C]. HF scales q before the product; the same up to rounding.
-    const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
-    auto heads = [&](const at::Tensor& y) {
-        return y.view({b, t, num_heads_, c / num_heads_}).transpose(1, 2);
-    };
-    const at::Tensor o =
-        st::sdk::attention(heads(q_proj->forward(x)), heads(k_proj->forward(x)), heads(v_proj->forward(x)));
-    return out_proj->forward(o.transpose(1, 2).reshape({b, t, c}));
-}
-
 ClipMLPImpl::ClipMLPImpl(const ClipVisionConfig& config) : quick_gelu_(config.hidden_act == "quick_gelu") {
     fc1 = register_module("fc1", torch::nn::Linear(config.hidden_size, config.intermediate_size));
     fc2 = register_module("fc2", torch::nn::Linear(config.intermediate_size, config.hidden_size));
@@ -356,7 +335,7 @@ at::Tensor ClipMLPImpl::forward(const at::Tensor& x) {
 
 ClipEncoderLayerImpl::ClipEncoderLayerImpl(const ClipVisionConfig& config) {
     const auto ln = torch::nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps);
-    self_attn = register_module("self_attn", ClipAttention(config));
+    self_attn = register_module("self_attn", HfSelfAttention(config.hidden_size, config.num_attention_heads));
     layer_norm1 = register_module("layer_norm1", torch::nn::LayerNorm(ln));
     mlp = register_module("mlp", ClipMLP(config));
     layer_norm2 = register_module("layer_norm2", torch::nn::LayerNorm(ln));

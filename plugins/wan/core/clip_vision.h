@@ -35,6 +35,8 @@
 #include <string>
 #include <vector>
 
+#include "core/hf_attention.h"
+
 namespace st::sdk {
 class TensorSource;
 }
@@ -136,18 +138,6 @@ class ClipVisionEmbeddingsImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ClipVisionEmbeddings);
 
-/// CLIPAttention: multi-head self-attention with q/k/v/out biases, scale head_dim^-0.5, no mask.
-class ClipAttentionImpl : public torch::nn::Module {
-  public:
-    explicit ClipAttentionImpl(const ClipVisionConfig& config);
-    at::Tensor forward(const at::Tensor& x);  ///< [B, T, H] -> [B, T, H]
-    torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
-
-  private:
-    int64_t num_heads_;
-};
-TORCH_MODULE(ClipAttention);
-
 /// CLIPMLP: fc2(act(fc1(x))).
 class ClipMLPImpl : public torch::nn::Module {
   public:
@@ -165,7 +155,7 @@ class ClipEncoderLayerImpl : public torch::nn::Module {
   public:
     explicit ClipEncoderLayerImpl(const ClipVisionConfig& config);
     at::Tensor forward(const at::Tensor& x);  ///< [B, T, H] -> [B, T, H]
-    ClipAttention self_attn{nullptr};
+    HfSelfAttention self_attn{nullptr};
     torch::nn::LayerNorm layer_norm1{nullptr};
     ClipMLP mlp{nullptr};
     torch::nn::LayerNorm layer_norm2{nullptr};

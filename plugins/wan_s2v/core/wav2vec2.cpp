@@ -105,29 +105,6 @@ at::Tensor Wav2Vec2PositionalConvEmbeddingImpl::forward(const at::Tensor& x) {
     return gelu_exact(h).transpose(1, 2);
 }
 
-Wav2Vec2AttentionImpl::Wav2Vec2AttentionImpl(const Wav2Vec2Config& config)
-    : num_heads_(config.num_attention_heads) {
-    const int64_t d = config.hidden_size;
-    q_proj = register_module("q_proj", torch::nn::Linear(d, d));
-    k_proj = register_module("k_proj", torch::nn::Linear(d, d));
-    v_proj = register_module("v_proj", torch::nn::Linear(d, d));
-    out_proj = register_module("out_proj", torch::nn::Linear(d, d));
-}
-
-at::Tensor Wav2Vec2AttentionImpl::forward(const at::Tensor& x) {
-    // [B, T, C] -> heads [B, H, T, C/H] -> softmax(q k^T / sqrt(C/H)) v -> [B, T, C]. HF scales q before
-    // the product (Wav2Vec2Attention.scaling); the same up to rounding.
-    const int64_t b = x.size(0), t = x.size(1), c = x.size(2);
-    auto heads = [&](const at::Tensor& y) {
-        return y.view({b, t, num_heads_, c / num_heads_}).transpose(1, 2);
-    };
-    const at::Tensor q = heads(q_proj->forward(x));
-    const at::Tensor k = heads(k_proj->forward(x));
-    const at::Tensor v = heads(v_proj->forward(x));
-    const at::Tensor o = st::sdk::attention(q, k, v);
-    return out_proj->forward(o.transpose(1, 2).reshape({b, t, c}));
-}
-
 Wav2Vec2FeedForwardImpl::Wav2Vec2FeedForwardImpl(const Wav2Vec2Config& config) {
     intermediate_dense = register_module("intermediate_dense",
                                          torch::nn::Linear(config.hidden_size, config.intermediate_size));
@@ -141,7 +118,8 @@ at::Tensor Wav2Vec2FeedForwardImpl::forward(const at::Tensor& x) {
 
 Wav2Vec2EncoderLayerImpl::Wav2Vec2EncoderLayerImpl(const Wav2Vec2Config& config) {
     const auto ln = torch::nn::LayerNormOptions({config.hidden_size}).eps(config.layer_norm_eps);
-    attention = register_module("attention", Wav2Vec2Attention(config));
+    attention = register_module(
+        "attention", st::plugins::wan::HfSelfAttention(config.hidden_size, config.num_attention_heads));
     layer_norm = register_module("layer_norm", torch::nn::LayerNorm(ln));
     feed_forward = register_module("feed_forward", Wav2Vec2FeedForward(config));
     final_layer_norm = register_module("final_layer_norm", torch::nn::LayerNorm(ln));

@@ -37,6 +37,8 @@
 #include <string>
 #include <vector>
 
+#include "core/hf_attention.h"
+
 namespace st::sdk {
 class TensorSource;
 }
@@ -156,17 +158,6 @@ class Wav2Vec2PositionalConvEmbeddingImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Wav2Vec2PositionalConvEmbedding);
 
-class Wav2Vec2AttentionImpl : public torch::nn::Module {
-  public:
-    explicit Wav2Vec2AttentionImpl(const Wav2Vec2Config& config);
-    at::Tensor forward(const at::Tensor& x);  ///< [B, T, C] -> [B, T, C], bidirectional, no mask
-    torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
-
-  private:
-    int64_t num_heads_;
-};
-TORCH_MODULE(Wav2Vec2Attention);
-
 class Wav2Vec2FeedForwardImpl : public torch::nn::Module {
   public:
     explicit Wav2Vec2FeedForwardImpl(const Wav2Vec2Config& config);
@@ -180,7 +171,7 @@ class Wav2Vec2EncoderLayerImpl : public torch::nn::Module {
   public:
     explicit Wav2Vec2EncoderLayerImpl(const Wav2Vec2Config& config);
     at::Tensor forward(const at::Tensor& x);  ///< [B, T, C] -> [B, T, C]
-    Wav2Vec2Attention attention{nullptr};
+    st::plugins::wan::HfSelfAttention attention{nullptr};
     torch::nn::LayerNorm layer_norm{nullptr};
     Wav2Vec2FeedForward feed_forward{nullptr};
     torch::nn::LayerNorm final_layer_norm{nullptr};
