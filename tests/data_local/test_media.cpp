@@ -69,33 +69,149 @@ TEST(DataMediaTest, OddSizesAndStillImages) {
               (std::vector<int64_t>{1, 17, 33, 3}));
 }
 
+namespace {
+
+std::vector<uint8_t> read_bytes(const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+/// RGB [h, w, 3] float of 4:2:0 planes (w x h luma, chroma at half resolution, nearest chroma sample),
+/// by the matrix (kr, kb) and range: the analytic conversion, independent of swscale.
+at::Tensor yuv420_to_rgb(const std::vector<uint8_t>& yuv, int w, int h, double kr, double kb,
+                         bool full_range) {
+    const int cw = (w + 1) / 2, ch = (h + 1) / 2;
+    at::Tensor rgb = at::empty({h, w, 3}, at::kFloat);
+    auto acc = rgb.accessor<float, 3>();
+    const double kg = 1.0 - kr - kb;
+    for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x) {
+            const double luma = yuv[y * w + x];
+            const double cb = yuv[w * h + (y / 2) * cw + x / 2] - 128.0;
+            const double cr = yuv[w * h + cw * ch + (y / 2) * cw + x / 2] - 128.0;
+            const double yn = full_range ? luma / 255.0 : (luma - 16.0) / 219.0;
+            const double pb = cb / (full_range ? 255.0 : 224.0), pr = cr / (full_range ? 255.0 : 224.0);
+            const double r = yn + 2.0 * (1.0 - kr) * pr, b = yn + 2.0 * (1.0 - kb) * pb;
+            const double g = (yn - kr * r - kb * b) / kg;
+            const double c[3] = {r, g, b};
+            for (int k = 0; k < 3; ++k)
+                acc[y][x][k] = static_cast<float>(std::clamp(c[k] * 255.0, 0.0, 255.0));
+        }
+    return rgb;
+}
+
+}  // namespace
+
+// 8-bit 4:2:0 sources take the fast path (resize in YUV, unscaled SIMD YUV->RGB of the crop window). Its
+// output must be the analytic conversion of the resized planes (the ffmpeg CLI's swscale area/bicubic
+// resize in YUV) with the stream's own matrix and range, for even and odd crops, shrinking and enlarging.
+TEST(DataMediaTest, YuvFastPathIsTheExactMatrixConversionOfTheResizedPlanes) {
+    TempDir dir("media-yuv420");
+    struct Source {
+        const char* name;
+        const char* args;
+        double kr, kb;
+        double other_kr, other_kb;  // the wrong matrix, which must not fit
+        bool full_range;
+    };
+    const Source sources[] = {
+        {"bt709.mp4", "-pix_fmt yuv420p -colorspace bt709 -color_primaries bt709 -color_trc bt709", 0.2126,
+         0.0722, 0.299, 0.114, false},
+        {"full601.mp4", "-pix_fmt yuvj420p -colorspace smpte170m", 0.299, 0.114, 0.2126, 0.0722, true}};
+    struct Crop {
+        dl::Size resized, target;
+        int x, y;
+        const char* flags;
+    };
+    const Crop crops[] = {{{120, 72}, {96, 64}, 12, 4, "area"},
+                          {{120, 72}, {96, 64}, 13, 5, "area"},
+                          {{220, 130}, {191, 113}, 7, 9, "bicubic"}};
+    for (const Source& src : sources) {
+        const auto clip = dir.path / src.name;
+        st_test::ffmpeg(
+            "-f lavfi -i testsrc2=size=160x96:rate=10:duration=0.5 -c:v libx264 -preset ultrafast -qp 0 " +
+            std::string(src.args) + " '" + clip.string() + "'");
+        const auto info = dl::probe_media(clip);
+        for (const Crop& c : crops) {
+            dl::ResizePlan plan = identity_plan({160, 96});
+            plan.resized = c.resized;
+            plan.target = c.target;
+            plan.crop_x = c.x;
+            plan.crop_y = c.y;
+            const at::Tensor ours = dl::decode_video(clip, info, 0, 1, plan)[0].to(at::kFloat);
+            const auto raw = dir.path / "resized.yuv";
+            st_test::ffmpeg(
+                "-i '" + clip.string() + "' -frames:v 1 -vf scale=" + std::to_string(c.resized.w) + ":" +
+                std::to_string(c.resized.h) + ":flags=" + c.flags + " -f rawvideo '" + raw.string() + "'");
+            const auto yuv = read_bytes(raw);
+            const int cw = (c.resized.w + 1) / 2, ch = (c.resized.h + 1) / 2;
+            ASSERT_EQ(yuv.size(), static_cast<size_t>(c.resized.w * c.resized.h + 2 * cw * ch)) << src.name;
+            auto window = [&](const at::Tensor& full) {
+                return full.slice(0, c.y, c.y + c.target.h).slice(1, c.x, c.x + c.target.w);
+            };
+            const std::string what = std::string(src.name) + " crop " + std::to_string(c.x) + "," +
+                                     std::to_string(c.y) + " " + c.flags;
+            const at::Tensor diff =
+                (ours - window(yuv420_to_rgb(yuv, c.resized.w, c.resized.h, src.kr, src.kb, src.full_range)))
+                    .abs();
+            EXPECT_LE(diff.max().item<double>(), 4.0) << what;
+            EXPECT_LT(diff.mean().item<double>(), 1.0) << what;
+            const at::Tensor wrong = (ours - window(yuv420_to_rgb(yuv, c.resized.w, c.resized.h, src.other_kr,
+                                                                  src.other_kb, src.full_range)))
+                                         .abs();
+            EXPECT_GT(wrong.max().item<double>(), 10.0) << what << ": the other matrix must not fit";
+            const at::Tensor other_range =
+                (ours - window(yuv420_to_rgb(yuv, c.resized.w, c.resized.h, src.kr, src.kb, !src.full_range)))
+                    .abs();
+            EXPECT_GT(other_range.mean().item<double>(), 3.0) << what << ": the other range must not fit";
+        }
+    }
+}
+
 TEST(DataMediaTest, RotationMetadataMatchesFfmpegAutorotate) {
     TempDir dir("media-rot");
-    // Left half white, right half black, 64x32, tagged with a display rotation: our decode must
-    // equal what the ffmpeg CLI shows after its autorotate (the reference for "displayed").
-    const auto src = dir.path / "src.mp4";
-    st_test::ffmpeg(
-        "-f lavfi -i color=black:size=64x32:rate=5:duration=1 -vf "
-        "\"drawbox=x=0:y=0:w=32:h=32:color=white:t=fill\" "
-        "-c:v libx264 -preset ultrafast -pix_fmt yuv444p '" +
-        src.string() + "'");
-    for (const char* tag : {"90", "180", "270"}) {
-        const auto rot = dir.path / (std::string("rot") + tag + ".mp4");
-        st_test::ffmpeg("-i '" + src.string() + "' -c copy -metadata:s:v:0 rotate=" + tag + " '" +
-                        rot.string() + "'");
-        const auto info = dl::probe_media(rot);
-        EXPECT_NE(info.rotation, 0) << tag;
-        const dl::Size shown = info.display;
-        EXPECT_EQ(shown, std::string(tag) == "180" ? (dl::Size{64, 32}) : (dl::Size{32, 64})) << tag;
-        at::Tensor ours = dl::decode_video(rot, info, 0, 1, identity_plan(shown))[0].to(at::kFloat).mean(2);
-        const auto raw = dir.path / (std::string("cli") + tag + ".gray");
-        st_test::ffmpeg("-i '" + rot.string() + "' -frames:v 1 -f rawvideo -pix_fmt gray '" + raw.string() +
-                        "'");
-        std::ifstream in(raw, std::ios::binary);
-        std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        ASSERT_EQ(static_cast<int64_t>(bytes.size()), ours.numel()) << tag;
-        at::Tensor cli = at::from_blob(bytes.data(), {shown.h, shown.w}, at::kByte).to(at::kFloat);
-        EXPECT_LT((ours - cli).abs().mean().item<double>(), 8.0) << "rotate=" << tag;
+    // 64x32: left half white, top-right quadrant grey, bottom-right black, tagged with a display
+    // rotation. Our decode must equal what the ffmpeg CLI shows after its autorotate (the reference for
+    // "displayed"), at the native size and resized + cropped. yuv444p takes the general swscale path,
+    // yuv420p the fast YUV path.
+    for (const std::string pix_fmt : {"yuv444p", "yuv420p"}) {
+        const auto src = dir.path / ("src-" + pix_fmt + ".mp4");
+        st_test::ffmpeg(
+            "-f lavfi -i color=black:size=64x32:rate=5:duration=1 -vf "
+            "\"drawbox=x=0:y=0:w=32:h=32:color=white:t=fill,drawbox=x=32:y=0:w=32:h=16:color=gray:t=fill\" "
+            "-c:v libx264 -preset ultrafast -pix_fmt " +
+            pix_fmt + " '" + src.string() + "'");
+        for (const std::string tag : {"90", "180", "270"}) {
+            const std::string what = "rotate=" + tag + " " + pix_fmt;
+            const auto rot = dir.path / ("rot" + tag + pix_fmt + ".mp4");
+            st_test::ffmpeg("-i '" + src.string() + "' -c copy -metadata:s:v:0 rotate=" + tag + " '" +
+                            rot.string() + "'");
+            const auto info = dl::probe_media(rot);
+            EXPECT_NE(info.rotation, 0) << what;
+            const dl::Size shown = info.display;
+            EXPECT_EQ(shown, tag == "180" ? (dl::Size{64, 32}) : (dl::Size{32, 64})) << what;
+            dl::ResizePlan small = identity_plan(shown);
+            small.resized = {shown.w / 2, shown.h / 2};
+            small.target = {small.resized.w - 4, small.resized.h - 6};
+            small.crop_x = 2;
+            small.crop_y = 4;
+            for (const dl::ResizePlan& plan : {identity_plan(shown), small}) {
+                const at::Tensor ours = dl::decode_video(rot, info, 0, 1, plan)[0].to(at::kFloat).mean(2);
+                const auto raw = dir.path / "cli.gray";
+                st_test::ffmpeg(
+                    "-i '" + rot.string() + "' -frames:v 1 -vf scale=" + std::to_string(plan.resized.w) +
+                    ":" + std::to_string(plan.resized.h) +
+                    ":flags=area,crop=" + std::to_string(plan.target.w) + ":" +
+                    std::to_string(plan.target.h) + ":" + std::to_string(plan.crop_x) + ":" +
+                    std::to_string(plan.crop_y) + " -f rawvideo -pix_fmt gray '" + raw.string() + "'");
+                std::vector<uint8_t> bytes = read_bytes(raw);
+                ASSERT_EQ(static_cast<int64_t>(bytes.size()), ours.numel()) << what;
+                at::Tensor cli =
+                    at::from_blob(bytes.data(), {plan.target.h, plan.target.w}, at::kByte).to(at::kFloat);
+                EXPECT_LT((ours - cli).abs().mean().item<double>(), 8.0)
+                    << what << " resized " << plan.resized.w << "x" << plan.resized.h;
+            }
+        }
     }
 }
 

@@ -8,18 +8,18 @@ extern "C" {
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 #include <libswresample/swresample.h>
-#include <libswscale/swscale.h>
 }
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <cstdarg>
+#include <cstring>
 #include <memory>
 #include <mutex>
 
+#include "frame_converter.h"
 #include "st/error.h"
 #include "st/log.h"
 
@@ -39,9 +39,6 @@ struct FrameCloser {
 };
 struct PacketCloser {
     void operator()(AVPacket* p) const { av_packet_free(&p); }
-};
-struct SwsCloser {
-    void operator()(SwsContext* s) const { sws_freeContext(s); }
 };
 struct SwrCloser {
     void operator()(SwrContext* s) const { swr_free(&s); }
@@ -125,68 +122,6 @@ int stream_rotation(AVStream* st) {
 double to_seconds(int64_t ts, AVRational tb) {
     return static_cast<double>(ts) * av_q2d(tb);
 }
-
-/// Applies the display rotation to an image [H, W, 3].
-at::Tensor rotate_image(const at::Tensor& img, int rotation) {
-    switch (rotation) {
-        case 90:
-            return img.transpose(0, 1).flip({1});
-        case 180:
-            return img.flip({0, 1});
-        case 270:
-            return img.transpose(0, 1).flip({0});
-        default:
-            return img;
-    }
-}
-
-/// Converts + resizes one decoded frame into RGB24 [H, W, 3] at `size` (coded orientation).
-class FrameConverter {
-  public:
-    at::Tensor convert(const AVFrame* f, Size size) {
-        const bool shrink =
-            static_cast<int64_t>(size.w) * size.h < static_cast<int64_t>(f->width) * f->height;
-        // Area averaging when shrinking (no aliasing), bicubic when enlarging.
-        const int flags = shrink ? SWS_AREA : SWS_BICUBIC;
-        sws_ = sws_getCachedContext(sws_, f->width, f->height, static_cast<AVPixelFormat>(f->format), size.w,
-                                    size.h, AV_PIX_FMT_RGB24, flags, nullptr, nullptr, nullptr);
-        if (!sws_)
-            throw Error(kComponent, "decode",
-                        fmt::format("swscale cannot convert pixel format '{}'",
-                                    av_get_pix_fmt_name((AVPixelFormat)f->format)));
-        // Honour the stream's matrix (BT.601/709) and range instead of swscale's BT.601 default. Setting
-        // them rebuilds swscale's conversion tables, so only when the context or the frame's values change.
-        const int cs =
-            f->colorspace == AVCOL_SPC_UNSPECIFIED ? SWS_CS_DEFAULT : static_cast<int>(f->colorspace);
-        const int jpeg_range = f->color_range == AVCOL_RANGE_JPEG ? 1 : 0;
-        // A new context may reuse the old one's address: the geometry is part of the check.
-        const std::array<int, 7> state{f->width, f->height, f->format, size.w, size.h, cs, jpeg_range};
-        if (sws_ != configured_ || state != configured_state_) {
-            int* inv_table = nullptr;
-            int* table = nullptr;
-            int src_range = 0, dst_range = 0, brightness = 0, contrast = 0, saturation = 0;
-            if (sws_getColorspaceDetails(sws_, &inv_table, &src_range, &table, &dst_range, &brightness,
-                                         &contrast, &saturation) >= 0) {
-                src_range = jpeg_range ? 1 : src_range;
-                sws_setColorspaceDetails(sws_, sws_getCoefficients(cs), src_range, table, 1, brightness,
-                                         contrast, saturation);
-            }
-            configured_ = sws_;
-            configured_state_ = state;
-        }
-        at::Tensor img = at::empty({size.h, size.w, 3}, at::kByte);
-        uint8_t* dst[4] = {img.data_ptr<uint8_t>(), nullptr, nullptr, nullptr};
-        int dst_stride[4] = {size.w * 3, 0, 0, 0};
-        sws_scale(sws_, f->data, f->linesize, 0, f->height, dst, dst_stride);
-        return img;
-    }
-    ~FrameConverter() { sws_freeContext(sws_); }
-
-  private:
-    SwsContext* sws_ = nullptr;
-    const SwsContext* configured_ = nullptr;  ///< context whose colorspace details were last set
-    std::array<int, 7> configured_state_{};
-};
 
 }  // namespace
 
@@ -297,22 +232,24 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
         const int64_t ts = static_cast<int64_t>((slot_time(0) - eps) / av_q2d(st->time_base));
         if (av_seek_frame(fmt.get(), vidx, ts, AVSEEK_FLAG_BACKWARD) >= 0) avcodec_flush_buffers(ctx.get());
     }
-    const Size coded_target =
-        (info.rotation == 90 || info.rotation == 270) ? Size{plan.resized.h, plan.resized.w} : plan.resized;
     at::Tensor out = at::empty({count, plan.target.h, plan.target.w, 3}, at::kByte);
-    FrameConverter converter;
+    uint8_t* const out_data = out.data_ptr<uint8_t>();
+    const size_t frame_bytes = static_cast<size_t>(plan.target.h) * plan.target.w * 3;
+    FrameConverter converter(plan, info.rotation);
     FramePtr prev(av_frame_alloc()), frame(av_frame_alloc());
     bool have_prev = false;
-    at::Tensor prev_img;  // converted lazily: frames before the window are never converted
+    int64_t prev_slot = -1;  // output frame `prev` was converted into; frames before the window never are
     double prev_t = info.start_time - 1.0 / info.fps;
     int64_t next = 0;
     auto emit_prev = [&] {
-        if (!prev_img.defined()) {
-            at::Tensor img = rotate_image(converter.convert(prev.get(), coded_target), info.rotation);
-            prev_img = img.slice(0, plan.crop_y, plan.crop_y + plan.target.h)
-                           .slice(1, plan.crop_x, plan.crop_x + plan.target.w);
+        uint8_t* dst = out_data + next * frame_bytes;
+        if (prev_slot < 0) {
+            converter.convert(prev.get(), dst);
+            prev_slot = next;
+        } else {
+            std::memcpy(dst, out_data + prev_slot * frame_bytes, frame_bytes);  // frame shown again
         }
-        out[next++].copy_(prev_img);
+        ++next;
     };
     auto on_frame = [&](AVFrame* f) {
         double t = f->best_effort_timestamp != AV_NOPTS_VALUE
@@ -328,7 +265,7 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
         while (next < count && slot_time(next) < t - eps) emit_prev();
         av_frame_unref(prev.get());
         av_frame_ref(prev.get(), f);
-        prev_img = at::Tensor();
+        prev_slot = -1;
         prev_t = t;
     };
     PacketPtr pkt(av_packet_alloc());
