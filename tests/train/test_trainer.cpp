@@ -366,37 +366,50 @@ TEST(TrainerTest, EvalDatasetsAreHeldOutLoggedPerDatasetAndFeedValidationByEvalD
 
 TEST(TrainerTest, Wan21ImageToVideoTrainsWithCachedClipImageEmbeds) {
     // make-model tiny-i2v21: the CLIP image embeddings of each clip's first frame are cached with its
-    // latents and conditioning latents; validation encodes its image the same way.
+    // latents and conditioning latents; validation encodes its image the same way. tiny-flf2v21 (Wan 2.1
+    // FLF2V) caches the first and the last frame's embeddings (2 x 17 tokens) and validates with the one
+    // image as both frames.
     auto& env = TrainEnv::get();
-    const fs::path model = env.root / "model_i2v21";
-    const auto made =
-        st_test::shell(st_test::host_prefix() +
-                       "make-model --plugin wan --preset tiny-i2v21 --seed 4 --out '" + model.string() + "'");
-    ASSERT_EQ(made.code, 0) << made.out;
-    const fs::path datasets = env.write_datasets("i2v21.json", (env.root / "cache-i2v21").string());
-    auto r = env.run(env.config("i2v21", {{"pretrained_model_name_or_path", model.string()},
-                                          {"model_flavour", "i2v-14b-2.1"},
-                                          {"data_backend_config", datasets.string()},
-                                          {"max_train_steps", 3},
-                                          {"compress_disk_cache", false},
-                                          {"validation_step_interval", 3},
-                                          {"validation_prompt", "a test pattern"},
-                                          {"validation_image", (env.root / "data" / "clip1.mp4").string()},
-                                          {"validation_num_video_frames", 5},
-                                          {"validation_resolution", "32x32"},
-                                          {"validation_num_inference_steps", 2},
-                                          {"validation_guidance", 1.0}}));
-    ASSERT_EQ(r.code, 0) << r.log;
-    size_t with_embeds = 0;
-    for (const auto& e : fs::recursive_directory_iterator(env.root / "cache-i2v21" / "vae")) {
-        if (e.path().extension() != ".safetensors") continue;
-        const std::string bytes = st_test::read_text(e.path());
-        if (bytes.find("image_embeds") != std::string::npos &&
-            bytes.find("conditioning_latents") != std::string::npos)
+    struct Case {
+        const char* name;
+        const char* preset;
+        const char* flavour;
+        int64_t image_tokens;
+    };
+    for (const Case& c : {Case{"i2v21", "tiny-i2v21", "i2v-14b-2.1", 17},
+                          Case{"flf2v21", "tiny-flf2v21", "flf2v-14b-2.1", 34}}) {
+        SCOPED_TRACE(c.name);
+        const fs::path model = env.root / (std::string("model_") + c.name);
+        const auto made = st_test::shell(st_test::host_prefix() + "make-model --plugin wan --preset " +
+                                         c.preset + " --seed 4 --out '" + model.string() + "'");
+        ASSERT_EQ(made.code, 0) << made.out;
+        const fs::path cache = env.root / (std::string("cache-") + c.name);
+        const fs::path datasets = env.write_datasets(std::string(c.name) + ".json", cache.string());
+        auto r = env.run(env.config(c.name, {{"pretrained_model_name_or_path", model.string()},
+                                             {"model_flavour", c.flavour},
+                                             {"data_backend_config", datasets.string()},
+                                             {"max_train_steps", 3},
+                                             {"compress_disk_cache", false},
+                                             {"validation_step_interval", 3},
+                                             {"validation_prompt", "a test pattern"},
+                                             {"validation_image", (env.root / "data" / "clip1.mp4").string()},
+                                             {"validation_num_video_frames", 5},
+                                             {"validation_resolution", "32x32"},
+                                             {"validation_num_inference_steps", 2},
+                                             {"validation_guidance", 1.0}}));
+        ASSERT_EQ(r.code, 0) << r.log;
+        size_t with_embeds = 0;
+        for (const auto& e : fs::recursive_directory_iterator(cache / "vae")) {
+            if (e.path().extension() != ".safetensors") continue;
+            auto file = st::sdk::SafetensorsFile::open(e.path());
+            if (!file->contains("image_embeds") || !file->contains("conditioning_latents")) continue;
             ++with_embeds;
+            const auto& shape = file->info("image_embeds").shape;  // per sample: [tokens, D]
+            EXPECT_EQ(shape.at(shape.size() - 2), c.image_tokens) << e.path();
+        }
+        EXPECT_EQ(with_embeds, 8u);
+        EXPECT_TRUE(fs::exists(env.root / c.name / "validation" / "step_3_validation.mp4")) << r.log;
     }
-    EXPECT_EQ(with_embeds, 8u);
-    EXPECT_TRUE(fs::exists(env.root / "i2v21" / "validation" / "step_3_validation.mp4")) << r.log;
 }
 
 }  // namespace

@@ -381,6 +381,71 @@ TEST_F(WanPluginTest, Wan21ImageToVideoEncodesClipImageEmbedsAndTrains) {
     EXPECT_FALSE(at::allclose(f.predict(in).velocity, v.detach(), 1e-4, 1e-5));
 }
 
+TEST_F(WanPluginTest, Wan21FirstLastFrameConditionsOnBothFramesAndTrains) {
+    // make-model tiny-flf2v21 (Wan2.1-FLF2V's layout: pos_embed over both frames' CLIP tokens). A clip
+    // trains on its first and last frame: diffusers WanImageToVideoPipeline with last_image builds the
+    // condition VAE(first, black..., last), image_embeds CLIP(first) | CLIP(last) and a mask that also
+    // marks the last pixel frame.
+    const fs::path dir = root_ / "flf2v21";
+    WanFamily maker;
+    maker.make_model("tiny-flf2v21", dir, 6);
+    WanFamily f;
+    st::sdk::ModelLoadRequest req;
+    req.path = dir;
+    req.training = true;
+    req.config = config_of({{"model_flavour", "flf2v-14b-2.1"}});
+    f.load(req);
+    EXPECT_EQ(f.checkpoint_info().variant.rfind("flf2v", 0), 0u) << f.checkpoint_info().variant;
+
+    const at::Tensor pixels = at::rand({2, 3, 5, 32, 48}) * 2 - 1;
+    const at::Tensor first = pixels.select(2, 0), last = pixels.select(2, 4);
+    const TensorMap enc = f.encode_video(pixels);
+    ClipImageEncoder clip = ClipImageEncoder::load(dir / "image_encoder");
+    EXPECT_EQ(enc.at("image_embeds").sizes(), (at::IntArrayRef{2, 34, 32}));
+    EXPECT_TRUE(at::allclose(enc.at("image_embeds"), at::cat({clip.encode(first), clip.encode(last)}, 1),
+                             1e-5, 1e-6));
+    const at::Tensor black = at::zeros({2, 3, 3, 32, 48});
+    const at::Tensor expected_condition =
+        f.encode_video(at::cat({first.unsqueeze(2), black, last.unsqueeze(2)}, 2)).at("latents");
+    EXPECT_TRUE(at::allclose(enc.at("conditioning_latents"), expected_condition, 1e-5, 1e-6));
+    const at::Tensor first_only =
+        f.encode_video(at::cat({first.unsqueeze(2), black, at::zeros_like(last).unsqueeze(2)}, 2))
+            .at("latents");
+    EXPECT_FALSE(at::allclose(enc.at("conditioning_latents"), first_only, 1e-4, 1e-5));
+    // One validation image serves as first and last frame (SimpleTuner's validation with one image).
+    const TensorMap cond = f.encode_conditioning_image(first, 5);
+    EXPECT_TRUE(at::allclose(cond.at("image_embeds"), at::cat({clip.encode(first), clip.encode(first)}, 1),
+                             1e-5, 1e-6));
+
+    const TensorMap txt = f.encode_text({"a cat", "a dog"});
+    st::sdk::PredictInputs in;
+    in.noisy = at::randn(enc.at("latents").sizes());
+    in.timesteps = at::full({2}, 600.0);
+    in.conditioning = {{"prompt_embeds", txt.at("prompt_embeds")},
+                       {"conditioning_latents", enc.at("conditioning_latents")},
+                       {"image_embeds", enc.at("image_embeds")}};
+    const at::Tensor v = f.predict(in).velocity;
+    EXPECT_EQ(v.sizes(), in.noisy.sizes());
+    v.square().mean().backward();
+    for (const auto& p : f.trainable().named_parameters()) ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    torch::NoGradGuard no_grad;
+    // The default mask: all of latent frame 0, and channel 3 (the last pixel frame) of the last one.
+    at::Tensor mask = at::zeros({2, 4, 2, 4, 6});
+    mask.select(2, 0).fill_(1.0);
+    mask.select(2, 1).select(1, 3).fill_(1.0);
+    in.conditioning["conditioning_mask"] = mask;
+    EXPECT_TRUE(at::allclose(f.predict(in).velocity, v.detach(), 1e-5, 1e-6));
+    mask.select(2, 1).zero_();  // the I2V mask gives another prediction
+    EXPECT_FALSE(at::allclose(f.predict(in).velocity, v.detach(), 1e-4, 1e-5));
+    in.conditioning.erase("conditioning_mask");
+    // diffusers' layout [2B, 17, D] (first_0, last_0, first_1, last_1) is the same input.
+    in.conditioning["image_embeds"] = enc.at("image_embeds").reshape({4, 17, 32});
+    EXPECT_TRUE(at::allclose(f.predict(in).velocity, v.detach(), 1e-5, 1e-6));
+    // Single-image embeddings [B, 17, D] are refused, never folded into pairs of different samples.
+    in.conditioning["image_embeds"] = enc.at("image_embeds").narrow(1, 0, 17);
+    EXPECT_THROW(f.predict(in), st::Error);
+}
+
 TEST_F(WanPluginTest, PretrainedOverridesPickComponentsFromElsewhere) {
     WanFamily f;
     // The tiny made model, with transformer and VAE taken from the golden folders instead.

@@ -200,12 +200,18 @@ WanImageEmbedderImpl::WanImageEmbedderImpl(int64_t image_dim, int64_t dim,
 }
 
 at::Tensor WanImageEmbedderImpl::forward(const at::Tensor& x_in) {
-    // x [B, Li, image_dim] -> [B, Li', D]; FLF2V folds the two images' tokens into one sequence.
+    // x [B, Li, image_dim] -> [B, Li', D]. FLF2V (pos_embed [1, 2 L, image_dim]) takes the first and last
+    // frame's tokens as one sequence: either [B, 2 L, image_dim] (first | last, what st caches) or
+    // diffusers' layout [2 B, L, image_dim] (first_0, last_0, first_1, ...), which it folds by view.
     at::Tensor x = x_in;
     if (pos_embed.defined()) {
-        x = x.reshape({-1, 2 * x.size(1), x.size(2)});
-        TORCH_CHECK(x.size(1) == pos_embed.size(1), "WanImageEmbedder: ", x.size(1),
-                    " image tokens vs pos_embed ", pos_embed.sizes());
+        const int64_t pos_len = pos_embed.size(1);
+        if (x.size(1) != pos_len) {
+            TORCH_CHECK(2 * x.size(1) == pos_len && x.size(0) % 2 == 0,
+                        "WanImageEmbedder (FLF2V): image_embeds ", x.sizes(), " must be [B, ", pos_len,
+                        ", D] (first | last frame tokens) or [2B, ", pos_len / 2, ", D] in first/last pairs");
+            x = x.reshape({-1, pos_len, x.size(2)});
+        }
         x = x + pos_embed.to(x.scalar_type());
     }
     const auto dt = ff->proj->weight.scalar_type();

@@ -187,9 +187,12 @@ st::sdk::PredictOutput WanFamily::predict(const st::sdk::PredictInputs& in) {
                  transformer_.info.variant, cfg.in_channels, c, c);
         at::Tensor mask = cond("conditioning_mask");
         if (!mask.defined()) {
-            // First-frame conditioning: 1 on latent frame 0, 0 elsewhere.
+            // First-frame conditioning: 1 on latent frame 0, 0 elsewhere. FLF2V also marks the last pixel
+            // frame, which is the 4th of the 4 mask channels of the last latent frame (diffusers'
+            // prepare_latents folds the per-pixel-frame mask into [B, 4, F', H, W]).
             mask = at::zeros({x.size(0), 4, x.size(2), x.size(3), x.size(4)}, opts);
             mask.select(2, 0).fill_(1.0);
+            if (cfg.pos_embed_seq_len && x.size(2) > 1) mask.select(2, x.size(2) - 1).select(1, 3).fill_(1.0);
         }
         x = at::cat({x, mask.to(opts), latents.to(opts)}, 1);
     }
@@ -201,8 +204,21 @@ st::sdk::PredictOutput WanFamily::predict(const st::sdk::PredictInputs& in) {
         const at::Tensor image = cond("image_embeds");
         if (!image.defined())
             fail(kWanComponentId, "predict",
-                 "Wan 2.1 I2V transformer needs conditioning 'image_embeds' [B, 257, {}]",
+                 "Wan 2.1 {} transformer needs conditioning 'image_embeds' [B, {}, {}]",
+                 cfg.pos_embed_seq_len ? "FLF2V" : "I2V", cfg.pos_embed_seq_len.value_or(257),
                  cfg.image_dim.value_or(0));
+        if (cfg.pos_embed_seq_len) {
+            // FLF2V: [B, 2L, D] (first | last frame tokens) or diffusers' [2B, L, D] first/last pairs. A
+            // [B, L, D] batch of single images must not be folded into pairs of different samples.
+            const int64_t len = *cfg.pos_embed_seq_len, batch = x.size(0);
+            const bool joined = image.dim() == 3 && image.size(0) == batch && image.size(1) == len;
+            const bool pairs = image.dim() == 3 && image.size(0) == 2 * batch && 2 * image.size(1) == len;
+            if (!joined && !pairs)
+                fail(kWanComponentId, "predict",
+                     "FLF2V 'image_embeds' must be [{}, {}, D] (first | last frame tokens) or [{}, {}, D] "
+                     "(first/last pairs), got {}",
+                     batch, len, 2 * batch, len / 2, c10::str(image.sizes()));
+        }
         wi.encoder_hidden_states_image = image.to(opts);
     }
     wi.skip_blocks = in.skip_layers;
@@ -244,8 +260,10 @@ TensorMap WanFamily::encode_video(const at::Tensor& pixels) {
     TensorMap out{{"latents", encoders_.encode_video(pixels)}};
     const WanTransformerConfig& cfg = transformer_.info.config;
     if (cfg.in_channels == 2 * cfg.out_channels + 4 && pixels.dim() == 5) {
-        // SimpleTuner / diffusers WanImageToVideoPipeline: VAE(first pixel frame + black frames).
-        for (auto& [name, t] : encode_conditioning_image(pixels.select(2, 0), pixels.size(2)))
+        // SimpleTuner / diffusers WanImageToVideoPipeline: VAE(first pixel frame + black frames); FLF2V
+        // (WanImageToVideoPipeline with last_image): VAE(first + black frames + the clip's last frame).
+        for (auto& [name, t] : encode_first_last(pixels.select(2, 0), pixels.select(2, pixels.size(2) - 1),
+                                                 pixels.size(2), "encode_video"))
             out[name] = std::move(t);
     }
     return out;

@@ -51,7 +51,7 @@ st::sdk::TensorMap run_forward_component(const std::filesystem::path& model, con
                                          const st::sdk::TensorMap& inputs, const st::sdk::ConfigView& config);
 
 /// Writes a random model in the diffusers pipeline layout (presets "tiny", "tiny-i2v", "tiny-i2v21",
-/// "tiny-a14b", "small", "1.3b").
+/// "tiny-flf2v21", "tiny-a14b", "small", "1.3b").
 void write_wan_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed);
 
 class WanFamily final : public st::sdk::ModelFamily {
@@ -73,7 +73,7 @@ class WanFamily final : public st::sdk::ModelFamily {
     // ---- tools ---------------------------------------------------------------------------------
     st::sdk::ProbeResult probe(const std::filesystem::path& path) const override;
     std::vector<std::string> presets() const override {
-        return {"tiny", "tiny-i2v", "tiny-i2v21", "tiny-a14b", "small", "1.3b"};
+        return {"tiny", "tiny-i2v", "tiny-i2v21", "tiny-flf2v21", "tiny-a14b", "small", "1.3b"};
     }
     void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) override;
     std::vector<std::string> forward_components() const override {
@@ -103,7 +103,9 @@ class WanFamily final : public st::sdk::ModelFamily {
     /// latents [B, z, F', H', W'] normalised -> pixels [B, 3, 1 + 4 (F' - 1), H, W] in [-1, 1].
     at::Tensor decode_latents(const at::Tensor& latents) override;
     /// I2V (36-channel transformers): image [B, 3, H, W] -> {"conditioning_latents"}: the VAE
-    /// encoding of the image followed by frames - 1 black frames (diffusers WanImageToVideoPipeline).
+    /// encoding of the image followed by frames - 1 black frames (diffusers WanImageToVideoPipeline),
+    /// + "image_embeds" for the CLIP branch. FLF2V takes the image as both first and last frame (what
+    /// SimpleTuner's validation does with one image).
     st::sdk::TensorMap encode_conditioning_image(const at::Tensor& image, int64_t frames) override;
     void release_encoders() override;
     // ---- ABI 1.2 -------------------------------------------------------------------------------
@@ -119,6 +121,9 @@ class WanFamily final : public st::sdk::ModelFamily {
 
   private:
     void require_loaded(const char* what) const;
+    /// conditioning_latents (+ image_embeds) from the first frame, and for FLF2V the last frame too.
+    st::sdk::TensorMap encode_first_last(const at::Tensor& first, const at::Tensor& last, int64_t frames,
+                                         const char* what);
     WanTransformer3DModel& expert_for(const at::Tensor& timesteps);
 
     bool loaded_ = false;

@@ -41,23 +41,47 @@ at::Tensor WanFamily::decode_latents(const at::Tensor& latents) {
 
 TensorMap WanFamily::encode_conditioning_image(const at::Tensor& image, int64_t frames) {
     // image [B, 3, H, W] in [-1, 1] -> conditioning_latents [B, z, 1 + (frames - 1) / 4, H / 8, W / 8]
-    // (+ image_embeds [B, 257, 1280] for Wan 2.1 I2V)
+    // (+ image_embeds [B, 257, 1280] for Wan 2.1 I2V, [B, 514, 1280] for FLF2V)
     require_loaded("encode_conditioning_image");
-    const WanTransformerConfig& cfg = transformer_.info.config;
-    if (cfg.in_channels != 2 * cfg.out_channels + 4)
-        fail(kWanComponentId, "encode_conditioning_image",
-             "{} is not an image-to-video transformer ({} input channels); it takes no conditioning image",
-             transformer_.info.variant, cfg.in_channels);
     if (image.dim() != 4 || image.size(1) != 3)
         fail(kWanComponentId, "encode_conditioning_image", "image must be [B, 3, H, W], got {}",
              c10::str(image.sizes()));
-    // diffusers WanImageToVideoPipeline.prepare_latents: the image as frame 0, zeros after it.
-    const at::Tensor first = image.to(at::kFloat).unsqueeze(2);
-    at::Tensor video = at::cat(
-        {first, at::zeros({image.size(0), 3, frames - 1, image.size(2), image.size(3)}, first.options())}, 2);
-    TensorMap out{{"conditioning_latents", encoders_.encode_video(video)}};
-    // Wan 2.1 I2V: the CLIP penultimate hidden states of the image (WanImageToVideoPipeline.encode_image).
-    if (cfg.has_image_branch()) out["image_embeds"] = encoders_.encode_image(image);
+    if (transformer_.info.config.pos_embed_seq_len)
+        st::log::info(
+            "model.wan",
+            "FLF2V: the conditioning image is used as both the first and the last frame (SimpleTuner's "
+            "validation does the same with one image)");
+    return encode_first_last(image, image, frames, "encode_conditioning_image");
+}
+
+TensorMap WanFamily::encode_first_last(const at::Tensor& first_image, const at::Tensor& last_image,
+                                       int64_t frames, const char* what) {
+    // first/last [B, 3, H, W] in [-1, 1] -> conditioning_latents [B, z, 1 + (frames - 1) / 4, H / 8, W / 8]
+    // (+ image_embeds [B, 257 (x2 for FLF2V), image_dim])
+    const WanTransformerConfig& cfg = transformer_.info.config;
+    if (cfg.in_channels != 2 * cfg.out_channels + 4)
+        fail(kWanComponentId, what,
+             "{} is not an image-to-video transformer ({} input channels); it takes no conditioning image",
+             transformer_.info.variant, cfg.in_channels);
+    const bool flf2v = cfg.pos_embed_seq_len.has_value();
+    if (flf2v && frames < 2)
+        fail(kWanComponentId, what,
+             "FLF2V conditions on a first and a last frame: it needs 2 or more frames, got {}", frames);
+    // diffusers WanImageToVideoPipeline.prepare_latents: the image as frame 0, zeros after it; with a
+    // last image (FLF2V) that image as the final frame.
+    const at::Tensor first = first_image.to(at::kFloat).unsqueeze(2);
+    const int64_t blank = frames - 1 - (flf2v ? 1 : 0);
+    std::vector<at::Tensor> parts{
+        first, at::zeros({first.size(0), 3, blank, first.size(3), first.size(4)}, first.options())};
+    if (flf2v) parts.push_back(last_image.to(at::kFloat).unsqueeze(2));
+    TensorMap out{{"conditioning_latents", encoders_.encode_video(at::cat(parts, 2))}};
+    // Wan 2.1 I2V: the CLIP penultimate hidden states of the image (WanImageToVideoPipeline.encode_image);
+    // FLF2V: of both images, as one [B, 2 x 257, D] sequence (first | last).
+    if (cfg.has_image_branch()) {
+        at::Tensor embeds = encoders_.encode_image(first_image);
+        if (flf2v) embeds = at::cat({embeds, encoders_.encode_image(last_image)}, 1);
+        out["image_embeds"] = embeds;
+    }
     return out;
 }
 

@@ -11,6 +11,8 @@
 //   tiny-i2v21 — tiny as a Wan 2.1 I2V pipeline: the CLIP image branch (image_dim = the tiny CLIP's 32,
 //           added_kv_proj_dim 24) + image_encoder/ (tiny CLIPVisionModelWithProjection, 56 px, 17
 //           tokens) + image_processor/.
+//   tiny-flf2v21 — tiny-i2v21 as a Wan 2.1 FLF2V pipeline: + the image embedder's pos_embed over the
+//           first and last frame's CLIP tokens (2 x 17).
 //   tiny-a14b — tiny as a Wan 2.2 A14B T2V pipeline: two differently seeded experts, transformer/
 //           (high noise) and transformer_2/ (low noise), boundary_ratio 0.875 in model_index.json.
 //   small — the benchmark DiT (dim 512, 8 layers, text_dim 4096); VAE base_dim 16, z 16;
@@ -121,19 +123,23 @@ UMT5Config narrow_umt5(int64_t d_model) {
 
 PresetSpec preset_spec(const std::string& preset) {
     PresetSpec s;
-    if (preset == "tiny" || preset == "tiny-i2v" || preset == "tiny-i2v21" || preset == "tiny-a14b") {
+    if (preset == "tiny" || preset == "tiny-i2v" || preset == "tiny-i2v21" || preset == "tiny-flf2v21" ||
+        preset == "tiny-a14b") {
         s.transformer = WanTransformerConfig::tiny();
         // tiny-i2v: the Wan 2.2 I2V layout (no CLIP branch): [noisy | 4 mask | condition] channels in.
         if (preset == "tiny-i2v") s.transformer.in_channels = 2 * s.transformer.out_channels + 4;
         // tiny-a14b: Wan-AI/Wan2.2-T2V-A14B-Diffusers' layout (boundary 0.875).
         if (preset == "tiny-a14b") s.boundary_ratio = 0.875;
-        if (preset == "tiny-i2v21") {
+        if (preset == "tiny-i2v21" || preset == "tiny-flf2v21") {
             // Wan-AI/Wan2.1-I2V-14B-480P-Diffusers' layout at test size (the golden wan_i2v21 shape).
             s.image_encoder = ClipVisionConfig::tiny();
             s.transformer.in_channels = 2 * s.transformer.out_channels + 4;
             s.transformer.image_dim = s.image_encoder->hidden_size;
             s.transformer.added_kv_proj_dim =
                 s.transformer.num_attention_heads * s.transformer.attention_head_dim;
+            // Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers: pos_embed over both frames' tokens (514 for ViT-H).
+            if (preset == "tiny-flf2v21")
+                s.transformer.pos_embed_seq_len = 2 * s.image_encoder->num_positions();
         }
         s.vae = WanVAEConfig::tiny();
         s.text_encoder = UMT5Config::tiny();
@@ -152,7 +158,8 @@ PresetSpec preset_spec(const std::string& preset) {
         s.tokenizer_vocab = 4000;
     } else {
         fail(kWanComponentId, "make_model",
-             "unknown preset '{}' (tiny, tiny-i2v, tiny-i2v21, tiny-a14b, small, 1.3b)", preset);
+             "unknown preset '{}' (tiny, tiny-i2v, tiny-i2v21, tiny-flf2v21, tiny-a14b, small, 1.3b)",
+             preset);
     }
     if (s.vae.z_dim != s.transformer.out_channels)
         fail(kWanComponentId, "make_model", "preset {}: VAE z_dim {} != transformer out_channels {}", preset,
