@@ -125,7 +125,10 @@ TEST(DataMediaTest, YuvFastPathIsTheExactMatrixConversionOfTheResizedPlanes) {
     };
     const Crop crops[] = {{{120, 72}, {96, 64}, 12, 4, "area"},
                           {{120, 72}, {96, 64}, 13, 5, "area"},
-                          {{220, 130}, {191, 113}, 7, 9, "bicubic"}};
+                          {{220, 130}, {191, 113}, 7, 9, "bicubic"},
+                          {{121, 73}, {96, 64}, 13, 5, "area"},  // odd resized planes
+                          {{160, 96}, {144, 80}, 8, 8, "area"},  // no resize: the decoder's planes
+                          {{160, 96}, {150, 90}, 5, 3, "area"}};
     for (const Source& src : sources) {
         const auto clip = dir.path / src.name;
         st_test::ffmpeg(
@@ -163,7 +166,7 @@ TEST(DataMediaTest, YuvFastPathIsTheExactMatrixConversionOfTheResizedPlanes) {
             const at::Tensor other_range =
                 (ours - window(yuv420_to_rgb(yuv, c.resized.w, c.resized.h, src.kr, src.kb, !src.full_range)))
                     .abs();
-            EXPECT_GT(other_range.mean().item<double>(), 3.0) << what << ": the other range must not fit";
+            EXPECT_GT(other_range.max().item<double>(), 8.0) << what << ": the other range must not fit";
         }
     }
 }
