@@ -333,6 +333,24 @@ TEST_F(WanPluginTest, Wan22ExpertPairSwitchesAtTheBoundaryOnlyWithoutGradients) 
     EXPECT_TRUE(at::allclose(velocity(*pair, 900.0), velocity(*low, 900.0)));
 }
 
+/// Predicts on the two-sample encoding `enc` (latents, conditioning_latents, image_embeds) with two
+/// prompts, checks the velocity's shape and that gradients reach every trainable parameter. Leaves `in`
+/// set up for further predictions; returns the velocity, detached.
+at::Tensor predict_checking_gradients(WanFamily& f, const TensorMap& enc, st::sdk::PredictInputs& in) {
+    const TensorMap txt = f.encode_text({"a cat", "a dog"});
+    in.noisy = at::randn(enc.at("latents").sizes());
+    in.timesteps = at::full({2}, 600.0);
+    in.conditioning = {{"prompt_embeds", txt.at("prompt_embeds")},
+                       {"conditioning_latents", enc.at("conditioning_latents")},
+                       {"image_embeds", enc.at("image_embeds")}};
+    const at::Tensor v = f.predict(in).velocity;
+    EXPECT_EQ(v.sizes(), in.noisy.sizes());
+    v.square().mean().backward();
+    for (const auto& p : f.trainable().named_parameters())
+        EXPECT_TRUE(p.value().grad().defined()) << "no gradient reaches " << p.key();
+    return v.detach();
+}
+
 TEST_F(WanPluginTest, Wan21ImageToVideoEncodesClipImageEmbedsAndTrains) {
     // make-model tiny-i2v21: the CLIP branch transformer + image_encoder/ + image_processor/. The
     // encoders return the first frame's VAE conditioning and its CLIP penultimate hidden states
@@ -364,17 +382,8 @@ TEST_F(WanPluginTest, Wan21ImageToVideoEncodesClipImageEmbedsAndTrains) {
     const TensorMap cond = f.encode_conditioning_image(pixels.select(2, 0), 5);
     EXPECT_TRUE(at::allclose(cond.at("image_embeds"), enc.at("image_embeds"), 1e-5, 1e-6));
 
-    const TensorMap txt = f.encode_text({"a cat", "a dog"});
     st::sdk::PredictInputs in;
-    in.noisy = at::randn(enc.at("latents").sizes());
-    in.timesteps = at::full({2}, 600.0);
-    in.conditioning = {{"prompt_embeds", txt.at("prompt_embeds")},
-                       {"conditioning_latents", enc.at("conditioning_latents")},
-                       {"image_embeds", enc.at("image_embeds")}};
-    const at::Tensor v = f.predict(in).velocity;
-    EXPECT_EQ(v.sizes(), in.noisy.sizes());
-    v.square().mean().backward();
-    for (const auto& p : f.trainable().named_parameters()) ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    const at::Tensor v = predict_checking_gradients(f, enc, in);
     // The image embeddings change the prediction (the CLIP branch is live).
     in.conditioning["image_embeds"] = at::zeros_like(enc.at("image_embeds"));
     torch::NoGradGuard no_grad;
@@ -417,17 +426,8 @@ TEST_F(WanPluginTest, Wan21FirstLastFrameConditionsOnBothFramesAndTrains) {
     EXPECT_TRUE(at::allclose(cond.at("image_embeds"), at::cat({clip.encode(first), clip.encode(first)}, 1),
                              1e-5, 1e-6));
 
-    const TensorMap txt = f.encode_text({"a cat", "a dog"});
     st::sdk::PredictInputs in;
-    in.noisy = at::randn(enc.at("latents").sizes());
-    in.timesteps = at::full({2}, 600.0);
-    in.conditioning = {{"prompt_embeds", txt.at("prompt_embeds")},
-                       {"conditioning_latents", enc.at("conditioning_latents")},
-                       {"image_embeds", enc.at("image_embeds")}};
-    const at::Tensor v = f.predict(in).velocity;
-    EXPECT_EQ(v.sizes(), in.noisy.sizes());
-    v.square().mean().backward();
-    for (const auto& p : f.trainable().named_parameters()) ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    const at::Tensor v = predict_checking_gradients(f, enc, in);
     torch::NoGradGuard no_grad;
     // The default mask: all of latent frame 0, and channel 3 (the last pixel frame) of the last one.
     at::Tensor mask = at::zeros({2, 4, 2, 4, 6});
