@@ -233,3 +233,49 @@ TEST(ResumeTest, ChangingTheOptimizerIsRefusedWithAClearMessage) {
 }
 
 }  // namespace
+
+TEST(ResumeTest, SimpleTunerCheckpointsInTheOutputDirAreNamedAndNeverDeleted) {
+    auto& env = TrainEnv::get();
+    const fs::path out = env.root / "foreign";
+    fs::remove_all(out);
+    // SimpleTuner's checkpoint-1000 (LoRA, accelerate state, list-shaped manifest, .guard) and one
+    // without a manifest, which st once took for its own interrupted save and deleted.
+    for (const char* name : {"checkpoint-1000", "checkpoint-3"}) {
+        const fs::path d = out / name;
+        fs::create_directories(d);
+        st_test::write_text(d / "pytorch_lora_weights.safetensors", "lora");
+        st_test::write_text(d / "optimizer.bin", "opt");
+        st_test::write_text(d / "training_state.json", R"({"global_step": 1000})");
+        if (std::string(name) == "checkpoint-1000") {
+            st_test::write_text(d / "checkpoint_manifest.json", R"({"files": ["optimizer.bin"]})");
+            st_test::write_text(d / ".guard", "complete");
+        }
+    }
+    const auto cfg = env.config(
+        "foreign", {{"max_train_steps", 6}, {"checkpoint_step_interval", 2}, {"checkpoints_total_limit", 1}});
+    // resume latest would pick SimpleTuner's checkpoint-1000: refused before training, with the way out.
+    auto latest = env.run(cfg);
+    EXPECT_NE(latest.code, 0) << latest.log;
+    EXPECT_NE(latest.log.find("checkpoint-1000 was written by SimpleTuner, not st"), std::string::npos)
+        << latest.log;
+    EXPECT_NE(latest.log.find("init_lora " + (out / "checkpoint-1000").string()), std::string::npos)
+        << latest.log;
+    EXPECT_EQ(steps_in(out / "metrics.jsonl"), 0);
+    // A run that would save where a foreign checkpoint sits is refused before training.
+    auto collide =
+        env.run(cfg, "--resume_from_checkpoint none --max_train_steps 1000 --checkpoint_step_interval 500");
+    EXPECT_NE(collide.code, 0) << collide.log;
+    EXPECT_NE(collide.log.find("is where this run saves its step-1000 checkpoint"), std::string::npos)
+        << collide.log;
+    // A fresh run next to them: its own checkpoints are pruned to the limit, theirs stay as they were.
+    auto fresh = env.run(cfg, "--resume_from_checkpoint none");
+    ASSERT_EQ(fresh.code, 0) << fresh.log;
+    EXPECT_NE(fresh.log.find("checkpoint-3 was written by SimpleTuner, not st: it is left as it is"),
+              std::string::npos)
+        << fresh.log;
+    EXPECT_TRUE(fs::exists(out / "checkpoint-1000" / ".guard"));
+    EXPECT_TRUE(fs::exists(out / "checkpoint-3" / "optimizer.bin"));
+    EXPECT_TRUE(fs::exists(out / "checkpoint-6" / "checkpoint_manifest.json"));
+    EXPECT_FALSE(fs::exists(out / "checkpoint-4"));
+    EXPECT_FALSE(fs::exists(out / "checkpoint-2"));
+}

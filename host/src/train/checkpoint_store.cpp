@@ -17,6 +17,10 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kManifest = "checkpoint_manifest.json";
+// Written first into st's temporary directory and removed just before the manifest: proof that a
+// `checkpoint-*-tmp` left by a crash is st's to delete.
+constexpr const char* kInProgress = ".st-checkpoint-in-progress";
+constexpr const char* kFormat = "st-checkpoint-1";
 constexpr const char* kLog = "host.checkpoint";
 
 std::optional<int64_t> step_of(const std::string& name) {
@@ -24,6 +28,36 @@ std::optional<int64_t> step_of(const std::string& name) {
     std::smatch m;
     if (!std::regex_match(name, m, re)) return std::nullopt;
     return std::stoll(m[1].str());
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+    return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// Every directory of `root` whose name starts with checkpoint-, sorted by name.
+std::vector<fs::path> checkpoint_dirs(const fs::path& root) {
+    std::vector<fs::path> out;
+    std::error_code ec;
+    if (!fs::is_directory(root, ec)) return out;
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+        std::error_code dir_ec;
+        if (!e.is_directory(dir_ec) || e.is_symlink(dir_ec)) continue;
+        if (e.path().filename().string().rfind("checkpoint-", 0) == 0) out.push_back(e.path());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+bool is_empty_dir(const fs::path& dir) {
+    std::error_code ec;
+    return fs::is_empty(dir, ec) && !ec;
+}
+
+// st's partial leftovers: a -tmp directory with st's marker or manifest, or an empty one.
+bool st_partial(const fs::path& dir) {
+    if (!ends_with(dir.filename().string(), "-tmp")) return false;
+    std::error_code ec;
+    return fs::exists(dir / kInProgress, ec) || CheckpointStore::written_by_st(dir) || is_empty_dir(dir);
 }
 
 }  // namespace
@@ -34,14 +68,33 @@ std::string CheckpointStore::dir_name(int64_t step) {
     return fmt::format("checkpoint-{}", step);
 }
 
+bool CheckpointStore::written_by_st(const fs::path& dir) {
+    std::error_code ec;
+    if (!fs::is_regular_file(dir / kManifest, ec)) return false;
+    try {
+        const auto m = nlohmann::json::parse(sdk::read_file(dir / kManifest));
+        return m.is_object() && m.value("format", std::string()) == kFormat;
+    } catch (const std::exception&) {
+        return false;
+    }
+}
+
+std::string CheckpointStore::foreign_writer(const fs::path& dir) {
+    // SimpleTuner's checkpoints (simpletuner/helpers/training/save_hooks.py and accelerate's
+    // save_state) hold some of these; st writes none of them.
+    for (const char* f : {".guard", "training_state.json", "optimizer.bin", "scheduler.bin",
+                          "random_states_0.pkl", kManifest}) {
+        std::error_code ec;
+        if (fs::exists(dir / f, ec)) return "SimpleTuner";
+    }
+    return "another program";
+}
+
 std::vector<CheckpointRef> CheckpointStore::complete() const {
     std::vector<CheckpointRef> out;
-    std::error_code ec;
-    if (!fs::is_directory(root_, ec)) return out;
-    for (const auto& e : fs::directory_iterator(root_, ec)) {
-        if (!e.is_directory()) continue;
-        auto step = step_of(e.path().filename().string());
-        if (step && fs::exists(e.path() / kManifest)) out.push_back({*step, e.path()});
+    for (const auto& dir : checkpoint_dirs(root_)) {
+        auto step = step_of(dir.filename().string());
+        if (step && written_by_st(dir)) out.push_back({*step, dir});
     }
     std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
     return out;
@@ -49,16 +102,20 @@ std::vector<CheckpointRef> CheckpointStore::complete() const {
 
 std::vector<fs::path> CheckpointStore::partial() const {
     std::vector<fs::path> out;
-    std::error_code ec;
-    if (!fs::is_directory(root_, ec)) return out;
-    for (const auto& e : fs::directory_iterator(root_, ec)) {
-        if (!e.is_directory()) continue;
-        const std::string name = e.path().filename().string();
-        if (name.rfind("checkpoint-", 0) != 0) continue;
-        const bool tmp = name.size() > 4 && name.compare(name.size() - 4, 4, "-tmp") == 0;
-        if (tmp || (step_of(name) && !fs::exists(e.path() / kManifest))) out.push_back(e.path());
+    for (const auto& dir : checkpoint_dirs(root_))
+        if (st_partial(dir)) out.push_back(dir);
+    return out;
+}
+
+std::vector<ForeignCheckpoint> CheckpointStore::foreign() const {
+    std::vector<ForeignCheckpoint> out;
+    for (const auto& dir : checkpoint_dirs(root_)) {
+        const std::string name = dir.filename().string();
+        const auto step = step_of(name);
+        if (step && written_by_st(dir)) continue;
+        if (st_partial(dir)) continue;
+        out.push_back({dir, step, foreign_writer(dir)});
     }
-    std::sort(out.begin(), out.end());
     return out;
 }
 
@@ -72,21 +129,38 @@ fs::path CheckpointStore::write(int64_t step, const std::function<void(const fs:
     const fs::path final_dir = root_ / dir_name(step);
     const fs::path tmp = root_ / (dir_name(step) + "-tmp");
     std::error_code ec;
+    if (fs::exists(final_dir, ec) && !written_by_st(final_dir))
+        fail(kLog, "save",
+             "checkpoint {} was not written ({} already exists and was written by {}, not st; st never "
+             "replaces it: move it away or use another output_dir){}",
+             final_dir.string(), final_dir.string(), foreign_writer(final_dir),
+             latest() ? fmt::format("; the previous checkpoint {} is intact", latest()->dir.string())
+                      : std::string());
+    if (fs::exists(tmp, ec) && !st_partial(tmp))
+        fail(kLog, "save",
+             "checkpoint {} was not written: {} exists and was not written by st; st never deletes it",
+             final_dir.string(), tmp.string());
     try {
         fs::remove_all(tmp, ec);
         fs::create_directories(tmp, ec);
         if (ec) fail(kLog, "save", "cannot create {}: {}", tmp.string(), ec.message());
+        sdk::write_file_atomic(tmp / kInProgress, "st checkpoint being written\n");
         fill(tmp);
+        fs::remove(tmp / kInProgress);
         nlohmann::json files = nlohmann::json::object();
         for (const auto& e : fs::recursive_directory_iterator(tmp))
             if (e.is_regular_file())
                 files[fs::relative(e.path(), tmp).generic_string()] = static_cast<int64_t>(e.file_size());
-        nlohmann::json manifest = {{"format", "st-checkpoint-1"}, {"step", step}, {"files", files}};
+        nlohmann::json manifest = {{"format", kFormat}, {"step", step}, {"files", files}};
         sdk::write_file_atomic(tmp / kManifest, manifest.dump(2) + "\n");
         sdk::sync_directory(tmp);
         if (fs::exists(final_dir)) {
-            // Same step saved again (e.g. a stop right after resuming): swap, then drop the old one.
+            // Same step saved again (e.g. a stop right after resuming): swap, then drop the old one
+            // (st's: checked above). The -old-tmp carries st's manifest, so a crash here leaves a
+            // directory st recognises as its own partial.
             const fs::path old = root_ / (dir_name(step) + "-old-tmp");
+            if (fs::exists(old) && !st_partial(old))
+                fail(kLog, "save", "{} exists and was not written by st; st never deletes it", old.string());
             fs::remove_all(old, ec);
             fs::rename(final_dir, old);
             fs::rename(tmp, final_dir);
@@ -96,7 +170,7 @@ fs::path CheckpointStore::write(int64_t step, const std::function<void(const fs:
         }
         sdk::sync_directory(root_);
     } catch (const std::exception& e) {
-        fs::remove_all(tmp, ec);
+        if (st_partial(tmp)) fs::remove_all(tmp, ec);
         const auto prev = latest();
         fail(kLog, "save", "checkpoint {} could not be written ({}); {}", final_dir.string(), e.what(),
              prev ? fmt::format("the previous checkpoint {} is intact", prev->dir.string())
@@ -131,8 +205,21 @@ std::vector<fs::path> CheckpointStore::prune(int64_t limit, int64_t keep_step) {
 
 void CheckpointStore::verify(const fs::path& dir) {
     const fs::path mf = dir / kManifest;
-    if (!fs::exists(mf))
-        fail(kLog, "resume", "{} is not a complete checkpoint: {} is missing", dir.string(), kManifest);
+    if (!written_by_st(dir)) {
+        std::error_code ec;
+        if (!fs::exists(mf, ec) && foreign_writer(dir) != "SimpleTuner")
+            fail(kLog, "resume", "{} is not a complete checkpoint: {} is missing", dir.string(), kManifest);
+        const fs::path lora = dir / "pytorch_lora_weights.safetensors";
+        fail(kLog, "resume",
+             "{} was written by {}, not st: st cannot carry its optimizer, scheduler and data-position "
+             "state{}",
+             dir.string(), foreign_writer(dir),
+             fs::exists(lora, ec)
+                 ? fmt::format("; to continue from its LoRA weights, set init_lora {} and "
+                               "resume_from_checkpoint none (the optimizer and LR schedule start over)",
+                               lora.string())
+                 : std::string("; it holds no pytorch_lora_weights.safetensors st could start from"));
+    }
     nlohmann::json m;
     try {
         m = nlohmann::json::parse(sdk::read_file(mf));
@@ -145,9 +232,9 @@ void CheckpointStore::verify(const fs::path& dir) {
         std::error_code ec;
         const auto actual = fs::file_size(dir / rel, ec);
         if (ec) fail(kLog, "resume", "checkpoint {} lacks {} listed in its manifest", dir.string(), rel);
-        if (static_cast<int64_t>(actual) != size.get<int64_t>())
+        if (!size.is_number_integer() || static_cast<int64_t>(actual) != size.get<int64_t>())
             fail(kLog, "resume", "checkpoint {}: {} has {} bytes but the manifest says {}", dir.string(), rel,
-                 actual, size.get<int64_t>());
+                 actual, size.dump());
     }
 }
 

@@ -117,6 +117,7 @@ class Trainer {
 
     // ---- state (trainer_state.cpp) ----
     void maybe_resume();
+    void check_foreign_checkpoints() const;
     void restore(const std::filesystem::path& dir);
     bool save_checkpoint(const std::string& why);
     void save_weights(const std::filesystem::path& dir, bool ema);

@@ -216,7 +216,7 @@ int Trainer::run() {
     for (const auto& p : store_->partial())
         log::warn(
             kLog,
-            "ignoring {}: an incomplete checkpoint left by an interrupted save (deleted at the next save)",
+            "ignoring {}: an incomplete checkpoint st left at an interrupted save (deleted at the next save)",
             p.string());
     generator_ = at::make_generator<at::CPUGeneratorImpl>(seed_);
     start_hooks();  // script errors show before anything expensive loads
@@ -230,6 +230,7 @@ int Trainer::run() {
     // which may draw from it: a run that builds its caches and one that reads them train alike.
     at::manual_seed(seed_);
     maybe_resume();
+    check_foreign_checkpoints();
     build_eval_set();
     start_validation();
     snapshot_position();

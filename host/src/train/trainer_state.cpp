@@ -170,6 +170,19 @@ void Trainer::maybe_resume() {
     fs::path dir;
     if (cfg_.resume == "latest") {
         auto latest = store_->latest();
+        // SimpleTuner resumes the newest checkpoint-<step> whoever wrote it: when that one is not
+        // st's, starting fresh (or from an older st checkpoint) would silently drop the user's
+        // progress, so say what st can take from it instead.
+        std::optional<ForeignCheckpoint> newer;
+        for (const auto& f : store_->foreign())
+            if (f.step && (!latest || *f.step > latest->step) && (!newer || *f.step > *newer->step))
+                newer = f;
+        if (newer) {
+            log::error(kLog,
+                       "resume_from_checkpoint latest: the newest checkpoint in {} is {}, written by {}",
+                       cfg_.output_dir.string(), newer->dir.filename().string(), newer->writer);
+            CheckpointStore::verify(newer->dir);
+        }
         if (!latest) {
             log::info(kLog, "no checkpoint in {}: a fresh run", cfg_.output_dir.string());
             return;
@@ -182,6 +195,21 @@ void Trainer::maybe_resume() {
             fail(kLog, "resume", "resume_from_checkpoint '{}' is not a checkpoint directory", cfg_.resume);
     }
     restore(dir);
+}
+
+void Trainer::check_foreign_checkpoints() const {
+    // A save at the step of a checkpoint st did not write would fail (st never replaces it): refuse
+    // before training rather than lose a checkpoint hours into the run.
+    for (const auto& f : store_->foreign()) {
+        log::warn(kLog, "{} was written by {}, not st: it is left as it is (never pruned or replaced)",
+                  f.dir.string(), f.writer);
+        if (!f.step || *f.step <= global_step_ || *f.step > total_steps_) continue;
+        if (*f.step % cfg_.checkpoint_interval == 0 || *f.step == total_steps_)
+            fail(kLog, "setup",
+                 "{} (written by {}) is where this run saves its step-{} checkpoint, and st never replaces "
+                 "a checkpoint it did not write: move that folder away or choose another output_dir",
+                 f.dir.string(), f.writer, *f.step);
+    }
 }
 
 void Trainer::restore(const fs::path& dir) {

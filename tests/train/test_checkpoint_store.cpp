@@ -1,0 +1,160 @@
+// CheckpointStore in process: st deletes, prunes, replaces and resumes only the checkpoint folders it
+// wrote (st manifest, or its in-progress marker in a -tmp folder); SimpleTuner's checkpoint-<step>
+// folders (with or without its list-shaped manifest) and anything else named checkpoint-* are listed
+// as foreign and left untouched.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <unistd.h>
+
+#include "st/error.h"
+#include "train/checkpoint_store.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using st::host::train::CheckpointStore;
+
+void write(const fs::path& p, const std::string& text) {
+    fs::create_directories(p.parent_path());
+    std::ofstream(p) << text;
+}
+
+fs::path scratch(const std::string& name) {
+    const fs::path d =
+        fs::temp_directory_path() / ("st_test_ckpt_store_" + name + "_" + std::to_string(::getpid()));
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d;
+}
+
+// A SimpleTuner checkpoint as save_hooks.py + accelerate leave it: LoRA weights, accelerate state,
+// training_state.json, a manifest whose "files" is a list, the .guard written last.
+void simpletuner_checkpoint(const fs::path& dir) {
+    write(dir / "pytorch_lora_weights.safetensors", "lora");
+    write(dir / "optimizer.bin", "opt");
+    write(dir / "random_states_0.pkl", "rng");
+    write(dir / "training_state.json", R"({"global_step": 1000, "epoch_step": 3})");
+    write(dir / "checkpoint_manifest.json", R"({"files": ["optimizer.bin", "training_state.json"]})");
+    write(dir / ".guard", "complete");
+}
+
+void st_checkpoint(CheckpointStore& store, int64_t step) {
+    store.write(step, [](const fs::path& d) { write(d / "weights.bin", "w"); });
+}
+
+TEST(CheckpointStoreTest, ForeignCheckpointsAreListedNeverPrunedNorCounted) {
+    const fs::path root = scratch("prune");
+    simpletuner_checkpoint(root / "checkpoint-1000");
+    simpletuner_checkpoint(root / "checkpoint-5");
+    write(root / "checkpoint-7" / "notes.txt", "someone's files");     // no manifest at all
+    write(root / "checkpoint-900-tmp" / "optimizer.bin", "opt");       // SimpleTuner's tempdir
+    write(root / "checkpoint-best" / "model.safetensors", "weights");  // not a step name
+    CheckpointStore store(root);
+    for (int64_t step : {2, 4, 6, 8}) {
+        st_checkpoint(store, step);
+        store.prune(2, step);
+    }
+    const auto complete = store.complete();
+    ASSERT_EQ(complete.size(), 2u);
+    EXPECT_EQ(complete[0].step, 6);
+    EXPECT_EQ(complete[1].step, 8);
+    EXPECT_EQ(store.latest()->step, 8);
+    for (const char* kept :
+         {"checkpoint-1000", "checkpoint-5", "checkpoint-7", "checkpoint-900-tmp", "checkpoint-best"})
+        EXPECT_TRUE(fs::exists(root / kept)) << kept << " was deleted";
+    EXPECT_TRUE(fs::exists(root / "checkpoint-1000" / ".guard"));
+    const auto foreign = store.foreign();
+    ASSERT_EQ(foreign.size(), 5u);
+    std::map<std::string, std::string> writer;
+    for (const auto& f : foreign) writer[f.dir.filename().string()] = f.writer;
+    EXPECT_EQ(writer["checkpoint-1000"], "SimpleTuner");
+    EXPECT_EQ(writer["checkpoint-900-tmp"], "SimpleTuner");
+    EXPECT_EQ(writer["checkpoint-7"], "another program");
+    EXPECT_TRUE(store.partial().empty());
+    fs::remove_all(root);
+}
+
+TEST(CheckpointStoreTest, OnlyStsOwnLeftoversArePartialAndDeleted) {
+    const fs::path root = scratch("partial");
+    CheckpointStore store(root);
+    st_checkpoint(store, 3);
+    // A crash inside fill(): st's marker is in the -tmp folder.
+    EXPECT_THROW(store.write(4,
+                             [](const fs::path& d) {
+                                 write(d / "half.bin", "h");
+                                 throw std::runtime_error("disk full");
+                             }),
+                 st::Error);
+    EXPECT_FALSE(fs::exists(root / "checkpoint-4-tmp"));
+    // What a kill -9 leaves: the marker and some files; and an empty -tmp of a kill before the marker.
+    write(root / "checkpoint-5-tmp" / ".st-checkpoint-in-progress", "st");
+    write(root / "checkpoint-5-tmp" / "weights.bin", "w");
+    fs::create_directories(root / "checkpoint-6-tmp");
+    simpletuner_checkpoint(root / "checkpoint-7-tmp");
+    const auto partial = store.partial();
+    ASSERT_EQ(partial.size(), 2u);
+    EXPECT_EQ(partial[0].filename(), "checkpoint-5-tmp");
+    EXPECT_EQ(partial[1].filename(), "checkpoint-6-tmp");
+    store.prune(5, 3);
+    EXPECT_FALSE(fs::exists(root / "checkpoint-5-tmp"));
+    EXPECT_FALSE(fs::exists(root / "checkpoint-6-tmp"));
+    EXPECT_TRUE(fs::exists(root / "checkpoint-7-tmp" / ".guard"));
+    EXPECT_TRUE(fs::exists(root / "checkpoint-3" / "checkpoint_manifest.json"));
+    fs::remove_all(root);
+}
+
+TEST(CheckpointStoreTest, AForeignCheckpointOfTheSameStepIsNeverReplaced) {
+    const fs::path root = scratch("collide");
+    simpletuner_checkpoint(root / "checkpoint-10");
+    CheckpointStore store(root);
+    try {
+        st_checkpoint(store, 10);
+        FAIL() << "replaced a SimpleTuner checkpoint";
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("written by SimpleTuner, not st"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_TRUE(fs::exists(root / "checkpoint-10" / "optimizer.bin"));
+    EXPECT_FALSE(fs::exists(root / "checkpoint-10-tmp"));
+    // st's own checkpoint of the same step is replaced (a stop right after resuming saves again).
+    st_checkpoint(store, 11);
+    store.write(11, [](const fs::path& d) { write(d / "weights.bin", "second"); });
+    std::ifstream in(root / "checkpoint-11" / "weights.bin");
+    std::string text;
+    in >> text;
+    EXPECT_EQ(text, "second");
+    fs::remove_all(root);
+}
+
+TEST(CheckpointStoreTest, ResumingAForeignCheckpointSaysWhatCanBeCarried) {
+    const fs::path root = scratch("verify");
+    simpletuner_checkpoint(root / "checkpoint-1000");
+    try {
+        CheckpointStore::verify(root / "checkpoint-1000");
+        FAIL() << "verified a SimpleTuner checkpoint";
+    } catch (const st::Error& e) {
+        const std::string msg = e.what();
+        EXPECT_NE(msg.find("written by SimpleTuner, not st"), std::string::npos) << msg;
+        EXPECT_NE(
+            msg.find("init_lora " + (root / "checkpoint-1000" / "pytorch_lora_weights.safetensors").string()),
+            std::string::npos)
+            << msg;
+        EXPECT_EQ(msg.find("no 'files' object"), std::string::npos) << msg;
+    }
+    write(root / "checkpoint-3" / "x.bin", "x");
+    try {
+        CheckpointStore::verify(root / "checkpoint-3");
+        FAIL();
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("checkpoint_manifest.json is missing"), std::string::npos)
+            << e.what();
+    }
+    fs::remove_all(root);
+}
+
+}  // namespace
