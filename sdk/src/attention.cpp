@@ -237,7 +237,16 @@ class ChunkedAttentionFunction : public torch::autograd::Function<ChunkedAttenti
     }
 };
 
+// sizeof(AttentionOptions) of SDK ABI 2.0, the oldest layout a plugin can pass. When a field is
+// appended, this stays the 2.0 size and the new field is read only when o.struct_size covers it.
+constexpr size_t kAttentionOptionsBaseSize = sizeof(AttentionOptions);
+
 void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionOptions& o) {
+    if (o.struct_size < kAttentionOptionsBaseSize)
+        fail(kComponent, "forward",
+             "AttentionOptions.struct_size is {} but the SDK 2.0 layout has {} bytes: the caller set it by "
+             "hand or was built against a foreign header",
+             o.struct_size, kAttentionOptionsBaseSize);
     if (!q.defined() || !k.defined() || !v.defined())
         fail(kComponent, "forward", "q, k and v must all be defined tensors");
     if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)

@@ -28,12 +28,38 @@ std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Regulari
     return {};
 }
 
-Encoders::~Encoders() = default;
-TensorMap Encoders::encode_audio(const at::Tensor&, double, int64_t) {
-    throw Error("encoders", "encode_audio", "this model family has no audio conditioning");
+const char* media_kind_name(MediaKind kind) {
+    switch (kind) {
+        case MediaKind::video:
+            return "video";
+        case MediaKind::image:
+            return "image";
+        case MediaKind::audio:
+            return "audio";
+    }
+    return "?";
 }
-int Encoders::audio_sample_rate() const {
-    return 16000;
+
+Capability::~Capability() = default;
+ModelTools::~ModelTools() = default;
+ImageConditioning::~ImageConditioning() = default;
+AudioConditioning::~AudioConditioning() = default;
+ExpertSchedule::~ExpertSchedule() = default;
+TapProvider::~TapProvider() = default;
+GuidancePolicy::~GuidancePolicy() = default;
+
+TensorMap default_unconditional(const TensorMap& conditional, const TensorMap& negative_text) {
+    TensorMap m = conditional;
+    for (const auto& [k, v] : negative_text) m[k] = v;
+    return m;
+}
+
+Encoders::~Encoders() = default;
+std::vector<MediaKind> Encoders::sample_media() const {
+    return {};
+}
+Capability* Encoders::capability(std::string_view) {
+    return nullptr;
 }
 
 DataBackend::~DataBackend() = default;
@@ -41,6 +67,9 @@ std::vector<Batch> DataBackend::eval_batches(int64_t, int64_t) {
     return {};
 }
 ModelFamily::~ModelFamily() = default;
+std::string ModelFamily::trainable_folder() const {
+    return "transformer";
+}
 LoraNameMap ModelFamily::lora_name_map() const {
     return {};
 }
@@ -51,22 +80,10 @@ void ModelFamily::save_trainable(const std::filesystem::path& dir) {
     for (const auto& item : trainable().named_buffers()) tensors[item.key()] = item.value().detach();
     save_safetensors(dir / "diffusion_pytorch_model.safetensors", tensors);
 }
-std::vector<int64_t> ModelFamily::latent_shape(int64_t, int64_t, int64_t) const {
-    throw Error("model", "latent_shape", "this model family does not describe its latent shape");
-}
-at::Tensor ModelFamily::decode_latents(const at::Tensor&) {
-    throw Error("model", "decode_latents", "this model family cannot decode latents to pixels");
-}
-TensorMap ModelFamily::encode_conditioning_image(const at::Tensor&, int64_t) {
-    throw Error("model", "encode_conditioning_image", "this model family has no image conditioning");
-}
-void ModelFamily::release_encoders() {}
-std::vector<std::string> ModelFamily::sampling_inputs() const {
+std::vector<SamplingInput> ModelFamily::sampling_inputs() const {
     return {};
 }
-std::optional<double> ModelFamily::expert_boundary() const {
-    return std::nullopt;
-}
+void ModelFamily::release_encoders() {}
 Registrar::~Registrar() = default;
 
 static bool valid_token(const std::string& s) {

@@ -67,8 +67,16 @@ inline void write_text(const fs::path& p, const std::string& text) {
 /// pixels and 4x temporal pooling (frame 0 alone, then groups of 4, Wan's 4k+1 layout), 3 channels
 /// tiled to 16; text = 8x4 values derived from a hash of the caption; audio = per-video-frame mean
 /// and absolute mean of the waveform window ([B, 2, frames]).
-class FakeEncoders : public st::sdk::Encoders {
+class FakeEncoders : public st::sdk::Encoders, public st::sdk::AudioConditioning {
   public:
+    /// Offer the audio_conditioning capability (a text/video-only model when false).
+    bool audio = true;
+    st::sdk::Capability* capability(std::string_view id) override {
+        if (audio && id == st::sdk::AudioConditioning::kId)
+            return static_cast<st::sdk::AudioConditioning*>(this);
+        return nullptr;
+    }
+    int audio_sample_rate() const override { return 16000; }
     std::string identity = "fake-encoders-v1";
     /// Also return "image_embeds" [B, 3, H*W/256] (16x16 pooling of frame 0), like Wan 2.1 I2V's CLIP.
     bool image_embeds = false;

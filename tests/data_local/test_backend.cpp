@@ -18,13 +18,15 @@ using st_test::TempDir;
 
 namespace {
 
+// `media`: the model's Encoders::sample_media() ({audio} for a speech-to-video model).
 st::sdk::DataOpenRequest request(const fs::path& root, json entries, json config = json::object(),
-                                 const std::string& family = "wan") {
+                                 std::vector<st::sdk::MediaKind> media = {}) {
     st::sdk::DataOpenRequest r;
     r.entries = std::move(entries);
     r.config_dir = root;
     r.output_dir = root / "out";
-    r.model_family = family;
+    r.model_family = "fake";
+    r.model_media = std::move(media);
     r.config = st::sdk::ConfigView(std::make_shared<json>(std::move(config)));
     r.seed = 42;
     return r;
@@ -397,8 +399,8 @@ TEST(DataBackendTest, S2VAudioWindowMatchesTheVideoFrames) {
     entry["audio"] = {{"auto_split", true}, {"truncation_mode", "end"}};
     st_test::FakeEncoders enc;
     dl::LocalDataBackend b;
-    b.open(
-        request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}}, "wan_s2v"));
+    b.open(request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}},
+                   {st::sdk::MediaKind::audio}));
     const auto summary = b.prepare(&enc);
     EXPECT_NE(reason_for(b.skipped(), "silent.mp4").find("allow_zero_audio"), std::string::npos);
     EXPECT_NE(reason_for(b.skipped(), "short_audio.mp4").find("audio covers only"), std::string::npos);
@@ -419,8 +421,8 @@ TEST(DataBackendTest, S2VAudioWindowMatchesTheVideoFrames) {
     entry["audio"] = {
         {"auto_split", true}, {"allow_zero_audio", true}, {"short_audio", "pad"}, {"truncation_mode", "end"}};
     dl::LocalDataBackend z;
-    z.open(
-        request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}}, "wan_s2v"));
+    z.open(request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}},
+                   {st::sdk::MediaKind::audio}));
     const auto zs = z.prepare(&enc);
     EXPECT_EQ(zs.samples, 3);
     EXPECT_EQ(zs.details["datasets"]["talk"]["audio"]["zero_audio"], 1);
@@ -447,4 +449,29 @@ TEST(DataBackendTest, ManualAudioDatasetMatchedByStem) {
               std::string::npos);
     ASSERT_EQ(enc.waveforms.size(), 1u);
     EXPECT_EQ(enc.waveforms[0].size(1), 8000);  // 5 frames at 10 fps
+}
+
+TEST(DataBackendTest, AudioOnAModelWithoutAudioFailsBeforeAnyCaching) {
+    TempDir dir("backend-audio-no-capability");
+    st_test::make_clip(dir.path / "v" / "hello.mp4", 96, 64, 10, 1.0);
+    fs::create_directories(dir.path / "a");
+    st_test::ffmpeg("-f lavfi -i \"aevalsrc='0.1*t':s=16000:d=2\" '" +
+                    (dir.path / "a" / "hello.flac").string() + "'");
+    auto entry = video_entry("v", "v", 5);
+    entry["s2v_datasets"] = {"aud"};
+    const json aud = {{"id", "aud"}, {"dataset_type", "audio"}, {"instance_data_dir", "a"}};
+    st_test::FakeEncoders enc;
+    enc.audio = false;  // a text/video-only model
+    dl::LocalDataBackend b;
+    b.open(request(dir.path, json::array({entry, aud, text_entry()}), {{"disable_bucket_pruning", true}}));
+    try {
+        b.prepare(&enc);
+        FAIL() << "audio on a model that takes none must fail";
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("dataset 'aud' has audio, but the model takes no audio"),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_TRUE(enc.video_batches.empty()) << "no latent was encoded before the error";
+    EXPECT_TRUE(enc.text_batches.empty());
 }

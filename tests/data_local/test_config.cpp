@@ -147,7 +147,7 @@ TEST(DataConfigTest, EvalDatasetsHoldTheTrainingMediaKind) {
 
 TEST(DataConfigTest, S2VAutoSplitCreatesAudioDataset) {
     auto r = run();
-    r.model_family = "wan_s2v";
+    r.model_takes_audio = true;
     auto ds = dl::parse_datasets(json::parse(R"([{"id":"talk","dataset_type":"video","instance_data_dir":"/d",
         "cache_dir_vae":"/c/vae/talk"}])"),
                                  r);

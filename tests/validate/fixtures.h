@@ -19,6 +19,7 @@
 
 #include "commands/commands.h"
 #include "plugins/guard.h"
+#include "plugins/model_handle.h"
 #include "plugins/registry.h"
 #include "st/model.h"
 
@@ -71,9 +72,9 @@ class ValidateEnv {
     const st::host::ComponentEntry* entry = nullptr;
 
     /// A freshly loaded tiny model (fp32, CPU, inference); `dir` defaults to model_dir.
-    std::unique_ptr<st::sdk::ModelFamily> load(const nlohmann::json& config = nlohmann::json::object(),
-                                               const fs::path& dir = {}) const {
-        auto model = entry->model();
+    std::unique_ptr<st::host::ModelHandle> load(const nlohmann::json& config = nlohmann::json::object(),
+                                                const fs::path& dir = {}) const {
+        auto model = std::make_unique<st::host::ModelHandle>(*entry);
         st::sdk::ModelLoadRequest req;
         req.path = dir.empty() ? model_dir : dir;
         req.config = st::sdk::ConfigView(std::make_shared<const nlohmann::json>(config));

@@ -171,7 +171,9 @@ TEST_F(GenerateTest, ImageOnATextToVideoModelFailsClearly) {
               0);
     const auto r = generate(env->root / "gen" / "i2v.mp4", "--image '" + img.string() + "'");
     EXPECT_EQ(r.code, 1);
-    EXPECT_NE(r.out.find("not an image-to-video transformer"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--image " + img.string() + ": the model (model.wan@1) takes no image"),
+              std::string::npos)
+        << r.out;
     EXPECT_FALSE(fs::exists(env->root / "gen" / "i2v.mp4"));
 }
 

@@ -34,9 +34,9 @@ class SamplingTest : public ::testing::Test {
         r.seed = 11;
         return r;
     }
-    at::Tensor latents(const SampleRequest& r) { return sample_latents(*model, *env->entry, r); }
+    at::Tensor latents(const SampleRequest& r) { return sample_latents(*model, r); }
     ValidateEnv* env = nullptr;
-    std::unique_ptr<st::sdk::ModelFamily> model;
+    std::unique_ptr<st::host::ModelHandle> model;
     st::sdk::TensorMap pos, neg;
 };
 
@@ -155,7 +155,7 @@ TEST_F(SamplingTest, Wan22ExpertPairAppliesGuidance2BelowTheBoundary) {
     r.negative = n;
     r.guidance = 4.0;
     r.guidance_2 = 1.0;  // no CFG on the low-noise steps
-    const at::Tensor got = sample_latents(*pair, *env->entry, r);
+    const at::Tensor got = sample_latents(*pair, r);
 
     at::NoGradGuard no_grad;
     auto gen = at::make_generator<at::CPUGeneratorImpl>(r.seed);
@@ -182,18 +182,18 @@ TEST_F(SamplingTest, Wan22ExpertPairAppliesGuidance2BelowTheBoundary) {
     EXPECT_TRUE(at::allclose(got, x, 1e-5, 1e-6)) << "max diff " << (got - x).abs().max().item<double>();
 
     r.guidance_2.reset();  // unset: guidance everywhere, so the result changes
-    EXPECT_FALSE(at::allclose(got, sample_latents(*pair, *env->entry, r), 1e-4, 1e-5));
+    EXPECT_FALSE(at::allclose(got, sample_latents(*pair, r), 1e-4, 1e-5));
 
     // One expert only (no boundary): guidance_2 is ignored.
     auto single = env->load({{"model_flavour", "animegen-t2v-low"}}, env->a14b_dir());
     EXPECT_FALSE(single->expert_boundary().has_value());
     auto s = r;
     s.guidance_2 = 1.0;
-    EXPECT_TRUE(at::equal(sample_latents(*single, *env->entry, s), sample_latents(*single, *env->entry, r)));
+    EXPECT_TRUE(at::equal(sample_latents(*single, s), sample_latents(*single, r)));
 }
 
 TEST_F(SamplingTest, VideoIsDecodedToPixels) {
-    const at::Tensor v = sample_video(*model, *env->entry, request(2));
+    const at::Tensor v = sample_video(*model, request(2));
     EXPECT_EQ(v.sizes(), (std::vector<int64_t>{3, 5, 32, 32}));
     EXPECT_LE(v.abs().max().item<double>(), 1.0);
 }
@@ -202,8 +202,7 @@ TEST_F(SamplingTest, ImageConditioningOnATextToVideoModelIsRefused) {
     const at::Tensor img = conditioning_image(at::full({40, 60, 3}, 128, at::kByte), {32, 32});
     EXPECT_EQ(img.sizes(), (std::vector<int64_t>{1, 3, 32, 32}));
     try {
-        st::host::call_plugin(*env->entry, "encode_conditioning_image",
-                              [&] { return model->encode_conditioning_image(img, 5); });
+        model->encode_conditioning_image(img, 5);
         FAIL() << "a T2V model must refuse a conditioning image";
     } catch (const st::Error& e) {
         EXPECT_NE(std::string(e.what()).find("not an image-to-video transformer"), std::string::npos)

@@ -43,7 +43,7 @@ class ValidatorTest : public ::testing::Test {
     Validator make(const nlohmann::json& extra = nlohmann::json::object()) {
         nlohmann::json v = base();
         for (const auto& [k, x] : extra.items()) v[k] = x;
-        return Validator(config(v), env->root, out, *model, *env->entry, 99);
+        return Validator(config(v), env->root, out, *model, 99);
     }
     std::vector<std::string> names(const Validator::Output& o) const {
         std::vector<std::string> n;
@@ -51,7 +51,7 @@ class ValidatorTest : public ::testing::Test {
         return n;
     }
     ValidateEnv* env = nullptr;
-    std::unique_ptr<st::sdk::ModelFamily> model;
+    std::unique_ptr<st::host::ModelHandle> model;
     fs::path out;
 };
 

@@ -368,7 +368,13 @@ TEST_F(WanPluginTest, Wan21ImageToVideoEncodesClipImageEmbedsAndTrains) {
     req.training = true;
     req.config = config_of({{"model_flavour", "i2v-14b-2.1"}});
     f.load(req);
-    EXPECT_EQ(f.sampling_inputs(), std::vector<std::string>{"image"});
+    ASSERT_EQ(f.sampling_inputs().size(), 1u);
+    EXPECT_EQ(f.sampling_inputs()[0].kind, st::sdk::MediaKind::image);
+    EXPECT_TRUE(f.sample_media().empty());
+    EXPECT_EQ(st::sdk::find_capability<st::sdk::ImageConditioning>(f),
+              static_cast<st::sdk::ImageConditioning*>(&f));
+    EXPECT_EQ(st::sdk::find_capability<st::sdk::AudioConditioning>(f), nullptr);
+    EXPECT_EQ(st::sdk::find_capability<st::sdk::GuidancePolicy>(f), nullptr);
     EXPECT_NE(f.cache_identity().find("image_encoder:"), std::string::npos) << f.cache_identity();
 
     const at::Tensor pixels = at::rand({2, 3, 5, 32, 48}) * 2 - 1;

@@ -64,7 +64,25 @@ TEST_F(S2VFamilyTest, EncodersGiveWhatPredictTakes) {
     EXPECT_EQ(f.spatial_multiple(), 16);
     EXPECT_EQ(f.temporal_multiple(), 4);
     EXPECT_EQ(f.audio_sample_rate(), 16000);
-    EXPECT_EQ(f.sampling_inputs(), (std::vector<std::string>{"image", "audio"}));
+    const auto inputs = f.sampling_inputs();
+    ASSERT_EQ(inputs.size(), 2u);
+    EXPECT_EQ(inputs[0].kind, st::sdk::MediaKind::image);
+    EXPECT_EQ(inputs[1].kind, st::sdk::MediaKind::audio);
+    EXPECT_EQ(f.sample_media(), std::vector<st::sdk::MediaKind>{st::sdk::MediaKind::audio});
+    // Capabilities by id, as the host finds them.
+    EXPECT_NE(st::sdk::find_capability<st::sdk::AudioConditioning>(f), nullptr);
+    EXPECT_NE(st::sdk::find_capability<st::sdk::GuidancePolicy>(f), nullptr);
+    EXPECT_NE(st::sdk::find_capability<st::sdk::ImageConditioning>(f), nullptr);
+    EXPECT_EQ(st::sdk::find_capability<st::sdk::ExpertSchedule>(f), nullptr);
+    // The unconditional CFG branch (upstream audio_input * 0): negative text, silent audio, the same
+    // reference image.
+    const TensorMap cond{{"prompt_embeds", at::ones({1, 3, 2})},
+                         {"audio_embeds", at::ones({1, 2, 3, 4})},
+                         {"image_latents", at::ones({1, 16, 1, 2, 2})}};
+    const TensorMap uncond = f.unconditional(cond, {{"prompt_embeds", at::zeros({1, 3, 2})}});
+    EXPECT_TRUE(uncond.at("prompt_embeds").eq(0).all().item<bool>());
+    EXPECT_TRUE(uncond.at("audio_embeds").eq(0).all().item<bool>());
+    EXPECT_TRUE(uncond.at("image_latents").eq(1).all().item<bool>());
     auto gen = at::detail::createCPUGenerator(4);
     const at::Tensor pixels = at::rand({1, 3, 9, 32, 32}, gen) * 2 - 1;
     TensorMap video = f.encode_video(pixels);

@@ -16,7 +16,7 @@
 
 #include "commands/commands.h"
 #include "media/video_writer.h"
-#include "plugins/guard.h"
+#include "plugins/model_handle.h"
 #include "run/run_setup.h"
 #include "st/error.h"
 #include "st/files.h"
@@ -69,11 +69,12 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         keep ? fs::path(out) : fs::temp_directory_path() / fmt::format("st-bench-train-{}", ::getpid());
     fs::create_directories(dir / "clips");
 
-    bool with_audio = false;  // speech-to-video families train on clips with audio
+    bool with_audio = false;  // families whose samples carry audio (speech-to-video) get clips with audio
     {
-        auto model = call_plugin(entry, "create", [&] { return entry.model(); });
-        call_plugin(entry, "make_model", [&] { model->make_model(preset, dir / "model", 1); });
-        with_audio = validate::model_samples_from(*model, entry, "audio");
+        ModelHandle model(entry);
+        model.make_model(preset, dir / "model", 1);
+        const auto media = model.sample_media();
+        with_audio = std::find(media.begin(), media.end(), sdk::MediaKind::audio) != media.end();
     }
     const int64_t clips = std::max<int64_t>(4, 2 * batch);
     for (int64_t i = 0; i < clips; ++i) {

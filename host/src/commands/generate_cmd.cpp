@@ -15,7 +15,7 @@
 #include "commands/commands.h"
 #include "config/config_file.h"
 #include "media/video_writer.h"
-#include "plugins/guard.h"
+#include "plugins/model_handle.h"
 #include "run/run_setup.h"
 #include "st/error.h"
 #include "st/log.h"
@@ -76,17 +76,17 @@ at::ScalarType parse_precision(const std::string& mp, const char* cmd) {
     fail("host.cli", cmd, "--mixed_precision {}: expected bf16 or no (fp32)", mp);
 }
 
-std::unique_ptr<sdk::ModelFamily> load_for_inference(const ComponentEntry& entry, const fs::path& path,
-                                                     const sdk::ConfigView& config, at::ScalarType dtype) {
+std::unique_ptr<ModelHandle> load_for_inference(const ComponentEntry& entry, const fs::path& path,
+                                                const sdk::ConfigView& config, at::ScalarType dtype) {
     if (!fs::exists(path)) fail("host.cli", "generate", "--model '{}' does not exist", path.string());
-    auto model = call_plugin(entry, "create", [&] { return entry.model(); });
+    auto model = std::make_unique<ModelHandle>(entry);
     sdk::ModelLoadRequest req;
     req.path = path;
     req.config = config;
     req.dtype = dtype;
     req.device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
     req.training = false;
-    call_plugin(entry, "load", [&] { model->load(req); });
+    model->load(req);
     model->trainable().eval();
     log::info(kLog, "loaded {} on {} in {}", path.string(), req.device.str(), c10::toString(dtype));
     return model;
@@ -201,8 +201,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     auto model = load_for_inference(entry, model_path, config, dtype);
     at::NoGradGuard no_grad;
     if (!loras.empty()) {
-        sdk::LoraNameMap names;
-        if (entry.plugin_abi_minor >= 1) names = model->lora_name_map();
+        const sdk::LoraNameMap names = model->lora_name_map();
         for (const auto& spec : loras) {
             const LoraSpec l = parse_lora_spec(spec);
             auto mods = sdk::load_lora(l.file, model->trainable(), l.strength, names, /*merge=*/true);
@@ -212,38 +211,38 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     }
     const validate::Resolution res = settings.resolutions.front();
     validate::SampleRequest req = settings.request(res, static_cast<uint64_t>(settings.seed.value_or(0)));
-    req.positive = call_plugin(entry, "encode_text", [&] { return model->encode_text({prompt}); });
-    if (settings.uses_cfg())
-        req.negative =
-            call_plugin(entry, "encode_text", [&] { return model->encode_text({settings.negative_prompt}); });
+    req.positive = model->encode_text({prompt});
+    if (settings.uses_cfg()) req.negative = model->encode_text({settings.negative_prompt});
+    const auto inputs = model->sampling_inputs();
+    const bool wants_image = model->samples_from(sdk::MediaKind::image);
+    const bool wants_audio = model->samples_from(sdk::MediaKind::audio);
+    if (settings.image && !wants_image)
+        fail("host.cli", "generate", "--image {}: the model ({}) takes no image (its sampling inputs: {})",
+             settings.image->string(), entry.id, validate::describe_inputs(inputs));
+    if (!settings.image && wants_image)
+        fail("host.cli", "generate", "the model ({}) samples from {}: pass --image FILE", entry.id,
+             validate::describe_inputs(inputs));
+    if (settings.audio && !wants_audio)
+        fail("host.cli", "generate", "--audio {}: the model ({}) takes no audio (its sampling inputs: {})",
+             settings.audio->string(), entry.id, validate::describe_inputs(inputs));
+    if (!settings.audio && wants_audio)
+        fail("host.cli", "generate", "the model ({}) samples from {}: pass --audio FILE (the driving audio)",
+             entry.id, validate::describe_inputs(inputs));
     if (settings.image) {
         const at::Tensor cond =
             validate::conditioning_image(validate::read_first_frame(*settings.image), res);
-        req.image_conditioning = call_plugin(entry, "encode_conditioning_image", [&] {
-            return model->encode_conditioning_image(cond, settings.frames);
-        });
+        for (auto& [k, v] : model->encode_conditioning_image(cond, settings.frames)) req.inputs[k] = v;
     }
-    if (!settings.image && validate::model_samples_from(*model, entry, "image"))
-        fail("host.cli", "generate", "plugin '{}' needs a reference/conditioning image: pass --image FILE",
-             entry.plugin_name);
-    const bool wants_audio = validate::model_samples_from(*model, entry, "audio");
-    if (settings.audio && !wants_audio)
-        fail("host.cli", "generate", "--audio {}: plugin '{}' takes no driving audio",
-             settings.audio->string(), entry.plugin_name);
-    if (!settings.audio && wants_audio)
-        fail("host.cli", "generate", "plugin '{}' is speech-to-video: pass --audio FILE (the driving audio)",
-             entry.plugin_name);
     std::optional<validate::DrivingAudio> driving;
     if (settings.audio) {
-        driving = validate::encode_driving_audio(*model, entry, *settings.audio, 0.0, settings.frames,
-                                                 settings.fps);
-        req.audio_conditioning = driving->features;
+        driving = validate::encode_driving_audio(*model, *settings.audio, 0.0, settings.frames, settings.fps);
+        for (const auto& [k, v] : driving->features) req.inputs[k] = v;
     }
     req.on_step = progress(req.steps);
     log::info(kLog, "rendering {} frames at {} with {} {} steps, guidance {}, seed {}", req.frames, res.str(),
               req.steps, req.scheduler, req.guidance, req.seed);
     const auto t0 = Clock::now();
-    const at::Tensor video = validate::sample_video(*model, entry, req);
+    const at::Tensor video = validate::sample_video(*model, req);
     const at::Tensor u8 = media::frames_to_uint8(video);
     const fs::path out_path(out);
     if (out_path.has_parent_path()) fs::create_directories(out_path.parent_path());
@@ -280,8 +279,7 @@ int cmd_bench_generate(CommandContext& ctx, const std::vector<std::string>& args
     fs::path tmp;
     if (model_path.empty()) {
         tmp = fs::temp_directory_path() / fmt::format("st-bench-generate-{}", ::getpid());
-        auto maker = call_plugin(entry, "create", [&] { return entry.model(); });
-        call_plugin(entry, "make_model", [&] { maker->make_model(preset, tmp, 0); });
+        ModelHandle(entry).make_model(preset, tmp, 0);
         model_path = tmp.string();
     }
     struct Cleanup {
@@ -300,24 +298,22 @@ int cmd_bench_generate(CommandContext& ctx, const std::vector<std::string>& args
     validate::SampleRequest req;
     req.frames = frames;
     req.size = res.front();
-    req.positive =
-        call_plugin(entry, "encode_text", [&] { return model->encode_text({"a cat in the rain"}); });
-    req.negative = call_plugin(entry, "encode_text", [&] { return model->encode_text({"blurry"}); });
+    req.positive = model->encode_text({"a cat in the rain"});
+    req.negative = model->encode_text({"blurry"});
     auto per_step = [&](double guidance) {
         req.guidance = guidance;
         req.steps = 1;
-        validate::sample_latents(*model, entry, req);  // warm-up
+        validate::sample_latents(*model, req);  // warm-up
         req.steps = steps;
         const auto t0 = Clock::now();
-        at::Tensor lat = validate::sample_latents(*model, entry, req);
+        at::Tensor lat = validate::sample_latents(*model, req);
         return std::make_pair(seconds_since(t0) / static_cast<double>(steps), lat);
     };
     const auto [no_cfg, latents] = per_step(1.0);
     const auto [cfg, unused] = per_step(5.0);
-    call_plugin(entry, "decode_latents", [&] { return model->decode_latents(latents); });  // warm-up
+    model->decode_latents(latents);  // warm-up
     const auto t0 = Clock::now();
-    const at::Tensor video =
-        call_plugin(entry, "decode_latents", [&] { return model->decode_latents(latents); });
+    const at::Tensor video = model->decode_latents(latents);
     const double decode = seconds_since(t0) / static_cast<double>(video.size(2));
     const SystemInfo sys = configure_threads_and_probe(0);  // what run_cli set up (idempotent)
     std::printf(

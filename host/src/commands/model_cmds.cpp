@@ -6,7 +6,7 @@
 
 #include "commands/commands.h"
 #include "config/options_table.h"
-#include "plugins/guard.h"
+#include "plugins/model_handle.h"
 #include "st/error.h"
 #include "st/log.h"
 #include "st/safetensors.h"
@@ -43,8 +43,8 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
     auto extra = parse_command_flags(desc, args, "forward");
     const auto& entry = model_component(ctx.plugins(), require_plugin(ctx, "forward"));
     auto config = resolve_overrides(entry, extra);
-    auto model = call_plugin(entry, "create", [&] { return entry.model(); });
-    auto comps = call_plugin(entry, "forward_components", [&] { return model->forward_components(); });
+    ModelHandle model(entry);
+    auto comps = model.forward_components("st-host forward");
     if (std::find(comps.begin(), comps.end(), component) == comps.end())
         fail("host.cli", "forward", "plugin '{}' has no component '{}'; it has: {}", entry.plugin_name,
              component, fmt::format("{}", fmt::join(comps, ", ")));
@@ -53,8 +53,7 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
     for (const auto& info : src->infos()) in[info.name] = src->load(info.name);
     log::info("host", "forward {} of {} on {} input tensor(s) from {}", component, model_path, in.size(),
               inputs);
-    auto out = call_plugin(entry, "forward",
-                           [&] { return model->forward_component(model_path, component, in, config); });
+    auto out = model.forward_component(model_path, component, in, config);
     sdk::save_safetensors(output, out, {{"st.component", component}, {"st.model", model_path}});
     log::info("host", "wrote {} output tensor(s) to {}", out.size(), output);
     return 0;
@@ -70,12 +69,12 @@ int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args) {
         fail("host.cli", "make-model", "unexpected argument '{}' (usage: {})", extra.front(),
              command_usage("make-model"));
     const auto& entry = model_component(ctx.plugins(), require_plugin(ctx, "make-model"));
-    auto model = call_plugin(entry, "create", [&] { return entry.model(); });
-    auto presets = call_plugin(entry, "presets", [&] { return model->presets(); });
+    ModelHandle model(entry);
+    auto presets = model.presets("st-host make-model");
     if (std::find(presets.begin(), presets.end(), preset) == presets.end())
         fail("host.cli", "make-model", "plugin '{}' has no preset '{}'; presets: {}", entry.plugin_name,
              preset, fmt::format("{}", fmt::join(presets, ", ")));
-    call_plugin(entry, "make_model", [&] { model->make_model(preset, out, seed); });
+    model.make_model(preset, out, seed);
     log::info("host", "wrote a random '{}' {} model (seed {}) to {}", preset, entry.plugin_name, seed, out);
     return 0;
 }

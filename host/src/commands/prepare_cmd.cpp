@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "commands/commands.h"
-#include "plugins/guard.h"
+#include "plugins/model_handle.h"
 #include "run/data_setup.h"
 #include "run/run_setup.h"
 #include "st/error.h"
@@ -16,7 +16,7 @@ int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args) {
         fail("host.cli", "prepare", "usage: st-host prepare [--plugin NAME] CONFIG [--key value ...]");
     RunSetup setup = prepare_run(ctx, args);
     const auto& entry = *setup.model;
-    auto model = call_plugin(entry, "create", [&] { return entry.model(); });
+    ModelHandle model(entry);
     auto path = setup.config.opt_string("pretrained_model_name_or_path");
     if (!path)
         fail("host.config", "validate",
@@ -26,9 +26,9 @@ int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args) {
     req.path = *path;
     req.config = setup.config;
     req.training = false;
-    call_plugin(entry, "load", [&] { model->load(req); });
-    auto backends = open_data_backends(ctx, setup);
-    prepare_data_backends(backends, model.get());
+    model.load(req);
+    auto backends = open_data_backends(ctx, setup, model.sample_media());
+    prepare_data_backends(backends, &model.family());
     std::printf("%s", format_prepare_summary(backends).c_str());
     return 0;
 }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "plugins/fingerprint.h"
 #include "st/error.h"
 #include "st/log.h"
 #include "st/plugin.h"
@@ -173,11 +174,11 @@ void PluginRegistry::check(Candidate& c, std::map<std::string, std::string>& cla
             file, m.plugin_name, m.abi_major, m.abi_minor, ST_SDK_ABI_MAJOR, ST_SDK_ABI_MINOR);
         return;
     }
-    if (m.fingerprint != ST_BUILD_FINGERPRINT) {
+    if (const std::string diff = fingerprint_difference(m.fingerprint, ST_BUILD_FINGERPRINT); !diff.empty()) {
         c.reason = fmt::format(
-            "{}: build fingerprint differs: plugin '{}' has '{}', this host has '{}'; host and "
-            "plugins must share compiler, C++ standard, libstdc++ ABI and LibTorch build",
-            file, m.plugin_name, m.fingerprint, ST_BUILD_FINGERPRINT);
+            "{}: build fingerprint differs ({}): plugin '{}' has '{}', this host has '{}'; host and "
+            "plugins must share the compiler's major version, C++ standard, libstdc++ ABI and LibTorch build",
+            file, diff, m.plugin_name, m.fingerprint, ST_BUILD_FINGERPRINT);
         return;
     }
     if (!r.has_entry) {

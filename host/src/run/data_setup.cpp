@@ -13,7 +13,8 @@
 namespace st::host {
 namespace fs = std::filesystem;
 
-std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetup& setup) {
+std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetup& setup,
+                                              const std::vector<sdk::MediaKind>& model_media) {
     auto path_opt = setup.config.opt_string("data_backend_config");
     if (!path_opt)
         fail("host.data", "open",
@@ -64,6 +65,7 @@ std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetu
         req.config_dir = fs::absolute(path).parent_path();
         req.output_dir = setup.output_dir;
         req.model_family = setup.model->name;
+        req.model_media = model_media;
         req.config = setup.config;
         req.seed = static_cast<uint64_t>(setup.config.opt_int("seed").value_or(0));
         call_plugin(*comp, "open", [&] { b.backend->open(req); });

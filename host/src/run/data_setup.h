@@ -20,8 +20,9 @@ struct OpenedBackend {
 
 /// Reads data_backend_config, groups its entries by `type` (default "local") and opens one
 /// `data.<type>` component per group. Throws st::Error naming the file for a missing/invalid file
-/// or a type no loaded plugin provides.
-std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetup& setup);
+/// or a type no loaded plugin provides. `model_media`: the model's Encoders::sample_media().
+std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetup& setup,
+                                              const std::vector<sdk::MediaKind>& model_media);
 
 /// Runs prepare() on every backend with the model's encoders (null: discovery only) and logs the
 /// summary lines.

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <fstream>
 #include <regex>
 
 #include "st/error.h"
@@ -17,7 +18,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kManifest = "checkpoint_manifest.json";
-// Written first into st's temporary directory and removed just before the manifest: proof that a
+// Created first in st's temporary directory and removed once the manifest is in place: proof that a
 // `checkpoint-*-tmp` left by a crash is st's to delete.
 constexpr const char* kInProgress = ".st-checkpoint-in-progress";
 constexpr const char* kFormat = "st-checkpoint-1";
@@ -58,6 +59,22 @@ bool st_partial(const fs::path& dir) {
     if (!ends_with(dir.filename().string(), "-tmp")) return false;
     std::error_code ec;
     return fs::exists(dir / kInProgress, ec) || CheckpointStore::written_by_st(dir) || is_empty_dir(dir);
+}
+
+// Deletes a folder st owns with its proof of ownership (marker, manifest) last, so a kill in the
+// middle leaves a folder st still recognises (and deletes at the next save) instead of an orphan.
+void remove_owned(const fs::path& dir, std::error_code& ec) {
+    ec.clear();
+    std::vector<fs::path> rest;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+        const auto name = e.path().filename();
+        if (name != kInProgress && name != kManifest) rest.push_back(e.path());
+    }
+    for (const auto& p : rest) fs::remove_all(p, ec);
+    if (ec) return;
+    fs::remove(dir / kManifest, ec);
+    fs::remove(dir / kInProgress, ec);
+    fs::remove(dir, ec);
 }
 
 }  // namespace
@@ -141,18 +158,21 @@ fs::path CheckpointStore::write(int64_t step, const std::function<void(const fs:
              "checkpoint {} was not written: {} exists and was not written by st; st never deletes it",
              final_dir.string(), tmp.string());
     try {
-        fs::remove_all(tmp, ec);
+        if (fs::exists(tmp)) remove_owned(tmp, ec);
         fs::create_directories(tmp, ec);
         if (ec) fail(kLog, "save", "cannot create {}: {}", tmp.string(), ec.message());
-        sdk::write_file_atomic(tmp / kInProgress, "st checkpoint being written\n");
+        // The marker exists from the first instant the folder is not empty (a plain create, not an
+        // atomic write whose temporary file would come first) until the manifest is in place, so a
+        // kill at any point leaves a folder st recognises as its own.
+        if (!std::ofstream(tmp / kInProgress)) fail(kLog, "save", "cannot write in {}", tmp.string());
         fill(tmp);
-        fs::remove(tmp / kInProgress);
         nlohmann::json files = nlohmann::json::object();
         for (const auto& e : fs::recursive_directory_iterator(tmp))
-            if (e.is_regular_file())
+            if (e.is_regular_file() && e.path().filename() != kInProgress)
                 files[fs::relative(e.path(), tmp).generic_string()] = static_cast<int64_t>(e.file_size());
         nlohmann::json manifest = {{"format", kFormat}, {"step", step}, {"files", files}};
         sdk::write_file_atomic(tmp / kManifest, manifest.dump(2) + "\n");
+        fs::remove(tmp / kInProgress);
         sdk::sync_directory(tmp);
         if (fs::exists(final_dir)) {
             // Same step saved again (e.g. a stop right after resuming): swap, then drop the old one
@@ -161,16 +181,16 @@ fs::path CheckpointStore::write(int64_t step, const std::function<void(const fs:
             const fs::path old = root_ / (dir_name(step) + "-old-tmp");
             if (fs::exists(old) && !st_partial(old))
                 fail(kLog, "save", "{} exists and was not written by st; st never deletes it", old.string());
-            fs::remove_all(old, ec);
+            if (fs::exists(old)) remove_owned(old, ec);
             fs::rename(final_dir, old);
             fs::rename(tmp, final_dir);
-            fs::remove_all(old, ec);
+            remove_owned(old, ec);
         } else {
             fs::rename(tmp, final_dir);
         }
         sdk::sync_directory(root_);
     } catch (const std::exception& e) {
-        if (st_partial(tmp)) fs::remove_all(tmp, ec);
+        if (st_partial(tmp)) remove_owned(tmp, ec);
         const auto prev = latest();
         fail(kLog, "save", "checkpoint {} could not be written ({}); {}", final_dir.string(), e.what(),
              prev ? fmt::format("the previous checkpoint {} is intact", prev->dir.string())
@@ -183,7 +203,7 @@ std::vector<fs::path> CheckpointStore::prune(int64_t limit, int64_t keep_step) {
     std::vector<fs::path> removed;
     std::error_code ec;
     for (const auto& p : partial()) {
-        fs::remove_all(p, ec);
+        remove_owned(p, ec);
         if (!ec) removed.push_back(p);
     }
     auto all = complete();
@@ -191,7 +211,7 @@ std::vector<fs::path> CheckpointStore::prune(int64_t limit, int64_t keep_step) {
     for (const auto& c : all) {
         if (excess <= 0) break;
         if (c.step == keep_step) continue;
-        fs::remove_all(c.dir, ec);
+        remove_owned(c.dir, ec);
         if (ec) {
             log::warn(kLog, "could not delete old checkpoint {}: {}", c.dir.string(), ec.message());
             continue;

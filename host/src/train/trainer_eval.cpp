@@ -24,7 +24,6 @@ constexpr const char* kLog = "host.train";
 void Trainer::build_eval_set() {
     if (cfg_.eval_interval <= 0) return;
     for (auto& b : backends_) {
-        if (b.component->plugin_abi_minor < 3) continue;
         auto batches = call_plugin(*b.component, "eval_batches", [&] {
             return b.backend->eval_batches(cfg_.eval_samples, cfg_.batch_size);
         });
@@ -76,7 +75,6 @@ void Trainer::evaluate() {
         ~Restore() { m.train(true); }
     } restore{root};
     torch::NoGradGuard no_grad;
-    const auto& entry = *setup_.model;
     nlohmann::json by_timestep = nlohmann::json::object();
     std::map<std::string, std::pair<double, int64_t>> by_dataset;  // loss sum, samples (one dataset a batch)
     double total = 0;
@@ -94,7 +92,7 @@ void Trainer::evaluate() {
             in.timesteps = fm.timesteps.to(device_);
             for (const auto& [name, t] : batch.tensors)
                 if (name != "latents") in.conditioning[name] = t.to(device_);
-            auto out = call_plugin(entry, "predict", [&] { return model_->predict(in); });
+            auto out = model_->predict(in);
             const double batch_sum =
                 sdk::flow_matching_loss(out.velocity, fm.target.to(device_)).item<double>() *
                 static_cast<double>(latents.size(0));

@@ -16,6 +16,7 @@
 #include "commands/commands.h"
 #include "lua/hook_engine.h"
 #include "notify/webhook.h"
+#include "plugins/model_handle.h"
 #include "run/data_setup.h"
 #include "run/run_setup.h"
 #include "st/log.h"
@@ -131,7 +132,7 @@ class Trainer {
     at::Device device_ = at::kCPU;
     at::ScalarType dtype_ = at::kFloat;
 
-    std::unique_ptr<sdk::ModelFamily> model_;
+    std::unique_ptr<ModelHandle> model_;
     std::vector<OpenedBackend> backends_;
     sdk::TensorMap null_text_;  ///< encode_text({""}) for caption dropout
     std::vector<std::pair<std::string, at::Tensor>> params_;

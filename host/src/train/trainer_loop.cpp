@@ -93,8 +93,7 @@ double Trainer::micro_step(sdk::Batch& batch, StepReport& report) {
     in.timesteps = fm.timesteps.to(device_);
     for (const auto& [name, t] : batch.tensors)
         if (name != "latents") in.conditioning[name] = t.to(device_);
-    const auto& entry = *setup_.model;
-    auto out = call_plugin(entry, "predict", [&] { return model_->predict(in); });
+    auto out = model_->predict(in);
     at::Tensor loss = sdk::flow_matching_loss(out.velocity, fm.target.to(device_));
     report.time.forward += seconds_since(t0);
     auto t1 = Clock::now();

@@ -46,32 +46,27 @@ void Trainer::load_model() {
     if (!fs::exists(*path)) fail(kLog, "setup", "pretrained_model_name_or_path '{}' does not exist", *path);
     dtype_ = cfg_.bf16 ? at::kBFloat16 : at::kFloat;
     device_ = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-    const auto& entry = *setup_.model;
-    model_ = call_plugin(entry, "create", [&] { return entry.model(); });
+    model_ = std::make_unique<ModelHandle>(*setup_.model);
     sdk::ModelLoadRequest req;
     req.path = *path;
     req.config = setup_.config;
     req.dtype = dtype_;
     req.device = device_;
     req.training = true;
-    call_plugin(entry, "load", [&] { model_->load(req); });
+    model_->load(req);
     log::info(kLog, "training on {} in {} (mixed_precision {})", device_.str(), c10::toString(dtype_),
               cfg_.bf16 ? "bf16" : "no");
 }
 
 void Trainer::open_data() {
-    backends_ = open_data_backends(ctx_, setup_);
-    prepare_data_backends(backends_, model_.get());
+    backends_ = open_data_backends(ctx_, setup_, model_->sample_media());
+    prepare_data_backends(backends_, &model_->family());
     log::info(kLog, "data ready:\n{}", format_prepare_summary(backends_));
-    const auto& entry = *setup_.model;
-    if (cfg_.caption_dropout > 0)
-        null_text_ = call_plugin(entry, "encode_text", [&] { return model_->encode_text({""}); });
-    if (entry.plugin_abi_minor >= 1)
-        call_plugin(entry, "release_encoders", [&] { model_->release_encoders(); });
+    if (cfg_.caption_dropout > 0) null_text_ = model_->encode_text({""});
+    model_->release_encoders();
 }
 
 void Trainer::setup_trainable() {
-    const auto& entry = *setup_.model;
     torch::nn::Module& root = model_->trainable();
     params_.clear();
     int64_t total = 0;
@@ -87,8 +82,7 @@ void Trainer::setup_trainable() {
         lora_modules_ = static_cast<int64_t>(injected.size());
         sdk::freeze_all_but_lora(root);
         if (cfg_.init_lora) {
-            sdk::LoraNameMap names;
-            if (entry.plugin_abi_minor >= 1) names = model_->lora_name_map();
+            const sdk::LoraNameMap names = model_->lora_name_map();
             auto loaded = sdk::load_lora(*cfg_.init_lora, root, 1.0, names, false);
             log::info(kLog, "init_lora {}: {} adapters loaded", cfg_.init_lora->string(), loaded.size());
         }

@@ -96,8 +96,7 @@ void Trainer::save_weights(const fs::path& dir, bool ema) {
     const auto& entry = *setup_.model;
     torch::nn::Module& root = model_->trainable();
     if (cfg_.model_type == ModelType::lora) {
-        sdk::LoraNameMap names;
-        if (entry.plugin_abi_minor >= 1) names = model_->lora_name_map();
+        const sdk::LoraNameMap names = model_->lora_name_map();
         const std::map<std::string, std::string> meta = {{"st_model", entry.id},
                                                          {"st_step", std::to_string(global_step_)},
                                                          {"st_ema", ema ? "true" : "false"}};
@@ -105,10 +104,8 @@ void Trainer::save_weights(const fs::path& dir, bool ema) {
                        names, meta);
         if (cfg_.lora_write_diffusers && names)
             sdk::save_lora(dir / kLoraDiffusersFile, root, sdk::LoraFormat::diffusers, {}, meta);
-    } else if (entry.plugin_abi_minor >= 1) {
-        call_plugin(entry, "save_trainable", [&] { model_->save_trainable(dir / "transformer"); });
     } else {
-        model_->sdk::ModelFamily::save_trainable(dir / "transformer");
+        model_->save_trainable(dir / model_->trainable_folder());
     }
 }
 
@@ -153,7 +150,8 @@ void Trainer::save_final_weights() {
         if (ema_) save_weights(cfg_.output_dir / "ema", true);
         log::info(
             kLog, "final weights: {}{}",
-            (cfg_.output_dir / (cfg_.model_type == ModelType::lora ? kLoraFile : "transformer")).string(),
+            (cfg_.output_dir / (cfg_.model_type == ModelType::lora ? kLoraFile : model_->trainable_folder()))
+                .string(),
             ema_ ? fmt::format(" (EMA: {})", (cfg_.output_dir / "ema").string()) : std::string());
     } catch (const std::exception& e) {
         checkpoint_failed_ = true;
@@ -237,13 +235,11 @@ void Trainer::restore(const fs::path& dir) {
              dir.string(), st.at("trainable").size(), names.size());
 
     torch::nn::Module& root = model_->trainable();
-    const auto& entry = *setup_.model;
     if (cfg_.model_type == ModelType::lora) {
-        sdk::LoraNameMap map;
-        if (entry.plugin_abi_minor >= 1) map = model_->lora_name_map();
+        const sdk::LoraNameMap map = model_->lora_name_map();
         sdk::load_lora(dir / kLoraFile, root, 1.0, map, false);
     } else {
-        auto src = sdk::open_tensor_source(dir / "transformer");
+        auto src = sdk::open_tensor_source(dir / model_->trainable_folder());
         torch::NoGradGuard no_grad;
         for (const auto& [n, t] : params_) {
             if (!src->contains(n)) fail(kLog, "resume", "{} lacks the weight '{}'", src->describe(), n);

@@ -20,7 +20,7 @@ constexpr const char* kLog = "host.train";
 
 void Trainer::start_validation() {
     validator_ = std::make_unique<validate::Validator>(setup_.config, setup_.config_path.parent_path(),
-                                                       cfg_.output_dir, *model_, *setup_.model, seed_);
+                                                       cfg_.output_dir, *model_, seed_);
     if (!validator_->enabled()) {
         validator_.reset();
         log::info(kLog,
@@ -52,7 +52,6 @@ void Trainer::find_reference_in(const std::string& dataset) {
     // eval_dataset_id: the first usable sample of that dataset, held-out (dataset_type eval) or not.
     std::set<std::string> seen;
     for (auto& b : backends_) {
-        if (b.component->plugin_abi_minor < 3) continue;
         auto batches =
             call_plugin(*b.component, "eval_batches", [&] { return b.backend->eval_batches(0, 1); });
         for (const auto& batch : batches) {
@@ -75,16 +74,13 @@ void Trainer::find_reference_in(const std::string& dataset) {
     }
     fail(kLog, "validation",
          "eval_dataset_id '{}': no usable sample of that dataset{} (datasets with samples: {})", dataset,
-         std::count(validator_->sampling_inputs().begin(), validator_->sampling_inputs().end(), "audio") > 0
-             ? " with audio"
-             : "",
+         validator_->needs(sdk::MediaKind::audio) ? " with audio" : "",
          seen.empty() ? std::string("none") : fmt::format("{}", fmt::join(seen, ", ")));
 }
 
 void Trainer::offer_reference_sample(const sdk::Batch& batch) {
     if (!wants_reference_ || !validator_ || validator_->reference_sample()) return;
-    const auto& needs = validator_->sampling_inputs();
-    const bool audio = std::find(needs.begin(), needs.end(), "audio") != needs.end();
+    const bool audio = validator_->needs(sdk::MediaKind::audio);
     const auto& only = validator_->settings().eval_dataset_id;
     for (const auto& s : batch.samples) {
         if (only && s.dataset_id != *only) continue;

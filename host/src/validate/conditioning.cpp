@@ -1,14 +1,12 @@
-// Validator: what a render needs besides text (ModelFamily::sampling_inputs, ABI 1.2), the
-// reference image and the driving audio of speech-to-video, and where they come from: the prompt
-// library entry, validation_image / validation_audio, or a training sample (SimpleTuner
-// validation.retrieve_validation_s2v_samples).
+// Validator: what a render needs besides text (ModelFamily::sampling_inputs, by media kind), the
+// image and audio inputs, and where they come from: the prompt library entry, validation_image /
+// validation_audio, or a training sample (SimpleTuner validation.retrieve_validation_s2v_samples).
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 
 #include "media/audio_reader.h"
-#include "plugins/guard.h"
 #include "st/error.h"
 #include "st/log.h"
 #include "validate/validator.h"
@@ -21,18 +19,33 @@ namespace {
 
 constexpr const char* kLog = "host.validate";
 
-bool has(const std::vector<std::string>& v, const char* name) {
-    return std::find(v.begin(), v.end(), name) != v.end();
+std::string input_name(const std::vector<sdk::SamplingInput>& inputs, sdk::MediaKind kind) {
+    for (const auto& i : inputs)
+        if (i.kind == kind) return i.name;
+    return sdk::media_kind_name(kind);
 }
 
 }  // namespace
+
+std::string describe_inputs(const std::vector<sdk::SamplingInput>& inputs) {
+    if (inputs.empty()) return "text only";
+    std::vector<std::string> parts;
+    for (const auto& i : inputs)
+        parts.push_back(fmt::format("{} ({})", i.name, sdk::media_kind_name(i.kind)));
+    return fmt::format("{}", fmt::join(parts, " + "));
+}
+
+bool Validator::needs(sdk::MediaKind kind) const {
+    return std::any_of(inputs_.begin(), inputs_.end(),
+                       [&](const sdk::SamplingInput& i) { return i.kind == kind; });
+}
 
 bool Validator::needs_reference_sample() const {
     if (!enabled()) return false;
     const bool datasets = settings_.using_datasets;
     for (const Prompt& p : prompts()) {
-        if (has(inputs_, "image") && !p.image && (!settings_.image || datasets)) return true;
-        if (has(inputs_, "audio") && !p.audio && (!settings_.audio || datasets)) return true;
+        if (needs(sdk::MediaKind::image) && !p.image && (!settings_.image || datasets)) return true;
+        if (needs(sdk::MediaKind::audio) && !p.audio && (!settings_.audio || datasets)) return true;
     }
     return false;
 }
@@ -47,19 +60,19 @@ void Validator::set_reference_sample(ReferenceSample sample) {
 
 std::optional<fs::path> Validator::image_for(const Prompt& prompt) const {
     if (prompt.image) return prompt.image;
-    if (settings_.using_datasets && reference_ && has(inputs_, "image")) return reference_->video;
+    const bool wanted = needs(sdk::MediaKind::image);
+    if (settings_.using_datasets && reference_ && wanted) return reference_->video;
+    if (!wanted) return std::nullopt;  // validation_image on a text-only model: said once at start
     if (settings_.image) return settings_.image;
-    if (!has(inputs_, "image")) return std::nullopt;
     if (reference_) return reference_->video;
     fail(kLog, "render",
-         "prompt '{}': the model ({}) needs a conditioning/reference image: set validation_image, give the "
-         "prompt library entry an \"image\", or train on a dataset (the first frame of a training video is "
-         "used)",
-         prompt.nickname, entry_.plugin_name);
+         "prompt '{}': the model ({}) needs its {}: set validation_image, give the prompt library entry an "
+         "\"image\", or train on a dataset (the first frame of a training video is used)",
+         prompt.nickname, model_.entry().id, input_name(inputs_, sdk::MediaKind::image));
 }
 
 std::optional<std::pair<fs::path, double>> Validator::audio_for(const Prompt& prompt) const {
-    const bool wanted = has(inputs_, "audio");
+    const bool wanted = needs(sdk::MediaKind::audio);
     std::optional<std::pair<fs::path, double>> out;
     if (prompt.audio)
         out.emplace(*prompt.audio, 0.0);
@@ -71,21 +84,20 @@ std::optional<std::pair<fs::path, double>> Validator::audio_for(const Prompt& pr
         out.emplace(*reference_->audio, reference_->audio_start);
     if (out && !wanted)
         fail(kLog, "render",
-             "prompt '{}' has driving audio {}, but the model plugin '{}' takes no audio (its sampling "
-             "inputs: "
-             "{}); remove validation_audio / the entry's \"audio\" or use a speech-to-video model",
-             prompt.nickname, out->first.string(), entry_.plugin_name,
-             inputs_.empty() ? std::string("text only") : fmt::format("{}", fmt::join(inputs_, ", ")));
+             "prompt '{}' has driving audio {}, but the model ({}) takes no audio (its sampling inputs: {}); "
+             "remove validation_audio / the entry's \"audio\" or use an audio-conditioned model",
+             prompt.nickname, out->first.string(), model_.entry().id, describe_inputs(inputs_));
     if (!out && wanted)
         fail(kLog, "render",
-             "prompt '{}': the model ({}) needs driving audio: set validation_audio, give the prompt library "
-             "entry an \"audio\", or train on clips with audio (a training sample's audio is used)",
-             prompt.nickname, entry_.plugin_name);
+             "prompt '{}': the model ({}) needs its {}: set validation_audio, give the prompt library entry "
+             "an "
+             "\"audio\", or train on clips with audio (a training sample's audio is used)",
+             prompt.nickname, model_.entry().id, input_name(inputs_, sdk::MediaKind::audio));
     return out;
 }
 
-DrivingAudio encode_driving_audio(sdk::ModelFamily& model, const ComponentEntry& entry, const fs::path& file,
-                                  double start, int64_t frames, int fps) {
+DrivingAudio encode_driving_audio(ModelHandle& model, const fs::path& file, double start, int64_t frames,
+                                  int fps) {
     const int rate = model.audio_sample_rate();
     const double seconds = static_cast<double>(frames) / fps;
     media::AudioClip clip = media::read_audio(file, rate, start, seconds);
@@ -93,20 +105,12 @@ DrivingAudio encode_driving_audio(sdk::ModelFamily& model, const ComponentEntry&
         log::warn(kLog, "driving audio {}: {:.2f} of the {:.2f} s of the render are past its end (silence)",
                   file.string(), static_cast<double>(clip.samples.numel() - clip.covered) / rate, seconds);
     DrivingAudio d;
-    d.features = call_plugin(entry, "encode_audio", [&] {
-        return model.encode_audio(clip.samples.unsqueeze(0), static_cast<double>(fps), frames);
-    });
+    d.features = model.encode_audio(clip.samples.unsqueeze(0), static_cast<double>(fps), frames);
     d.samples = clip.samples;
     d.sample_rate = rate;
     log::info(kLog, "driving audio {} ({:.2f} s from {:.2f} s at {} Hz) encoded", file.string(), seconds,
               start, rate);
     return d;
-}
-
-bool model_samples_from(sdk::ModelFamily& model, const ComponentEntry& entry, const std::string& name) {
-    if (entry.plugin_abi_minor < 2) return false;
-    const auto inputs = call_plugin(entry, "sampling_inputs", [&] { return model.sampling_inputs(); });
-    return std::find(inputs.begin(), inputs.end(), name) != inputs.end();
 }
 
 const DrivingAudio& Validator::driving_audio(const fs::path& file, double start) {
@@ -115,7 +119,7 @@ const DrivingAudio& Validator::driving_audio(const fs::path& file, double start)
     auto it = audio_cache_.find(key);
     if (it != audio_cache_.end()) return it->second;
     return audio_cache_
-        .emplace(key, encode_driving_audio(model_, entry_, file, start, settings_.frames, settings_.fps))
+        .emplace(key, encode_driving_audio(model_, file, start, settings_.frames, settings_.fps))
         .first->second;
 }
 

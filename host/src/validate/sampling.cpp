@@ -10,7 +10,6 @@
 
 #include <cmath>
 
-#include "plugins/guard.h"
 #include "st/error.h"
 #include "st/log.h"
 
@@ -40,9 +39,9 @@ std::string trim(const std::string& s) {
     return s.substr(b, s.find_last_not_of(" \t") - b + 1);
 }
 
-sdk::TensorMap merged(const sdk::TensorMap& text, const sdk::TensorMap& image) {
-    sdk::TensorMap m = text;
-    for (const auto& [k, v] : image) m[k] = v;
+sdk::TensorMap merged(const sdk::TensorMap& a, const sdk::TensorMap& b) {
+    sdk::TensorMap m = a;
+    for (const auto& [k, v] : b) m[k] = v;
     return m;
 }
 
@@ -80,19 +79,12 @@ bool skip_layers_active(int64_t step, int64_t steps, double start, double stop) 
     return f >= start && f < stop;
 }
 
-at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, const SampleRequest& req) {
+at::Tensor sample_latents(ModelHandle& model, const SampleRequest& req) {
     // noise [1, C, F', H', W'] -> latents [1, C, F', H', W'] (float32, CPU)
-    if (entry.plugin_abi_minor < 1)
-        fail(kLog, "sample",
-             "plugin '{}' ({}) was built against SDK ABI 1.{}: sampling needs ABI 1.1 (latent_shape, "
-             "decode_latents); rebuild the plugin",
-             entry.plugin_name, entry.plugin_file.string(), entry.plugin_abi_minor);
     if (req.steps < 1) fail(kLog, "sample", "the number of sampling steps must be >= 1, got {}", req.steps);
     if (!req.positive.count("prompt_embeds"))
         fail(kLog, "sample", "the prompt's text embeddings ('prompt_embeds') are missing");
-    std::optional<double> boundary;
-    if (entry.plugin_abi_minor >= 3)
-        boundary = call_plugin(entry, "expert_boundary", [&] { return model.expert_boundary(); });
+    const std::optional<double> boundary = model.expert_boundary();
     const double guidance_low = boundary ? req.guidance_2.value_or(req.guidance) : req.guidance;
     const bool cfg = req.guidance > 1.0 || guidance_low > 1.0;
     if (cfg && req.negative.empty())
@@ -104,9 +96,7 @@ at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, 
              fmt::format("{}", fmt::join(req.skip_layers, ",")), req.guidance);
 
     at::NoGradGuard no_grad;
-    const auto shape = call_plugin(entry, "latent_shape", [&] {
-        return model.latent_shape(req.frames, req.size.height, req.size.width);
-    });
+    const auto shape = model.latent_shape(req.frames, req.size.height, req.size.width);
     std::vector<int64_t> full{1};
     full.insert(full.end(), shape.begin(), shape.end());
     auto gen = at::make_generator<at::CPUGeneratorImpl>(req.seed);
@@ -124,11 +114,8 @@ at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, 
         log::info(kLog, "guidance_2 {} unused: the model samples with one network (no expert boundary)",
                   *req.guidance_2);
     }
-    sdk::TensorMap silent;
-    for (const auto& [name, t] : req.audio_conditioning) silent[name] = at::zeros_like(t);
-    const sdk::TensorMap cond = merged(merged(req.positive, req.image_conditioning), req.audio_conditioning);
-    const sdk::TensorMap uncond =
-        cfg ? merged(merged(req.negative, req.image_conditioning), silent) : sdk::TensorMap{};
+    const sdk::TensorMap cond = merged(req.positive, req.inputs);
+    const sdk::TensorMap uncond = cfg ? model.unconditional(cond, req.negative) : sdk::TensorMap{};
     auto velocity = [&](const sdk::TensorMap& conditioning, const at::Tensor& t,
                         const std::vector<int64_t>& skip) {
         sdk::PredictInputs in;
@@ -136,8 +123,7 @@ at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, 
         in.timesteps = t;
         in.conditioning = conditioning;
         in.skip_layers = skip;
-        return call_plugin(entry, "predict", [&] { return model.predict(in); })
-            .velocity.to(at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
+        return model.predict(in).velocity.to(at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
     };
     for (int64_t i = 0; i < sampler->num_steps(); ++i) {
         const double sigma = sampler->sigmas()[static_cast<size_t>(i)];
@@ -158,15 +144,11 @@ at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, 
     return x;
 }
 
-at::Tensor sample_video(sdk::ModelFamily& model, const ComponentEntry& entry, const SampleRequest& req) {
+at::Tensor sample_video(ModelHandle& model, const SampleRequest& req) {
     // -> [3, F, H, W] in [-1, 1]
-    const at::Tensor latents = sample_latents(model, entry, req);
+    const at::Tensor latents = sample_latents(model, req);
     at::NoGradGuard no_grad;
-    at::Tensor video = call_plugin(entry, "decode_latents", [&] { return model.decode_latents(latents); });
-    if (video.dim() != 5 || video.size(0) != 1 || video.size(1) != 3)
-        fail(kLog, "sample", "plugin '{}' decoded latents {} to {}, expected [1, 3, F, H, W]",
-             entry.plugin_name, c10::str(latents.sizes()), c10::str(video.sizes()));
-    return video.select(0, 0).to(at::kFloat).clamp(-1.0, 1.0);
+    return model.decode_latents(latents).select(0, 0).to(at::kFloat).clamp(-1.0, 1.0);
 }
 
 at::Tensor conditioning_image(const at::Tensor& frame_u8, const Resolution& size) {

@@ -1,7 +1,8 @@
 // The one sampling path of st: validation during training and `st-host generate` both render a
-// video through sample_video(). Text-to-video or image-to-video with classifier-free guidance (the
-// negative prompt as the unconditional branch), skip-layer guidance on that branch, and the SDK's
-// flow-matching samplers (st/samplers.h).
+// video through sample_video(). Text plus the model's sampling inputs, classifier-free guidance (the
+// unconditional branch as the model's guidance policy builds it from the negative prompt),
+// skip-layer guidance on that branch, per-expert guidance, and the SDK's flow-matching samplers
+// (st/samplers.h).
 //
 // Follows diffusers WanPipeline.__call__ / WanImageToVideoPipeline.__call__ (the denoising loop)
 // with SimpleTuner's choices (inventory §6): initial noise from a CPU generator seeded per render,
@@ -16,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "plugins/registry.h"
+#include "plugins/model_handle.h"
 #include "st/model.h"
 #include "st/samplers.h"
 
@@ -38,18 +39,17 @@ struct SampleRequest {
     sdk::TensorMap positive;
     /// encode_text() of the negative prompt; required when guidance > 1 (the unconditional branch).
     sdk::TensorMap negative;
-    /// encode_conditioning_image() output for image-to-video (added to both branches); empty: T2V.
-    sdk::TensorMap image_conditioning;
-    /// encode_audio() output for speech-to-video: the conditional branch gets it, the unconditional
-    /// branch the same tensors times 0 (upstream Wan S2V `audio_input * 0`). Empty: no audio.
-    sdk::TensorMap audio_conditioning;
+    /// The encodings of the model's sampling inputs (ModelFamily::sampling_inputs: a conditioning or
+    /// reference image, driving audio, ...). The conditional branch gets them with `positive`; the
+    /// unconditional branch is what the model's guidance policy builds from both and `negative`.
+    sdk::TensorMap inputs;
     int64_t frames = 17;
     Resolution size{64, 64};
     int64_t steps = 30;
     /// CFG scale; <= 1: one conditional pass per step, no negative prompt.
     double guidance = 1.0;
-    /// CFG scale of the steps whose timestep is below the model's expert_boundary() (ABI 1.3; Wan 2.2
-    /// low-noise expert, diffusers guidance_scale_2). Unset, or a model without a boundary: `guidance`.
+    /// CFG scale of the steps whose timestep is below the model's expert boundary (experts@1, diffusers
+    /// guidance_scale_2). Unset, or a model without a boundary: `guidance`.
     std::optional<double> guidance_2;
     /// "euler" / "flow_match_euler" / "unipc" (st::sdk::make_sampler names).
     std::string scheduler = "euler";
@@ -70,12 +70,11 @@ struct SampleRequest {
 bool skip_layers_active(int64_t step, int64_t steps, double start, double stop);
 
 /// Denoises from noise to the final latents [1, C, F', H', W'] (float32, CPU). Runs without
-/// gradients. Throws st::Error for a request the model cannot take (sizes, missing negative, a
-/// plugin older than ABI 1.1, ...). Every model call goes through call_plugin.
-at::Tensor sample_latents(sdk::ModelFamily& model, const ComponentEntry& entry, const SampleRequest& request);
+/// gradients. Throws st::Error for a request the model cannot take (sizes, missing negative, ...).
+at::Tensor sample_latents(ModelHandle& model, const SampleRequest& request);
 
 /// sample_latents() then decode_latents(): one video [3, F, H, W] in [-1, 1], float32 on the CPU.
-at::Tensor sample_video(sdk::ModelFamily& model, const ComponentEntry& entry, const SampleRequest& request);
+at::Tensor sample_video(ModelHandle& model, const SampleRequest& request);
 
 /// Reads the first video frame of an image or video file (PNG, JPEG, MP4, ...) with the FFmpeg
 /// libraries: uint8 [H, W, 3] RGB. Throws st::Error naming the file when it cannot be decoded.

@@ -224,23 +224,20 @@ notify::Event preview_event(const fs::path& output_dir, int64_t step, const std:
 }
 
 Validator::Validator(const sdk::ConfigView& config, fs::path config_dir, fs::path output_dir,
-                     sdk::ModelFamily& model, const ComponentEntry& model_entry, uint64_t run_seed)
+                     ModelHandle& model, uint64_t run_seed)
     : settings_(ValidationSettings::read(config, config_dir)),
       config_dir_(std::move(config_dir)),
       output_dir_(std::move(output_dir)),
       model_(model),
-      entry_(model_entry),
       seed_(settings_.seed ? static_cast<uint64_t>(*settings_.seed) : run_seed) {
-    if (enabled() && entry_.plugin_abi_minor < 1)
-        fail(kLog, "setup",
-             "validation needs a model plugin built against SDK ABI >= 1.1; '{}' ({}) is 1.{}: rebuild it or "
-             "set validation_step_interval 0",
-             entry_.plugin_name, entry_.plugin_file.string(), entry_.plugin_abi_minor);
-    if (entry_.plugin_abi_minor >= 2)
-        inputs_ = call_plugin(entry_, "sampling_inputs", [&] { return model_.sampling_inputs(); });
+    inputs_ = model_.sampling_inputs();
+    if (enabled() && settings_.image && !needs(sdk::MediaKind::image))
+        log::warn(kLog,
+                  "validation_image {} is not used: the model ({}) takes no image (its sampling inputs: {})",
+                  settings_.image->string(), model_.entry().id, describe_inputs(inputs_));
     if (enabled() && !inputs_.empty())
         log::info(kLog, "the model samples from text + {} (ModelFamily::sampling_inputs)",
-                  fmt::format("{}", fmt::join(inputs_, " + ")));
+                  describe_inputs(inputs_));
     if (enabled())
         log::info(
             kLog,
@@ -275,7 +272,7 @@ std::vector<Prompt> Validator::prompts() const {
 const sdk::TensorMap& Validator::embeddings(const std::string& text) {
     auto it = text_cache_.find(text);
     if (it != text_cache_.end()) return it->second;
-    auto emb = call_plugin(entry_, "encode_text", [&] { return model_.encode_text({text}); });
+    auto emb = model_.encode_text({text});
     return text_cache_.emplace(text, std::move(emb)).first->second;
 }
 
@@ -288,8 +285,7 @@ size_t Validator::encode_prompts(const std::vector<Prompt>& prompts) {
     const size_t added = text_cache_.size() - before;
     if (added > 0) {
         log::info(kLog, "encoded {} validation text(s); kept for the whole run", added);
-        if (entry_.plugin_abi_minor >= 1)
-            call_plugin(entry_, "release_encoders", [&] { model_.release_encoders(); });
+        model_.release_encoders();
     }
     return added;
 }
@@ -307,23 +303,21 @@ void Validator::render(int64_t step, const Prompt& prompt, const std::string& su
         if (settings_.uses_cfg()) req.negative = embeddings(prompt.negative);
         if (const auto image = image_for(prompt)) {
             const at::Tensor cond = conditioning_image(read_first_frame(*image), res);
-            req.image_conditioning = call_plugin(entry_, "encode_conditioning_image", [&] {
-                return model_.encode_conditioning_image(cond, settings_.frames);
-            });
+            for (auto& [k, v] : model_.encode_conditioning_image(cond, settings_.frames)) req.inputs[k] = v;
         }
-        if (driving) req.audio_conditioning = driving->features;
+        if (driving)
+            for (const auto& [k, v] : driving->features) req.inputs[k] = v;
         if (preview && settings_.preview) {
             req.on_step = [&](int64_t i, const at::Tensor&, const at::Tensor& x0) {
                 if ((i + 1) % settings_.preview_steps != 0) return;
                 const at::Tensor first = x0.narrow(2, 0, 1);
-                const at::Tensor px =
-                    call_plugin(entry_, "decode_latents", [&] { return model_.decode_latents(first); });
+                const at::Tensor px = model_.decode_latents(first);
                 preview(prompt.nickname, i, media::frames_to_uint8(px).select(0, 0));
             };
         }
         const std::string stem = fmt::format("step_{}_{}{}{}", step, safe_nickname(prompt.nickname),
                                              several ? "_" + res.str() : std::string(), suffix);
-        const at::Tensor video = sample_video(model_, entry_, req);
+        const at::Tensor video = sample_video(model_, req);
         const at::Tensor frames = media::frames_to_uint8(video);
         media::AudioTrack track{driving ? driving->samples : at::Tensor(),
                                 driving ? driving->sample_rate : 0};

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "notify/webhook.h"
-#include "plugins/registry.h"
+#include "plugins/model_handle.h"
 #include "st/model.h"
 #include "st/options.h"
 #include "validate/sampling.h"
@@ -37,8 +37,8 @@ struct Prompt {
     std::optional<std::filesystem::path> audio;
 };
 
-/// A training sample the validator takes its reference image and driving audio from when the model
-/// needs them (Wan S2V: ModelFamily::sampling_inputs) and neither the prompt entry nor
+/// A training sample the validator takes its image and audio sampling inputs from when the model
+/// needs them (ModelFamily::sampling_inputs of kind image / audio) and neither the prompt entry nor
 /// validation_image / validation_audio gives them (SimpleTuner retrieve_validation_s2v_samples: the
 /// first frame of a training video and that video's audio).
 struct ReferenceSample {
@@ -54,7 +54,7 @@ struct ValidationSettings {
     std::optional<std::string> prompt;
     std::string negative_prompt;
     double guidance = 7.5;
-    /// Guidance of the steps below the model's expert_boundary() (Wan 2.2 low-noise expert).
+    /// Guidance of the steps below the model's expert boundary (experts@1: the second network).
     std::optional<double> guidance_2;
     int64_t steps = 30;
     int64_t frames = 81;
@@ -105,29 +105,27 @@ std::vector<Prompt> builtin_prompt_library(const std::string& negative);
 notify::Event preview_event(const std::filesystem::path& output_dir, int64_t step,
                             const std::string& nickname, int64_t sampling_step, const at::Tensor& frame_u8);
 
-/// Speech-to-video driving audio of one render, encoded by the model.
+/// The driving audio of one render (a sampling input of kind audio), encoded by the model.
 struct DrivingAudio {
-    sdk::TensorMap features;  ///< encode_audio() output
+    sdk::TensorMap features;  ///< AudioConditioning::encode_audio() output
     at::Tensor samples;       ///< float [N] mono at the model's audio rate, muxed into the mp4
     int sample_rate = 0;
 };
 
-/// Reads `frames / fps` seconds of `file` from `start` at the model's audio_sample_rate() and runs
-/// encode_audio() on them (warns when the file ends before the render does: silence after it).
-DrivingAudio encode_driving_audio(sdk::ModelFamily& model, const ComponentEntry& entry,
-                                  const std::filesystem::path& file, double start, int64_t frames, int fps);
+/// Reads `frames / fps` seconds of `file` from `start` at the model's audio sample rate and encodes
+/// them (warns when the file ends before the render does: silence after it).
+DrivingAudio encode_driving_audio(ModelHandle& model, const std::filesystem::path& file, double start,
+                                  int64_t frames, int fps);
 
-/// Whether `name` ("image", "audio") is among the model's sampling_inputs() (ABI >= 1.2 plugins;
-/// older ones need nothing).
-bool model_samples_from(sdk::ModelFamily& model, const ComponentEntry& entry, const std::string& name);
+/// "reference image (image)" list of the sampling inputs, for messages; "text only" when empty.
+std::string describe_inputs(const std::vector<sdk::SamplingInput>& inputs);
 
 class Validator {
   public:
     /// `config_dir`: directory of the config file (relative paths). `run_seed`: used when
     /// validation_seed is unset. Reads and checks every key at once (throws st::Error).
     Validator(const sdk::ConfigView& config, std::filesystem::path config_dir,
-              std::filesystem::path output_dir, sdk::ModelFamily& model, const ComponentEntry& model_entry,
-              uint64_t run_seed = 0);
+              std::filesystem::path output_dir, ModelHandle& model, uint64_t run_seed = 0);
 
     /// A prompt exists and validation_step_interval > 0.
     bool enabled() const;
@@ -158,12 +156,14 @@ class Validator {
     /// Encodes the text (and, with guidance > 1, the negative prompt) of every prompt not encoded yet
     /// and keeps the embeddings for the whole run (they do not change during training). run() calls it
     /// too; call it before ModelFamily::release_encoders() to avoid loading the text encoder again.
-    /// When it had to encode something it calls release_encoders() afterwards (ABI >= 1.1 plugins), so
-    /// a validation never leaves the text encoder loaded. Returns the number of texts encoded.
+    /// When it had to encode something it calls release_encoders() afterwards, so a validation never
+    /// leaves the text encoder loaded. Returns the number of texts encoded.
     size_t encode_prompts(const std::vector<Prompt>& prompts);
 
-    /// What the model needs besides text (ModelFamily::sampling_inputs: "image", "audio").
-    const std::vector<std::string>& sampling_inputs() const { return inputs_; }
+    /// What the model needs besides text (ModelFamily::sampling_inputs).
+    const std::vector<sdk::SamplingInput>& sampling_inputs() const { return inputs_; }
+    /// Whether the model needs a sampling input of `kind`.
+    bool needs(sdk::MediaKind kind) const;
     /// Whether some prompt would have no image or audio the model needs without a reference sample.
     bool needs_reference_sample() const;
     void set_reference_sample(ReferenceSample sample);
@@ -182,11 +182,10 @@ class Validator {
     ValidationSettings settings_;
     std::filesystem::path config_dir_;
     std::filesystem::path output_dir_;
-    sdk::ModelFamily& model_;
-    const ComponentEntry& entry_;
+    ModelHandle& model_;
     uint64_t seed_;
     std::map<std::string, sdk::TensorMap> text_cache_;  ///< prompt text -> encode_text() output
-    std::vector<std::string> inputs_;                   ///< sampling_inputs() of the model (ABI >= 1.2)
+    std::vector<sdk::SamplingInput> inputs_;            ///< sampling_inputs() of the model
     std::optional<ReferenceSample> reference_;
     std::map<std::string, DrivingAudio> audio_cache_;  ///< "file|start" -> features + samples
 };

@@ -69,6 +69,8 @@ void LocalDataBackend::open(const st::sdk::DataOpenRequest& request) {
     run_.config_dir = request.config_dir;
     run_.output_dir = request.output_dir;
     run_.model_family = request.model_family;
+    run_.model_takes_audio = std::find(request.model_media.begin(), request.model_media.end(),
+                                       st::sdk::MediaKind::audio) != request.model_media.end();
     run_.seed = request.seed;
     datasets_ = parse_datasets(request.entries, run_);
     threads_ = resolve_threads(run_.decode_threads);
@@ -92,7 +94,7 @@ void LocalDataBackend::open(const st::sdk::DataOpenRequest& request) {
         if (d.disabled)
             log::info(kLog, "dataset '{}' is disabled", d.id);
         else if (!d.cache_dir_conditioning_image_embeds.empty())
-            log::info(kLog, "dataset '{}': image embeddings (Wan 2.1 I2V CLIP) are cached in {}", d.id,
+            log::info(kLog, "dataset '{}': conditioning image embeddings are cached in {}", d.id,
                       d.cache_dir_conditioning_image_embeds.string());
     }
     opened_ = true;
@@ -225,6 +227,13 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
     prune_buckets();
     plan_caches();
     if (encoders) {
+        // Fail before hours of latent caching when the audio could never be encoded.
+        for (const auto& smp : samples_)
+            if (smp.audio.enabled && !st::sdk::find_capability<st::sdk::AudioConditioning>(*encoders))
+                fail("data.local", "prepare",
+                     "dataset '{}' has audio, but the model takes no audio (it lacks the audio_conditioning "
+                     "capability): remove the audio dataset or use an audio-conditioned model family",
+                     smp.audio.dataset);
         cache_latents(*encoders);
         cache_text(*encoders);
         cache_audio(*encoders);

@@ -449,9 +449,9 @@ std::vector<DatasetConfig> parse_datasets(const nlohmann::json& entries, const R
         out.push_back(std::move(d));
     }
     resolve_eval_media(out);
-    // S2V auto-split (factory.py): for wan_s2v, every video dataset gets `<id>_audio` unless it
-    // disables auto_split or links s2v_datasets itself.
-    const bool s2v = run.model_family == "wan_s2v";
+    // S2V auto-split (SimpleTuner factory.py, for wan_s2v): when the model's samples carry audio, every
+    // video dataset gets `<id>_audio` unless it disables auto_split or links s2v_datasets itself.
+    const bool s2v = run.model_takes_audio;
     std::vector<DatasetConfig> added;
     for (auto& d : out) {
         if (d.dataset_type != DatasetType::video || d.disabled) continue;
@@ -459,9 +459,10 @@ std::vector<DatasetConfig> parse_datasets(const nlohmann::json& entries, const R
         if (!explicit_split && s2v && d.s2v_datasets.empty()) {
             d.audio.present = true;
             d.audio.auto_split = true;
-            log::info(kLog,
-                      "dataset '{}': model_family wan_s2v -> audio.auto_split on (no audio block given)",
-                      d.id);
+            log::info(
+                kLog,
+                "dataset '{}': the model's samples carry audio -> audio.auto_split on (no audio block given)",
+                d.id);
         }
         if (!d.audio.auto_split) continue;
         if (!d.s2v_datasets.empty())

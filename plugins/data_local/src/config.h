@@ -86,7 +86,10 @@ struct DatasetConfig {
 struct RunDataSettings {
     std::filesystem::path config_dir;
     std::filesystem::path output_dir;
-    std::string model_family;
+    std::string model_family;  ///< for {model_family} placeholders only
+    /// The model's samples carry audio (DataOpenRequest::model_media): video datasets get an audio
+    /// dataset split off them (SimpleTuner's S2V auto-split).
+    bool model_takes_audio = false;
     uint64_t seed = 0;
     double resolution = 1024.0;
     std::string resolution_type = "pixel_area";

@@ -157,13 +157,13 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
                     continue;
                 }
                 const SampleCache& c = caches_[idx];
-                auto it = out[k].find("image_embeds");
+                auto it = out[k].find(st::sdk::kConditioningImageEmbeds);
                 if (!c.image_embeds_file.empty() && it != out[k].end()) {
                     // SimpleTuner's conditioning_image_embeds dataset: the CLIP embeddings in their folder.
-                    write_cache_file(c.image_embeds_file, {{"image_embeds", it->second}}, c.latent_key,
-                                     run_.compress_disk_cache);
+                    write_cache_file(c.image_embeds_file, {{st::sdk::kConditioningImageEmbeds, it->second}},
+                                     c.latent_key, run_.compress_disk_cache);
                     st::sdk::TensorMap rest = out[k];
-                    rest.erase("image_embeds");
+                    rest.erase(st::sdk::kConditioningImageEmbeds);
                     write_cache_file(c.latent_file, rest, c.latent_key, run_.compress_disk_cache,
                                      {{kImageEmbedsMeta, c.image_embeds_file.string()}});
                 } else {
@@ -211,12 +211,19 @@ void LocalDataBackend::cache_text(st::sdk::Encoders& enc) {
 
 void LocalDataBackend::cache_audio(st::sdk::Encoders& enc) {
     std::vector<size_t> todo;
+    st::sdk::AudioConditioning* audio = nullptr;
     for (size_t i = 0; i < samples_.size(); ++i) {
         if (!samples_[i].audio.enabled) continue;
-        if (samples_[i].audio.sample_rate != enc.audio_sample_rate())
+        if (!audio) audio = st::sdk::find_capability<st::sdk::AudioConditioning>(enc);
+        if (!audio)
+            fail("data.local", "cache",
+                 "dataset '{}' has audio, but the model takes no audio (it lacks the audio_conditioning "
+                 "capability): remove the audio dataset or use an audio-conditioned model family",
+                 samples_[i].audio.dataset);
+        if (samples_[i].audio.sample_rate != audio->audio_sample_rate())
             fail("data.local", "cache",
                  "dataset '{}': audio.sample_rate {} differs from the model's audio rate {}",
-                 samples_[i].audio.dataset, samples_[i].audio.sample_rate, enc.audio_sample_rate());
+                 samples_[i].audio.dataset, samples_[i].audio.sample_rate, audio->audio_sample_rate());
         if (!cache_file_valid(caches_[i].audio_file, caches_[i].audio_key)) todo.push_back(i);
     }
     if (todo.empty()) return;
@@ -251,7 +258,8 @@ void LocalDataBackend::cache_audio(st::sdk::Encoders& enc) {
                 continue;
             }
             // waveform [1, samples] mono at the model's rate; the window is exactly the clip's frames.
-            auto out = split_batch(enc.encode_audio(waves[k].unsqueeze(0), s.info.fps, s.frames), 1, "audio");
+            auto out =
+                split_batch(audio->encode_audio(waves[k].unsqueeze(0), s.info.fps, s.frames), 1, "audio");
             write_cache_file(caches_[idx].audio_file, out[0], caches_[idx].audio_key,
                              run_.compress_disk_cache);
         }

@@ -136,6 +136,33 @@ torch::nn::Module& WanFamily::trainable() {
     return *transformer_.model;
 }
 
+st::sdk::Capability* WanFamily::capability(std::string_view id) {
+    if (id == st::sdk::ModelTools::kId) return static_cast<st::sdk::ModelTools*>(this);
+    if (id == st::sdk::ImageConditioning::kId) return static_cast<st::sdk::ImageConditioning*>(this);
+    if (id == st::sdk::ExpertSchedule::kId) return static_cast<st::sdk::ExpertSchedule*>(this);
+    if (id == st::sdk::TapProvider::kId) return static_cast<st::sdk::TapProvider*>(this);
+    return nullptr;
+}
+
+st::sdk::TapGeometry WanFamily::tap_geometry(const std::string& tap,
+                                             const std::vector<int64_t>& latent_shape) const {
+    // latents [C, F', H', W'] -> tokens (F' / p_t, H' / p_h, W' / p_w), every token a video token
+    require_loaded("tap_geometry");
+    const auto known = taps();
+    if (std::find(known.begin(), known.end(), tap) == known.end())
+        fail(kWanComponentId, "tap_geometry", "unknown tap '{}'", tap);
+    if (tap == "text_embedder_out")
+        fail(kWanComponentId, "tap_geometry", "tap '{}' holds text tokens: it has no video grid", tap);
+    if (latent_shape.size() != 4)
+        fail(kWanComponentId, "tap_geometry", "latent shape must be [C, F', H', W'], got {} dims",
+             latent_shape.size());
+    const WanTransformerConfig& cfg = transformer_.info.config;
+    st::sdk::TapGeometry g;
+    g.hidden_size = cfg.inner_dim();
+    for (size_t i = 0; i < 3; ++i) g.grid[i] = latent_shape[i + 1] / cfg.patch_size[i];
+    return g;
+}
+
 std::vector<std::string> WanFamily::taps() const {
     const int64_t layers = loaded_ ? transformer_.info.config.num_layers : WanTransformerConfig().num_layers;
     std::vector<std::string> t{"patch_embed_out", "text_embedder_out"};

@@ -54,10 +54,17 @@ st::sdk::TensorMap run_forward_component(const std::filesystem::path& model, con
 /// "tiny-flf2v21", "tiny-a14b", "small", "1.3b").
 void write_wan_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed);
 
-class WanFamily final : public st::sdk::ModelFamily {
+/// Capabilities: tools@1, image_conditioning@1 (I2V / FLF2V transformers; a T2V one refuses with a
+/// message), experts@1 (Wan 2.2 A14B pairs), taps@1.
+class WanFamily final : public st::sdk::ModelFamily,
+                        public st::sdk::ModelTools,
+                        public st::sdk::ImageConditioning,
+                        public st::sdk::ExpertSchedule,
+                        public st::sdk::TapProvider {
   public:
     WanFamily();
     ~WanFamily() override;
+    st::sdk::Capability* capability(std::string_view id) override;
 
     // ---- Encoders ------------------------------------------------------------------------------
     std::string cache_identity() const override;
@@ -89,10 +96,14 @@ class WanFamily final : public st::sdk::ModelFamily {
     std::vector<std::string> default_lora_targets() const override {
         return {"to_q", "to_k", "to_v", "to_out.0"};
     }
+    /// patch_embed_out, text_embedder_out, blocks.N.out (the hidden state after block N).
     std::vector<std::string> taps() const override;
+    /// Video taps are [B, F' H' W', dim] over the patch grid (F', H / 2, W / 2) of the latents.
+    st::sdk::TapGeometry tap_geometry(const std::string& tap,
+                                      const std::vector<int64_t>& latent_shape) const override;
     st::sdk::PredictOutput predict(const st::sdk::PredictInputs& inputs) override;
 
-    // ---- ABI 1.1 (wan_family_io.cpp) ----------------------------------------------------------
+    // ---- outputs, sampling (wan_family_io.cpp) -----------------------------------------------------
     /// Our module names -> the original Wan names ComfyUI loads ("blocks.0.self_attn.q").
     st::sdk::LoraNameMap lora_name_map() const override;
     /// diffusers `transformer/` layout: config.json + diffusion_pytorch_model.safetensors, in the
@@ -108,10 +119,8 @@ class WanFamily final : public st::sdk::ModelFamily {
     /// SimpleTuner's validation does with one image).
     st::sdk::TensorMap encode_conditioning_image(const at::Tensor& image, int64_t frames) override;
     void release_encoders() override;
-    // ---- ABI 1.2 -------------------------------------------------------------------------------
-    /// {"image"} for image-to-video transformers (36 input channels), else empty.
-    std::vector<std::string> sampling_inputs() const override;
-    // ---- ABI 1.3 -------------------------------------------------------------------------------
+    /// A first-frame image for image-to-video transformers (36 input channels), else none.
+    std::vector<st::sdk::SamplingInput> sampling_inputs() const override;
     /// boundary_ratio x 1000 when both Wan 2.2 experts are loaded (wan_validation_load_other_stage),
     /// else nullopt: sampling then applies one guidance scale, as SimpleTuner's boundary_ratio=None.
     std::optional<double> expert_boundary() const override;

@@ -80,16 +80,17 @@ TensorMap WanFamily::encode_first_last(const at::Tensor& first_image, const at::
     if (cfg.has_image_branch()) {
         at::Tensor embeds = encoders_.encode_image(first_image);
         if (flf2v) embeds = at::cat({embeds, encoders_.encode_image(last_image)}, 1);
-        out["image_embeds"] = embeds;
+        out[st::sdk::kConditioningImageEmbeds] = embeds;
     }
     return out;
 }
 
-std::vector<std::string> WanFamily::sampling_inputs() const {
+std::vector<st::sdk::SamplingInput> WanFamily::sampling_inputs() const {
     if (!loaded_) return {};
     const WanTransformerConfig& cfg = transformer_.info.config;
-    if (cfg.in_channels == 2 * cfg.out_channels + 4) return {"image"};
-    return {};
+    if (cfg.in_channels != 2 * cfg.out_channels + 4) return {};
+    return {{cfg.pos_embed_seq_len ? "first and last frame image" : "first-frame image",
+             st::sdk::MediaKind::image}};
 }
 
 std::optional<double> WanFamily::expert_boundary() const {

@@ -107,6 +107,43 @@ torch::nn::Module& WanS2VFamily::trainable() {
     return *transformer_.model;
 }
 
+st::sdk::Capability* WanS2VFamily::capability(std::string_view id) {
+    if (id == st::sdk::ModelTools::kId) return static_cast<st::sdk::ModelTools*>(this);
+    if (id == st::sdk::ImageConditioning::kId) return static_cast<st::sdk::ImageConditioning*>(this);
+    if (id == st::sdk::AudioConditioning::kId) return static_cast<st::sdk::AudioConditioning*>(this);
+    if (id == st::sdk::TapProvider::kId) return static_cast<st::sdk::TapProvider*>(this);
+    if (id == st::sdk::GuidancePolicy::kId) return static_cast<st::sdk::GuidancePolicy*>(this);
+    return nullptr;
+}
+
+TensorMap WanS2VFamily::unconditional(const TensorMap& conditional, const TensorMap& negative_text) const {
+    // Upstream Wan S2V (wan/speech2video.py generate): the unconditional pass gets audio_input * 0 and
+    // the negative prompt; the reference image latents stay.
+    TensorMap m = st::sdk::default_unconditional(conditional, negative_text);
+    if (auto it = m.find("audio_embeds"); it != m.end()) it->second = at::zeros_like(it->second);
+    return m;
+}
+
+st::sdk::TapGeometry WanS2VFamily::tap_geometry(const std::string& tap,
+                                                const std::vector<int64_t>& latent_shape) const {
+    // latents [C, F', H', W'] -> the noisy video's tokens (F', H' / 2, W' / 2); predict() cuts the
+    // reference and motion tokens off block taps
+    require_loaded("tap_geometry");
+    const auto known = taps();
+    if (std::find(known.begin(), known.end(), tap) == known.end())
+        fail(kS2VComponentId, "tap_geometry", "unknown tap '{}'", tap);
+    if (tap == "text_embedder_out")
+        fail(kS2VComponentId, "tap_geometry", "tap '{}' holds text tokens: it has no video grid", tap);
+    if (latent_shape.size() != 4)
+        fail(kS2VComponentId, "tap_geometry", "latent shape must be [C, F', H', W'], got {} dims",
+             latent_shape.size());
+    const WanS2VConfig& cfg = transformer_.info.config;
+    st::sdk::TapGeometry g;
+    g.hidden_size = cfg.inner_dim();
+    for (size_t i = 0; i < 3; ++i) g.grid[i] = latent_shape[i + 1] / cfg.patch_size[i];
+    return g;
+}
+
 std::vector<std::string> WanS2VFamily::taps() const {
     const int64_t layers = loaded_ ? transformer_.info.config.num_layers : WanS2VConfig().num_layers;
     std::vector<std::string> t{"patch_embed_out", "text_embedder_out"};

@@ -65,10 +65,20 @@ int64_t audio_frames_for(int64_t frames);
 /// `st-host bench --plugin wan_s2v`: step time, peak RSS, audio encoding speed (s2v_bench.cpp).
 int run_s2v_bench(const std::vector<std::string>& args);
 
-class WanS2VFamily final : public st::sdk::ModelFamily {
+/// Capabilities: tools@1, image_conditioning@1 (the reference image), audio_conditioning@1 (the
+/// driving audio; training samples carry audio), taps@1 and guidance@1 (the unconditional branch gets
+/// the audio features times 0, as upstream Wan S2V).
+class WanS2VFamily final : public st::sdk::ModelFamily,
+                           public st::sdk::ModelTools,
+                           public st::sdk::ImageConditioning,
+                           public st::sdk::AudioConditioning,
+                           public st::sdk::TapProvider,
+                           public st::sdk::GuidancePolicy {
   public:
     WanS2VFamily();
     ~WanS2VFamily() override;
+    st::sdk::Capability* capability(std::string_view id) override;
+    std::vector<st::sdk::MediaKind> sample_media() const override { return {st::sdk::MediaKind::audio}; }
 
     // ---- Encoders ------------------------------------------------------------------------------
     std::string cache_identity() const override;
@@ -101,12 +111,19 @@ class WanS2VFamily final : public st::sdk::ModelFamily {
     std::vector<std::string> default_lora_targets() const override {
         return {"to_q", "to_k", "to_v", "to_out.0"};
     }
+    /// patch_embed_out, text_embedder_out, blocks.N.out (video tokens only: reference and motion
+    /// tokens are cut off).
     std::vector<std::string> taps() const override;
+    st::sdk::TapGeometry tap_geometry(const std::string& tap,
+                                      const std::vector<int64_t>& latent_shape) const override;
+    /// default_unconditional with every audio feature tensor (encode_audio's names) times 0.
+    st::sdk::TensorMap unconditional(const st::sdk::TensorMap& conditional,
+                                     const st::sdk::TensorMap& negative_text) const override;
     /// conditioning: prompt_embeds, audio_embeds, image_latents (reference), optional pose_latents
     /// and motion_latents (with motion the reference pipeline's [73, 19] framing is used).
     st::sdk::PredictOutput predict(const st::sdk::PredictInputs& inputs) override;
 
-    // ---- ABI 1.1 / 1.2 (s2v_family_io.cpp) -----------------------------------------------------
+    // ---- outputs, sampling (s2v_family_io.cpp) ----------------------------------------------------
     st::sdk::LoraNameMap lora_name_map() const override;
     void save_trainable(const std::filesystem::path& dir) override;
     std::vector<int64_t> latent_shape(int64_t frames, int64_t height, int64_t width) const override;
@@ -114,8 +131,10 @@ class WanS2VFamily final : public st::sdk::ModelFamily {
     /// The reference image [B, 3, H, W] -> {"image_latents": VAE(image as a 1-frame video) [B, 16, 1, h, w]}
     st::sdk::TensorMap encode_conditioning_image(const at::Tensor& image, int64_t frames) override;
     void release_encoders() override;
-    /// {"image", "audio"}: a reference image and the driving audio.
-    std::vector<std::string> sampling_inputs() const override { return {"image", "audio"}; }
+    /// A reference image and the driving audio.
+    std::vector<st::sdk::SamplingInput> sampling_inputs() const override {
+        return {{"reference image", st::sdk::MediaKind::image}, {"driving audio", st::sdk::MediaKind::audio}};
+    }
 
     /// After load(): the detected transformer.
     const S2VCheckpointInfo& checkpoint_info() const;

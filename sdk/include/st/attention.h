@@ -11,7 +11,11 @@
 
 namespace st::sdk {
 
+/// Plugin -> libst_sdk, and it grows: new fields are appended after the last one, and attention()
+/// reads a field only when `struct_size` (set by the plugin's compiler, never by hand) covers it, so
+/// a plugin built against an older SDK gets the older behaviour.
 struct AttentionOptions {
+    uint32_t struct_size = sizeof(AttentionOptions);
     std::optional<double> scale;  ///< default 1/sqrt(head_dim)
     /// Optional key mask [B, Lk] (true/1 = attend). Rows with no valid key produce zeros.
     at::Tensor key_mask;

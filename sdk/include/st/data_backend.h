@@ -14,33 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "st/model.h"
 #include "st/options.h"
 #include "st/tensors.h"
 
 namespace st::sdk {
-
-/// What a model family offers a data backend for caching. Implemented by model plugins, called by
-/// the backend during prepare() on the caller's thread (never concurrently). May throw st::Error.
-class Encoders {
-  public:
-    virtual ~Encoders();
-    /// Identifies everything that changes the encoded values (family, variant, VAE weights hash,
-    /// text encoder hash, dtype). Part of every cache key: a new value invalidates old caches.
-    virtual std::string cache_identity() const = 0;
-    /// Pixel sizes must be multiples of this (VAE stride x patch size, e.g. 16 for Wan).
-    virtual int spatial_multiple() const = 0;
-    /// Frame counts must satisfy count % temporal_multiple == 1 (4 for Wan: 4k+1). 1 = any.
-    virtual int temporal_multiple() const = 0;
-    /// pixels [B,3,F,H,W] float in [-1,1] -> named latents (at least "latents" [B,C,F',H',W'],
-    /// normalized as the model trains on them).
-    virtual TensorMap encode_video(const at::Tensor& pixels) = 0;
-    /// captions -> named embeddings with a leading batch dim ("prompt_embeds" [B,L,D], ...).
-    virtual TensorMap encode_text(const std::vector<std::string>& captions) = 0;
-    /// waveform [B,samples] mono at audio_sample_rate(), fps of the video it belongs to, number of
-    /// video frames -> named audio features. Default: throws (family has no audio conditioning).
-    virtual TensorMap encode_audio(const at::Tensor& waveform, double fps, int64_t frames);
-    virtual int audio_sample_rate() const;
-};
 
 /// One training sample as the trainer sees it.
 struct SampleRef {
@@ -49,6 +27,9 @@ struct SampleRef {
     std::string path;     ///< media file
     std::string caption;  ///< after caption strategy and dropout
     std::string bucket;   ///< bucket key, e.g. "640x352@33"
+    /// Backend-specific details. Keys the host reads: "audio" = {"source": file, "start": seconds on
+    /// its timeline, "zero": true when the sample has silence instead} for samples carrying audio
+    /// (Encoders::sample_media); the host takes a validation reference's audio from it.
     nlohmann::json meta = nlohmann::json::object();
 };
 
@@ -64,8 +45,11 @@ struct DataOpenRequest {
     nlohmann::json entries;            ///< the multidatabackend.json entries of this backend type
     std::filesystem::path config_dir;  ///< directory of the dataset config (relative paths)
     std::filesystem::path output_dir;  ///< run output dir (for {output_dir} placeholders)
-    std::string model_family;          ///< for {model_family} placeholders and per-family rules
-    ConfigView config;                 ///< resolved run configuration
+    std::string model_family;          ///< for {model_family} placeholders (a name, never a rule)
+    /// Encoders::sample_media() of the run's model: media every training sample must carry besides
+    /// video and caption (e.g. audio for speech-to-video).
+    std::vector<MediaKind> model_media;
+    ConfigView config;  ///< resolved run configuration
     uint64_t seed = 0;
 };
 
@@ -82,7 +66,8 @@ class DataBackend {
   public:
     virtual ~DataBackend();
     virtual void open(const DataOpenRequest& request) = 0;
-    /// Discovery, bucketing and caching. `encoders` is null for `prepare` runs without a model.
+    /// Discovery, bucketing and caching through the model's encoders (and its capabilities, e.g.
+    /// AudioConditioning for sample_media audio). `encoders` is null for runs without a model.
     virtual PrepareSummary prepare(Encoders* encoders) = 0;
     /// Number of batches one epoch yields with the given batch size.
     virtual int64_t batches_per_epoch(int64_t batch_size) const = 0;
@@ -93,7 +78,6 @@ class DataBackend {
     virtual nlohmann::json state() const = 0;
     virtual void restore(const nlohmann::json& state) = 0;
 
-    // ---- ABI 1.3: the host checks the plugin's abi_minor >= 3 before calling ------------------------
     /// The held-out evaluation set (SimpleTuner's `dataset_type: eval` entries), discovered and
     /// cached by prepare() like training data but never served by next_batch(). At most
     /// `max_samples` samples from each evaluation dataset (<= 0: all), one bucket per batch, `batch_size`

@@ -1,5 +1,22 @@
 // Model family components (`model.<family>@N`, e.g. model.wan@1): everything st needs to know
-// about one family of networks. The host never names a family: it only talks to this interface.
+// about one family of networks. The host never names a family: it only talks to these interfaces.
+//
+// The contract is a small core every family implements (ModelFamily: load, the trainable network,
+// predict, the text/video encoders, latent geometry) plus optional capabilities, each its own small
+// interface with a stable id, that the host asks for by id (Encoders::capability):
+//
+//   capability            id                     what it adds
+//   ModelTools            "tools@1"              st-host probe / make-model / forward
+//   ImageConditioning     "image_conditioning@1" an image encoded into predict() conditioning
+//   AudioConditioning     "audio_conditioning@1" driving audio encoded into predict() conditioning
+//   ExpertSchedule        "experts@1"            networks that hand over at a timestep (Wan 2.2 A14B)
+//   TapProvider           "taps@1"               intermediate activations and their token geometry
+//   GuidancePolicy        "guidance@1"           how the unconditional CFG branch is built
+//
+// A capability never changes once released: a new behaviour is a new interface with the next id
+// ("taps@2"), which a family may offer next to the old one. The host's adapter
+// (host/src/plugins/model_handle.h) is the only place that asks for capabilities and checks
+// versions. Rules for the structs of this header: docs/plugins.md "ABI rules".
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -7,15 +24,16 @@
 #include <c10/core/ScalarType.h>
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
-#include "st/data_backend.h"
 #include "st/options.h"
 #include "st/tensors.h"
 
@@ -25,13 +43,67 @@ class Module;
 
 namespace st::sdk {
 
-/// Answer of probe(): can this family load the path, and which variant is it.
+/// Media a model consumes besides its captions. Datasets and sampling inputs are organised by kind,
+/// never by family: the host feeds an `image` input from validation_image / a training video's first
+/// frame, an `audio` input from validation_audio / a training clip's audio.
+enum class MediaKind { video, image, audio };
+/// "video", "image", "audio".
+const char* media_kind_name(MediaKind kind);
+
+/// The name of the encode_video() output that SimpleTuner's `conditioning_image_embeds` datasets keep
+/// in their own folder (an image encoder's embedding of a clip's conditioning frame, e.g. Wan 2.1
+/// I2V's CLIP tokens). Any family may produce it; data backends store it where the dataset says.
+inline constexpr const char* kConditioningImageEmbeds = "image_embeds";
+
+/// Base of every optional capability interface (see the table above).
+class Capability {
+  public:
+    virtual ~Capability();
+};
+
+/// What a model family offers a data backend for caching, and the root of capability lookup.
+/// Implemented by model plugins; called by the host and by data backends during prepare() on the
+/// caller's thread (never concurrently). May throw st::Error.
+class Encoders {
+  public:
+    virtual ~Encoders();
+    /// Identifies everything that changes the encoded values (family, variant, VAE weights hash,
+    /// text encoder hash, dtype). Part of every cache key: a new value invalidates old caches.
+    virtual std::string cache_identity() const = 0;
+    /// Pixel sizes must be multiples of this (VAE stride x patch size, e.g. 16 for Wan).
+    virtual int spatial_multiple() const = 0;
+    /// Frame counts must satisfy count % temporal_multiple == 1 (4 for Wan: 4k+1). 1 = any.
+    virtual int temporal_multiple() const = 0;
+    /// pixels [B,3,F,H,W] float in [-1,1] -> named latents (at least "latents" [B,C,F',H',W'],
+    /// normalized as the model trains on them; conditioning the family derives from the clip, e.g.
+    /// "conditioning_latents" or kConditioningImageEmbeds, may come with them).
+    virtual TensorMap encode_video(const at::Tensor& pixels) = 0;
+    /// captions -> named embeddings with a leading batch dim ("prompt_embeds" [B,L,D], ...).
+    virtual TensorMap encode_text(const std::vector<std::string>& captions) = 0;
+    /// Media each training sample must carry besides its video and caption, e.g. {audio} for
+    /// speech-to-video: data backends pair that media with every clip and cache it through the
+    /// matching capability (AudioConditioning::encode_audio). Callable before load(). Default: none.
+    virtual std::vector<MediaKind> sample_media() const;
+    /// The capability whose id is `id` ("tools@1", ...), or nullptr when this family (or the
+    /// variant it loaded) lacks it. The returned object lives as long as this one. Default: none.
+    /// Use find_capability<T>() rather than calling this directly.
+    virtual Capability* capability(std::string_view id);
+};
+
+/// The capability T (one of the interfaces below) of `e`, or nullptr.
+template <typename T>
+T* find_capability(Encoders& e) {
+    return dynamic_cast<T*>(e.capability(T::kId));
+}
+
+/// Answer of ModelTools::probe(): can this family load the path, and which variant is it.
 struct ProbeResult {
     bool loadable = false;
     std::string variant;  ///< e.g. "t2v-1.3b-2.1 (diffusers layout, bf16)"
     std::string reason;   ///< why not, when !loadable
 };
 
+/// Host -> plugin (may gain fields at the end in a minor version; see docs/plugins.md).
 struct ModelLoadRequest {
     std::filesystem::path path;         ///< pretrained_model_name_or_path (resolved local path)
     ConfigView config;                  ///< resolved configuration (flavour, subfolders, dtype keys, ...)
@@ -40,60 +112,56 @@ struct ModelLoadRequest {
     bool training = true;  ///< false: inference only (no grads needed)
 };
 
-/// Inputs of one velocity prediction. Shapes: noisy [B,C,F,H,W], timesteps [B] (sigma*1000) or
-/// per token [B,L]; `conditioning` carries the batch tensors (prompt_embeds, image/audio latents).
+/// Inputs of one velocity prediction (host -> plugin; may gain fields at the end in a minor
+/// version). Shapes: noisy [B,C,F,H,W], timesteps [B] (sigma*1000) or per token [B,L];
+/// `conditioning` carries the batch tensors (prompt_embeds, image/audio conditioning).
 struct PredictInputs {
     at::Tensor noisy;
     at::Tensor timesteps;
     TensorMap conditioning;
-    std::vector<std::string> taps;  ///< activations to return (see taps())
-    // ---- ABI 1.1 (appended; a 1.0 plugin reads only the fields above) ----
+    /// Activations to return (TapProvider::taps names). A family without taps@1 gets none.
+    std::vector<std::string> taps;
     /// Transformer block indices to skip in this pass (skip-layer guidance on the unconditional
     /// branch). Empty: every block runs. A family that cannot skip blocks throws st::Error.
     std::vector<int64_t> skip_layers;
 };
 
+/// Result of one prediction (plugin -> host). It grows through its maps, never by new fields
+/// before a major version: `taps` holds the requested activations, `extra` any further named output
+/// a documented capability defines.
 struct PredictOutput {
     at::Tensor velocity;  ///< [B,C_out,F,H,W], same layout as noisy
     TensorMap taps;       ///< requested activations by name
+    TensorMap extra;
+};
+
+/// One input sampling must supply besides the prompt: a `name` for messages ("reference image",
+/// "driving audio") and the kind of media it is fed from. An image is encoded through
+/// ImageConditioning, audio through AudioConditioning.
+struct SamplingInput {
+    std::string name;
+    MediaKind kind = MediaKind::image;
 };
 
 /// Our module path -> the family's native module path (same type as st/lora.h's LoraNameMap).
 using LoraNameMap = std::function<std::string(const std::string&)>;
 
-/// All calls come from the host's trainer/validation thread. Methods may throw st::Error.
+/// The core of a model family. All calls come from the host's trainer/validation thread. Methods
+/// may throw st::Error.
 class ModelFamily : public Encoders {
   public:
     ~ModelFamily() override;
 
-    // ---- tools (no load() needed) -------------------------------------------------------------
-    /// Whether `path` (a diffusers folder, a single file, ...) is a checkpoint of this family.
-    /// Must not throw for foreign paths: return loadable=false with a reason.
-    virtual ProbeResult probe(const std::filesystem::path& path) const = 0;
-    /// Presets for `st-host make-model` ("tiny", "small", ...).
-    virtual std::vector<std::string> presets() const = 0;
-    /// Writes a randomly initialised model in the family's real on-disk layout.
-    virtual void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) = 0;
-    /// Component names for `st-host forward` ("transformer", "vae_encode", ...).
-    virtual std::vector<std::string> forward_components() const = 0;
-    /// Runs one component of the model at `model` on named inputs; returns named outputs.
-    virtual TensorMap forward_component(const std::filesystem::path& model, const std::string& component,
-                                        const TensorMap& inputs, const ConfigView& config) = 0;
-
-    // ---- training -----------------------------------------------------------------------------
     /// Loads all networks needed for training/inference. Strict: a missing, unexpected or
     /// wrongly shaped tensor is an error naming it. Logs the detected variant in one line.
     virtual void load(const ModelLoadRequest& request) = 0;
     /// The network being trained (after load()). Parameter names are the checkpoint's names.
     virtual torch::nn::Module& trainable() = 0;
+    /// Folder name of the trained network in a release layout ("transformer" for diffusers
+    /// pipelines): full fine-tunes are saved as `<output>/<folder>/`. Default "transformer".
+    virtual std::string trainable_folder() const;
     /// Module-name suffixes LoRA targets by default (SimpleTuner's defaults for the family).
     virtual std::vector<std::string> default_lora_targets() const = 0;
-    /// Tap names predict() can return ("blocks.8.out", ...).
-    virtual std::vector<std::string> taps() const = 0;
-    /// Velocity prediction for a noisy batch.
-    virtual PredictOutput predict(const PredictInputs& inputs) = 0;
-
-    // ---- ABI 1.1: the host checks the plugin's abi_minor >= 1 before calling these --------------
     /// LoRA module names in the family's native layout (what ComfyUI and the original checkpoints
     /// use, e.g. Wan "blocks.0.self_attn.q" for our "blocks.0.attn1.to_q"). Default: empty function
     /// (no native names; LoRAs are then saved with our names only).
@@ -102,35 +170,118 @@ class ModelFamily : public Encoders {
     /// (created; e.g. a diffusers `transformer/` folder: config.json + safetensors). Default: every
     /// parameter and buffer of trainable() by name in `dir/diffusion_pytorch_model.safetensors`.
     virtual void save_trainable(const std::filesystem::path& dir);
+    /// Velocity prediction for a noisy batch.
+    virtual PredictOutput predict(const PredictInputs& inputs) = 0;
+
     /// Shape of the latents predict() works on for a video of `frames` x `height` x `width` pixels
-    /// ([C, F', H', W'], no batch dim). Default throws st::Error.
-    virtual std::vector<int64_t> latent_shape(int64_t frames, int64_t height, int64_t width) const;
+    /// ([C, F', H', W'], no batch dim).
+    virtual std::vector<int64_t> latent_shape(int64_t frames, int64_t height, int64_t width) const = 0;
     /// latents [B, C, F', H', W'] (normalised like the training latents) -> pixels [B, 3, F, H, W] in
-    /// [-1, 1], float32 on the CPU. Default throws st::Error (the family cannot decode).
-    virtual at::Tensor decode_latents(const at::Tensor& latents);
-    /// Conditioning tensors for image-to-video: image [B, 3, H, W] in [-1, 1] that starts a video of
-    /// `frames` pixel frames -> named tensors predict() takes (e.g. "conditioning_latents").
-    /// Default throws st::Error (the family has no image conditioning).
-    virtual TensorMap encode_conditioning_image(const at::Tensor& image, int64_t frames);
-    /// Frees networks only needed for caching (text encoder, VAE encoder) once the caches are
-    /// complete; they are loaded again on demand. Default: nothing.
+    /// [-1, 1], float32 on the CPU.
+    virtual at::Tensor decode_latents(const at::Tensor& latents) = 0;
+    /// What sampling (validation, `st-host generate`) must supply besides the prompt, for the loaded
+    /// variant (after load()). A render lacking a required input is refused with a message naming it.
+    /// Default: none (text only).
+    virtual std::vector<SamplingInput> sampling_inputs() const;
+    /// Frees networks only needed for caching (text encoder, VAE encoder, audio encoder) once the
+    /// caches are complete; they are loaded again on demand. Default: nothing.
     virtual void release_encoders();
+};
 
-    // ---- ABI 1.2: the host checks the plugin's abi_minor >= 2 before calling ------------------------
-    /// What sampling (validation, `st-host generate`) must supply besides the prompt:
-    ///   "image": a conditioning / reference image, passed through encode_conditioning_image();
-    ///   "audio": driving audio, passed through encode_audio() with the video's fps and frame count
-    ///            (the unconditional CFG branch gets the features multiplied by 0, as upstream Wan S2V).
-    /// A sample lacking a required input is refused with a message. Default: empty (text only).
-    virtual std::vector<std::string> sampling_inputs() const;
+// ---- capabilities ----------------------------------------------------------------------------------
 
-    // ---- ABI 1.3: the host checks the plugin's abi_minor >= 3 before calling ------------------------
-    /// Model-input timestep (sigma x 1000) at which sampling hands over from one network to another
-    /// (Wan 2.2 A14B experts: the high-noise expert for t >= boundary, the low-noise one below, as
-    /// diffusers' `boundary_ratio x num_train_timesteps`). Samplers apply `validation_guidance_2`
-    /// (diffusers `guidance_scale_2`) to steps with t < boundary. nullopt (default): one network
-    /// denoises every step, so one guidance scale applies. Only valid after load().
-    virtual std::optional<double> expert_boundary() const;
+/// Tools that need no load(): `st-host probe | make-model | forward`.
+class ModelTools : public Capability {
+  public:
+    static constexpr const char* kId = "tools@1";
+    ~ModelTools() override;
+    /// Whether `path` (a diffusers folder, a single file, ...) is a checkpoint of this family.
+    /// Must not throw for foreign paths: return loadable=false with a reason.
+    virtual ProbeResult probe(const std::filesystem::path& path) const = 0;
+    /// Presets for `st-host make-model` ("tiny", "small", ...).
+    virtual std::vector<std::string> presets() const = 0;
+    /// Writes a randomly initialised model in the family's real on-disk layout.
+    virtual void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) = 0;
+    /// Component names for `st-host forward` ("transformer", "vae_encode", ...): every network the
+    /// family loads should be one, so each is checkable against its upstream goldens.
+    virtual std::vector<std::string> forward_components() const = 0;
+    /// Runs one component of the model at `model` on named inputs; returns named outputs.
+    virtual TensorMap forward_component(const std::filesystem::path& model, const std::string& component,
+                                        const TensorMap& inputs, const ConfigView& config) = 0;
+};
+
+/// Image conditioning (image-to-video, reference images): feeds sampling inputs of kind image.
+class ImageConditioning : public Capability {
+  public:
+    static constexpr const char* kId = "image_conditioning@1";
+    ~ImageConditioning() override;
+    /// image [B, 3, H, W] in [-1, 1] that starts (or anchors) a video of `frames` pixel frames ->
+    /// named tensors predict() takes (e.g. "conditioning_latents"). After load().
+    virtual TensorMap encode_conditioning_image(const at::Tensor& image, int64_t frames) = 0;
+};
+
+/// Audio conditioning (speech-to-video): feeds sampling inputs of kind audio and caches the audio
+/// of training samples (Encoders::sample_media).
+class AudioConditioning : public Capability {
+  public:
+    static constexpr const char* kId = "audio_conditioning@1";
+    ~AudioConditioning() override;
+    /// Sample rate encode_audio() takes (mono).
+    virtual int audio_sample_rate() const = 0;
+    /// waveform [B, samples] mono at audio_sample_rate(), fps of the video it belongs to, number of
+    /// video frames -> named audio features with a leading batch dim.
+    virtual TensorMap encode_audio(const at::Tensor& waveform, double fps, int64_t frames) = 0;
+};
+
+/// Several networks that denoise different timestep ranges (Wan 2.2 A14B high/low-noise experts).
+class ExpertSchedule : public Capability {
+  public:
+    static constexpr const char* kId = "experts@1";
+    ~ExpertSchedule() override;
+    /// Model-input timestep (sigma x 1000) at which sampling hands over from the first network to
+    /// the second (diffusers `boundary_ratio x num_train_timesteps`): the first denoises t >=
+    /// boundary, the second t < boundary. Samplers apply `validation_guidance_2` (diffusers
+    /// `guidance_scale_2`) to the second's steps. nullopt: one network is loaded, so one guidance
+    /// scale applies. After load().
+    virtual std::optional<double> expert_boundary() const = 0;
+};
+
+/// Where a tap's tokens sit: activations [B, L, hidden_size] whose tokens
+/// [video_offset, video_offset + F'*H'*W') are the video grid in (frame, row, column) order.
+struct TapGeometry {
+    int64_t hidden_size = 0;
+    std::array<int64_t, 3> grid{0, 0, 0};  ///< [F', H', W'] tokens
+    int64_t video_offset = 0;
+};
+
+/// Intermediate activations predict() can return (regularizers such as CREPA align them).
+class TapProvider : public Capability {
+  public:
+    static constexpr const char* kId = "taps@1";
+    ~TapProvider() override;
+    /// Tap names ("blocks.8.out", ...); "blocks.N.out" is the hidden state after block N has done
+    /// everything it does.
+    virtual std::vector<std::string> taps() const = 0;
+    /// Geometry of `tap` for latents of `latent_shape` ([C, F', H', W']). After load().
+    virtual TapGeometry tap_geometry(const std::string& tap,
+                                     const std::vector<int64_t>& latent_shape) const = 0;
+};
+
+/// The rule without a GuidancePolicy: the conditional tensors with every tensor the negative
+/// prompt's encode_text() produced put in place of the prompt's (image conditioning is kept on
+/// both branches, as diffusers' image-to-video pipelines do).
+TensorMap default_unconditional(const TensorMap& conditional, const TensorMap& negative_text);
+
+/// How the unconditional branch of classifier-free guidance is built, for families whose rule
+/// differs from default_unconditional (Wan S2V: the driving audio features times 0).
+class GuidancePolicy : public Capability {
+  public:
+    static constexpr const char* kId = "guidance@1";
+    ~GuidancePolicy() override;
+    /// `conditional`: the prompt's embeddings merged with every sampling input's encoding;
+    /// `negative_text`: encode_text() of the negative prompt -> the unconditional branch's
+    /// conditioning.
+    virtual TensorMap unconditional(const TensorMap& conditional, const TensorMap& negative_text) const = 0;
 };
 
 using ModelFactory = std::function<std::unique_ptr<ModelFamily>()>;

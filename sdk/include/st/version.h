@@ -1,15 +1,20 @@
 // st SDK versioning: ABI major/minor and the build fingerprint.
 //
-// Rules (checked by the host from a plugin's manifest before any plugin code runs):
+// Rules (checked by the host from a plugin's manifest before any plugin code runs; the full text is
+// docs/plugins.md "ABI rules"):
 //   * ABI major must be equal. A major bump means an incompatible change of an existing interface.
 //   * A plugin built against a newer ABI minor than the host is refused: it may call or override
 //     things the host does not have. An older minor is accepted.
-//   * Minor bumps only ever *add*: new virtual functions are appended at the end of an interface,
-//     new fields are appended to structs that carry a `struct_size`. The host never calls a virtual
-//     that was added after the plugin's minor: it checks `PluginInfo::abi_minor` first.
-//   * The fingerprint must match exactly: host and plugins share one compiler, one C++ standard, one
-//     libstdc++ ABI and one LibTorch build, because the SDK passes C++ objects (std::string,
-//     at::Tensor, torch::nn::Module) across the boundary.
+//   * Minor bumps only ever *add*: a new optional behaviour is a new capability interface (st/model.h),
+//     found by id, never a virtual appended to an existing interface; host -> plugin structs
+//     (PredictInputs, ModelLoadRequest, DataOpenRequest, ...) may gain fields at their end, because
+//     the host allocates them; plugin -> host results grow through their named maps; structs a
+//     plugin passes to libst_sdk carry `struct_size` when they may grow (AttentionOptions), the others
+//     change only with a major bump.
+//   * The fingerprint must match in everything that breaks the ABI: C++ library ABI, LibTorch
+//     version, CUDA on/off, compiler family and major version, C++ standard, and the versions of the
+//     header-only libraries whose types cross the boundary. A compiler patch-level difference is
+//     accepted (host/src/plugins/fingerprint.cpp).
 //   * Behaviour versions are separate from the ABI: a change of numerics or defaults of a component
 //     makes a new component id `kind.name@N+1`.
 #pragma once
@@ -19,20 +24,20 @@
 #include <torch/version.h>
 #include <nlohmann/detail/abi_macros.hpp>
 
-// ABI history: 1.0 first release. 1.1 appended to ModelFamily lora_name_map, save_trainable,
-// latent_shape, decode_latents, encode_conditioning_image, release_encoders, and to PredictInputs
-// skip_layers. 1.2 appended ModelFamily::sampling_inputs (speech-to-video validation). 1.3 appended
-// ModelFamily::expert_boundary (per-expert guidance of Wan 2.2 sampling) and
-// DataBackend::eval_batches (held-out `dataset_type: eval` datasets).
-#define ST_SDK_ABI_MAJOR 1
-#define ST_SDK_ABI_MINOR 3
+// ABI history: 1.0 first release; 1.1-1.3 appended virtuals to ModelFamily and DataBackend.
+// 2.0: ModelFamily is a small core plus capabilities found by id (st/model.h); Encoders moved to
+// st/model.h; PredictOutput gained `extra`; AttentionOptions carries struct_size.
+#define ST_SDK_ABI_MAJOR 2
+#define ST_SDK_ABI_MINOR 0
 #define ST_SDK_VERSION_STRING "0.1.0"
 
 #define ST_DETAIL_STR2(x) #x
 #define ST_DETAIL_STR(x) ST_DETAIL_STR2(x)
 
 #if defined(__clang__)
-#define ST_DETAIL_COMPILER "clang-" __clang_version__
+#define ST_DETAIL_COMPILER                                                                        \
+    "clang-" ST_DETAIL_STR(__clang_major__) "." ST_DETAIL_STR(__clang_minor__) "." ST_DETAIL_STR( \
+        __clang_patchlevel__)
 #elif defined(__GNUC__)
 #define ST_DETAIL_COMPILER \
     "gcc-" ST_DETAIL_STR(__GNUC__) "." ST_DETAIL_STR(__GNUC_MINOR__) "." ST_DETAIL_STR(__GNUC_PATCHLEVEL__)

@@ -1,0 +1,189 @@
+#include "plugins/model_handle.h"
+
+#include <fmt/format.h>
+#include <torch/nn/module.h>
+
+#include <algorithm>
+
+#include "plugins/guard.h"
+#include "st/error.h"
+
+namespace st::host {
+
+namespace {
+constexpr const char* kLog = "host.model";
+}
+
+ModelHandle::ModelHandle(const ComponentEntry& entry) : entry_(entry) {
+    if (!entry.model) fail(kLog, "create", "component {} is not a model family", entry.id);
+    family_ = call_plugin(entry_, "create", [&] { return entry_.model(); });
+    if (!family_)
+        fail(kLog, "create", "{}: the plugin '{}' returned no model family", entry.id, entry.plugin_name);
+}
+
+ModelHandle::~ModelHandle() = default;
+
+template <typename T>
+T* ModelHandle::find() {
+    sdk::Capability* raw = call_plugin(entry_, "capability", [&] { return family_->capability(T::kId); });
+    if (!raw) return nullptr;
+    T* typed = dynamic_cast<T*>(raw);
+    if (!typed)
+        fail(kLog, "capability",
+             "plugin '{}' ({}) answered capability '{}' with an object of another interface; the plugin is "
+             "broken",
+             entry_.plugin_name, entry_.plugin_file.string(), T::kId);
+    return typed;
+}
+
+template <typename T>
+T& ModelHandle::require(const std::string& what) {
+    if (T* c = find<T>()) return *c;
+    fail(kLog, "capability", "{}: the model family {} (plugin '{}') does not offer capability '{}'", what,
+         entry_.id, entry_.plugin_name, T::kId);
+}
+
+void ModelHandle::load(const sdk::ModelLoadRequest& request) {
+    call_plugin(entry_, "load", [&] { family_->load(request); });
+}
+
+torch::nn::Module& ModelHandle::trainable() {
+    return call_plugin(entry_, "trainable", [&]() -> torch::nn::Module& { return family_->trainable(); });
+}
+
+std::string ModelHandle::trainable_folder() const {
+    std::string folder = call_plugin(entry_, "trainable_folder", [&] { return family_->trainable_folder(); });
+    if (folder.empty() || folder.find('/') != std::string::npos || folder == "." || folder == "..")
+        fail(kLog, "trainable_folder",
+             "plugin '{}' names the trained network's folder '{}': expected a plain name", entry_.plugin_name,
+             folder);
+    return folder;
+}
+
+std::vector<std::string> ModelHandle::default_lora_targets() const {
+    return call_plugin(entry_, "default_lora_targets", [&] { return family_->default_lora_targets(); });
+}
+
+sdk::LoraNameMap ModelHandle::lora_name_map() const {
+    return call_plugin(entry_, "lora_name_map", [&] { return family_->lora_name_map(); });
+}
+
+void ModelHandle::save_trainable(const std::filesystem::path& dir) {
+    call_plugin(entry_, "save_trainable", [&] { family_->save_trainable(dir); });
+}
+
+sdk::PredictOutput ModelHandle::predict(const sdk::PredictInputs& inputs) {
+    return call_plugin(entry_, "predict", [&] { return family_->predict(inputs); });
+}
+
+sdk::TensorMap ModelHandle::encode_text(const std::vector<std::string>& captions) {
+    return call_plugin(entry_, "encode_text", [&] { return family_->encode_text(captions); });
+}
+
+std::vector<int64_t> ModelHandle::latent_shape(int64_t frames, int64_t height, int64_t width) const {
+    return call_plugin(entry_, "latent_shape", [&] { return family_->latent_shape(frames, height, width); });
+}
+
+at::Tensor ModelHandle::decode_latents(const at::Tensor& latents) {
+    at::Tensor video =
+        call_plugin(entry_, "decode_latents", [&] { return family_->decode_latents(latents); });
+    if (!video.defined() || video.dim() != 5 || video.size(1) != 3 || video.size(0) != latents.size(0))
+        fail(kLog, "decode_latents", "plugin '{}' decoded latents {} to {}, expected [{}, 3, F, H, W]",
+             entry_.plugin_name, c10::str(latents.sizes()),
+             video.defined() ? c10::str(video.sizes()) : std::string("an undefined tensor"), latents.size(0));
+    return video;
+}
+
+std::vector<sdk::SamplingInput> ModelHandle::sampling_inputs() const {
+    return call_plugin(entry_, "sampling_inputs", [&] { return family_->sampling_inputs(); });
+}
+
+bool ModelHandle::samples_from(sdk::MediaKind kind) const {
+    const auto inputs = sampling_inputs();
+    return std::any_of(inputs.begin(), inputs.end(),
+                       [&](const sdk::SamplingInput& i) { return i.kind == kind; });
+}
+
+std::vector<sdk::MediaKind> ModelHandle::sample_media() const {
+    return call_plugin(entry_, "sample_media", [&] { return family_->sample_media(); });
+}
+
+void ModelHandle::release_encoders() {
+    call_plugin(entry_, "release_encoders", [&] { family_->release_encoders(); });
+}
+
+sdk::ProbeResult ModelHandle::probe(const std::filesystem::path& path, const std::string& command) {
+    auto& t = require<sdk::ModelTools>(command);
+    return call_plugin(entry_, "probe", [&] { return t.probe(path); });
+}
+
+std::vector<std::string> ModelHandle::presets(const std::string& command) {
+    auto& t = require<sdk::ModelTools>(command);
+    return call_plugin(entry_, "presets", [&] { return t.presets(); });
+}
+
+void ModelHandle::make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) {
+    auto& t = require<sdk::ModelTools>("st-host make-model");
+    call_plugin(entry_, "make_model", [&] { t.make_model(preset, out, seed); });
+}
+
+std::vector<std::string> ModelHandle::forward_components(const std::string& command) {
+    auto& t = require<sdk::ModelTools>(command);
+    return call_plugin(entry_, "forward_components", [&] { return t.forward_components(); });
+}
+
+sdk::TensorMap ModelHandle::forward_component(const std::filesystem::path& model,
+                                              const std::string& component, const sdk::TensorMap& inputs,
+                                              const sdk::ConfigView& config) {
+    auto& t = require<sdk::ModelTools>("st-host forward");
+    return call_plugin(entry_, "forward",
+                       [&] { return t.forward_component(model, component, inputs, config); });
+}
+
+sdk::TensorMap ModelHandle::encode_conditioning_image(const at::Tensor& image, int64_t frames) {
+    auto& c = require<sdk::ImageConditioning>("image conditioning");
+    return call_plugin(entry_, "encode_conditioning_image",
+                       [&] { return c.encode_conditioning_image(image, frames); });
+}
+
+int ModelHandle::audio_sample_rate() {
+    auto& c = require<sdk::AudioConditioning>("audio conditioning");
+    return call_plugin(entry_, "audio_sample_rate", [&] { return c.audio_sample_rate(); });
+}
+
+sdk::TensorMap ModelHandle::encode_audio(const at::Tensor& waveform, double fps, int64_t frames) {
+    auto& c = require<sdk::AudioConditioning>("audio conditioning");
+    return call_plugin(entry_, "encode_audio", [&] { return c.encode_audio(waveform, fps, frames); });
+}
+
+std::optional<double> ModelHandle::expert_boundary() {
+    auto* c = find<sdk::ExpertSchedule>();
+    if (!c) return std::nullopt;
+    return call_plugin(entry_, "expert_boundary", [&] { return c->expert_boundary(); });
+}
+
+std::vector<std::string> ModelHandle::taps() {
+    auto* c = find<sdk::TapProvider>();
+    if (!c) return {};
+    return call_plugin(entry_, "taps", [&] { return c->taps(); });
+}
+
+sdk::TensorMap ModelHandle::unconditional(const sdk::TensorMap& conditional,
+                                          const sdk::TensorMap& negative_text) {
+    auto* c = find<sdk::GuidancePolicy>();
+    if (!c) return sdk::default_unconditional(conditional, negative_text);
+    return call_plugin(entry_, "unconditional", [&] { return c->unconditional(conditional, negative_text); });
+}
+
+std::string ModelHandle::capability_list() {
+    std::vector<std::string> ids;
+    if (find<sdk::ModelTools>()) ids.push_back(sdk::ModelTools::kId);
+    if (find<sdk::ImageConditioning>()) ids.push_back(sdk::ImageConditioning::kId);
+    if (find<sdk::AudioConditioning>()) ids.push_back(sdk::AudioConditioning::kId);
+    if (find<sdk::ExpertSchedule>()) ids.push_back(sdk::ExpertSchedule::kId);
+    if (find<sdk::TapProvider>()) ids.push_back(sdk::TapProvider::kId);
+    if (find<sdk::GuidancePolicy>()) ids.push_back(sdk::GuidancePolicy::kId);
+    return ids.empty() ? std::string("none") : fmt::format("{}", fmt::join(ids, ", "));
+}
+
+}  // namespace st::host
