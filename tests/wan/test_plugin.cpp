@@ -15,6 +15,7 @@
 
 #include "core/clip_vision.h"
 #include "core/config.h"
+#include "hf_golden.h"
 #include "st/error.h"
 #include "st/safetensors.h"
 #include "test_transformer_util.h"
@@ -564,6 +565,26 @@ TEST_F(WanPluginTest, HostForwardMakeModelAndInspectThroughStWanSo) {
                  golden("umt5/inputs.safetensors").string() + " --output " + out.string());
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.out.find("vae_encode"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace st::plugins::wan
+
+namespace st::plugins::wan {
+namespace {
+
+TEST(WanHfGoldenTest, ImageEncoderComponentMatchesTransformersClipVisionModel) {
+    // tests/golden/hf_clip_vision: transformers CLIPVisionModel(pixel_values, output_hidden_states=True).
+    const fs::path dir = fs::path(ST_TEST_GOLDEN_DIR) / "hf_clip_vision";
+    const TensorMap out =
+        test::host_forward("wan", dir, "image_encoder", load_all(dir / "inputs.safetensors"), "clip");
+    std::map<std::string, std::string> names{{"last_hidden_state", "last_hidden_state"},
+                                             {"pooler_output", "pooler_output"}};
+    for (int i = 0; i <= 3; ++i)
+        names["hidden_states_" + std::to_string(i)] = "hidden_states_" + std::to_string(i);
+    test::expect_hf_parity(out, load_all(dir / "outputs.safetensors"), names);
+    // hidden_states_2 = hidden_states[-2] is what Wan 2.1 I2V conditions on.
+    EXPECT_EQ(out.count("hidden_states_4"), 0u);
 }
 
 }  // namespace

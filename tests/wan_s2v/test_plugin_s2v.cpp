@@ -8,6 +8,7 @@
 
 #include <filesystem>
 
+#include "hf_golden.h"
 #include "s2v_family.h"
 #include "st/error.h"
 
@@ -194,6 +195,39 @@ TEST_F(S2VFamilyTest, FlavourAndMissingAudioEncoderAreClearErrors) {
     }
     req.config = config_of({{"pretrained_audio_encoder_model_name_or_path", (root_ / "nowhere").string()}});
     EXPECT_THROW(f.load(req), st::Error);
+}
+
+}  // namespace
+
+namespace {
+
+using st::plugins::wan::test::expect_hf_parity;
+using st::plugins::wan::test::host_forward;
+
+TensorMap load_all(const fs::path& file) {
+    auto src = st::sdk::open_tensor_source(file);
+    TensorMap m;
+    for (const auto& i : src->infos()) m[i.name] = src->load(i.name);
+    return m;
+}
+
+TEST(S2VHfGoldenTest, AudioEncoderComponentMatchesTransformersWav2Vec2Model) {
+    // tests/golden/hf_wav2vec2: transformers Wav2Vec2Model(input_values [, attention_mask],
+    // output_hidden_states=True); run A without a mask, run B a padded batch with its mask.
+    const fs::path dir = fs::path(ST_TEST_GOLDEN_DIR) / "hf_wav2vec2";
+    const TensorMap in = load_all(dir / "inputs.safetensors");
+    const TensorMap ref = load_all(dir / "outputs.safetensors");
+    for (const std::string run : {"a", "b"}) {
+        TensorMap inputs{{"input_values", in.at("input_values_" + run)}};
+        if (run == "b") inputs["attention_mask"] = in.at("attention_mask_b");
+        const TensorMap out = host_forward("wan_s2v", dir, "audio_encoder", inputs, "wav2vec2_" + run);
+        std::map<std::string, std::string> names{{"last_hidden_state", run + "_last_hidden_state"},
+                                                 {"extract_features", run + "_extract_features"}};
+        for (int i = 0; i <= 3; ++i)
+            names["hidden_states_" + std::to_string(i)] = run + "_hidden_states_" + std::to_string(i);
+        if (run == "b") names["frame_mask"] = "b_frame_mask";
+        expect_hf_parity(out, ref, names);
+    }
 }
 
 }  // namespace

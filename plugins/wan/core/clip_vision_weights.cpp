@@ -125,9 +125,9 @@ ClipVisionModel load_clip_vision(const std::filesystem::path& path_in, at::Scala
                                  at::Device device) {
     namespace fs = std::filesystem;
     const fs::path path = strip_trailing_separator(path_in);
-    const fs::path config_json = locate_hf_checkpoint(path, kComponent, "CLIP image encoder", kPickleHint);
-    const ClipVisionConfig config = ClipVisionConfig::from_file(config_json);
-    const std::shared_ptr<st::sdk::TensorSource> source = st::sdk::open_tensor_source(path);
+    const HfCheckpointFiles files = locate_hf_checkpoint(path, kComponent, "CLIP image encoder", kPickleHint);
+    const ClipVisionConfig config = ClipVisionConfig::from_file(files.config_json);
+    const std::shared_ptr<st::sdk::TensorSource> source = st::sdk::open_tensor_source(files.weights);
     ClipVisionModel model(config);
     model->to(device, dtype);
     load_clip_vision_weights(model, *source);

@@ -22,8 +22,8 @@ bool is_pickle(const fs::path& p) {
 
 }  // namespace
 
-fs::path locate_hf_checkpoint(const fs::path& path, const std::string& component, const std::string& what,
-                              const std::string& pickle_hint) {
+HfCheckpointFiles locate_hf_checkpoint(const fs::path& path, const std::string& component,
+                                       const std::string& what, const std::string& pickle_hint) {
     if (!fs::exists(path))
         fail(component, "load",
              "{} path '{}' does not exist (expected a folder with config.json + model.safetensors, or a "
@@ -34,6 +34,7 @@ fs::path locate_hf_checkpoint(const fs::path& path, const std::string& component
              p.string(), pickle_hint);
     };
     fs::path config_json;
+    fs::path weights = path;
     if (fs::is_directory(path)) {
         bool has_safetensors = false;
         fs::path pickle;
@@ -45,6 +46,11 @@ fs::path locate_hf_checkpoint(const fs::path& path, const std::string& component
         }
         if (!has_safetensors && !pickle.empty()) refuse_pickle(pickle);
         config_json = path / "config.json";
+        for (const char* name : {"model.safetensors.index.json", "model.safetensors"})
+            if (fs::exists(path / name)) {
+                weights = path / name;
+                break;
+            }
     } else {
         if (is_pickle(path)) refuse_pickle(path);
         config_json = path.parent_path() / "config.json";
@@ -52,7 +58,7 @@ fs::path locate_hf_checkpoint(const fs::path& path, const std::string& component
     if (!fs::exists(config_json))
         fail(component, "load", "{} '{}' has no config.json (looked for '{}')", what, path.string(),
              config_json.string());
-    return config_json;
+    return {config_json, weights};
 }
 
 }  // namespace st::plugins::wan

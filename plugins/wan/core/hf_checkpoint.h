@@ -7,12 +7,21 @@
 
 namespace st::plugins::wan {
 
+/// Where a transformers checkpoint's files are.
+struct HfCheckpointFiles {
+    std::filesystem::path config_json;
+    /// What to open with sdk::open_tensor_source: the folder's model.safetensors.index.json or
+    /// model.safetensors when present (transformers' SAFE_WEIGHTS_NAME, so other .safetensors files in
+    /// the folder are never taken for the weights), else `path` as given.
+    std::filesystem::path weights;
+};
+
 /// `path` is a folder holding config.json and *.safetensors (or a sharded index), or a .safetensors
-/// file with config.json next to it: returns that config.json. st::Error (component `component`,
-/// phase "load") when `path` does not exist, has no config.json, or is a PyTorch pickle (.bin .pt
-/// .pth .ckpt, also a folder holding only pickles); the pickle message ends with `pickle_hint` (how to
+/// file with config.json next to it: returns that config.json and the weights. st::Error (component
+/// `component`, phase "load") when `path` does not exist, has no config.json, or is a PyTorch pickle (.bin
+/// .pt .pth .ckpt, also a folder holding only pickles); the pickle message ends with `pickle_hint` (how to
 /// convert or what to use instead). `what` names the checkpoint in messages ("CLIP image encoder").
-std::filesystem::path locate_hf_checkpoint(const std::filesystem::path& path, const std::string& component,
-                                           const std::string& what, const std::string& pickle_hint);
+HfCheckpointFiles locate_hf_checkpoint(const std::filesystem::path& path, const std::string& component,
+                                       const std::string& what, const std::string& pickle_hint);
 
 }  // namespace st::plugins::wan

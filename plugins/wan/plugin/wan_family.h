@@ -84,7 +84,7 @@ class WanFamily final : public st::sdk::ModelFamily,
     }
     void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) override;
     std::vector<std::string> forward_components() const override {
-        return {"transformer", "vae_encode", "vae_decode", "text_encoder"};
+        return {"transformer", "vae_encode", "vae_decode", "text_encoder", "image_encoder"};
     }
     st::sdk::TensorMap forward_component(const std::filesystem::path& model, const std::string& component,
                                          const st::sdk::TensorMap& inputs,

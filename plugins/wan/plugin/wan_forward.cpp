@@ -17,6 +17,7 @@
 
 #include <cmath>
 
+#include "core/clip_vision.h"
 #include "core/umt5.h"
 #include "st/error.h"
 #include "st/log.h"
@@ -188,6 +189,22 @@ TensorMap forward_text_encoder(const fs::path& model, const TensorMap& in, const
             {"seq_lens", r.seq_lens}};
 }
 
+TensorMap forward_image_encoder(const fs::path& model, const TensorMap& in) {
+    // transformers CLIPVisionModel(pixel_values [B, 3, S, S] (already preprocessed),
+    // output_hidden_states=True) -> last_hidden_state [B, N+1, H] (no post_layernorm),
+    // hidden_states_<i>, pooler_output = post_layernorm(last_hidden_state[:, 0]) [B, H]
+    const fs::path dir = fs::is_directory(model / "image_encoder") ? model / "image_encoder" : model;
+    ClipVisionModel clip = load_clip_vision(dir);
+    const at::Tensor pixels = require(in, "pixel_values", "image_encoder").to(at::kFloat);
+    torch::NoGradGuard no_grad;
+    const auto states = clip->forward_hidden_states(pixels);
+    TensorMap out;
+    for (size_t i = 0; i < states.size(); ++i) out["hidden_states_" + std::to_string(i)] = states[i];
+    out["last_hidden_state"] = states.back();
+    out["pooler_output"] = clip->post_layernorm->forward(states.back().select(1, 0));
+    return out;
+}
+
 }  // namespace
 
 TensorMap run_forward_component(const fs::path& model, const std::string& component, const TensorMap& inputs,
@@ -196,8 +213,10 @@ TensorMap run_forward_component(const fs::path& model, const std::string& compon
     if (component == "vae_encode") return forward_vae_encode(model, inputs, config);
     if (component == "vae_decode") return forward_vae_decode(model, inputs, config);
     if (component == "text_encoder") return forward_text_encoder(model, inputs, config);
+    if (component == "image_encoder") return forward_image_encoder(model, inputs);
     fail(kWanComponentId, "forward",
-         "unknown component '{}' (transformer, vae_encode, vae_decode, text_encoder)", component);
+         "unknown component '{}' (transformer, vae_encode, vae_decode, text_encoder, image_encoder)",
+         component);
 }
 
 }  // namespace st::plugins::wan

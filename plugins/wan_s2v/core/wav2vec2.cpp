@@ -73,6 +73,12 @@ at::Tensor Wav2Vec2FeatureProjectionImpl::forward(const at::Tensor& x) {
     return projection->forward(layer_norm->forward(x));
 }
 
+std::pair<at::Tensor, at::Tensor> Wav2Vec2FeatureProjectionImpl::forward_with_features(const at::Tensor& x) {
+    at::Tensor normed = layer_norm->forward(x);
+    at::Tensor projected = projection->forward(normed);
+    return {std::move(normed), std::move(projected)};
+}
+
 Wav2Vec2WeightNormConv1dImpl::Wav2Vec2WeightNormConv1dImpl(int64_t channels, int64_t kernel, int64_t groups)
     : kernel_(kernel), groups_(groups) {
     weight_g = register_parameter("weight_g", at::ones({1, 1, kernel}));
@@ -125,9 +131,9 @@ Wav2Vec2EncoderLayerImpl::Wav2Vec2EncoderLayerImpl(const Wav2Vec2Config& config)
     final_layer_norm = register_module("final_layer_norm", torch::nn::LayerNorm(ln));
 }
 
-at::Tensor Wav2Vec2EncoderLayerImpl::forward(const at::Tensor& x) {
+at::Tensor Wav2Vec2EncoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& key_mask) {
     // Wav2Vec2EncoderLayerStableLayerNorm: [B, T, C] -> [B, T, C]
-    at::Tensor h = x + attention->forward(layer_norm->forward(x));
+    at::Tensor h = x + attention->forward(layer_norm->forward(x), key_mask);
     return h + feed_forward->forward(final_layer_norm->forward(h));
 }
 
@@ -140,14 +146,17 @@ Wav2Vec2EncoderImpl::Wav2Vec2EncoderImpl(const Wav2Vec2Config& config) {
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) layers->push_back(Wav2Vec2EncoderLayer(config));
 }
 
-std::vector<at::Tensor> Wav2Vec2EncoderImpl::forward(const at::Tensor& x) {
-    // Wav2Vec2EncoderStableLayerNorm.forward with output_hidden_states: [B, T, C] -> L+1 x [B, T, C]
+std::vector<at::Tensor> Wav2Vec2EncoderImpl::forward(const at::Tensor& x, const at::Tensor& frame_mask) {
+    // Wav2Vec2EncoderStableLayerNorm.forward with output_hidden_states: [B, T, C] -> L+1 x [B, T, C].
+    // With a mask, padded frames are zeroed before the positional conv (hidden_states[~mask] = 0) and
+    // masked as keys in every layer; padded query frames still get outputs, as upstream.
     std::vector<at::Tensor> states;
     states.reserve(layers->size() + 1);
-    at::Tensor h = x + pos_conv_embed->forward(x);
+    const at::Tensor in = frame_mask.defined() ? x * frame_mask.unsqueeze(-1).to(x.scalar_type()) : x;
+    at::Tensor h = in + pos_conv_embed->forward(in);
     for (const auto& layer : *layers) {
         states.push_back(h);
-        h = layer->as<Wav2Vec2EncoderLayerImpl>()->forward(h);
+        h = layer->as<Wav2Vec2EncoderLayerImpl>()->forward(h, frame_mask);
     }
     states.push_back(layer_norm->forward(h));
     return states;
@@ -162,6 +171,11 @@ Wav2Vec2ModelImpl::Wav2Vec2ModelImpl(const Wav2Vec2Config& config) : config_(con
 }
 
 std::vector<at::Tensor> Wav2Vec2ModelImpl::forward(const at::Tensor& waveform) {
+    return run(waveform).hidden_states;
+}
+
+Wav2Vec2ModelImpl::Outputs Wav2Vec2ModelImpl::run(const at::Tensor& waveform,
+                                                  const at::Tensor& attention_mask) {
     // Wav2Vec2Model.forward (eval): [B, N] -> conv stack [B, C, T] -> [B, T, C] -> projection
     // [B, T, hidden] -> encoder -> num_hidden_layers + 1 states [B, T, hidden].
     TORCH_CHECK(waveform.dim() == 2, "Wav2Vec2Model expects a waveform [B, N], got ", waveform.sizes());
@@ -170,7 +184,24 @@ std::vector<at::Tensor> Wav2Vec2ModelImpl::forward(const at::Tensor& waveform) {
              "waveform of {} samples is shorter than the receptive field of {} samples", waveform.size(1),
              config_.receptive_field());
     const at::Tensor features = feature_extractor->forward(waveform).transpose(1, 2);
-    return encoder->forward(feature_projection->forward(features));
+    Outputs out;
+    if (attention_mask.defined()) {
+        // _get_feature_vector_attention_mask: frames t < the conv output length of each clip's samples.
+        if (attention_mask.sizes() != waveform.sizes())
+            fail(kComponent, "forward", "attention_mask {} must have the shape of the input {}",
+                 c10::str(attention_mask.sizes()), c10::str(waveform.sizes()));
+        const at::Tensor lengths = attention_mask.to(at::kLong).sum(-1).cpu();
+        std::vector<int64_t> frames(static_cast<size_t>(waveform.size(0)));
+        for (int64_t b = 0; b < waveform.size(0); ++b)
+            frames[static_cast<size_t>(b)] = config_.num_frames(lengths[b].item<int64_t>());
+        const auto opts = at::TensorOptions().dtype(at::kLong).device(features.device());
+        out.frame_mask =
+            at::arange(features.size(1), opts).unsqueeze(0).lt(at::tensor(frames, opts).unsqueeze(1));
+    }
+    auto [normed, projected] = feature_projection->forward_with_features(features);
+    out.extract_features = std::move(normed);
+    out.hidden_states = encoder->forward(projected, out.frame_mask);
+    return out;
 }
 
 // --- audio pipeline -----------------------------------------------------------------------------

@@ -125,6 +125,8 @@ class Wav2Vec2FeatureProjectionImpl : public torch::nn::Module {
   public:
     explicit Wav2Vec2FeatureProjectionImpl(const Wav2Vec2Config& config);
     at::Tensor forward(const at::Tensor& x);  ///< [B, T, conv_dim[-1]] -> [B, T, hidden]
+    /// Also the LayerNorm output (HF's `extract_features`): {normed [B, T, C_conv], projected}.
+    std::pair<at::Tensor, at::Tensor> forward_with_features(const at::Tensor& x);
     torch::nn::LayerNorm layer_norm{nullptr};
     torch::nn::Linear projection{nullptr};
 };
@@ -170,7 +172,8 @@ TORCH_MODULE(Wav2Vec2FeedForward);
 class Wav2Vec2EncoderLayerImpl : public torch::nn::Module {
   public:
     explicit Wav2Vec2EncoderLayerImpl(const Wav2Vec2Config& config);
-    at::Tensor forward(const at::Tensor& x);  ///< [B, T, C] -> [B, T, C]
+    /// [B, T, C] -> [B, T, C]; key_mask [B, T] bool (padded frames false) or undefined.
+    at::Tensor forward(const at::Tensor& x, const at::Tensor& key_mask = {});
     st::plugins::wan::HfSelfAttention attention{nullptr};
     torch::nn::LayerNorm layer_norm{nullptr};
     Wav2Vec2FeedForward feed_forward{nullptr};
@@ -182,7 +185,8 @@ class Wav2Vec2EncoderImpl : public torch::nn::Module {
   public:
     explicit Wav2Vec2EncoderImpl(const Wav2Vec2Config& config);
     /// [B, T, C] projected features -> num_hidden_layers + 1 states [B, T, C] (see Wav2Vec2Model).
-    std::vector<at::Tensor> forward(const at::Tensor& x);
+    /// frame_mask [B, T] bool: padded frames are zeroed before the positional conv and are no keys.
+    std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& frame_mask = {});
     Wav2Vec2PositionalConvEmbedding pos_conv_embed{nullptr};
     torch::nn::LayerNorm layer_norm{nullptr};
     torch::nn::ModuleList layers{nullptr};
@@ -199,6 +203,15 @@ class Wav2Vec2ModelImpl : public torch::nn::Module {
     /// encoder LayerNorm of the last layer's output (= last_hidden_state). T = num_frames(N).
     /// Eval semantics (no SpecAugment, no dropout, no LayerDrop) whatever the training flag.
     std::vector<at::Tensor> forward(const at::Tensor& waveform);
+
+    /// Everything HF Wav2Vec2Model.forward(input_values, attention_mask, output_hidden_states=True)
+    /// returns: `attention_mask` [B, N] (1 = sample, 0 = right padding) or undefined.
+    struct Outputs {
+        std::vector<at::Tensor> hidden_states;  ///< as forward()
+        at::Tensor extract_features;  ///< [B, T, conv_dim[-1]]: feature_projection's LayerNorm output
+        at::Tensor frame_mask;        ///< [B, T] bool (conv output lengths); undefined without a mask
+    };
+    Outputs run(const at::Tensor& input_values, const at::Tensor& attention_mask = {});
 
     const Wav2Vec2Config& config() const { return config_; }
 

@@ -97,10 +97,9 @@ Wav2Vec2Layout load_wav2vec2_weights(Wav2Vec2Model& model, const st::sdk::Tensor
 
 Wav2Vec2Model load_wav2vec2(const std::filesystem::path& path) {
     namespace fs = std::filesystem;
-    const fs::path config_json =
-        st::plugins::wan::locate_hf_checkpoint(path, kComponent, "wav2vec2", kPickleHint);
-    const Wav2Vec2Config config = Wav2Vec2Config::from_file(config_json);
-    const std::shared_ptr<st::sdk::TensorSource> source = st::sdk::open_tensor_source(path);
+    const auto files = st::plugins::wan::locate_hf_checkpoint(path, kComponent, "wav2vec2", kPickleHint);
+    const Wav2Vec2Config config = Wav2Vec2Config::from_file(files.config_json);
+    const std::shared_ptr<st::sdk::TensorSource> source = st::sdk::open_tensor_source(files.weights);
     Wav2Vec2Model model(config);
     model->to(at::kFloat);
     load_wav2vec2_weights(model, *source);

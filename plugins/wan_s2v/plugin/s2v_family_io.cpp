@@ -64,8 +64,8 @@ TensorMap WanS2VFamily::forward_component(const fs::path& model, const std::stri
                                           const TensorMap& inputs, const st::sdk::ConfigView& config) {
     // transformer: hidden_states, timestep, encoder_hidden_states, image_latents, audio_embeds
     //   [, pose_latents, motion_latents] -> out (motion_frames [17, 5] dropped, or [73, 19] with motion)
-    // audio_encoder: waveform [N] 16 kHz (+ fps, frames as 1-element tensors) -> audio_embeds,
-    // hidden_states_<i>
+    // audio_encoder: input_values [B, N] (+ attention_mask) -> the HF Wav2Vec2Model outputs; or
+    //   waveform [N] 16 kHz (+ fps, frames as 1-element tensors) -> audio_embeds, hidden_states_<i>
     auto need = [&](const char* name) -> const at::Tensor& {
         auto it = inputs.find(name);
         if (it == inputs.end())
@@ -97,8 +97,23 @@ TensorMap WanS2VFamily::forward_component(const fs::path& model, const std::stri
         if (paths.audio_encoder.empty())
             fail(kS2VComponentId, "forward", "no audio encoder folder in '{}'", model.string());
         Wav2Vec2AudioEncoder enc = Wav2Vec2AudioEncoder::load(paths.audio_encoder);
-        const at::Tensor wave = need("waveform").to(at::kFloat).flatten();
         TensorMap out;
+        if (inputs.count("input_values")) {
+            // transformers Wav2Vec2Model(input_values [B, N] (already normalised), attention_mask [B, N]
+            // optional, output_hidden_states=True) -> last_hidden_state, hidden_states_<i>,
+            // extract_features (+ frame_mask with a mask)
+            at::Tensor mask;
+            if (auto it = inputs.find("attention_mask"); it != inputs.end()) mask = it->second;
+            const auto r = enc.model()->run(inputs.at("input_values").to(at::kFloat), mask);
+            for (size_t i = 0; i < r.hidden_states.size(); ++i)
+                out["hidden_states_" + std::to_string(i)] = r.hidden_states[i];
+            out["last_hidden_state"] = r.hidden_states.back();
+            out["extract_features"] = r.extract_features;
+            if (r.frame_mask.defined()) out["frame_mask"] = r.frame_mask.to(at::kLong);
+            return out;
+        }
+        // The S2V pipeline: a raw 16 kHz waveform, normalised here, (+ fps, frames) -> audio_embeds.
+        const at::Tensor wave = need("waveform").to(at::kFloat).flatten();
         const auto states = enc.hidden_states(wave);
         for (size_t i = 0; i < states.size(); ++i) out["hidden_states_" + std::to_string(i)] = states[i];
         if (inputs.count("fps") && inputs.count("frames")) {

@@ -52,6 +52,10 @@ S2VModelPaths resolve_s2v_paths(const fs::path& model, const ConfigView& config)
             break;
         }
     }
+    // A Wav2Vec2 folder given directly (`st-host forward --component audio_encoder --model DIR`).
+    if (p.audio_encoder.empty() && fs::is_directory(model) && !st::plugins::wan::is_pipeline_folder(model) &&
+        fs::exists(model / "config.json"))
+        p.audio_encoder = model;
     return p;
 }
 
