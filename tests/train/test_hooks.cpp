@@ -69,6 +69,34 @@ end
     EXPECT_NE(r.log.find("[lua:events.lua]"), std::string::npos) << r.log;
 }
 
+TEST(HookTest, StepEventsAndMetricsAgreeOnTheEpochAtAnEpochBoundary) {
+    // 4 batches per epoch, accumulation 2: step 2 takes the last batch of epoch 1 while the epoch is
+    // still open, so step 3 only learns from its first batch that it belongs to epoch 2. Its
+    // on_step_start, st.state and its metrics line must all say 2.
+    auto& env = TrainEnv::get();
+    const auto script = write_script("epochs.lua", R"(
+st.on("on_step_start", function(ev)
+  st.metric("start_epoch", ev.epoch)
+  st.metric("state_epoch", st.state.epoch)
+end)
+)");
+    auto r = env.run(env.config(
+        "epoch_boundary",
+        {{"max_train_steps", 4}, {"gradient_accumulation_steps", 2}, {"lua_hooks", script.string()}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    int steps = 0;
+    for (const auto& l : st_test::read_jsonl(env.root / "epoch_boundary" / "metrics.jsonl")) {
+        if (!l.contains("timesteps")) continue;
+        ++steps;
+        const int64_t want = l["step"].get<int64_t>() <= 2 ? 1 : 2;
+        EXPECT_EQ(l.value("epoch", int64_t{-1}), want) << l.dump();
+        const auto m = l.value("hook_metrics", nlohmann::json::object());
+        EXPECT_EQ(m.value("start_epoch", -1.0), want) << l.dump();
+        EXPECT_EQ(m.value("state_epoch", -1.0), want) << l.dump();
+    }
+    EXPECT_EQ(steps, 4);
+}
+
 TEST(HookTest, ActionsTakeEffectAtTheStepTheyWereAskedFor) {
     auto& env = TrainEnv::get();
     const auto script = write_script("actions.lua", R"(

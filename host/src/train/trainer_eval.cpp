@@ -23,14 +23,16 @@ constexpr const char* kLog = "host.train";
 
 void Trainer::build_eval_set() {
     if (cfg_.eval_interval <= 0) return;
-    for (auto& b : backends_) {
-        auto batches = call_plugin(*b.component, "eval_batches", [&] {
-            return b.backend->eval_batches(cfg_.eval_samples, cfg_.batch_size);
-        });
-        for (auto& batch : batches) eval_batches_.push_back(std::move(batch));
-    }
+    eval_batches_ = data_->eval_batches(cfg_.eval_samples, cfg_.batch_size);
     eval_held_out_ = !eval_batches_.empty();
-    if (!eval_held_out_) take_training_eval_samples();
+    if (!eval_held_out_) {
+        log::info(
+            kLog,
+            "no dataset_type eval dataset: the evaluation loss uses the first {} training sample(s) of the "
+            "data order (add a dataset with \"dataset_type\": \"eval\" to hold samples out)",
+            cfg_.eval_samples);
+        eval_batches_ = data_->first_samples(cfg_.eval_samples);
+    }
     at::Generator g = at::make_generator<at::CPUGeneratorImpl>(0);
     for (const auto& b : eval_batches_)
         eval_noise_.push_back(at::randn(b.tensors.at("latents").sizes(), g, at::kFloat));
@@ -40,29 +42,6 @@ void Trainer::build_eval_set() {
     log::info(kLog, "evaluation loss every {} steps on {} {} sample(s) x {} timesteps: {}",
               cfg_.eval_interval, ids.size(), eval_held_out_ ? "held-out (dataset_type eval)" : "training",
               cfg_.eval_timesteps, fmt::format("{}", fmt::join(ids, ", ")));
-}
-
-void Trainer::take_training_eval_samples() {
-    log::info(kLog,
-              "no dataset_type eval dataset: the evaluation loss uses the first {} training sample(s) of the "
-              "data order (add a dataset with \"dataset_type\": \"eval\" to hold samples out)",
-              cfg_.eval_samples);
-    std::vector<nlohmann::json> saved;
-    for (auto& b : backends_)
-        saved.push_back(call_plugin(*b.component, "state", [&] { return b.backend->state(); }));
-    int64_t have = 0;
-    for (auto& b : backends_) {
-        call_plugin(*b.component, "start_epoch", [&] { b.backend->start_epoch(0); });
-        while (have < cfg_.eval_samples) {
-            auto batch = call_plugin(*b.component, "next_batch", [&] { return b.backend->next_batch(1); });
-            if (!batch) break;
-            have += static_cast<int64_t>(batch->samples.size());
-            eval_batches_.push_back(std::move(*batch));
-        }
-        if (have >= cfg_.eval_samples) break;
-    }
-    for (size_t i = 0; i < backends_.size(); ++i)
-        call_plugin(*backends_[i].component, "restore", [&] { backends_[i].backend->restore(saved[i]); });
 }
 
 void Trainer::evaluate() {
@@ -84,23 +63,14 @@ void Trainer::evaluate() {
         int64_t n = 0;
         for (size_t i = 0; i < eval_batches_.size(); ++i) {
             const auto& batch = eval_batches_[i];
-            const at::Tensor latents = batch.tensors.at("latents").to(at::kFloat);
-            const at::Tensor sigmas = at::full({latents.size(0)}, sigma, at::kFloat);
-            const auto fm = sdk::make_flow_matching_batch(latents, eval_noise_[i], sigmas);
-            sdk::PredictInputs in;
-            in.noisy = fm.noisy.to(device_);
-            in.timesteps = fm.timesteps.to(device_);
-            for (const auto& [name, t] : batch.tensors)
-                if (name != "latents") in.conditioning[name] = t.to(device_);
-            auto out = model_->predict(in);
+            const int64_t size = static_cast<int64_t>(batch.samples.size());
             const double batch_sum =
-                sdk::flow_matching_loss(out.velocity, fm.target.to(device_)).item<double>() *
-                static_cast<double>(latents.size(0));
+                objective_->eval_loss(batch, eval_noise_[i], sigma) * static_cast<double>(size);
             sum += batch_sum;
-            n += latents.size(0);
+            n += size;
             auto& d = by_dataset[batch.samples.front().dataset_id];
             d.first += batch_sum;
-            d.second += latents.size(0);
+            d.second += size;
         }
         const double mean = sum / static_cast<double>(n);
         by_timestep[fmt::format("{:.1f}", sigma * 1000.0)] = mean;

@@ -35,7 +35,7 @@ void Trainer::start_hooks() {
 
 nlohmann::json Trainer::state_table() const {
     return {{"step", global_step_},
-            {"epoch", epoch_open_ ? epoch_ + 1 : epoch_},
+            {"epoch", data_ ? data_->epoch() : 0},
             {"total_steps", total_steps_},
             {"loss", last_loss_},
             {"lr_scale", lr_scale_},
@@ -65,7 +65,7 @@ std::string Trainer::apply_actions() {
         for (const auto& [k, v] : a.metrics) line["hook_metrics"][k] = v;
         metrics_->write(line);
     }
-    if (a.save_checkpoint && last_checkpoint_step_ != global_step_)
+    if (a.save_checkpoint && checkpoints_->last_step() != global_step_)
         save_checkpoint("requested by a Lua hook");
     if (a.validate_now) validate_requested_ = true;
     if (a.stop)

@@ -1,5 +1,9 @@
-// The Trainer's parts, shared by trainer_setup.cpp (before the first step), trainer_loop.cpp (the
-// steps) and trainer_state.cpp (checkpoints, resume, final weights). Private to host/src/train.
+// The Trainer: the run that ties the parts together. Its parts are classes of their own with
+// in-process tests: DataCursor (data order, epochs, position), Objective (the loss of a micro-batch),
+// CheckpointManager (when/where to checkpoint, what to resume), ValidationController (renders during
+// the run, the reference sample). The Trainer's own files: trainer_setup.cpp (before the first step),
+// trainer_loop.cpp (the steps), trainer_state.cpp (checkpoint contents, resume, final weights),
+// trainer_eval.cpp, trainer_validation.cpp, trainer_hooks.cpp. Private to host/src/train.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -8,6 +12,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,11 +28,13 @@
 #include "st/lr_scheduler.h"
 #include "st/model.h"
 #include "st/optimizer.h"
-#include "train/checkpoint_store.h"
+#include "train/checkpoint_manager.h"
+#include "train/data_cursor.h"
 #include "train/ema.h"
 #include "train/metrics.h"
+#include "train/objective.h"
 #include "train/train_config.h"
-#include "validate/validator.h"
+#include "train/validation_controller.h"
 
 namespace st::host::train {
 
@@ -39,10 +46,12 @@ struct StepTiming {
 /// What the loop hands metrics, progress and hooks after each optimizer step.
 struct StepReport {
     int64_t step = 0;
+    int64_t epoch = 0;  ///< 1-based epoch of the step's first batch (events and metrics agree on it)
     double loss = 0;
     double lr = 0;
-    double grad_metric = 0;  ///< total norm (norm clipping) or max |grad| (value clipping)
-    bool skipped = false;    ///< non-finite loss or gradients: no update was applied
+    std::map<std::string, double> terms;  ///< loss terms (mean over the micro-batches)
+    double grad_metric = 0;               ///< total norm (norm clipping) or max |grad| (value clipping)
+    bool skipped = false;                 ///< non-finite loss or gradients: no update was applied
     std::vector<double> timesteps;
     std::vector<std::string> sample_ids;
     std::vector<std::string> captions;
@@ -55,13 +64,9 @@ struct StepReport {
 /// Everything that says where the run is in its data and random streams, captured after each
 /// completed step so a checkpoint (even one written after a failed step) matches the weights.
 struct Position {
-    nlohmann::json data = nlohmann::json::array();  ///< DataBackend::state() of each backend
+    DataCursor::Position data;
     at::Tensor generator;         ///< the run's generator (noise, sigmas, dropout of captions)
     at::Tensor global_generator;  ///< ATen's default CPU generator (LoRA dropout)
-    int64_t epoch = 0;
-    size_t backend_index = 0;
-    bool epoch_open = false;
-    bool data_done = false;
 };
 
 class Trainer {
@@ -78,17 +83,16 @@ class Trainer {
     void plan_steps();
 
     // ---- loop (trainer_loop.cpp) ----
-    std::optional<sdk::Batch> fetch_batch();
     StepReport train_step();
+    /// Loss of one micro-batch, backward included; adds its terms to `report`.
     double micro_step(sdk::Batch& batch, StepReport& report);
     int64_t apply_caption_dropout(sdk::Batch& batch);
     void report_step(const StepReport& r);
 
     // ---- evaluation loss (trainer_eval.cpp) ----
-    /// Collects the fixed evaluation batches (data positions are restored afterwards).
+    /// Collects the fixed evaluation batches (held-out datasets, else the first num_eval_images samples
+    /// of the training order; data positions are left as they were).
     void build_eval_set();
-    /// Fallback eval set: the first num_eval_images samples of the training data order.
-    void take_training_eval_samples();
     /// Mean flow-matching loss over the eval set at the fixed timesteps; writes a metrics line.
     void evaluate();
 
@@ -97,12 +101,6 @@ class Trainer {
     void start_webhooks();
     /// Renders the validation prompts (hooks may edit them), logs, fires on_validation_end, posts.
     void validate();
-    /// Speech-to-video: the first training sample (with audio when the model needs audio) becomes
-    /// the validation reference (image + audio) when the config gives none. Saved in checkpoints.
-    void offer_reference_sample(const sdk::Batch& batch);
-    /// eval_dataset_id: sets the validation reference to the first usable sample of `dataset` (eval
-    /// datasets first, then one pass over the training order). Throws st::Error when it has none.
-    void find_reference_in(const std::string& dataset);
     /// Posts an event when webhooks are configured (never throws).
     void notify(const std::string& type, notify::Severity level, const std::string& message,
                 nlohmann::json data = nullptr, std::vector<std::filesystem::path> attachments = {},
@@ -118,7 +116,6 @@ class Trainer {
 
     // ---- state (trainer_state.cpp) ----
     void maybe_resume();
-    void check_foreign_checkpoints() const;
     void restore(const std::filesystem::path& dir);
     bool save_checkpoint(const std::string& why);
     void save_weights(const std::filesystem::path& dir, bool ema);
@@ -133,7 +130,9 @@ class Trainer {
     at::ScalarType dtype_ = at::kFloat;
 
     std::unique_ptr<ModelHandle> model_;
+    std::unique_ptr<Objective> objective_;
     std::vector<OpenedBackend> backends_;
+    std::unique_ptr<DataCursor> data_;
     sdk::TensorMap null_text_;  ///< encode_text({""}) for caption dropout
     std::vector<std::pair<std::string, at::Tensor>> params_;
     std::vector<at::Tensor> param_tensors_;
@@ -151,34 +150,28 @@ class Trainer {
     int64_t steps_per_epoch_ = 0;
     int64_t total_steps_ = 0;
 
-    // Position (saved in every checkpoint).
+    // Position (saved in every checkpoint; the data position is data_'s).
     int64_t global_step_ = 0;
-    int64_t epoch_ = 0;  ///< 0-based index of the current (or next) epoch
-    size_t backend_index_ = 0;
-    bool epoch_open_ = false;
-    bool data_done_ = false;
     int64_t nonfinite_in_row_ = 0;
     int64_t nonfinite_total_ = 0;
     double lr_scale_ = 1.0;
 
-    std::unique_ptr<CheckpointStore> store_;
+    std::unique_ptr<CheckpointManager> checkpoints_;
     std::unique_ptr<MetricsWriter> metrics_;
-    int64_t last_checkpoint_step_ = -1;
-    bool checkpoint_failed_ = false;
     std::chrono::steady_clock::time_point started_;
     Position position_;
     std::unique_ptr<lua::HookEngine> hooks_;
     lua::HookActions pending_;  ///< actions queued by handlers, applied between steps
     double last_loss_ = 0;
-    std::unique_ptr<validate::Validator> validator_;
+    std::unique_ptr<ValidationController> validation_;
     std::unique_ptr<notify::WebhookSender> webhooks_;
     int64_t last_validation_step_ = -1;
-    bool wants_reference_ = false;      ///< validator_ needs a training sample as its reference
     nlohmann::json resumed_reference_;  ///< the checkpoint's validation_reference (null: none)
     std::vector<sdk::Batch> eval_batches_;
     std::vector<at::Tensor> eval_noise_;
     bool eval_held_out_ = false;       ///< eval_batches_ come from dataset_type eval datasets
     bool validate_requested_ = false;  ///< st.validate_now(): validate after the current step
+    bool final_weights_failed_ = false;
     bool in_update_ = false;  ///< inside optimizer step + EMA: a failure here leaves weights half-updated
 };
 

@@ -27,34 +27,6 @@ double seconds_since(Clock::time_point t) {
 }
 }  // namespace
 
-std::optional<sdk::Batch> Trainer::fetch_batch() {
-    if (data_done_) return std::nullopt;
-    if (!epoch_open_) {
-        if (cfg_.max_train_steps == 0 && epoch_ >= cfg_.num_train_epochs) {
-            data_done_ = true;
-            return std::nullopt;
-        }
-        for (auto& b : backends_)
-            call_plugin(*b.component, "start_epoch", [&] { b.backend->start_epoch(epoch_); });
-        backend_index_ = 0;
-        epoch_open_ = true;
-        log::info(kLog, "epoch {}{} begins at step {}", epoch_ + 1,
-                  cfg_.max_train_steps == 0 ? fmt::format("/{}", cfg_.num_train_epochs) : std::string(),
-                  global_step_);
-        fire("on_epoch_start", {{"epoch", epoch_ + 1}, {"step", global_step_}});
-    }
-    while (backend_index_ < backends_.size()) {
-        auto& b = backends_[backend_index_];
-        auto batch =
-            call_plugin(*b.component, "next_batch", [&] { return b.backend->next_batch(cfg_.batch_size); });
-        if (batch) return batch;
-        ++backend_index_;
-    }
-    epoch_open_ = false;
-    ++epoch_;
-    return std::nullopt;
-}
-
 int64_t Trainer::apply_caption_dropout(sdk::Batch& batch) {
     if (cfg_.caption_dropout <= 0 || batch.samples.empty()) return 0;
     int64_t dropped = 0;
@@ -77,50 +49,41 @@ int64_t Trainer::apply_caption_dropout(sdk::Batch& batch) {
 }
 
 double Trainer::micro_step(sdk::Batch& batch, StepReport& report) {
-    // latents [B, C, F, H, W] -> noisy, target; velocity = model(noisy, sigma * 1000, conditioning)
     auto t0 = Clock::now();
-    auto lat = batch.tensors.find("latents");
-    if (lat == batch.tensors.end())
-        fail(kLog, "step", "the data backend's batch has no 'latents' tensor (bucket {})",
-             batch.samples.empty() ? std::string("?") : batch.samples.front().bucket);
-    const at::Tensor latents = lat->second.to(at::kFloat);
-    const int64_t b = latents.size(0);
-    const at::Tensor noise = at::randn(latents.sizes(), generator_, latents.options());
-    const at::Tensor sigmas = sdk::sample_flow_sigmas(b, cfg_.sigmas, latents.sizes(), generator_);
-    const auto fm = sdk::make_flow_matching_batch(latents, noise, sigmas);
-    sdk::PredictInputs in;
-    in.noisy = fm.noisy.to(device_);
-    in.timesteps = fm.timesteps.to(device_);
-    for (const auto& [name, t] : batch.tensors)
-        if (name != "latents") in.conditioning[name] = t.to(device_);
-    auto out = model_->predict(in);
-    at::Tensor loss = sdk::flow_matching_loss(out.velocity, fm.target.to(device_));
+    const ObjectiveResult r = objective_->training_loss(batch, generator_);
     report.time.forward += seconds_since(t0);
     auto t1 = Clock::now();
-    (loss / static_cast<double>(cfg_.accumulation)).backward();
+    (r.loss / static_cast<double>(cfg_.accumulation)).backward();
     report.time.backward += seconds_since(t1);
-    for (int64_t i = 0; i < b; ++i) report.timesteps.push_back(fm.timesteps[i].item<double>());
-    return loss.item<double>();
+    for (int64_t i = 0; i < r.timesteps.size(0); ++i)
+        report.timesteps.push_back(r.timesteps[i].item<double>());
+    for (const auto& [name, term] : r.terms) report.terms[name] += term.item<double>();
+    return r.loss.item<double>();
 }
 
 StepReport Trainer::train_step() {
     const auto step_start = Clock::now();
     StepReport r;
     r.step = global_step_ + 1;
-    fire("on_step_start", {{"step", r.step}, {"epoch", epoch_open_ ? epoch_ + 1 : epoch_ + 1}});
     int64_t n = 0, empty_epochs = 0;
     double loss_sum = 0;
     bool finite = true;
     while (n < cfg_.accumulation) {
         auto t = Clock::now();
-        auto batch = fetch_batch();
+        auto batch = data_->next();
         r.time.data += seconds_since(t);
         if (!batch) {
-            if (n > 0 || data_done_) break;  // end of epoch: step with what was accumulated
+            if (n > 0 || data_->done()) break;  // end of epoch: step with what was accumulated
             if (++empty_epochs > 1) fail(kLog, "step", "an epoch yielded no batch at all");
             continue;
         }
-        offer_reference_sample(*batch);
+        if (n == 0) {
+            // The step belongs to the epoch of its first batch: known only now (the previous step may
+            // have taken the last batch of an epoch without the epoch having ended yet).
+            r.epoch = data_->epoch();
+            fire("on_step_start", {{"step", r.step}, {"epoch", r.epoch}});
+        }
+        if (validation_) validation_->offer(*batch);
         r.captions_dropped += apply_caption_dropout(*batch);
         for (const auto& s : batch->samples) {
             r.sample_ids.push_back(s.dataset_id + "/" + s.id);
@@ -135,6 +98,7 @@ StepReport Trainer::train_step() {
     }
     if (n == 0) return r;
     r.loss = loss_sum / static_cast<double>(n);
+    for (auto& [name, v] : r.terms) v /= static_cast<double>(n);
 
     auto t = Clock::now();
     r.lr = scheduler_->lr(global_step_, cfg_.learning_rate) * lr_scale_;
@@ -168,10 +132,9 @@ StepReport Trainer::train_step() {
 void Trainer::report_step(const StepReport& r) {
     nlohmann::json line = {
         {"step", r.skipped ? global_step_ : r.step},
-        {"epoch", epoch_open_ ? epoch_ + 1 : epoch_},
+        {"epoch", r.epoch},
         {"loss", std::isfinite(r.loss) ? nlohmann::json(r.loss) : nlohmann::json(std::to_string(r.loss))},
-        {"loss_terms",
-         {{"flow_matching", std::isfinite(r.loss) ? nlohmann::json(r.loss) : nlohmann::json()}}},
+        {"loss_terms", nlohmann::json::object()},
         {"lr", r.lr},
         {cfg_.grad_clip_method == "norm" ? "grad_norm" : "grad_abs_max",
          std::isfinite(r.grad_metric) ? nlohmann::json(r.grad_metric) : nlohmann::json()},
@@ -188,6 +151,8 @@ void Trainer::report_step(const StepReport& r) {
            std::max(0.0, r.time.total - r.time.data - r.time.forward - r.time.backward - r.time.optimizer)},
           {"total", r.time.total}}},
         {"elapsed", seconds_since(started_)}};
+    for (const auto& [name, v] : r.terms)
+        line["loss_terms"][name] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
     if (r.skipped) line["skipped"] = true;
     if (hooks_ && hooks_->has_handlers("on_step_end")) {
         nlohmann::json t = line;
@@ -196,10 +161,11 @@ void Trainer::report_step(const StepReport& r) {
         t["step_time"] = r.time.total;
         t["skipped"] = r.skipped;
         fire("on_step_end", t);
-        // st.metric values of this step's handlers join the step's line.
-        for (const auto& [k, v] : pending_.metrics) line["hook_metrics"][k] = v;
-        pending_.metrics.clear();
     }
+    // st.metric values of this step's handlers (on_step_start, on_epoch_start, on_step_end) join the
+    // step's line.
+    for (const auto& [k, v] : pending_.metrics) line["hook_metrics"][k] = v;
+    pending_.metrics.clear();
     metrics_->write(line);
 }
 
@@ -211,12 +177,9 @@ int Trainer::run() {
         seed_ = std::random_device{}() & 0x7fffffffu;
         log::info(kLog, "seed is not set: drew seed {} (set seed to repeat this run)", seed_);
     }
-    store_ = std::make_unique<CheckpointStore>(cfg_.output_dir);
-    for (const auto& p : store_->partial())
-        log::warn(
-            kLog,
-            "ignoring {}: an incomplete checkpoint st left at an interrupted save (deleted at the next save)",
-            p.string());
+    checkpoints_ = std::make_unique<CheckpointManager>(cfg_.output_dir, cfg_.checkpoint_interval,
+                                                       cfg_.checkpoints_limit);
+    checkpoints_->report_leftovers();
     generator_ = at::make_generator<at::CPUGeneratorImpl>(seed_);
     start_hooks();  // script errors show before anything expensive loads
     start_webhooks();
@@ -229,7 +192,7 @@ int Trainer::run() {
     // which may draw from it: a run that builds its caches and one that reads them train alike.
     at::manual_seed(seed_);
     maybe_resume();
-    check_foreign_checkpoints();
+    checkpoints_->check_foreign(global_step_, total_steps_);
     build_eval_set();
     start_validation();
     snapshot_position();
@@ -243,7 +206,7 @@ int Trainer::run() {
         for (const auto& [n, t] : params_) trainable += t.numel();
         fire("on_train_start", {{"step", global_step_},
                                 {"total_steps", total_steps_},
-                                {"epoch", epoch_ + 1},
+                                {"epoch", data_->epoch_index() + 1},
                                 {"output_dir", cfg_.output_dir.string()},
                                 {"model", setup_.model->id},
                                 {"model_type", cfg_.model_type == ModelType::lora ? "lora" : "full"},
@@ -268,7 +231,7 @@ int Trainer::run() {
                 fire("on_error", {{"step", global_step_ + 1}, {"message", e.what()}});
                 notify("error", notify::Severity::error,
                        fmt::format("Training failed at step {}: {}", global_step_ + 1, e.what()));
-                if (global_step_ > last_checkpoint_step_ && global_step_ > 0 && !in_update_)
+                if (global_step_ > checkpoints_->last_step() && global_step_ > 0 && !in_update_)
                     save_checkpoint("the failed step (state of the last completed step)");
                 throw;
             }
@@ -301,16 +264,15 @@ int Trainer::run() {
                 break;
             }
             if (!r.skipped && cfg_.eval_interval > 0 && global_step_ % cfg_.eval_interval == 0) evaluate();
-            if (validator_ && ((!r.skipped && validator_->due(global_step_)) || validate_requested_))
-                validate();
+            if (validation_ && validation_->due(global_step_, r.skipped, validate_requested_)) validate();
             validate_requested_ = false;
-            if (!r.skipped && global_step_ % cfg_.checkpoint_interval == 0 && global_step_ < total_steps_)
+            if (!r.skipped && checkpoints_->due(global_step_, total_steps_))
                 save_checkpoint("checkpoint_step_interval");
         }
         progress.finish();
     }
     if (!stop_reason.empty()) log::warn(kLog, "stopping at step {}: {}", global_step_, stop_reason);
-    if (global_step_ > 0 && last_checkpoint_step_ != global_step_)
+    if (global_step_ > 0 && checkpoints_->last_step() != global_step_)
         save_checkpoint(stop_reason.empty() ? "end of training" : stop_reason);
     if (stop_reason.empty() && global_step_ > 0) {
         save_final_weights();
@@ -318,7 +280,7 @@ int Trainer::run() {
     }
     if (nonfinite_total_ > 0)
         log::warn(kLog, "{} step(s) were skipped for non-finite values", nonfinite_total_);
-    if (checkpoint_failed_ && code == 0) code = 1;
+    if ((checkpoints_->failed() || final_weights_failed_) && code == 0) code = 1;
     notify("training.status", code == 0 ? notify::Severity::info : notify::Severity::error,
            fmt::format("Training {} at step {}{}", stop_reason.empty() ? "finished" : "stopped", global_step_,
                        stop_reason.empty() ? std::string() : ": " + stop_reason),

@@ -54,6 +54,7 @@ void Trainer::load_model() {
     req.device = device_;
     req.training = true;
     model_->load(req);
+    objective_ = std::make_unique<Objective>(*model_, cfg_.sigmas, device_);
     log::info(kLog, "training on {} in {} (mixed_precision {})", device_.str(), c10::toString(dtype_),
               cfg_.bf16 ? "bf16" : "no");
 }
@@ -61,6 +62,14 @@ void Trainer::load_model() {
 void Trainer::open_data() {
     backends_ = open_data_backends(ctx_, setup_, model_->sample_media());
     prepare_data_backends(backends_, &model_->family());
+    data_ = std::make_unique<DataCursor>(backends_, cfg_.batch_size,
+                                         cfg_.max_train_steps == 0 ? cfg_.num_train_epochs : 0);
+    data_->on_epoch_start([this](int64_t epoch) {
+        log::info(kLog, "epoch {}{} begins at step {}", epoch,
+                  cfg_.max_train_steps == 0 ? fmt::format("/{}", cfg_.num_train_epochs) : std::string(),
+                  global_step_);
+        fire("on_epoch_start", {{"epoch", epoch}, {"step", global_step_}});
+    });
     log::info(kLog, "data ready:\n{}", format_prepare_summary(backends_));
     if (cfg_.caption_dropout > 0) null_text_ = model_->encode_text({""});
     model_->release_encoders();
@@ -138,10 +147,7 @@ void Trainer::create_optimizer() {
 }
 
 void Trainer::plan_steps() {
-    batches_per_epoch_ = 0;
-    for (auto& b : backends_)
-        batches_per_epoch_ += call_plugin(*b.component, "batches_per_epoch",
-                                          [&] { return b.backend->batches_per_epoch(cfg_.batch_size); });
+    batches_per_epoch_ = data_->batches_per_epoch();
     if (batches_per_epoch_ == 0)
         fail(kLog, "setup",
              "no batch of train_batch_size {} can be formed from the datasets ({} samples): every aspect "

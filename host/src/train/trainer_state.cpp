@@ -18,7 +18,6 @@
 namespace st::host::train {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 constexpr const char* kLog = "host.checkpoint";
@@ -35,15 +34,9 @@ nlohmann::json read_json(const fs::path& p) {
 }  // namespace
 
 void Trainer::snapshot_position() {
-    position_.data = nlohmann::json::array();
-    for (auto& b : backends_)
-        position_.data.push_back(call_plugin(*b.component, "state", [&] { return b.backend->state(); }));
+    position_.data = data_->position();
     position_.generator = generator_.get_state();
     position_.global_generator = at::detail::getDefaultCPUGenerator().get_state();
-    position_.epoch = epoch_;
-    position_.backend_index = backend_index_;
-    position_.epoch_open = epoch_open_;
-    position_.data_done = data_done_;
 }
 
 nlohmann::json Trainer::training_state() const {
@@ -51,23 +44,15 @@ nlohmann::json Trainer::training_state() const {
     for (const auto& [n, t] : params_) names.push_back(n);
     nlohmann::json data_ids = nlohmann::json::array();
     for (const auto& b : backends_) data_ids.push_back(b.component->id);
-    nlohmann::json reference = nullptr;
-    if (validator_ && validator_->reference_sample()) {
-        const auto& r = *validator_->reference_sample();
-        reference = {{"id", r.id},
-                     {"video", r.video.string()},
-                     {"audio", r.audio ? nlohmann::json(r.audio->string()) : nlohmann::json(nullptr)},
-                     {"audio_start", r.audio_start}};
-    }
     return {{"format", "st-training-state-1"},
-            {"validation_reference", reference},
+            {"validation_reference", validation_ ? validation_->reference_json() : nlohmann::json(nullptr)},
             {"global_step", global_step_},
             {"total_steps", total_steps_},
-            {"epoch", position_.epoch},
-            {"backend_index", position_.backend_index},
-            {"epoch_open", position_.epoch_open},
-            {"data_done", position_.data_done},
-            {"data", position_.data},
+            {"epoch", position_.data.epoch},
+            {"backend_index", position_.data.backend_index},
+            {"epoch_open", position_.data.epoch_open},
+            {"data_done", position_.data.data_done},
+            {"data", position_.data.data},
             {"nonfinite_in_row", nonfinite_in_row_},
             {"nonfinite_total", nonfinite_total_},
             {"lr_scale", lr_scale_},
@@ -110,9 +95,9 @@ void Trainer::save_weights(const fs::path& dir, bool ema) {
 }
 
 bool Trainer::save_checkpoint(const std::string& why) {
-    const auto t0 = Clock::now();
-    try {
-        const fs::path dir = store_->write(global_step_, [&](const fs::path& d) {
+    const auto dir = checkpoints_->save(
+        global_step_,
+        [&](const fs::path& d) {
             save_weights(d, false);
             if (ema_) {
                 save_weights(d / "ema", true);
@@ -126,22 +111,17 @@ bool Trainer::save_checkpoint(const std::string& why) {
                 {{"generator", position_.generator}, {"global_generator", position_.global_generator}});
             sdk::write_file_atomic(d / "training_state.json", training_state().dump(2) + "\n");
             sdk::write_file_atomic(d / "config.resolved.json", setup_.resolved.values.dump(2) + "\n");
-        });
-        last_checkpoint_step_ = global_step_;
-        log::info(kLog, "checkpoint {} written ({}) in {:.2f} s", dir.string(), why,
-                  std::chrono::duration<double>(Clock::now() - t0).count());
-        store_->prune(cfg_.checkpoints_limit, global_step_);
-        fire("on_checkpoint", {{"step", global_step_}, {"path", dir.string()}, {"reason", why}});
-        notify("training.checkpoint", notify::Severity::info,
-               fmt::format("Checkpoint {} written ({})", dir.filename().string(), why),
-               {{"step", global_step_}, {"path", dir.string()}});
-        return true;
-    } catch (const std::exception& e) {
-        checkpoint_failed_ = true;
-        log::error(kLog, "{}", e.what());
-        notify("error", notify::Severity::error, e.what());
+        },
+        why);
+    if (!dir) {
+        notify("error", notify::Severity::error, checkpoints_->last_error());
         return false;
     }
+    fire("on_checkpoint", {{"step", global_step_}, {"path", dir->string()}, {"reason", why}});
+    notify("training.checkpoint", notify::Severity::info,
+           fmt::format("Checkpoint {} written ({})", dir->filename().string(), why),
+           {{"step", global_step_}, {"path", dir->string()}});
+    return true;
 }
 
 void Trainer::save_final_weights() {
@@ -154,60 +134,14 @@ void Trainer::save_final_weights() {
                 .string(),
             ema_ ? fmt::format(" (EMA: {})", (cfg_.output_dir / "ema").string()) : std::string());
     } catch (const std::exception& e) {
-        checkpoint_failed_ = true;
+        final_weights_failed_ = true;
         log::error(kLog, "final weights could not be written to {}: {} (the last checkpoint has them)",
                    cfg_.output_dir.string(), e.what());
     }
 }
 
 void Trainer::maybe_resume() {
-    if (cfg_.resume == "none") {
-        log::info(kLog, "resume_from_checkpoint none: a fresh run");
-        return;
-    }
-    fs::path dir;
-    if (cfg_.resume == "latest") {
-        auto latest = store_->latest();
-        // SimpleTuner resumes the newest checkpoint-<step> whoever wrote it: when that one is not
-        // st's, starting fresh (or from an older st checkpoint) would silently drop the user's
-        // progress, so say what st can take from it instead.
-        std::optional<ForeignCheckpoint> newer;
-        for (const auto& f : store_->foreign())
-            if (f.step && (!latest || *f.step > latest->step) && (!newer || *f.step > *newer->step))
-                newer = f;
-        if (newer) {
-            log::error(kLog,
-                       "resume_from_checkpoint latest: the newest checkpoint in {} is {}, written by {}",
-                       cfg_.output_dir.string(), newer->dir.filename().string(), newer->writer);
-            CheckpointStore::verify(newer->dir);
-        }
-        if (!latest) {
-            log::info(kLog, "no checkpoint in {}: a fresh run", cfg_.output_dir.string());
-            return;
-        }
-        dir = latest->dir;
-    } else {
-        dir = cfg_.resume;
-        if (dir.is_relative() && !fs::exists(dir)) dir = cfg_.output_dir / dir;
-        if (!fs::is_directory(dir))
-            fail(kLog, "resume", "resume_from_checkpoint '{}' is not a checkpoint directory", cfg_.resume);
-    }
-    restore(dir);
-}
-
-void Trainer::check_foreign_checkpoints() const {
-    // A save at the step of a checkpoint st did not write would fail (st never replaces it): refuse
-    // before training rather than lose a checkpoint hours into the run.
-    for (const auto& f : store_->foreign()) {
-        log::warn(kLog, "{} was written by {}, not st: it is left as it is (never pruned or replaced)",
-                  f.dir.string(), f.writer);
-        if (!f.step || *f.step <= global_step_ || *f.step > total_steps_) continue;
-        if (*f.step % cfg_.checkpoint_interval == 0 || *f.step == total_steps_)
-            fail(kLog, "setup",
-                 "{} (written by {}) is where this run saves its step-{} checkpoint, and st never replaces "
-                 "a checkpoint it did not write: move that folder away or choose another output_dir",
-                 f.dir.string(), f.writer, *f.step);
-    }
+    if (const auto dir = checkpoints_->resume_dir(cfg_.resume)) restore(*dir);
 }
 
 void Trainer::restore(const fs::path& dir) {
@@ -266,13 +200,14 @@ void Trainer::restore(const fs::path& dir) {
     if (data.size() != backends_.size())
         fail(kLog, "resume", "{} has the position of {} data backends but this run opened {}", dir.string(),
              data.size(), backends_.size());
-    for (size_t i = 0; i < backends_.size(); ++i)
-        call_plugin(*backends_[i].component, "restore", [&] { backends_[i].backend->restore(data[i]); });
+    DataCursor::Position p;
+    p.data = data;
+    p.epoch = st.at("epoch").get<int64_t>();
+    p.backend_index = st.at("backend_index").get<size_t>();
+    p.epoch_open = st.at("epoch_open").get<bool>();
+    p.data_done = st.at("data_done").get<bool>();
+    data_->restore(p);
     global_step_ = st.at("global_step").get<int64_t>();
-    epoch_ = st.at("epoch").get<int64_t>();
-    backend_index_ = st.at("backend_index").get<size_t>();
-    epoch_open_ = st.at("epoch_open").get<bool>();
-    data_done_ = st.at("data_done").get<bool>();
     nonfinite_in_row_ = st.value("nonfinite_in_row", int64_t{0});
     nonfinite_total_ = st.value("nonfinite_total", int64_t{0});
     lr_scale_ = st.value("lr_scale", 1.0);
@@ -280,8 +215,8 @@ void Trainer::restore(const fs::path& dir) {
     const uint64_t seed = st.value("seed", seed_);
     if (seed != seed_) log::info(kLog, "continuing the checkpoint's random streams (its seed was {})", seed);
     seed_ = seed;
-    last_checkpoint_step_ = global_step_;
-    log::info(kLog, "resumed from {} at step {} (epoch {}){}", dir.string(), global_step_, epoch_ + 1,
+    checkpoints_->set_last_step(global_step_);
+    log::info(kLog, "resumed from {} at step {} (epoch {}){}", dir.string(), global_step_, p.epoch + 1,
               global_step_ >= total_steps_
                   ? fmt::format("; the step budget {} is already reached", total_steps_)
                   : std::string());

@@ -1,0 +1,56 @@
+#include "train/objective.h"
+
+#include <ATen/ATen.h>
+
+#include "st/error.h"
+
+namespace st::host::train {
+
+namespace {
+constexpr const char* kLog = "host.train";
+}
+
+Objective::Objective(ModelHandle& model, sdk::FlowSigmaOptions sigmas, at::Device device)
+    : model_(model), sigmas_(std::move(sigmas)), device_(device) {}
+
+const at::Tensor& Objective::latents_of(const sdk::Batch& batch) {
+    auto it = batch.tensors.find("latents");
+    if (it == batch.tensors.end())
+        fail(kLog, "step", "the data backend's batch has no 'latents' tensor (bucket {})",
+             batch.samples.empty() ? std::string("?") : batch.samples.front().bucket);
+    return it->second;
+}
+
+sdk::PredictInputs Objective::inputs(const sdk::Batch& batch, const sdk::FlowMatchingBatch& fm) const {
+    sdk::PredictInputs in;
+    in.noisy = fm.noisy.to(device_);
+    in.timesteps = fm.timesteps.to(device_);
+    for (const auto& [name, t] : batch.tensors)
+        if (name != "latents") in.conditioning[name] = t.to(device_);
+    return in;
+}
+
+ObjectiveResult Objective::training_loss(const sdk::Batch& batch, at::Generator& generator) {
+    // latents [B, C, F, H, W] -> noisy, target; velocity = model(noisy, sigma * 1000, conditioning)
+    const at::Tensor latents = latents_of(batch).to(at::kFloat);
+    const int64_t b = latents.size(0);
+    const at::Tensor noise = at::randn(latents.sizes(), generator, latents.options());
+    const at::Tensor sigmas = sdk::sample_flow_sigmas(b, sigmas_, latents.sizes(), generator);
+    const auto fm = sdk::make_flow_matching_batch(latents, noise, sigmas);
+    const auto out = model_.predict(inputs(batch, fm));
+    ObjectiveResult r;
+    r.terms["flow_matching"] = sdk::flow_matching_loss(out.velocity, fm.target.to(device_));
+    r.loss = r.terms["flow_matching"];
+    r.timesteps = fm.timesteps;
+    return r;
+}
+
+double Objective::eval_loss(const sdk::Batch& batch, const at::Tensor& noise, double sigma) {
+    const at::Tensor latents = latents_of(batch).to(at::kFloat);
+    const at::Tensor sigmas = at::full({latents.size(0)}, sigma, at::kFloat);
+    const auto fm = sdk::make_flow_matching_batch(latents, noise, sigmas);
+    const auto out = model_.predict(inputs(batch, fm));
+    return sdk::flow_matching_loss(out.velocity, fm.target.to(device_)).item<double>();
+}
+
+}  // namespace st::host::train

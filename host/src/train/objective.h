@@ -1,0 +1,50 @@
+// The training objective of one micro-batch: SimpleTuner's flow matching (noise and sigmas drawn from
+// the run's generator, noisy = (1 - sigma) x0 + sigma noise, target = noise - x0, mean squared error of
+// the model's velocity), returned as named loss terms so regularizers add theirs next to it. The
+// evaluation loss is the same objective at a fixed sigma and fixed noise.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <map>
+#include <string>
+
+#include "plugins/model_handle.h"
+#include "st/data_backend.h"
+#include "st/flow_matching.h"
+
+namespace st::host::train {
+
+/// The loss of one micro-batch: `loss` is the sum of `terms` (each a scalar tensor in the autograd
+/// graph), "flow_matching" always among them.
+struct ObjectiveResult {
+    at::Tensor loss;
+    std::map<std::string, at::Tensor> terms;
+    at::Tensor timesteps;  ///< [B] sigma * 1000 of the samples
+};
+
+class Objective {
+  public:
+    Objective(ModelHandle& model, sdk::FlowSigmaOptions sigmas, at::Device device);
+
+    /// batch.tensors: "latents" [B, C, F, H, W] plus the conditioning predict() takes (every other
+    /// tensor). Draws the noise, then the sigmas, from `generator` (that order is part of exact resume).
+    /// st::Error naming the bucket when the batch has no latents.
+    ObjectiveResult training_loss(const sdk::Batch& batch, at::Generator& generator);
+
+    /// The flow-matching loss at `sigma` for every sample with the given noise: the mean over the
+    /// batch (no gradient needed: call under NoGradGuard).
+    double eval_loss(const sdk::Batch& batch, const at::Tensor& noise, double sigma);
+
+  private:
+    sdk::PredictInputs inputs(const sdk::Batch& batch, const sdk::FlowMatchingBatch& fm) const;
+    static const at::Tensor& latents_of(const sdk::Batch& batch);
+
+    ModelHandle& model_;
+    sdk::FlowSigmaOptions sigmas_;
+    at::Device device_;
+};
+
+}  // namespace st::host::train
