@@ -10,6 +10,7 @@
 
 #include "config/config_file.h"
 #include "st/options.h"
+#include "st/text.h"
 
 namespace st::host {
 
@@ -68,7 +69,7 @@ ResolvedConfig resolve_config(const nlohmann::json& file_values, const std::vect
 std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw, nlohmann::json* out);
 
 /// Levenshtein distance, for "did you mean" suggestions.
-size_t edit_distance(const std::string& a, const std::string& b);
-std::string closest_name(const std::string& key, const std::vector<std::string>& names);
+using sdk::closest_name;
+using sdk::edit_distance;
 
 }  // namespace st::host

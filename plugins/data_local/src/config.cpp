@@ -5,6 +5,7 @@
 #include <set>
 
 #include "st/error.h"
+#include "st/text.h"
 #include "st/log.h"
 
 namespace st::plugins::data_local {
@@ -321,18 +322,6 @@ DatasetConfig parse_entry(const json& entry, size_t index, const RunDataSettings
     return d;
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-    for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-    for (size_t i = 1; i <= a.size(); ++i) {
-        cur[0] = i;
-        for (size_t j = 1; j <= b.size(); ++j)
-            cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-        std::swap(prev, cur);
-    }
-    return prev[b.size()];
-}
-
 }  // namespace
 
 const char* dataset_type_name(DatasetType type) {
@@ -352,13 +341,7 @@ const char* dataset_type_name(DatasetType type) {
 }
 
 std::string closest_key(const std::string& key, const std::vector<std::string>& candidates) {
-    std::string best;
-    size_t best_d = SIZE_MAX;
-    for (const auto& c : candidates) {
-        size_t d = edit_distance(key, c);
-        if (d < best_d) best_d = d, best = c;
-    }
-    return best;
+    return st::sdk::closest_name(key, candidates);
 }
 
 std::string substitute_placeholders(const std::string& text, const RunDataSettings& run,

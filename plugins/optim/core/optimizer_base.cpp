@@ -7,14 +7,9 @@
 
 #include "st/error.h"
 #include "st/log.h"
+#include "st/text.h"
 
 namespace st::plugins::optim {
-
-std::string shape_str(at::IntArrayRef sizes) {
-    std::string out = "[";
-    for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
-    return out + "]";
-}
 
 double name_fraction(const std::string& name) {
     uint64_t h = 0xcbf29ce484222325ull;

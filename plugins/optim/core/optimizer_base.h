@@ -11,6 +11,7 @@
 
 #include "optim.h"
 #include "st/optimizer.h"
+#include "st/text.h"
 
 namespace st::plugins::optim {
 
@@ -75,7 +76,6 @@ std::unique_ptr<sdk::Optimizer> make_bnb_lion8bit(const sdk::OptimizerInit& init
 /// accumulator so runs are reproducible; the golden generator computes the same value.
 double name_fraction(const std::string& name);
 
-/// "[4, 6]" for error messages.
-std::string shape_str(at::IntArrayRef sizes);
+using st::sdk::shape_str;
 
 }  // namespace st::plugins::optim

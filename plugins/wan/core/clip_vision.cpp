@@ -12,15 +12,14 @@
 #include "st/attention.h"
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/text.h"
 
 namespace st::plugins::wan {
+
+using st::sdk::shape_str;
 namespace {
 
 constexpr const char* kComponent = "model.wan.clip_vision";
-
-std::string shape_str(at::IntArrayRef sizes) {
-    return fmt::format("[{}]", fmt::join(sizes, ", "));
-}
 
 template <typename T>
 T get_or(const nlohmann::json& j, const std::string& key, T fallback, const std::string& origin) {

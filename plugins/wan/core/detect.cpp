@@ -9,15 +9,14 @@
 
 #include "st/error.h"
 #include "st/safetensors.h"
+#include "st/text.h"
 
 namespace st::plugins::wan {
+
+using st::sdk::shape_str;
 namespace {
 
 constexpr const char* kComponent = "model.wan@1";
-
-std::string shape_str(const std::vector<int64_t>& s) {
-    return fmt::format("[{}]", fmt::join(s, ", "));
-}
 
 class ShapeTable {
   public:

@@ -12,8 +12,11 @@
 #include "st/json_file.h"
 #include "st/log.h"
 #include "st/safetensors.h"
+#include "st/text.h"
 
 namespace st::plugins::wan {
+
+using st::sdk::shape_str;
 namespace {
 
 constexpr const char* kComponent = "model.wan.umt5";
@@ -61,16 +64,10 @@ const std::set<std::string> kReadHfKeys = {"d_model",
                                            "pad_token_id",
                                            "eos_token_id"};
 
-std::vector<int64_t> shape_of(const st::sdk::TensorSource& source, const std::string& name) {
+std::vector<int64_t> shape_str(const st::sdk::TensorSource& source, const std::string& name) {
     for (const auto& info : source.infos())
         if (info.name == name) return info.shape;
     fail(kComponent, "detect", "{}: tensor '{}' not found", source.describe(), name);
-}
-
-std::string shape_str(const std::vector<int64_t>& s) {
-    std::string out = "[";
-    for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-    return out + "]";
 }
 
 }  // namespace
@@ -224,11 +221,11 @@ UMT5Config UMT5Config::from_weights(const st::sdk::TensorSource& source) {
     if (layers == 0) fail(kComponent, "detect", "{}: no encoder blocks found", source.describe());
 
     const std::string p = wan ? "blocks.0." : "encoder.block.0.layer.";
-    const auto emb = shape_of(source, embed);
-    const auto q = shape_of(source, p + (wan ? "attn.q.weight" : "0.SelfAttention.q.weight"));
-    const auto bias = shape_of(source, p + (wan ? "pos_embedding.embedding.weight"
-                                                : "0.SelfAttention.relative_attention_bias.weight"));
-    const auto wi = shape_of(source, p + (wan ? "ffn.fc1.weight" : "1.DenseReluDense.wi_1.weight"));
+    const auto emb = shape_str(source, embed);
+    const auto q = shape_str(source, p + (wan ? "attn.q.weight" : "0.SelfAttention.q.weight"));
+    const auto bias = shape_str(source, p + (wan ? "pos_embedding.embedding.weight"
+                                                 : "0.SelfAttention.relative_attention_bias.weight"));
+    const auto wi = shape_str(source, p + (wan ? "ffn.fc1.weight" : "1.DenseReluDense.wi_1.weight"));
     if (emb.size() != 2 || q.size() != 2 || bias.size() != 2 || wi.size() != 2)
         fail(kComponent, "detect", "{}: embedding {}, q {}, bias table {}, ffn {} are not all 2-D",
              source.describe(), shape_str(emb), shape_str(q), shape_str(bias), shape_str(wi));

@@ -11,18 +11,15 @@
 
 #include "st/error.h"
 #include "st/log.h"
+#include "st/text.h"
 #include "st/weights.h"
 
 namespace st::plugins::wan {
+
+using st::sdk::shape_str;
 namespace {
 
 constexpr const char* kComponent = "model.wan.vae";
-
-std::string shape_str(const at::Tensor& t) {
-    std::ostringstream s;
-    s << t.sizes();
-    return s.str();
-}
 
 }  // namespace
 

@@ -14,8 +14,11 @@
 #include "st/error.h"
 #include "st/log.h"
 #include "st/safetensors.h"
+#include "st/text.h"
 
 namespace st::plugins::wan_s2v {
+
+using st::sdk::shape_str;
 
 namespace fs = std::filesystem;
 using st::sdk::TensorMap;
@@ -23,10 +26,6 @@ using st::sdk::TensorMap;
 namespace {
 
 constexpr const char* kLog = "model.wan_s2v";
-
-std::string shape_of(const at::Tensor& t) {
-    return t.defined() ? c10::str(t.sizes()) : std::string("undefined");
-}
 
 }  // namespace
 
@@ -157,7 +156,7 @@ st::sdk::PredictOutput WanS2VFamily::predict(const st::sdk::PredictInputs& in) {
     require_loaded("predict");
     const WanS2VConfig& cfg = transformer_.info.config;
     if (!in.noisy.defined() || in.noisy.dim() != 5)
-        fail(kS2VComponentId, "predict", "noisy must be [B, C, F, H, W], got {}", shape_of(in.noisy));
+        fail(kS2VComponentId, "predict", "noisy must be [B, C, F, H, W], got {}", shape_str(in.noisy));
     auto cond = [&](const char* name) -> at::Tensor {
         auto it = in.conditioning.find(name);
         return it == in.conditioning.end() ? at::Tensor() : it->second;
@@ -174,14 +173,14 @@ st::sdk::PredictOutput WanS2VFamily::predict(const st::sdk::PredictInputs& in) {
              "conditioning 'audio_embeds' must be [{}, {}, {}, {}] (wav2vec2 hidden states at the video "
              "rate, 4 "
              "per latent frame), got {}; S2V trains on clips with audio (allow_zero_audio for silent ones)",
-             b, cfg.num_weighted_avg_layers, cfg.audio_dim, 4 * t, shape_of(audio));
+             b, cfg.num_weighted_avg_layers, cfg.audio_dim, 4 * t, shape_str(audio));
     const at::Tensor reference = cond("image_latents");
     if (!reference.defined() || reference.dim() != 5 || reference.size(2) != 1 || reference.size(0) != b)
         fail(kS2VComponentId, "predict",
              "conditioning 'image_latents' (the reference image latent [B, 16, 1, h, w]) is missing or has "
              "shape "
              "{}; the data backend caches it with the video latents",
-             shape_of(reference));
+             shape_str(reference));
 
     const auto opts = at::TensorOptions().dtype(dtype_).device(device_);
     WanS2VInputs wi;
@@ -279,7 +278,7 @@ TensorMap WanS2VFamily::encode_text(const std::vector<std::string>& captions) {
 TensorMap WanS2VFamily::encode_audio(const at::Tensor& waveform, double fps, int64_t frames) {
     // waveform [B, N] 16 kHz mono -> audio_embeds [B, L, C, 4 * T_latent] (float32, CPU)
     if (waveform.dim() != 2)
-        fail(kS2VComponentId, "encode_audio", "waveform must be [B, samples], got {}", shape_of(waveform));
+        fail(kS2VComponentId, "encode_audio", "waveform must be [B, samples], got {}", shape_str(waveform));
     if (frames < 1 || (frames - 1) % 4 != 0)
         fail(kS2VComponentId, "encode_audio", "a Wan video has 4k+1 frames, got {}", frames);
     Wav2Vec2AudioEncoder& enc = audio_encoder();
