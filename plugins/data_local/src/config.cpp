@@ -5,8 +5,8 @@
 #include <set>
 
 #include "st/error.h"
-#include "st/text.h"
 #include "st/log.h"
+#include "st/text.h"
 
 namespace st::plugins::data_local {
 namespace {
