@@ -11,8 +11,9 @@
 #include <fstream>
 
 #include "core/clip_vision.h"
-#include "core/hf_checkpoint.h"
+#include "core/kit_names.h"
 #include "st/error.h"
+#include "st/kit/hf_checkpoint.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 #include "st/weights.h"

@@ -5,9 +5,10 @@
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
-#include "core/tokenizer.h"
-#include "core/vae_config.h"
+#include "core/kit_names.h"
 #include "st/error.h"
+#include "st/kit/tokenizer.h"
+#include "st/kit/vae_config.h"
 
 namespace st::plugins::wan {
 

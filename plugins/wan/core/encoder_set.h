@@ -13,13 +13,16 @@
 #include <vector>
 
 #include "core/clip_vision.h"
+#include "core/kit_names.h"
 #include "core/model_paths.h"
-#include "core/umt5.h"
-#include "core/vae.h"
+#include "st/kit/umt5.h"
+#include "st/kit/vae.h"
+
+namespace st::kit {
+class UMT5Tokenizer;
+}  // namespace st::kit
 
 namespace st::plugins::wan {
-
-class UMT5Tokenizer;
 
 class WanEncoderSet {
   public:

@@ -8,7 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "core/vae.h"
+#include "core/kit_names.h"
+#include "st/kit/vae.h"
 #include "st/options.h"
 
 namespace st::plugins::wan {

@@ -12,9 +12,10 @@
 #include <chrono>
 
 #include "core/detect.h"
-#include "core/tokenizer.h"
+#include "core/kit_names.h"
 #include "st/error.h"
 #include "st/files.h"
+#include "st/kit/tokenizer.h"
 #include "st/log.h"
 
 namespace st::plugins::wan {

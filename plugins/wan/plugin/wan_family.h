@@ -18,16 +18,19 @@
 
 #include "core/checkpoint.h"
 #include "core/encoder_set.h"
+#include "core/kit_names.h"
 #include "core/model_paths.h"
 #include "core/transformer.h"
-#include "core/umt5.h"
-#include "core/vae.h"
+#include "st/kit/umt5.h"
+#include "st/kit/vae.h"
 #include "st/model.h"
 #include "st/options.h"
 
-namespace st::plugins::wan {
-
+namespace st::kit {
 class UMT5Tokenizer;
+}  // namespace st::kit
+
+namespace st::plugins::wan {
 
 inline constexpr const char* kWanComponentId = "model.wan@1";
 

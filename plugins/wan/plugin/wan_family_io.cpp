@@ -4,8 +4,9 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include "core/key_map.h"
-#include "core/tokenizer.h"
+#include "core/kit_names.h"
 #include "st/error.h"
+#include "st/kit/tokenizer.h"
 #include "st/log.h"
 #include "wan_family.h"
 

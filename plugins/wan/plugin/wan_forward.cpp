@@ -18,8 +18,9 @@
 #include <cmath>
 
 #include "core/clip_vision.h"
-#include "core/umt5.h"
+#include "core/kit_names.h"
 #include "st/error.h"
+#include "st/kit/umt5.h"
 #include "st/log.h"
 #include "wan_family.h"
 

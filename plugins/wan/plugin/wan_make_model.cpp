@@ -31,11 +31,12 @@
 #include <optional>
 
 #include "core/clip_vision.h"
-#include "core/tokenizer.h"
-#include "core/umt5_config.h"
-#include "core/vae_weights.h"
+#include "core/kit_names.h"
 #include "st/error.h"
 #include "st/files.h"
+#include "st/kit/tokenizer.h"
+#include "st/kit/umt5_config.h"
+#include "st/kit/vae_weights.h"
 #include "st/log.h"
 #include "wan_family.h"
 

@@ -7,9 +7,10 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "core/umt5_config.h"
+#include "core/kit_names.h"
 #include "st/error.h"
 #include "st/files.h"
+#include "st/kit/umt5_config.h"
 #include "st/log.h"
 #include "wan_family.h"
 

@@ -37,7 +37,8 @@
 #include <string>
 #include <vector>
 
-#include "core/hf_attention.h"
+#include "core/kit_names.h"
+#include "st/kit/hf_attention.h"
 
 namespace st::sdk {
 class TensorSource;

@@ -8,9 +8,10 @@
 #include <cmath>
 #include <fstream>
 
-#include "core/hf_checkpoint.h"
+#include "core/kit_names.h"
 #include "core/wav2vec2.h"
 #include "st/error.h"
+#include "st/kit/hf_checkpoint.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 #include "st/weights.h"

@@ -20,12 +20,13 @@
 #include <vector>
 
 #include "core/encoder_set.h"
+#include "core/kit_names.h"
 #include "core/model_paths.h"
 #include "core/s2v_checkpoint.h"
 #include "core/s2v_key_map.h"
-#include "core/umt5_config.h"
-#include "core/vae_config.h"
 #include "core/wav2vec2.h"
+#include "st/kit/umt5_config.h"
+#include "st/kit/vae_config.h"
 #include "st/model.h"
 #include "st/options.h"
 

@@ -14,15 +14,16 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "core/tokenizer.h"
+#include "core/kit_names.h"
 #include "core/transformer.h"
-#include "core/umt5.h"
-#include "core/umt5_config.h"
-#include "core/vae_config.h"
-#include "core/vae_weights.h"
 #include "s2v_family.h"
 #include "st/error.h"
 #include "st/files.h"
+#include "st/kit/tokenizer.h"
+#include "st/kit/umt5.h"
+#include "st/kit/umt5_config.h"
+#include "st/kit/vae_config.h"
+#include "st/kit/vae_weights.h"
 #include "st/log.h"
 
 namespace st::plugins::wan_s2v {
