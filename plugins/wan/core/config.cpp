@@ -9,21 +9,12 @@
 
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/fields.h"
 
 namespace st::plugins::wan {
 namespace {
 
 constexpr const char* kComponent = "model.wan@1";
-
-std::optional<int64_t> get_optional_int(const nlohmann::json& value, const std::string& key,
-                                        const std::string& source) {
-    if (value.is_null()) return std::nullopt;
-    return st::sdk::json_as<int64_t>(value, key, source, kComponent);
-}
-
-nlohmann::json optional_to_json(const std::optional<int64_t>& v) {
-    return v ? nlohmann::json(*v) : nlohmann::json(nullptr);
-}
 
 }  // namespace
 
@@ -111,55 +102,38 @@ WanTransformerConfig WanTransformerConfig::preset(const std::string& name) {
          fmt::format("{}", fmt::join(preset_names(), ", ")));
 }
 
+namespace {
+
+// The diffusers WanTransformer3DModel config.json, declared once (reader, writer, unknown keys).
+const st::kit::FieldTable<WanTransformerConfig>& fields() {
+    using C = WanTransformerConfig;
+    static const auto table =
+        st::kit::FieldTable<C>(kComponent, "Wan transformer config")
+            .constant("_class_name", "WanTransformer3DModel")
+            .constant("_diffusers_version", "0.35.0")
+            .field("added_kv_proj_dim", &C::added_kv_proj_dim)
+            .field("attention_head_dim", &C::attention_head_dim)
+            .field("cross_attn_norm", &C::cross_attn_norm)
+            .field("eps", &C::eps)
+            .field("ffn_dim", &C::ffn_dim)
+            .field("freq_dim", &C::freq_dim)
+            .field("image_dim", &C::image_dim)
+            .field("in_channels", &C::in_channels)
+            .field("num_attention_heads", &C::num_attention_heads)
+            .field("num_layers", &C::num_layers)
+            .field("out_channels", &C::out_channels, int64_t{-1})  // diffusers: null = in_channels
+            .field("patch_size", &C::patch_size)
+            .field("pos_embed_seq_len", &C::pos_embed_seq_len)
+            .field("qk_norm", &C::qk_norm, std::string())
+            .field("rope_max_seq_len", &C::rope_max_seq_len)
+            .field("text_dim", &C::text_dim);
+    return table;
+}
+
+}  // namespace
+
 WanTransformerConfig WanTransformerConfig::from_json(const nlohmann::json& j, const std::string& source) {
-    if (!j.is_object())
-        fail(kComponent, "config", "{}: expected a JSON object, got {}", source, j.type_name());
-    WanTransformerConfig c;
-    for (const auto& [key, value] : j.items()) {
-        if (!key.empty() && key[0] == '_') continue;  // _class_name, _diffusers_version, _name_or_path
-        if (key == "patch_size") {
-            auto v = st::sdk::json_as<std::vector<int64_t>>(value, key, source, kComponent);
-            if (v.size() != 3)
-                fail(kComponent, "config", "{}: patch_size must have 3 entries, got {}", source,
-                     value.dump());
-            c.patch_size = {v[0], v[1], v[2]};
-        } else if (key == "num_attention_heads") {
-            c.num_attention_heads = st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else if (key == "attention_head_dim") {
-            c.attention_head_dim = st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else if (key == "in_channels") {
-            c.in_channels = st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else if (key == "out_channels") {
-            // diffusers allows null (= in_channels).
-            c.out_channels = value.is_null() ? -1 : st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else if (key == "text_dim") {
-            c.text_dim = st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else if (key == "freq_dim") {
-            c.freq_dim = st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else if (key == "ffn_dim") {
-            c.ffn_dim = st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else if (key == "num_layers") {
-            c.num_layers = st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else if (key == "cross_attn_norm") {
-            c.cross_attn_norm = st::sdk::json_as<bool>(value, key, source, kComponent);
-        } else if (key == "qk_norm") {
-            c.qk_norm = value.is_null() ? std::string()
-                                        : st::sdk::json_as<std::string>(value, key, source, kComponent);
-        } else if (key == "eps") {
-            c.eps = st::sdk::json_as<double>(value, key, source, kComponent);
-        } else if (key == "image_dim") {
-            c.image_dim = get_optional_int(value, key, source);
-        } else if (key == "added_kv_proj_dim") {
-            c.added_kv_proj_dim = get_optional_int(value, key, source);
-        } else if (key == "pos_embed_seq_len") {
-            c.pos_embed_seq_len = get_optional_int(value, key, source);
-        } else if (key == "rope_max_seq_len") {
-            c.rope_max_seq_len = st::sdk::json_as<int64_t>(value, key, source, kComponent);
-        } else {
-            fail(kComponent, "config", "{}: unknown key '{}' in a Wan transformer config (value {})", source,
-                 key, value.dump());
-        }
-    }
+    WanTransformerConfig c = fields().from_json(j, source);
     if (c.out_channels < 0) c.out_channels = c.in_channels;
     try {
         c.validate();
@@ -175,26 +149,7 @@ WanTransformerConfig WanTransformerConfig::from_file(const std::filesystem::path
 }
 
 nlohmann::json WanTransformerConfig::to_json() const {
-    nlohmann::json j;
-    j["_class_name"] = "WanTransformer3DModel";
-    j["_diffusers_version"] = "0.35.0";
-    j["added_kv_proj_dim"] = optional_to_json(added_kv_proj_dim);
-    j["attention_head_dim"] = attention_head_dim;
-    j["cross_attn_norm"] = cross_attn_norm;
-    j["eps"] = eps;
-    j["ffn_dim"] = ffn_dim;
-    j["freq_dim"] = freq_dim;
-    j["image_dim"] = optional_to_json(image_dim);
-    j["in_channels"] = in_channels;
-    j["num_attention_heads"] = num_attention_heads;
-    j["num_layers"] = num_layers;
-    j["out_channels"] = out_channels;
-    j["patch_size"] = {patch_size[0], patch_size[1], patch_size[2]};
-    j["pos_embed_seq_len"] = optional_to_json(pos_embed_seq_len);
-    j["qk_norm"] = qk_norm;
-    j["rope_max_seq_len"] = rope_max_seq_len;
-    j["text_dim"] = text_dim;
-    return j;
+    return fields().to_json(*this);
 }
 
 void WanTransformerConfig::validate() const {

@@ -9,6 +9,7 @@
 
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/fields.h"
 
 namespace st::plugins::wan_s2v {
 namespace {
@@ -89,72 +90,45 @@ WanS2VConfig WanS2VConfig::preset(const std::string& name) {
          fmt::format("{}", fmt::join(preset_names(), ", ")));
 }
 
+namespace {
+
+// The diffusers WanS2VTransformer3DModel config.json, declared once (reader, writer, unknown keys).
+const st::kit::FieldTable<WanS2VConfig>& fields() {
+    using C = WanS2VConfig;
+    static const auto table = st::kit::FieldTable<C>(kComponent, "Wan S2V transformer config")
+                                  .constant("_class_name", "WanS2VTransformer3DModel")
+                                  .constant("_diffusers_version", "0.37.0.dev0")
+                                  .field("adain_mode", &C::adain_mode)
+                                  .field("add_last_motion", &C::add_last_motion)
+                                  .field("added_kv_proj_dim", &C::added_kv_proj_dim)
+                                  .field("attention_head_dim", &C::attention_head_dim)
+                                  .field("audio_dim", &C::audio_dim)
+                                  .field("audio_inject_layers", &C::audio_inject_layers)
+                                  .field("cross_attn_norm", &C::cross_attn_norm)
+                                  .field("enable_adain", &C::enable_adain)
+                                  .field("enable_framepack", &C::enable_framepack)
+                                  .field("eps", &C::eps)
+                                  .field("ffn_dim", &C::ffn_dim)
+                                  .field("framepack_drop_mode", &C::framepack_drop_mode)
+                                  .field("freq_dim", &C::freq_dim)
+                                  .field("in_channels", &C::in_channels)
+                                  .field("num_attention_heads", &C::num_attention_heads)
+                                  .field("num_layers", &C::num_layers)
+                                  .field("num_weighted_avg_layers", &C::num_weighted_avg_layers)
+                                  .field("out_channels", &C::out_channels, int64_t{-1})  // null = in_channels
+                                  .field("patch_size", &C::patch_size)
+                                  .field("pose_dim", &C::pose_dim)
+                                  .field("qk_norm", &C::qk_norm, std::string())
+                                  .field("rope_max_seq_len", &C::rope_max_seq_len)
+                                  .field("text_dim", &C::text_dim)
+                                  .field("zero_timestep", &C::zero_timestep);
+    return table;
+}
+
+}  // namespace
+
 WanS2VConfig WanS2VConfig::from_json(const nlohmann::json& j, const std::string& source) {
-    if (!j.is_object())
-        fail(kComponent, "config", "{}: expected a JSON object, got {}", source, j.type_name());
-    WanS2VConfig c;
-    for (const auto& [key, value] : j.items()) {
-        if (!key.empty() && key[0] == '_') continue;  // _class_name, _diffusers_version, _name_or_path
-        auto as_int = [&]() { return st::sdk::json_as<int64_t>(value, key, source, kComponent); };
-        auto as_bool = [&]() { return st::sdk::json_as<bool>(value, key, source, kComponent); };
-        auto as_string = [&]() { return st::sdk::json_as<std::string>(value, key, source, kComponent); };
-        if (key == "patch_size") {
-            auto v = st::sdk::json_as<std::vector<int64_t>>(value, key, source, kComponent);
-            if (v.size() != 3)
-                fail(kComponent, "config", "{}: patch_size must have 3 entries, got {}", source,
-                     value.dump());
-            c.patch_size = {v[0], v[1], v[2]};
-        } else if (key == "num_attention_heads") {
-            c.num_attention_heads = as_int();
-        } else if (key == "attention_head_dim") {
-            c.attention_head_dim = as_int();
-        } else if (key == "in_channels") {
-            c.in_channels = as_int();
-        } else if (key == "out_channels") {
-            c.out_channels = value.is_null() ? -1 : as_int();  // diffusers: null = in_channels
-        } else if (key == "text_dim") {
-            c.text_dim = as_int();
-        } else if (key == "freq_dim") {
-            c.freq_dim = as_int();
-        } else if (key == "audio_dim") {
-            c.audio_dim = as_int();
-        } else if (key == "audio_inject_layers") {
-            c.audio_inject_layers = st::sdk::json_as<std::vector<int64_t>>(value, key, source, kComponent);
-        } else if (key == "enable_adain") {
-            c.enable_adain = as_bool();
-        } else if (key == "adain_mode") {
-            c.adain_mode = as_string();
-        } else if (key == "pose_dim") {
-            c.pose_dim = as_int();
-        } else if (key == "ffn_dim") {
-            c.ffn_dim = as_int();
-        } else if (key == "num_layers") {
-            c.num_layers = as_int();
-        } else if (key == "num_weighted_avg_layers") {
-            c.num_weighted_avg_layers = as_int();
-        } else if (key == "cross_attn_norm") {
-            c.cross_attn_norm = as_bool();
-        } else if (key == "qk_norm") {
-            c.qk_norm = value.is_null() ? std::string() : as_string();
-        } else if (key == "eps") {
-            c.eps = st::sdk::json_as<double>(value, key, source, kComponent);
-        } else if (key == "added_kv_proj_dim") {
-            c.added_kv_proj_dim = value.is_null() ? std::nullopt : std::optional<int64_t>(as_int());
-        } else if (key == "rope_max_seq_len") {
-            c.rope_max_seq_len = as_int();
-        } else if (key == "enable_framepack") {
-            c.enable_framepack = as_bool();
-        } else if (key == "framepack_drop_mode") {
-            c.framepack_drop_mode = as_string();
-        } else if (key == "add_last_motion") {
-            c.add_last_motion = as_bool();
-        } else if (key == "zero_timestep") {
-            c.zero_timestep = as_bool();
-        } else {
-            fail(kComponent, "config", "{}: unknown key '{}' in a Wan S2V transformer config (value {})",
-                 source, key, value.dump());
-        }
-    }
+    WanS2VConfig c = fields().from_json(j, source);
     if (c.out_channels < 0) c.out_channels = c.in_channels;
     try {
         c.validate();
@@ -173,34 +147,7 @@ WanS2VConfig WanS2VConfig::from_file(const std::filesystem::path& config_json) {
 }
 
 nlohmann::json WanS2VConfig::to_json() const {
-    nlohmann::json j;
-    j["_class_name"] = "WanS2VTransformer3DModel";
-    j["_diffusers_version"] = "0.37.0.dev0";
-    j["adain_mode"] = adain_mode;
-    j["add_last_motion"] = add_last_motion;
-    j["added_kv_proj_dim"] = added_kv_proj_dim ? nlohmann::json(*added_kv_proj_dim) : nlohmann::json(nullptr);
-    j["attention_head_dim"] = attention_head_dim;
-    j["audio_dim"] = audio_dim;
-    j["audio_inject_layers"] = audio_inject_layers;
-    j["cross_attn_norm"] = cross_attn_norm;
-    j["enable_adain"] = enable_adain;
-    j["enable_framepack"] = enable_framepack;
-    j["eps"] = eps;
-    j["ffn_dim"] = ffn_dim;
-    j["framepack_drop_mode"] = framepack_drop_mode;
-    j["freq_dim"] = freq_dim;
-    j["in_channels"] = in_channels;
-    j["num_attention_heads"] = num_attention_heads;
-    j["num_layers"] = num_layers;
-    j["num_weighted_avg_layers"] = num_weighted_avg_layers;
-    j["out_channels"] = out_channels;
-    j["patch_size"] = {patch_size[0], patch_size[1], patch_size[2]};
-    j["pose_dim"] = pose_dim;
-    j["qk_norm"] = qk_norm;
-    j["rope_max_seq_len"] = rope_max_seq_len;
-    j["text_dim"] = text_dim;
-    j["zero_timestep"] = zero_timestep;
-    return j;
+    return fields().to_json(*this);
 }
 
 void WanS2VConfig::validate() const {
