@@ -9,7 +9,6 @@
 
 #include "st/error.h"
 #include "st/json_file.h"
-#include "st/kit/fields.h"
 
 namespace st::plugins::wan {
 namespace {
@@ -107,40 +106,21 @@ namespace {
 // The diffusers WanTransformer3DModel config.json, declared once (reader, writer, unknown keys).
 const st::kit::FieldTable<WanTransformerConfig>& fields() {
     using C = WanTransformerConfig;
-    static const auto table =
-        st::kit::FieldTable<C>(kComponent, "Wan transformer config")
-            .constant("_class_name", "WanTransformer3DModel")
-            .constant("_diffusers_version", "0.35.0")
-            .field("added_kv_proj_dim", &C::added_kv_proj_dim)
-            .field("attention_head_dim", &C::attention_head_dim)
-            .field("cross_attn_norm", &C::cross_attn_norm)
-            .field("eps", &C::eps)
-            .field("ffn_dim", &C::ffn_dim)
-            .field("freq_dim", &C::freq_dim)
+    static const auto table = [] {
+        st::kit::FieldTable<C> t(kComponent, "Wan transformer config");
+        t.constant("_class_name", "WanTransformer3DModel").constant("_diffusers_version", "0.35.0");
+        add_wan_dit_fields(t)
             .field("image_dim", &C::image_dim)
-            .field("in_channels", &C::in_channels)
-            .field("num_attention_heads", &C::num_attention_heads)
-            .field("num_layers", &C::num_layers)
-            .field("out_channels", &C::out_channels, int64_t{-1})  // diffusers: null = in_channels
-            .field("patch_size", &C::patch_size)
-            .field("pos_embed_seq_len", &C::pos_embed_seq_len)
-            .field("qk_norm", &C::qk_norm, std::string())
-            .field("rope_max_seq_len", &C::rope_max_seq_len)
-            .field("text_dim", &C::text_dim);
+            .field("pos_embed_seq_len", &C::pos_embed_seq_len);
+        return t;
+    }();
     return table;
 }
 
 }  // namespace
 
 WanTransformerConfig WanTransformerConfig::from_json(const nlohmann::json& j, const std::string& source) {
-    WanTransformerConfig c = fields().from_json(j, source);
-    if (c.out_channels < 0) c.out_channels = c.in_channels;
-    try {
-        c.validate();
-    } catch (const Error& e) {
-        throw e.with_context(fmt::format("while reading {}", source));
-    }
-    return c;
+    return fields().from_json(j, source, finish_wan_dit_fields<WanTransformerConfig>);
 }
 
 WanTransformerConfig WanTransformerConfig::from_file(const std::filesystem::path& config_json) {

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "st/kit/fields.h"
+
 namespace st::sdk {
 class TensorSource;
 }
@@ -82,5 +84,33 @@ struct WanTransformerConfig {
 
 /// One-line description, e.g. "dim 1536 (12x128), 30 layers, ffn 8960, in 16, out 16".
 std::string describe(const WanTransformerConfig& config);
+
+/// The config.json keys every Wan DiT shares (the Wan transformer's and the ones built on its blocks,
+/// e.g. S2V), added to `table` for a config struct with members of the same names. out_channels null
+/// reads as -1 (diffusers: = in_channels; finish_wan_dit_fields resolves it).
+template <typename C>
+st::kit::FieldTable<C>& add_wan_dit_fields(st::kit::FieldTable<C>& table) {
+    return table.field("attention_head_dim", &C::attention_head_dim)
+        .field("cross_attn_norm", &C::cross_attn_norm)
+        .field("eps", &C::eps)
+        .field("ffn_dim", &C::ffn_dim)
+        .field("freq_dim", &C::freq_dim)
+        .field("in_channels", &C::in_channels)
+        .field("num_attention_heads", &C::num_attention_heads)
+        .field("num_layers", &C::num_layers)
+        .field("out_channels", &C::out_channels, int64_t{-1})
+        .field("patch_size", &C::patch_size)
+        .field("qk_norm", &C::qk_norm, std::string())
+        .field("rope_max_seq_len", &C::rope_max_seq_len)
+        .field("text_dim", &C::text_dim)
+        .field("added_kv_proj_dim", &C::added_kv_proj_dim);
+}
+
+/// After reading: out_channels null = in_channels, then validate().
+template <typename C>
+void finish_wan_dit_fields(C& c) {
+    if (c.out_channels < 0) c.out_channels = c.in_channels;
+    c.validate();
+}
 
 }  // namespace st::plugins::wan

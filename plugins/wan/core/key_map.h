@@ -8,10 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "core/kit_names.h"
+#include "st/kit/key_map.h"
+
 namespace st::plugins::wan {
 
-enum class KeyLayout { diffusers, original };
-const char* key_layout_name(KeyLayout layout);
+/// The Wan DiT's table (st::kit::KeyMapTable); other Wan-based families fall back to it.
+const st::kit::KeyMapTable& wan_key_table();
 
 /// Prefixes single-file checkpoints put in front of every key (ComfyUI / kijai / musubi).
 const std::vector<std::string>& wan_checkpoint_prefixes();

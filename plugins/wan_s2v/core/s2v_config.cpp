@@ -9,7 +9,6 @@
 
 #include "st/error.h"
 #include "st/json_file.h"
-#include "st/kit/fields.h"
 
 namespace st::plugins::wan_s2v {
 namespace {
@@ -95,47 +94,29 @@ namespace {
 // The diffusers WanS2VTransformer3DModel config.json, declared once (reader, writer, unknown keys).
 const st::kit::FieldTable<WanS2VConfig>& fields() {
     using C = WanS2VConfig;
-    static const auto table = st::kit::FieldTable<C>(kComponent, "Wan S2V transformer config")
-                                  .constant("_class_name", "WanS2VTransformer3DModel")
-                                  .constant("_diffusers_version", "0.37.0.dev0")
-                                  .field("adain_mode", &C::adain_mode)
-                                  .field("add_last_motion", &C::add_last_motion)
-                                  .field("added_kv_proj_dim", &C::added_kv_proj_dim)
-                                  .field("attention_head_dim", &C::attention_head_dim)
-                                  .field("audio_dim", &C::audio_dim)
-                                  .field("audio_inject_layers", &C::audio_inject_layers)
-                                  .field("cross_attn_norm", &C::cross_attn_norm)
-                                  .field("enable_adain", &C::enable_adain)
-                                  .field("enable_framepack", &C::enable_framepack)
-                                  .field("eps", &C::eps)
-                                  .field("ffn_dim", &C::ffn_dim)
-                                  .field("framepack_drop_mode", &C::framepack_drop_mode)
-                                  .field("freq_dim", &C::freq_dim)
-                                  .field("in_channels", &C::in_channels)
-                                  .field("num_attention_heads", &C::num_attention_heads)
-                                  .field("num_layers", &C::num_layers)
-                                  .field("num_weighted_avg_layers", &C::num_weighted_avg_layers)
-                                  .field("out_channels", &C::out_channels, int64_t{-1})  // null = in_channels
-                                  .field("patch_size", &C::patch_size)
-                                  .field("pose_dim", &C::pose_dim)
-                                  .field("qk_norm", &C::qk_norm, std::string())
-                                  .field("rope_max_seq_len", &C::rope_max_seq_len)
-                                  .field("text_dim", &C::text_dim)
-                                  .field("zero_timestep", &C::zero_timestep);
+    static const auto table = [] {
+        st::kit::FieldTable<C> t(kComponent, "Wan S2V transformer config");
+        t.constant("_class_name", "WanS2VTransformer3DModel").constant("_diffusers_version", "0.37.0.dev0");
+        st::plugins::wan::add_wan_dit_fields(t)
+            .field("adain_mode", &C::adain_mode)
+            .field("add_last_motion", &C::add_last_motion)
+            .field("audio_dim", &C::audio_dim)
+            .field("audio_inject_layers", &C::audio_inject_layers)
+            .field("enable_adain", &C::enable_adain)
+            .field("enable_framepack", &C::enable_framepack)
+            .field("framepack_drop_mode", &C::framepack_drop_mode)
+            .field("num_weighted_avg_layers", &C::num_weighted_avg_layers)
+            .field("pose_dim", &C::pose_dim)
+            .field("zero_timestep", &C::zero_timestep);
+        return t;
+    }();
     return table;
 }
 
 }  // namespace
 
 WanS2VConfig WanS2VConfig::from_json(const nlohmann::json& j, const std::string& source) {
-    WanS2VConfig c = fields().from_json(j, source);
-    if (c.out_channels < 0) c.out_channels = c.in_channels;
-    try {
-        c.validate();
-    } catch (const Error& e) {
-        throw e.with_context(fmt::format("while reading {}", source));
-    }
-    return c;
+    return fields().from_json(j, source, st::plugins::wan::finish_wan_dit_fields<WanS2VConfig>);
 }
 
 WanS2VConfig WanS2VConfig::from_file(const std::filesystem::path& config_json) {

@@ -155,6 +155,19 @@ class FieldTable {
         return t;
     }
 
+    /// from_json, then `finish(t)` (derived values, validate()); an st::Error thrown by `finish`
+    /// gains "while reading <source>".
+    template <typename Finish>
+    T from_json(const nlohmann::json& j, const std::string& source, Finish&& finish) const {
+        T t = from_json(j, source);
+        try {
+            finish(t);
+        } catch (const Error& e) {
+            throw e.with_context("while reading " + source);
+        }
+        return t;
+    }
+
     /// The constants, then every written key, in declaration order.
     nlohmann::json to_json(const T& t) const {
         nlohmann::json j = nlohmann::json::object();
