@@ -95,7 +95,7 @@ TEST_F(WanLoadingTest, FolderThatIsNotWan) {
     expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); },
                  {"model.safetensors", "is not a Wan transformer checkpoint", "encoder.block.0.weight"});
     fs::remove(dir_ / "model.safetensors");
-    expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); }, {"is not a Wan model folder"});
+    expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); }, {"is not a Wan transformer folder"});
     // A transformer config of another class.
     write(dir_ / "config.json", R"({"_class_name": "SanaVideoTransformer3DModel"})");
     expect_error([&] { load_transformer(dir_, {.subfolder = "none"}); }, {"SanaVideoTransformer3DModel"});

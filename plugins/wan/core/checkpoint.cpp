@@ -24,47 +24,6 @@ nlohmann::json read_json(const fs::path& p) {
     return st::sdk::read_json_file(p, kComponent, "load");
 }
 
-bool looks_like_hub_id(const std::string& s) {
-    if (s.empty() || s[0] == '/' || s[0] == '.' || s[0] == '~') return false;
-    return std::count(s.begin(), s.end(), '/') == 1 && s.find('\\') == std::string::npos;
-}
-
-std::vector<std::string> list_dir(const fs::path& dir) {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir))
-        out.push_back(e.path().filename().string() + (e.is_directory() ? "/" : ""));
-    std::sort(out.begin(), out.end());
-    return out;
-}
-
-// Picks the weights inside a transformer folder.
-fs::path pick_weights(const fs::path& dir, const std::string& variant) {
-    const std::string base =
-        variant.empty() ? "diffusion_pytorch_model" : "diffusion_pytorch_model." + variant;
-    for (const auto& name : {base + ".safetensors.index.json", base + ".safetensors"})
-        if (fs::exists(dir / name)) return dir / name;
-    if (!variant.empty())
-        fail(kComponent, "load", "'{}' has no {}.safetensors[.index.json] (variant '{}'); it contains: {}",
-             dir.string(), base, variant, fmt::join(list_dir(dir), ", "));
-    std::vector<fs::path> candidates;
-    for (const auto& e : fs::directory_iterator(dir)) {
-        const std::string n = e.path().filename().string();
-        if (n.ends_with(".safetensors.index.json")) candidates.push_back(e.path());
-    }
-    if (candidates.empty())
-        for (const auto& e : fs::directory_iterator(dir))
-            if (e.path().extension() == ".safetensors") candidates.push_back(e.path());
-    if (candidates.size() == 1) return candidates[0];
-    if (candidates.empty())
-        fail(kComponent, "load",
-             "'{}' is not a Wan model folder: no model_index.json, no diffusion_pytorch_model.safetensors "
-             "and no "
-             "*.safetensors weights (it contains: {})",
-             dir.string(), fmt::join(list_dir(dir), ", "));
-    fail(kComponent, "load", "'{}' holds several checkpoints ({}); pass the file itself", dir.string(),
-         fmt::join(list_dir(dir), ", "));
-}
-
 }  // namespace
 
 const std::vector<WanFlavour>& wan_flavours() {
@@ -102,75 +61,20 @@ const WanFlavour& find_flavour(const std::string& name) {
          fmt::join(wan_flavour_names(), ", "));
 }
 
-TransformerLocation locate_transformer(const fs::path& path, const std::string& subfolder_in,
+TransformerLocation locate_transformer(const fs::path& path, const std::string& subfolder,
                                        const std::string& variant) {
-    const std::string subfolder = subfolder_in == "none" ? "" : subfolder_in;
-    if (!fs::exists(path)) {
-        if (looks_like_hub_id(path.string()))
-            fail(kComponent, "load",
-                 "'{}' looks like a Hugging Face hub id, but st does not download models: download the "
-                 "diffusers "
-                 "folder (e.g. `huggingface-cli download {} --local-dir DIR`) and pass DIR",
-                 path.string(), path.string());
-        fail(kComponent, "load", "model path '{}' does not exist", path.string());
-    }
-    TransformerLocation loc;
-    if (fs::is_regular_file(path)) {
-        // A single file (ComfyUI/original or diffusers) or a sharded index.
-        loc.weights = path;
-        if (path.filename().string().rfind("diffusion_pytorch_model", 0) == 0 &&
-            fs::exists(path.parent_path() / "config.json"))
-            loc.config_json = path.parent_path() / "config.json";
-        return loc;
-    }
-    fs::path dir = path;
-    if (fs::exists(path / "model_index.json")) {
-        loc.model_index = path / "model_index.json";
-        const auto index = read_json(*loc.model_index);
-        const std::string cls = index.value("_class_name", "");
-        if (cls.rfind("Wan", 0) != 0)
-            fail(kComponent, "load",
-                 "'{}' is not a Wan pipeline folder: model_index.json has _class_name '{}'", path.string(),
-                 cls);
-        const std::string sub = subfolder.empty() ? "transformer" : subfolder;
-        if (!fs::is_directory(path / sub))
-            fail(kComponent, "load", "Wan pipeline folder '{}' has no '{}/' subfolder (it contains: {}){}",
-                 path.string(), sub, fmt::join(list_dir(path), ", "),
-                 index.contains(sub) ? "; model_index.json lists it, so the download is incomplete" : "");
-        dir = path / sub;
-        loc.subfolder = sub;
-    } else if (!subfolder.empty() && fs::is_directory(path / subfolder)) {
-        dir = path / subfolder;
-        loc.subfolder = subfolder;
-    } else if (!subfolder.empty() && !fs::exists(path / "config.json")) {
-        fail(kComponent, "load",
-             "'{}' has neither model_index.json (a diffusers pipeline) nor a '{}/' subfolder nor a "
-             "config.json "
-             "(a transformer folder); it contains: {}",
-             path.string(), subfolder, fmt::join(list_dir(path), ", "));
-    }
-    if (fs::exists(dir / "config.json")) {
-        const auto cfg = read_json(dir / "config.json");
-        const std::string cls = cfg.value("_class_name", "WanTransformer3DModel");
-        if (cls != "WanTransformer3DModel")
-            fail(kComponent, "load",
-                 "'{}' is not a Wan transformer: _class_name '{}' (expected WanTransformer3DModel)",
-                 (dir / "config.json").string(), cls);
-        loc.config_json = dir / "config.json";
-    }
-    loc.weights = pick_weights(dir, variant);
-    return loc;
+    st::kit::ModelQuery q;
+    q.component = kComponent;
+    q.what = "Wan transformer";
+    q.config_class = "WanTransformer3DModel";
+    q.pipeline_prefix = "Wan";
+    q.subfolder = subfolder;
+    q.variant = variant;
+    return st::kit::locate_model(path, q);
 }
 
 std::shared_ptr<st::sdk::TensorSource> open_transformer_weights(const TransformerLocation& location) {
-    try {
-        if (location.weights.string().ends_with(".index.json"))
-            return st::sdk::ShardedSafetensors::open(location.weights);
-        return st::sdk::SafetensorsFile::open(location.weights);
-    } catch (const Error& e) {
-        throw e.with_context(
-            fmt::format("while opening the Wan transformer weights '{}'", location.weights.string()));
-    }
+    return st::kit::open_model_weights(location, "Wan transformer");
 }
 
 std::optional<double> read_boundary_ratio(const fs::path& model_index_json) {
@@ -234,18 +138,7 @@ LoadedTransformer load_transformer(const fs::path& path, const TransformerLoadOp
     }
     out.model = WanTransformer3DModel(config);
     out.model->set_compute_dtype(options.dtype);
-    st::sdk::LoadOptions lo;
-    lo.component = kComponent;
-    const WanCheckpointInfo info = out.info;
-    lo.key_map = [info](const std::string& name) -> std::optional<std::string> {
-        return to_diffusers_key(name, info);
-    };
-    try {
-        st::sdk::load_strict(*out.model, *source, lo);
-    } catch (const Error& e) {
-        throw e.with_context(fmt::format("while loading the Wan transformer {} from {}", out.info.variant,
-                                         source->describe()));
-    }
+    st::kit::load_weights(*out.model, *source, out.info, wan_key_table(), kComponent, "Wan transformer");
     if (options.device != at::Device(at::kCPU)) out.model->to(options.device);
     st::log::info("model.wan", "transformer {} from {} -> {}", out.info.summary(), source->describe(),
                   c10::toString(options.dtype));
@@ -253,17 +146,8 @@ LoadedTransformer load_transformer(const fs::path& path, const TransformerLoadOp
 }
 
 void save_transformer(WanTransformer3DModelImpl& model, const fs::path& dir, at::ScalarType dtype) {
-    fs::create_directories(dir);
-    st::sdk::TensorMap tensors;
-    torch::NoGradGuard no_grad;
-    for (const auto& item : model.named_parameters(/*recurse=*/true)) {
-        at::ScalarType t = WanTransformer3DModelImpl::keeps_fp32(item.key()) ? at::kFloat : dtype;
-        tensors[item.key()] = item.value().detach().to(at::kCPU).to(t).contiguous();
-    }
-    st::sdk::save_safetensors(dir / "diffusion_pytorch_model.safetensors", tensors, {{"format", "pt"}});
-    std::ofstream cfg(dir / "config.json");
-    if (!cfg) fail(kComponent, "save", "cannot write '{}'", (dir / "config.json").string());
-    cfg << model.config().to_json().dump(2) << "\n";
+    st::kit::save_model(model, dir, model.config().to_json(), dtype, &WanTransformer3DModelImpl::keeps_fp32,
+                        kComponent);
 }
 
 }  // namespace st::plugins::wan

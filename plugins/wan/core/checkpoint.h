@@ -45,12 +45,8 @@ std::vector<std::string> wan_flavour_names();
 const WanFlavour& find_flavour(const std::string& name);
 
 /// Where the transformer of a model lives.
-struct TransformerLocation {
-    std::filesystem::path weights;                     ///< .safetensors file or .safetensors.index.json
-    std::optional<std::filesystem::path> config_json;  ///< the transformer's config.json, if any
-    std::optional<std::filesystem::path> model_index;  ///< the pipeline's model_index.json, if any
-    std::string subfolder;                             ///< the subfolder used ("" = none)
-};
+/// Where the weights, config.json and model_index.json are (st::kit::locate_model).
+using TransformerLocation = st::kit::ModelLocation;
 
 /// `subfolder`: "transformer" / "transformer_2" inside a pipeline folder, or "" / "none" when
 /// `path` is itself the transformer (folder or file). A pipeline folder without the subfolder,

@@ -18,62 +18,6 @@ namespace {
 
 constexpr const char* kComponent = "model.wan@1";
 
-class ShapeTable {
-  public:
-    ShapeTable(const st::sdk::TensorSource& source, const WanCheckpointInfo& info) : info_(info) {
-        describe_ = source.describe();
-        for (const auto& ti : source.infos()) {
-            shapes_[to_diffusers_key(ti.name, info)] = ti.shape;
-        }
-    }
-    bool has(const std::string& name) const { return shapes_.count(name) > 0; }
-    const std::vector<int64_t>& need(const std::string& name) const {
-        auto it = shapes_.find(name);
-        if (it == shapes_.end()) {
-            std::string file_name = name;
-            if (info_.layout == KeyLayout::original) file_name = diffusers_to_original(name).value_or(name);
-            fail(kComponent, "detect", "{}: Wan transformer tensor '{}{}' is missing ({} layout)", describe_,
-                 info_.prefix, file_name, key_layout_name(info_.layout));
-        }
-        return it->second;
-    }
-    void expect(const std::string& name, const std::vector<int64_t>& shape, const std::string& why) const {
-        const auto& s = need(name);
-        if (s != shape)
-            fail(kComponent, "detect",
-                 "{}: '{}' has shape {} but {} needs {}: the weights fit no Wan flavour", describe_, name,
-                 shape_str(s), why, shape_str(shape));
-    }
-    int64_t count_blocks() const {
-        std::set<int64_t> idx;
-        for (const auto& [name, shape] : shapes_) {
-            if (name.rfind("blocks.", 0) != 0) continue;
-            size_t end = name.find('.', 7);
-            try {
-                idx.insert(std::stoll(name.substr(7, end - 7)));
-            } catch (const std::exception&) {
-            }
-        }
-        const int64_t n = static_cast<int64_t>(idx.size());
-        if (n > 0 && *idx.rbegin() != n - 1)
-            fail(kComponent, "detect", "{}: block indices are not contiguous ({} blocks, highest index {})",
-                 describe_, n, *idx.rbegin());
-        return n;
-    }
-    const std::string& describe() const { return describe_; }
-
-  private:
-    const WanCheckpointInfo& info_;
-    std::string describe_;
-    std::map<std::string, std::vector<int64_t>> shapes_;
-};
-
-int64_t guess_head_dim(int64_t dim) {
-    for (int64_t d : {128, 64, 32, 16, 12, 8})
-        if (dim % d == 0) return d;
-    return dim;
-}
-
 }  // namespace
 
 const char* variant_kind_name(WanVariantKind kind) {
@@ -90,14 +34,6 @@ const char* variant_kind_name(WanVariantKind kind) {
             return "ti2v-2.2";
     }
     return "?";
-}
-
-std::string WanCheckpointInfo::summary() const {
-    std::vector<std::string> d;
-    for (const auto& [name, n] : dtypes) d.push_back(fmt::format("{} x{}", name, n));
-    return fmt::format("{} ({} layout{}, {} tensors, {}; {})", variant, key_layout_name(layout),
-                       prefix.empty() ? "" : fmt::format(", prefix '{}'", prefix), tensor_count,
-                       fmt::join(d, ", "), describe(config));
 }
 
 WanVariantKind classify(const WanTransformerConfig& c) {
@@ -144,42 +80,17 @@ std::string variant_name(const WanTransformerConfig& c) {
 }
 
 std::string to_diffusers_key(const std::string& file_name, const WanCheckpointInfo& info) {
-    if (file_name.rfind(info.prefix, 0) != 0) return file_name;
-    std::string name = file_name.substr(info.prefix.size());
-    if (info.layout == KeyLayout::diffusers) return name;
-    return original_to_diffusers(name).value_or(file_name);
+    return info.to_ours(file_name, wan_key_table());
 }
 
 WanCheckpointInfo inspect_transformer(const st::sdk::TensorSource& source) {
     WanCheckpointInfo info;
-    const auto infos = source.infos();
-    info.tensor_count = infos.size();
-    for (const auto& ti : infos) info.dtypes[ti.dtype] += 1;
-
-    for (const auto& p : wan_checkpoint_prefixes()) {
-        bool all = !infos.empty();
-        for (const auto& ti : infos) all = all && ti.name.rfind(p, 0) == 0;
-        if (all) {
-            info.prefix = p;
-            break;
-        }
-    }
-    auto has = [&](const std::string& n) { return source.contains(info.prefix + n); };
-    if (has("blocks.0.self_attn.q.weight") || has("head.head.weight")) {
-        info.layout = KeyLayout::original;
-    } else if (has("blocks.0.attn1.to_q.weight") || has("proj_out.weight")) {
-        info.layout = KeyLayout::diffusers;
-    } else {
-        std::vector<std::string> first;
-        for (size_t i = 0; i < infos.size() && i < 5; ++i) first.push_back(infos[i].name);
-        fail(kComponent, "detect",
-             "{} is not a Wan transformer checkpoint: neither blocks.0.attn1.to_q.weight / proj_out.weight "
-             "(diffusers) nor blocks.0.self_attn.q.weight / head.head.weight (original) found ({} tensors; "
-             "first: {})",
-             source.describe(), infos.size(), fmt::join(first, ", "));
-    }
-
-    ShapeTable t(source, info);
+    info.count(source);
+    st::kit::detect_layout(
+        source, wan_checkpoint_prefixes(), {"blocks.0.attn1.to_q.weight", "proj_out.weight"},
+        {"blocks.0.self_attn.q.weight", "head.head.weight"}, kComponent, "Wan transformer", &info);
+    const st::kit::ShapeTable t(source, info, wan_key_table(), kComponent, "Wan transformer",
+                                "the weights fit no Wan flavour");
     WanTransformerConfig& c = info.config;
     const auto& pe = t.need("patch_embedding.weight");
     if (pe.size() != 5)
@@ -188,9 +99,9 @@ WanCheckpointInfo inspect_transformer(const st::sdk::TensorSource& source) {
     const int64_t d = pe[0];
     c.in_channels = pe[1];
     c.patch_size = {pe[2], pe[3], pe[4]};
-    c.attention_head_dim = guess_head_dim(d);
+    c.attention_head_dim = st::kit::guess_head_dim(d);
     c.num_attention_heads = d / c.attention_head_dim;
-    c.num_layers = t.count_blocks();
+    c.num_layers = t.count_indexed("blocks.");
     if (c.num_layers == 0)
         fail(kComponent, "detect", "{}: no transformer blocks (blocks.N.*) found", t.describe());
     const auto& te = t.need("condition_embedder.time_embedder.linear_1.weight");

@@ -9,6 +9,7 @@
 
 #include "core/config.h"
 #include "core/key_map.h"
+#include "st/kit/diffusers_model.h"
 
 namespace st::sdk {
 class TensorSource;
@@ -26,18 +27,14 @@ enum class WanVariantKind {
 };
 const char* variant_kind_name(WanVariantKind kind);
 
-struct WanCheckpointInfo {
+/// The kit's CheckpointFacts (layout, prefix, dtypes, tensor count, variant) plus the Wan config.
+/// variant: "t2v-1.3b-2.1", "t2v-14b", "i2v-14b-2.1", "flf2v-14b-2.1", "i2v-a14b-2.2", "ti2v-5b-2.2",
+/// or "<kind> custom (dim D, N layers)" for other sizes (tiny test models).
+struct WanCheckpointInfo : st::kit::CheckpointFacts {
     WanTransformerConfig config;
     WanVariantKind kind = WanVariantKind::t2v;
-    KeyLayout layout = KeyLayout::diffusers;
-    std::string prefix;                    ///< stripped from every key ("" or "model.diffusion_model.")
-    std::map<std::string, size_t> dtypes;  ///< on-disk dtype -> tensor count
-    size_t tensor_count = 0;
-    /// "t2v-1.3b-2.1", "t2v-14b", "i2v-14b-2.1", "flf2v-14b-2.1", "i2v-a14b-2.2", "ti2v-5b-2.2",
-    /// or "<kind> custom (dim D, N layers)" for other sizes (tiny test models).
-    std::string variant;
-    /// One line for the log: "t2v-1.3b-2.1 (diffusers layout, 825 tensors, BF16)".
-    std::string summary() const;
+    /// One line for the log: "t2v-1.3b-2.1 (diffusers layout, 825 tensors, BF16 x825; dim ...)".
+    std::string summary() const { return CheckpointFacts::summary(describe(config)); }
 };
 
 /// Classifies a config (throws st::Error when its channel layout fits no Wan flavour).

@@ -23,91 +23,6 @@ namespace {
 
 constexpr const char* kComponent = "model.wan_s2v@1";
 
-std::string shape_str(const std::vector<int64_t>& s) {
-    return fmt::format("[{}]", fmt::join(s, ", "));
-}
-
-// Shapes by diffusers name (whatever the file layout).
-class ShapeTable {
-  public:
-    ShapeTable(const st::sdk::TensorSource& source, const S2VCheckpointInfo& info) : info_(info) {
-        describe_ = source.describe();
-        for (const auto& ti : source.infos()) shapes_[s2v_to_diffusers_key(ti.name, info)] = ti.shape;
-    }
-    bool has(const std::string& name) const { return shapes_.count(name) > 0; }
-    const std::vector<int64_t>& need(const std::string& name, size_t rank) const {
-        auto it = shapes_.find(name);
-        if (it == shapes_.end()) {
-            std::string file_name = name;
-            if (info_.layout == KeyLayout::original)
-                file_name = s2v_diffusers_to_original(name).value_or(name);
-            fail(kComponent, "detect", "{}: Wan S2V transformer tensor '{}{}' is missing ({} layout)",
-                 describe_, info_.prefix, file_name, st::plugins::wan::key_layout_name(info_.layout));
-        }
-        if (it->second.size() != rank)
-            fail(kComponent, "detect", "{}: '{}' has shape {}, expected {} dimensions", describe_, name,
-                 shape_str(it->second), rank);
-        return it->second;
-    }
-    // Distinct indices N of "<head>N." names; must be 0..n-1.
-    int64_t count_indexed(const std::string& head) const {
-        std::set<int64_t> idx;
-        for (const auto& [name, shape] : shapes_) {
-            if (name.rfind(head, 0) != 0) continue;
-            const size_t end = name.find('.', head.size());
-            try {
-                idx.insert(std::stoll(name.substr(head.size(), end - head.size())));
-            } catch (const std::exception&) {
-            }
-        }
-        const int64_t n = static_cast<int64_t>(idx.size());
-        if (n > 0 && *idx.rbegin() != n - 1)
-            fail(kComponent, "detect", "{}: '{}N' indices are not contiguous ({} found, highest {})",
-                 describe_, head, n, *idx.rbegin());
-        return n;
-    }
-    const std::string& describe() const { return describe_; }
-
-  private:
-    const S2VCheckpointInfo& info_;
-    std::string describe_;
-    std::map<std::string, std::vector<int64_t>> shapes_;
-};
-
-int64_t guess_head_dim(int64_t dim) {
-    for (int64_t d : {128, 64, 32, 16, 12, 8})
-        if (dim % d == 0) return d;
-    return dim;
-}
-
-// Layout and prefix from the marker tensors.
-void detect_layout(const st::sdk::TensorSource& source, S2VCheckpointInfo* info) {
-    std::vector<std::string> prefixes{""};
-    for (const auto& p : st::plugins::wan::wan_checkpoint_prefixes()) prefixes.push_back(p);
-    for (const auto& p : prefixes) {
-        if (source.contains(p + kS2VDiffusersMarker)) {
-            info->layout = KeyLayout::diffusers;
-            info->prefix = p;
-            return;
-        }
-        if (source.contains(p + kS2VOriginalMarker)) {
-            info->layout = KeyLayout::original;
-            info->prefix = p;
-            return;
-        }
-    }
-    std::vector<std::string> first;
-    for (const auto& ti : source.infos()) {
-        if (first.size() == 5) break;
-        first.push_back(ti.name);
-    }
-    fail(kComponent, "detect",
-         "{} is not a Wan S2V transformer: neither '{}' (diffusers) nor '{}' (original/ComfyUI) found, with "
-         "or "
-         "without a 'model.diffusion_model.' prefix (first keys: {})",
-         source.describe(), kS2VDiffusersMarker, kS2VOriginalMarker, fmt::join(first, ", "));
-}
-
 // Fields the weights determine; a config file must agree.
 void cross_check(const WanS2VConfig& file, const WanS2VConfig& weights, const std::string& config_desc,
                  const std::string& weights_desc) {
@@ -135,51 +50,26 @@ void cross_check(const WanS2VConfig& file, const WanS2VConfig& weights, const st
              fmt::join(diffs, "; "));
 }
 
-nlohmann::json read_json(const fs::path& p) {
-    return st::sdk::read_json_file(p, kComponent, "load");
-}
-
-std::string list_dir(const fs::path& dir) {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(dir))
-        out.push_back(e.path().filename().string() + (e.is_directory() ? "/" : ""));
-    std::sort(out.begin(), out.end());
-    return fmt::format("{}", fmt::join(out, ", "));
-}
-
 }  // namespace
 
-std::string S2VCheckpointInfo::summary() const {
-    std::vector<std::string> d;
-    for (const auto& [name, n] : dtypes) d.push_back(fmt::format("{} x{}", name, n));
-    return fmt::format("{} ({} layout{}, {} tensors, {}; {})", variant,
-                       st::plugins::wan::key_layout_name(layout),
-                       prefix.empty() ? "" : fmt::format(", prefix '{}'", prefix), tensor_count,
-                       fmt::join(d, ", "), describe(config));
-}
-
 std::string s2v_to_diffusers_key(const std::string& file_name, const S2VCheckpointInfo& info) {
-    std::string name = file_name;
-    if (!info.prefix.empty() && name.rfind(info.prefix, 0) == 0) name = name.substr(info.prefix.size());
-    if (info.layout == KeyLayout::original) return s2v_original_to_diffusers(name).value_or(file_name);
-    return name;
+    return info.to_ours(file_name, s2v_key_table());
 }
 
 S2VCheckpointInfo inspect_s2v_transformer(const st::sdk::TensorSource& source,
                                           const std::optional<std::vector<int64_t>>& hint) {
     S2VCheckpointInfo info;
-    detect_layout(source, &info);
-    for (const auto& ti : source.infos()) {
-        ++info.dtypes[ti.dtype];
-        ++info.tensor_count;
-    }
-    const ShapeTable t(source, info);
+    info.count(source);
+    st::kit::detect_layout(source, st::plugins::wan::wan_checkpoint_prefixes(), {kS2VDiffusersMarker},
+                           {kS2VOriginalMarker}, kComponent, "Wan S2V transformer", &info);
+    const st::kit::ShapeTable t(source, info, s2v_key_table(), kComponent, "Wan S2V transformer",
+                                "the weights fit no Wan S2V model");
     WanS2VConfig& c = info.config;
     const auto& pe = t.need("patch_embedding.weight", 5);  // [D, C_in, pt, ph, pw]
     const int64_t d = pe[0];
     c.in_channels = pe[1];
     c.patch_size = {pe[2], pe[3], pe[4]};
-    c.attention_head_dim = guess_head_dim(d);
+    c.attention_head_dim = st::kit::guess_head_dim(d);
     c.num_attention_heads = d / c.attention_head_dim;
     c.num_layers = t.count_indexed("blocks.");
     c.ffn_dim = t.need("blocks.0.ffn.net.0.proj.weight", 2)[0];
@@ -229,62 +119,15 @@ WanS2VConfig WanS2VConfig::detect_from_weights(const st::sdk::TensorSource& sour
     return inspect_s2v_transformer(source, hint).config;
 }
 
-S2VTransformerLocation locate_s2v_transformer(const fs::path& path, const std::string& subfolder_in,
+S2VTransformerLocation locate_s2v_transformer(const fs::path& path, const std::string& subfolder,
                                               const std::string& variant) {
-    const std::string subfolder = subfolder_in == "none" ? "" : subfolder_in;
-    if (!fs::exists(path))
-        fail(kComponent, "load", "model path '{}' does not exist (st never downloads)", path.string());
-    S2VTransformerLocation loc;
-    if (fs::is_regular_file(path)) {
-        loc.weights = path;
-        if (path.filename().string().rfind("diffusion_pytorch_model", 0) == 0 &&
-            fs::exists(path.parent_path() / "config.json"))
-            loc.config_json = path.parent_path() / "config.json";
-        return loc;
-    }
-    fs::path dir = path;
-    if (fs::exists(path / "model_index.json")) {
-        const std::string sub = subfolder.empty() ? "transformer" : subfolder;
-        if (!fs::is_directory(path / sub))
-            fail(kComponent, "load", "pipeline folder '{}' has no '{}/' subfolder (it contains: {})",
-                 path.string(), sub, list_dir(path));
-        dir = path / sub;
-    } else if (!subfolder.empty() && fs::is_directory(path / subfolder)) {
-        dir = path / subfolder;
-    }
-    if (fs::exists(dir / "config.json")) {
-        const auto cfg = read_json(dir / "config.json");
-        const std::string cls = cfg.value("_class_name", "WanS2VTransformer3DModel");
-        if (cls != "WanS2VTransformer3DModel")
-            fail(kComponent, "load",
-                 "'{}' is not a Wan S2V transformer: _class_name '{}' (expected "
-                 "WanS2VTransformer3DModel)",
-                 (dir / "config.json").string(), cls);
-        loc.config_json = dir / "config.json";
-    }
-    const std::string base =
-        variant.empty() ? "diffusion_pytorch_model" : "diffusion_pytorch_model." + variant;
-    for (const auto& name : {base + ".safetensors.index.json", base + ".safetensors"}) {
-        if (fs::exists(dir / name)) {
-            loc.weights = dir / name;
-            return loc;
-        }
-    }
-    if (!variant.empty())
-        fail(kComponent, "load", "'{}' has no {}.safetensors[.index.json] (variant '{}'); it contains: {}",
-             dir.string(), base, variant, list_dir(dir));
-    std::vector<fs::path> candidates;
-    for (const auto& e : fs::directory_iterator(dir))
-        if (e.path().extension() == ".safetensors") candidates.push_back(e.path());
-    if (candidates.size() == 1) {
-        loc.weights = candidates[0];
-        return loc;
-    }
-    fail(kComponent, "load",
-         "'{}' holds {} safetensors checkpoints and no diffusion_pytorch_model.safetensors[.index.json]; "
-         "pass the "
-         "file itself (it contains: {})",
-         dir.string(), candidates.size(), list_dir(dir));
+    st::kit::ModelQuery q;
+    q.component = kComponent;
+    q.what = "Wan S2V transformer";
+    q.config_class = "WanS2VTransformer3DModel";
+    q.subfolder = subfolder;
+    q.variant = variant;
+    return st::kit::locate_model(path, q);
 }
 
 namespace {
@@ -296,15 +139,7 @@ struct Opened {
 
 Opened open_and_inspect(const S2VTransformerLocation& location, const std::optional<WanS2VConfig>& config) {
     Opened out;
-    try {
-        if (location.weights.string().ends_with(".index.json"))
-            out.source = st::sdk::ShardedSafetensors::open(location.weights);
-        else
-            out.source = st::sdk::SafetensorsFile::open(location.weights);
-    } catch (const Error& e) {
-        throw e.with_context(
-            fmt::format("while opening the Wan S2V transformer weights '{}'", location.weights.string()));
-    }
+    out.source = st::kit::open_model_weights(location, "Wan S2V transformer");
     std::optional<WanS2VConfig> given = config;
     std::string given_desc = "the config passed to the loader";
     if (!given && location.config_json) {
@@ -335,18 +170,7 @@ LoadedS2VTransformer load_s2v_transformer(const fs::path& path, const S2VLoadOpt
     out.info = opened.info;
     out.model = WanS2VTransformer3DModel(out.info.config);
     out.model->set_compute_dtype(options.dtype);
-    st::sdk::LoadOptions lo;
-    lo.component = kComponent;
-    const S2VCheckpointInfo info = out.info;
-    lo.key_map = [info](const std::string& name) -> std::optional<std::string> {
-        return s2v_to_diffusers_key(name, info);
-    };
-    try {
-        st::sdk::load_strict(*out.model, *source, lo);
-    } catch (const Error& e) {
-        throw e.with_context(fmt::format("while loading the Wan S2V transformer {} from {}", out.info.variant,
-                                         source->describe()));
-    }
+    st::kit::load_weights(*out.model, *source, out.info, s2v_key_table(), kComponent, "Wan S2V transformer");
     if (options.device != at::Device(at::kCPU)) out.model->to(options.device);
     st::log::info("model.wan_s2v", "transformer {} from {} -> {}", out.info.summary(), source->describe(),
                   c10::toString(options.dtype));
@@ -354,18 +178,8 @@ LoadedS2VTransformer load_s2v_transformer(const fs::path& path, const S2VLoadOpt
 }
 
 void save_s2v_transformer(WanS2VTransformer3DModelImpl& model, const fs::path& dir, at::ScalarType dtype) {
-    fs::create_directories(dir);
-    st::sdk::TensorMap tensors;
-    torch::NoGradGuard no_grad;
-    for (const auto& item : model.named_parameters(/*recurse=*/true)) {
-        const at::ScalarType t = WanS2VTransformer3DModelImpl::keeps_fp32(item.key()) ? at::kFloat : dtype;
-        tensors[item.key()] = item.value().detach().to(at::kCPU).to(t).contiguous();
-    }
-    st::sdk::save_safetensors(dir / "diffusion_pytorch_model.safetensors", tensors, {{"format", "pt"}});
-    std::ofstream cfg(dir / "config.json");
-    if (!cfg) fail(kComponent, "save", "cannot write '{}'", (dir / "config.json").string());
-    cfg << model.config().to_json().dump(2) << "\n";
-    if (!cfg) fail(kComponent, "save", "writing '{}' failed", (dir / "config.json").string());
+    st::kit::save_model(model, dir, model.config().to_json(), dtype,
+                        &WanS2VTransformer3DModelImpl::keeps_fp32, kComponent);
 }
 
 WanS2VTransformer3DModel make_random_s2v_transformer(const WanS2VConfig& config, uint64_t seed,

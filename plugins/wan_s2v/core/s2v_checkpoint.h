@@ -18,6 +18,7 @@
 #include "core/key_map.h"
 #include "core/s2v_config.h"
 #include "core/s2v_transformer.h"
+#include "st/kit/diffusers_model.h"
 
 namespace st::sdk {
 class TensorSource;
@@ -27,16 +28,12 @@ namespace st::plugins::wan_s2v {
 
 using st::plugins::wan::KeyLayout;
 
-struct S2VCheckpointInfo {
+/// The kit's CheckpointFacts plus the S2V config; variant: "s2v-14b-2.2" for the released shapes,
+/// else "s2v custom (dim D, N layers)".
+struct S2VCheckpointInfo : st::kit::CheckpointFacts {
     WanS2VConfig config;
-    KeyLayout layout = KeyLayout::diffusers;
-    std::string prefix;                    ///< stripped from every key ("" or "model.diffusion_model.")
-    std::map<std::string, size_t> dtypes;  ///< on-disk dtype -> tensor count
-    size_t tensor_count = 0;
-    /// "s2v-14b-2.2" for the released shapes, else "s2v custom (dim D, N layers)".
-    std::string variant;
-    /// One line for the log: "s2v-14b-2.2 (original layout, 1260 tensors, BF16)".
-    std::string summary() const;
+    /// One line for the log: "s2v-14b-2.2 (original layout, 1260 tensors, BF16 x1260; dim ...)".
+    std::string summary() const { return CheckpointFacts::summary(describe(config)); }
 };
 
 /// Reads names/shapes of `source` (no tensor data): layout, prefix and config (see
@@ -50,10 +47,8 @@ S2VCheckpointInfo inspect_s2v_transformer(
 /// A name outside the table is returned unchanged, so strict loading reports it as unexpected.
 std::string s2v_to_diffusers_key(const std::string& file_name, const S2VCheckpointInfo& info);
 
-struct S2VTransformerLocation {
-    std::filesystem::path weights;                     ///< .safetensors file or .safetensors.index.json
-    std::optional<std::filesystem::path> config_json;  ///< the transformer's config.json, if any
-};
+/// Where the weights and config.json are (st::kit::locate_model).
+using S2VTransformerLocation = st::kit::ModelLocation;
 
 /// `path`: a pipeline folder (uses `subfolder`, default "transformer"), a transformer folder, a
 /// weights file or a sharded index. "" / "none" subfolder: `path` is the transformer itself.

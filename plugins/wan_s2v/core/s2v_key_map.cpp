@@ -6,7 +6,6 @@
 #include "core/key_map.h"
 
 namespace st::plugins::wan_s2v {
-namespace {
 
 // Names shared with the Wan DiT (blocks, time/text embedders, patch embedding, head, modulation
 // tables) come from its table.
@@ -43,8 +42,6 @@ const st::kit::KeyMapTable& s2v_key_table() {
             .fallback(&st::plugins::wan::wan_key_table());
     return table;
 }
-
-}  // namespace
 
 std::optional<std::string> s2v_original_to_diffusers(const std::string& name) {
     return s2v_key_table().tensor(name, true);

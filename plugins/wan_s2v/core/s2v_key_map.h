@@ -10,7 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "st/kit/key_map.h"
+
 namespace st::plugins::wan_s2v {
+
+/// The S2V key table (falls back to the Wan DiT's for the names they share).
+const st::kit::KeyMapTable& s2v_key_table();
 
 /// Original tensor name (prefix already stripped) -> diffusers name; nullopt when the name is not
 /// an S2V transformer tensor.
