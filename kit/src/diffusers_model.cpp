@@ -1,11 +1,14 @@
 // Locating, inspecting, loading and saving diffusers-style models (see diffusers_model.h).
 #include "st/kit/diffusers_model.h"
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/module.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "st/error.h"
@@ -278,6 +281,66 @@ void save_model(const torch::nn::Module& module, const fs::path& dir, const nloh
         sdk::write_file_atomic(dir / "config.json", config.dump(2) + "\n");
     } catch (const std::exception& e) {
         fail(component, "save", "cannot write '{}': {}", (dir / "config.json").string(), e.what());
+    }
+}
+
+namespace {
+
+uint64_t fnv1a(uint64_t h, const std::string& s) {
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+}  // namespace
+
+std::string component_fingerprint(const fs::path& path) {
+    if (path.empty()) return "none";
+    uint64_t h = 1469598103934665603ull;
+    std::vector<fs::path> files;
+    if (fs::is_regular_file(path)) {
+        files.push_back(path);
+    } else if (fs::is_directory(path)) {
+        for (const auto& e : fs::directory_iterator(path))
+            if (e.is_regular_file()) files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+        std::error_code ec;
+        const auto size = fs::file_size(f, ec);
+        const auto mtime = fs::last_write_time(f, ec).time_since_epoch().count();
+        h = fnv1a(h, fmt::format("{}|{}|{};", f.filename().string(), size, mtime));
+        if (f.filename() == "config.json") h = fnv1a(h, sdk::read_file(f));
+    }
+    return fmt::format("{:016x}", h);
+}
+
+void randomize_parameters(torch::nn::Module& module, uint64_t seed) {
+    torch::NoGradGuard no_grad;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    auto ends_with = [](const std::string& s, const std::string& suffix) {
+        return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    for (auto& item : module.named_parameters(/*recurse=*/true)) {
+        const std::string& name = item.key();
+        at::Tensor& prm = item.value();
+        at::Tensor r = at::randn(prm.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
+        const bool is_norm =
+            name.find("norm") != std::string::npos || name.find("gamma") != std::string::npos;
+        if (ends_with(name, "scale_shift_table") || ends_with(name, "pos_embed")) {
+            r = r * 0.3;
+        } else if (ends_with(name, "bias")) {
+            r = r * 0.1;
+        } else if (is_norm && prm.dim() <= 1) {
+            r = 1.0 + r * 0.1;
+        } else if (prm.dim() >= 2) {
+            r = r / std::sqrt(static_cast<double>(prm.numel() / prm.size(0)));
+        } else {
+            r = r * 0.1;
+        }
+        prm.copy_(r.to(prm.scalar_type()));
     }
 }
 

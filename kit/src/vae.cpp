@@ -4,12 +4,15 @@
 // (pipelines/wan/pipeline_wan.py).
 #include "st/kit/vae.h"
 
+#include <nlohmann/json.hpp>
+
 #include <ATen/ATen.h>
 #include <torch/nn/modules/container/modulelist.h>
 
 #include <sstream>
 
 #include "st/error.h"
+#include "st/files.h"
 #include "st/log.h"
 #include "st/text.h"
 #include "st/weights.h"
@@ -203,6 +206,25 @@ c10::Device WanVAE::device() const {
 
 c10::ScalarType WanVAE::dtype() const {
     return module_->quant_conv->weight.scalar_type();
+}
+
+WanVAE load_wan_vae(const std::filesystem::path& path, const std::string& component) {
+    namespace fs = std::filesystem;
+    if (fs::is_regular_file(path)) {
+        st::log::info(component, "VAE single file {}: Wan 2.1 VAE config assumed (files carry no config)",
+                      path.string());
+        return WanVAE::from_file(path, WanVAEConfig::wan21());
+    }
+    if (!fs::exists(path / "config.json"))
+        fail(component, "load", "VAE folder '{}' has no config.json (expected the diffusers vae/ layout)",
+             path.string());
+    const auto cfg = nlohmann::json::parse(st::sdk::read_file(path / "config.json"), nullptr, false);
+    const std::string cls = cfg.is_object() ? cfg.value("_class_name", "AutoencoderKLWan") : "";
+    if (cls != "AutoencoderKLWan")
+        fail(component, "load",
+             "'{}' is not a Wan VAE folder: config.json _class_name is '{}' (expected AutoencoderKLWan)",
+             path.string(), cls);
+    return WanVAE::from_directory(path);
 }
 
 }  // namespace st::kit

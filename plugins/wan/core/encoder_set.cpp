@@ -8,6 +8,7 @@
 #include "core/kit_names.h"
 #include "st/error.h"
 #include "st/kit/tokenizer.h"
+#include "st/kit/umt5_prompts.h"
 #include "st/kit/vae_config.h"
 
 namespace st::plugins::wan {
@@ -33,7 +34,7 @@ void WanEncoderSet::configure(WanModelPaths paths, at::ScalarType text_dtype, at
 
 WanVAE& WanEncoderSet::vae() {
     if (!vae_) {
-        vae_.emplace(load_vae(require_vae_path(paths_), paths_.component));
+        vae_.emplace(load_wan_vae(require_vae_path(paths_), paths_.component));
         vae_->to(device_, at::kFloat);  // the Wan VAE stays fp32 in every reference pipeline
         vae_->module()->eval();
     }
@@ -93,15 +94,7 @@ at::Tensor WanEncoderSet::encode_video(const at::Tensor& pixels) {
 
 at::Tensor WanEncoderSet::encode_text(const std::vector<std::string>& captions) {
     // captions -> prompt_embeds [B, text_len (512), text_dim]: the first seq_len rows, zeros after
-    UMT5Encoder& te = text_encoder();
-    const TokenizedBatch batch = tokenizer()(captions, te->config().text_len);
-    const int64_t max_id = batch.input_ids.numel() ? batch.input_ids.max().item<int64_t>() : 0;
-    if (max_id >= te->config().vocab_size)
-        fail(paths_.component, "encode_text", "tokenizer {} produced id {} but the text encoder vocab is {}",
-             tokenizer().model_file().string(), max_id, te->config().vocab_size);
-    torch::NoGradGuard no_grad;
-    const UMT5Output r = te->encode_prompts(batch.input_ids.to(device_), batch.attention_mask.to(device_));
-    return r.prompt_embeds.to(at::kCPU);
+    return encode_umt5_prompts(text_encoder(), tokenizer(), captions, device_, paths_.component);
 }
 
 at::Tensor WanEncoderSet::decode(const at::Tensor& latents) {

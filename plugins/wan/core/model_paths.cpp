@@ -26,14 +26,6 @@ const char* log_name(const std::string& component) {
     return component == "model.wan_s2v@1" ? "model.wan_s2v" : "model.wan";
 }
 
-uint64_t fnv1a(uint64_t h, const std::string& s) {
-    for (unsigned char c : s) {
-        h ^= c;
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 }  // namespace
 
 std::vector<st::sdk::OptionSpec> pipeline_option_specs() {
@@ -159,46 +151,6 @@ const fs::path& require_tokenizer_path(const WanModelPaths& paths) {
              "next to pretrained_t5_model_name_or_path)",
              paths.root.string());
     return paths.tokenizer;
-}
-
-WanVAE load_vae(const fs::path& path, const std::string& component) {
-    if (fs::is_regular_file(path)) {
-        st::log::info(log_name(component),
-                      "VAE single file {}: Wan 2.1 VAE config assumed (files carry no config)",
-                      path.string());
-        return WanVAE::from_file(path, WanVAEConfig::wan21());
-    }
-    if (!fs::exists(path / "config.json"))
-        fail(component, "load", "VAE folder '{}' has no config.json (expected the diffusers vae/ layout)",
-             path.string());
-    const auto cfg = nlohmann::json::parse(st::sdk::read_file(path / "config.json"), nullptr, false);
-    const std::string cls = cfg.is_object() ? cfg.value("_class_name", "AutoencoderKLWan") : "";
-    if (cls != "AutoencoderKLWan")
-        fail(component, "load",
-             "'{}' is not a Wan VAE folder: config.json _class_name is '{}' (expected AutoencoderKLWan)",
-             path.string(), cls);
-    return WanVAE::from_directory(path);
-}
-
-std::string component_fingerprint(const fs::path& path) {
-    if (path.empty()) return "none";
-    uint64_t h = 1469598103934665603ull;
-    std::vector<fs::path> files;
-    if (fs::is_regular_file(path)) {
-        files.push_back(path);
-    } else if (fs::is_directory(path)) {
-        for (const auto& e : fs::directory_iterator(path))
-            if (e.is_regular_file()) files.push_back(e.path());
-    }
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-        std::error_code ec;
-        const auto size = fs::file_size(f, ec);
-        const auto mtime = fs::last_write_time(f, ec).time_since_epoch().count();
-        h = fnv1a(h, fmt::format("{}|{}|{};", f.filename().string(), size, mtime));
-        if (f.filename() == "config.json") h = fnv1a(h, st::sdk::read_file(f));
-    }
-    return fmt::format("{:016x}", h);
 }
 
 }  // namespace st::plugins::wan

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/kit_names.h"
+#include "st/kit/diffusers_model.h"
 #include "st/kit/vae.h"
 #include "st/options.h"
 
@@ -53,13 +54,5 @@ std::filesystem::path component_in(const std::filesystem::path& path, const std:
 /// An override path that does not exist is an st::Error naming `key` (hub ids get the download hint).
 void require_path_exists(const std::filesystem::path& p, const std::string& key,
                          const std::string& component);
-
-/// Loads the VAE of `path` (a diffusers vae folder or a single Wan 2.1 VAE file).
-WanVAE load_vae(const std::filesystem::path& path, const std::string& component = "model.wan@1");
-
-/// FNV-1a over names, sizes and modification times of the files of a component (and the text of
-/// its config.json): changes whenever the weights are replaced, without reading gigabytes.
-/// "none" for an empty path.
-std::string component_fingerprint(const std::filesystem::path& path);
 
 }  // namespace st::plugins::wan

@@ -22,7 +22,9 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/kit_names.h"
 #include "core/rope.h"
+#include "st/kit/diffusers_model.h"
 #include "st/lora.h"
 #include "st/tensors.h"
 
@@ -203,11 +205,6 @@ class WanTransformer3DModelImpl : public torch::nn::Module {
     bool force_2_1_time_embedding_ = false;
 };
 TORCH_MODULE(WanTransformer3DModel);
-
-/// Re-initialises every parameter deterministically from `seed` (matrices/convs normal with std
-/// 1/sqrt(fan_in), biases std 0.1, norm weights 1 + std 0.1, tables std 0.3), the scheme of the
-/// golden fixtures, so every branch contributes in tests and made-up models.
-void randomize_parameters(torch::nn::Module& module, uint64_t seed);
 
 /// The Wan 2.2 A14B expert pair: `high` denoises t >= boundary_ratio*1000, `low` the rest
 /// (diffusers WanImageToVideoPipeline / WanPipeline; `transformer` = high, `transformer_2` = low).

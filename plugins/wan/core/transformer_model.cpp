@@ -177,33 +177,6 @@ at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in,
     return x.reshape({B, config_.out_channels, fp * p[0], hp * p[1], wp * p[2]});
 }
 
-void randomize_parameters(torch::nn::Module& module, uint64_t seed) {
-    torch::NoGradGuard no_grad;
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-    auto ends_with = [](const std::string& s, const std::string& suffix) {
-        return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-    };
-    for (auto& item : module.named_parameters(/*recurse=*/true)) {
-        const std::string& name = item.key();
-        at::Tensor& prm = item.value();
-        at::Tensor r = at::randn(prm.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
-        const bool is_norm =
-            name.find("norm") != std::string::npos || name.find("gamma") != std::string::npos;
-        if (ends_with(name, "scale_shift_table") || ends_with(name, "pos_embed")) {
-            r = r * 0.3;
-        } else if (ends_with(name, "bias")) {
-            r = r * 0.1;
-        } else if (is_norm && prm.dim() <= 1) {
-            r = 1.0 + r * 0.1;
-        } else if (prm.dim() >= 2) {
-            r = r / std::sqrt(static_cast<double>(prm.numel() / prm.size(0)));
-        } else {
-            r = r * 0.1;
-        }
-        prm.copy_(r.to(prm.scalar_type()));
-    }
-}
-
 // ---- the Wan 2.2 expert pair ---------------------------------------------------------------------
 
 WanExpertPair::WanExpertPair(WanTransformer3DModel high, WanTransformer3DModel low, double boundary_ratio)

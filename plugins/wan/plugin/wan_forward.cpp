@@ -140,7 +140,7 @@ std::vector<std::pair<std::string, at::Tensor>> with_prefix(const TensorMap& in,
 }
 
 TensorMap forward_vae_encode(const fs::path& model, const TensorMap& in, const ConfigView& config) {
-    WanVAE vae = load_vae(require_vae_path(resolve_model_paths(model, config)));
+    WanVAE vae = load_wan_vae(require_vae_path(resolve_model_paths(model, config)));
     vae.module()->eval();
     torch::NoGradGuard no_grad;
     TensorMap out;
@@ -155,7 +155,7 @@ TensorMap forward_vae_encode(const fs::path& model, const TensorMap& in, const C
 }
 
 TensorMap forward_vae_decode(const fs::path& model, const TensorMap& in, const ConfigView& config) {
-    WanVAE vae = load_vae(require_vae_path(resolve_model_paths(model, config)));
+    WanVAE vae = load_wan_vae(require_vae_path(resolve_model_paths(model, config)));
     vae.module()->eval();
     torch::NoGradGuard no_grad;
     TensorMap out;

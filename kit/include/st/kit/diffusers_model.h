@@ -127,4 +127,13 @@ void save_model(const torch::nn::Module& module, const std::filesystem::path& di
                 const nlohmann::json& config, at::ScalarType dtype,
                 const std::function<bool(const std::string&)>& keep_fp32, const std::string& component);
 
+/// Fills every parameter of `module` deterministically from `seed` with values that make every
+/// branch matter (the golden fixtures' scheme): matrices N(0, 1/fan_in), biases 0.1 N, norm weights
+/// 1 + 0.1 N, modulation tables / position embeddings 0.3 N. For make-model presets and tests.
+void randomize_parameters(torch::nn::Module& module, uint64_t seed);
+
+/// A cheap identity of a model folder (or file) for cache keys: names, sizes and mtimes of its files
+/// and the text of its config.json, hashed ("none" for an empty path). Changes when the weights do.
+std::string component_fingerprint(const std::filesystem::path& path);
+
 }  // namespace st::kit

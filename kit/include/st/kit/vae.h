@@ -102,4 +102,9 @@ class WanVAE {
     size_t decoder_slots_ = 0;
 };
 
+/// A Wan VAE from a diffusers `vae/` folder (config.json + weights; another _class_name than
+/// AutoencoderKLWan is refused) or a single file (either layout; the Wan 2.1 config is assumed, as such
+/// files carry none, and that is logged). Errors are st::Error(component, "load", ...).
+WanVAE load_wan_vae(const std::filesystem::path& path, const std::string& component = "kit.vae");
+
 }  // namespace st::kit
