@@ -49,8 +49,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
                               "pretrained_transformer_subfolder",
                               "pretrained_vae_model_name_or_path",
                               "pretrained_t5_model_name_or_path",
-                              "wan_force_2_1_time_embedding",
-                              "wan_validation_load_other_stage",
                               "enable_chunked_feed_forward",
                               "feed_forward_chunk_size",
                               "tokenizer_max_length",
@@ -71,7 +69,7 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         for (const char* n : {"validation_epoch_interval", "eval_epoch_interval", "validation_input"})
             inert(n, {kNull}, validation);
         noop("validation_guidance_skip_scale",
-             "SimpleTuner's Wan pipeline accepts it and never reads it; st's skip-layer guidance skips the "
+             "SimpleTuner's pipelines accept it and never read it; st's skip-layer guidance skips the "
              "layers in the unconditional pass and has no separate scale");
         inert("validation_on_startup", {false, kNull}, validation);
         inert("validation_disable_unconditional", {false, true, kNull},
@@ -110,8 +108,8 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         noop("tracker_project_name", "metrics go to output_dir/metrics.jsonl");
         noop("tracker_run_name", "metrics go to output_dir/metrics.jsonl");
         noop("offload_during_startup", "st keeps encoders on the CPU while caching anyway");
-        noop("vae_enable_tiling", "the Wan VAE in st always decodes frame by frame with its causal cache");
-        noop("vae_enable_slicing", "the Wan VAE in st always decodes frame by frame with its causal cache");
+        noop("vae_enable_tiling", "st's video VAEs always decode frame by frame with their causal cache");
+        noop("vae_enable_slicing", "st's video VAEs always decode frame by frame with their causal cache");
         noop("base_model_default_dtype", "weights load in the dtype mixed_precision asks for");
         noop("allow_tf32", "no effect on CPU builds; GPU builds use the LibTorch default");
         noop("dataloader_prefetch", "data comes from on-disk caches");

@@ -6,9 +6,9 @@
 
 #include <algorithm>
 
-#include "media/audio_reader.h"
 #include "st/error.h"
 #include "st/log.h"
+#include "st/media/audio.h"
 #include "validate/validator.h"
 
 namespace st::host::validate {
@@ -100,13 +100,13 @@ DrivingAudio encode_driving_audio(ModelHandle& model, const fs::path& file, doub
                                   int fps) {
     const int rate = model.audio_sample_rate();
     const double seconds = static_cast<double>(frames) / fps;
-    media::AudioClip clip = media::read_audio(file, rate, start, seconds);
-    if (clip.covered < clip.samples.numel())
+    const st::media::AudioWindow clip = st::media::decode_audio_window(file, rate, start, seconds);
+    if (clip.covered < clip.samples)
         log::warn(kLog, "driving audio {}: {:.2f} of the {:.2f} s of the render are past its end (silence)",
-                  file.string(), static_cast<double>(clip.samples.numel() - clip.covered) / rate, seconds);
+                  file.string(), static_cast<double>(clip.samples - clip.covered) / rate, seconds);
     DrivingAudio d;
-    d.features = model.encode_audio(clip.samples.unsqueeze(0), static_cast<double>(fps), frames);
-    d.samples = clip.samples;
+    d.features = model.encode_audio(clip.waveform.unsqueeze(0), static_cast<double>(fps), frames);
+    d.samples = clip.waveform;
     d.sample_rate = rate;
     log::info(kLog, "driving audio {} ({:.2f} s from {:.2f} s at {} Hz) encoded", file.string(), seconds,
               start, rate);

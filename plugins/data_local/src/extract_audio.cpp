@@ -14,6 +14,7 @@ extern "C" {
 #include "media.h"
 #include "st/error.h"
 #include "st/log.h"
+#include "st/media/ffmpeg.h"
 
 namespace st::plugins::data_local {
 namespace {
@@ -23,7 +24,7 @@ constexpr const char* kLog = "data.local.extract";
 void check(int rc, const std::filesystem::path& p, const char* what) {
     if (rc < 0)
         throw Error("data.local.extract", "write",
-                    fmt::format("{}: {} failed ({})", p.string(), what, av_error_text(rc)));
+                    fmt::format("{}: {} failed ({})", p.string(), what, st::media::av_error_text(rc)));
 }
 
 /// Owns an output context (and its opened file) until committed.

@@ -22,65 +22,22 @@ extern "C" {
 #include "frame_converter.h"
 #include "st/error.h"
 #include "st/log.h"
+#include "st/media/ffmpeg.h"
 
 namespace st::plugins::data_local {
+
+using st::media::CodecPtr;
+using st::media::FormatPtr;
+using st::media::FramePtr;
+using st::media::media_fail;
+using st::media::open_decoder;
+using st::media::open_input;
+using st::media::PacketPtr;
+using st::media::to_seconds;
+
 namespace {
 
 constexpr const char* kComponent = "data.local.media";
-
-struct FormatCloser {
-    void operator()(AVFormatContext* c) const { avformat_close_input(&c); }
-};
-struct CodecCloser {
-    void operator()(AVCodecContext* c) const { avcodec_free_context(&c); }
-};
-struct FrameCloser {
-    void operator()(AVFrame* f) const { av_frame_free(&f); }
-};
-struct PacketCloser {
-    void operator()(AVPacket* p) const { av_packet_free(&p); }
-};
-struct SwrCloser {
-    void operator()(SwrContext* s) const { swr_free(&s); }
-};
-using FormatPtr = std::unique_ptr<AVFormatContext, FormatCloser>;
-using CodecPtr = std::unique_ptr<AVCodecContext, CodecCloser>;
-using FramePtr = std::unique_ptr<AVFrame, FrameCloser>;
-using PacketPtr = std::unique_ptr<AVPacket, PacketCloser>;
-
-/// FFmpeg's own messages go to our logger at debug level (we report failures ourselves).
-void av_log_to_st(void* avcl, int level, const char* fmt, va_list vl) {
-    if (level > AV_LOG_WARNING || !log::enabled(log::Level::debug)) return;
-    char line[1024];
-    int print_prefix = 1;
-    av_log_format_line(avcl, level, fmt, vl, line, sizeof(line), &print_prefix);
-    std::string text(line);
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-    if (!text.empty()) log::write(log::Level::debug, "ffmpeg", text);
-}
-
-void init_ffmpeg_logging() {
-    static std::once_flag once;
-    std::call_once(once, [] { av_log_set_callback(av_log_to_st); });
-}
-
-[[noreturn]] void media_fail(const std::filesystem::path& path, const std::string& reason) {
-    throw Error(kComponent, "decode", fmt::format("{}: {}", path.string(), reason));
-}
-
-FormatPtr open_input(const std::filesystem::path& path) {
-    init_ffmpeg_logging();
-    std::error_code ec;
-    if (!std::filesystem::is_regular_file(path, ec)) media_fail(path, "not a regular file");
-    if (std::filesystem::file_size(path, ec) == 0) media_fail(path, "empty file (0 bytes)");
-    AVFormatContext* raw = nullptr;
-    int rc = avformat_open_input(&raw, path.c_str(), nullptr, nullptr);
-    if (rc < 0) media_fail(path, "not a readable media file (" + av_error_text(rc) + ")");
-    FormatPtr fmt(raw);
-    rc = avformat_find_stream_info(raw, nullptr);
-    if (rc < 0) media_fail(path, "cannot read stream information (" + av_error_text(rc) + ")");
-    return fmt;
-}
 
 /// The main video stream, ignoring cover art attached to audio files; -1 if none.
 int find_video_stream(AVFormatContext* fmt) {
@@ -88,22 +45,6 @@ int find_video_stream(AVFormatContext* fmt) {
     if (idx < 0) return -1;
     if (fmt->streams[idx]->disposition & AV_DISPOSITION_ATTACHED_PIC) return -1;
     return idx;
-}
-
-CodecPtr open_decoder(const std::filesystem::path& path, AVStream* st, int threads) {
-    const AVCodec* codec = avcodec_find_decoder(st->codecpar->codec_id);
-    if (!codec)
-        media_fail(path, fmt::format("no decoder for codec '{}'", avcodec_get_name(st->codecpar->codec_id)));
-    CodecPtr ctx(avcodec_alloc_context3(codec));
-    if (!ctx) media_fail(path, "out of memory allocating a decoder");
-    int rc = avcodec_parameters_to_context(ctx.get(), st->codecpar);
-    if (rc < 0) media_fail(path, "bad codec parameters (" + av_error_text(rc) + ")");
-    ctx->pkt_timebase = st->time_base;
-    ctx->thread_count = std::max(1, threads);
-    rc = avcodec_open2(ctx.get(), codec, nullptr);
-    if (rc < 0)
-        media_fail(path, fmt::format("cannot open the {} decoder ({})", codec->name, av_error_text(rc)));
-    return ctx;
 }
 
 /// Clockwise display rotation from the stream's display matrix (what ffmpeg's autorotate applies).
@@ -119,17 +60,7 @@ int stream_rotation(AVStream* st) {
     return r;
 }
 
-double to_seconds(int64_t ts, AVRational tb) {
-    return static_cast<double>(ts) * av_q2d(tb);
-}
-
 }  // namespace
-
-std::string av_error_text(int code) {
-    char buf[AV_ERROR_MAX_STRING_SIZE] = {0};
-    av_strerror(code, buf, sizeof(buf));
-    return buf;
-}
 
 MediaInfo probe_media(const std::filesystem::path& path) {
     FormatPtr fmt = open_input(path);
@@ -181,7 +112,7 @@ MediaInfo probe_media(const std::filesystem::path& path) {
     }
     if (rc != AVERROR_EOF)
         log::debug(kComponent, "{}: demux stopped early ({}); using the {} video packets read", path.string(),
-                   av_error_text(rc), times.size());
+                   st::media::av_error_text(rc), times.size());
     if (as && std::isfinite(audio_first) && audio_end > audio_first) {
         info.has_audio = true;
         info.audio_start = audio_first;
@@ -305,106 +236,6 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
     if (decode_errors > 0)
         log::debug(kComponent, "{}: {} packets failed to decode; frames were taken from their neighbours",
                    path.string(), decode_errors);
-    return out;
-}
-
-namespace {
-
-/// Decodes the first audio stream to mono float at `sample_rate`. Stops once `stop_after` seconds
-/// past the track start are decoded (<= 0: whole track). Returns the track start in `track_start`.
-std::vector<float> decode_audio_mono(const std::filesystem::path& path, int sample_rate, double stop_after,
-                                     double* track_start) {
-    FormatPtr fmt = open_input(path);
-    const int aidx = av_find_best_stream(fmt.get(), AVMEDIA_TYPE_AUDIO, -1, -1, nullptr, 0);
-    if (aidx < 0) media_fail(path, "no audio stream");
-    AVStream* st = fmt->streams[aidx];
-    for (unsigned i = 0; i < fmt->nb_streams; ++i)
-        if (static_cast<int>(i) != aidx) fmt->streams[i]->discard = AVDISCARD_ALL;
-    CodecPtr ctx = open_decoder(path, st, 1);
-    AVChannelLayout in_layout{};  // zeroed: av_channel_layout_copy uninits the destination first
-    if (ctx->ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || ctx->ch_layout.nb_channels <= 0)
-        av_channel_layout_default(&in_layout, std::max(1, ctx->ch_layout.nb_channels));
-    else
-        av_channel_layout_copy(&in_layout, &ctx->ch_layout);
-    AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
-    SwrContext* raw = nullptr;
-    int rc = swr_alloc_set_opts2(&raw, &mono, AV_SAMPLE_FMT_FLT, sample_rate, &in_layout, ctx->sample_fmt,
-                                 ctx->sample_rate, 0, nullptr);
-    av_channel_layout_uninit(&in_layout);
-    std::unique_ptr<SwrContext, SwrCloser> swr(raw);
-    if (rc < 0 || swr_init(swr.get()) < 0)
-        media_fail(path, fmt::format("cannot resample audio ({} Hz, {} channels, {}) to {} Hz mono",
-                                     ctx->sample_rate, ctx->ch_layout.nb_channels,
-                                     av_get_sample_fmt_name(ctx->sample_fmt), sample_rate));
-    std::vector<float> samples;
-    bool started = false;
-    *track_start = 0.0;
-    const size_t stop_samples = stop_after > 0 ? static_cast<size_t>(stop_after * sample_rate) + 1 : SIZE_MAX;
-    FramePtr frame(av_frame_alloc());
-    PacketPtr pkt(av_packet_alloc());
-    auto append = [&](const uint8_t** in, int in_count) {
-        const int cap = swr_get_out_samples(swr.get(), in_count);
-        if (cap <= 0) return;
-        const size_t old = samples.size();
-        samples.resize(old + cap);
-        uint8_t* out = reinterpret_cast<uint8_t*>(samples.data() + old);
-        int got = swr_convert(swr.get(), &out, cap, in, in_count);
-        samples.resize(old + std::max(0, got));
-    };
-    auto drain = [&] {
-        while (avcodec_receive_frame(ctx.get(), frame.get()) >= 0) {
-            if (!started) {
-                started = true;
-                if (frame->best_effort_timestamp != AV_NOPTS_VALUE)
-                    *track_start = to_seconds(frame->best_effort_timestamp, st->time_base);
-            }
-            append(const_cast<const uint8_t**>(frame->extended_data), frame->nb_samples);
-            av_frame_unref(frame.get());
-        }
-    };
-    while (samples.size() < stop_samples && av_read_frame(fmt.get(), pkt.get()) >= 0) {
-        if (pkt->stream_index == aidx) {
-            avcodec_send_packet(ctx.get(), pkt.get());
-            drain();
-        }
-        av_packet_unref(pkt.get());
-    }
-    avcodec_send_packet(ctx.get(), nullptr);
-    drain();
-    append(nullptr, 0);  // flush the resampler's delay line
-    if (!started) media_fail(path, "audio stream has no decodable samples");
-    return samples;
-}
-
-}  // namespace
-
-AudioWindow decode_audio_window(const std::filesystem::path& path, int sample_rate, double start,
-                                double duration) {
-    AudioWindow w;
-    w.samples = static_cast<int64_t>(std::llround(duration * sample_rate));
-    double track_start = 0.0;
-    // Decode a little past the window end (relative to a track that may start late or early).
-    std::vector<float> all = decode_audio_mono(path, sample_rate, start + duration + 1.0, &track_start);
-    w.waveform = at::zeros({w.samples}, at::kFloat);
-    const int64_t offset = static_cast<int64_t>(std::llround((start - track_start) * sample_rate));
-    float* dst = w.waveform.data_ptr<float>();
-    const int64_t n = static_cast<int64_t>(all.size());
-    for (int64_t i = 0; i < w.samples; ++i) {
-        const int64_t src = offset + i;
-        if (src >= 0 && src < n) {
-            dst[i] = all[src];
-            ++w.covered;
-        }
-    }
-    return w;
-}
-
-std::vector<int16_t> decode_audio_s16(const std::filesystem::path& path, int sample_rate) {
-    double track_start = 0.0;
-    std::vector<float> all = decode_audio_mono(path, sample_rate, 0.0, &track_start);
-    std::vector<int16_t> out(all.size());
-    for (size_t i = 0; i < all.size(); ++i)
-        out[i] = static_cast<int16_t>(std::lround(std::clamp(all[i], -1.0f, 1.0f) * 32767.0f));
     return out;
 }
 

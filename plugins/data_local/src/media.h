@@ -2,7 +2,7 @@
 // probing (streams, rotation, frame timestamps), video decode to a constant-rate frame grid with
 // resize + crop, and audio decode + resample to mono float. Never the ffmpeg CLI.
 //
-// Bad media throws st::Error (component "data.local.media") whose message is the skip reason; the
+// Bad media throws st::Error (component "media") whose message is the skip reason; the
 // discovery/caching code catches it, logs one line naming the file and counts it.
 #pragma once
 
@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "geometry.h"
+#include "st/media/audio.h"
 
 namespace st::plugins::data_local {
 
@@ -50,21 +51,9 @@ MediaInfo probe_media(const std::filesystem::path& path);
 at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first,
                         int64_t count, const ResizePlan& plan, int threads = 1);
 
-struct AudioWindow {
-    at::Tensor waveform;  ///< float32 [samples] mono in [-1, 1], zero where there is no audio
-    int64_t covered = 0;  ///< samples of the window that the track really covered
-    int64_t samples = 0;  ///< length of the window
-};
-
-/// Decodes the first audio stream, mixes to mono, resamples to `sample_rate` and returns the window
-/// [start, start + duration) of the file's timeline (seconds). `start` may lie before the track.
-AudioWindow decode_audio_window(const std::filesystem::path& path, int sample_rate, double start,
-                                double duration);
-
-/// Whole audio track as mono int16 at `sample_rate` (for extract-audio). Throws if there is none.
-std::vector<int16_t> decode_audio_s16(const std::filesystem::path& path, int sample_rate);
-
-/// Text of the last FFmpeg error code.
-std::string av_error_text(int code);
+// Audio decoding and FFmpeg error texts live in the shared media library (sdk/media).
+using st::media::AudioWindow;
+using st::media::decode_audio_s16;
+using st::media::decode_audio_window;
 
 }  // namespace st::plugins::data_local
