@@ -273,11 +273,8 @@ TEST_F(WanPluginTest, LoadPredictTapsAndEncodersOnTheTinyModel) {
     EXPECT_TRUE(out.velocity.isfinite().all().item<bool>());
     ASSERT_TRUE(out.taps.count("blocks.1.out"));
     EXPECT_EQ(out.taps.at("blocks.1.out").sizes(), (at::IntArrayRef{1, 2 * 2 * 3, 24}));
-    // gradients reach every transformer parameter (gradient checkpointing on)
-    out.velocity.square().mean().backward();
-    for (const auto& p : f.trainable().named_parameters()) {
-        ASSERT_TRUE(p.value().grad().defined()) << p.key();
-    }
+    // (gradients, determinism, LoRA and save round trips: the conformance battery,
+    // test_plugin_conformance.cpp)
     in.taps = {"blocks.9.out"};
     EXPECT_THROW(f.predict(in), st::Error);
     EXPECT_EQ(f.default_lora_targets(), (std::vector<std::string>{"to_q", "to_k", "to_v", "to_out.0"}));

@@ -156,24 +156,13 @@ TEST_F(S2VFamilyTest, PredictNamesMissingConditioning) {
     EXPECT_THROW(f.encode_audio(at::zeros({1, 16000}), 16.0, 10), st::Error) << "10 is not 4k+1";
 }
 
-TEST_F(S2VFamilyTest, NativeLoraNamesAndFullSaveRoundTrip) {
+TEST_F(S2VFamilyTest, NativeLoraNamesLatentShapeAndReferenceImage) {
+    // (LoRA file and save_trainable round trips: the conformance battery, test_plugin_conformance.cpp)
     auto fp = loaded(false);
     WanS2VFamily& f = *fp;
     const auto names = f.lora_name_map();
     EXPECT_EQ(names("blocks.0.attn1.to_q"), "blocks.0.self_attn.q");
     EXPECT_EQ(names("audio_injector.injector.1.to_out.0"), "audio_injector.injector.1.o");
-    f.save_trainable(root_ / "saved");
-    WanS2VFamily g;
-    st::sdk::ModelLoadRequest req;
-    req.path = root_ / "model";
-    req.config = config_of({{"pretrained_transformer_model_name_or_path", (root_ / "saved").string()},
-                            {"pretrained_transformer_subfolder", "none"}});
-    req.training = false;
-    g.load(req);
-    auto a = f.trainable().named_parameters();
-    auto b = g.trainable().named_parameters();
-    ASSERT_EQ(a.size(), b.size());
-    for (const auto& p : a) EXPECT_TRUE(p.value().equal(b[p.key()])) << p.key();
     EXPECT_EQ(f.latent_shape(17, 64, 48), (std::vector<int64_t>{16, 5, 8, 6}));
     EXPECT_THROW(f.latent_shape(17, 40, 48), st::Error);
     // The reference image: a one-frame video through the VAE.
