@@ -47,6 +47,7 @@ AudioConditioning::~AudioConditioning() = default;
 ExpertSchedule::~ExpertSchedule() = default;
 TapProvider::~TapProvider() = default;
 GuidancePolicy::~GuidancePolicy() = default;
+TokenRouting::~TokenRouting() = default;
 
 TensorMap default_unconditional(const TensorMap& conditional, const TensorMap& negative_text) {
     TensorMap m = conditional;

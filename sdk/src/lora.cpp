@@ -93,7 +93,18 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
     at::Tensor out = at::linear(x, weight, bias);
     if (lora_rank_ == 0 || merged_ || lora_multiplier_ == 0.0) return out;
     at::Tensor h = x.to(lora_A->weight.scalar_type());
-    if (is_training() && lora_dropout_ > 0.0) h = at::dropout(h, lora_dropout_, /*train=*/true);
+    if (is_training() && lora_dropout_ > 0.0) {
+        if (dropout_generator_) {
+            // Inverted dropout (at::dropout's math) with the masks drawn from the run's generator.
+            // (The run's generator is a CPU one: masks for other devices are drawn there and moved.)
+            const at::Tensor keep = at::empty(h.sizes(), h.options().device(at::kCPU))
+                                        .bernoulli_(1.0 - lora_dropout_, *dropout_generator_)
+                                        .to(h.device());
+            h = h * keep / (1.0 - lora_dropout_);
+        } else {
+            h = at::dropout(h, lora_dropout_, /*train=*/true);
+        }
+    }
     h = at::linear(at::linear(h, lora_A->weight), lora_B->weight);  // [..., r] -> [..., out]
     return out + (h * lora_scaling()).to(out.scalar_type());
 }
@@ -249,6 +260,11 @@ int64_t freeze_all_but_lora(torch::nn::Module& root) {
         trainable += keep ? p.numel() : 0;
     }
     return trainable;
+}
+
+void set_lora_dropout_generator(torch::nn::Module& root, std::optional<at::Generator> generator) {
+    for (auto& [path, lin] : linear_modules(root))
+        if (lin->has_lora()) lin->set_dropout_generator(generator);
 }
 
 void set_lora_scale(torch::nn::Module& root, double multiplier) {

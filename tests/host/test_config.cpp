@@ -140,12 +140,10 @@ TEST(ConfigTest, ChoiceErrorListsChoices) {
 }
 
 TEST(ConfigTest, UnsupportedSimpleTunerKeysAreListedTogether) {
-    auto e = error_of(json{{"tread_config", {{"routes", json::array()}}},
-                           {"push_to_hub", true},
-                           {"base_model_precision", "int8-quanto"}},
-                      {});
+    auto e = error_of(
+        json{{"fsdp_enable", true}, {"push_to_hub", true}, {"base_model_precision", "int8-quanto"}}, {});
     expect_contains(e, "SimpleTuner options that st does not support yet");
-    expect_contains(e, "tread_config");
+    expect_contains(e, "fsdp_enable");
     expect_contains(e, "push_to_hub = true");
     expect_contains(e, "base_model_precision = \"int8-quanto\"");
 }

@@ -51,6 +51,7 @@ TEST(ModelHandleTest, CapabilitiesAreFoundByIdAndAMissingOneIsNamed) {
     // Absent optional capabilities fall back to their defaults.
     EXPECT_FALSE(model.expert_boundary().has_value());
     EXPECT_TRUE(model.taps().empty());
+    EXPECT_FALSE(model.routable_blocks().has_value());
     const st::sdk::TensorMap cond{{"prompt_embeds", at::ones({1, 2})}, {"image_latents", at::ones({1, 3})}};
     const auto uncond = model.unconditional(cond, {{"prompt_embeds", at::zeros({1, 2})}});
     EXPECT_TRUE(uncond.at("prompt_embeds").eq(0).all().item<bool>());

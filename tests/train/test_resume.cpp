@@ -96,6 +96,39 @@ TEST(ResumeTest, StoppedAndResumedRunIsBitIdenticalToAnUninterruptedOne) {
     expect_same_run(env.root / "straight", env.root / "resumed", 12);
 }
 
+TEST(ResumeTest, ResumeWithTreadRoutingIsBitIdenticalToo) {
+    // The token selections draw from the run's generator (saved), LoRA dropout too, also inside
+    // blocks re-run by gradient checkpointing.
+    auto& env = TrainEnv::get();
+    auto settings = [](int steps) {
+        return nlohmann::json{
+            {"max_train_steps", steps},
+            {"lora_dropout", 0.2},
+            {"checkpoint_step_interval", 3},
+            {"gradient_checkpointing", true},
+            {"tread_config",
+             {{"routes", {{{"selection_ratio", 0.5}, {"start_layer_idx", 0}, {"end_layer_idx", -1}}}}}}};
+    };
+    auto full = env.run(env.config("tread_straight", settings(8)));
+    ASSERT_EQ(full.code, 0) << full.log;
+    auto first = env.run(env.config("tread_resumed", settings(4)));
+    ASSERT_EQ(first.code, 0) << first.log;
+    auto second = env.run(env.config("tread_resumed", settings(8)));
+    ASSERT_EQ(second.code, 0) << second.log;
+    EXPECT_NE(second.log.find("checkpoint-4 at step 4"), std::string::npos) << second.log;
+    expect_same_tensors(env.root / "tread_straight" / "pytorch_lora_weights.safetensors",
+                        env.root / "tread_resumed" / "pytorch_lora_weights.safetensors");
+    const auto a = st_test::read_jsonl(env.root / "tread_straight" / "metrics.jsonl");
+    const auto b = st_test::read_jsonl(env.root / "tread_resumed" / "metrics.jsonl");
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i]["loss"], b[i]["loss"]) << "line " << i;
+    // A run without routes takes other steps (the routes did something).
+    auto plain = env.run(env.config("tread_plain", {{"max_train_steps", 8}, {"lora_dropout", 0.2}}));
+    ASSERT_EQ(plain.code, 0) << plain.log;
+    const auto c = st_test::read_jsonl(env.root / "tread_plain" / "metrics.jsonl");
+    EXPECT_NE(c.back()["loss"], a.back()["loss"]);
+}
+
 TEST(ResumeTest, SigintFinishesTheStepWritesACheckpointAndExitsCleanly) {
     auto& env = TrainEnv::get();
     const auto cfg = env.config("sigint", resume_settings(100000));

@@ -184,6 +184,56 @@ TEST(TrainerTest, UnsupportedChoicesFailBeforeTrainingNamingTheKey) {
     EXPECT_FALSE(fs::exists(env.root / "bad3" / "metrics.jsonl"));
 }
 
+TEST(TrainerTest, TreadTrainingLowersTheLossAndSaysWhatItRoutes) {
+    // The tiny model has 2 blocks: half of the video tokens skip block 1 (SimpleTuner's config form,
+    // tread_config as a JSON string, TEXT_JSON), with LoRA dropout and segmented checkpointing on.
+    auto& env = TrainEnv::get();
+    auto r = env.run(env.config(
+        "tread", {{"max_train_steps", 60},
+                  {"lora_dropout", 0.1},
+                  {"gradient_checkpointing_interval", 2},
+                  {"tread_config",
+                   R"({"routes": [{"selection_ratio": 0.5, "start_layer_idx": -1, "end_layer_idx": -1}]})"},
+                  {"checkpoint_step_interval", 60}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    EXPECT_NE(r.log.find("TREAD over 2 blocks: route 0: 50% of the video tokens skip blocks 1 .. 1 (random)"),
+              std::string::npos)
+        << r.log;
+    EXPECT_NE(r.log.find("gradient_checkpointing every 2 block(s)"), std::string::npos) << r.log;
+    const auto lines = st_test::read_jsonl(env.root / "tread" / "metrics.jsonl");
+    ASSERT_EQ(lines.size(), 60u);
+    const double first = mean_loss(lines, 0, 15), last = mean_loss(lines, 45, 60);
+    EXPECT_LT(last, 0.9 * first) << "loss did not fall with TREAD: first 15 steps " << first << ", last 15 "
+                                 << last;
+}
+
+TEST(TrainerTest, TreadConfigErrorsNameTheRouteBeforeAnyCaching) {
+    auto& env = TrainEnv::get();
+    auto range = env.run(env.config(
+        "tread_bad1",
+        {{"tread_config",
+          {{"routes", {{{"selection_ratio", 0.5}, {"start_layer_idx", 0}, {"end_layer_idx", 4}}}}}}}));
+    EXPECT_NE(range.code, 0);
+    EXPECT_NE(range.log.find("tread_config route 0: end_layer_idx 4 is out of range for a model of 2 blocks"),
+              std::string::npos)
+        << range.log;
+    auto ratio = env.run(env.config(
+        "tread_bad2",
+        {{"tread_config",
+          {{"routes", {{{"selection_ratio", 1.5}, {"start_layer_idx", 0}, {"end_layer_idx", 1}}}}}}}));
+    EXPECT_NE(ratio.code, 0);
+    EXPECT_NE(ratio.log.find("tread_config route 0: selection_ratio 1.5 is outside [0, 1)"),
+              std::string::npos)
+        << ratio.log;
+    EXPECT_EQ(ratio.log.find("caching"), std::string::npos) << "the form is checked with the configuration";
+    auto text = env.run(env.config("tread_bad3", {{"tread_config", "{routes: 1}"}}));
+    EXPECT_NE(text.code, 0);
+    EXPECT_NE(text.log.find("tread_config = \"{routes: 1}\" (config file): expected valid JSON"),
+              std::string::npos)
+        << text.log;
+    EXPECT_FALSE(fs::exists(env.root / "tread_bad1" / "metrics.jsonl"));
+}
+
 TEST(TrainerTest, OutputDirThatCannotBeCreatedIsNamed) {
     auto& env = TrainEnv::get();
     st_test::write_text(env.root / "a_file", "x");

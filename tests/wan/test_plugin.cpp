@@ -496,17 +496,18 @@ TEST(WanPluginOptionsTest, DeclaresTheWanKeysOnlyWithSimpleTunerDefaults) {
          {"model_flavour", "pretrained_transformer_model_name_or_path", "pretrained_transformer_subfolder",
           "pretrained_vae_model_name_or_path", "pretrained_t5_model_name_or_path",
           "wan_force_2_1_time_embedding", "wan_validation_load_other_stage", "enable_chunked_feed_forward",
-          "feed_forward_chunk_size", "gradient_checkpointing"})
+          "feed_forward_chunk_size"})
         EXPECT_TRUE(specs.count(k)) << k;
+    // Declared by the host for every family (ModelLoadRequest carries them).
     for (const char* k :
-         {"model_family", "pretrained_model_name_or_path", "output_dir", "seed", "learning_rate"})
+         {"model_family", "pretrained_model_name_or_path", "output_dir", "seed", "learning_rate",
+          "gradient_checkpointing", "gradient_checkpointing_interval", "tread_config"})
         EXPECT_FALSE(specs.count(k)) << k;
     EXPECT_EQ(specs["model_flavour"].default_value, "t2v-480p-1.3b-2.1");
     EXPECT_NE(std::find(specs["model_flavour"].choices.begin(), specs["model_flavour"].choices.end(),
                         "i2v-14b-2.2-high"),
               specs["model_flavour"].choices.end());
     EXPECT_EQ(specs["pretrained_transformer_subfolder"].default_value, "transformer");
-    EXPECT_EQ(specs["gradient_checkpointing"].default_value, true);
 }
 
 TEST(WanPluginOptionsTest, FeedForwardChunkSizeFromKeyThenEnv) {

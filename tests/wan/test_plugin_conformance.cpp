@@ -9,7 +9,7 @@ namespace fs = std::filesystem;
 
 struct WanTraitsBase {
     using Family = st::plugins::wan::WanFamily;
-    static nlohmann::json load_config() { return {{"gradient_checkpointing", true}}; }
+    static nlohmann::json load_config() { return nlohmann::json::object(); }
     static fs::path weights_file(const fs::path& model) {
         return model / "transformer" / "diffusion_pytorch_model.safetensors";
     }

@@ -11,7 +11,7 @@ struct S2VTiny {
     using Family = st::plugins::wan_s2v::WanS2VFamily;
     static constexpr const char* kName = "s2v-tiny";
     static constexpr const char* kPreset = "tiny";
-    static nlohmann::json load_config() { return {{"gradient_checkpointing", true}}; }
+    static nlohmann::json load_config() { return nlohmann::json::object(); }
     static fs::path weights_file(const fs::path& model) {
         return model / "transformer" / "diffusion_pytorch_model.safetensors";
     }

@@ -81,7 +81,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         inert("lycoris_config", {}, "LyCORIS is not supported yet; use lora_type standard");
         k.back().any_value_inert = true;  // only read with lora_type=lycoris, which is refused itself
         k.back().reason = "only read when lora_type is lycoris, which st does not support yet";
-        inert("tread_config", {kNull, J::object()}, "TREAD token routing is not supported yet");
         inert("deepspeed_config", {kNull, false}, "DeepSpeed is not supported (st trains in one process)");
         inert("fsdp_enable", {false, kNull}, "FSDP is not supported (st trains in one process)");
         inert("context_parallel_size", {1, kNull}, "context parallelism is not supported yet");
@@ -94,8 +93,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         inert("ramtorch", {false, kNull}, "RamTorch streaming is not supported yet");
         inert("use_dora", {false, kNull}, "DoRA is not supported yet");
         inert("crepa_enabled", {false, kNull}, "CREPA is not supported yet in this build");
-        inert("gradient_checkpointing_interval", {kNull, 0, 1},
-              "segmented checkpointing is not supported yet");
         inert("gradient_checkpointing_backend", {"torch", kNull},
               "only per-block checkpointing exists in st");
         inert("gradient_precision", {"unmodified", kNull}, "gradients keep the parameter precision in st");

@@ -168,6 +168,12 @@ std::vector<std::string> ModelHandle::taps() {
     return call_plugin(entry_, "taps", [&] { return c->taps(); });
 }
 
+std::optional<int64_t> ModelHandle::routable_blocks() {
+    auto* c = find<sdk::TokenRouting>();
+    if (!c) return std::nullopt;
+    return call_plugin(entry_, "routable_blocks", [&] { return c->routable_blocks(); });
+}
+
 sdk::TensorMap ModelHandle::unconditional(const sdk::TensorMap& conditional,
                                           const sdk::TensorMap& negative_text) {
     auto* c = find<sdk::GuidancePolicy>();
@@ -183,6 +189,7 @@ std::string ModelHandle::capability_list() {
     if (find<sdk::ExpertSchedule>()) ids.push_back(sdk::ExpertSchedule::kId);
     if (find<sdk::TapProvider>()) ids.push_back(sdk::TapProvider::kId);
     if (find<sdk::GuidancePolicy>()) ids.push_back(sdk::GuidancePolicy::kId);
+    if (find<sdk::TokenRouting>()) ids.push_back(sdk::TokenRouting::kId);
     return ids.empty() ? std::string("none") : fmt::format("{}", fmt::join(ids, ", "));
 }
 

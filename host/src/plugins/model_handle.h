@@ -70,6 +70,8 @@ class ModelHandle {
     std::optional<double> expert_boundary();
     /// taps@1: tap names; empty without the capability.
     std::vector<std::string> taps();
+    /// token_routing@1: the number of blocks TREAD routes index; nullopt without the capability.
+    std::optional<int64_t> routable_blocks();
     /// guidance@1, else sdk::default_unconditional.
     sdk::TensorMap unconditional(const sdk::TensorMap& conditional, const sdk::TensorMap& negative_text);
     /// The capability ids this family offers now, for logs ("tools@1, image_conditioning@1").

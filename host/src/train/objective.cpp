@@ -37,7 +37,10 @@ ObjectiveResult Objective::training_loss(const sdk::Batch& batch, at::Generator&
     const at::Tensor noise = at::randn(latents.sizes(), generator, latents.options());
     const at::Tensor sigmas = sdk::sample_flow_sigmas(b, sigmas_, latents.sizes(), generator);
     const auto fm = sdk::make_flow_matching_batch(latents, noise, sigmas);
-    const auto out = model_.predict(inputs(batch, fm));
+    sdk::PredictInputs in = inputs(batch, fm);
+    in.routes = routes_;
+    in.generator = generator;
+    const auto out = model_.predict(in);
     ObjectiveResult r;
     r.terms["flow_matching"] = sdk::flow_matching_loss(out.velocity, fm.target.to(device_));
     r.loss = r.terms["flow_matching"];

@@ -10,6 +10,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "plugins/model_handle.h"
 #include "st/data_backend.h"
@@ -32,7 +33,10 @@ class Objective {
     /// batch.tensors: "latents" [B, C, F, H, W] plus the conditioning predict() takes (every other
     /// tensor). Draws the noise, then the sigmas, from `generator` (that order is part of exact resume).
     /// st::Error naming the bucket when the batch has no latents.
+    /// With TREAD routes (set_routes) the model also draws its token selections from `generator`.
     ObjectiveResult training_loss(const sdk::Batch& batch, at::Generator& generator);
+    /// TREAD routes of the training passes (never used by eval_loss).
+    void set_routes(std::vector<sdk::TokenRoute> routes) { routes_ = std::move(routes); }
 
     /// The flow-matching loss at `sigma` for every sample with the given noise: the mean over the
     /// batch (no gradient needed: call under NoGradGuard).
@@ -45,6 +49,7 @@ class Objective {
     ModelHandle& model_;
     sdk::FlowSigmaOptions sigmas_;
     at::Device device_;
+    std::vector<sdk::TokenRoute> routes_;
 };
 
 }  // namespace st::host::train

@@ -3,8 +3,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
 #include "st/error.h"
 #include "st/log.h"
+#include "st/routing.h"
 
 namespace st::host::train {
 
@@ -26,6 +31,30 @@ std::vector<std::string> read_targets(const sdk::ConfigView& config, std::vector
     for (const auto& t : list)
         if (t.empty()) problems.push_back("lora_target_modules: empty module name");
     return list;
+}
+
+// tread_config: an object, or (SimpleTuner's TEXT_JSON) a string holding one; its form is checked with a
+// block count no route can exceed, the ranges again once the model is loaded.
+nlohmann::json read_tread_config(const sdk::ConfigView& config, std::vector<std::string>& problems) {
+    if (!config.has("tread_config")) return nullptr;
+    nlohmann::json j = config.get_json("tread_config");
+    if (j.is_string()) {
+        const std::string text = j.get<std::string>();
+        if (text.empty() || text == "null" || text == "None") return nullptr;
+        try {
+            j = nlohmann::json::parse(text);
+        } catch (const std::exception& e) {
+            problems.push_back(fmt::format("tread_config: the string is not JSON ({})", e.what()));
+            return nullptr;
+        }
+    }
+    try {
+        (void)sdk::parse_tread_config(j, std::numeric_limits<int32_t>::max());
+    } catch (const std::exception& e) {
+        problems.push_back(e.what());
+        return nullptr;
+    }
+    return j;
 }
 
 }  // namespace
@@ -81,6 +110,15 @@ TrainConfig read_train_config(const sdk::ConfigView& c) {
     if (c.get_bool("flow_use_uniform_schedule")) t.sigmas.sampling = sdk::SigmaSampling::uniform;
     t.max_nonfinite = c.get_int("max_consecutive_nonfinite_steps");
     positive("max_consecutive_nonfinite_steps", t.max_nonfinite);
+
+    t.gradient_checkpointing = c.get_bool("gradient_checkpointing");
+    t.gradient_checkpointing_interval = c.opt_int("gradient_checkpointing_interval").value_or(1);
+    if (t.gradient_checkpointing_interval < 0)
+        problems.push_back(
+            fmt::format("gradient_checkpointing_interval = {}: must be >= 0 (0 or 1: every block)",
+                        t.gradient_checkpointing_interval));
+    t.gradient_checkpointing_interval = std::max<int64_t>(1, t.gradient_checkpointing_interval);
+    t.tread_config = read_tread_config(c, problems);
 
     t.eval_interval = c.opt_int("eval_steps_interval").value_or(0);
     t.eval_timesteps = c.get_int("eval_timesteps");

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "st/flow_matching.h"
 #include "st/options.h"
 
@@ -38,6 +40,12 @@ struct TrainConfig {
     double caption_dropout = 0.0;
     sdk::FlowSigmaOptions sigmas;
     int64_t max_nonfinite = 5;
+
+    bool gradient_checkpointing = true;
+    int64_t gradient_checkpointing_interval = 1;  ///< checkpoint every N-th block
+    /// tread_config as given (null = no routes); checked for form here, against the model's block count
+    /// once it is loaded (sdk::parse_tread_config).
+    nlohmann::json tread_config;
 
     int64_t eval_interval = 0;  ///< 0 = no evaluation loss
     int64_t eval_timesteps = 28;

@@ -77,6 +77,25 @@ std::vector<sdk::OptionSpec> trainer_options() {
                 "A step whose loss or gradients are NaN/inf is skipped and logged with its samples; after "
                 "this many in a row the run stops (a checkpoint of the last good state is written)."),
         "training");
+    add(opt_bool(
+            "gradient_checkpointing", true,
+            "Recompute transformer blocks in backward instead of storing their activations (less memory, "
+            "about a third more compute)."),
+        "memory");
+    add(opt_int("gradient_checkpointing_interval", std::nullopt,
+                "With gradient_checkpointing: checkpoint every N-th block only (SimpleTuner's segmented "
+                "checkpointing: more memory, less recompute). Unset, 0 or 1 = every block. Blocks inside an "
+                "active TREAD route are always checkpointed, as in SimpleTuner."),
+        "memory");
+    add(opt_json(
+            "tread_config",
+            "TREAD token routing (arXiv 2501.04765) while training: {\"routes\": [{\"selection_ratio\": "
+            "0.5, \"start_layer_idx\": 2, \"end_layer_idx\": -2}]}: selection_ratio of the video tokens "
+            "(a fraction dropped, not kept) skip blocks start..end (inclusive; negative = from the end); "
+            "routes ordered, not overlapping. Optional per route \"selection\": \"random\" (default, "
+            "SimpleTuner's behaviour) or \"l1\" (keep the largest-norm tokens). Never applied in "
+            "validation, evaluation or generation. Needs a family with token routing (Wan, Wan S2V)."),
+        "memory");
     // ---- evaluation loss ----
     add(opt_int(
             "eval_steps_interval", std::nullopt,

@@ -188,8 +188,9 @@ int Trainer::run() {
     plan_steps();
     setup_trainable();
     create_optimizer();
-    // The global generator drives LoRA dropout (saved with checkpoints). Seeded here, after caching,
-    // which may draw from it: a run that builds its caches and one that reads them train alike.
+    // ATen's global generator (saved with checkpoints; LoRA dropout uses the run's generator_) is seeded
+    // here, after caching, which may draw from it: a run that builds its caches and one that reads them
+    // train alike.
     at::manual_seed(seed_);
     maybe_resume();
     checkpoints_->check_foreign(global_step_, total_steps_);

@@ -53,8 +53,26 @@ void Trainer::load_model() {
     req.dtype = dtype_;
     req.device = device_;
     req.training = true;
+    req.gradient_checkpointing = cfg_.gradient_checkpointing;
+    req.gradient_checkpointing_interval = cfg_.gradient_checkpointing_interval;
     model_->load(req);
     objective_ = std::make_unique<Objective>(*model_, cfg_.sigmas, device_);
+    if (!cfg_.tread_config.is_null()) {
+        // Checked against the model's blocks now, before any caching.
+        const auto blocks = model_->routable_blocks();
+        if (!blocks)
+            fail(kLog, "setup",
+                 "tread_config is set but {} has no token routing (capability token_routing@1): remove "
+                 "tread_config or train a family that routes tokens (wan, wan_s2v)",
+                 model_->entry().id);
+        auto routes = sdk::parse_tread_config(cfg_.tread_config, *blocks);
+        log::info(kLog, "TREAD over {} blocks: {}{}", *blocks, sdk::describe_routes(routes),
+                  cfg_.gradient_checkpointing && cfg_.gradient_checkpointing_interval > 1
+                      ? "; routed blocks are checkpointed every block (SimpleTuner disables segmented "
+                        "checkpointing while routing)"
+                      : "");
+        objective_->set_routes(std::move(routes));
+    }
     log::info(kLog, "training on {} in {} (mixed_precision {})", device_.str(), c10::toString(dtype_),
               cfg_.bf16 ? "bf16" : "no");
 }
@@ -96,6 +114,8 @@ void Trainer::setup_trainable() {
             log::info(kLog, "init_lora {}: {} adapters loaded", cfg_.init_lora->string(), loaded.size());
         }
         for (auto& [name, t] : sdk::lora_parameters(root)) params_.emplace_back(name, t);
+        // LoRA dropout draws from the run's generator (saved with checkpoints: resume stays exact).
+        sdk::set_lora_dropout_generator(root, generator_);
         log::info(kLog, "model_type lora: {} adapters on [{}] (rank {}, alpha {}, dropout {})",
                   injected.size(), join(targets), lc.rank, lc.effective_alpha(), lc.dropout);
     } else {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <nlohmann/json.hpp>
 
 #include <malloc.h>
 
@@ -13,6 +14,7 @@
 #include "config.h"
 #include "st/attention.h"
 #include "st/error.h"
+#include "st/routing.h"
 #include "transformer.h"
 
 namespace st::plugins::wan {
@@ -31,15 +33,41 @@ std::vector<std::string> split(const std::string& s, char sep) {
     return out;
 }
 
+// One training-pass measurement: the forward with grad (routes apply), forward + backward with
+// gradient checkpointing, peak RSS of the latter.
+struct Pass {
+    double fwd_s = 0, fwd_bwd_s = 0, rss = 0;
+};
+
 struct Row {
     std::string preset;
     int64_t params = 0;
     int64_t tokens = 0;
-    double fwd_s = 0, fwdbwd_s = 0, rss_fwd = 0, rss_fwdbwd = 0;
+    double fwd_s = 0, rss_fwd = 0;  // inference forward (no grad)
+    Pass train, tread;              // tread: only with --tread_config
 };
 
-Row bench_transformer(const std::string& preset, int64_t f, int64_t h, int64_t w, int64_t text_len,
-                      int steps) {
+Pass measure_training(WanTransformer3DModel& model, WanTransformerInputs& in, int steps) {
+    Pass p;
+    auto pass = [&](bool backward) {
+        const at::Tensor y = model->forward(in);
+        if (backward) torch::autograd::backward({y.to(at::kFloat).square().mean()});
+        model->zero_grad();
+    };
+    pass(true);  // warm-up
+    double t0 = now_s();
+    for (int i = 0; i < steps; ++i) pass(false);
+    p.fwd_s = (now_s() - t0) / steps;
+    reset_peak_rss();
+    t0 = now_s();
+    for (int i = 0; i < steps; ++i) pass(true);
+    p.fwd_bwd_s = (now_s() - t0) / steps;
+    p.rss = peak_rss_mib();
+    return p;
+}
+
+Row bench_transformer(const std::string& preset, int64_t f, int64_t h, int64_t w, int64_t text_len, int steps,
+                      const nlohmann::json& tread) {
     Row r;
     r.preset = preset;
     auto cfg = WanTransformerConfig::preset(preset);
@@ -61,22 +89,19 @@ Row bench_transformer(const std::string& preset, int64_t f, int64_t h, int64_t w
         r.fwd_s = (now_s() - t0) / steps;
         r.rss_fwd = peak_rss_mib();
     }
+    model->train(true);
     model->set_gradient_checkpointing(true);
-    {
-        auto out = model->forward(in);  // warm-up
-        torch::autograd::backward({out.to(at::kFloat).square().mean()});
-        model->zero_grad();
-        reset_peak_rss();
-        double t0 = now_s();
-        for (int i = 0; i < steps; ++i) {
-            auto y = model->forward(in);
-            torch::autograd::backward({y.to(at::kFloat).square().mean()});
-            model->zero_grad();
-        }
-        r.fwdbwd_s = (now_s() - t0) / steps;
-        r.rss_fwdbwd = peak_rss_mib();
+    r.train = measure_training(model, in, steps);
+    if (!tread.is_null()) {
+        in.routes = st::sdk::parse_tread_config(tread, cfg.num_layers, "--tread_config");
+        in.generator = at::detail::createCPUGenerator(7);
+        r.tread = measure_training(model, in, steps);
     }
     return r;
+}
+
+nlohmann::json pass_json(const Pass& p) {
+    return {{"fwd_s", p.fwd_s}, {"fwd_bwd_s", p.fwd_bwd_s}, {"peak_rss_mib", p.rss}};
 }
 
 }  // namespace
@@ -97,6 +122,8 @@ int run_wan_bench(const std::vector<std::string>& args) {
     std::vector<std::string> presets = {"tiny", "small"};
     int64_t f = 2, h = 16, w = 16, text_len = 512;
     int steps = 3, heads = 2;
+    nlohmann::json tread;
+    bool json_out = false;
     std::vector<int64_t> attention_tokens = {8192, 32768};
     for (size_t i = 0; i < args.size(); ++i) {
         auto value = [&]() -> std::string {
@@ -116,6 +143,16 @@ int run_wan_bench(const std::vector<std::string>& args) {
             steps = std::stoi(value());
         else if (a == "--attention-heads")
             heads = std::stoi(value());
+        else if (a == "--tread_config" || a == "--tread-config") {
+            const std::string v = value();
+            try {
+                tread = nlohmann::json::parse(v);
+            } catch (const std::exception& e) {
+                throw Error("bench.wan", "cli", "--tread_config is not JSON: " + std::string(e.what()));
+            }
+            if (tread.is_array()) tread = nlohmann::json{{"routes", tread}};  // the routes list alone
+        } else if (a == "--json")
+            json_out = true;
         else if (a == "--attention-tokens") {
             attention_tokens.clear();
             for (const auto& t : split(value(), ',')) attention_tokens.push_back(std::stoll(t));
@@ -124,21 +161,49 @@ int run_wan_bench(const std::vector<std::string>& args) {
                         "unknown argument '" + a +
                             "' (usage: st-host bench wan [--presets tiny,small,1.3b] "
                             "[--latent FxHxW] [--text-len N] [--steps N] [--attention-tokens 8192,32768] "
-                            "[--attention-heads H])");
+                            "[--attention-heads H] [--tread_config JSON] [--json])");
     }
     std::printf(
-        "## Wan transformer (latent %lldx%lldx%lld, text %lld tokens, %d timed steps, fwd+bwd with "
+        "## Wan transformer (latent %lldx%lldx%lld, text %lld tokens, %d timed steps, training passes with "
         "gradient checkpointing, %d threads)\n\n",
         (long long)f, (long long)h, (long long)w, (long long)text_len, steps, at::get_num_threads());
+    if (!tread.is_null()) std::printf("TREAD: %s\n\n", tread.dump().c_str());
     std::printf(
-        "| preset | params | video tokens | forward s | forward peak RSS MiB | fwd+bwd s | fwd+bwd peak RSS "
-        "MiB |\n");
-    std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+        "| preset | params | video tokens | inference forward s | peak RSS MiB | training forward s | "
+        "fwd+bwd s | "
+        "fwd+bwd peak RSS MiB |%s\n",
+        tread.is_null() ? ""
+                        : " TREAD forward s | TREAD fwd+bwd s | TREAD peak RSS MiB | fwd+bwd speed-up |");
+    std::printf("|---|---:|---:|---:|---:|---:|---:|---:|%s\n",
+                tread.is_null() ? "" : "---:|---:|---:|---:|");
+    nlohmann::json rows = nlohmann::json::array();
     for (const auto& p : presets) {
-        auto r = bench_transformer(p, f, h, w, text_len, steps);
-        std::printf("| %s | %.1fM | %lld | %.3f | %.0f | %.3f | %.0f |\n", r.preset.c_str(), r.params / 1e6,
-                    (long long)r.tokens, r.fwd_s, r.rss_fwd, r.fwdbwd_s, r.rss_fwdbwd);
+        auto r = bench_transformer(p, f, h, w, text_len, steps, tread);
+        std::printf("| %s | %.1fM | %lld | %.3f | %.0f | %.3f | %.3f | %.0f |", r.preset.c_str(),
+                    r.params / 1e6, (long long)r.tokens, r.fwd_s, r.rss_fwd, r.train.fwd_s, r.train.fwd_bwd_s,
+                    r.train.rss);
+        nlohmann::json row = pass_json(r.train);
+        row["preset"] = r.preset;
+        row["params"] = r.params;
+        row["video_tokens"] = r.tokens;
+        row["inference_fwd_s"] = r.fwd_s;
+        if (!tread.is_null()) {
+            const double speedup = r.train.fwd_bwd_s / r.tread.fwd_bwd_s;
+            std::printf(" %.3f | %.3f | %.0f | %.2fx |", r.tread.fwd_s, r.tread.fwd_bwd_s, r.tread.rss,
+                        speedup);
+            row["tread"] = pass_json(r.tread);
+            row["tread_fwd_bwd_speedup"] = speedup;
+        }
+        std::printf("\n");
         std::fflush(stdout);
+        rows.push_back(std::move(row));
+    }
+    if (json_out) {
+        // One JSON object on the last line (scripts read that line); the attention table is skipped.
+        const nlohmann::json j = {{"bench", "wan"}, {"latent", {f, h, w}},   {"text_len", text_len},
+                                  {"steps", steps}, {"tread_config", tread}, {"presets", rows}};
+        std::printf("%s\n", j.dump().c_str());
+        return 0;
     }
     std::printf("\n## Attention (st::sdk::attention, %s; B=1, H=%d, D=128, forward+backward)\n\n",
                 st::sdk::attention_backend(), heads);

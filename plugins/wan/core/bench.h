@@ -9,7 +9,10 @@
 namespace st::plugins::wan {
 
 /// args: [--presets tiny,small,1.3b] [--latent FxHxW] [--text-len N] [--steps N]
-///       [--attention-tokens 8192,32768] [--attention-heads H]. Prints markdown tables.
+///       [--attention-tokens 8192,32768] [--attention-heads H] [--tread_config JSON] [--json].
+/// Prints markdown tables; with --tread_config every preset is also measured with those TREAD routes
+/// in the same run; --json prints one JSON object on the last line (fwd_s, fwd_bwd_s, peak_rss_mib
+/// per preset, and under "tread" the routed ones) instead of the attention table.
 int run_wan_bench(const std::vector<std::string>& args);
 
 /// Peak resident set size of this process in MiB (VmHWM), and its reset (Linux >= 4.0); shared by

@@ -41,9 +41,7 @@ std::vector<st::sdk::OptionSpec> pipeline_option_specs() {
                        ".safetensors file. Unset: the model's vae/."),
             opt_string("pretrained_t5_model_name_or_path", std::nullopt,
                        "UMT5 text encoder override: a pipeline folder (text_encoder/ + tokenizer/), a "
-                       "text_encoder folder or a .safetensors file. Unset: the model's text_encoder/."),
-            opt_bool("gradient_checkpointing", true,
-                     "Recompute each transformer block in backward instead of storing its activations.")};
+                       "text_encoder folder or a .safetensors file. Unset: the model's text_encoder/.")};
 }
 
 bool is_pipeline_folder(const fs::path& dir) {

@@ -46,15 +46,19 @@ RopeTables wan_rope_tables(int64_t head_dim, int64_t frames, int64_t height, int
 }
 
 at::Tensor apply_wan_rope(const at::Tensor& x, const RopeTables& tables) {
-    // x [B, L, H, D]; tables [L, D]
-    TORCH_CHECK(x.dim() == 4 && x.size(1) == tables.cos.size(0) && x.size(3) == tables.cos.size(1),
+    // x [B, L, H, D]; tables [L, D], or [B, L, D] per sample (tokens routed by TREAD)
+    const bool per_sample = tables.cos.dim() == 3;
+    const at::Tensor tc = per_sample ? tables.cos : tables.cos.unsqueeze(0);
+    const at::Tensor ts = per_sample ? tables.sin : tables.sin.unsqueeze(0);
+    TORCH_CHECK(x.dim() == 4 && x.size(1) == tc.size(1) && x.size(3) == tc.size(2) &&
+                    (tc.size(0) == 1 || tc.size(0) == x.size(0)),
                 "apply_wan_rope: x ", x.sizes(), " vs tables ", tables.cos.sizes());
     at::Tensor xf = x.to(at::kFloat);
     at::Tensor pairs = xf.unflatten(-1, {-1, 2});  // [B, L, H, D/2, 2]
     at::Tensor x1 = pairs.select(-1, 0), x2 = pairs.select(-1, 1);
-    // [L, D] -> [1, L, 1, D/2] (one value per pair)
-    at::Tensor cos = tables.cos.to(x.device()).slice(1, 0, c10::nullopt, 2).unsqueeze(0).unsqueeze(2);
-    at::Tensor sin = tables.sin.to(x.device()).slice(1, 1, c10::nullopt, 2).unsqueeze(0).unsqueeze(2);
+    // [B|1, L, D] -> [B|1, L, 1, D/2] (one value per pair)
+    at::Tensor cos = tc.to(x.device()).slice(2, 0, c10::nullopt, 2).unsqueeze(2);
+    at::Tensor sin = ts.to(x.device()).slice(2, 1, c10::nullopt, 2).unsqueeze(2);
     at::Tensor out = at::stack({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1).flatten(-2);
     return out.to(x.scalar_type());
 }

@@ -21,7 +21,8 @@ struct RopeTables {
 RopeTables wan_rope_tables(int64_t head_dim, int64_t frames, int64_t height, int64_t width,
                            int64_t max_seq_len, double theta = 10000.0);
 
-/// Rotates consecutive pairs: x [B, L, H, head_dim] (any float dtype), tables [L, head_dim].
+/// Rotates consecutive pairs: x [B, L, H, head_dim] (any float dtype), tables [L, head_dim] or
+/// [B, L, head_dim] (per sample, after TREAD routing).
 /// out[2j] = x[2j] cos - x[2j+1] sin, out[2j+1] = x[2j] sin + x[2j+1] cos, computed in float32
 /// and returned in x's dtype.
 at::Tensor apply_wan_rope(const at::Tensor& x, const RopeTables& tables);

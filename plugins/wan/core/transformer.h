@@ -7,6 +7,7 @@
 // fp32 and cast back. Attention goes through st::sdk::attention only.
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
 #include <torch/nn/module.h>
@@ -26,6 +27,7 @@
 #include "core/rope.h"
 #include "st/kit/diffusers_model.h"
 #include "st/lora.h"
+#include "st/routing.h"
 #include "st/tensors.h"
 
 namespace st::plugins::wan {
@@ -80,6 +82,7 @@ class WanAttentionImpl : public torch::nn::Module {
     WanQKRMSNorm norm_q{nullptr}, norm_k{nullptr};
     st::sdk::Linear add_k_proj{nullptr}, add_v_proj{nullptr};
     WanQKRMSNorm norm_added_k{nullptr};
+    int64_t heads() const { return options_.heads; }
 
   private:
     WanAttentionOptions options_;
@@ -98,7 +101,8 @@ class WanTransformerBlockImpl : public torch::nn::Module {
   public:
     explicit WanTransformerBlockImpl(const WanTransformerConfig& config);
     /// x [B, L, D]; context [B, Lt, D] projected text; image_context [B, Li, D] or undefined;
-    /// timestep_proj [B, 6, D] or per token [B, L, 6, D]; rope tables [L, head_dim]. -> [B, L, D]
+    /// timestep_proj [B, 6, D] or per token [B, L, 6, D]; rope tables [L, head_dim] (or [B, L, head_dim]
+    /// when TREAD gathered each sample's tokens). -> [B, L, D]
     at::Tensor forward(const at::Tensor& x, const at::Tensor& context, const at::Tensor& image_context,
                        const at::Tensor& timestep_proj, const RopeTables& rope);
     at::Tensor feed_forward(const at::Tensor& x);
@@ -165,6 +169,11 @@ struct WanTransformerInputs {
     /// Block indices not run in this pass (skip-layer guidance on the unconditional branch); each
     /// must be in [0, num_layers). Empty: every block runs.
     std::vector<int64_t> skip_blocks;
+    /// TREAD routes (applied in train mode with grad only) and the generator of their selections.
+    std::vector<st::sdk::TokenRoute> routes;
+    std::optional<at::Generator> generator;
+    /// [B, L] bool: tokens a route must keep (e.g. the conditioned first frame of I2V); optional.
+    at::Tensor force_keep;
 };
 
 class WanTransformer3DModelImpl : public torch::nn::Module {
@@ -172,8 +181,9 @@ class WanTransformer3DModelImpl : public torch::nn::Module {
     explicit WanTransformer3DModelImpl(WanTransformerConfig config);
 
     /// -> [B, C_out, F, H, W] in the compute dtype. When `intermediates` is given it receives
-    /// patch_embed_out [B,L,D], temb, timestep_proj, text_embedder_out, rope_cos/rope_sin [L,d]
-    /// and blocks.N.out [B,L,D].
+    /// patch_embed_out [B,L,D], temb, timestep_proj, text_embedder_out, image_embedder_out (I2V 2.1),
+    /// rope_cos/rope_sin [L,d] and blocks.N.out [B,L,D] (st/kit/block_runner.h: the full grid, also
+    /// inside a TREAD route).
     at::Tensor forward(const WanTransformerInputs& inputs, st::sdk::TensorMap* intermediates = nullptr);
 
     const WanTransformerConfig& config() const { return config_; }
@@ -184,8 +194,11 @@ class WanTransformer3DModelImpl : public torch::nn::Module {
     /// Whether diffusers keeps this parameter (diffusers name) in float32.
     static bool keeps_fp32(const std::string& parameter_name);
 
-    /// Recompute each block in backward instead of storing its activations.
-    void set_gradient_checkpointing(bool enabled) { gradient_checkpointing_ = enabled; }
+    /// Recompute every `interval`-th block in backward instead of storing its activations.
+    void set_gradient_checkpointing(bool enabled, int64_t interval = 1) {
+        gradient_checkpointing_ = enabled;
+        checkpoint_interval_ = interval;
+    }
     bool gradient_checkpointing() const { return gradient_checkpointing_; }
     void set_feed_forward_chunking(const FeedForwardChunking& chunking);
     /// SimpleTuner wan_force_2_1_time_embedding: a per-token [B, L] timestep is collapsed to
@@ -202,6 +215,7 @@ class WanTransformer3DModelImpl : public torch::nn::Module {
   private:
     WanTransformerConfig config_;
     bool gradient_checkpointing_ = false;
+    int64_t checkpoint_interval_ = 1;
     bool force_2_1_time_embedding_ = false;
 };
 TORCH_MODULE(WanTransformer3DModel);

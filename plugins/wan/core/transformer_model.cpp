@@ -9,8 +9,8 @@
 #include <sstream>
 
 #include "core/transformer.h"
-#include "core/transformer_checkpointing.h"
 #include "st/error.h"
+#include "st/kit/block_runner.h"
 #include "st/log.h"
 
 namespace st::plugins::wan {
@@ -122,41 +122,47 @@ at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in,
         (*intermediates)["text_embedder_out"] = context;
         (*intermediates)["rope_cos"] = rope.cos;
         (*intermediates)["rope_sin"] = rope.sin;
+        if (image_context.defined()) (*intermediates)["image_embedder_out"] = image_context;
     }
 
-    // Skip-layer guidance (SimpleTuner Wan pipeline skip_guidance_layers): the listed blocks pass x through
-    // unchanged, so their tap (when requested) equals the previous block's output.
-    std::vector<bool> skip(blocks->size(), false);
-    for (const int64_t b : in.skip_blocks) {
-        if (b < 0 || b >= static_cast<int64_t>(blocks->size()))
-            fail("model.wan@1", "forward",
-                 "skip layer {} is out of range: this transformer has blocks 0 .. {}", b,
-                 static_cast<int64_t>(blocks->size()) - 1);
-        skip[static_cast<size_t>(b)] = true;
-    }
-    const bool checkpoint = gradient_checkpointing_ && torch::autograd::GradMode::is_enabled();
-    for (size_t i = 0; i < blocks->size(); ++i) {
-        if (skip[i]) {
-            if (intermediates) (*intermediates)["blocks." + std::to_string(i) + ".out"] = x;
-            continue;
-        }
-        auto block = blocks->ptr<WanTransformerBlockImpl>(i);
-        if (checkpoint) {
-            std::vector<at::Tensor> args{x, context, tproj};
-            if (image_context.defined()) args.push_back(image_context);
-            std::vector<at::Tensor> params;
-            for (const auto& prm : block->parameters())
-                if (prm.requires_grad()) params.push_back(prm);
-            x = checkpointed_call(
-                [block, rope](const std::vector<at::Tensor>& a) {
-                    return block->forward(a[0], a[1], a.size() > 3 ? a[3] : at::Tensor(), a[2], rope);
-                },
-                args, params);
-        } else {
-            x = block->forward(x, context, image_context, tproj, rope);
-        }
-        if (intermediates) (*intermediates)["blocks." + std::to_string(i) + ".out"] = x;
-    }
+    // The blocks, through the kit's runner: skip layers (skip-layer guidance: the listed blocks pass x
+    // through unchanged), checkpointing, taps, TREAD routes. RoPE tables and per-token modulation travel
+    // with the tokens; every token is a video token (text enters through cross-attention).
+    std::vector<st::kit::TokenAligned> aligned{{rope.cos, 0, false}, {rope.sin, 0, false}};
+    std::vector<at::Tensor> extras{context};
+    if (per_token)
+        aligned.push_back({tproj, 1, true});
+    else
+        extras.push_back(tproj);
+    if (image_context.defined()) extras.push_back(image_context);
+    st::kit::BlockRunOptions run;
+    run.skip = in.skip_blocks;
+    run.checkpoint = gradient_checkpointing_;
+    run.checkpoint_interval = checkpoint_interval_;
+    run.routes = in.routes;
+    run.training = is_training();
+    run.routable = L;
+    run.force_keep = in.force_keep;
+    run.generator = in.generator;
+    if (intermediates)
+        for (size_t i = 0; i < blocks->size(); ++i)
+            run.taps.push_back("blocks." + std::to_string(i) + ".out");
+    const bool has_image = image_context.defined();
+    auto block_fn = [this, per_token, has_image](
+                        size_t i, const at::Tensor& h, const std::vector<at::Tensor>& al,
+                        const std::vector<at::Tensor>& ex, const st::kit::RouteView&) {
+        const RopeTables r{al[0], al[1]};
+        const at::Tensor& tp = per_token ? al[2] : ex[1];
+        const at::Tensor img = has_image ? ex.back() : at::Tensor();
+        return blocks->ptr<WanTransformerBlockImpl>(i)->forward(h, ex[0], img, tp, r);
+    };
+    auto block_params = [this](size_t i) {
+        std::vector<at::Tensor> params;
+        for (const auto& prm : blocks->ptr<WanTransformerBlockImpl>(i)->parameters())
+            if (prm.requires_grad()) params.push_back(prm);
+        return params;
+    };
+    x = st::kit::run_blocks(blocks->size(), block_fn, block_params, x, aligned, extras, run, intermediates);
 
     // Head: modulated non-affine LayerNorm (fp32), projection, unpatchify.
     at::Tensor shift, scale;

@@ -88,9 +88,8 @@ void WanFamily::load(const st::sdk::ModelLoadRequest& request) {
     lo.device = device_;
     transformer_ = load_transformer(paths_.transformer, lo);
     auto& model = transformer_.model;
-    const bool checkpointing =
-        !config.has("gradient_checkpointing") || config.get_bool("gradient_checkpointing");
-    model->set_gradient_checkpointing(checkpointing && request.training);
+    const bool checkpointing = request.gradient_checkpointing && request.training;
+    model->set_gradient_checkpointing(checkpointing, request.gradient_checkpointing_interval);
     model->set_feed_forward_chunking(resolve_feed_forward_chunking(config));
     const bool force21 =
         config.has("wan_force_2_1_time_embedding") && config.get_bool("wan_force_2_1_time_embedding");
@@ -125,7 +124,8 @@ void WanFamily::load(const st::sdk::ModelLoadRequest& request) {
     loaded_ = true;
     st::log::info(
         kLog, "loaded {} flavour {} ({}, {}, gradient_checkpointing {}{}{})", transformer_.info.variant,
-        flavour_, c10::toString(dtype_), device_.str(), checkpointing && request.training ? "on" : "off",
+        flavour_, c10::toString(dtype_), device_.str(),
+        checkpointing ? fmt::format("every {} block(s)", request.gradient_checkpointing_interval) : "off",
         force21 ? ", forced 2.1 time embedding" : "",
         peer_ ? fmt::format(", peer expert {} for t {} {}", paths_.peer_subfolder,
                             paths_.peer_subfolder == "transformer" ? ">=" : "<", *boundary_ratio_ * 1000.0)
@@ -142,6 +142,7 @@ st::sdk::Capability* WanFamily::capability(std::string_view id) {
     if (id == st::sdk::ImageConditioning::kId) return static_cast<st::sdk::ImageConditioning*>(this);
     if (id == st::sdk::ExpertSchedule::kId) return static_cast<st::sdk::ExpertSchedule*>(this);
     if (id == st::sdk::TapProvider::kId) return static_cast<st::sdk::TapProvider*>(this);
+    if (id == st::sdk::TokenRouting::kId) return static_cast<st::sdk::TokenRouting*>(this);
     return nullptr;
 }
 
@@ -169,6 +170,11 @@ std::vector<std::string> WanFamily::taps() const {
     std::vector<std::string> t{"patch_embed_out", "text_embedder_out"};
     for (int64_t i = 0; i < layers; ++i) t.push_back(fmt::format("blocks.{}.out", i));
     return t;
+}
+
+int64_t WanFamily::routable_blocks() const {
+    require_loaded("routable_blocks");
+    return transformer_.info.config.num_layers;
 }
 
 WanTransformer3DModel& WanFamily::expert_for(const at::Tensor& timesteps) {
@@ -250,6 +256,11 @@ st::sdk::PredictOutput WanFamily::predict(const st::sdk::PredictInputs& in) {
         wi.encoder_hidden_states_image = image.to(opts);
     }
     wi.skip_blocks = in.skip_layers;
+    wi.routes = in.routes;
+    wi.generator = in.generator;
+    // TI2V per-token timesteps: tokens at t = 0 are the conditioned (clean) first frame; TREAD keeps them
+    // (SimpleTuner force-keeps the conditioned first-frame tokens).
+    if (!in.routes.empty() && wi.timestep.dim() == 2) wi.force_keep = wi.timestep.eq(0.0);
     const auto known = taps();
     for (const auto& t : in.taps)
         if (std::find(known.begin(), known.end(), t) == known.end())

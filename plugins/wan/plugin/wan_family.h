@@ -58,12 +58,13 @@ st::sdk::TensorMap run_forward_component(const std::filesystem::path& model, con
 void write_wan_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed);
 
 /// Capabilities: tools@1, image_conditioning@1 (I2V / FLF2V transformers; a T2V one refuses with a
-/// message), experts@1 (Wan 2.2 A14B pairs), taps@1.
+/// message), experts@1 (Wan 2.2 A14B pairs), taps@1, token_routing@1 (TREAD over every block).
 class WanFamily final : public st::sdk::ModelFamily,
                         public st::sdk::ModelTools,
                         public st::sdk::ImageConditioning,
                         public st::sdk::ExpertSchedule,
-                        public st::sdk::TapProvider {
+                        public st::sdk::TapProvider,
+                        public st::sdk::TokenRouting {
   public:
     WanFamily();
     ~WanFamily() override;
@@ -105,6 +106,8 @@ class WanFamily final : public st::sdk::ModelFamily,
     st::sdk::TapGeometry tap_geometry(const std::string& tap,
                                       const std::vector<int64_t>& latent_shape) const override;
     st::sdk::PredictOutput predict(const st::sdk::PredictInputs& inputs) override;
+    /// TREAD routes index the transformer's blocks (num_layers).
+    int64_t routable_blocks() const override;
 
     // ---- outputs, sampling (wan_family_io.cpp) -----------------------------------------------------
     /// Our module names -> the original Wan names ComfyUI loads ("blocks.0.self_attn.q").

@@ -147,4 +147,37 @@ at::Tensor S2VAudioInjectorImpl::forward(int64_t k, const at::Tensor& x, int64_t
     return at::cat({out, x.narrow(1, noisy_tokens, x.size(1) - noisy_tokens)}, 1);
 }
 
+at::Tensor S2VAudioInjectorImpl::forward_routed(int64_t k, const at::Tensor& x, const at::Tensor& kept,
+                                                int64_t tokens_per_frame, const at::Tensor& audio,
+                                                const at::Tensor& global) {
+    // x [B, N, D] (K kept noisy tokens first); kept [B, K]; audio [B*F, A, D]; global [B*F, D]
+    const int64_t b = x.size(0), n = kept.size(1), d = x.size(2);
+    const int64_t frames = audio.size(0) / b, a = audio.size(1);
+    // Row of each kept token's frame in the [B*F] audio groups.
+    const at::Tensor row =
+        (at::div(kept, tokens_per_frame, "floor") + at::arange(b, kept.options()).unsqueeze(1) * frames)
+            .flatten();  // [B*K]
+    const at::Tensor noisy = x.narrow(1, 0, n);
+    // AdaLayerNorm per token with its frame's global vector (one-token groups: the same math).
+    const at::Tensor h = injector_adain_layers->ptr<S2VAdaLayerNormImpl>(static_cast<size_t>(k))
+                             ->forward(noisy.reshape({b * n, 1, d}), global.index_select(0, row))
+                             .view({b, n, d});
+    // Cross-attention of each token to its frame's audio tokens: q [B, K, H, e] vs k/v [B, K, A, H, e].
+    auto& attn = *injector->ptr<st::plugins::wan::WanAttentionImpl>(static_cast<size_t>(k));
+    const int64_t heads = attn.heads(), e = d / heads;
+    const at::Tensor ctx = audio.to(h.scalar_type());
+    const at::Tensor q = attn.norm_q->forward(attn.to_q->forward(h)).unflatten(2, {heads, e});
+    const at::Tensor kk =
+        attn.norm_k->forward(attn.to_k->forward(ctx)).index_select(0, row).view({b, n, a, heads, e});
+    const at::Tensor vv = attn.to_v->forward(ctx).index_select(0, row).view({b, n, a, heads, e});
+    // Softmax in float32, as st::sdk::attention does for half dtypes.
+    const at::Tensor scores = at::einsum("bkhe,bkahe->bkha", {q.to(at::kFloat), kk.to(at::kFloat)}) /
+                              std::sqrt(static_cast<double>(e));
+    const at::Tensor o = at::einsum("bkha,bkahe->bkhe", {scores.softmax(-1), vv.to(at::kFloat)});
+    const at::Tensor r = attn.to_out[0]->as<st::sdk::LinearImpl>()->forward(o.flatten(2).to(q.scalar_type()));
+    const at::Tensor out = noisy + r;
+    if (x.size(1) == n) return out;
+    return at::cat({out, x.narrow(1, n, x.size(1) - n)}, 1);
+}
+
 }  // namespace st::plugins::wan_s2v

@@ -91,6 +91,12 @@ class S2VAudioInjectorImpl : public torch::nn::Module {
     /// global [B*F, D] -> x with the injector's cross-attention output added to the noisy tokens.
     at::Tensor forward(int64_t k, const at::Tensor& x, int64_t noisy_tokens, const at::Tensor& audio,
                        const at::Tensor& global);
+    /// The same injection when TREAD routing dropped noisy tokens: x [B, N, D] holds the `kept`
+    /// [B, K] noisy tokens (their original positions, S per latent frame) in front. Each kept token
+    /// attends to its own frame's A audio tokens with its frame's global modulation, exactly as in
+    /// forward(); the other tokens are unchanged.
+    at::Tensor forward_routed(int64_t k, const at::Tensor& x, const at::Tensor& kept,
+                              int64_t tokens_per_frame, const at::Tensor& audio, const at::Tensor& global);
 
     torch::nn::ModuleList injector{nullptr};
     torch::nn::ModuleList injector_adain_layers{nullptr};

@@ -13,8 +13,8 @@
 #include <sstream>
 
 #include "core/s2v_rope.h"
-#include "core/transformer_checkpointing.h"
 #include "st/error.h"
+#include "st/kit/block_runner.h"
 
 namespace st::plugins::wan_s2v {
 namespace wan = st::plugins::wan;
@@ -241,11 +241,11 @@ at::Tensor WanS2VTransformer3DModelImpl::forward(const WanS2VInputs& in, st::sdk
     const at::Tensor proj_all =
         ce.time_proj->forward(at::silu(temb_all)).unflatten(1, {6, D});  // [B(+1), 6, D]
     const at::Tensor temb = temb_all.narrow(0, 0, B);
+    // [B, 6, 2, D]: index 0 modulates the noisy tokens (the first L, or the kept ones under TREAD), index 1
+    // (zero_timestep) the reference and motion tokens.
     at::Tensor tproj;
-    int64_t segment = 0;
     if (c.zero_timestep) {
         tproj = at::stack({proj_all.narrow(0, 0, B), proj_all.narrow(0, B, 1).expand({B, 6, D})}, 2);
-        segment = L;
     } else {
         tproj = proj_all.unsqueeze(2).expand({B, 6, 2, D});
     }
@@ -287,6 +287,13 @@ at::Tensor WanS2VTransformer3DModelImpl::forward(const WanS2VInputs& in, st::sdk
         (*intermediates)["rope_sin"] = rope.sin;
     }
 
+    // The blocks, through the kit's runner; each block is the Wan block on [noisy | reference | motion]
+    // tokens followed by its audio injector (taps blocks.N.out: after the injection; the block alone is
+    // recorded as blocks.N.pre_injection when every token is there). TREAD routes only the noisy tokens:
+    // reference and motion tokens always take part.
+    std::vector<st::kit::TokenAligned> aligned{{rope.cos, 0, false}, {rope.sin, 0, false}};
+    const std::vector<at::Tensor> extras{context, tproj, audio_tokens, audio_global};
+    // Skip-layer guidance skips the block, not its audio injector (the runner's skip would skip both).
     std::vector<bool> skip(blocks->size(), false);
     for (const int64_t b : in.skip_blocks) {
         if (b < 0 || b >= static_cast<int64_t>(blocks->size()))
@@ -294,39 +301,47 @@ at::Tensor WanS2VTransformer3DModelImpl::forward(const WanS2VInputs& in, st::sdk
                  b, static_cast<int64_t>(blocks->size()) - 1);
         skip[static_cast<size_t>(b)] = true;
     }
-    const bool checkpoint = gradient_checkpointing_ && torch::autograd::GradMode::is_enabled();
+    st::kit::BlockRunOptions run;
+    run.checkpoint = gradient_checkpointing_;
+    run.checkpoint_interval = checkpoint_interval_;
+    run.routes = in.routes;
+    run.training = is_training();
+    run.routable = L;
+    run.generator = in.generator;
+    if (intermediates)
+        for (size_t i = 0; i < blocks->size(); ++i)
+            run.taps.push_back("blocks." + std::to_string(i) + ".out");
     const double eps = c.eps;
-    for (size_t i = 0; i < blocks->size(); ++i) {
-        if (!skip[i]) {
-            auto block = blocks->ptr<wan::WanTransformerBlockImpl>(i);
-            if (checkpoint) {
-                x = wan::checkpointed_call(
-                    [block, rope, segment, eps](const std::vector<at::Tensor>& a) {
-                        return s2v_block_forward(*block, a[0], a[1], a[2], segment, rope, eps);
-                    },
-                    {x, context, tproj}, trainable(*block));
-            } else {
-                x = s2v_block_forward(*block, x, context, tproj, segment, rope, eps);
-            }
-        }
-        if (intermediates) (*intermediates)["blocks." + std::to_string(i) + ".out"] = x;
+    const bool zero_t = c.zero_timestep;
+    const int64_t per_frame = hp * wp;
+    // Captures by value only: checkpointing re-runs it in backward, after this forward returned.
+    auto block_fn = [this, eps, zero_t, per_frame, L, intermediates, skip](
+                        size_t i, const at::Tensor& h, const std::vector<at::Tensor>& al,
+                        const std::vector<at::Tensor>& ex, const st::kit::RouteView& view) {
+        const wan::RopeTables r{al[0], al[1]};
+        const bool routed = view.kept.defined() && view.front < L;
+        const at::Tensor y = skip[i] ? h
+                                     : s2v_block_forward(*blocks->ptr<wan::WanTransformerBlockImpl>(i), h,
+                                                         ex[0], ex[1], zero_t ? view.front : 0, r, eps);
+        if (intermediates && !routed && !torch::autograd::GradMode::is_enabled())
+            (*intermediates)["blocks." + std::to_string(i) + ".pre_injection"] = y;
         const int64_t bi = static_cast<int64_t>(i);
-        if (!audio_injector->has(bi)) continue;
+        if (!audio_injector->has(bi)) return y;
         const int64_t k = audio_injector->index_of(bi);
-        if (checkpoint) {
-            auto injector = audio_injector.ptr();
-            std::vector<at::Tensor> params = trainable(*injector->injector[static_cast<size_t>(k)]);
-            for (const auto& prm : trainable(*injector->injector_adain_layers[static_cast<size_t>(k)]))
-                params.push_back(prm);
-            x = wan::checkpointed_call(
-                [injector, k, L](const std::vector<at::Tensor>& a) {
-                    return injector->forward(k, a[0], L, a[1], a[2]);
-                },
-                {x, audio_tokens, audio_global}, params);
-        } else {
-            x = audio_injector->forward(k, x, L, audio_tokens, audio_global);
+        return routed ? audio_injector->forward_routed(k, y, view.kept, per_frame, ex[2], ex[3])
+                      : audio_injector->forward(k, y, L, ex[2], ex[3]);
+    };
+    auto block_params = [this](size_t i) {
+        std::vector<at::Tensor> params = trainable(*blocks->ptr<wan::WanTransformerBlockImpl>(i));
+        const int64_t bi = static_cast<int64_t>(i);
+        if (audio_injector->has(bi)) {
+            const auto k = static_cast<size_t>(audio_injector->index_of(bi));
+            for (const auto& p : trainable(*audio_injector->injector[k])) params.push_back(p);
+            for (const auto& p : trainable(*audio_injector->injector_adain_layers[k])) params.push_back(p);
         }
-    }
+        return params;
+    };
+    x = st::kit::run_blocks(blocks->size(), block_fn, block_params, x, aligned, extras, run, intermediates);
 
     // Head on the noisy tokens: modulated non-affine LayerNorm (fp32) with temb(t), unpatchify.
     x = x.narrow(1, 0, L);

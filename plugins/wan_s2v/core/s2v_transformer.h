@@ -8,6 +8,7 @@
 // LayerNorms, modulation and gated residual adds are computed in float32 and cast back.
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
 #include <torch/nn/module.h>
@@ -19,6 +20,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,7 @@
 #include "core/s2v_config.h"
 #include "core/s2v_framepack.h"
 #include "core/transformer.h"
+#include "st/routing.h"
 #include "st/tensors.h"
 
 namespace st::plugins::wan_s2v {
@@ -65,6 +68,10 @@ struct WanS2VInputs {
     int64_t add_last_motion = 2;
     /// Blocks not run in this pass (skip-layer guidance); their audio injector still runs.
     std::vector<int64_t> skip_blocks;
+    /// TREAD routes over the noisy tokens (applied in train mode with grad only; reference and motion
+    /// tokens always take part) and the generator of their selections.
+    std::vector<st::sdk::TokenRoute> routes;
+    std::optional<at::Generator> generator;
 };
 
 class WanS2VTransformer3DModelImpl : public torch::nn::Module {
@@ -74,8 +81,9 @@ class WanS2VTransformer3DModelImpl : public torch::nn::Module {
     /// -> [B, C_out, T, H, W] in the compute dtype. Batches of any size (every sample must have the
     /// same shapes). `intermediates` receives patch_embed_out [B,L,D] (noisy + pose), temb [B,D],
     /// timestep_proj [B,6,2,D] (index 1 = the t=0 modulation), text_embedder_out, audio_tokens
-    /// [B*T,5,D], audio_global [B*T,D], rope_cos/rope_sin [N,d] and blocks.N.out [B,N,D] (the full
-    /// sequence noisy | reference | motion after block N, before its audio injector).
+    /// [B*T,5,D], audio_global [B*T,D], rope_cos/rope_sin [N,d], blocks.N.out [B,N,D] (the full
+    /// sequence noisy | reference | motion after block N and its audio injector) and, without grad,
+    /// blocks.N.pre_injection (after the block, before its injector: what diffusers records).
     at::Tensor forward(const WanS2VInputs& inputs, st::sdk::TensorMap* intermediates = nullptr);
 
     const WanS2VConfig& config() const { return config_; }
@@ -86,8 +94,12 @@ class WanS2VTransformer3DModelImpl : public torch::nn::Module {
     /// to time_embedder, scale_shift_table, norm1, norm2, norm3 or causal_audio_encoder.
     static bool keeps_fp32(const std::string& parameter_name);
 
-    /// Recompute each block and each audio injector in backward instead of storing activations.
-    void set_gradient_checkpointing(bool enabled) { gradient_checkpointing_ = enabled; }
+    /// Recompute every `interval`-th block (with its audio injector) in backward instead of storing
+    /// activations.
+    void set_gradient_checkpointing(bool enabled, int64_t interval = 1) {
+        gradient_checkpointing_ = enabled;
+        checkpoint_interval_ = interval;
+    }
     bool gradient_checkpointing() const { return gradient_checkpointing_; }
     void set_feed_forward_chunking(const st::plugins::wan::FeedForwardChunking& chunking);
 
@@ -103,6 +115,7 @@ class WanS2VTransformer3DModelImpl : public torch::nn::Module {
   private:
     WanS2VConfig config_;
     bool gradient_checkpointing_ = false;
+    int64_t checkpoint_interval_ = 1;
 };
 TORCH_MODULE(WanS2VTransformer3DModel);
 

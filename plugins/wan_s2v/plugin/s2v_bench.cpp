@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "core/transformer.h"
 #include "s2v_family.h"
 #include "st/error.h"
+#include "st/routing.h"
 
 namespace st::plugins::wan_s2v {
 
@@ -30,13 +32,15 @@ struct Args {
     int64_t frames = 17, width = 128, height = 128;
     double seconds = 10.0;
     bool large_audio = false;
+    nlohmann::json tread;  ///< --tread_config: also measure the step with these routes
+    bool json = false;     ///< --json: one JSON object on the last line
 };
 
 Args parse(const std::vector<std::string>& args) {
     Args a;
     const char* usage =
         "st-host bench --plugin wan_s2v [--preset tiny|small] [--steps N] [--frames 4k+1] [--resolution WxH] "
-        "[--audio-seconds S] [--large-audio]";
+        "[--audio-seconds S] [--large-audio] [--tread_config JSON] [--json]";
     for (size_t i = 0; i < args.size(); ++i) {
         auto value = [&]() -> std::string {
             if (i + 1 >= args.size())
@@ -60,6 +64,16 @@ Args parse(const std::vector<std::string>& args) {
             a.seconds = std::stod(value());
         } else if (k == "--large-audio") {
             a.large_audio = true;
+        } else if (k == "--tread_config" || k == "--tread-config") {
+            const std::string v = value();
+            try {
+                a.tread = nlohmann::json::parse(v);
+            } catch (const std::exception& e) {
+                fail("bench.wan_s2v", "cli", "--tread_config is not JSON: {}", e.what());
+            }
+            if (a.tread.is_array()) a.tread = nlohmann::json{{"routes", a.tread}};
+        } else if (k == "--json") {
+            a.json = true;
         } else {
             fail("bench.wan_s2v", "cli", "unknown argument '{}' (usage: {})", k, usage);
         }
@@ -105,21 +119,39 @@ int run_s2v_bench(const std::vector<std::string>& raw) {
     in.image_latents = at::randn({1, spec.transformer.in_channels, 1, h, w}, gen);
     in.audio_embeds = audio.encode(wave, 16.0, a.frames, audio_frames_for(a.frames)).unsqueeze(0);
 
-    auto step = [&](bool encode_audio) {
+    auto step = [&](bool encode_audio, bool backward = true) {
         if (encode_audio)
             in.audio_embeds = audio.encode(wave, 16.0, a.frames, audio_frames_for(a.frames)).unsqueeze(0);
         const at::Tensor y = model->forward(in);
-        torch::autograd::backward({y.to(at::kFloat).square().mean()});
+        if (backward) torch::autograd::backward({y.to(at::kFloat).square().mean()});
         model->zero_grad();
     };
-    step(false);  // warm-up
+    // The training forward alone, then forward + backward, audio features from the cache.
+    auto measure = [&]() {
+        nlohmann::json m;
+        step(false);  // warm-up
+        double t0 = now_s();
+        for (int i = 0; i < a.steps; ++i) step(false, false);
+        m["fwd_s"] = (now_s() - t0) / a.steps;
+        reset_peak_rss();
+        t0 = now_s();
+        for (int i = 0; i < a.steps; ++i) step(false);
+        m["fwd_bwd_s"] = (now_s() - t0) / a.steps;
+        m["peak_rss_mib"] = peak_rss_mib();
+        return m;
+    };
+    const nlohmann::json plain = measure();
+    const double cached = plain["fwd_bwd_s"].get<double>();
+    const double rss_cached = plain["peak_rss_mib"].get<double>();
+    nlohmann::json routed;
+    if (!a.tread.is_null()) {
+        in.routes = st::sdk::parse_tread_config(a.tread, spec.transformer.num_layers, "--tread_config");
+        in.generator = at::detail::createCPUGenerator(7);
+        routed = measure();
+        in.routes.clear();
+    }
     reset_peak_rss();
-    double t0 = now_s();
-    for (int i = 0; i < a.steps; ++i) step(false);
-    const double cached = (now_s() - t0) / a.steps;
-    const double rss_cached = peak_rss_mib();
-    reset_peak_rss();
-    t0 = now_s();
+    const double t0 = now_s();
     for (int i = 0; i < a.steps; ++i) step(true);
     const double uncached = (now_s() - t0) / a.steps;
     const double rss_uncached = peak_rss_mib();
@@ -137,6 +169,11 @@ int run_s2v_bench(const std::vector<std::string>& raw) {
     std::printf("audio encoder (%s, %lld x %lld layers): %.4f s per second of audio (%.0f s of audio)\n",
                 a.preset.c_str(), static_cast<long long>(spec.audio.hidden_size),
                 static_cast<long long>(spec.audio.num_hidden_layers), per_second, a.seconds);
+    if (!routed.is_null())
+        std::printf("%-34s %10.3f %12.0f  (%.2fx faster fwd+bwd; forward %.3f s vs %.3f s)\n",
+                    "TREAD, audio from the cache", routed["fwd_bwd_s"].get<double>(),
+                    routed["peak_rss_mib"].get<double>(), cached / routed["fwd_bwd_s"].get<double>(),
+                    routed["fwd_s"].get<double>(), plain["fwd_s"].get<double>());
     if (a.large_audio) {
         Wav2Vec2Model large(Wav2Vec2Config::large_xlsr());
         st::plugins::wan::randomize_parameters(*large, 2);
@@ -144,6 +181,21 @@ int run_s2v_bench(const std::vector<std::string>& raw) {
         std::printf(
             "audio encoder (wav2vec2-large-xlsr-53 size, random weights): %.4f s per second of audio\n",
             audio_rate(enc, a.seconds));
+    }
+    if (a.json) {
+        nlohmann::json row = plain;
+        row["preset"] = a.preset;
+        row["params"] = params;
+        row["audio_encoded_every_step_fwd_bwd_s"] = uncached;
+        row["audio_encoder_s_per_audio_s"] = per_second;
+        if (!routed.is_null()) {
+            row["tread"] = routed;
+            row["tread_fwd_bwd_speedup"] = cached / routed["fwd_bwd_s"].get<double>();
+        }
+        const nlohmann::json j = {
+            {"bench", "wan_s2v"}, {"frames", a.frames},      {"resolution", {a.width, a.height}},
+            {"steps", a.steps},   {"tread_config", a.tread}, {"presets", nlohmann::json::array({row})}};
+        std::printf("%s\n", j.dump().c_str());
     }
     return 0;
 }

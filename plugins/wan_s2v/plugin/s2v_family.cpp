@@ -88,16 +88,16 @@ void WanS2VFamily::load(const st::sdk::ModelLoadRequest& request) {
     lo.device = device_;
     transformer_ = load_s2v_transformer(paths_.pipeline.transformer, lo);
     auto& model = transformer_.model;
-    const bool checkpointing =
-        !config.has("gradient_checkpointing") || config.get_bool("gradient_checkpointing");
-    model->set_gradient_checkpointing(checkpointing && request.training);
+    const bool checkpointing = request.gradient_checkpointing && request.training;
+    model->set_gradient_checkpointing(checkpointing, request.gradient_checkpointing_interval);
     model->train(request.training);
     encoders_.configure(paths_.pipeline, dtype_, device_, transformer_.info.config.text_dim);
     audio_encoder_.reset();
     loaded_ = true;
     st::log::info(kLog, "loaded {} ({}, {}, gradient_checkpointing {}); audio encoder {}",
                   transformer_.info.summary(), c10::toString(dtype_), device_.str(),
-                  checkpointing && request.training ? "on" : "off",
+                  checkpointing ? fmt::format("every {} block(s)", request.gradient_checkpointing_interval)
+                                : std::string("off"),
                   paths_.audio_encoder.empty() ? std::string("not found") : paths_.audio_encoder.string());
 }
 
@@ -112,7 +112,13 @@ st::sdk::Capability* WanS2VFamily::capability(std::string_view id) {
     if (id == st::sdk::AudioConditioning::kId) return static_cast<st::sdk::AudioConditioning*>(this);
     if (id == st::sdk::TapProvider::kId) return static_cast<st::sdk::TapProvider*>(this);
     if (id == st::sdk::GuidancePolicy::kId) return static_cast<st::sdk::GuidancePolicy*>(this);
+    if (id == st::sdk::TokenRouting::kId) return static_cast<st::sdk::TokenRouting*>(this);
     return nullptr;
+}
+
+int64_t WanS2VFamily::routable_blocks() const {
+    require_loaded("routable_blocks");
+    return transformer_.info.config.num_layers;
 }
 
 TensorMap WanS2VFamily::unconditional(const TensorMap& conditional, const TensorMap& negative_text) const {
@@ -202,6 +208,8 @@ st::sdk::PredictOutput WanS2VFamily::predict(const st::sdk::PredictInputs& in) {
         wi.drop_motion_frames = true;
     }
     wi.skip_blocks = in.skip_layers;
+    wi.routes = in.routes;
+    wi.generator = in.generator;
     const auto known = taps();
     for (const auto& name : in.taps)
         if (std::find(known.begin(), known.end(), name) == known.end())

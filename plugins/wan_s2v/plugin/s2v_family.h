@@ -68,13 +68,14 @@ int run_s2v_bench(const std::vector<std::string>& args);
 
 /// Capabilities: tools@1, image_conditioning@1 (the reference image), audio_conditioning@1 (the
 /// driving audio; training samples carry audio), taps@1 and guidance@1 (the unconditional branch gets
-/// the audio features times 0, as upstream Wan S2V).
+/// the audio features times 0, as upstream Wan S2V), token_routing@1 (TREAD on the noisy tokens).
 class WanS2VFamily final : public st::sdk::ModelFamily,
                            public st::sdk::ModelTools,
                            public st::sdk::ImageConditioning,
                            public st::sdk::AudioConditioning,
                            public st::sdk::TapProvider,
-                           public st::sdk::GuidancePolicy {
+                           public st::sdk::GuidancePolicy,
+                           public st::sdk::TokenRouting {
   public:
     WanS2VFamily();
     ~WanS2VFamily() override;
@@ -95,6 +96,9 @@ class WanS2VFamily final : public st::sdk::ModelFamily,
     /// {"audio_embeds": [B, hidden_states, audio_dim, 4 * (1 + (frames - 1) / 4)]}
     st::sdk::TensorMap encode_audio(const at::Tensor& waveform, double fps, int64_t frames) override;
     int audio_sample_rate() const override { return 16000; }
+    /// TREAD routes index the transformer's blocks; they route the noisy video tokens only (reference
+    /// and motion tokens always take part; the audio injectors follow each kept token's frame).
+    int64_t routable_blocks() const override;
 
     // ---- tools ---------------------------------------------------------------------------------
     st::sdk::ProbeResult probe(const std::filesystem::path& path) const override;

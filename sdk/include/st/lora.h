@@ -22,6 +22,7 @@
 // Read as well: native names with `lora_down`/`lora_up`, kohya `lora_unet_<module_with_underscores>`.
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -104,6 +105,12 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
     double lora_alpha() const;  ///< throws without adapter
     void set_lora_alpha(double alpha);
     double lora_dropout() const { return lora_dropout_; }
+    /// The generator of the dropout masks (the run's generator, saved with checkpoints); unset: ATen's
+    /// default generator. A checkpointed block re-runs with the generator's state of its forward
+    /// (st/kit/block_runner.h), so the recomputed masks are the forward's.
+    void set_dropout_generator(std::optional<at::Generator> generator) {
+        dropout_generator_ = std::move(generator);
+    }
     /// The strength multiplier (1 by default; validation / generation strength). Throws while merged.
     void set_lora_scale(double multiplier);
     double lora_scale() const { return lora_multiplier_; }
@@ -134,6 +141,7 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
     int64_t lora_rank_ = 0;
     double lora_alpha_ = 0.0;
     double lora_dropout_ = 0.0;
+    std::optional<at::Generator> dropout_generator_;
     double lora_multiplier_ = 1.0;
     bool merged_ = false;
     double merged_scaling_ = 0.0;
@@ -158,6 +166,9 @@ TensorMap lora_parameters(torch::nn::Module& root);
 
 /// requires_grad false on every parameter except the adapters'. Returns the number left trainable.
 int64_t freeze_all_but_lora(torch::nn::Module& root);
+
+/// Every adapter under `root` draws its dropout masks from `generator` (see set_dropout_generator).
+void set_lora_dropout_generator(torch::nn::Module& root, std::optional<at::Generator> generator);
 
 /// Sets the strength multiplier of every adapter under `root`.
 void set_lora_scale(torch::nn::Module& root, double multiplier);

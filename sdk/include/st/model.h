@@ -12,6 +12,7 @@
 //   ExpertSchedule        "experts@1"            networks that hand over at a timestep (Wan 2.2 A14B)
 //   TapProvider           "taps@1"               intermediate activations and their token geometry
 //   GuidancePolicy        "guidance@1"           how the unconditional CFG branch is built
+//   TokenRouting          "token_routing@1"      TREAD routes over its blocks (st/routing.h)
 //
 // A capability never changes once released: a new behaviour is a new interface with the next id
 // ("taps@2"), which a family may offer next to the old one. The host's adapter
@@ -19,6 +20,7 @@
 // versions. Rules for the structs of this header: docs/plugins.md "ABI rules".
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 #include <c10/core/ScalarType.h>
@@ -35,6 +37,7 @@
 #include <vector>
 
 #include "st/options.h"
+#include "st/routing.h"
 #include "st/tensors.h"
 
 namespace torch::nn {
@@ -110,6 +113,10 @@ struct ModelLoadRequest {
     at::ScalarType dtype = at::kFloat;  ///< compute / weight dtype (mixed_precision)
     at::Device device = at::kCPU;
     bool training = true;  ///< false: inference only (no grads needed)
+    /// gradient_checkpointing / gradient_checkpointing_interval (declared by the host once for every
+    /// family): recompute every k-th block in backward instead of keeping its activations (k = 1: all).
+    bool gradient_checkpointing = true;
+    int64_t gradient_checkpointing_interval = 1;
 };
 
 /// Inputs of one velocity prediction (host -> plugin; may gain fields at the end in a minor
@@ -124,6 +131,13 @@ struct PredictInputs {
     /// Transformer block indices to skip in this pass (skip-layer guidance on the unconditional
     /// branch). Empty: every block runs. A family that cannot skip blocks throws st::Error.
     std::vector<int64_t> skip_layers;
+    /// TREAD routes for this pass (training steps only; the host never passes them to validation,
+    /// evaluation or generation). Only for families with token_routing@1.
+    std::vector<TokenRoute> routes;
+    /// The run's generator (saved with checkpoints), set in training passes: every random draw of the
+    /// pass (token selection; LoRA dropout draws from it too) comes from it, so resume stays exact. A
+    /// family that checkpoints blocks re-runs them with its forward state (the kit's block runner does).
+    std::optional<at::Generator> generator;
 };
 
 /// Result of one prediction (plugin -> host). It grows through its maps, never by new fields
@@ -282,6 +296,15 @@ class GuidancePolicy : public Capability {
     /// `negative_text`: encode_text() of the negative prompt -> the unconditional branch's
     /// conditioning.
     virtual TensorMap unconditional(const TensorMap& conditional, const TensorMap& negative_text) const = 0;
+};
+
+/// TREAD token routing over the family's transformer blocks: predict() honours PredictInputs::routes.
+class TokenRouting : public Capability {
+  public:
+    static constexpr const char* kId = "token_routing@1";
+    ~TokenRouting() override;
+    /// Number of transformer blocks the routes index (after load()).
+    virtual int64_t routable_blocks() const = 0;
 };
 
 using ModelFactory = std::function<std::unique_ptr<ModelFamily>()>;

@@ -1,20 +1,44 @@
-// Gradient checkpointing as a torch::autograd::Function (see transformer_checkpointing.h).
+// Gradient checkpointing as a torch::autograd::Function (see block_runner.h).
 // Follows the reentrant variant of torch/utils/checkpoint.py::CheckpointFunction.
-#include "core/transformer_checkpointing.h"
+#include "st/kit/block_runner.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
-namespace st::plugins::wan {
+#include <mutex>
+#include <utility>
+
+namespace st::kit {
 namespace {
 
-// Holds the function between forward and backward (stored in the autograd context as a capsule).
+// Holds the function between forward and backward (stored in the autograd context as a capsule), and
+// the state of the default generators at the forward (torch.utils.checkpoint preserve_rng_state=True):
+// the re-run in backward draws the same dropout masks (LoRA dropout) as the forward did.
 struct CheckpointClosure : torch::CustomClassHolder {
-    CheckpointedFn fn;
+    std::function<at::Tensor(const std::vector<at::Tensor>&)> fn;
     size_t n_inputs = 0;
+    std::vector<std::pair<at::Generator, at::Tensor>> rng;
 };
+
+// The default generators of the CPU and of `device` (when it is another one).
+std::vector<at::Generator> default_generators(const at::Device& device) {
+    std::vector<at::Generator> g{at::detail::getDefaultCPUGenerator()};
+    if (device.type() != at::kCPU) g.push_back(at::globalContext().defaultGenerator(device));
+    return g;
+}
+
+at::Tensor generator_state(at::Generator& g) {
+    std::lock_guard<std::mutex> lock(g.mutex());
+    return g.get_state();
+}
+
+void set_generator_state(at::Generator& g, const at::Tensor& state) {
+    std::lock_guard<std::mutex> lock(g.mutex());
+    g.set_state(state);
+}
 
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
     // all = inputs..., parameters...
@@ -45,11 +69,21 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         inputs.reserve(saved.size());
         for (const auto& t : saved) inputs.push_back(t.detach().requires_grad_(t.requires_grad()));
 
+        // Re-run with the generators as they were in forward, then give them back their current state.
+        std::vector<at::Tensor> now;
+        for (auto& [g, state] : closure->rng) {
+            now.push_back(generator_state(g));
+            set_generator_state(g, state);
+        }
         at::Tensor out;
-        {
+        try {
             torch::autograd::AutoGradMode enable(true);
             out = closure->fn(inputs);
+        } catch (...) {
+            for (size_t k = 0; k < now.size(); ++k) set_generator_state(closure->rng[k].first, now[k]);
+            throw;
         }
+        for (size_t k = 0; k < now.size(); ++k) set_generator_state(closure->rng[k].first, now[k]);
         std::vector<at::Tensor> wrt;
         std::vector<int64_t> slot;  // position in the returned list for each wrt entry
         for (size_t i = 0; i < inputs.size(); ++i) {
@@ -75,8 +109,9 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
 }  // namespace
 
-at::Tensor checkpointed_call(CheckpointedFn fn, const std::vector<at::Tensor>& inputs,
-                             const std::vector<at::Tensor>& parameters) {
+at::Tensor checkpointed_call(std::function<at::Tensor(const std::vector<at::Tensor>&)> fn,
+                             const std::vector<at::Tensor>& inputs, const std::vector<at::Tensor>& parameters,
+                             const std::vector<at::Generator>& generators) {
     bool any_grad = false;
     for (const auto& t : inputs) any_grad = any_grad || t.requires_grad();
     for (const auto& t : parameters) any_grad = any_grad || t.requires_grad();
@@ -85,9 +120,13 @@ at::Tensor checkpointed_call(CheckpointedFn fn, const std::vector<at::Tensor>& i
     auto closure = c10::make_intrusive<CheckpointClosure>();
     closure->fn = std::move(fn);
     closure->n_inputs = inputs.size();
+    std::vector<at::Generator> all_generators =
+        default_generators(inputs.empty() ? at::Device(at::kCPU) : inputs.front().device());
+    all_generators.insert(all_generators.end(), generators.begin(), generators.end());
+    for (auto& g : all_generators) closure->rng.emplace_back(g, generator_state(g));
     std::vector<at::Tensor> all(inputs);
     all.insert(all.end(), parameters.begin(), parameters.end());
     return CheckpointFunction::apply(at::TensorList(all), closure)[0];
 }
 
-}  // namespace st::plugins::wan
+}  // namespace st::kit
