@@ -10,8 +10,12 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
+#include "core/bench.h"
 #include "core/config.h"
 #include "core/transformer.h"
+#include "st/error.h"
 #include "st/lora.h"
 #include "st/routing.h"
 
@@ -196,6 +200,25 @@ TEST(WanTreadTest, GradientsReachLoraInRoutedAndUnroutedBlocks) {
         ++checked;
     }
     EXPECT_EQ(checked, kLayers * 8 * 2);  // attn1 + attn2 x 4 targets x (A, B) per block
+}
+
+TEST(WanTreadTest, BenchMeasuresTheRoutedPassNextToThePlainOneAndPrintsJson) {
+    testing::internal::CaptureStdout();
+    const int rc = run_wan_bench(
+        {"--presets", "tiny", "--latent", "2x8x8", "--text-len", "8", "--steps", "1", "--tread_config",
+         R"([{"selection_ratio": 0.5, "start_layer_idx": 0, "end_layer_idx": -1}])", "--json"});
+    const std::string out = testing::internal::GetCapturedStdout();
+    ASSERT_EQ(rc, 0) << out;
+    std::string last = out.substr(0, out.find_last_not_of('\n') + 1);
+    last = last.substr(last.find_last_of('\n') + 1);
+    const auto j = nlohmann::json::parse(last);
+    const auto& row = j.at("presets").at(0);
+    EXPECT_EQ(row.at("preset"), "tiny");
+    for (const char* key : {"fwd_s", "fwd_bwd_s", "peak_rss_mib"}) {
+        EXPECT_GT(row.at(key).get<double>(), 0.0) << key;
+        EXPECT_GT(row.at("tread").at(key).get<double>(), 0.0) << key;
+    }
+    EXPECT_THROW(run_wan_bench({"--presets", "tiny", "--tread_config", "{"}), st::Error);
 }
 
 }  // namespace

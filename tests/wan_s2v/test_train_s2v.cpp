@@ -171,10 +171,16 @@ TEST_F(S2VTrainTest, ManualAudioFolderLinkedByS2VDatasets) {
                    {"instance_data_dir", (root_ / "voices").string()},
                    {"cache_dir_vae", (root_ / "cache-voices").string()},
                    {"audio", {{"sample_rate", 16000}, {"channels", 1}}}};
+    // With TREAD on (S2V routes its noisy video tokens; SimpleTuner's S2V TREAD path is broken).
+    const json tread = {
+        {"routes", {{{"selection_ratio", 0.5}, {"start_layer_idx", 1}, {"end_layer_idx", -1}}}}};
     const fs::path cfg = write_config("manual", json::array({video, voices, text_dataset("text-b")}),
-                                      {{"max_train_steps", 3}});
+                                      {{"max_train_steps", 3}, {"tread_config", tread}});
     const auto r = shell(st_test::host_prefix() + "'" + cfg.string() + "'");
     ASSERT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("TREAD over 3 blocks: route 0: 50% of the video tokens skip blocks 1 .. 2"),
+              std::string::npos)
+        << r.out;
     EXPECT_TRUE(fs::exists(root_ / "manual" / "pytorch_lora_weights.safetensors"));
     // Every video found its audio by stem: nothing skipped for missing audio.
     EXPECT_EQ(r.out.find("no audio"), std::string::npos) << r.out;
@@ -221,6 +227,22 @@ TEST(S2VBenchCommand, ReportsBothAudioPathsAndEncoderSpeed) {
     for (const char* row :
          {"audio features from the cache", "audio encoded every step", "s per second of audio"})
         EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+    // With routes and --json: the last line is one JSON object with the routed pass next to the plain one.
+    const auto tread = st_test::shell(
+        st_test::host_prefix() +
+        "bench --plugin wan_s2v --preset tiny --steps 1 --frames 5 --resolution 32x32 --audio-seconds 1 "
+        "--json "
+        "--tread_config '[{\"selection_ratio\":0.5,\"start_layer_idx\":1,\"end_layer_idx\":-1}]'");
+    ASSERT_EQ(tread.code, 0) << tread.out;
+    std::string last = tread.out.substr(0, tread.out.find_last_not_of('\n') + 1);
+    last = last.substr(last.find_last_of('\n') + 1);
+    const json j = json::parse(last);
+    const json& row = j.at("presets").at(0);
+    for (const char* key : {"fwd_s", "fwd_bwd_s", "peak_rss_mib"}) {
+        EXPECT_GT(row.at(key).get<double>(), 0.0) << key;
+        EXPECT_GT(row.at("tread").at(key).get<double>(), 0.0) << key;
+    }
+    EXPECT_GT(row.at("tread_fwd_bwd_speedup").get<double>(), 0.0);
     const auto bad = st_test::shell(st_test::host_prefix() + "bench --plugin wan_s2v --frames 6");
     EXPECT_NE(bad.code, 0);
     EXPECT_NE(bad.out.find("4k+1"), std::string::npos) << bad.out;
