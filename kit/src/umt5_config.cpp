@@ -10,6 +10,7 @@
 
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/fields.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 #include "st/text.h"
@@ -52,17 +53,41 @@ const std::set<std::string> kIgnoredHfKeys = {"architectures",
                                               "output_attentions",
                                               "_commit_hash"};
 
-const std::set<std::string> kReadHfKeys = {"d_model",
-                                           "d_kv",
-                                           "d_ff",
-                                           "num_layers",
-                                           "num_heads",
-                                           "relative_attention_num_buckets",
-                                           "relative_attention_max_distance",
-                                           "vocab_size",
-                                           "layer_norm_epsilon",
-                                           "pad_token_id",
-                                           "eos_token_id"};
+// The HF UMT5Config keys the encoder reads, the values it insists on, and the known keys that do not
+// change it; other keys are logged once (transformers adds keys between versions).
+const FieldTable<UMT5Config>& hf_fields() {
+    using C = UMT5Config;
+    static const auto t = [] {
+        FieldTable<C> f(kComponent, "UMT5 config");
+        f.field("vocab_size", &C::vocab_size)
+            .field("d_model", &C::d_model)
+            .field("d_kv", &C::d_kv)
+            .field("d_ff", &C::d_ff)
+            .field("num_layers", &C::num_layers)
+            .field("num_heads", &C::num_heads)
+            .field("relative_attention_num_buckets", &C::relative_attention_num_buckets)
+            .field("relative_attention_max_distance", &C::relative_attention_max_distance)
+            .field("layer_norm_epsilon", &C::layer_norm_epsilon)
+            .field("pad_token_id", &C::pad_token_id)
+            .field("eos_token_id", &C::eos_token_id)
+            .expect("model_type", {"umt5"},
+                    "Wan needs UMT5 (a relative-position table in every layer; T5 shares layer 0's)")
+            .expect("feed_forward_proj", {"gated-gelu"}, "the UMT5 FFN is a gated GELU")
+            .expect("dense_act_fn", {"gelu_new", "gelu_pytorch_tanh"}, "UMT5 uses the tanh GELU")
+            .expect("is_gated_act", {true}, "the UMT5 FFN is gated (wi_0, wi_1)")
+            .accept_other_keys([](const std::vector<std::string>& keys, const std::string& source) {
+                std::string list;
+                for (const auto& k : keys) list += (list.empty() ? "" : ", ") + k;
+                st::log::warn(kComponent, "{}: ignoring keys that do not affect the UMT5 encoder: {}", source,
+                              list);
+            });
+        for (const auto& k : kIgnoredHfKeys)
+            if (k != "model_type" && k != "feed_forward_proj" && k != "dense_act_fn" && k != "is_gated_act")
+                f.ignore(k);
+        return f;
+    }();
+    return t;
+}
 
 std::vector<int64_t> shape_str(const st::sdk::TensorSource& source, const std::string& name) {
     for (const auto& info : source.infos())
@@ -120,51 +145,7 @@ void UMT5Config::validate(const std::string& origin) const {
 }
 
 UMT5Config UMT5Config::from_hf_json(const nlohmann::json& j, const std::string& origin) {
-    if (!j.is_object())
-        fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
-    auto model_type = st::sdk::json_value_or<std::string>(j, "model_type", "umt5", origin, kComponent);
-    if (model_type != "umt5")
-        fail(kComponent, "config",
-             "{}: model_type '{}' is not 'umt5' (Wan needs UMT5: a relative-position table in every layer, "
-             "T5 shares layer 0's)",
-             origin, model_type);
-    auto ffn = st::sdk::json_value_or<std::string>(j, "feed_forward_proj", "gated-gelu", origin, kComponent);
-    if (ffn != "gated-gelu")
-        fail(kComponent, "config", "{}: feed_forward_proj '{}' is not supported (expected 'gated-gelu')",
-             origin, ffn);
-    auto act = st::sdk::json_value_or<std::string>(j, "dense_act_fn", "gelu_new", origin, kComponent);
-    if (act != "gelu_new" && act != "gelu_pytorch_tanh")
-        fail(kComponent, "config", "{}: dense_act_fn '{}' is not the tanh GELU ('gelu_new') UMT5 uses",
-             origin, act);
-    if (!st::sdk::json_value_or<bool>(j, "is_gated_act", true, origin, kComponent))
-        fail(kComponent, "config", "{}: is_gated_act is false; the UMT5 FFN is gated (wi_0, wi_1)", origin);
-
-    UMT5Config c;
-    c.vocab_size = st::sdk::json_value_or<int64_t>(j, "vocab_size", c.vocab_size, origin, kComponent);
-    c.d_model = st::sdk::json_value_or<int64_t>(j, "d_model", c.d_model, origin, kComponent);
-    c.d_kv = st::sdk::json_value_or<int64_t>(j, "d_kv", c.d_kv, origin, kComponent);
-    c.d_ff = st::sdk::json_value_or<int64_t>(j, "d_ff", c.d_ff, origin, kComponent);
-    c.num_layers = st::sdk::json_value_or<int64_t>(j, "num_layers", c.num_layers, origin, kComponent);
-    c.num_heads = st::sdk::json_value_or<int64_t>(j, "num_heads", c.num_heads, origin, kComponent);
-    c.relative_attention_num_buckets = st::sdk::json_value_or<int64_t>(
-        j, "relative_attention_num_buckets", c.relative_attention_num_buckets, origin, kComponent);
-    c.relative_attention_max_distance = st::sdk::json_value_or<int64_t>(
-        j, "relative_attention_max_distance", c.relative_attention_max_distance, origin, kComponent);
-    c.layer_norm_epsilon =
-        st::sdk::json_value_or<double>(j, "layer_norm_epsilon", c.layer_norm_epsilon, origin, kComponent);
-    c.pad_token_id = st::sdk::json_value_or<int64_t>(j, "pad_token_id", c.pad_token_id, origin, kComponent);
-    c.eos_token_id = st::sdk::json_value_or<int64_t>(j, "eos_token_id", c.eos_token_id, origin, kComponent);
-
-    std::vector<std::string> unknown;
-    for (const auto& [key, value] : j.items())
-        if (!kReadHfKeys.count(key) && !kIgnoredHfKeys.count(key)) unknown.push_back(key);
-    if (!unknown.empty()) {
-        std::string list;
-        for (const auto& k : unknown) list += (list.empty() ? "" : ", ") + k;
-        st::log::warn(kComponent, "{}: ignoring keys that do not affect the UMT5 encoder: {}", origin, list);
-    }
-    c.validate(origin);
-    return c;
+    return hf_fields().from_json(j, origin, [&](UMT5Config& c) { c.validate(origin); });
 }
 
 UMT5Config UMT5Config::from_hf_file(const std::filesystem::path& config_json) {

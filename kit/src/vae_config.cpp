@@ -9,31 +9,35 @@
 
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/fields.h"
 
 namespace st::kit {
 namespace {
 
 constexpr const char* kComponent = "model.wan.vae";
 
-template <typename T>
-T get_as(const nlohmann::json& value, const std::string& source, const std::string& key, const char* what) {
-    try {
-        return value.get<T>();
-    } catch (const nlohmann::json::exception&) {
-        fail(kComponent, "config", "{}: key '{}' must be {}, got {}", source, key, what, value.dump());
-    }
-}
-
-int64_t get_int(const nlohmann::json& v, const std::string& source, const std::string& key) {
-    if (!v.is_number_integer())
-        fail(kComponent, "config", "{}: key '{}' must be an integer, got {}", source, key, v.dump());
-    return v.get<int64_t>();
-}
-
-std::optional<int64_t> get_optional_int(const nlohmann::json& v, const std::string& source,
-                                        const std::string& key) {
-    if (v.is_null()) return std::nullopt;
-    return get_int(v, source, key);
+// The diffusers AutoencoderKLWan config.json, declared once.
+const FieldTable<WanVAEConfig>& vae_fields() {
+    using C = WanVAEConfig;
+    static const auto t = FieldTable<C>(kComponent, "AutoencoderKLWan config")
+                              .constant("_class_name", "AutoencoderKLWan")
+                              .field("attn_scales", &C::attn_scales)
+                              .field("base_dim", &C::base_dim)
+                              .field("decoder_base_dim", &C::decoder_base_dim)
+                              .field("dim_mult", &C::dim_mult)
+                              .field("dropout", &C::dropout)
+                              .field("in_channels", &C::in_channels)
+                              .field("is_residual", &C::is_residual)
+                              .field("latents_mean", &C::latents_mean)
+                              .field("latents_std", &C::latents_std)
+                              .field("num_res_blocks", &C::num_res_blocks)
+                              .field("out_channels", &C::out_channels)
+                              .field("patch_size", &C::patch_size)
+                              .field("scale_factor_spatial", &C::scale_factor_spatial)
+                              .field("scale_factor_temporal", &C::scale_factor_temporal)
+                              .field("temperal_downsample", &C::temperal_downsample)
+                              .field("z_dim", &C::z_dim);
+    return t;
 }
 
 }  // namespace
@@ -86,54 +90,7 @@ WanVAEConfig WanVAEConfig::tiny22() {
 }
 
 WanVAEConfig WanVAEConfig::from_json(const nlohmann::json& j, const std::string& source) {
-    if (!j.is_object())
-        fail(kComponent, "config", "{}: expected a JSON object, got {}", source, j.type_name());
-    WanVAEConfig c;
-    for (const auto& [key, v] : j.items()) {
-        if (!key.empty() && key[0] == '_') continue;  // _class_name, _diffusers_version, _name_or_path
-        if (key == "base_dim") {
-            c.base_dim = get_int(v, source, key);
-        } else if (key == "decoder_base_dim") {
-            c.decoder_base_dim = get_optional_int(v, source, key);
-        } else if (key == "z_dim") {
-            c.z_dim = get_int(v, source, key);
-        } else if (key == "dim_mult") {
-            c.dim_mult = get_as<std::vector<int64_t>>(v, source, key, "a list of integers");
-        } else if (key == "num_res_blocks") {
-            c.num_res_blocks = get_int(v, source, key);
-        } else if (key == "attn_scales") {
-            c.attn_scales = get_as<std::vector<double>>(v, source, key, "a list of numbers");
-        } else if (key == "temperal_downsample") {
-            c.temperal_downsample = get_as<std::vector<bool>>(v, source, key, "a list of booleans");
-        } else if (key == "dropout") {
-            c.dropout = get_as<double>(v, source, key, "a number");
-        } else if (key == "latents_mean") {
-            c.latents_mean = get_as<std::vector<double>>(v, source, key, "a list of numbers");
-        } else if (key == "latents_std") {
-            c.latents_std = get_as<std::vector<double>>(v, source, key, "a list of numbers");
-        } else if (key == "is_residual") {
-            c.is_residual = get_as<bool>(v, source, key, "a boolean");
-        } else if (key == "in_channels") {
-            c.in_channels = get_int(v, source, key);
-        } else if (key == "out_channels") {
-            c.out_channels = get_int(v, source, key);
-        } else if (key == "patch_size") {
-            c.patch_size = get_optional_int(v, source, key);
-        } else if (key == "scale_factor_temporal") {
-            c.scale_factor_temporal = get_int(v, source, key);
-        } else if (key == "scale_factor_spatial") {
-            c.scale_factor_spatial = get_int(v, source, key);
-        } else {
-            fail(kComponent, "config",
-                 "{}: unknown key '{}' for AutoencoderKLWan (known: base_dim, decoder_base_dim, z_dim, "
-                 "dim_mult, "
-                 "num_res_blocks, attn_scales, temperal_downsample, dropout, latents_mean, latents_std, "
-                 "is_residual, "
-                 "in_channels, out_channels, patch_size, scale_factor_temporal, scale_factor_spatial)",
-                 source, key);
-        }
-    }
-    return c;
+    return vae_fields().from_json(j, source);
 }
 
 WanVAEConfig WanVAEConfig::from_file(const std::filesystem::path& path) {
@@ -142,25 +99,7 @@ WanVAEConfig WanVAEConfig::from_file(const std::filesystem::path& path) {
 }
 
 nlohmann::json WanVAEConfig::to_json() const {
-    nlohmann::json j = nlohmann::json::object();
-    j["_class_name"] = "AutoencoderKLWan";
-    j["attn_scales"] = attn_scales;
-    j["base_dim"] = base_dim;
-    j["decoder_base_dim"] = decoder_base_dim ? nlohmann::json(*decoder_base_dim) : nlohmann::json(nullptr);
-    j["dim_mult"] = dim_mult;
-    j["dropout"] = dropout;
-    j["in_channels"] = in_channels;
-    j["is_residual"] = is_residual;
-    j["latents_mean"] = latents_mean;
-    j["latents_std"] = latents_std;
-    j["num_res_blocks"] = num_res_blocks;
-    j["out_channels"] = out_channels;
-    j["patch_size"] = patch_size ? nlohmann::json(*patch_size) : nlohmann::json(nullptr);
-    j["scale_factor_spatial"] = scale_factor_spatial;
-    j["scale_factor_temporal"] = scale_factor_temporal;
-    j["temperal_downsample"] = temperal_downsample;
-    j["z_dim"] = z_dim;
-    return j;
+    return vae_fields().to_json(*this);
 }
 
 void WanVAEConfig::validate(const std::string& source) const {

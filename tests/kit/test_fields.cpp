@@ -86,7 +86,8 @@ TEST(FieldTableTest, ErrorsNameTheFileTheKeyAndTheClosestKnownKey) {
     EXPECT_NE(unknown.find("closest known key 'num_layers'"), std::string::npos) << unknown;
     EXPECT_NE(error_of({{"patch_size", {1, 2}}}).find("key 'patch_size' must have 3 entries"),
               std::string::npos);
-    EXPECT_NE(error_of({{"num_layers", "two"}}).find(R"(key 'num_layers' has value "two" of the wrong type)"),
-              std::string::npos);
+    EXPECT_NE(
+        error_of({{"num_layers", "two"}}).find(R"(key 'num_layers' has value "two"; expected an integer)"),
+        std::string::npos);
     EXPECT_NE(error_of(nlohmann::json::array()).find("expected a JSON object"), std::string::npos);
 }

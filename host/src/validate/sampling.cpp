@@ -82,8 +82,7 @@ bool skip_layers_active(int64_t step, int64_t steps, double start, double stop) 
 at::Tensor sample_latents(ModelHandle& model, const SampleRequest& req) {
     // noise [1, C, F', H', W'] -> latents [1, C, F', H', W'] (float32, CPU)
     if (req.steps < 1) fail(kLog, "sample", "the number of sampling steps must be >= 1, got {}", req.steps);
-    if (!req.positive.count("prompt_embeds"))
-        fail(kLog, "sample", "the prompt's text embeddings ('prompt_embeds') are missing");
+    if (req.positive.empty()) fail(kLog, "sample", "the prompt's text embeddings (encode_text) are missing");
     const std::optional<double> boundary = model.expert_boundary();
     const double guidance_low = boundary ? req.guidance_2.value_or(req.guidance) : req.guidance;
     const bool cfg = req.guidance > 1.0 || guidance_low > 1.0;

@@ -35,7 +35,7 @@ struct Resolution {
 std::vector<Resolution> parse_resolutions(const std::string& text, const std::string& key);
 
 struct SampleRequest {
-    /// encode_text() of the prompt ("prompt_embeds" [1, L, D], ...).
+    /// encode_text() of the prompt (whatever the family names them, e.g. Wan: "prompt_embeds" [1, L, D]).
     sdk::TensorMap positive;
     /// encode_text() of the negative prompt; required when guidance > 1 (the unconditional branch).
     sdk::TensorMap negative;

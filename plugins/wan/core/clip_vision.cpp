@@ -12,6 +12,7 @@
 #include "st/attention.h"
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/fields.h"
 #include "st/text.h"
 
 namespace st::plugins::wan {
@@ -59,6 +60,35 @@ std::vector<double> parse_channels(const nlohmann::json& j, const std::string& k
     if (v.size() != 3)
         fail(kComponent, "config", "{}: {} has {} entries, expected 3 (RGB)", origin, key, v.size());
     return v;
+}
+
+// The CLIPVisionConfig keys the vision tower reads; the rest of a transformers config (dropouts,
+// initializer settings, ...) does not change the forward. Written in the field layout of
+// Wan-AI/Wan2.1-I2V-14B-480P-Diffusers/image_encoder/config.json.
+const st::kit::FieldTable<ClipVisionConfig>& clip_fields() {
+    using C = ClipVisionConfig;
+    static const auto t =
+        st::kit::FieldTable<C>(kComponent, "CLIP vision config")
+            .constant("architectures", nlohmann::json::array({"CLIPVisionModelWithProjection"}))
+            .constant("model_type", "clip_vision_model")
+            .constant("attention_dropout", 0.0)
+            .constant("dropout", 0.0)
+            .constant("initializer_factor", 1.0)
+            .constant("initializer_range", 0.02)
+            .constant("torch_dtype", "float32")
+            .ignore("model_type")  // checked by from_json (nested CLIPConfig)
+            .field("hidden_act", &C::hidden_act)
+            .field("hidden_size", &C::hidden_size)
+            .field("image_size", &C::image_size)
+            .field("intermediate_size", &C::intermediate_size)
+            .field("layer_norm_eps", &C::layer_norm_eps)
+            .field("num_attention_heads", &C::num_attention_heads)
+            .field("num_channels", &C::num_channels)
+            .field("num_hidden_layers", &C::num_hidden_layers)
+            .field("patch_size", &C::patch_size)
+            .field("projection_dim", &C::projection_dim)
+            .accept_other_keys();
+    return t;
 }
 
 }  // namespace
@@ -136,16 +166,17 @@ ClipVisionConfig ClipVisionConfig::from_json(const nlohmann::json& root, const s
     }
     // transformers CLIPVisionConfig defaults (openai/clip-vit-base-patch32) for absent keys.
     ClipVisionConfig c;
-    c.hidden_size = get_or<int64_t>(*j, "hidden_size", 768, where);
-    c.intermediate_size = get_or<int64_t>(*j, "intermediate_size", 3072, where);
-    c.num_hidden_layers = get_or<int64_t>(*j, "num_hidden_layers", 12, where);
-    c.num_attention_heads = get_or<int64_t>(*j, "num_attention_heads", 12, where);
-    c.num_channels = get_or<int64_t>(*j, "num_channels", 3, where);
-    c.image_size = get_or<int64_t>(*j, "image_size", 224, where);
-    c.patch_size = get_or<int64_t>(*j, "patch_size", 32, where);
-    c.hidden_act = get_or<std::string>(*j, "hidden_act", "quick_gelu", where);
-    c.layer_norm_eps = get_or<double>(*j, "layer_norm_eps", 1e-5, where);
-    c.projection_dim = get_or<int64_t>(*j, "projection_dim", 512, where);
+    c.hidden_size = 768;
+    c.intermediate_size = 3072;
+    c.num_hidden_layers = 12;
+    c.num_attention_heads = 12;
+    c.num_channels = 3;
+    c.image_size = 224;
+    c.patch_size = 32;
+    c.hidden_act = "quick_gelu";
+    c.layer_norm_eps = 1e-5;
+    c.projection_dim = 512;
+    clip_fields().read(c, *j, where);
     c.validate(where);
     return c;
 }
@@ -155,24 +186,7 @@ ClipVisionConfig ClipVisionConfig::from_file(const std::filesystem::path& config
 }
 
 nlohmann::json ClipVisionConfig::to_json() const {
-    // Field layout of Wan-AI/Wan2.1-I2V-14B-480P-Diffusers/image_encoder/config.json.
-    return nlohmann::json{{"architectures", {"CLIPVisionModelWithProjection"}},
-                          {"model_type", "clip_vision_model"},
-                          {"attention_dropout", 0.0},
-                          {"dropout", 0.0},
-                          {"hidden_act", hidden_act},
-                          {"hidden_size", hidden_size},
-                          {"image_size", image_size},
-                          {"initializer_factor", 1.0},
-                          {"initializer_range", 0.02},
-                          {"intermediate_size", intermediate_size},
-                          {"layer_norm_eps", layer_norm_eps},
-                          {"num_attention_heads", num_attention_heads},
-                          {"num_channels", num_channels},
-                          {"num_hidden_layers", num_hidden_layers},
-                          {"patch_size", patch_size},
-                          {"projection_dim", projection_dim},
-                          {"torch_dtype", "float32"}};
+    return clip_fields().to_json(*this);
 }
 
 // --- ClipImageProcessorConfig -------------------------------------------------------------------

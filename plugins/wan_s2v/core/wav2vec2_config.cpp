@@ -6,6 +6,7 @@
 #include "core/wav2vec2.h"
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/fields.h"
 #include "st/log.h"
 
 namespace st::plugins::wan_s2v {
@@ -17,6 +18,50 @@ std::string join(const std::vector<int64_t>& v) {
     std::string out;
     for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
     return "[" + out + "]";
+}
+
+// The Wav2Vec2Config keys the encoder reads and the values it insists on; the rest of a transformers
+// config (dropouts, SpecAugment, CTC settings, ...) does not change the eval forward. Written in the
+// field layout of jonatasgrosman/wav2vec2-large-xlsr-53-english/config.json (its dropout and
+// SpecAugment values).
+const st::kit::FieldTable<Wav2Vec2Config>& wav2vec2_fields() {
+    using C = Wav2Vec2Config;
+    static const auto t =
+        st::kit::FieldTable<C>(kComponent, "Wav2Vec2 config")
+            .constant("architectures", nlohmann::json::array({"Wav2Vec2ForCTC"}))
+            .constant("activation_dropout", 0.05)
+            .constant("attention_dropout", 0.1)
+            .constant("hidden_dropout", 0.05)
+            .constant("feat_proj_dropout", 0.05)
+            .constant("layerdrop", 0.05)
+            .constant("mask_time_prob", 0.05)
+            .constant("mask_time_length", 10)
+            .constant("ctc_loss_reduction", "mean")
+            .constant("pad_token_id", 0)
+            .constant("bos_token_id", 1)
+            .constant("eos_token_id", 2)
+            .expect("model_type", {"wav2vec2"}, "the S2V audio encoder is a Wav2Vec2 model")
+            .expect("add_adapter", {false}, "Wav2Vec2 adapters are not supported")
+            .expect("adapter_attn_dim", {nlohmann::json(nullptr)}, "attention adapters are not supported")
+            .ignore("num_feat_extract_layers")  // checked against conv_dim by from_json
+            .field("hidden_size", &C::hidden_size)
+            .field("num_hidden_layers", &C::num_hidden_layers)
+            .field("num_attention_heads", &C::num_attention_heads)
+            .field("intermediate_size", &C::intermediate_size)
+            .field("hidden_act", &C::hidden_act)
+            .field("layer_norm_eps", &C::layer_norm_eps)
+            .field("feat_extract_norm", &C::feat_extract_norm)
+            .field("do_stable_layer_norm", &C::do_stable_layer_norm)
+            .field("conv_dim", &C::conv_dim)
+            .field("conv_kernel", &C::conv_kernel)
+            .field("conv_stride", &C::conv_stride)
+            .field("conv_bias", &C::conv_bias)
+            .field("feat_extract_activation", &C::feat_extract_activation)
+            .field("num_conv_pos_embeddings", &C::num_conv_pos_embeddings)
+            .field("num_conv_pos_embedding_groups", &C::num_conv_pos_embedding_groups)
+            .field("vocab_size", &C::vocab_size)
+            .accept_other_keys();
+    return t;
 }
 
 }  // namespace
@@ -114,47 +159,14 @@ void Wav2Vec2Config::validate(const std::string& origin) const {
 Wav2Vec2Config Wav2Vec2Config::from_json(const nlohmann::json& j, const std::string& origin) {
     if (!j.is_object())
         fail(kComponent, "config", "{}: expected a JSON object, got {}", origin, j.type_name());
-    const auto model_type =
-        st::sdk::json_value_or<std::string>(j, "model_type", "wav2vec2", origin, kComponent);
-    if (model_type != "wav2vec2")
-        fail(kComponent, "config", "{}: model_type '{}' is not 'wav2vec2'", origin, model_type);
-    if (st::sdk::json_value_or<bool>(j, "add_adapter", false, origin, kComponent))
-        fail(kComponent, "config", "{}: add_adapter is true; Wav2Vec2 adapters are not supported", origin);
-    if (j.contains("adapter_attn_dim") && !j.at("adapter_attn_dim").is_null())
-        fail(kComponent, "config", "{}: adapter_attn_dim is set ({}); attention adapters are not supported",
-             origin, j.at("adapter_attn_dim").dump());
-
+    // transformers' own defaults where they differ from the large checkpoint's: "group"/false/no conv bias
+    // (wav2vec2-base; validate() rejects it with the reason), vocabulary 32.
     Wav2Vec2Config c;
-    c.hidden_size = st::sdk::json_value_or<int64_t>(j, "hidden_size", c.hidden_size, origin, kComponent);
-    c.num_hidden_layers =
-        st::sdk::json_value_or<int64_t>(j, "num_hidden_layers", c.num_hidden_layers, origin, kComponent);
-    c.num_attention_heads =
-        st::sdk::json_value_or<int64_t>(j, "num_attention_heads", c.num_attention_heads, origin, kComponent);
-    c.intermediate_size =
-        st::sdk::json_value_or<int64_t>(j, "intermediate_size", c.intermediate_size, origin, kComponent);
-    c.hidden_act = st::sdk::json_value_or<std::string>(j, "hidden_act", c.hidden_act, origin, kComponent);
-    c.layer_norm_eps =
-        st::sdk::json_value_or<double>(j, "layer_norm_eps", c.layer_norm_eps, origin, kComponent);
-    // transformers' own defaults are "group"/false (wav2vec2-base); a config that omits them is a
-    // base model, which the validation below rejects with the reason.
-    c.feat_extract_norm =
-        st::sdk::json_value_or<std::string>(j, "feat_extract_norm", "group", origin, kComponent);
-    c.do_stable_layer_norm =
-        st::sdk::json_value_or<bool>(j, "do_stable_layer_norm", false, origin, kComponent);
-    c.conv_dim = st::sdk::json_value_or<std::vector<int64_t>>(j, "conv_dim", c.conv_dim, origin, kComponent);
-    c.conv_kernel =
-        st::sdk::json_value_or<std::vector<int64_t>>(j, "conv_kernel", c.conv_kernel, origin, kComponent);
-    c.conv_stride =
-        st::sdk::json_value_or<std::vector<int64_t>>(j, "conv_stride", c.conv_stride, origin, kComponent);
-    // transformers default conv_bias=False; every large/xlsr checkpoint sets it true.
-    c.conv_bias = st::sdk::json_value_or<bool>(j, "conv_bias", false, origin, kComponent);
-    c.feat_extract_activation =
-        st::sdk::json_value_or<std::string>(j, "feat_extract_activation", "gelu", origin, kComponent);
-    c.num_conv_pos_embeddings = st::sdk::json_value_or<int64_t>(
-        j, "num_conv_pos_embeddings", c.num_conv_pos_embeddings, origin, kComponent);
-    c.num_conv_pos_embedding_groups = st::sdk::json_value_or<int64_t>(
-        j, "num_conv_pos_embedding_groups", c.num_conv_pos_embedding_groups, origin, kComponent);
-    c.vocab_size = st::sdk::json_value_or<int64_t>(j, "vocab_size", 32, origin, kComponent);
+    c.feat_extract_norm = "group";
+    c.do_stable_layer_norm = false;
+    c.conv_bias = false;
+    c.vocab_size = 32;
+    wav2vec2_fields().read(c, j, origin);
     const auto layers = st::sdk::json_value_or<int64_t>(
         j, "num_feat_extract_layers", static_cast<int64_t>(c.conv_dim.size()), origin, kComponent);
     if (layers != static_cast<int64_t>(c.conv_dim.size()))
@@ -169,38 +181,9 @@ Wav2Vec2Config Wav2Vec2Config::from_file(const std::filesystem::path& config_jso
 }
 
 nlohmann::json Wav2Vec2Config::to_json() const {
-    // Field layout of jonatasgrosman/wav2vec2-large-xlsr-53-english/config.json; the dropouts and
-    // SpecAugment settings are the checkpoint's (they do not change the eval forward).
-    return nlohmann::json{{"architectures", {"Wav2Vec2ForCTC"}},
-                          {"model_type", "wav2vec2"},
-                          {"hidden_size", hidden_size},
-                          {"num_hidden_layers", num_hidden_layers},
-                          {"num_attention_heads", num_attention_heads},
-                          {"intermediate_size", intermediate_size},
-                          {"hidden_act", hidden_act},
-                          {"layer_norm_eps", layer_norm_eps},
-                          {"feat_extract_norm", feat_extract_norm},
-                          {"do_stable_layer_norm", do_stable_layer_norm},
-                          {"num_feat_extract_layers", conv_dim.size()},
-                          {"conv_dim", conv_dim},
-                          {"conv_kernel", conv_kernel},
-                          {"conv_stride", conv_stride},
-                          {"conv_bias", conv_bias},
-                          {"feat_extract_activation", feat_extract_activation},
-                          {"num_conv_pos_embeddings", num_conv_pos_embeddings},
-                          {"num_conv_pos_embedding_groups", num_conv_pos_embedding_groups},
-                          {"vocab_size", vocab_size},
-                          {"activation_dropout", 0.05},
-                          {"attention_dropout", 0.1},
-                          {"hidden_dropout", 0.05},
-                          {"feat_proj_dropout", 0.05},
-                          {"layerdrop", 0.05},
-                          {"mask_time_prob", 0.05},
-                          {"mask_time_length", 10},
-                          {"ctc_loss_reduction", "mean"},
-                          {"pad_token_id", 0},
-                          {"bos_token_id", 1},
-                          {"eos_token_id", 2}};
+    nlohmann::json j = wav2vec2_fields().to_json(*this);
+    j["num_feat_extract_layers"] = conv_dim.size();
+    return j;
 }
 
 }  // namespace st::plugins::wan_s2v

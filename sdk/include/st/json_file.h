@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "st/error.h"
 
@@ -16,16 +18,51 @@ namespace st::sdk {
 nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& component,
                               const std::string& phase = "config");
 
+namespace detail {
+template <typename T>
+struct IsVector : std::false_type {};
+template <typename V, typename A>
+struct IsVector<std::vector<V, A>> : std::true_type {};
+}  // namespace detail
+
+/// "an integer", "a number", "a string", "true or false", "a list of integers", ... for error messages.
+template <typename T>
+std::string json_type_name() {
+    if constexpr (std::is_same_v<T, bool>) {
+        return "true or false";
+    } else if constexpr (std::is_integral_v<T>) {
+        return "an integer";
+    } else if constexpr (std::is_floating_point_v<T>) {
+        return "a number";
+    } else if constexpr (std::is_same_v<T, std::string>) {
+        return "a string";
+    } else if constexpr (std::is_same_v<T, std::vector<bool>>) {
+        return "a list of true/false";
+    } else if constexpr (detail::IsVector<T>::value) {
+        const std::string inner = json_type_name<typename T::value_type>();
+        return "a list of " + inner.substr(inner.find(' ') + 1) + "s";
+    } else {
+        return "another type";
+    }
+}
+
 /// `value` (the value of `key` in the document `origin`) as T; st::Error(component, "config") naming
-/// origin, key and the value when it has another type.
+/// origin, key, the value and the expected type when it has another type. An integer key refuses a
+/// fractional number (2.5 would silently become 2).
 template <typename T>
 T json_as(const nlohmann::json& value, const std::string& key, const std::string& origin,
           const std::string& component) {
-    try {
-        return value.get<T>();
-    } catch (const nlohmann::json::exception&) {
-        fail(component, "config", "{}: key '{}' has value {} of the wrong type", origin, key, value.dump());
+    bool ok = true;
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+        ok = value.is_number_integer() || value.is_number_unsigned();
+    if (ok) {
+        try {
+            return value.get<T>();
+        } catch (const nlohmann::json::exception&) {
+        }
     }
+    fail(component, "config", "{}: key '{}' has value {}; expected {}", origin, key, value.dump(),
+         json_type_name<T>());
 }
 
 /// j[key] as T, or `fallback` when the key is absent or null; the same error as json_as otherwise.

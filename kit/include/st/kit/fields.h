@@ -48,6 +48,10 @@ struct IsArray<std::array<V, N>> : std::true_type {
 [[noreturn]] void unknown_key(const std::string& component, const std::string& what,
                               const std::string& source, const std::string& key, const nlohmann::json& value,
                               const std::vector<std::string>& known);
+/// st::Error "<source>: <key> '<value>' is not supported: <why> (expected '<allowed>' or ...)".
+[[noreturn]] void unexpected_value(const std::string& component, const std::string& source,
+                                   const std::string& key, const nlohmann::json& value,
+                                   const std::vector<nlohmann::json>& allowed, const std::string& why);
 /// st::Error "<source>: key '<key>' must have <n> entries, got <value>".
 [[noreturn]] void wrong_length(const std::string& component, const std::string& source,
                                const std::string& key, size_t n, const nlohmann::json& value);
@@ -127,6 +131,32 @@ class FieldTable {
         return custom(std::move(key), [](T&, const nlohmann::json&, const std::string&) {}, {});
     }
 
+    /// A key whose value must be one of `allowed` (the network st implements): another value is an
+    /// st::Error naming the key, the value and `why`; absent means the file's default, which the caller
+    /// chose to be allowed. Written as allowed[0].
+    FieldTable& expect(std::string key, std::vector<nlohmann::json> allowed, std::string why) {
+        const std::string component = component_;
+        const std::string k = key;
+        const nlohmann::json first = allowed.front();
+        Reader read = [component, k, allowed, why](T&, const nlohmann::json& value,
+                                                   const std::string& source) {
+            for (const auto& a : allowed)
+                if (value == a) return;
+            detail::unexpected_value(component, source, k, value, allowed, why);
+        };
+        return custom(std::move(key), std::move(read), [first](const T&) { return first; });
+    }
+
+    /// transformers configs carry many keys that do not change the network (training, generation,
+    /// bookkeeping, keys added between versions): accept keys the table does not list. `report`
+    /// (optional) receives them once per read, e.g. to log them.
+    FieldTable& accept_other_keys(
+        std::function<void(const std::vector<std::string>& keys, const std::string& source)> report = {}) {
+        accept_other_ = true;
+        report_other_ = std::move(report);
+        return *this;
+    }
+
     /// A fixed entry of to_json (e.g. "_class_name"); keys starting with '_' are never read.
     FieldTable& constant(std::string key, nlohmann::json value) {
         constants_.emplace_back(std::move(key), std::move(value));
@@ -140,12 +170,18 @@ class FieldTable {
         if (!j.is_object())
             fail(component_, "config", "{}: expected a JSON object for the {}, got {}", source, what_,
                  j.type_name());
+        std::vector<std::string> other;
         for (const auto& [key, value] : j.items()) {
             if (!key.empty() && key[0] == '_') continue;
             const Entry* e = find(key);
-            if (!e) detail::unknown_key(component_, what_, source, key, value, keys());
+            if (!e) {
+                if (!accept_other_) detail::unknown_key(component_, what_, source, key, value, keys());
+                other.push_back(key);
+                continue;
+            }
             e->read(t, value, source);
         }
+        if (!other.empty() && report_other_) report_other_(other, source);
     }
 
     /// A default-constructed T filled by read().
@@ -200,6 +236,8 @@ class FieldTable {
     std::string what_;
     std::vector<Entry> entries_;
     std::vector<std::pair<std::string, nlohmann::json>> constants_;
+    bool accept_other_ = false;
+    std::function<void(const std::vector<std::string>&, const std::string&)> report_other_;
 };
 
 }  // namespace st::kit
