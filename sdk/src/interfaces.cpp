@@ -27,6 +27,14 @@ Regularizer::~Regularizer() = default;
 std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Regularizer::modules() {
     return {};
 }
+std::shared_ptr<SampleFeatureEncoder> Regularizer::sample_features() {
+    return nullptr;
+}
+nlohmann::json Regularizer::state() const {
+    return nullptr;
+}
+void Regularizer::restore(const nlohmann::json&) {}
+SampleFeatureEncoder::~SampleFeatureEncoder() = default;
 
 const char* media_kind_name(MediaKind kind) {
     switch (kind) {

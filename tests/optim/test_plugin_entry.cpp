@@ -21,6 +21,7 @@ class RecordingRegistrar final : public sdk::Registrar {
     void add_regularizer(sdk::ComponentInfo info, sdk::RegularizerFactory) override { unexpected(info); }
     void add_data_backend(sdk::ComponentInfo info, sdk::DataBackendFactory) override { unexpected(info); }
     void add_command(sdk::ComponentInfo info, sdk::CommandSpec) override { unexpected(info); }
+    void add_forward_tool(sdk::ComponentInfo info, sdk::ForwardTool) override { unexpected(info); }
     void add_optimizer(sdk::ComponentInfo info, sdk::OptimizerFactory f) override {
         record(info, "optim");
         optimizers[info.id] = std::move(f);

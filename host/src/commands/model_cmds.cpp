@@ -3,9 +3,11 @@
 #include <boost/program_options.hpp>
 
 #include <filesystem>
+#include <optional>
 
 #include "commands/commands.h"
 #include "config/options_table.h"
+#include "plugins/guard.h"
 #include "plugins/model_handle.h"
 #include "st/error.h"
 #include "st/log.h"
@@ -34,6 +36,17 @@ sdk::ConfigView resolve_overrides(const ComponentEntry& model, const std::vector
 
 }  // namespace
 
+namespace {
+
+/// The plugin's forward tool component (forward.<name>@N), or nullptr.
+const ComponentEntry* forward_tool(PluginRegistry& registry, const std::string& plugin) {
+    for (const auto* e : registry.of_plugin(plugin))
+        if (e->kind == "forward") return e;
+    return nullptr;
+}
+
+}  // namespace
+
 int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
     std::string model_path, component, inputs, output;
     po::options_description desc("forward");
@@ -41,10 +54,14 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
         "component", po::value(&component)->required())("inputs", po::value(&inputs)->required())(
         "output", po::value(&output)->required());
     auto extra = parse_command_flags(desc, args, "forward");
-    const auto& entry = model_component(ctx.plugins(), require_plugin(ctx, "forward"));
+    const std::string plugin = require_plugin(ctx, "forward");
+    // A model family's components, or the networks of a plugin that is not one (forward.<name>@N).
+    const ComponentEntry* tool = forward_tool(ctx.plugins(), plugin);
+    const ComponentEntry& entry = tool ? *tool : model_component(ctx.plugins(), plugin);
     auto config = resolve_overrides(entry, extra);
-    ModelHandle model(entry);
-    auto comps = model.forward_components("st-host forward");
+    std::optional<ModelHandle> model;
+    if (!tool) model.emplace(entry);
+    const auto comps = tool ? tool->forward.components : model->forward_components("st-host forward");
     if (std::find(comps.begin(), comps.end(), component) == comps.end())
         fail("host.cli", "forward", "plugin '{}' has no component '{}'; it has: {}", entry.plugin_name,
              component, fmt::format("{}", fmt::join(comps, ", ")));
@@ -53,7 +70,9 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
     for (const auto& info : src->infos()) in[info.name] = src->load(info.name);
     log::info("host", "forward {} of {} on {} input tensor(s) from {}", component, model_path, in.size(),
               inputs);
-    auto out = model.forward_component(model_path, component, in, config);
+    auto out = tool ? call_plugin(*tool, "forward",
+                                  [&] { return tool->forward.run(model_path, component, in, config); })
+                    : model->forward_component(model_path, component, in, config);
     sdk::save_safetensors(output, out, {{"st.component", component}, {"st.model", model_path}});
     log::info("host", "wrote {} output tensor(s) to {}", out.size(), output);
     return 0;

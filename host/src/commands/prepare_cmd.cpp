@@ -8,6 +8,7 @@
 #include "run/run_setup.h"
 #include "st/error.h"
 #include "st/log.h"
+#include "train/regularizers.h"
 
 namespace st::host {
 
@@ -27,7 +28,9 @@ int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args) {
     req.config = setup.config;
     req.training = false;
     model.load(req);
-    auto backends = open_data_backends(ctx, setup, model.sample_media());
+    // Regularizers that cache per-sample features (CREPA's teacher) cache them now too.
+    const auto regs = train::build_regularizers(ctx.plugins(), setup.config, model, at::kCPU, 0);
+    auto backends = open_data_backends(ctx, setup, model.sample_media(), train::sample_features(regs));
     prepare_data_backends(backends, &model.family());
     std::printf("%s", format_prepare_summary(backends).c_str());
     return 0;

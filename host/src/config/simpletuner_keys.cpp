@@ -92,7 +92,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         inert("enable_model_cpu_offload", {false, kNull}, "model CPU offload is not supported yet");
         inert("ramtorch", {false, kNull}, "RamTorch streaming is not supported yet");
         inert("use_dora", {false, kNull}, "DoRA is not supported yet");
-        inert("crepa_enabled", {false, kNull}, "CREPA is not supported yet in this build");
         inert("gradient_checkpointing_backend", {"torch", kNull},
               "only per-block checkpointing exists in st");
         inert("gradient_precision", {"unmodified", kNull}, "gradients keep the parameter precision in st");

@@ -168,6 +168,11 @@ std::vector<std::string> ModelHandle::taps() {
     return call_plugin(entry_, "taps", [&] { return c->taps(); });
 }
 
+sdk::TapGeometry ModelHandle::tap_geometry(const std::string& tap, const std::vector<int64_t>& latent_shape) {
+    auto& c = require<sdk::TapProvider>("taps");
+    return call_plugin(entry_, "tap_geometry", [&] { return c.tap_geometry(tap, latent_shape); });
+}
+
 std::optional<int64_t> ModelHandle::routable_blocks() {
     auto* c = find<sdk::TokenRouting>();
     if (!c) return std::nullopt;

@@ -70,6 +70,8 @@ class ModelHandle {
     std::optional<double> expert_boundary();
     /// taps@1: tap names; empty without the capability.
     std::vector<std::string> taps();
+    /// taps@1: where `tap`'s tokens sit for latents [C, F', H', W'] (st::Error without the capability).
+    sdk::TapGeometry tap_geometry(const std::string& tap, const std::vector<int64_t>& latent_shape);
     /// token_routing@1: the number of blocks TREAD routes index; nullopt without the capability.
     std::optional<int64_t> routable_blocks();
     /// guidance@1, else sdk::default_unconditional.

@@ -48,6 +48,10 @@ class HostRegistrar final : public sdk::Registrar {
         if (!c.run) fail("registrar", "register", "command '{}' has no run function", info.id);
         entry("cmd", std::move(info)).command = std::move(c);
     }
+    void add_forward_tool(sdk::ComponentInfo info, sdk::ForwardTool t) override {
+        if (!t.run) fail("registrar", "register", "forward tool '{}' has no run function", info.id);
+        entry("forward", std::move(info)).forward = std::move(t);
+    }
     const std::string& plugin_name() const override { return name_; }
 
     std::map<std::string, ComponentEntry> staged;

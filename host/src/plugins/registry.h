@@ -30,6 +30,7 @@ struct ComponentEntry {
     sdk::RegularizerFactory regularizer;
     sdk::DataBackendFactory data_backend;
     sdk::CommandSpec command;
+    sdk::ForwardTool forward;
 };
 
 /// A file found in a plugin directory and what the host decided about it.

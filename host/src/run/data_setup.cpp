@@ -13,8 +13,9 @@
 namespace st::host {
 namespace fs = std::filesystem;
 
-std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetup& setup,
-                                              const std::vector<sdk::MediaKind>& model_media) {
+std::vector<OpenedBackend> open_data_backends(
+    CommandContext& ctx, const RunSetup& setup, const std::vector<sdk::MediaKind>& model_media,
+    const std::vector<std::shared_ptr<sdk::SampleFeatureEncoder>>& features) {
     auto path_opt = setup.config.opt_string("data_backend_config");
     if (!path_opt)
         fail("host.data", "open",
@@ -66,6 +67,7 @@ std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetu
         req.output_dir = setup.output_dir;
         req.model_family = setup.model->name;
         req.model_media = model_media;
+        req.sample_features = features;
         req.config = setup.config;
         req.seed = static_cast<uint64_t>(setup.config.opt_int("seed").value_or(0));
         call_plugin(*comp, "open", [&] { b.backend->open(req); });

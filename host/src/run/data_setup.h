@@ -20,9 +20,11 @@ struct OpenedBackend {
 
 /// Reads data_backend_config, groups its entries by `type` (default "local") and opens one
 /// `data.<type>` component per group. Throws st::Error naming the file for a missing/invalid file
-/// or a type no loaded plugin provides. `model_media`: the model's Encoders::sample_media().
-std::vector<OpenedBackend> open_data_backends(CommandContext& ctx, const RunSetup& setup,
-                                              const std::vector<sdk::MediaKind>& model_media);
+/// or a type no loaded plugin provides. `model_media`: the model's Encoders::sample_media();
+/// `features`: the regularizers' per-sample features to cache with every clip.
+std::vector<OpenedBackend> open_data_backends(
+    CommandContext& ctx, const RunSetup& setup, const std::vector<sdk::MediaKind>& model_media,
+    const std::vector<std::shared_ptr<sdk::SampleFeatureEncoder>>& features = {});
 
 /// Runs prepare() on every backend with the model's encoders (null: discovery only) and logs the
 /// summary lines.

@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+
+#include "plugins/guard.h"
 #include "st/error.h"
 
 namespace st::host::train {
@@ -25,12 +28,18 @@ sdk::PredictInputs Objective::inputs(const sdk::Batch& batch, const sdk::FlowMat
     sdk::PredictInputs in;
     in.noisy = fm.noisy.to(device_);
     in.timesteps = fm.timesteps.to(device_);
-    for (const auto& [name, t] : batch.tensors)
-        if (name != "latents") in.conditioning[name] = t.to(device_);
+    for (const auto& [name, t] : batch.tensors) {
+        if (name == "latents") continue;
+        bool feature = false;
+        for (const auto& r : regs_)
+            if (r.features && name.rfind(r.features->name() + ".", 0) == 0) feature = true;
+        if (!feature) in.conditioning[name] = t.to(device_);
+    }
     return in;
 }
 
-ObjectiveResult Objective::training_loss(const sdk::Batch& batch, at::Generator& generator) {
+ObjectiveResult Objective::training_loss(const sdk::Batch& batch, at::Generator& generator, int64_t step,
+                                         int64_t total_steps) {
     // latents [B, C, F, H, W] -> noisy, target; velocity = model(noisy, sigma * 1000, conditioning)
     const at::Tensor latents = latents_of(batch).to(at::kFloat);
     const int64_t b = latents.size(0);
@@ -40,11 +49,40 @@ ObjectiveResult Objective::training_loss(const sdk::Batch& batch, at::Generator&
     sdk::PredictInputs in = inputs(batch, fm);
     in.routes = routes_;
     in.generator = generator;
+    for (const auto& reg : regs_)
+        for (const auto& t : reg.taps)
+            if (std::find(in.taps.begin(), in.taps.end(), t) == in.taps.end()) in.taps.push_back(t);
     const auto out = model_.predict(in);
     ObjectiveResult r;
     r.terms["flow_matching"] = sdk::flow_matching_loss(out.velocity, fm.target.to(device_));
     r.loss = r.terms["flow_matching"];
     r.timesteps = fm.timesteps;
+    if (regs_.empty()) return r;
+    const std::vector<int64_t> shape = latents.sizes().slice(1).vec();
+    for (auto& reg : regs_) {
+        sdk::RegularizerInputs ri;
+        ri.step = step;
+        ri.total_steps = total_steps;
+        for (const auto& t : reg.taps) {
+            auto it = out.taps.find(t);
+            if (it == out.taps.end())
+                fail(kLog, "step", "{} did not return the activations '{}' that {} needs", model_.entry().id,
+                     t, reg.entry->id);
+            ri.taps[t] = it->second;
+            ri.geometry[t] = model_.tap_geometry(t, shape);
+        }
+        for (const auto& [name, t] : batch.tensors) ri.batch[name] = t.to(device_);
+        ri.sigmas = sigmas.to(device_);
+        auto o = call_plugin(*reg.entry, "compute", [&] { return reg.reg->compute(ri); });
+        for (auto& [name, term] : o.terms) {
+            if (r.terms.count(name))
+                fail(kLog, "step", "{} returned the loss term '{}', which another term already has",
+                     reg.entry->id, name);
+            r.loss = r.loss + term;
+            r.terms[name] = term;
+        }
+        for (const auto& [name, v] : o.metrics) r.metrics[name] = v;
+    }
     return r;
 }
 

@@ -15,6 +15,7 @@
 #include "plugins/model_handle.h"
 #include "st/data_backend.h"
 #include "st/flow_matching.h"
+#include "train/regularizers.h"
 
 namespace st::host::train {
 
@@ -23,7 +24,8 @@ namespace st::host::train {
 struct ObjectiveResult {
     at::Tensor loss;
     std::map<std::string, at::Tensor> terms;
-    at::Tensor timesteps;  ///< [B] sigma * 1000 of the samples
+    std::map<std::string, double> metrics;  ///< the regularizers' logged values (not optimised)
+    at::Tensor timesteps;                   ///< [B] sigma * 1000 of the samples
 };
 
 class Objective {
@@ -34,9 +36,15 @@ class Objective {
     /// tensor). Draws the noise, then the sigmas, from `generator` (that order is part of exact resume).
     /// st::Error naming the bucket when the batch has no latents.
     /// With TREAD routes (set_routes) the model also draws its token selections from `generator`.
-    ObjectiveResult training_loss(const sdk::Batch& batch, at::Generator& generator);
+    /// Every regularizer (set_regularizers) adds its terms; `step` / `total_steps` are passed to them.
+    ObjectiveResult training_loss(const sdk::Batch& batch, at::Generator& generator, int64_t step = 0,
+                                  int64_t total_steps = 0);
     /// TREAD routes of the training passes (never used by eval_loss).
     void set_routes(std::vector<sdk::TokenRoute> routes) { routes_ = std::move(routes); }
+    /// The regularizers of the training passes (never used by eval_loss). Batch tensors named after
+    /// their cached features ("<feature name>.<tensor>") go to them, never to predict().
+    void set_regularizers(std::vector<ActiveRegularizer> regs) { regs_ = std::move(regs); }
+    std::vector<ActiveRegularizer>& regularizers() { return regs_; }
 
     /// The flow-matching loss at `sigma` for every sample with the given noise: the mean over the
     /// batch (no gradient needed: call under NoGradGuard).
@@ -50,6 +58,7 @@ class Objective {
     sdk::FlowSigmaOptions sigmas_;
     at::Device device_;
     std::vector<sdk::TokenRoute> routes_;
+    std::vector<ActiveRegularizer> regs_;
 };
 
 }  // namespace st::host::train

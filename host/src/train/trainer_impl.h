@@ -49,9 +49,11 @@ struct StepReport {
     int64_t epoch = 0;  ///< 1-based epoch of the step's first batch (events and metrics agree on it)
     double loss = 0;
     double lr = 0;
-    std::map<std::string, double> terms;  ///< loss terms (mean over the micro-batches)
-    double grad_metric = 0;               ///< total norm (norm clipping) or max |grad| (value clipping)
-    bool skipped = false;                 ///< non-finite loss or gradients: no update was applied
+    std::map<std::string, double> terms;    ///< loss terms (mean over the micro-batches)
+    std::map<std::string, double> metrics;  ///< regularizer metrics (mean over the micro-batches)
+    int64_t micro_batches = 0;
+    double grad_metric = 0;  ///< total norm (norm clipping) or max |grad| (value clipping)
+    bool skipped = false;    ///< non-finite loss or gradients: no update was applied
     std::vector<double> timesteps;
     std::vector<std::string> sample_ids;
     std::vector<std::string> captions;

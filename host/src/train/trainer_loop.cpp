@@ -50,7 +50,7 @@ int64_t Trainer::apply_caption_dropout(sdk::Batch& batch) {
 
 double Trainer::micro_step(sdk::Batch& batch, StepReport& report) {
     auto t0 = Clock::now();
-    const ObjectiveResult r = objective_->training_loss(batch, generator_);
+    const ObjectiveResult r = objective_->training_loss(batch, generator_, global_step_, total_steps_);
     report.time.forward += seconds_since(t0);
     auto t1 = Clock::now();
     (r.loss / static_cast<double>(cfg_.accumulation)).backward();
@@ -58,6 +58,8 @@ double Trainer::micro_step(sdk::Batch& batch, StepReport& report) {
     for (int64_t i = 0; i < r.timesteps.size(0); ++i)
         report.timesteps.push_back(r.timesteps[i].item<double>());
     for (const auto& [name, term] : r.terms) report.terms[name] += term.item<double>();
+    for (const auto& [name, v] : r.metrics) report.metrics[name] += v;
+    ++report.micro_batches;
     return r.loss.item<double>();
 }
 
@@ -99,13 +101,14 @@ StepReport Trainer::train_step() {
     if (n == 0) return r;
     r.loss = loss_sum / static_cast<double>(n);
     for (auto& [name, v] : r.terms) v /= static_cast<double>(n);
+    for (auto& [name, v] : r.metrics) v /= static_cast<double>(r.micro_batches);
 
     auto t = Clock::now();
     r.lr = scheduler_->lr(global_step_, cfg_.learning_rate) * lr_scale_;
     r.grad_metric = sdk::clip_gradients(param_tensors_, cfg_.grad_clip_method, cfg_.max_grad_norm);
     if (!std::isfinite(r.grad_metric)) finite = false;
     if (finite) {
-        optimizer_->set_lr(0, r.lr);
+        for (int g = 0; g < optimizer_->group_count(); ++g) optimizer_->set_lr(g, r.lr);
         in_update_ = true;
         call_plugin(*optimizer_entry_, "step", [&] { optimizer_->step(); });
         ++global_step_;
@@ -153,6 +156,11 @@ void Trainer::report_step(const StepReport& r) {
         {"elapsed", seconds_since(started_)}};
     for (const auto& [name, v] : r.terms)
         line["loss_terms"][name] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+    if (!r.metrics.empty()) {
+        line["regularizer_metrics"] = nlohmann::json::object();
+        for (const auto& [name, v] : r.metrics)
+            line["regularizer_metrics"][name] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
+    }
     if (r.skipped) line["skipped"] = true;
     if (hooks_ && hooks_->has_handlers("on_step_end")) {
         nlohmann::json t = line;
@@ -250,8 +258,13 @@ int Trainer::run() {
             if (!r.skipped) {
                 loss_ema = std::isnan(loss_ema) ? r.loss : 0.9 * loss_ema + 0.1 * r.loss;
                 progress.set(global_step_);
-                progress.set_note(fmt::format("loss {:.4f} (avg {:.4f}) lr {:.3g} {:.2f} s/step", r.loss,
-                                              loss_ema, r.lr, r.time.total));
+                std::string extra;
+                for (const auto& [name, v] : r.terms)
+                    if (name != "flow_matching") extra += fmt::format(" {} {:.4f}", name, v);
+                for (const auto& [name, v] : r.metrics)
+                    if (name.find("score") != std::string::npos) extra += fmt::format(" {} {:.4f}", name, v);
+                progress.set_note(fmt::format("loss {:.4f} (avg {:.4f}){} lr {:.3g} {:.2f} s/step", r.loss,
+                                              loss_ema, extra, r.lr, r.time.total));
             }
             if (nonfinite_in_row_ >= cfg_.max_nonfinite) {
                 stop_reason =

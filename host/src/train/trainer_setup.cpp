@@ -73,12 +73,15 @@ void Trainer::load_model() {
                       : "");
         objective_->set_routes(std::move(routes));
     }
+    // Regularizers are built against the loaded model now: a wrong tap or setting fails before caching.
+    objective_->set_regularizers(build_regularizers(ctx_.plugins(), setup_.config, *model_, device_, seed_));
     log::info(kLog, "training on {} in {} (mixed_precision {})", device_.str(), c10::toString(dtype_),
               cfg_.bf16 ? "bf16" : "no");
 }
 
 void Trainer::open_data() {
-    backends_ = open_data_backends(ctx_, setup_, model_->sample_media());
+    backends_ =
+        open_data_backends(ctx_, setup_, model_->sample_media(), sample_features(objective_->regularizers()));
     prepare_data_backends(backends_, &model_->family());
     data_ = std::make_unique<DataCursor>(backends_, cfg_.batch_size,
                                          cfg_.max_train_steps == 0 ? cfg_.num_train_epochs : 0);
@@ -131,6 +134,13 @@ void Trainer::setup_trainable() {
         trainable += t.numel();
         param_tensors_.push_back(t);
     }
+    // Regularizer modules (projectors) train too, clipped with the model's gradients, in their own
+    // optimizer group; they are saved in checkpoints but not with the model's weights.
+    for (const auto& r : objective_->regularizers())
+        for (const auto& [n, t] : r.params) {
+            t.set_requires_grad(true);
+            param_tensors_.push_back(t);
+        }
     log::info(kLog, "{} trainable parameters in {} tensors ({:.3f}% of {})", trainable, params_.size(),
               100.0 * static_cast<double>(trainable) / static_cast<double>(std::max<int64_t>(total, 1)),
               total);
@@ -148,6 +158,13 @@ void Trainer::create_optimizer() {
     scheduler_entry_ = &find_component(reg, "lr", cfg_.lr_scheduler, "lr_scheduler");
     sdk::OptimizerInit init;
     for (const auto& [name, t] : params_) init.params.push_back({name, t, 0});
+    bool reg_group = false;
+    for (const auto& r : objective_->regularizers())
+        for (const auto& [name, t] : r.params) {
+            init.params.push_back({name, t, 1});
+            reg_group = true;
+        }
+    if (reg_group) init.groups = {{cfg_.learning_rate, std::nullopt}, {cfg_.learning_rate, std::nullopt}};
     init.config = setup_.config;
     if (setup_.config.has("optimizer_config")) init.overrides = setup_.config.get_json("optimizer_config");
     optimizer_ = call_plugin(*optimizer_entry_, "create", [&] { return optimizer_entry_->optimizer(init); });

@@ -6,6 +6,8 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/module.h>
 
+#include <set>
+
 #include "plugins/guard.h"
 #include "st/error.h"
 #include "st/files.h"
@@ -109,7 +111,10 @@ bool Trainer::save_checkpoint(const std::string& why) {
             sdk::save_safetensors(
                 d / "random_states.safetensors",
                 {{"generator", position_.generator}, {"global_generator", position_.global_generator}});
-            sdk::write_file_atomic(d / "training_state.json", training_state().dump(2) + "\n");
+            nlohmann::json state = training_state();
+            if (!objective_->regularizers().empty())
+                state["regularizers"] = save_regularizers(objective_->regularizers(), d);
+            sdk::write_file_atomic(d / "training_state.json", state.dump(2) + "\n");
             sdk::write_file_atomic(d / "config.resolved.json", setup_.resolved.values.dump(2) + "\n");
         },
         why);
@@ -183,6 +188,23 @@ void Trainer::restore(const fs::path& dir) {
                      c10::str(v.sizes()), c10::str(t.sizes()));
             t.detach().copy_(v);
         }
+    }
+    {
+        // The regularizers the checkpoint trained must be this run's (their projectors are in the
+        // optimizer state).
+        std::set<std::string> saved, active;
+        if (st.contains("regularizers"))
+            for (const auto& [id, v] : st.at("regularizers").items()) saved.insert(id);
+        for (const auto& r : objective_->regularizers()) active.insert(r.entry->id);
+        if (saved != active)
+            fail(
+                kLog, "resume",
+                "{} was trained with the regularizers [{}] but this run has [{}]; enable the same ones (e.g. "
+                "crepa_enabled) or set resume_from_checkpoint none (init_lora to the checkpoint's LoRA keeps "
+                "its weights)",
+                dir.string(), fmt::format("{}", fmt::join(saved, ", ")),
+                fmt::format("{}", fmt::join(active, ", ")));
+        restore_regularizers(objective_->regularizers(), dir, st.value("regularizers", nlohmann::json()));
     }
     optimizer_->load_state_dict(load_state_dict(dir / "optimizer.safetensors"));
     if (ema_) {

@@ -72,6 +72,13 @@ void LocalDataBackend::open(const st::sdk::DataOpenRequest& request) {
     run_.model_takes_audio = std::find(request.model_media.begin(), request.model_media.end(),
                                        st::sdk::MediaKind::audio) != request.model_media.end();
     run_.seed = request.seed;
+    features_ = request.sample_features;
+    for (const auto& f : features_) {
+        const std::string n = f ? f->name() : std::string();
+        if (n.empty() || n.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+            fail("data.local", "open", "a regularizer's sample features are named '{}': expected [a-z0-9_]+",
+                 n);
+    }
     datasets_ = parse_datasets(request.entries, run_);
     threads_ = resolve_threads(run_.decode_threads);
     const DatasetConfig* text = nullptr;
@@ -237,6 +244,7 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
         cache_latents(*encoders);
         cache_text(*encoders);
         cache_audio(*encoders);
+        cache_features();
         cached_ = true;
     } else {
         cached_ = false;
@@ -337,6 +345,7 @@ st::sdk::Batch LocalDataBackend::load_batch(const std::vector<int64_t>& indices,
         if (s.audio.enabled) add_all(c.audio_file, c.audio_key, "audio feature");
         if (!c.image_embeds_file.empty() && cache_file_exists(c.image_embeds_file))
             add_all(c.image_embeds_file, c.latent_key, "image embedding");
+        for (const auto& [file, key] : c.feature_files) add_all(file, key, "regularizer feature");
         batch.samples.push_back(std::move(ref));
     }
     for (auto& [name, list] : parts) {

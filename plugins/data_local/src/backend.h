@@ -25,6 +25,9 @@ struct SampleCache {
     /// Wan 2.1 I2V `image_embeds` of a dataset linked to a conditioning_image_embeds dataset (keyed
     /// like the latents); empty: they stay in the latent file.
     std::filesystem::path image_embeds_file;
+    /// The regularizers' per-sample features (one file per DataOpenRequest::sample_features entry,
+    /// in `<cache_dir_vae>-<name>/`; keyed like the latents plus the encoder's identity).
+    std::vector<std::pair<std::filesystem::path, std::string>> feature_files;
 };
 
 class LocalDataBackend final : public st::sdk::DataBackend {
@@ -53,6 +56,8 @@ class LocalDataBackend final : public st::sdk::DataBackend {
     void cache_latents(st::sdk::Encoders& enc);
     void cache_text(st::sdk::Encoders& enc);
     void cache_audio(st::sdk::Encoders& enc);
+    /// The regularizers' features of every clip whose feature file is missing or stale.
+    void cache_features();
     void prune_buckets();
     void build_sampler();
     void drop_samples(const std::vector<bool>& drop);
@@ -70,6 +75,7 @@ class LocalDataBackend final : public st::sdk::DataBackend {
     std::vector<SampleCache> caches_;
     std::vector<SkipRecord> skipped_;
     std::string identity_;
+    std::vector<std::shared_ptr<st::sdk::SampleFeatureEncoder>> features_;
     int alignment_ = 16;
     int temporal_ = 4;
     int threads_ = 1;

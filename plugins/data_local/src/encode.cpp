@@ -86,6 +86,14 @@ void LocalDataBackend::plan_caches() {
             c.audio_key = sha256_text(ak.dump());
             c.audio_file = s.audio.cache_dir / (s.rel + ".safetensors");
         }
+        for (const auto& f : features_) {
+            std::filesystem::path vae = ds->cache_dir_vae.lexically_normal();
+            if (!vae.has_filename()) vae = vae.parent_path();
+            const std::filesystem::path dir = vae.string() + "-" + f->name();
+            c.feature_files.emplace_back(dir / (s.rel + ".safetensors"),
+                                         sha256_text(fmt::format("features/{}\x1f{}\x1f{}", kCacheFormat,
+                                                                 c.latent_key, f->identity())));
+        }
     }
 }
 
@@ -172,6 +180,76 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
             }
             progress.advance(static_cast<int64_t>(ok.size()));
         }
+    }
+    progress.finish();
+    drop_samples(drop);
+}
+
+void LocalDataBackend::cache_features() {
+    // Each clip is decoded again (only when its features are missing) and given to the encoders with
+    // its cached latents: the frames are exactly the ones the VAE saw.
+    if (features_.empty()) return;
+    std::vector<size_t> todo;
+    for (size_t i = 0; i < samples_.size(); ++i)
+        for (const auto& [file, key] : caches_[i].feature_files)
+            if (!cache_file_valid(file, key)) {
+                todo.push_back(i);
+                break;
+            }
+    std::string names;
+    for (const auto& f : features_) names += (names.empty() ? "" : ", ") + f->name();
+    log::info(kLog, "regularizer features ({}): {} cached, {} to encode", names,
+              samples_.size() - todo.size(), todo.size());
+    if (todo.empty()) return;
+    std::vector<bool> drop(samples_.size(), false);
+    log::Progress progress(kLog, "encode " + names + " features", static_cast<int64_t>(todo.size()),
+                           "samples");
+    const size_t chunk = static_cast<size_t>(std::max(1, threads_));
+    for (size_t off = 0; off < todo.size(); off += chunk) {
+        const size_t n = std::min(todo.size() - off, chunk);
+        std::vector<at::Tensor> frames(n);
+        std::vector<std::string> errors(n);
+        parallel_for(static_cast<int64_t>(n), threads_, [&](int64_t k) {
+            const Sample& s = samples_[todo[off + k]];
+            try {
+                frames[k] = decode_video(s.path, s.info, s.first_frame, s.frames, s.plan, 1);
+            } catch (const Error& e) {
+                errors[k] = e.message();
+            }
+        });
+        for (size_t k = 0; k < n; ++k) {
+            const size_t idx = todo[off + k];
+            const Sample& s = samples_[idx];
+            const SampleCache& c = caches_[idx];
+            auto latents = errors[k].empty() ? read_cache_file(c.latent_file, c.latent_key) : std::nullopt;
+            if (!latents) {
+                SkipRecord r{
+                    s.dataset, s.path.string(),
+                    errors[k].empty() ? "its latent cache vanished while caching features" : errors[k],
+                    false};
+                log::warn("data.local", "dataset '{}': skipped {}: {}", r.dataset, r.file, r.reason);
+                skipped_.push_back(std::move(r));
+                drop[idx] = true;
+                continue;
+            }
+            st::sdk::TensorMap encoded;
+            for (const auto& [name, t] : *latents) encoded[name] = t.unsqueeze(0);
+            // uint8 [F, H, W, 3] -> float [1, 3, F, H, W] in [-1, 1]
+            const at::Tensor pixels =
+                frames[k].permute({3, 0, 1, 2}).to(at::kFloat).div_(127.5).sub_(1.0).unsqueeze(0);
+            for (size_t e = 0; e < features_.size(); ++e) {
+                const std::string prefix = features_[e]->name() + ".";
+                auto out = split_batch(features_[e]->encode(pixels, encoded), 1, "regularizer feature");
+                for (const auto& [name, t] : out[0])
+                    if (name.rfind(prefix, 0) != 0)
+                        fail("data.local", "cache",
+                             "the '{}' feature encoder returned '{}': names must start with '{}'",
+                             features_[e]->name(), name, prefix);
+                write_cache_file(c.feature_files[e].first, out[0], c.feature_files[e].second,
+                                 run_.compress_disk_cache);
+            }
+        }
+        progress.advance(static_cast<int64_t>(n));
     }
     progress.finish();
     drop_samples(drop);

@@ -38,13 +38,14 @@ OptimizerBase::OptimizerBase(std::string canonical_name, const sdk::OptimizerIni
     } else {
         for (size_t g = 0; g < init.groups.size(); ++g) {
             const auto& spec = init.groups[g];
-            if (spec.lr < 0.0 || spec.weight_decay < 0.0) {
+            const double wd = spec.weight_decay.value_or(hparams_.weight_decay);
+            if (spec.lr < 0.0 || wd < 0.0) {
                 fail(component_, "create", "parameter group {} has a negative lr ({}) or weight_decay ({})",
-                     g, spec.lr, spec.weight_decay);
+                     g, spec.lr, wd);
             }
-            groups_.push_back(GroupState{spec.lr, spec.weight_decay, spec.lr});
+            groups_.push_back(GroupState{spec.lr, wd, spec.lr});
             st::log::info(component_, "parameter group {}: lr={} weight_decay={} (optimizer default {})", g,
-                          spec.lr, spec.weight_decay, hparams_.weight_decay);
+                          spec.lr, wd, hparams_.weight_decay);
         }
     }
     std::set<std::string> seen;

@@ -16,6 +16,7 @@
 
 #include "st/model.h"
 #include "st/options.h"
+#include "st/regularizer.h"
 #include "st/tensors.h"
 
 namespace st::sdk {
@@ -51,6 +52,9 @@ struct DataOpenRequest {
     std::vector<MediaKind> model_media;
     ConfigView config;  ///< resolved run configuration
     uint64_t seed = 0;
+    /// Per-sample features the run's regularizers want cached with every training clip (prepare()
+    /// computes them from the same pixels the VAE encodes, batches carry them as "<name>.<tensor>").
+    std::vector<std::shared_ptr<SampleFeatureEncoder>> sample_features;
 };
 
 /// Outcome of discovery + caching, printed by `st-host prepare` and at training start.

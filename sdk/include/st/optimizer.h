@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,7 @@ struct OptimizerParam {
 /// Per-group hyper-parameters; the optimizer's own defaults fill what is not given here.
 struct ParamGroupSpec {
     double lr = 0.0;
-    double weight_decay = 0.0;
+    std::optional<double> weight_decay;  ///< unset: the optimizer's own default (weight_decay keys)
 };
 
 struct OptimizerInit {

@@ -1,6 +1,7 @@
 // The Registrar: what a plugin's entry point receives to register its components.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -30,6 +31,17 @@ struct CommandSpec {
     std::function<int(const std::vector<std::string>& args)> run;
 };
 
+/// Networks a plugin that is not a model family runs for `st-host forward --plugin P --component C`
+/// (e.g. the CREPA plugin's DINOv2 teacher), so every network st loads is checkable against the
+/// goldens of its upstream code. Component id "forward.<name>@N".
+struct ForwardTool {
+    std::vector<std::string> components;
+    /// (model path, component, named inputs, the options resolved from the command line) -> outputs.
+    std::function<TensorMap(const std::filesystem::path& model, const std::string& component,
+                            const TensorMap& inputs, const ConfigView& config)>
+        run;
+};
+
 /// Implemented by the host. Called by plugins only inside their entry point, on the main thread.
 /// Every add_* throws st::Error if the id is malformed ("kind.name@N"), of the wrong kind for the
 /// method, not listed in the manifest, registered twice, or if an option name is already owned
@@ -45,6 +57,8 @@ class Registrar {
     virtual void add_data_backend(ComponentInfo info, DataBackendFactory factory) = 0;
     /// A command: id "cmd.<command-name>@N".
     virtual void add_command(ComponentInfo info, CommandSpec command) = 0;
+    /// Networks for `st-host forward` of a plugin without a model family: id "forward.<name>@N".
+    virtual void add_forward_tool(ComponentInfo info, ForwardTool tool) = 0;
     /// Name and version of the plugin being registered (from its manifest).
     virtual const std::string& plugin_name() const = 0;
 };

@@ -27,7 +27,10 @@
 // ABI history: 1.0 first release; 1.1-1.3 appended virtuals to ModelFamily and DataBackend.
 // 2.0: ModelFamily is a small core plus capabilities found by id (st/model.h); Encoders moved to
 // st/model.h; PredictOutput gained `extra`; AttentionOptions carries struct_size.
-#define ST_SDK_ABI_MAJOR 2
+// 3.0: Regularizer computes RegularizerOutput (terms + metrics), has state()/restore() and may cache
+// per-sample features (SampleFeatureEncoder, DataOpenRequest::sample_features); Registrar gained
+// add_forward_tool.
+#define ST_SDK_ABI_MAJOR 3
 #define ST_SDK_ABI_MINOR 0
 #define ST_SDK_VERSION_STRING "0.1.0"
 
