@@ -88,6 +88,16 @@ sdk::TensorMap CrepaFeatures::encode(const at::Tensor& pixels, const sdk::Tensor
 
 CrepaRegularizer::CrepaRegularizer(const sdk::RegularizerInit& init)
     : s_(read_crepa_settings(init.config)), schedule_(s_) {
+    // The teacher first (a missing file is the likelier mistake), then the blocks.
+    if (s_.source == FeatureSource::encoder) {
+        features_ = std::make_shared<CrepaFeatures>(locate_crepa_encoder(s_.encoder), s_.encoder_image_size,
+                                                    s_.encoder_frames_batch_size);
+        const int64_t patch = features_->teacher().patch_size;
+        if (s_.encoder_image_size % patch != 0)
+            fail(kComponent, "setup",
+                 "crepa_encoder_image_size {} is not a multiple of the teacher's patch size {}",
+                 s_.encoder_image_size, patch);
+    }
     const int64_t blocks = count_blocks(init.tap_dims);
     if (blocks == 0)
         fail(kComponent, "setup",
@@ -108,8 +118,6 @@ CrepaRegularizer::CrepaRegularizer(const sdk::RegularizerInit& init)
         target = init.tap_dims.at(teacher_tap_);
         teacher = fmt::format("the model's own block {} (detached)", tb);
     } else {
-        features_ = std::make_shared<CrepaFeatures>(locate_crepa_encoder(s_.encoder), s_.encoder_image_size,
-                                                    s_.encoder_frames_batch_size);
         const DinoConfig& c = features_->teacher();
         target = c.embed_dim;
         teacher = c.description + fmt::format(" at {}x{}, features cached per clip", s_.encoder_image_size,
