@@ -142,3 +142,26 @@ TEST(Dinov2, StHostForwardRunsTheTeacher) {
     EXPECT_NE(bad.code, 0);
     EXPECT_NE(bad.out.find("has no component 'vae'; it has: dinov2"), std::string::npos) << bad.out;
 }
+
+TEST(Dinov2, MakeDinov2WritesARandomTeacherWithTheHubShapes) {
+    const fs::path d = scratch("made");
+    const auto r = st_test::shell(st_test::host_prefix() + "make-dinov2 --preset tiny --seed 3 --out '" +
+                                  d.string() + "'");
+    ASSERT_EQ(r.code, 0) << r.out;
+    DinoV2 model = load_dinov2(d);
+    EXPECT_EQ(model->config().embed_dim, 16);
+    EXPECT_EQ(model->config().num_heads, 2);
+    at::NoGradGuard no_grad;
+    const auto f = model->forward_features(at::randn({1, 3, 8, 8}));
+    EXPECT_TRUE(at::isfinite(f.patch).all().item<bool>());
+    const DinoConfig g = dinov2_preset("dinov2_vitg14_reg");
+    EXPECT_EQ(g.embed_dim, 1536);
+    EXPECT_EQ(g.depth, 40);
+    EXPECT_TRUE(g.swiglu);
+    EXPECT_EQ(g.ffn_hidden, 4096);
+    EXPECT_EQ(g.num_register_tokens, 4);
+    const auto bad =
+        st_test::shell(st_test::host_prefix() + "make-dinov2 --preset vitz --out '" + d.string() + "'");
+    EXPECT_NE(bad.code, 0);
+    EXPECT_NE(bad.out.find("unknown DINOv2 'vitz'"), std::string::npos) << bad.out;
+}

@@ -210,3 +210,23 @@ TEST(CrepaRunTest, QuickstartSettingsAreAcceptedAndErrorsComeBeforeCaching) {
         << missing.log;
     EXPECT_EQ(missing.log.find("encode latents"), std::string::npos);
 }
+
+TEST(CrepaRunTest, BenchTrainMeasuresTheOverheadAgainstARunWithoutAndSimpleTunersPath) {
+    auto& env = TrainEnv::get();
+    const auto r = st_test::shell(st_test::host_prefix() +
+                                  "bench train --plugin wan --preset tiny --steps 3 --warmup 1 --frames 9 "
+                                  "--resolution 64 --json --crepa_enabled true --crepa_block_index 1 "
+                                  "--crepa_encoder '" +
+                                  kTeacher.string() + "' --crepa_encoder_image_size 8");
+    ASSERT_EQ(r.code, 0) << r.out;
+    (void)env;
+    const auto pos = r.out.rfind("{\"batch\"");
+    ASSERT_NE(pos, std::string::npos) << r.out;
+    const auto j = nlohmann::json::parse(r.out.substr(pos, r.out.find('\n', pos) - pos));
+    EXPECT_EQ(j["regularizers"], nlohmann::json::array({"crepa_enabled"}));
+    EXPECT_GT(j["without"]["total"].get<double>(), 0.0);
+    EXPECT_GT(j["median"]["total"].get<double>(), 0.0);
+    EXPECT_TRUE(j.contains("overhead_percent"));
+    EXPECT_GT(j["decode_and_teacher_per_step"].get<double>(), 0.0);
+    EXPECT_NE(r.out.find("regularizer overhead:"), std::string::npos) << r.out;
+}

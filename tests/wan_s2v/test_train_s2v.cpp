@@ -189,11 +189,20 @@ TEST_F(S2VTrainTest, ManualAudioFolderLinkedByS2VDatasets) {
 TEST_F(S2VTrainTest, AllowZeroAudioKeepsSilentClips) {
     json video = video_dataset("zero", "talk");
     video["audio"] = {{"auto_split", true}, {"allow_zero_audio", true}};
-    const fs::path cfg =
-        write_config("zero", json::array({video, text_dataset("text-c")}), {{"max_train_steps", 2}});
+    // With CREPA on block 1 (the tap's video tokens sit before S2V's reference and motion tokens).
+    const json crepa = {{"max_train_steps", 2},
+                        {"crepa_enabled", true},
+                        {"crepa_block_index", 1},
+                        {"crepa_encoder", (fs::path(ST_TEST_GOLDEN_DIR) / "dinov2" / "vits_style").string()},
+                        {"crepa_encoder_image_size", 8}};
+    const fs::path cfg = write_config("zero", json::array({video, text_dataset("text-c")}), crepa);
     const auto r = shell(st_test::host_prefix() + "'" + cfg.string() + "'");
     ASSERT_EQ(r.code, 0) << r.out;
     EXPECT_NE(r.out.find("\"zero_audio\":1"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("regularizer features (crepa)"), std::string::npos) << r.out;
+    const std::string metrics = st_test::read_text(root_ / "zero" / "metrics.jsonl");
+    EXPECT_NE(metrics.find("\"crepa_alignment_score\""), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("\"crepa_loss\""), std::string::npos) << metrics;
 }
 
 TEST_F(S2VTrainTest, GenerateMuxesTheDrivingAudioAndRequiresIt) {

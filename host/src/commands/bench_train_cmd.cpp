@@ -9,18 +9,23 @@
 #include <boost/program_options.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "commands/commands.h"
 #include "media/video_writer.h"
+#include "plugins/guard.h"
 #include "plugins/model_handle.h"
 #include "run/run_setup.h"
 #include "st/error.h"
 #include "st/files.h"
 #include "st/log.h"
+#include "st/safetensors.h"
+#include "train/regularizers.h"
 #include "train/trainer.h"
 #include "validate/validator.h"
 
@@ -46,11 +51,90 @@ double percentile(std::vector<double> v, double q) {
     return v[static_cast<size_t>(q * static_cast<double>(v.size() - 1))];
 }
 
+struct StepTimes {
+    std::vector<double> data, forward, backward, optimizer, host, total;
+};
+
+StepTimes read_step_times(const fs::path& metrics, int64_t warmup) {
+    StepTimes s;
+    std::istringstream in(sdk::read_file(metrics));
+    std::string line;
+    int64_t n = 0;
+    while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        const auto j = nlohmann::json::parse(line);
+        if (!j.contains("time") || ++n <= warmup) continue;
+        const auto& t = j.at("time");
+        s.data.push_back(t["data"]);
+        s.forward.push_back(t["forward"]);
+        s.backward.push_back(t["backward"]);
+        s.optimizer.push_back(t["optimizer"]);
+        s.host.push_back(t["host"]);
+        s.total.push_back(t["total"]);
+    }
+    return s;
+}
+
+nlohmann::json medians(const StepTimes& t) {
+    return {{"data", percentile(t.data, 0.5)},         {"forward", percentile(t.forward, 0.5)},
+            {"backward", percentile(t.backward, 0.5)}, {"optimizer", percentile(t.optimizer, 0.5)},
+            {"host", percentile(t.host, 0.5)},         {"total", percentile(t.total, 0.5)}};
+}
+
+void print_times(const StepTimes& t, const std::string& label) {
+    const double med_total = percentile(t.total, 0.5);
+    auto row = [&](const char* name, const std::vector<double>& v) {
+        const double med = percentile(v, 0.5);
+        std::printf("  %-10s %9.4f s  %5.1f%%\n", name, med, med_total > 0 ? 100.0 * med / med_total : 0.0);
+    };
+    std::printf("median per step%s:\n", label.c_str());
+    row("data", t.data);
+    row("forward", t.forward);
+    row("backward", t.backward);
+    row("optimizer", t.optimizer);
+    row("host", t.host);
+    row("total", t.total);
+    const double outside = percentile(t.data, 0.5) + percentile(t.host, 0.5);
+    std::printf("outside forward/backward/optimizer: %.2f%% of the step\n",
+                med_total > 0 ? 100.0 * outside / med_total : 0.0);
+}
+
+/// Seconds to decode one cached batch of latents with the model's VAE and run every enabled
+/// regularizer's feature encoder on the pixels (nullopt when none caches features).
+std::optional<double> teacher_path_seconds(CommandContext& ctx, const ComponentEntry& entry,
+                                           const fs::path& dir, const std::vector<std::string>& run_args,
+                                           int64_t batch, int64_t frames, int64_t resolution) {
+    RunSetup setup = prepare_run(ctx, run_args);
+    ModelHandle model(entry);
+    sdk::ModelLoadRequest req;
+    req.path = dir / "model";
+    req.config = setup.config;
+    req.training = false;
+    model.load(req);
+    const auto regs = train::build_regularizers(ctx.plugins(), setup.config, model, at::kCPU, 1);
+    const auto features = train::sample_features(regs);
+    if (features.empty()) return std::nullopt;
+    // The latents of one synthetic clip, as the cache holds them (encoded by the model's VAE).
+    at::NoGradGuard no_grad;
+    const at::Tensor clip = synthetic_clip(frames, resolution, resolution, 0);
+    const at::Tensor pixels_in = clip.permute({3, 0, 1, 2}).to(at::kFloat).div(127.5).sub(1.0).unsqueeze(0);
+    const at::Tensor one =
+        call_plugin(entry, "encode_video", [&] { return model.family().encode_video(pixels_in); })
+            .at("latents")
+            .to(at::kFloat);
+    const at::Tensor latents = one.expand({batch, -1, -1, -1, -1}).contiguous();
+    const auto t0 = std::chrono::steady_clock::now();
+    const at::Tensor pixels = model.decode_latents(latents);
+    for (const auto& f : features) f->encode(pixels, {{"latents", latents}});
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 }  // namespace
 
 int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
     std::string preset = "tiny", out, mixed = "no";
     int64_t steps = 20, warmup = 3, frames = 17, resolution = 128, batch = 1;
+    bool json = false;
     po::options_description desc("bench train");
     desc.add_options()("preset", po::value(&preset)->default_value("tiny"), "make-model preset")(
         "steps", po::value(&steps)->default_value(20), "measured optimizer steps (after --warmup)")(
@@ -59,7 +143,8 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         "resolution", po::value(&resolution)->default_value(128), "square clip side in pixels")(
         "batch", po::value(&batch)->default_value(1), "train_batch_size")(
         "mixed_precision", po::value(&mixed)->default_value("no"), "bf16 or no")(
-        "out", po::value(&out), "scratch folder (default: a temporary one, removed afterwards)");
+        "out", po::value(&out), "scratch folder (default: a temporary one, removed afterwards)")(
+        "json", po::bool_switch(&json), "also print the numbers as one JSON line");
     auto extra = parse_command_flags(desc, args, "bench train");
     if (ctx.flags.plugin.empty())
         fail("host.bench", "train", "usage: st-host bench train --plugin NAME [--preset P]");
@@ -121,51 +206,67 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
                              {"resume_from_checkpoint", "none"},
                              {"seed", 1}};
     sdk::write_file_atomic(dir / "config.json", config.dump(2));
+
+    // Regularizers enabled by the overrides (e.g. --crepa_enabled true) are measured against a run
+    // without them, in this process, on the same caches: the overhead is their share of the step.
     std::vector<std::string> run_args = {(dir / "config.json").string()};
     run_args.insert(run_args.end(), extra.begin(), extra.end());
-    RunSetup setup = prepare_run(ctx, run_args);
-    const int code = train::run_training(ctx, setup);
-    if (code != 0) fail("host.bench", "train", "the training run failed (exit code {})", code);
-
-    std::vector<double> data, fwd, bwd, opt, host, total;
-    std::istringstream in(sdk::read_file(dir / "output" / "metrics.jsonl"));
-    std::string line;
-    int64_t n = 0;
-    while (std::getline(in, line)) {
-        if (line.empty() || ++n <= warmup) continue;
-        auto t = nlohmann::json::parse(line).at("time");
-        data.push_back(t["data"]);
-        fwd.push_back(t["forward"]);
-        bwd.push_back(t["backward"]);
-        opt.push_back(t["optimizer"]);
-        host.push_back(t["host"]);
-        total.push_back(t["total"]);
+    std::vector<std::string> enabled;
+    {
+        RunSetup probe = prepare_run(ctx, run_args);
+        for (const auto* e : ctx.plugins().of_kind("reg")) {
+            const std::string key = e->name + "_enabled";
+            if (probe.config.has(key) && probe.config.get_bool(key)) enabled.push_back(key);
+        }
     }
+    auto measure = [&](const std::string& output, bool without) {
+        std::vector<std::string> a = run_args;
+        a.insert(a.end(), {"--output_dir", (dir / output).string()});
+        if (without)
+            for (const auto& k : enabled) a.insert(a.end(), {"--" + k, "false"});
+        RunSetup setup = prepare_run(ctx, a);
+        const int code = train::run_training(ctx, setup);
+        if (code != 0) fail("host.bench", "train", "the training run failed (exit code {})", code);
+        return read_step_times(dir / output / "metrics.jsonl", warmup);
+    };
+    std::optional<StepTimes> base;
+    if (!enabled.empty()) base = measure("output-without", true);
+    const StepTimes t = measure("output", false);
+
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
-    const double med_total = percentile(total, 0.5);
-    auto row = [&](const char* name, const std::vector<double>& v) {
-        const double med = percentile(v, 0.5);
-        std::printf("  %-10s %9.4f s  %5.1f%%\n", name, med, med_total > 0 ? 100.0 * med / med_total : 0.0);
-    };
+    const double med_total = percentile(t.total, 0.5);
     std::printf(
         "bench train --plugin %s --preset %s: %lld steps (after %lld warm-up), batch %lld, %lld frames "
         "%lldx%lld, %s\n",
-        ctx.flags.plugin.c_str(), preset.c_str(), static_cast<long long>(total.size()),
+        ctx.flags.plugin.c_str(), preset.c_str(), static_cast<long long>(t.total.size()),
         static_cast<long long>(warmup), static_cast<long long>(batch), static_cast<long long>(frames),
         static_cast<long long>(resolution), static_cast<long long>(resolution),
         mixed == "bf16" ? "bf16" : "fp32");
-    std::printf("median per step:\n");
-    row("data", data);
-    row("forward", fwd);
-    row("backward", bwd);
-    row("optimizer", opt);
-    row("host", host);
-    row("total", total);
-    const double outside = percentile(data, 0.5) + percentile(host, 0.5);
-    std::printf("outside forward/backward/optimizer: %.2f%% of the step\n",
-                med_total > 0 ? 100.0 * outside / med_total : 0.0);
+    print_times(t, base ? " (with " + fmt::format("{}", fmt::join(enabled, ", ")) + ")" : std::string());
+    nlohmann::json report = {
+        {"plugin", ctx.flags.plugin}, {"preset", preset},         {"steps", t.total.size()}, {"batch", batch},
+        {"frames", frames},           {"resolution", resolution}, {"median", medians(t)}};
+    if (base) {
+        print_times(*base, " (without)");
+        const double b = percentile(base->total, 0.5);
+        const double overhead = b > 0 ? 100.0 * (med_total - b) / b : 0.0;
+        std::printf("regularizer overhead: %+.1f%% of the step (%.4f s -> %.4f s)\n", overhead, b, med_total);
+        report["without"] = medians(*base);
+        report["regularizers"] = enabled;
+        report["overhead_percent"] = overhead;
+        // What recomputing the teacher's inputs every step would cost (SimpleTuner decodes the clean
+        // latents with the VAE and runs the teacher on every step): timed on one cached batch.
+        if (auto per_step = teacher_path_seconds(ctx, entry, dir, run_args, batch, frames, resolution)) {
+            std::printf(
+                "decode + teacher every step instead (SimpleTuner's path): %.4f s = %+.1f%% of the step\n",
+                *per_step, b > 0 ? 100.0 * *per_step / b : 0.0);
+            report["decode_and_teacher_per_step"] = *per_step;
+        }
+    }
     std::printf("peak RSS: %.1f MiB\n", static_cast<double>(ru.ru_maxrss) / 1024.0);
+    report["peak_rss_mib"] = static_cast<double>(ru.ru_maxrss) / 1024.0;
+    if (json) std::printf("%s\n", report.dump().c_str());
     if (!keep) {
         std::error_code ec;
         fs::remove_all(dir, ec);

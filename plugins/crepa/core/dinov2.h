@@ -86,6 +86,13 @@ TORCH_MODULE(DinoV2);
 /// builds them). Strict: st::Error naming the file and the missing, unexpected or mis-shaped tensors.
 DinoV2 load_dinov2(const std::filesystem::path& path);
 
+/// The architecture of a torch-hub model ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14",
+/// "dinov2_vitg14", optionally "_reg"), or "tiny" (2 blocks of width 16, patch 2): st::Error otherwise.
+DinoConfig dinov2_preset(const std::string& name);
+/// Writes a randomly initialised DINOv2 of `config` as `dir`/model.safetensors (hub names) +
+/// config.json (the constructor arguments): a teacher with real shapes for benchmarks and tests.
+void save_random_dinov2(const std::filesystem::path& dir, const DinoConfig& config, uint64_t seed);
+
 /// SimpleTuner's crepa_encoder names and aliases ("dinov2_vitg14", "dinov2_g", "dino_v2_s", ...) ->
 /// the torch-hub model name; other values are returned unchanged.
 std::string resolve_dinov2_name(const std::string& name);

@@ -2,6 +2,7 @@
 // zip-archive unpickler), .safetensors with the hub's names, folders with config.json; the
 // architecture read from the tensor shapes where no config says it.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/serialize.h>
 
 #include <cstdlib>
@@ -249,6 +250,75 @@ fs::path locate_crepa_encoder(const std::string& value) {
         "https://dl.fbaipublicfiles.com/dinov2/{}/{}_pretrain.pth), or set crepa_encoder to the path of a "
         ".pth, a .safetensors or a folder with config.json",
         value, file.string(), name, name.substr(0, name.find("_reg")), stem);
+}
+
+}  // namespace st::plugins::crepa
+
+namespace st::plugins::crepa {
+
+DinoConfig dinov2_preset(const std::string& name) {
+    // dinov2/hub/backbones.py: vit_small 384/12/6, vit_base 768/12/12, vit_large 1024/24/16 (MLP x4),
+    // vit_giant2 1536/40/24 with the fused SwiGLU (hidden 4096); patch 14 at 518 (37 x 37 positions).
+    DinoConfig c;
+    c.swiglu = false;
+    const bool reg = ends_with(name, "_reg");
+    const std::string base = reg ? name.substr(0, name.size() - 4) : name;
+    if (base == "tiny") {
+        c.img_size = 8, c.patch_size = 2, c.embed_dim = 16, c.depth = 2, c.num_heads = 2, c.ffn_hidden = 64;
+        return c;
+    }
+    if (base == "dinov2_vits14")
+        c.embed_dim = 384, c.depth = 12, c.num_heads = 6;
+    else if (base == "dinov2_vitb14")
+        c.embed_dim = 768, c.depth = 12, c.num_heads = 12;
+    else if (base == "dinov2_vitl14")
+        c.embed_dim = 1024, c.depth = 24, c.num_heads = 16;
+    else if (base == "dinov2_vitg14")
+        c.embed_dim = 1536, c.depth = 40, c.num_heads = 24, c.swiglu = true;
+    else
+        fail(kComponent, "preset",
+             "unknown DINOv2 '{}': dinov2_vits14, dinov2_vitb14, dinov2_vitl14, dinov2_vitg14 "
+             "(optionally _reg) or tiny",
+             name);
+    c.ffn_hidden = c.swiglu ? 4096 : 4 * c.embed_dim;
+    if (reg) c.num_register_tokens = 4, c.interpolate_antialias = true, c.interpolate_offset = 0.0;
+    return c;
+}
+
+void save_random_dinov2(const fs::path& dir, const DinoConfig& c, uint64_t seed) {
+    fs::create_directories(dir);
+    DinoV2 model(c);
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    st::sdk::TensorMap tensors;
+    {
+        at::NoGradGuard no_grad;
+        for (const auto& p : model->named_parameters()) {
+            at::Tensor t = p.value();
+            const std::string& n = p.key();
+            if (ends_with(n, "norm1.weight") || ends_with(n, "norm2.weight") || n == "norm.weight")
+                t.fill_(1.0);
+            else if (ends_with(n, ".gamma"))
+                t.fill_(1.0);
+            else if (ends_with(n, ".bias"))
+                t.zero_();
+            else
+                t.normal_(0.0, 0.02, gen);
+            tensors[n] = t;
+        }
+    }
+    st::sdk::save_safetensors(dir / "model.safetensors", tensors, {{"st.random", "true"}});
+    const nlohmann::json j = {{"img_size", c.img_size},
+                              {"patch_size", c.patch_size},
+                              {"embed_dim", c.embed_dim},
+                              {"depth", c.depth},
+                              {"num_heads", c.num_heads},
+                              {"ffn_layer", c.swiglu ? "swiglufused" : "mlp"},
+                              {"num_register_tokens", c.num_register_tokens},
+                              {"interpolate_antialias", c.interpolate_antialias},
+                              {"interpolate_offset", c.interpolate_offset},
+                              {"layer_norm_eps", c.layer_norm_eps},
+                              {"init_values", 1.0}};
+    std::ofstream(dir / "config.json") << j.dump(2) << "\n";
 }
 
 }  // namespace st::plugins::crepa
