@@ -268,3 +268,50 @@ TEST(CrepaRegularizer, BadSettingsFailNamingTheKey) {
               std::string::npos);
     EXPECT_EQ(error({}), "");  // backbone: block 0 teaches block 0 (the last block by default)
 }
+
+TEST(CrepaRegularizer, BackboneSourceAlignsWithADetachedLaterBlock) {
+    nlohmann::json cfg = {{"crepa_enabled", true},
+                          {"crepa_block_index", 0},
+                          {"crepa_lambda", 0.5},
+                          {"crepa_adjacent_distance", 1},
+                          {"crepa_adjacent_tau", 1.0},
+                          {"crepa_encoder", "unused"},
+                          {"crepa_model", nullptr},
+                          {"crepa_encoder_image_size", 8},
+                          {"crepa_encoder_frames_batch_size", -1},
+                          {"crepa_normalize_by_frames", true},
+                          {"crepa_spatial_align", true},
+                          {"crepa_cumulative_neighbors", false},
+                          {"crepa_normalize_neighbour_sum", false},
+                          {"crepa_feature_source", "backbone"},
+                          {"crepa_teacher_block_index", nullptr},
+                          {"crepa_use_backbone_features", false},
+                          {"crepa_scheduler", "constant"},
+                          {"crepa_warmup_steps", 0},
+                          {"crepa_decay_steps", 0},
+                          {"crepa_lambda_end", 0.0},
+                          {"crepa_power", 1.0},
+                          {"crepa_cutoff_step", 0},
+                          {"crepa_similarity_threshold", nullptr},
+                          {"crepa_similarity_ema_decay", 0.99},
+                          {"crepa_threshold_mode", "permanent"}};
+    st::sdk::RegularizerInit init;
+    init.config = st::sdk::ConfigView(std::make_shared<const nlohmann::json>(cfg));
+    init.tap_dims = {{"blocks.0.out", 6}, {"blocks.1.out", 6}, {"blocks.2.out", 6}};
+    CrepaRegularizer reg(init);
+    EXPECT_EQ(reg.taps(),
+              (std::vector<std::string>{"blocks.0.out", "blocks.2.out"}));  // the last block teaches
+    EXPECT_FALSE(reg.sample_features());
+    st::sdk::RegularizerInputs in;
+    st::sdk::TapGeometry geo;
+    geo.hidden_size = 6;
+    geo.grid = {2, 2, 2};
+    const at::Tensor student = at::randn({1, 8, 6}).requires_grad_(true);
+    const at::Tensor teacher = at::randn({1, 8, 6}).requires_grad_(true);
+    in.taps = {{"blocks.0.out", student}, {"blocks.2.out", teacher}};
+    in.geometry = {{"blocks.0.out", geo}, {"blocks.2.out", geo}};
+    const auto out = reg.compute(in);
+    out.terms.at("crepa_loss").backward();
+    EXPECT_TRUE(student.grad().defined());
+    EXPECT_FALSE(teacher.grad().defined()) << "the teacher block must be detached";
+}

@@ -163,10 +163,18 @@ TEST(CrepaRunTest, TheCrepaGradientReachesTheLoraWeights) {
 
 TEST(CrepaRunTest, CrepaOnABlockInsideATreadRouteTrains) {
     // SimpleTuner's reshape breaks here; the block runner hands the tap back on the full token grid.
+    // A Lua hook sees the regularizer's metrics in on_step_end.
     auto& env = TrainEnv::get();
+    const fs::path script = env.root / "crepa_hook.lua";
+    st_test::write_text(script,
+                        "st.on('on_step_end', function(ev)\n"
+                        "  st.metric('seen_alignment', ev.regularizer_metrics.crepa_alignment_score)\n"
+                        "  st.metric('seen_crepa_loss', ev.loss_terms.crepa_loss)\n"
+                        "end)\n");
     auto r = env.run(env.config(
         "crepa_tread",
         crepa({{"max_train_steps", 6},
+               {"lua_hooks", script.string()},
                {"crepa_block_index", 1},
                {"tread_config",
                 {{"routes", {{{"selection_ratio", 0.5}, {"start_layer_idx", 1}, {"end_layer_idx", 1}}}}}}})));
@@ -174,6 +182,12 @@ TEST(CrepaRunTest, CrepaOnABlockInsideATreadRouteTrains) {
     const auto lines = st_test::read_jsonl(env.root / "crepa_tread" / "metrics.jsonl");
     ASSERT_EQ(lines.size(), 6u);
     EXPECT_TRUE(std::isfinite(lines.back()["loss_terms"]["crepa_loss"].get<double>()));
+    for (const auto& l : lines) {
+        EXPECT_NEAR(l["hook_metrics"]["seen_alignment"].get<double>(),
+                    l["regularizer_metrics"]["crepa_alignment_score"].get<double>(), 1e-12);
+        EXPECT_NEAR(l["hook_metrics"]["seen_crepa_loss"].get<double>(),
+                    l["loss_terms"]["crepa_loss"].get<double>(), 1e-12);
+    }
 }
 
 TEST(CrepaRunTest, QuickstartSettingsAreAcceptedAndErrorsComeBeforeCaching) {
