@@ -149,6 +149,34 @@ TEST(TrainerTest, EpochsWithAccumulationStepAtTheEpochEnd) {
         << r.log;
 }
 
+TEST(TrainerTest, StrictEpochLimitAndItsLegacyInverseIgnoreFinalEpochs) {
+    // 4 batches of 2 per epoch = 4 steps; max_train_steps 10 with 2 epochs: strict stops at 8 steps,
+    // ignore_final_epochs true (SimpleTuner's older name, inverted) trains all 10.
+    auto& env = TrainEnv::get();
+    auto strict = env.run(env.config("strict", {{"max_train_steps", 10},
+                                                {"num_train_epochs", 2},
+                                                {"strict_epoch_limit", true},
+                                                {"checkpoint_step_interval", 100}}));
+    ASSERT_EQ(strict.code, 0) << strict.log;
+    EXPECT_EQ(st_test::read_jsonl(env.root / "strict" / "metrics.jsonl").size(), 8u);
+    EXPECT_NE(strict.log.find("strict_epoch_limit: num_train_epochs 2 x 4 steps = 8 steps end the run before "
+                              "max_train_steps 10"),
+              std::string::npos)
+        << strict.log;
+    auto legacy = env.run(env.config("legacy", {{"max_train_steps", 10},
+                                                {"num_train_epochs", 2},
+                                                {"ignore_final_epochs", false},
+                                                {"checkpoint_step_interval", 100}}));
+    ASSERT_EQ(legacy.code, 0) << legacy.log;
+    EXPECT_EQ(st_test::read_jsonl(env.root / "legacy" / "metrics.jsonl").size(), 8u) << "false = strict";
+    auto loose = env.run(env.config("loose", {{"max_train_steps", 10},
+                                              {"num_train_epochs", 2},
+                                              {"ignore_final_epochs", true},
+                                              {"checkpoint_step_interval", 100}}));
+    ASSERT_EQ(loose.code, 0) << loose.log;
+    EXPECT_EQ(st_test::read_jsonl(env.root / "loose" / "metrics.jsonl").size(), 10u);
+}
+
 TEST(TrainerTest, EmaWeightsFollowSimpleTunersDecayAndAreSaved) {
     auto& env = TrainEnv::get();
     auto r = env.run(env.config("ema", {{"max_train_steps", 4}, {"use_ema", true}}));

@@ -48,8 +48,10 @@ const std::vector<CommandInfo>& commands() {
          cmd_bench_generate},
         {"bench-train",
          "st-host bench train --plugin NAME [--preset tiny|small] [--steps N] [--frames N] [--resolution PX] "
-         "[--batch N] [--mixed_precision bf16|no] [--out DIR]",
-         "Trainer step time split into data, forward, backward, optimizer and host overhead, and peak RSS.",
+         "[--batch N] [--mixed_precision bf16|no] [--out DIR] [--json] [--key value ...]",
+         "Trainer step time split into data, forward, backward, optimizer and host overhead, and peak RSS. "
+         "Overrides that enable a regularizer (--crepa_enabled true) also time a run without it and "
+         "SimpleTuner's decode + teacher path.",
          cmd_bench_train},
         {"prepare", "st-host prepare [--plugin NAME] CONFIG [--key value ...]",
          "Discover and cache the datasets of CONFIG (latents, text embeddings, audio features) and print a "

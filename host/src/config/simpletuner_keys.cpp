@@ -55,8 +55,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
                               "t5_padding",
                               "vae_dtype"})
             inert(n, {kNull}, trainer);
-        inert("strict_epoch_limit", {false, kNull},
-              "st stops at max_train_steps, or after num_train_epochs when no step budget is set");
         inert("lora_type", {"standard", kNull}, "LyCORIS is not supported yet; st trains lora_type standard");
         inert("lora_init_type", {"default", kNull},
               "st initialises adapters as PEFT's default (Kaiming-uniform A, zero B) only");
@@ -98,8 +96,8 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         noop("attention_mechanism",
              "st always uses its own attention (chunked online-softmax on LibTorch 1.13, "
              "fused SDPA on LibTorch >= 2)");
-        inert("push_to_hub", {false, kNull}, hub);
-        inert("push_checkpoints_to_hub", {false, kNull}, hub);
+        noop("push_to_hub", hub);
+        noop("push_checkpoints_to_hub", hub);
         noop("hub_model_id", hub);
         noop("tracker_project_name", "metrics go to output_dir/metrics.jsonl");
         noop("tracker_run_name", "metrics go to output_dir/metrics.jsonl");

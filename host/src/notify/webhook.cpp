@@ -222,7 +222,8 @@ std::vector<WebhookTarget> parse_value(const json& value, const fs::path& config
             return parse_value(parsed, config_dir, where, false);
         }
         fs::path path = text;
-        if (path.is_relative()) path = config_dir / path;
+        // Relative to the current directory (SimpleTuner runs from its root), else to the config file.
+        if (path.is_relative() && !fs::exists(path)) path = config_dir / path;
         std::string contents, error;
         if (!fs::is_regular_file(path))
             fail(kComponent, "config", "{}: '{}' is not a readable JSON file (resolved to {})", where, text,

@@ -98,6 +98,15 @@ TrainConfig read_train_config(const sdk::ConfigView& c) {
     if (t.max_train_steps < 0)
         problems.push_back(fmt::format("max_train_steps = {}: must be >= 0", t.max_train_steps));
     t.num_train_epochs = c.get_int("num_train_epochs");
+    if (c.has("strict_epoch_limit")) {
+        t.strict_epoch_limit = c.get_bool("strict_epoch_limit");
+        if (c.has("ignore_final_epochs"))
+            log::warn("host.config",
+                      "ignore_final_epochs is SimpleTuner's older name of strict_epoch_limit (inverted); "
+                      "ignoring it because strict_epoch_limit is set too");
+    } else if (c.has("ignore_final_epochs")) {
+        t.strict_epoch_limit = !c.get_bool("ignore_final_epochs");
+    }
     if (t.max_train_steps == 0 && t.num_train_epochs <= 0)
         problems.push_back("neither max_train_steps nor num_train_epochs is positive: nothing would train");
     t.caption_dropout = c.opt_float("caption_dropout_probability").value_or(0.0);

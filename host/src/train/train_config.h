@@ -37,6 +37,7 @@ struct TrainConfig {
     int64_t accumulation = 1;
     int64_t max_train_steps = 0;  ///< 0: epochs decide
     int64_t num_train_epochs = 1;
+    bool strict_epoch_limit = false;  ///< stop after num_train_epochs even below max_train_steps
     double caption_dropout = 0.0;
     sdk::FlowSigmaOptions sigmas;
     int64_t max_nonfinite = 5;

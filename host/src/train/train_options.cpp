@@ -60,6 +60,20 @@ std::vector<sdk::OptionSpec> trainer_options() {
                 "Optimizer steps to train; unset or 0 = num_train_epochs decides."),
         "training");
     add(opt_int("num_train_epochs", 1, "Epochs to train when max_train_steps is not set."), "training");
+    {
+        // Unset by default, so the legacy key can tell whether the new one was given.
+        sdk::OptionSpec strict{
+            "strict_epoch_limit", sdk::OptionType::boolean, nullptr,
+            "Stop after num_train_epochs even when max_train_steps is larger (SimpleTuner). "
+            "Unset/false: max_train_steps decides when it is set; runs without it always stop "
+            "after num_train_epochs."};
+        add(strict, "training");
+        sdk::OptionSpec legacy{
+            "ignore_final_epochs", sdk::OptionType::boolean, nullptr,
+            "SimpleTuner's older name: ignore_final_epochs true = strict_epoch_limit false. "
+            "Ignored (with a warning) when strict_epoch_limit is set too."};
+        add(legacy, "training");
+    }
     add(opt_float("caption_dropout_probability", std::nullopt,
                   "Per-sample probability of training on the empty caption (unset = never)."),
         "training");

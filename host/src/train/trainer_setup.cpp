@@ -11,6 +11,7 @@
 #include "st/error.h"
 #include "st/lora.h"
 #include "train/trainer_impl.h"
+#include "validate/validator.h"
 
 namespace st::host::train {
 
@@ -72,6 +73,20 @@ void Trainer::load_model() {
                         "checkpointing while routing)"
                       : "");
         objective_->set_routes(std::move(routes));
+    }
+    // Validation settings that depend on the model are checked now, not when the first render starts.
+    {
+        const auto vs = validate::ValidationSettings::read(setup_.config, setup_.config_path.parent_path());
+        const bool renders =
+            vs.step_interval > 0 && (vs.prompt || vs.user_prompt_library || vs.builtin_library);
+        const auto blocks = model_->routable_blocks();
+        for (int64_t layer : renders ? vs.skip_layers : std::vector<int64_t>{})
+            if (blocks && layer >= *blocks)
+                fail(
+                    kLog, "setup",
+                    "validation_guidance_skip_layers = [{}]: block {} does not exist in {} (blocks 0 .. {}); "
+                    "checked before caching so the run does not fail at its first validation",
+                    fmt::join(vs.skip_layers, ", "), layer, model_->entry().id, *blocks - 1);
     }
     // Regularizers are built against the loaded model now: a wrong tap or setting fails before caching.
     objective_->set_regularizers(build_regularizers(ctx_.plugins(), setup_.config, *model_, device_, seed_));
@@ -196,7 +211,14 @@ void Trainer::plan_steps() {
                  return n;
              }());
     steps_per_epoch_ = (batches_per_epoch_ + cfg_.accumulation - 1) / cfg_.accumulation;
-    if (cfg_.max_train_steps > 0) {
+    if (cfg_.max_train_steps > 0 && cfg_.strict_epoch_limit && cfg_.num_train_epochs > 0 &&
+        cfg_.num_train_epochs * steps_per_epoch_ < cfg_.max_train_steps) {
+        total_steps_ = cfg_.num_train_epochs * steps_per_epoch_;
+        log::info(kLog,
+                  "strict_epoch_limit: num_train_epochs {} x {} steps = {} steps end the run before "
+                  "max_train_steps {}",
+                  cfg_.num_train_epochs, steps_per_epoch_, total_steps_, cfg_.max_train_steps);
+    } else if (cfg_.max_train_steps > 0) {
         total_steps_ = cfg_.max_train_steps;
         log::info(kLog,
                   "max_train_steps {} decides the length ({} batches = {} steps per epoch, ~{:.2f} epochs)",

@@ -24,8 +24,9 @@ namespace {
 constexpr const char* kLog = "host.validate";
 
 fs::path resolve_path(const std::string& p, const fs::path& dir) {
+    // Relative to the current directory (SimpleTuner runs from its root), else to the config file.
     fs::path path(p);
-    return path.is_absolute() || dir.empty() ? path : dir / path;
+    return path.is_absolute() || dir.empty() || fs::exists(path) ? path : dir / path;
 }
 
 std::vector<int64_t> read_skip_layers(const nlohmann::json& v, std::vector<std::string>& problems) {

@@ -67,6 +67,28 @@ std::vector<st::sdk::OptionSpec> data_local_options() {
 void LocalDataBackend::open(const st::sdk::DataOpenRequest& request) {
     run_ = run_settings_from_config(request.config);
     run_.config_dir = request.config_dir;
+    {
+        // SimpleTuner resolves dataset paths against its working directory (the quickstarts keep
+        // multidatabackend.json in config/<family>/ and the clips in datasets/...). When every relative
+        // instance_data_dir exists from the current directory and not next to the file, that is the base.
+        int relative = 0, from_cwd = 0, from_file = 0;
+        for (const auto& e : request.entries) {
+            if (!e.is_object() || !e.contains("instance_data_dir") || !e["instance_data_dir"].is_string())
+                continue;
+            const std::filesystem::path p = e["instance_data_dir"].get<std::string>();
+            if (p.is_absolute() || p.string().find('{') != std::string::npos) continue;
+            ++relative;
+            from_cwd += std::filesystem::is_directory(p) ? 1 : 0;
+            from_file += std::filesystem::is_directory(request.config_dir / p) ? 1 : 0;
+        }
+        if (relative > 0 && from_cwd == relative && from_file < relative) {
+            run_.config_dir = std::filesystem::current_path();
+            log::info(kLog,
+                      "dataset paths are relative to the current directory {} (SimpleTuner's convention: the "
+                      "instance_data_dir folders are there, not next to the dataset file in {})",
+                      run_.config_dir.string(), request.config_dir.string());
+        }
+    }
     run_.output_dir = request.output_dir;
     run_.model_family = request.model_family;
     run_.model_takes_audio = std::find(request.model_media.begin(), request.model_media.end(),
