@@ -81,6 +81,15 @@ CrepaSettings settings_from(const nlohmann::json& over) {
     return s;
 }
 
+/// The options' declared defaults (as the host resolves them) with `over` on top.
+st::sdk::ConfigView crepa_config(const nlohmann::json& over) {
+    nlohmann::json c = nlohmann::json::object();
+    for (const auto& o : crepa_options()) c[o.name] = o.default_value;
+    c["crepa_enabled"] = true;
+    for (const auto& [k, v] : over.items()) c[k] = v;
+    return st::sdk::ConfigView(std::make_shared<const nlohmann::json>(c));
+}
+
 }  // namespace
 
 TEST(CrepaMath, AlignmentLossScoresAndGradientMatchSimpleTuner) {
@@ -154,36 +163,12 @@ TEST(CrepaMath, NonSquareGridsAlignIn2DNotOverAFlattenedRaster) {
 TEST(CrepaRegularizer, ComputeProjectsTheTappedVideoTokensAndReportsMetrics) {
     // Through the component as the host drives it: tap [B, L, D] with text tokens after the video
     // tokens, geometry, cached features; the result must equal the math on the projected tokens.
-    const nlohmann::json cfg = {
-        {"crepa_enabled", true},
-        {"crepa_block_index", 1},
-        {"crepa_lambda", 0.5},
-        {"crepa_adjacent_distance", 1},
-        {"crepa_adjacent_tau", 1.0},
-        {"crepa_encoder", (fs::path(ST_TEST_GOLDEN_DIR) / "dinov2" / "vits_style").string()},
-        {"crepa_model", nullptr},
-        {"crepa_encoder_image_size", 8},
-        {"crepa_encoder_frames_batch_size", -1},
-        {"crepa_normalize_by_frames", true},
-        {"crepa_spatial_align", true},
-        {"crepa_cumulative_neighbors", false},
-        {"crepa_normalize_neighbour_sum", false},
-        {"crepa_feature_source", "encoder"},
-        {"crepa_teacher_block_index", nullptr},
-        {"crepa_use_backbone_features", false},
-        {"crepa_scheduler", "constant"},
-        {"crepa_warmup_steps", 0},
-        {"crepa_decay_steps", 0},
-        {"crepa_lambda_end", 0.0},
-        {"crepa_power", 1.0},
-        {"crepa_cutoff_step", 0},
-        {"crepa_similarity_threshold", nullptr},
-        {"crepa_similarity_ema_decay", 0.99},
-        {"crepa_threshold_mode", "permanent"},
-        {"crepa_use_tae", false},
-        {"crepa_drop_vae_encoder", false}};
+    const auto cfg =
+        crepa_config({{"crepa_block_index", 1},
+                      {"crepa_encoder", (fs::path(ST_TEST_GOLDEN_DIR) / "dinov2" / "vits_style").string()},
+                      {"crepa_encoder_image_size", 8}});
     st::sdk::RegularizerInit init;
-    init.config = st::sdk::ConfigView(std::make_shared<const nlohmann::json>(cfg));
+    init.config = cfg;
     init.tap_dims = {{"blocks.0.out", 6}, {"blocks.1.out", 6}};
     init.seed = 7;
     CrepaRegularizer reg(init);
@@ -220,37 +205,13 @@ TEST(CrepaRegularizer, ComputeProjectsTheTappedVideoTokensAndReportsMetrics) {
 }
 
 TEST(CrepaRegularizer, BadSettingsFailNamingTheKey) {
-    nlohmann::json cfg = {{"crepa_block_index", 9}};
     st::sdk::RegularizerInit init;
     init.tap_dims = {{"blocks.0.out", 6}};
     auto error = [&](nlohmann::json over) {
-        nlohmann::json c = {{"crepa_enabled", true},
-                            {"crepa_block_index", 0},
-                            {"crepa_lambda", 0.5},
-                            {"crepa_adjacent_distance", 1},
-                            {"crepa_adjacent_tau", 1.0},
-                            {"crepa_encoder", "x"},
-                            {"crepa_model", nullptr},
-                            {"crepa_encoder_image_size", 8},
-                            {"crepa_encoder_frames_batch_size", -1},
-                            {"crepa_normalize_by_frames", true},
-                            {"crepa_spatial_align", true},
-                            {"crepa_cumulative_neighbors", false},
-                            {"crepa_normalize_neighbour_sum", false},
-                            {"crepa_feature_source", "backbone"},
-                            {"crepa_teacher_block_index", nullptr},
-                            {"crepa_use_backbone_features", false},
-                            {"crepa_scheduler", "constant"},
-                            {"crepa_warmup_steps", 0},
-                            {"crepa_decay_steps", 0},
-                            {"crepa_lambda_end", 0.0},
-                            {"crepa_power", 1.0},
-                            {"crepa_cutoff_step", 0},
-                            {"crepa_similarity_threshold", nullptr},
-                            {"crepa_similarity_ema_decay", 0.99},
-                            {"crepa_threshold_mode", "permanent"}};
+        nlohmann::json c = {
+            {"crepa_block_index", 0}, {"crepa_encoder", "x"}, {"crepa_feature_source", "backbone"}};
         for (const auto& [k, v] : over.items()) c[k] = v;
-        init.config = st::sdk::ConfigView(std::make_shared<const nlohmann::json>(c));
+        init.config = crepa_config(c);
         try {
             CrepaRegularizer r(init);
         } catch (const st::Error& e) {
@@ -270,33 +231,8 @@ TEST(CrepaRegularizer, BadSettingsFailNamingTheKey) {
 }
 
 TEST(CrepaRegularizer, BackboneSourceAlignsWithADetachedLaterBlock) {
-    nlohmann::json cfg = {{"crepa_enabled", true},
-                          {"crepa_block_index", 0},
-                          {"crepa_lambda", 0.5},
-                          {"crepa_adjacent_distance", 1},
-                          {"crepa_adjacent_tau", 1.0},
-                          {"crepa_encoder", "unused"},
-                          {"crepa_model", nullptr},
-                          {"crepa_encoder_image_size", 8},
-                          {"crepa_encoder_frames_batch_size", -1},
-                          {"crepa_normalize_by_frames", true},
-                          {"crepa_spatial_align", true},
-                          {"crepa_cumulative_neighbors", false},
-                          {"crepa_normalize_neighbour_sum", false},
-                          {"crepa_feature_source", "backbone"},
-                          {"crepa_teacher_block_index", nullptr},
-                          {"crepa_use_backbone_features", false},
-                          {"crepa_scheduler", "constant"},
-                          {"crepa_warmup_steps", 0},
-                          {"crepa_decay_steps", 0},
-                          {"crepa_lambda_end", 0.0},
-                          {"crepa_power", 1.0},
-                          {"crepa_cutoff_step", 0},
-                          {"crepa_similarity_threshold", nullptr},
-                          {"crepa_similarity_ema_decay", 0.99},
-                          {"crepa_threshold_mode", "permanent"}};
     st::sdk::RegularizerInit init;
-    init.config = st::sdk::ConfigView(std::make_shared<const nlohmann::json>(cfg));
+    init.config = crepa_config({{"crepa_block_index", 0}, {"crepa_feature_source", "backbone"}});
     init.tap_dims = {{"blocks.0.out", 6}, {"blocks.1.out", 6}, {"blocks.2.out", 6}};
     CrepaRegularizer reg(init);
     EXPECT_EQ(reg.taps(),

@@ -158,6 +158,27 @@ TEST(CliTest, RunWithUnknownPluginListsModelFamilies) {
     expect_contains(r.out, "fixture_model (model.fixture@1)");
 }
 
+TEST(CliTest, AFamilyNoPluginProvidesIsSaidBeforeItsValuesAreJudged) {
+    // model_flavour's choices come from the family's plugin: without it, the missing plugin is the news.
+    TempDir t;
+    std::ofstream(t.path / "config.json") << R"({"model_family": "sanavideo", "model_flavour": "2b-480p"})";
+    auto r = run(dir("model") + " " + (t.path / "config.json").string());
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out,
+                    "model_family 'sanavideo' is not provided by any loaded plugin (is st-sanavideo.so "
+                    "installed?");
+    expect_contains(r.out, "loaded families: fixture");
+    EXPECT_EQ(r.out.find("model_flavour"), std::string::npos) << r.out;
+}
+
+TEST(CliTest, APluginCommandWithoutItsPluginIsNamedAsACommand) {
+    auto r = run(dir("model") + " extract-audio --input-dir a --output-dir b");
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out,
+                    "'extract-audio' is neither a command of st-host or of a loaded plugin nor an existing "
+                    "config file");
+}
+
 TEST(CliTest, MakeModelForwardAndInspect) {
     TempDir t;
     auto model = (t.path / "m").string();

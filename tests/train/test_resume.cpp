@@ -150,11 +150,14 @@ TEST(ResumeTest, SigintFinishesTheStepWritesACheckpointAndExitsCleanly) {
     expect_same_run(env.root / "sigint_ref", env.root / "sigint", n + 2);
 }
 
-TEST(ResumeTest, KillNineLosesAtMostTheStepsSinceTheLastCheckpoint) {
+TEST(ResumeTest, KillNineLosesAtMostTheStepsSinceTheLastCheckpointAndResumesExactlyWithTread) {
     auto& env = TrainEnv::get();
     nlohmann::json s = resume_settings(100000);
     s["checkpoint_step_interval"] = 2;
     s["checkpoints_total_limit"] = 2;
+    // With TREAD on: the token selections are part of the resumed random streams (#17).
+    s["tread_config"] = {
+        {"routes", {{{"selection_ratio", 0.5}, {"start_layer_idx", 1}, {"end_layer_idx", -1}}}}};
     const auto cfg = env.config("kill9", s);
     // Three kills at different moments, each followed by a resume that must continue.
     for (size_t target : {5u, 9u, 14u}) {

@@ -367,6 +367,25 @@ TEST(TrainerTest, ImageToVideoTrainsOnCachedFirstFrameConditioningAndValidates) 
     EXPECT_TRUE(fs::exists(env.root / "i2v" / "validation" / "step_4_validation.mp4")) << r.log;
 }
 
+TEST(TrainerTest, ImageToVideoTrainsWithCrepa) {
+    // CREPA on the I2V model (its tap holds the video tokens of the channel-concatenated input).
+    auto& env = TrainEnv::get();
+    const fs::path model = i2v_model(env);
+    const fs::path datasets = env.write_datasets("i2v_crepa.json", (env.root / "cache-i2v-crepa").string());
+    auto r = env.run(env.config(
+        "i2v_crepa", {{"pretrained_model_name_or_path", model.string()},
+                      {"data_backend_config", datasets.string()},
+                      {"max_train_steps", 2},
+                      {"crepa_enabled", true},
+                      {"crepa_block_index", 1},
+                      {"crepa_encoder", (fs::path(ST_TEST_GOLDEN_DIR) / "dinov2" / "vits_style").string()},
+                      {"crepa_encoder_image_size", 8}}));
+    ASSERT_EQ(r.code, 0) << r.log;
+    const auto lines = st_test::read_jsonl(env.root / "i2v_crepa" / "metrics.jsonl");
+    ASSERT_EQ(lines.size(), 2u);
+    for (const auto& l : lines) EXPECT_TRUE(l["loss_terms"].contains("crepa_loss")) << l.dump();
+}
+
 TEST(TrainerTest, EvalDatasetsAreHeldOutLoggedPerDatasetAndFeedValidationByEvalDatasetId) {
     // A `dataset_type: eval` dataset: the evaluation loss runs on it (loss/val and loss/val/held) and
     // eval_dataset_id makes its first clip the I2V validation image, with validation_using_datasets

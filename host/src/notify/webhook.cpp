@@ -226,8 +226,10 @@ std::vector<WebhookTarget> parse_value(const json& value, const fs::path& config
         if (path.is_relative() && !fs::exists(path)) path = config_dir / path;
         std::string contents, error;
         if (!fs::is_regular_file(path))
-            fail(kComponent, "config", "{}: '{}' is not a readable JSON file (resolved to {})", where, text,
-                 path.string());
+            fail(kComponent, "config",
+                 "{}: '{}' is not a readable JSON file (looked in the current directory {} and next to the "
+                 "config file: {})",
+                 where, text, fs::current_path().string(), path.string());
         if (!read_file(path, contents, error))
             fail(kComponent, "config", "{}: cannot read {}: {}", where, path.string(), error);
         json parsed = json::parse(contents, nullptr, false);

@@ -28,8 +28,36 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
     RunSetup s;
     s.config_path = args.at(0);
     std::vector<std::string> override_tokens(args.begin() + 1, args.end());
+    auto& registry = ctx.plugins();
+    if (!fs::exists(s.config_path) && !s.config_path.has_extension() && !s.config_path.has_parent_path())
+        // `st-host extract-audio ...` without the plugin that provides the command lands here.
+        fail("host.cli", "usage",
+             "'{}' is neither a command of st-host or of a loaded plugin nor an existing config file (loaded "
+             "plugins: {}; st-host --help lists the commands, st-host plugins why a plugin was refused)",
+             s.config_path.string(),
+             registry.plugin_names().empty() ? std::string("none")
+                                             : fmt::format("{}", fmt::join(registry.plugin_names(), ", ")));
     nlohmann::json file_values = load_config_file(s.config_path);
     auto overrides = parse_cli_overrides(override_tokens);
+    {
+        // The family decides which options exist (model_flavour's choices, ...): a family that no plugin
+        // provides is said before any value is judged.
+        std::optional<std::string> family;
+        if (file_values.contains("model_family") && file_values["model_family"].is_string())
+            family = file_values["model_family"].get<std::string>();
+        for (const auto& o : overrides)
+            if (o.key == "model_family" && o.has_value) family = o.value;
+        if (ctx.flags.plugin.empty() && family && !registry.find_latest("model", *family)) {
+            std::vector<std::string> known;
+            for (const auto* e : registry.of_kind("model")) known.push_back(e->name);
+            fail("host.config", "validate",
+                 "model_family '{}' is not provided by any loaded plugin (is st-{}.so installed? st-host "
+                 "plugins "
+                 "lists what was found and why anything was refused); loaded families: {}",
+                 *family, *family,
+                 known.empty() ? std::string("none") : fmt::format("{}", fmt::join(known, ", ")));
+        }
+    }
 
     // --log_level takes effect before plugins load, so their discovery can be traced.
     for (const auto& o : overrides)
@@ -37,7 +65,6 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
     if (file_values.contains("log_level") && file_values["log_level"].is_string())
         log::set_level(log::parse_level(file_values["log_level"].get<std::string>()));
 
-    auto& registry = ctx.plugins();
     OptionTable table = build_option_table(registry);
     s.resolved = resolve_config(file_values, overrides, table);
     s.config = sdk::ConfigView(std::make_shared<const nlohmann::json>(s.resolved.values));

@@ -192,9 +192,10 @@ void Trainer::create_optimizer() {
     si.lr_end = setup_.config.opt_float("lr_end").value_or(0.0);
     si.config = setup_.config;
     scheduler_ = call_plugin(*scheduler_entry_, "create", [&] { return scheduler_entry_->lr_scheduler(si); });
-    log::info(kLog, "optimizer {} ({}), lr {} with {} over {} steps (warmup {}), clipping {} at {}",
-              optimizer_entry_->id, optimizer_entry_->plugin_name, cfg_.learning_rate, scheduler_entry_->id,
-              total_steps_, si.warmup_steps, cfg_.grad_clip_method,
+    // The scheduler's own line says what lr_warmup_steps means for it (warmup, or cosine's period).
+    log::info(kLog, "optimizer {} ({}), lr {} with {} over {} steps, clipping {} at {}", optimizer_entry_->id,
+              optimizer_entry_->plugin_name, cfg_.learning_rate, scheduler_entry_->id, total_steps_,
+              cfg_.grad_clip_method,
               cfg_.max_grad_norm > 0 ? fmt::format("{}", cfg_.max_grad_norm) : std::string("off"));
 }
 

@@ -4,6 +4,8 @@
 // `get_scheduler`). `lr(step, base_lr)` is the rate of optimizer update number `step` (0 = first):
 // upstream's scheduler sets the rate for update 0 at construction and advances once per update.
 // Formulas and the lr_warmup_steps quirk: docs/lr-schedulers.md.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -188,9 +190,20 @@ std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name,
     if (n != name) st::log::info(comp, "lr_scheduler '{}' is an alias of '{}'", name, n);
     const int64_t w = init.warmup_steps, t = init.total_steps;
     if (w < 0) fail(comp, "create", "lr_warmup_steps must be >= 0, got {}", w);
-    if (n == "constant") return std::make_unique<Constant>();
-    if (n == "constant_with_warmup") return std::make_unique<ConstantWithWarmup>(w);
-    if (n == "linear") return std::make_unique<Linear>(w, t);
+    if (n == "constant") {
+        st::log::info(
+            comp, "constant learning rate{}",
+            w > 0 ? fmt::format(" (lr_warmup_steps {} is not used by constant)", w) : std::string());
+        return std::make_unique<Constant>();
+    }
+    if (n == "constant_with_warmup") {
+        st::log::info(comp, "linear warmup over {} steps, then constant", w);
+        return std::make_unique<ConstantWithWarmup>(w);
+    }
+    if (n == "linear") {
+        st::log::info(comp, "linear warmup over {} steps, then linear decay to 0 at step {}", w, t);
+        return std::make_unique<Linear>(w, t);
+    }
     if (n == "cosine") {
         int64_t t0 = w;
         if (t0 <= 0) {
@@ -203,9 +216,19 @@ std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name,
         st::log::info(comp, "cosine decay from lr to lr_end={} over {} steps, no warmup", init.lr_end, t0);
         return std::make_unique<Cosine>(t0, init.lr_end);
     }
-    if (n == "sine") return std::make_unique<Sine>(positive_period(n, w), init.lr_end);
-    if (n == "cosine_with_restarts")
-        return std::make_unique<CosineWithRestarts>(positive_period(n, w), init.lr_end);
+    if (n == "sine") {
+        const int64_t p = positive_period(n, w);
+        st::log::info(comp, "sine between lr and lr_end={} with period {} (lr_warmup_steps), no warmup",
+                      init.lr_end, p);
+        return std::make_unique<Sine>(p, init.lr_end);
+    }
+    if (n == "cosine_with_restarts") {
+        const int64_t p = positive_period(n, w);
+        st::log::info(comp,
+                      "cosine from lr to lr_end={} restarting every {} steps (lr_warmup_steps), no warmup",
+                      init.lr_end, p);
+        return std::make_unique<CosineWithRestarts>(p, init.lr_end);
+    }
     // polynomial
     if (t == w) {
         fail(comp, "create",
@@ -214,6 +237,11 @@ std::unique_ptr<sdk::LrScheduler> make_lr_scheduler(const std::string& name,
     if (auto lr = init.config.opt_float("learning_rate"); lr && !(*lr > init.lr_end)) {
         fail(comp, "create", "lr_end ({}) must be smaller than learning_rate ({})", init.lr_end, *lr);
     }
+    st::log::info(
+        comp,
+        "linear warmup over {} steps, then (lr - lr_end) * (1 - progress)^{} + lr_end (lr_end={}) until "
+        "step {}",
+        w, init.power, init.lr_end, t);
     return std::make_unique<Polynomial>(w, t, init.lr_end, init.power);
 }
 
