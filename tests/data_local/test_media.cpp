@@ -218,6 +218,47 @@ TEST(DataMediaTest, RotationMetadataMatchesFfmpegAutorotate) {
     }
 }
 
+TEST(DataMediaTest, AnamorphicPixelsAreShownAtTheirDisplayAspect) {
+    // A 1024x576 frame with a 200x200 white square, stored anamorphically as 720x576 with SAR 64:45 (PAL
+    // 16:9, what DVD rips carry). Players show 1024x576; so must the training frame: buckets see 16:9
+    // and the square stays square after resizing (stored pixels are 0.7 times as wide as tall).
+    TempDir dir("media-sar");
+    const auto clip = dir.path / "pal.mp4";
+    st_test::ffmpeg(
+        "-f lavfi -i color=black:size=1024x576:rate=5:duration=1 -vf "
+        "\"drawbox=x=412:y=188:w=200:h=200:color=white:t=fill,scale=720:576,setsar=64/45\" "
+        "-c:v libx264 -preset ultrafast -pix_fmt yuv420p '" +
+        clip.string() + "'");
+    const auto info = dl::probe_media(clip);
+    EXPECT_EQ(info.coded, (dl::Size{720, 576}));
+    EXPECT_EQ(info.display, (dl::Size{1024, 576}));
+    EXPECT_NEAR(info.pixel_aspect, 64.0 / 45.0, 1e-9);
+    // Resized to 512 wide at the shown aspect, as the bucket planner does.
+    dl::ResizePlan plan = identity_plan(info.display);
+    plan.resized = plan.target = {512, 512 * info.display.h / info.display.w};
+    const at::Tensor gray = dl::decode_video(clip, info, 0, 1, plan)[0].to(at::kFloat).mean(2);
+    const at::Tensor white = gray > 128;
+    const int64_t rows = white.any(1).sum().item<int64_t>(), cols = white.any(0).sum().item<int64_t>();
+    EXPECT_NEAR(static_cast<double>(rows), 100.0, 3.0);
+    EXPECT_NEAR(static_cast<double>(cols), 100.0, 3.0) << "the square came out " << cols << "x" << rows;
+}
+
+TEST(DataMediaTest, StreamsWithoutTimestampsAreCountedByDecoding) {
+    // Raw MPEG-1/2 video elementary streams carry no container duration or start time.
+    TempDir dir("media-es");
+    for (const std::string fmt : {"mpeg2video", "mpeg1video"}) {
+        const auto clip = dir.path / ("clip." + std::string(fmt == "mpeg2video" ? "m2v" : "m1v"));
+        st_test::ffmpeg("-f lavfi -i testsrc=size=64x48:rate=25:duration=1 -c:v " + fmt + " -f " + fmt +
+                        " '" + clip.string() + "'");
+        const auto info = dl::probe_media(clip);
+        EXPECT_EQ(info.grid_frames, 25) << fmt;
+        EXPECT_NEAR(info.fps, 25.0, 1e-6) << fmt;
+        const at::Tensor frames =
+            dl::decode_video(clip, info, 0, info.grid_frames, identity_plan(info.display));
+        EXPECT_EQ(frames.size(0), 25) << fmt;
+    }
+}
+
 TEST(DataMediaTest, VariableFrameRateFramesChosenByTimestamp) {
     TempDir dir("media-vfr");
     // 20 frames whose brightness encodes their index (Y = 16 + 10 N, limited range); the first 10 last 0.1 s

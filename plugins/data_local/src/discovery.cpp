@@ -18,7 +18,7 @@ namespace st::plugins::data_local {
 namespace {
 
 constexpr const char* kLog = "data.local";
-constexpr int kMemoVersion = 1;
+constexpr int kMemoVersion = 2;  // 2: display sizes honour the pixel aspect ratio
 
 std::string lower_ext(const std::filesystem::path& p) {
     std::string e = p.extension().string();
@@ -32,6 +32,7 @@ nlohmann::json info_to_json(const MediaInfo& m) {
             {"coded", {m.coded.w, m.coded.h}},
             {"display", {m.display.w, m.display.h}},
             {"rotation", m.rotation},
+            {"pixel_aspect", m.pixel_aspect},
             {"fps", m.fps},
             {"start", m.start_time},
             {"end", m.end_time},
@@ -54,6 +55,7 @@ MediaInfo info_from_json(const nlohmann::json& j) {
     m.coded = {j.at("coded")[0], j.at("coded")[1]};
     m.display = {j.at("display")[0], j.at("display")[1]};
     m.rotation = j.at("rotation");
+    m.pixel_aspect = j.value("pixel_aspect", 1.0);
     m.fps = j.at("fps");
     m.start_time = j.at("start");
     m.end_time = j.at("end");

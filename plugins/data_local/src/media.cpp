@@ -77,8 +77,17 @@ MediaInfo probe_media(const std::filesystem::path& path) {
                                          avcodec_get_name(vs->codecpar->codec_id)));
         info.coded = {vs->codecpar->width, vs->codecpar->height};
         info.rotation = stream_rotation(vs);
-        info.display =
-            (info.rotation == 90 || info.rotation == 270) ? Size{info.coded.h, info.coded.w} : info.coded;
+        // Non-square pixels (anamorphic PAL/NTSC, SAR 64:45 shows 720x576 as 1024x576): the display width
+        // is the stored width x SAR, as players show it; buckets and resizing work on that size, so the
+        // resize from the coded frame undoes the squeeze.
+        Size shown = info.coded;
+        const AVRational sar = av_guess_sample_aspect_ratio(fmt.get(), vs, nullptr);
+        if (sar.num > 0 && sar.den > 0 && sar.num != sar.den) {
+            info.pixel_aspect = static_cast<double>(sar.num) / static_cast<double>(sar.den);
+            shown.w = std::max(
+                1, static_cast<int>(std::lround(static_cast<double>(info.coded.w) * info.pixel_aspect)));
+        }
+        info.display = (info.rotation == 90 || info.rotation == 270) ? Size{shown.h, shown.w} : shown;
         info.video_codec = avcodec_get_name(vs->codecpar->codec_id);
     }
     if (as) {

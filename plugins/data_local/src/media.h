@@ -22,7 +22,8 @@ struct MediaInfo {
     bool has_video = false;
     bool is_still_image = false;  ///< single-frame image (png/jpg/webp/...) read through FFmpeg
     Size coded;                   ///< decoder frame size
-    Size display;                 ///< after rotation metadata (what the viewer sees)
+    Size display;                 ///< width x pixel_aspect, then rotation metadata (what the viewer sees)
+    double pixel_aspect = 1.0;    ///< sample aspect ratio (SAR) of the stored pixels
     int rotation = 0;             ///< clockwise degrees to apply for display: 0, 90, 180, 270
     double fps = 0.0;             ///< frame rate of the constant-rate grid frames are chosen on
     double start_time = 0.0;      ///< first video timestamp (seconds, container timeline)
