@@ -82,6 +82,25 @@ TEST(PrepareTest, CachesDatasetAndReportsSkippedFiles) {
     auto again = run(host + " prepare " + (t / "config.json").string());
     expect_contains(again, "[exit 0]");
     expect_contains(again, "data.local@1: 2 samples, 1 skipped");
+    // A dataset whose every file is unusable stops prepare with its name and the reason.
+    fs::create_directories(t / "bad");
+    std::ofstream(t / "bad" / "only.mp4");  // zero bytes
+    nlohmann::json with_bad = data;
+    with_bad.push_back({{"id", "all-broken"},
+                        {"type", "local"},
+                        {"dataset_type", "video"},
+                        {"instance_data_dir", (t / "bad").string()},
+                        {"caption_strategy", "filename"},
+                        {"resolution", 64},
+                        {"resolution_type", "pixel"},
+                        {"cache_dir_vae", (t / "cache" / "vae-bad").string()},
+                        {"video", {{"num_frames", 9}}}});
+    std::ofstream(t / "with_bad.json") << with_bad.dump(2);
+    auto empty = run(host + " prepare " + (t / "config.json").string() + " --data_backend_config " +
+                     (t / "with_bad.json").string());
+    expect_contains(empty, "[exit 1]");
+    expect_contains(empty, "dataset 'all-broken' (video) yields no usable sample: 1 file(s) skipped; first:");
+    expect_contains(empty, "only.mp4");
     // A missing dataset config is a clear error naming the key.
     auto bad = run(host + " prepare " + (t / "config.json").string() + " --data_backend_config " +
                    (t / "nope.json").string());

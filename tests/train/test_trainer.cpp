@@ -262,6 +262,30 @@ TEST(TrainerTest, TreadConfigErrorsNameTheRouteBeforeAnyCaching) {
     EXPECT_FALSE(fs::exists(env.root / "tread_bad1" / "metrics.jsonl"));
 }
 
+TEST(TrainerTest, ADatasetWithoutUsableSamplesStopsTheRunBeforeTheFirstStep) {
+    auto& env = TrainEnv::get();
+    fs::create_directories(env.root / "broken");
+    st_test::write_text(env.root / "broken" / "empty.mp4", "");
+    auto datasets = nlohmann::json::parse(st_test::read_text(env.root / "multidatabackend.json"));
+    datasets.push_back({{"id", "broken"},
+                        {"type", "local"},
+                        {"dataset_type", "video"},
+                        {"instance_data_dir", "broken"},
+                        {"caption_strategy", "filename"},
+                        {"resolution", 64},
+                        {"resolution_type", "pixel"},
+                        {"cache_dir_vae", "cache/vae-broken"},
+                        {"video", {{"num_frames", 17}}}});
+    st_test::write_text(env.root / "with_broken.json", datasets.dump(2));
+    auto r = env.run(
+        env.config("empty_dataset", {{"data_backend_config", (env.root / "with_broken.json").string()}}));
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.log.find("dataset 'broken' (video) yields no usable sample: 1 file(s) skipped; first:"),
+              std::string::npos)
+        << r.log;
+    EXPECT_FALSE(fs::exists(env.root / "empty_dataset" / "metrics.jsonl"));
+}
+
 TEST(TrainerTest, OutputDirThatCannotBeCreatedIsNamed) {
     auto& env = TrainEnv::get();
     st_test::write_text(env.root / "a_file", "x");

@@ -33,6 +33,10 @@ int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args) {
     auto backends = open_data_backends(ctx, setup, model.sample_media(), train::sample_features(regs));
     prepare_data_backends(backends, &model.family());
     std::printf("%s", format_prepare_summary(backends).c_str());
+    if (const auto empty = empty_datasets(backends); !empty.empty()) {
+        for (const auto& e : empty) log::error("host.data", "{}", e);
+        return 1;
+    }
     return 0;
 }
 

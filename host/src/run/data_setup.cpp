@@ -86,6 +86,30 @@ void prepare_data_backends(std::vector<OpenedBackend>& backends, sdk::Encoders* 
     }
 }
 
+std::vector<std::string> empty_datasets(const std::vector<OpenedBackend>& backends) {
+    std::vector<std::string> out;
+    for (const auto& b : backends) {
+        const auto& d = b.summary.details;
+        if (!d.contains("datasets") || !d["datasets"].is_object()) continue;
+        for (const auto& [id, ds] : d["datasets"].items()) {
+            const std::string type = ds.value("dataset_type", "");
+            if ((type != "video" && type != "image") || ds.value("disabled", false) ||
+                ds.value("samples", int64_t{1}) != 0)
+                continue;
+            std::string first;
+            if (d.contains("skipped") && d["skipped"].is_array())
+                for (const auto& r : d["skipped"])
+                    if (r.value("dataset", "") == id && first.empty())
+                        first = fmt::format("; first: {}: {}", r.value("file", "?"), r.value("reason", "?"));
+            out.push_back(fmt::format("dataset '{}' ({}{}) yields no usable sample: {} file(s) skipped{}", id,
+                                      type, ds.value("eval", false) ? ", eval" : "",
+                                      ds.value("skipped", int64_t{0}),
+                                      first.empty() ? "; no media files were found in it" : first));
+        }
+    }
+    return out;
+}
+
 std::string format_prepare_summary(const std::vector<OpenedBackend>& backends) {
     std::string s;
     for (const auto& b : backends) {

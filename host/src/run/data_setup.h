@@ -30,6 +30,11 @@ std::vector<OpenedBackend> open_data_backends(
 /// summary lines.
 void prepare_data_backends(std::vector<OpenedBackend>& backends, sdk::Encoders* encoders);
 
+/// One line per enabled media dataset (video, image, eval) that yielded no usable sample, naming it
+/// and its first skip reason; empty when every such dataset has samples. (SimpleTuner stops on an
+/// empty dataset too: it is almost always a wrong path, size limit or frame count.)
+std::vector<std::string> empty_datasets(const std::vector<OpenedBackend>& backends);
+
 /// Human-readable summary (what `st-host prepare` prints).
 std::string format_prepare_summary(const std::vector<OpenedBackend>& backends);
 

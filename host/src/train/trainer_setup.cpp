@@ -107,6 +107,9 @@ void Trainer::open_data() {
         fire("on_epoch_start", {{"epoch", epoch}, {"step", global_step_}});
     });
     log::info(kLog, "data ready:\n{}", format_prepare_summary(backends_));
+    if (const auto empty = empty_datasets(backends_); !empty.empty())
+        fail(kLog, "setup", "{} (disable it, or fix its path, size limits or frame counts)",
+             fmt::format("{}", fmt::join(empty, "; ")));
     if (cfg_.caption_dropout > 0) null_text_ = model_->encode_text({""});
     model_->release_encoders();
 }
