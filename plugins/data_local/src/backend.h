@@ -58,6 +58,14 @@ class LocalDataBackend final : public st::sdk::DataBackend {
     void cache_audio(st::sdk::Encoders& enc);
     /// The regularizers' features of every clip whose feature file is missing or stale.
     void cache_features();
+    /// One clip decoded for an encoder: float [3, F, H, W] in [-1, 1], or why it could not be.
+    struct DecodedClip {
+        at::Tensor pixels;
+        std::string error;
+    };
+    DecodedClip decode_clip(size_t index) const;
+    /// decode_clip() of `n` samples on the thread pool.
+    std::vector<DecodedClip> decode_clips(const size_t* indices, size_t n) const;
     void prune_buckets();
     void build_sampler();
     void drop_samples(const std::vector<bool>& drop);

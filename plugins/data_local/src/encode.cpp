@@ -120,22 +120,13 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
     for (const auto& [bucket, members] : todo) {
         for (size_t off = 0; off < members.size(); off += static_cast<size_t>(run_.vae_batch_size)) {
             const size_t n = std::min(members.size() - off, static_cast<size_t>(run_.vae_batch_size));
-            std::vector<at::Tensor> frames(n);
-            std::vector<std::string> errors(n);
-            parallel_for(static_cast<int64_t>(n), threads_, [&](int64_t k) {
-                const Sample& s = samples_[members[off + k]];
-                try {
-                    frames[k] = decode_video(s.path, s.info, s.first_frame, s.frames, s.plan, 1);
-                } catch (const Error& e) {
-                    errors[k] = e.message();
-                }
-            });
+            const auto clips = decode_clips(&members[off], n);
             std::vector<at::Tensor> pixels;
             std::vector<size_t> ok;
             for (size_t k = 0; k < n; ++k) {
                 const size_t idx = members[off + k];
-                if (!errors[k].empty()) {
-                    SkipRecord r{samples_[idx].dataset, samples_[idx].path.string(), errors[k], true};
+                if (!clips[k].error.empty()) {
+                    SkipRecord r{samples_[idx].dataset, samples_[idx].path.string(), clips[k].error, true};
                     const std::string prefix = r.file + ": ";
                     if (r.reason.rfind(prefix, 0) == 0) r.reason = r.reason.substr(prefix.size());
                     log::warn("data.local", "dataset '{}': skipped {}: {}", r.dataset, r.file, r.reason);
@@ -144,8 +135,7 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
                     drop[idx] = true;
                     continue;
                 }
-                // uint8 [F, H, W, 3] -> float [3, F, H, W] in [-1, 1]
-                pixels.push_back(frames[k].permute({3, 0, 1, 2}).to(at::kFloat).div_(127.5).sub_(1.0));
+                pixels.push_back(clips[k].pixels);
                 ok.push_back(idx);
             }
             progress.advance(static_cast<int64_t>(n - ok.size()));
@@ -185,48 +175,63 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
     drop_samples(drop);
 }
 
+LocalDataBackend::DecodedClip LocalDataBackend::decode_clip(size_t index) const {
+    const Sample& s = samples_[index];
+    DecodedClip c;
+    try {
+        // uint8 [F, H, W, 3] -> float [3, F, H, W] in [-1, 1]
+        c.pixels = decode_video(s.path, s.info, s.first_frame, s.frames, s.plan, 1)
+                       .permute({3, 0, 1, 2})
+                       .to(at::kFloat)
+                       .div_(127.5)
+                       .sub_(1.0);
+    } catch (const Error& e) {
+        c.error = e.message();
+    }
+    return c;
+}
+
+std::vector<LocalDataBackend::DecodedClip> LocalDataBackend::decode_clips(const size_t* indices,
+                                                                          size_t n) const {
+    std::vector<DecodedClip> out(n);
+    parallel_for(static_cast<int64_t>(n), threads_, [&](int64_t k) { out[k] = decode_clip(indices[k]); });
+    return out;
+}
+
 void LocalDataBackend::cache_features() {
     // Each clip is decoded again (only when its features are missing) and given to the encoders with
     // its cached latents: the frames are exactly the ones the VAE saw.
     if (features_.empty()) return;
-    std::vector<size_t> todo;
+    std::vector<size_t> stale;  // samples with a missing or outdated feature file
     for (size_t i = 0; i < samples_.size(); ++i)
         for (const auto& [file, key] : caches_[i].feature_files)
             if (!cache_file_valid(file, key)) {
-                todo.push_back(i);
+                stale.push_back(i);
                 break;
             }
     std::string names;
     for (const auto& f : features_) names += (names.empty() ? "" : ", ") + f->name();
     log::info(kLog, "regularizer features ({}): {} cached, {} to encode", names,
-              samples_.size() - todo.size(), todo.size());
-    if (todo.empty()) return;
+              samples_.size() - stale.size(), stale.size());
+    if (stale.empty()) return;
     std::vector<bool> drop(samples_.size(), false);
-    log::Progress progress(kLog, "encode " + names + " features", static_cast<int64_t>(todo.size()),
+    log::Progress progress(kLog, "encode " + names + " features", static_cast<int64_t>(stale.size()),
                            "samples");
     const size_t chunk = static_cast<size_t>(std::max(1, threads_));
-    for (size_t off = 0; off < todo.size(); off += chunk) {
-        const size_t n = std::min(todo.size() - off, chunk);
-        std::vector<at::Tensor> frames(n);
-        std::vector<std::string> errors(n);
-        parallel_for(static_cast<int64_t>(n), threads_, [&](int64_t k) {
-            const Sample& s = samples_[todo[off + k]];
-            try {
-                frames[k] = decode_video(s.path, s.info, s.first_frame, s.frames, s.plan, 1);
-            } catch (const Error& e) {
-                errors[k] = e.message();
-            }
-        });
+    for (size_t off = 0; off < stale.size(); off += chunk) {
+        const size_t n = std::min(stale.size() - off, chunk);
+        const auto clips = decode_clips(&stale[off], n);
         for (size_t k = 0; k < n; ++k) {
-            const size_t idx = todo[off + k];
+            const size_t idx = stale[off + k];
             const Sample& s = samples_[idx];
             const SampleCache& c = caches_[idx];
-            auto latents = errors[k].empty() ? read_cache_file(c.latent_file, c.latent_key) : std::nullopt;
+            auto latents =
+                clips[k].error.empty() ? read_cache_file(c.latent_file, c.latent_key) : std::nullopt;
             if (!latents) {
-                SkipRecord r{
-                    s.dataset, s.path.string(),
-                    errors[k].empty() ? "its latent cache vanished while caching features" : errors[k],
-                    false};
+                SkipRecord r{s.dataset, s.path.string(),
+                             clips[k].error.empty() ? "its latent cache vanished while caching features"
+                                                    : clips[k].error,
+                             false};
                 log::warn("data.local", "dataset '{}': skipped {}: {}", r.dataset, r.file, r.reason);
                 skipped_.push_back(std::move(r));
                 drop[idx] = true;
@@ -234,9 +239,7 @@ void LocalDataBackend::cache_features() {
             }
             st::sdk::TensorMap encoded;
             for (const auto& [name, t] : *latents) encoded[name] = t.unsqueeze(0);
-            // uint8 [F, H, W, 3] -> float [1, 3, F, H, W] in [-1, 1]
-            const at::Tensor pixels =
-                frames[k].permute({3, 0, 1, 2}).to(at::kFloat).div_(127.5).sub_(1.0).unsqueeze(0);
+            const at::Tensor pixels = clips[k].pixels.unsqueeze(0);  // [1, 3, F, H, W]
             for (size_t e = 0; e < features_.size(); ++e) {
                 const std::string prefix = features_[e]->name() + ".";
                 auto out = split_batch(features_[e]->encode(pixels, encoded), 1, "regularizer feature");
