@@ -3,7 +3,6 @@
 // architecture read from the tensor shapes where no config says it.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <torch/serialize.h>
 
 #include <cstdlib>
 #include <fstream>
@@ -13,6 +12,7 @@
 #include "core/dinov2.h"
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/torch_pickle.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 #include "st/weights.h"
@@ -28,59 +28,6 @@ constexpr const char* kComponent = "reg.crepa.dinov2";
 bool ends_with(const std::string& s, const std::string& suffix) {
     return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
-
-/// A torch.save()d state dict (zip format, torch >= 1.6) as name -> tensor.
-std::map<std::string, at::Tensor> read_pth(const fs::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in) fail(kComponent, "load", "cannot open '{}'", file.string());
-    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (bytes.size() < 4 || bytes[0] != 'P' || bytes[1] != 'K')
-        fail(kComponent, "load",
-             "'{}' is not a zip-format torch.save() file (legacy pickles of torch < 1.6 are not read: "
-             "re-save it with torch >= 1.6 or convert it to .safetensors)",
-             file.string());
-    c10::IValue value;
-    try {
-        value = torch::pickle_load(bytes);
-    } catch (const std::exception& e) {
-        fail(kComponent, "load", "'{}' could not be unpickled: {}", file.string(), e.what());
-    }
-    if (!value.isGenericDict())
-        fail(kComponent, "load", "'{}' holds a {}, not a state dict", file.string(), value.tagKind());
-    std::map<std::string, at::Tensor> out;
-    for (const auto& kv : value.toGenericDict()) {
-        if (!kv.key().isString() || !kv.value().isTensor())
-            fail(kComponent, "load", "'{}': the state dict has a non-tensor entry", file.string());
-        out[kv.key().toStringRef()] = kv.value().toTensor();
-    }
-    return out;
-}
-
-/// A TensorSource over tensors already in memory.
-class MemorySource final : public st::sdk::TensorSource {
-  public:
-    MemorySource(std::map<std::string, at::Tensor> t, std::string label)
-        : t_(std::move(t)), label_(std::move(label)) {}
-    std::string describe() const override { return label_; }
-    std::vector<st::sdk::TensorInfo> infos() const override {
-        std::vector<st::sdk::TensorInfo> v;
-        for (const auto& [n, t] : t_) {
-            st::sdk::TensorInfo i;
-            i.name = n;
-            i.dtype = st::sdk::scalar_to_safetensors_dtype(t.scalar_type());
-            i.shape = t.sizes().vec();
-            v.push_back(std::move(i));
-        }
-        return v;
-    }
-    bool contains(const std::string& name) const override { return t_.count(name) > 0; }
-    at::Tensor load(const std::string& name) const override { return t_.at(name); }
-    std::map<std::string, std::string> metadata() const override { return {}; }
-
-  private:
-    std::map<std::string, at::Tensor> t_;
-    std::string label_;
-};
 
 std::vector<int64_t> shape_of(const st::sdk::TensorSource& s, const std::string& name) {
     for (const auto& i : s.infos())
@@ -186,7 +133,8 @@ DinoV2 load_dinov2(const fs::path& path) {
     if (ends_with(name, ".safetensors"))
         source = st::sdk::open_tensor_source(weights);
     else
-        source = std::make_shared<MemorySource>(read_pth(weights), weights.string());
+        source = std::make_shared<st::kit::MemoryTensorSource>(
+            st::kit::read_torch_state_dict(weights, kComponent), weights.string());
     DinoConfig c = infer_config(*source);
     if (!config.empty()) apply_config_json(c, config);
     c.description =
