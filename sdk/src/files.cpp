@@ -62,12 +62,53 @@ std::string read_file(const std::filesystem::path& path) {
     return ss.str();
 }
 
+std::string quote_python_non_finite(const std::string& text) {
+    // Outside string literals, the bare tokens Python's json module writes for non-finite floats
+    // (-Infinity, Infinity, NaN) become the strings "-Infinity", "Infinity", "NaN".
+    std::string out;
+    out.reserve(text.size());
+    bool in_string = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            out += c;
+            if (c == '\\' && i + 1 < text.size()) {
+                out += text[++i];
+            } else if (c == '"') {
+                in_string = false;
+            }
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+            out += c;
+            continue;
+        }
+        bool replaced = false;
+        for (const char* token : {"-Infinity", "Infinity", "NaN"}) {
+            const size_t n = std::strlen(token);
+            if (text.compare(i, n, token) == 0) {
+                out += '"';
+                out += token;
+                out += '"';
+                i += n - 1;
+                replaced = true;
+                break;
+            }
+        }
+        if (!replaced) out += c;
+    }
+    return out;
+}
+
 nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& component,
                               const std::string& phase) {
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(component, phase, "cannot open '{}': {}", path.string(), std::strerror(errno));
+    std::stringstream buffer;
+    buffer << in.rdbuf();
     try {
-        return nlohmann::json::parse(in);
+        return nlohmann::json::parse(quote_python_non_finite(buffer.str()));
     } catch (const nlohmann::json::exception& e) {
         fail(component, phase, "'{}' is not valid JSON: {}", path.string(), e.what());
     }

@@ -56,6 +56,8 @@ ExpertSchedule::~ExpertSchedule() = default;
 TapProvider::~TapProvider() = default;
 GuidancePolicy::~GuidancePolicy() = default;
 TokenRouting::~TokenRouting() = default;
+NoiseSchedule::~NoiseSchedule() = default;
+NegativePromptEncoding::~NegativePromptEncoding() = default;
 
 TensorMap default_unconditional(const TensorMap& conditional, const TensorMap& negative_text) {
     TensorMap m = conditional;

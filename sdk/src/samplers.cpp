@@ -1,4 +1,5 @@
-// Ports of diffusers' flow-matching schedulers (facts from huggingface/diffusers @ 58eb52c080):
+// Ports of diffusers' flow-matching schedulers (facts from huggingface/diffusers @ 58eb52c080;
+// DPMSolverMultistepScheduler lives in samplers_dpm.cpp, its config parsing here):
 //   FlowMatchEulerDiscreteScheduler: src/diffusers/schedulers/scheduling_flow_match_euler_discrete.py
 //     (__init__, set_timesteps, step)
 //   UniPCMultistepScheduler: src/diffusers/schedulers/scheduling_unipc_multistep.py
@@ -16,44 +17,15 @@
 #include <cmath>
 #include <limits>
 
+#include "sampler_math.h"
 #include "st/error.h"
 #include "st/log.h"
 
 namespace st::sdk {
+
+using namespace sampler_math;
+
 namespace {
-
-constexpr const char* kComponent = "sdk.samplers";
-
-double shift_sigma(double s, double sigma) {
-    return s * sigma / (1.0 + (s - 1.0) * sigma);
-}
-
-double round_f32(double x) {
-    return static_cast<double>(static_cast<float>(x));
-}
-
-// numpy.linspace(start, stop, num) with endpoint: start + i * step, last element exactly `stop`.
-std::vector<double> np_linspace(double start, double stop, int64_t num) {
-    std::vector<double> y(static_cast<size_t>(num));
-    if (num == 1) {
-        y[0] = start;
-        return y;
-    }
-    const double step = (stop - start) / static_cast<double>(num - 1);
-    for (int64_t i = 0; i < num; ++i) y[static_cast<size_t>(i)] = static_cast<double>(i) * step + start;
-    y.back() = stop;
-    return y;
-}
-
-at::ScalarType math_type(const at::Tensor& t) {
-    return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// Flow-mode alpha/sigma and log-SNR: alpha = 1 - sigma, lambda = log(alpha) - log(sigma).
-double lambda_of(double sigma) {
-    if (sigma <= 0.0) return std::numeric_limits<double>::infinity();
-    return std::log(1.0 - sigma) - std::log(sigma);
-}
 
 // Solves the small dense system A x = b (row-major n x n) by Gaussian elimination with partial
 // pivoting (stand-in for torch.linalg.solve on UniPC's <= solver_order sized Vandermonde system).
@@ -151,8 +123,9 @@ SamplerConfig SamplerConfig::from_diffusers_json(const nlohmann::json& j) {
             fail(kComponent, "config", "{}: '{}' = {} is not supported (expected null)", cls, key,
                  j[key].dump());
     };
-    for (const char* key : {"use_dynamic_shifting", "use_karras_sigmas", "use_exponential_sigmas",
-                            "use_beta_sigmas", "invert_sigmas", "stochastic_sampling", "thresholding"})
+    for (const char* key :
+         {"use_dynamic_shifting", "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+          "use_lu_lambdas", "invert_sigmas", "stochastic_sampling", "thresholding"})
         reject_true(key);
     reject_set("shift_terminal");
     reject_set("solver_p");
@@ -179,13 +152,69 @@ SamplerConfig SamplerConfig::from_diffusers_json(const nlohmann::json& j) {
         c.final_sigmas_type = j.value("final_sigmas_type", c.final_sigmas_type);
         if (j.contains("disable_corrector") && j["disable_corrector"].is_array())
             c.disable_corrector = j["disable_corrector"].get<std::vector<int64_t>>();
+    } else if (cls == "DPMSolverMultistepScheduler") {
+        // diffusers' defaults (epsilon, use_flow_sigmas false) are the VP model; only flow mode is
+        // ported. beta_*, trained_betas, lambda_min_clipped, timestep_spacing, steps_offset,
+        // rescale_betas_zero_snr and variance_type only shape the VP tables, which flow sigmas with a
+        // zero final sigma never read, so they are ignored.
+        if (j.value("prediction_type", std::string("epsilon")) != "flow_prediction")
+            fail(kComponent, "config", "{}: prediction_type must be 'flow_prediction', got {}", cls,
+                 j.value("prediction_type", std::string("epsilon")));
+        if (!j.value("use_flow_sigmas", false))
+            fail(kComponent, "config", "{}: use_flow_sigmas must be true for flow models", cls);
+        c.algorithm_type = j.value("algorithm_type", c.algorithm_type);
+        if (c.algorithm_type == "deis") {
+            log::info(kComponent, "{}: algorithm_type 'deis' maps to 'dpmsolver++' (as in diffusers)", cls);
+            c.algorithm_type = "dpmsolver++";
+        }
+        if (c.algorithm_type != "dpmsolver++")
+            fail(kComponent, "config",
+                 "{}: 'algorithm_type' = '{}' is not supported (only 'dpmsolver++'; the sde variants "
+                 "are stochastic and 'dpmsolver' has no flow_prediction in diffusers)",
+                 cls, c.algorithm_type);
+        c.shift = j.value("flow_shift", 1.0);
+        c.solver_order = j.value("solver_order", c.solver_order);
+        c.solver_type = j.value("solver_type", std::string("midpoint"));
+        // diffusers' __init__ re-registers these UniPC/DEIS names as midpoint.
+        if (c.solver_type == "bh1" || c.solver_type == "bh2" || c.solver_type == "logrho") {
+            log::info(kComponent, "{}: solver_type '{}' maps to 'midpoint' (as in diffusers)", cls,
+                      c.solver_type);
+            c.solver_type = "midpoint";
+        }
+        if (c.solver_type != "midpoint" && c.solver_type != "heun")
+            fail(kComponent, "config", "{}: 'solver_type' = '{}' is not supported (midpoint, heun)", cls,
+                 c.solver_type);
+        c.lower_order_final = j.value("lower_order_final", c.lower_order_final);
+        c.euler_at_final = j.value("euler_at_final", c.euler_at_final);
+        c.final_sigmas_type = j.value("final_sigmas_type", c.final_sigmas_type);
+        if (c.final_sigmas_type != "zero")
+            fail(kComponent, "config",
+                 "{}: 'final_sigmas_type' = '{}' is not supported (only 'zero'; diffusers' flow-mode "
+                 "sigma_min comes from the VP beta table)",
+                 cls, c.final_sigmas_type);
+        if (j.contains("time_shift_type") && j["time_shift_type"].is_string() &&
+            j["time_shift_type"].get<std::string>() != "exponential")
+            fail(kComponent, "config", "{}: 'time_shift_type' = {} is not supported", cls,
+                 j["time_shift_type"].dump());
     } else {
         fail(kComponent, "config",
              "unsupported scheduler _class_name '{}' (known: FlowMatchEulerDiscreteScheduler, "
-             "UniPCMultistepScheduler)",
+             "UniPCMultistepScheduler, DPMSolverMultistepScheduler)",
              cls);
     }
     return c;
+}
+
+std::string SamplerConfig::sampler_name_for(const nlohmann::json& j) {
+    if (!j.is_object()) fail(kComponent, "config", "scheduler config must be a JSON object");
+    const std::string cls = j.value("_class_name", std::string());
+    if (cls == "FlowMatchEulerDiscreteScheduler") return "flow_match_euler";
+    if (cls == "UniPCMultistepScheduler") return "unipc";
+    if (cls == "DPMSolverMultistepScheduler") return "dpmsolver++";
+    fail(kComponent, "config",
+         "unsupported scheduler _class_name '{}' (known: FlowMatchEulerDiscreteScheduler, "
+         "UniPCMultistepScheduler, DPMSolverMultistepScheduler)",
+         cls);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,12 +410,14 @@ at::Tensor UniPCSampler::step(const at::Tensor& velocity, int64_t step_index, co
 // ---------------------------------------------------------------------------------------------
 
 std::vector<std::string> sampler_names() {
-    return {"euler", "flow_match_euler", "unipc"};
+    return {"euler", "flow_match_euler", "unipc", "dpmsolver++", "dpm++", "dpmsolver_multistep"};
 }
 
 std::unique_ptr<Sampler> make_sampler(const std::string& name, const SamplerConfig& config) {
     if (name == "euler" || name == "flow_match_euler") return std::make_unique<FlowMatchEulerSampler>(config);
     if (name == "unipc") return std::make_unique<UniPCSampler>(config);
+    if (name == "dpmsolver++" || name == "dpm++" || name == "dpmsolver_multistep")
+        return std::make_unique<DPMSolverMultistepSampler>(config);
     fail(kComponent, "create", "unknown sampler '{}' (known: {})", name, fmt::join(sampler_names(), ", "));
 }
 

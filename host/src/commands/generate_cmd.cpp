@@ -137,7 +137,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
         "expert's steps (default validation_guidance_2, else --guidance)")(
         "seed", po::value(&seed), "seed of the initial noise (default validation_seed, else 0)")(
         "scheduler", po::value(&scheduler),
-        "euler | flow_match_euler | unipc (default validation_noise_scheduler)")(
+        "euler | flow_match_euler | unipc | dpmsolver++ (default validation_noise_scheduler)")(
         "flow_shift", po::value(&flow_shift), "flow shift of the sampler (default flow_schedule_shift, 3.0)")(
         "fps", po::value(&fps), "frames per second of the mp4 (default framerate, 15)")(
         "mixed_precision", po::value(&mixed_precision),
@@ -199,6 +199,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
 
     const auto dtype = parse_precision(config.get_string("mixed_precision"), "generate");
     auto model = load_for_inference(entry, model_path, config, dtype);
+    settings.apply_model_defaults(*model);
     at::NoGradGuard no_grad;
     if (!loras.empty()) {
         const sdk::LoraNameMap names = model->lora_name_map();
@@ -212,7 +213,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     const validate::Resolution res = settings.resolutions.front();
     validate::SampleRequest req = settings.request(res, static_cast<uint64_t>(settings.seed.value_or(0)));
     req.positive = model->encode_text({prompt});
-    if (settings.uses_cfg()) req.negative = model->encode_text({settings.negative_prompt});
+    if (settings.uses_cfg()) req.negative = model->encode_negative_text({settings.negative_prompt});
     const auto inputs = model->sampling_inputs();
     const bool wants_image = model->samples_from(sdk::MediaKind::image);
     const bool wants_audio = model->samples_from(sdk::MediaKind::audio);
@@ -299,7 +300,7 @@ int cmd_bench_generate(CommandContext& ctx, const std::vector<std::string>& args
     req.frames = frames;
     req.size = res.front();
     req.positive = model->encode_text({"a cat in the rain"});
-    req.negative = model->encode_text({"blurry"});
+    req.negative = model->encode_negative_text({"blurry"});
     auto per_step = [&](double guidance) {
         req.guidance = guidance;
         req.steps = 1;

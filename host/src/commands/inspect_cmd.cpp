@@ -35,7 +35,8 @@ void inspect_source(const sdk::TensorSource& src) {
     if (!meta.empty()) {
         std::printf("  metadata:\n");
         for (const auto& [k, v] : meta) {
-            std::string shown = v.size() > 200 ? v.substr(0, 200) + "..." : v;
+            std::string shown = v.substr(0, 200);
+            if (v.size() > 200) shown += "...";
             std::printf("    %s: %s\n", k.c_str(), shown.c_str());
         }
     }

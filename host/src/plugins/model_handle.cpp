@@ -186,6 +186,35 @@ sdk::TensorMap ModelHandle::unconditional(const sdk::TensorMap& conditional,
     return call_plugin(entry_, "unconditional", [&] { return c->unconditional(conditional, negative_text); });
 }
 
+sdk::TensorMap ModelHandle::encode_negative_text(const std::vector<std::string>& negatives) {
+    auto* c = find<sdk::NegativePromptEncoding>();
+    if (!c) return encode_text(negatives);
+    return call_plugin(entry_, "encode_negative_text", [&] { return c->encode_negative_text(negatives); });
+}
+
+std::optional<at::Tensor> ModelHandle::family_training_sigmas(int64_t batch, at::Generator generator) {
+    auto* c = find<sdk::NoiseSchedule>();
+    if (!c) return std::nullopt;
+    at::Tensor s = call_plugin(entry_, "sample_training_sigmas",
+                               [&] { return c->sample_training_sigmas(batch, generator); });
+    if (!s.defined() || s.dim() != 1 || s.size(0) != batch)
+        fail(entry_.id, "sample_training_sigmas", "returned {} sigmas, expected [{}]",
+             s.defined() ? c10::str(s.sizes()) : std::string("undefined"), batch);
+    return s.to(at::kFloat);
+}
+
+std::optional<std::string> ModelHandle::training_schedule_summary() {
+    auto* c = find<sdk::NoiseSchedule>();
+    if (!c) return std::nullopt;
+    return call_plugin(entry_, "training_schedule_summary", [&] { return c->training_schedule_summary(); });
+}
+
+std::optional<sdk::SamplingDefaults> ModelHandle::sampling_defaults() {
+    auto* c = find<sdk::NoiseSchedule>();
+    if (!c) return std::nullopt;
+    return call_plugin(entry_, "sampling_defaults", [&] { return c->sampling_defaults(); });
+}
+
 std::string ModelHandle::capability_list() {
     std::vector<std::string> ids;
     if (find<sdk::ModelTools>()) ids.push_back(sdk::ModelTools::kId);
@@ -195,6 +224,8 @@ std::string ModelHandle::capability_list() {
     if (find<sdk::TapProvider>()) ids.push_back(sdk::TapProvider::kId);
     if (find<sdk::GuidancePolicy>()) ids.push_back(sdk::GuidancePolicy::kId);
     if (find<sdk::TokenRouting>()) ids.push_back(sdk::TokenRouting::kId);
+    if (find<sdk::NoiseSchedule>()) ids.push_back(sdk::NoiseSchedule::kId);
+    if (find<sdk::NegativePromptEncoding>()) ids.push_back(sdk::NegativePromptEncoding::kId);
     return ids.empty() ? std::string("none") : fmt::format("{}", fmt::join(ids, ", "));
 }
 

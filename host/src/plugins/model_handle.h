@@ -43,6 +43,8 @@ class ModelHandle {
     void save_trainable(const std::filesystem::path& dir);
     sdk::PredictOutput predict(const sdk::PredictInputs& inputs);
     sdk::TensorMap encode_text(const std::vector<std::string>& captions);
+    /// negative_prompt@1's encode_negative_text, else encode_text.
+    sdk::TensorMap encode_negative_text(const std::vector<std::string>& negatives);
     std::vector<int64_t> latent_shape(int64_t frames, int64_t height, int64_t width) const;
     /// decode_latents(), checked: [B, 3, F, H, W].
     at::Tensor decode_latents(const at::Tensor& latents);
@@ -76,6 +78,12 @@ class ModelHandle {
     std::optional<int64_t> routable_blocks();
     /// guidance@1, else sdk::default_unconditional.
     sdk::TensorMap unconditional(const sdk::TensorMap& conditional, const sdk::TensorMap& negative_text);
+    /// noise_schedule@1: the family's own training sigmas [batch] (float32 CPU); nullopt without it.
+    std::optional<at::Tensor> family_training_sigmas(int64_t batch, at::Generator generator);
+    /// noise_schedule@1: how those sigmas are drawn (one log line); nullopt without it.
+    std::optional<std::string> training_schedule_summary();
+    /// noise_schedule@1: the model's shipped sampler and pipeline defaults; nullopt without it.
+    std::optional<sdk::SamplingDefaults> sampling_defaults();
     /// The capability ids this family offers now, for logs ("tools@1, image_conditioning@1").
     std::string capability_list();
 

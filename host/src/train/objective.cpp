@@ -44,7 +44,10 @@ ObjectiveResult Objective::training_loss(const sdk::Batch& batch, at::Generator&
     const at::Tensor latents = latents_of(batch).to(at::kFloat);
     const int64_t b = latents.size(0);
     const at::Tensor noise = at::randn(latents.sizes(), generator, latents.options());
-    const at::Tensor sigmas = sdk::sample_flow_sigmas(b, sigmas_, latents.sizes(), generator);
+    // A family with its own noise schedule (noise_schedule@1) draws the sigmas; else SimpleTuner's
+    // flow_schedule_* options decide.
+    const std::optional<at::Tensor> own = model_.family_training_sigmas(b, generator);
+    const at::Tensor sigmas = own ? *own : sdk::sample_flow_sigmas(b, sigmas_, latents.sizes(), generator);
     const auto fm = sdk::make_flow_matching_batch(latents, noise, sigmas);
     sdk::PredictInputs in = inputs(batch, fm);
     in.routes = routes_;

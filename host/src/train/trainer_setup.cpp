@@ -58,6 +58,11 @@ void Trainer::load_model() {
     req.gradient_checkpointing_interval = cfg_.gradient_checkpointing_interval;
     model_->load(req);
     objective_ = std::make_unique<Objective>(*model_, cfg_.sigmas, device_);
+    if (auto own = model_->training_schedule_summary())
+        log::info(kLog,
+                  "training sigmas: {} ({} has its own noise schedule: flow_schedule_shift, "
+                  "flow_schedule_auto_shift and flow_use_uniform_schedule do not apply, as in SimpleTuner)",
+                  *own, model_->entry().id);
     if (!cfg_.tread_config.is_null()) {
         // Checked against the model's blocks now, before any caching.
         const auto blocks = model_->routable_blocks();

@@ -46,11 +46,13 @@ std::vector<sdk::OptionSpec> validation_options() {
                    "at each validation; the nickname names the files."));
     add(opt_bool("validation_prompt_library", false, "Also render st's built-in prompt library."));
     add(opt_string(
-        "validation_noise_scheduler", "euler",
-        "Validation sampler: euler (= flow_match_euler, what SimpleTuner actually uses for Wan) or "
-        "unipc (the Wan Diffusers repos' shipped scheduler, order 2, bh2), both with "
-        "flow_schedule_shift.",
-        {"euler", "flow_match_euler", "unipc"}));
+        "validation_noise_scheduler", std::nullopt,
+        "Validation sampler: euler (= flow_match_euler, what SimpleTuner actually uses for Wan), "
+        "unipc (the Wan Diffusers repos' shipped scheduler, order 2, bh2) or dpmsolver++ (= dpm++, "
+        "DPM-Solver++ 2M midpoint, Sana Video's shipped scheduler), with flow_schedule_shift. Unset: "
+        "the model's shipped sampler for families with their own schedule (Sana Video: its "
+        "scheduler_config.json, shift included), else euler.",
+        {"euler", "flow_match_euler", "unipc", "dpmsolver++", "dpm++", "dpmsolver_multistep"}));
     add(opt_string("ema_validation", "comparison",
                    "With use_ema: none = trained weights only, ema_only = EMA weights only, comparison = "
                    "both (EMA files suffixed _ema).",

@@ -51,7 +51,7 @@ struct SampleRequest {
     /// CFG scale of the steps whose timestep is below the model's expert boundary (experts@1, diffusers
     /// guidance_scale_2). Unset, or a model without a boundary: `guidance`.
     std::optional<double> guidance_2;
-    /// "euler" / "flow_match_euler" / "unipc" (st::sdk::make_sampler names).
+    /// "euler" / "flow_match_euler" / "unipc" / "dpmsolver++" (st::sdk::make_sampler names).
     std::string scheduler = "euler";
     sdk::SamplerConfig sampler;
     /// Seeds the CPU generator of the initial noise [1, C, F', H', W'] (float32 standard normal).

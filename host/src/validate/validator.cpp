@@ -86,11 +86,12 @@ ValidationSettings ValidationSettings::read(const sdk::ConfigView& c, const fs::
     if (auto p = c.opt_string("user_prompt_library"); p && !p->empty())
         s.user_prompt_library = resolve_path(*p, config_dir);
     s.builtin_library = c.get_bool("validation_prompt_library");
-    s.scheduler = c.get_string("validation_noise_scheduler");
-    s.shift = c.opt_float("flow_schedule_shift").value_or(3.0);
-    if (!(s.shift > 0))
-        problems.push_back(fmt::format(
-            "flow_schedule_shift = {}: validation samplers need a shift > 0 (3.0 for Wan 480p)", s.shift));
+    s.scheduler = c.opt_string("validation_noise_scheduler").value_or("");
+    s.sampler.shift = c.opt_float("flow_schedule_shift").value_or(3.0);
+    if (!(s.sampler.shift > 0))
+        problems.push_back(
+            fmt::format("flow_schedule_shift = {}: validation samplers need a shift > 0 (3.0 for Wan 480p)",
+                        s.sampler.shift));
     s.ema_mode = c.get_string("ema_validation");
     if (c.has("validation_guidance_skip_layers"))
         s.skip_layers = read_skip_layers(c.get_json("validation_guidance_skip_layers"), problems);
@@ -116,6 +117,22 @@ ValidationSettings ValidationSettings::read(const sdk::ConfigView& c, const fs::
     return s;
 }
 
+void ValidationSettings::apply_model_defaults(ModelHandle& model) {
+    const auto own = model.sampling_defaults();
+    if (!own) {
+        if (scheduler.empty()) scheduler = "euler";
+        return;
+    }
+    const bool chosen = !scheduler.empty();
+    if (!chosen) scheduler = own->scheduler;
+    sampler = own->sampler;
+    log::info(
+        kLog,
+        "validation sampler: {} with flow shift {} ({}: {} ships {}; flow_schedule_shift does not apply)",
+        scheduler, sampler.shift, chosen ? "validation_noise_scheduler" : "the model's scheduler config",
+        model.entry().id, own->scheduler);
+}
+
 SampleRequest ValidationSettings::request(const Resolution& size, uint64_t render_seed) const {
     SampleRequest req;
     req.frames = frames;
@@ -123,8 +140,8 @@ SampleRequest ValidationSettings::request(const Resolution& size, uint64_t rende
     req.steps = steps;
     req.guidance = guidance;
     req.guidance_2 = guidance_2;
-    req.scheduler = scheduler;
-    req.sampler.shift = shift;
+    req.scheduler = scheduler.empty() ? std::string("euler") : scheduler;
+    req.sampler = sampler;
     req.seed = render_seed;
     req.skip_layers = skip_layers;
     req.skip_start = skip_start;
@@ -232,6 +249,7 @@ Validator::Validator(const sdk::ConfigView& config, fs::path config_dir, fs::pat
       model_(model),
       seed_(settings_.seed ? static_cast<uint64_t>(*settings_.seed) : run_seed) {
     inputs_ = model_.sampling_inputs();
+    settings_.apply_model_defaults(model_);
     if (enabled() && settings_.image && !needs(sdk::MediaKind::image))
         log::warn(kLog,
                   "validation_image {} is not used: the model ({}) takes no image (its sampling inputs: {})",
@@ -270,18 +288,20 @@ std::vector<Prompt> Validator::prompts() const {
     return out;
 }
 
-const sdk::TensorMap& Validator::embeddings(const std::string& text) {
-    auto it = text_cache_.find(text);
+const sdk::TensorMap& Validator::embeddings(const std::string& text, bool negative) {
+    // Negative prompts may be encoded differently (negative_prompt@1): cached under their own key.
+    const std::string key = (negative ? "n:" : "p:") + text;
+    auto it = text_cache_.find(key);
     if (it != text_cache_.end()) return it->second;
-    auto emb = model_.encode_text({text});
-    return text_cache_.emplace(text, std::move(emb)).first->second;
+    auto emb = negative ? model_.encode_negative_text({text}) : model_.encode_text({text});
+    return text_cache_.emplace(key, std::move(emb)).first->second;
 }
 
 size_t Validator::encode_prompts(const std::vector<Prompt>& prompts) {
     const size_t before = text_cache_.size();
     for (const auto& p : prompts) {
         embeddings(p.text);
-        if (settings_.uses_cfg()) embeddings(p.negative);
+        if (settings_.uses_cfg()) embeddings(p.negative, true);
     }
     const size_t added = text_cache_.size() - before;
     if (added > 0) {
@@ -301,7 +321,7 @@ void Validator::render(int64_t step, const Prompt& prompt, const std::string& su
     for (const auto& res : settings_.resolutions) {
         SampleRequest req = settings_.request(res, seed_);
         req.positive = embeddings(prompt.text);
-        if (settings_.uses_cfg()) req.negative = embeddings(prompt.negative);
+        if (settings_.uses_cfg()) req.negative = embeddings(prompt.negative, true);
         if (const auto image = image_for(prompt)) {
             const at::Tensor cond = conditioning_image(read_first_frame(*image), res);
             for (auto& [k, v] : model_.encode_conditioning_image(cond, settings_.frames)) req.inputs[k] = v;

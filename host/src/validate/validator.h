@@ -63,8 +63,12 @@ struct ValidationSettings {
     int fps = 15;
     std::optional<std::filesystem::path> user_prompt_library;
     bool builtin_library = false;
-    std::string scheduler = "euler";
-    double shift = 3.0;
+    /// validation_noise_scheduler; "" = unset: the model's shipped sampler (noise_schedule@1), else euler
+    /// (resolved by apply_model_defaults).
+    std::string scheduler;
+    /// The sampler's configuration; its shift is flow_schedule_shift (3.0 when unset) unless the model
+    /// ships its own schedule.
+    sdk::SamplerConfig sampler;
     std::string ema_mode = "comparison";  ///< none | ema_only | comparison
     std::vector<int64_t> skip_layers;
     double skip_start = 0.01;
@@ -75,6 +79,12 @@ struct ValidationSettings {
     std::optional<std::string> eval_dataset_id;  ///< dataset of the reference sample
     bool preview = false;
     int64_t preview_steps = 1;
+
+    /// After the model is loaded: a family with its own schedule (noise_schedule@1) gives the sampler
+    /// configuration (its flow shift; flow_schedule_shift does not apply, as in SimpleTuner) and, when
+    /// validation_noise_scheduler is unset, the sampler itself; otherwise an unset scheduler is euler.
+    /// Logs what was decided.
+    void apply_model_defaults(ModelHandle& model);
 
     /// Reads and checks the keys; relative paths are resolved against `config_dir`. Throws st::Error
     /// naming each bad key.
@@ -175,7 +185,9 @@ class Validator {
     std::optional<std::filesystem::path> image_for(const Prompt& prompt) const;
     std::optional<std::pair<std::filesystem::path, double>> audio_for(const Prompt& prompt) const;
 
-    const sdk::TensorMap& embeddings(const std::string& text);
+    /// The encoding of a prompt (negative: through the family's negative-prompt encoding when it has one),
+    /// cached for the whole run.
+    const sdk::TensorMap& embeddings(const std::string& text, bool negative = false);
     void render(int64_t step, const Prompt& prompt, const std::string& suffix, const PreviewFn& preview,
                 Output& out);
 

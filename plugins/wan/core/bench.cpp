@@ -14,23 +14,16 @@
 #include "config.h"
 #include "st/attention.h"
 #include "st/error.h"
+#include "st/kit/bench_util.h"
 #include "st/routing.h"
 #include "transformer.h"
 
 namespace st::plugins::wan {
 namespace {
 
-double now_s() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
+using st::kit::now_s;
 std::vector<std::string> split(const std::string& s, char sep) {
-    std::vector<std::string> out;
-    std::stringstream ss(s);
-    std::string item;
-    while (std::getline(ss, item, sep))
-        if (!item.empty()) out.push_back(item);
-    return out;
+    return st::kit::split_list(s, sep);
 }
 
 // One training-pass measurement: the forward with grad (routes apply), forward + backward with
@@ -105,18 +98,6 @@ nlohmann::json pass_json(const Pass& p) {
 }
 
 }  // namespace
-
-double peak_rss_mib() {
-    std::ifstream in("/proc/self/status");
-    std::string line;
-    while (std::getline(in, line))
-        if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-    return -1.0;
-}
-
-void reset_peak_rss() {
-    std::ofstream("/proc/self/clear_refs") << "5";
-}
 
 int run_wan_bench(const std::vector<std::string>& args) {
     std::vector<std::string> presets = {"tiny", "small"};

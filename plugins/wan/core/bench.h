@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "st/kit/bench_util.h"
+
 namespace st::plugins::wan {
 
 /// args: [--presets tiny,small,1.3b] [--latent FxHxW] [--text-len N] [--steps N]
@@ -15,9 +17,8 @@ namespace st::plugins::wan {
 /// per preset, and under "tread" the routed ones) instead of the attention table.
 int run_wan_bench(const std::vector<std::string>& args);
 
-/// Peak resident set size of this process in MiB (VmHWM), and its reset (Linux >= 4.0); shared by
-/// the Wan-family benchmarks.
-double peak_rss_mib();
-void reset_peak_rss();
+/// The kit's peak-RSS probes (st/kit/bench_util.h), under the names the Wan-family benchmarks use.
+using st::kit::peak_rss_mib;
+using st::kit::reset_peak_rss;
 
 }  // namespace st::plugins::wan

@@ -21,6 +21,7 @@
 #include "core/kit_names.h"
 #include "st/error.h"
 #include "st/kit/umt5.h"
+#include "st/kit/vae_forward.h"
 #include "st/log.h"
 #include "wan_family.h"
 
@@ -125,45 +126,10 @@ TensorMap forward_transformer(const fs::path& model, const TensorMap& in, const 
     return out;
 }
 
-// Inputs named <prefix><suffix>: one output set per suffix ("video_t9" -> "_t9").
-std::vector<std::pair<std::string, at::Tensor>> with_prefix(const TensorMap& in, const std::string& prefix,
-                                                            const std::string& component) {
-    std::vector<std::pair<std::string, at::Tensor>> r;
-    for (const auto& [name, t] : in)
-        if (name.rfind(prefix, 0) == 0) r.emplace_back(name.substr(prefix.size()), t);
-    if (r.empty())
-        fail(kWanComponentId, "forward",
-             "component '{}' needs input tensors named '{}*' (e.g. '{}_t1'); the inputs "
-             "hold: {}",
-             component, prefix, prefix, names_of(in));
-    return r;
-}
-
-TensorMap forward_vae_encode(const fs::path& model, const TensorMap& in, const ConfigView& config) {
+TensorMap forward_vae(const fs::path& model, const std::string& component, const TensorMap& in,
+                      const ConfigView& config) {
     WanVAE vae = load_wan_vae(require_vae_path(resolve_model_paths(model, config)));
-    vae.module()->eval();
-    torch::NoGradGuard no_grad;
-    TensorMap out;
-    for (const auto& [suffix, video] : with_prefix(in, "video", "vae_encode")) {
-        // video [B, 3, T, H, W] -> posterior [B, z, 1 + (T-1)/4, H/8, W/8]
-        const EncodeResult r = vae.encode(as_float(video));
-        out["posterior_mean" + suffix] = r.mean;
-        out["posterior_logvar" + suffix] = r.logvar;
-        out["latents_normalized" + suffix] = vae.normalize_latents(r.mean);
-    }
-    return out;
-}
-
-TensorMap forward_vae_decode(const fs::path& model, const TensorMap& in, const ConfigView& config) {
-    WanVAE vae = load_wan_vae(require_vae_path(resolve_model_paths(model, config)));
-    vae.module()->eval();
-    torch::NoGradGuard no_grad;
-    TensorMap out;
-    for (const auto& [suffix, latents] : with_prefix(in, "latents", "vae_decode")) {
-        // latents [B, z, F, h, w] raw -> video [B, 3, 1 + 4(F-1), 8h, 8w] in [-1, 1]
-        out["decoded" + suffix] = vae.decode(as_float(latents));
-    }
-    return out;
+    return run_vae_component(vae, component, in, kWanComponentId);
 }
 
 TensorMap forward_text_encoder(const fs::path& model, const TensorMap& in, const ConfigView& config) {
@@ -211,8 +177,7 @@ TensorMap forward_image_encoder(const fs::path& model, const TensorMap& in) {
 TensorMap run_forward_component(const fs::path& model, const std::string& component, const TensorMap& inputs,
                                 const ConfigView& config) {
     if (component == "transformer") return forward_transformer(model, inputs, config);
-    if (component == "vae_encode") return forward_vae_encode(model, inputs, config);
-    if (component == "vae_decode") return forward_vae_decode(model, inputs, config);
+    if (is_vae_component(component)) return forward_vae(model, component, inputs, config);
     if (component == "text_encoder") return forward_text_encoder(model, inputs, config);
     if (component == "image_encoder") return forward_image_encoder(model, inputs);
     fail(kWanComponentId, "forward",

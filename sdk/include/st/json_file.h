@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -13,10 +14,15 @@
 
 namespace st::sdk {
 
-/// Parses the JSON document in `path`. st::Error(component, phase, ...) naming the path and the
-/// reason when the file cannot be opened or is not valid JSON.
+/// Parses the JSON document in `path`. Python's json module writes non-finite floats as the bare tokens
+/// -Infinity, Infinity and NaN (diffusers scheduler configs: "lambda_min_clipped": -Infinity), which
+/// JSON does not allow: they are read as the strings "-Infinity", "Infinity", "NaN", and json_as<double>
+/// turns those back into numbers. st::Error(component, phase, ...) naming the path and the reason when
+/// the file cannot be opened or is not valid JSON.
 nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& component,
                               const std::string& phase = "config");
+/// The text with Python's bare non-finite tokens quoted (what read_json_file parses).
+std::string quote_python_non_finite(const std::string& text);
 
 namespace detail {
 template <typename T>
@@ -55,6 +61,14 @@ T json_as(const nlohmann::json& value, const std::string& key, const std::string
     bool ok = true;
     if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
         ok = value.is_number_integer() || value.is_number_unsigned();
+    if constexpr (std::is_floating_point_v<T>) {
+        if (value.is_string()) {
+            const auto& s = value.get_ref<const std::string&>();
+            if (s == "Infinity") return std::numeric_limits<T>::infinity();
+            if (s == "-Infinity") return -std::numeric_limits<T>::infinity();
+            if (s == "NaN") return std::numeric_limits<T>::quiet_NaN();
+        }
+    }
     if (ok) {
         try {
             return value.get<T>();

@@ -13,6 +13,8 @@
 //   TapProvider           "taps@1"               intermediate activations and their token geometry
 //   GuidancePolicy        "guidance@1"           how the unconditional CFG branch is built
 //   TokenRouting          "token_routing@1"      TREAD routes over its blocks (st/routing.h)
+//   NoiseSchedule         "noise_schedule@1"     its own training sigmas and shipped sampler (Sana Video)
+//   NegativePromptEncoding "negative_prompt@1"   negative prompts encoded unlike prompts (Sana Video)
 //
 // A capability never changes once released: a new behaviour is a new interface with the next id
 // ("taps@2"), which a family may offer next to the old one. The host's adapter
@@ -38,6 +40,7 @@
 
 #include "st/options.h"
 #include "st/routing.h"
+#include "st/samplers.h"
 #include "st/tensors.h"
 
 namespace torch::nn {
@@ -305,6 +308,41 @@ class TokenRouting : public Capability {
     ~TokenRouting() override;
     /// Number of transformer blocks the routes index (after load()).
     virtual int64_t routable_blocks() const = 0;
+};
+
+/// The sampler a model ships (its scheduler/scheduler_config.json).
+struct SamplingDefaults {
+    std::string scheduler;  ///< a make_sampler() name ("dpmsolver++", "unipc", "euler")
+    SamplerConfig sampler;  ///< including its flow shift
+};
+
+/// A family whose training noise schedule and sampler are fixed by its release rather than by
+/// SimpleTuner's flow_schedule_* keys (Sana Video: SimpleTuner forces flow_schedule_shift off and
+/// draws from the scheduler's own sigma table). The host then ignores flow_schedule_shift,
+/// flow_schedule_auto_shift and flow_use_uniform_schedule for training and logs why, and validation /
+/// `st-host generate` sample with sampling_defaults() (its shift included) unless
+/// validation_noise_scheduler is set.
+class NoiseSchedule : public Capability {
+  public:
+    static constexpr const char* kId = "noise_schedule@1";
+    ~NoiseSchedule() override;
+    /// `batch` training sigmas in (0, 1] ([batch] float32, CPU), drawn only from `generator`.
+    virtual at::Tensor sample_training_sigmas(int64_t batch, at::Generator generator) const = 0;
+    /// One line for the log: how sigmas are drawn.
+    virtual std::string training_schedule_summary() const = 0;
+    /// After load().
+    virtual SamplingDefaults sampling_defaults() const = 0;
+};
+
+/// A family whose pipeline encodes the negative prompt of classifier-free guidance differently from
+/// prompts (Sana Video: without the complex human instruction and the motion score). Validation and
+/// `st-host generate` then encode negative prompts through it; without it, through encode_text().
+class NegativePromptEncoding : public Capability {
+  public:
+    static constexpr const char* kId = "negative_prompt@1";
+    ~NegativePromptEncoding() override;
+    /// negative prompts -> the same tensors encode_text() returns. After load().
+    virtual TensorMap encode_negative_text(const std::vector<std::string>& negatives) = 0;
 };
 
 using ModelFactory = std::function<std::unique_ptr<ModelFamily>()>;

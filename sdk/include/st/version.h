@@ -30,7 +30,11 @@
 // 3.0: Regularizer computes RegularizerOutput (terms + metrics), has state()/restore() and may cache
 // per-sample features (SampleFeatureEncoder, DataOpenRequest::sample_features); Registrar gained
 // add_forward_tool.
-#define ST_SDK_ABI_MAJOR 3
+// 4.0: SamplerConfig grew for DPM-Solver++ (algorithm_type, euler_at_final); capabilities
+// noise_schedule@1 (NoiseSchedule, SamplingDefaults) and negative_prompt@1 (NegativePromptEncoding).
+// AttentionOptions gained softcap and window (read by struct_size) and attention() takes k/v with
+// fewer heads than q (grouped-query attention) in 4.0 too.
+#define ST_SDK_ABI_MAJOR 4
 #define ST_SDK_ABI_MINOR 0
 #define ST_SDK_VERSION_STRING "0.1.0"
 
