@@ -1,4 +1,5 @@
-// UMT5Tokenizer: sentencepiece behind a pimpl, Wan's padding/cutting to 512 and eos.
+// UMT5Tokenizer: the kit's SentencePieceModel behind a pimpl, Wan's padding/cutting to 512 and eos;
+// and the loader of the sentencepiece module itself (spm_api::module).
 // Reference: wan/modules/tokenizers.py HuggingfaceTokenizer.__call__ (padding='max_length',
 // truncation=True, add_special_tokens=True) on google/umt5-xxl's spiece.model.
 #include "st/kit/tokenizer.h"
@@ -12,6 +13,7 @@
 #include <fstream>
 
 #include "st/error.h"
+#include "st/kit/sentencepiece.h"
 #include "st/log.h"
 #include "tokenizer_spm_api.h"
 
@@ -32,11 +34,11 @@ std::string list_dir(const std::filesystem::path& dir) {
 }
 
 // Resolves a special id the way HF's T5Tokenizer does: the model's own id, else the piece.
-int64_t special_id(const spm_api::Api& api, void* handle, int model_id, int unk_id, const char* piece,
+int64_t special_id(const SentencePieceModel& sp, int model_id, const char* piece,
                    const std::filesystem::path& file) {
     if (model_id >= 0) return model_id;
-    const int id = api.piece_to_id(handle, piece);
-    if (id < 0 || id == unk_id)
+    const int id = sp.piece_to_id(piece);
+    if (id < 0 || id == sp.unk_id())
         fail(kComponent, "load", "'{}' defines no '{}' token (UMT5 needs pad '<pad>' and eos '</s>')",
              file.string(), piece);
     return id;
@@ -83,14 +85,7 @@ const spm_api::Api& spm_api::module() {
 }
 
 struct UMT5Tokenizer::Impl {
-    const spm_api::Api* api = nullptr;
-    void* handle = nullptr;
-    Impl() = default;
-    Impl(const Impl&) = delete;
-    Impl& operator=(const Impl&) = delete;
-    ~Impl() {
-        if (handle) api->close(handle);
-    }
+    SentencePieceModel sp;
 };
 
 UMT5Tokenizer::UMT5Tokenizer(std::unique_ptr<Impl> impl, std::filesystem::path model_file)
@@ -125,51 +120,35 @@ std::filesystem::path UMT5Tokenizer::find_model_file(const std::filesystem::path
 
 UMT5Tokenizer UMT5Tokenizer::load(const std::filesystem::path& path) {
     const std::filesystem::path file = find_model_file(path);
-    auto impl = std::make_unique<Impl>();
-    impl->api = &spm_api::module();
-    std::string error;
-    impl->handle = impl->api->open(file.string(), &error);
-    if (!impl->handle)
-        fail(kComponent, "load", "'{}' is not a SentencePiece model: {}", file.string(), error);
-    const spm_api::Api& api = *impl->api;
-    void* handle = impl->handle;
+    auto impl = std::make_unique<Impl>(Impl{SentencePieceModel::load(file, kComponent)});
+    const SentencePieceModel& sp = impl->sp;
+    const int64_t unk = sp.unk_id();
+    const int64_t pad = special_id(sp, sp.pad_id(), "<pad>", file);
+    const int64_t eos = special_id(sp, sp.eos_id(), "</s>", file);
+    const int64_t pieces = sp.size();
     UMT5Tokenizer tok(std::move(impl), file);
-    int pad = -1, eos = -1, unk = -1;
-    api.special_ids(handle, &pad, &eos, &unk);
     tok.unk_id_ = unk;
-    tok.pad_id_ = special_id(api, handle, pad, unk, "<pad>", file);
-    tok.eos_id_ = special_id(api, handle, eos, unk, "</s>", file);
-    st::log::info(kComponent, "loaded {} ({} pieces; pad {}, eos {}, unk {})", file.string(),
-                  api.piece_size(handle), tok.pad_id_, tok.eos_id_, tok.unk_id_);
+    tok.pad_id_ = pad;
+    tok.eos_id_ = eos;
+    st::log::info(kComponent, "loaded {} ({} pieces; pad {}, eos {}, unk {})", file.string(), pieces,
+                  tok.pad_id_, tok.eos_id_, tok.unk_id_);
     return tok;
 }
 
 int64_t UMT5Tokenizer::vocab_size() const {
-    return impl_->api->piece_size(impl_->handle);
+    return impl_->sp.size();
 }
 
 std::vector<int> UMT5Tokenizer::encode_raw(std::string_view text) const {
-    std::vector<int> ids;
-    std::string error;
-    if (!impl_->api->encode_ids(impl_->handle, text, &ids, &error))
-        fail(kComponent, "encode", "SentencePiece encode with {} failed: {}", model_file_.string(), error);
-    return ids;
+    return impl_->sp.encode(text);
 }
 
 std::vector<std::string> UMT5Tokenizer::encode_pieces(std::string_view text) const {
-    std::vector<std::string> pieces;
-    std::string error;
-    if (!impl_->api->encode_pieces(impl_->handle, text, &pieces, &error))
-        fail(kComponent, "encode", "SentencePiece encode with {} failed: {}", model_file_.string(), error);
-    return pieces;
+    return impl_->sp.encode_pieces(text);
 }
 
 std::string UMT5Tokenizer::decode(const std::vector<int>& ids) const {
-    std::string text;
-    std::string error;
-    if (!impl_->api->decode(impl_->handle, ids, &text, &error))
-        fail(kComponent, "decode", "SentencePiece decode with {} failed: {}", model_file_.string(), error);
-    return text;
+    return impl_->sp.decode(ids);
 }
 
 std::vector<int64_t> UMT5Tokenizer::encode(std::string_view text, int64_t max_length) const {

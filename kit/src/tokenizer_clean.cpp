@@ -1,11 +1,15 @@
 // Wan prompt cleaning: ports of Python's html.unescape (Lib/html/__init__.py) and of
-// wan/modules/tokenizers.py `basic_clean` (minus ftfy) / `whitespace_clean`.
+// wan/modules/tokenizers.py `basic_clean` (minus ftfy) / `whitespace_clean`; Python's str.lower() and
+// str.strip() (st/kit/python_text.h).
+#include <algorithm>
 #include <cctype>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "python_lower_table.h"
+#include "st/kit/python_text.h"
 #include "st/kit/tokenizer.h"
 #include "tokenizer_entities.h"
 
@@ -229,6 +233,69 @@ std::string prompt_clean(std::string_view text) {
     // basic_clean: ftfy.fix_text (not available, see tokenizer.h), html.unescape twice, strip;
     // whitespace_clean: collapse \s+ to ' ', strip. The strip is subsumed by whitespace_clean.
     return whitespace_clean(html_unescape(html_unescape(text)));
+}
+
+namespace {
+
+// The lower-case code point of `cp` from the generated runs (cp itself when it has none).
+uint32_t lower_code_point(uint32_t cp) {
+    const detail::LowerRun* begin = detail::kPythonLowerRuns;
+    const detail::LowerRun* end = begin + detail::kPythonLowerRunCount;
+    const detail::LowerRun* it =
+        std::upper_bound(begin, end, cp, [](uint32_t c, const detail::LowerRun& r) { return c < r.first; });
+    if (it == begin) return cp;
+    --it;
+    if (cp > it->last || (cp - it->first) % it->step != 0) return cp;
+    return static_cast<uint32_t>(static_cast<int64_t>(cp) + it->delta);
+}
+
+}  // namespace
+
+std::string python_lower(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    size_t i = 0;
+    while (i < text.size()) {
+        const auto b = static_cast<unsigned char>(text[i]);
+        if (b < 0x80) {  // ASCII fast path
+            out += static_cast<char>(b >= 'A' && b <= 'Z' ? b + 32 : b);
+            ++i;
+            continue;
+        }
+        uint32_t cp = 0;
+        const size_t len = decode_utf8(text, i, cp);
+        if (cp == kInvalidByte) {
+            out.append(text.substr(i, len));
+        } else if (cp == 0x130) {  // LATIN CAPITAL LETTER I WITH DOT ABOVE: the one 2-character lowering
+            out += 'i';
+            append_utf8(out, 0x307);
+        } else {
+            append_utf8(out, lower_code_point(cp));
+        }
+        i += len;
+    }
+    return out;
+}
+
+std::string python_strip(std::string_view text) {
+    size_t begin = 0, end = text.size();
+    while (begin < end) {
+        uint32_t cp = 0;
+        const size_t len = decode_utf8(text, begin, cp);
+        if (cp == kInvalidByte || !is_python_space(cp)) break;
+        begin += len;
+    }
+    // From the back: step to the start of the last code point (skip continuation bytes), test it.
+    while (end > begin) {
+        size_t start = end - 1;
+        while (start > begin && (static_cast<unsigned char>(text[start]) & 0xC0) == 0x80 && end - start < 4)
+            --start;
+        uint32_t cp = 0;
+        const size_t len = decode_utf8(text, start, cp);
+        if (start + len != end || cp == kInvalidByte || !is_python_space(cp)) break;
+        end = start;
+    }
+    return std::string(text.substr(begin, end - begin));
 }
 
 }  // namespace st::kit

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "st/error.h"
+#include "st/kit/sentencepiece.h"
 #include "st/kit/tokenizer.h"
 #include "st/log.h"
-#include "tokenizer_spm_api.h"
 
 namespace st::kit {
 namespace {
@@ -64,6 +64,11 @@ const char* const kCorpus[] = {
 
 }  // namespace
 
+const std::vector<std::string>& tiny_tokenizer_corpus() {
+    static const std::vector<std::string> corpus(std::begin(kCorpus), std::end(kCorpus));
+    return corpus;
+}
+
 std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir, int vocab_size,
                                            uint32_t seed) {
     // Unigram needs the 3 specials + every character of the corpus; below ~100 pieces it fails.
@@ -82,21 +87,15 @@ std::filesystem::path train_tiny_tokenizer(const std::filesystem::path& out_dir,
         {"hard_vocab_limit", "false"},
         {"minloglevel", "2"},
     };
-    const std::vector<std::string> corpus(std::begin(kCorpus), std::end(kCorpus));
-    std::string serialized, error;
-    if (!spm_api::module().train(args, corpus, seed, &serialized, &error))
-        fail(kComponent, "train", "SentencePiece training (vocab_size {}, seed {}) failed: {}", vocab_size,
-             seed, error);
-    std::filesystem::create_directories(out_dir);
     const std::filesystem::path model = out_dir / "spiece.model";
-    {
-        std::ofstream out(model, std::ios::binary);
-        out.write(serialized.data(), static_cast<std::streamsize>(serialized.size()));
-        if (!out) fail(kComponent, "train", "cannot write '{}'", model.string());
+    try {
+        train_sentencepiece(model, args, tiny_tokenizer_corpus(), seed, kComponent);
+    } catch (const Error& e) {
+        throw e.with_context(fmt::format("training a tiny tokenizer with vocab_size {}", vocab_size));
     }
     write_tokenizer_side_files(out_dir);
     st::log::info(kComponent, "trained tiny unigram tokenizer (vocab {}, seed {}, {} bytes) -> {}",
-                  vocab_size, seed, serialized.size(), model.string());
+                  vocab_size, seed, std::filesystem::file_size(model), model.string());
     return model;
 }
 

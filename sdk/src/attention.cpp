@@ -15,6 +15,17 @@
 //   * causal is "top-left" aligned: query i attends keys j <= i (torch.tril(ones(Lq, Lk))).
 //   * key_mask true = attend. Unlike SDPA (NaN), a query row with no valid key yields zeros and
 //     zero gradients; both backends here implement that.
+//
+// Gemma-2 additions (SDK ABI 4.0; transformers models/gemma2/modeling_gemma2.py,
+// eager_attention_forward and Gemma2DecoderLayer):
+//   * soft-capping S' = c * tanh(S / c) of the scaled scores before any masking; the backward
+//     multiplies dS' by dS'/dS = 1 - tanh^2(S / c) = 1 - (S' / c)^2.
+//   * a sliding window with causal: key j is masked for query i when j <= i - window. Key chunks
+//     entirely left of a query chunk's window are skipped, as causal skips those right of it.
+//   * grouped-query attention: k/v with fewer heads are expanded to the query heads before the
+//     kernel (repeat_kv); autograd sums the expanded gradients back over each group.
+// SDPA has neither soft-capping nor a window, so the LibTorch >= 2.1 build runs the chunked kernel
+// when either is set.
 #include "st/attention.h"
 
 #include <ATen/ATen.h>
@@ -78,21 +89,38 @@ at::Tensor key_bias_from_mask(const at::Tensor& key_mask, int64_t b, int64_t lk,
     return bias;
 }
 
-// Masks one score block s [B*H, qn, kn] in place: key-mask bias, then the causal triangle.
-void mask_block(at::Tensor& s, const at::Tensor& key_bias, int64_t b, int64_t h, bool causal, int64_t q0,
-                int64_t qn, int64_t k0, int64_t kn) {
-    if (key_bias.defined()) s.view({b, h, qn, kn}).add_(key_bias.narrow(2, k0, kn).view({b, 1, 1, kn}));
-    if (causal && k0 + kn - 1 > q0) {
-        const auto idx = at::TensorOptions().dtype(at::kLong).device(s.device());
-        const at::Tensor rows = at::arange(q0, q0 + qn, idx).view({qn, 1});
-        const at::Tensor cols = at::arange(k0, k0 + kn, idx).view({1, kn});
-        s.masked_fill_(cols > rows, -std::numeric_limits<double>::infinity());
-    }
+// What masks a score block, besides its position (shared by forward and backward).
+struct MaskSpec {
+    at::Tensor key_bias;  ///< [B, 1, Lk] additive (0 / -inf) or undefined
+    int64_t b = 0, h = 0;
+    bool causal = false;
+    int64_t window = 0;    ///< > 0 only with causal
+    double softcap = 0.0;  ///< 0 = off
+};
+
+// Masks one score block s [B*H, qn, kn] in place: key-mask bias, then the causal triangle and the
+// window band (key j masked for query i when j > i, or j <= i - window).
+void mask_block(at::Tensor& s, const MaskSpec& m, int64_t q0, int64_t qn, int64_t k0, int64_t kn) {
+    if (m.key_bias.defined())
+        s.view({m.b, m.h, qn, kn}).add_(m.key_bias.narrow(2, k0, kn).view({m.b, 1, 1, kn}));
+    const bool triangle = m.causal && k0 + kn - 1 > q0;
+    // Some key of the block lies at or before (last query of the chunk) - window.
+    const bool band = m.window > 0 && k0 <= q0 + qn - 1 - m.window;
+    if (!triangle && !band) return;
+    const auto idx = at::TensorOptions().dtype(at::kLong).device(s.device());
+    const at::Tensor rows = at::arange(q0, q0 + qn, idx).view({qn, 1});
+    const at::Tensor cols = at::arange(k0, k0 + kn, idx).view({1, kn});
+    at::Tensor masked = triangle ? cols > rows : at::zeros({qn, kn}, idx.dtype(at::kBool));
+    if (band) masked = masked | (cols <= rows - m.window);
+    s.masked_fill_(masked, -std::numeric_limits<double>::infinity());
 }
 
-bool block_skipped_by_causal(bool causal, int64_t q0, int64_t qn, int64_t k0) {
-    // Every key of the block is after the last query of the chunk.
-    return causal && k0 > q0 + qn - 1;
+// The key range [begin, end) a query chunk [q0, q0 + qn) can see: causal ends it after the last
+// query, the window starts it at the first query's oldest visible key. Blocks outside are skipped.
+std::pair<int64_t, int64_t> key_range(const MaskSpec& m, int64_t lk, int64_t q0, int64_t qn) {
+    const int64_t end = m.causal ? std::min(lk, q0 + qn) : lk;
+    const int64_t begin = m.window > 0 ? std::max<int64_t>(0, q0 - m.window + 1) : 0;
+    return {begin, std::max(begin, end)};
 }
 
 struct ForwardResult {
@@ -102,8 +130,7 @@ struct ForwardResult {
 
 // q3 is already multiplied by the scale. q3 [BH, Lq, D], k3/v3 [BH, Lk, D] in the compute dtype.
 ForwardResult chunked_forward(const at::Tensor& q3, const at::Tensor& k3, const at::Tensor& v3,
-                              const at::Tensor& key_bias, int64_t b, int64_t h, bool causal,
-                              const ChunkPlan& plan) {
+                              const MaskSpec& mask, const ChunkPlan& plan) {
     const int64_t bh = q3.size(0), lq = q3.size(1), lk = k3.size(1), dv = v3.size(2);
     const double inf = std::numeric_limits<double>::infinity();
     at::Tensor out = at::empty({bh, lq, dv}, q3.options());
@@ -114,11 +141,12 @@ ForwardResult chunked_forward(const at::Tensor& q3, const at::Tensor& k3, const 
         at::Tensor m = at::full({bh, qn}, -inf, q3.options());
         at::Tensor l = at::zeros({bh, qn}, q3.options());
         at::Tensor acc = at::zeros({bh, qn, dv}, q3.options());
-        for (int64_t k0 = 0; k0 < lk; k0 += plan.k_chunk) {
-            const int64_t kn = std::min(plan.k_chunk, lk - k0);
-            if (block_skipped_by_causal(causal, q0, qn, k0)) break;
+        const auto [k_begin, k_end] = key_range(mask, lk, q0, qn);
+        for (int64_t k0 = k_begin; k0 < k_end; k0 += plan.k_chunk) {
+            const int64_t kn = std::min(plan.k_chunk, k_end - k0);
             at::Tensor s = at::bmm(qc, k3.narrow(1, k0, kn).transpose(1, 2));  // [BH, qn, kn]
-            mask_block(s, key_bias, b, h, causal, q0, qn, k0, kn);
+            if (mask.softcap > 0) s.div_(mask.softcap).tanh_().mul_(mask.softcap);
+            mask_block(s, mask, q0, qn, k0, kn);
             const at::Tensor m_new = at::maximum(m, s.amax(2));
             // Rows whose keys so far are all masked keep m = -inf; shift them by 0 instead so
             // exp(-inf - (-inf)) never produces NaN.
@@ -144,8 +172,7 @@ struct BackwardResult {
 
 BackwardResult chunked_backward(const at::Tensor& q3, const at::Tensor& k3, const at::Tensor& v3,
                                 const at::Tensor& out3, const at::Tensor& lse, const at::Tensor& dout3,
-                                const at::Tensor& key_bias, int64_t b, int64_t h, bool causal, double scale,
-                                const ChunkPlan& plan) {
+                                const MaskSpec& mask, double scale, const ChunkPlan& plan) {
     const int64_t lq = q3.size(1), lk = k3.size(1);
     // Delta_i = sum_d dO_id * O_id = sum_j P_ij dP_ij (FlashAttention-2, Algorithm 2 line 4).
     const at::Tensor delta = (dout3 * out3).sum(2);  // [BH, Lq]
@@ -159,17 +186,24 @@ BackwardResult chunked_backward(const at::Tensor& q3, const at::Tensor& k3, cons
         const at::Tensor lse_c = lse.narrow(1, q0, qn).unsqueeze(2);
         const at::Tensor delta_c = delta.narrow(1, q0, qn).unsqueeze(2);
         at::Tensor dqc = dq.narrow(1, q0, qn);
-        for (int64_t k0 = 0; k0 < lk; k0 += plan.k_chunk) {
-            const int64_t kn = std::min(plan.k_chunk, lk - k0);
-            if (block_skipped_by_causal(causal, q0, qn, k0)) break;
+        const auto [k_begin, k_end] = key_range(mask, lk, q0, qn);
+        for (int64_t k0 = k_begin; k0 < k_end; k0 += plan.k_chunk) {
+            const int64_t kn = std::min(plan.k_chunk, k_end - k0);
             const at::Tensor kc = k3.narrow(1, k0, kn);
             const at::Tensor vc = v3.narrow(1, k0, kn);
             at::Tensor p = at::bmm(qc, kc.transpose(1, 2));  // S [BH, qn, kn], q3 pre-scaled
-            mask_block(p, key_bias, b, h, causal, q0, qn, k0, kn);
-            p.sub_(lse_c).exp_();  // P = exp(S - lse)
+            at::Tensor cap_grad;                             // dS'/dS = 1 - tanh^2(S / c)
+            if (mask.softcap > 0) {
+                p.div_(mask.softcap).tanh_();
+                cap_grad = 1.0 - p * p;
+                p.mul_(mask.softcap);
+            }
+            mask_block(p, mask, q0, qn, k0, kn);
+            p.sub_(lse_c).exp_();  // P = exp(S' - lse)
             dv.narrow(1, k0, kn).baddbmm_(p.transpose(1, 2), doc);
             at::Tensor ds = at::bmm(doc, vc.transpose(1, 2));  // dP
-            ds.sub_(delta_c).mul_(p);                          // dS = P * (dP - Delta)
+            ds.sub_(delta_c).mul_(p);                          // dS' = P * (dP - Delta)
+            if (cap_grad.defined()) ds.mul_(cap_grad);         // dS = dS' * (1 - tanh^2)
             dqc.baddbmm_(ds, kc);
             dk.narrow(1, k0, kn).baddbmm_(ds.transpose(1, 2), qc);  // uses scaled q: dK = dS^T q s
         }
@@ -187,22 +221,26 @@ class ChunkedAttentionFunction : public torch::autograd::Function<ChunkedAttenti
   public:
     static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                               const at::Tensor& v, const c10::optional<at::Tensor>& key_bias_opt,
-                              double scale, bool causal, int64_t q_chunk, int64_t k_chunk) {
+                              double scale, bool causal, int64_t window, double softcap, int64_t q_chunk,
+                              int64_t k_chunk) {
         const auto ct = compute_type(q.scalar_type());
         const int64_t b = q.size(0), h = q.size(1), lq = q.size(2), lk = k.size(2);
         const ChunkPlan plan{q_chunk, k_chunk};
-        const at::Tensor key_bias = key_bias_opt.has_value() ? *key_bias_opt : at::Tensor();
+        const MaskSpec mask{
+            key_bias_opt.has_value() ? *key_bias_opt : at::Tensor(), b, h, causal, window, softcap};
         const at::Tensor q3 = q.to(ct).reshape({b * h, lq, q.size(3)}) * scale;
         const at::Tensor k3 = k.to(ct).reshape({b * h, lk, k.size(3)}).contiguous();
         const at::Tensor v3 = v.to(ct).reshape({b * h, lk, v.size(3)}).contiguous();
-        ForwardResult r = chunked_forward(q3, k3, v3, key_bias, b, h, causal, plan);
+        ForwardResult r = chunked_forward(q3, k3, v3, mask, plan);
         const at::Tensor out = r.out.view({b, h, lq, v.size(3)}).to(q.scalar_type());
         ctx->save_for_backward({q, k, v, out, r.lse});
         // The key bias is a constant (never requires grad); saved_data keeps it without a slot in
         // the autograd graph.
-        if (key_bias.defined()) ctx->saved_data["key_bias"] = key_bias;
+        if (mask.key_bias.defined()) ctx->saved_data["key_bias"] = mask.key_bias;
         ctx->saved_data["scale"] = scale;
         ctx->saved_data["causal"] = causal;
+        ctx->saved_data["window"] = window;
+        ctx->saved_data["softcap"] = softcap;
         ctx->saved_data["q_chunk"] = q_chunk;
         ctx->saved_data["k_chunk"] = k_chunk;
         return out;
@@ -212,23 +250,29 @@ class ChunkedAttentionFunction : public torch::autograd::Function<ChunkedAttenti
                                                    torch::autograd::variable_list grad_outputs) {
         const auto saved = ctx->get_saved_variables();
         const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
-        const at::Tensor key_bias =
-            ctx->saved_data.count("key_bias") ? ctx->saved_data["key_bias"].toTensor() : at::Tensor();
         const double scale = ctx->saved_data["scale"].toDouble();
-        const bool causal = ctx->saved_data["causal"].toBool();
         const ChunkPlan plan{ctx->saved_data["q_chunk"].toInt(), ctx->saved_data["k_chunk"].toInt()};
         const auto ct = compute_type(q.scalar_type());
         const int64_t b = q.size(0), h = q.size(1), lq = q.size(2), lk = k.size(2);
+        const MaskSpec mask{
+            ctx->saved_data.count("key_bias") ? ctx->saved_data["key_bias"].toTensor() : at::Tensor(),
+            b,
+            h,
+            ctx->saved_data["causal"].toBool(),
+            ctx->saved_data["window"].toInt(),
+            ctx->saved_data["softcap"].toDouble()};
         const int64_t d = q.size(3), dvd = v.size(3);
         const at::Tensor q3 = q.to(ct).reshape({b * h, lq, d}) * scale;
         const at::Tensor k3 = k.to(ct).reshape({b * h, lk, d}).contiguous();
         const at::Tensor v3 = v.to(ct).reshape({b * h, lk, dvd}).contiguous();
         const at::Tensor o3 = out.to(ct).reshape({b * h, lq, dvd});
         const at::Tensor do3 = grad_outputs[0].to(ct).reshape({b * h, lq, dvd});
-        BackwardResult g = chunked_backward(q3, k3, v3, o3, lse, do3, key_bias, b, h, causal, scale, plan);
+        BackwardResult g = chunked_backward(q3, k3, v3, o3, lse, do3, mask, scale, plan);
         return {g.dq.view(q.sizes()).to(q.scalar_type()),
                 g.dk.view(k.sizes()).to(k.scalar_type()),
                 g.dv.view(v.sizes()).to(v.scalar_type()),
+                at::Tensor(),
+                at::Tensor(),
                 at::Tensor(),
                 at::Tensor(),
                 at::Tensor(),
@@ -237,11 +281,47 @@ class ChunkedAttentionFunction : public torch::autograd::Function<ChunkedAttenti
     }
 };
 
-// sizeof(AttentionOptions) of SDK ABI 2.0, the oldest layout a plugin can pass. When a field is
-// appended, this stays the 2.0 size and the new field is read only when o.struct_size covers it.
-constexpr size_t kAttentionOptionsBaseSize = sizeof(AttentionOptions);
+// The layouts of AttentionOptions a plugin may pass, oldest first; each is a prefix of the current
+// struct. A field is read only when o.struct_size covers the layout that introduced it.
+struct AttentionOptionsAbi2_0 {  // SDK ABI 2.0 .. 3.0
+    uint32_t struct_size;
+    std::optional<double> scale;
+    at::Tensor key_mask;
+    bool causal;
+    int64_t q_chunk;
+    int64_t k_chunk;
+};
+struct AttentionOptionsAbi4_0 {  // + softcap, window
+    uint32_t struct_size;
+    std::optional<double> scale;
+    at::Tensor key_mask;
+    bool causal;
+    int64_t q_chunk;
+    int64_t k_chunk;
+    double softcap;
+    int64_t window;
+};
+constexpr size_t kAttentionOptionsBaseSize = sizeof(AttentionOptionsAbi2_0);
+static_assert(sizeof(AttentionOptionsAbi4_0) == sizeof(AttentionOptions),
+              "AttentionOptions grew: add its layout above and read the new field by struct_size");
 
-void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionOptions& o) {
+// The options as this SDK reads them: fields beyond the caller's struct_size take their defaults.
+struct ResolvedOptions {
+    double softcap = 0.0;
+    int64_t window = 0;
+};
+
+ResolvedOptions resolve(const AttentionOptions& o) {
+    ResolvedOptions r;
+    if (o.struct_size >= sizeof(AttentionOptionsAbi4_0)) {
+        r.softcap = o.softcap;
+        r.window = o.window;
+    }
+    return r;
+}
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionOptions& o,
+                  const ResolvedOptions& r) {
     if (o.struct_size < kAttentionOptionsBaseSize)
         fail(kComponent, "forward",
              "AttentionOptions.struct_size is {} but the SDK 2.0 layout has {} bytes: the caller set it by "
@@ -253,11 +333,12 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
         fail(kComponent, "forward",
              "expected q [B,H,Lq,D], k [B,H,Lk,D], v [B,H,Lk,Dv]; got q {}, k {}, v {}", q.sizes(), k.sizes(),
              v.sizes());
-    if (k.size(0) != q.size(0) || v.size(0) != q.size(0) || k.size(1) != q.size(1) ||
-        v.size(1) != q.size(1) || k.size(3) != q.size(3) || v.size(2) != k.size(2))
+    if (k.size(0) != q.size(0) || v.size(0) != q.size(0) || v.size(1) != k.size(1) || k.size(1) < 1 ||
+        q.size(1) % k.size(1) != 0 || k.size(3) != q.size(3) || v.size(2) != k.size(2))
         fail(kComponent, "forward",
-             "shape mismatch: q {} k {} v {} (need equal B and H, k.D == q.D, v.Lk == k.Lk)", q.sizes(),
-             k.sizes(), v.sizes());
+             "shape mismatch: q {} k {} v {} (need equal B, k and v with the same heads H_kv dividing q's H, "
+             "k.D == q.D, v.Lk == k.Lk)",
+             q.sizes(), k.sizes(), v.sizes());
     if (k.scalar_type() != q.scalar_type() || v.scalar_type() != q.scalar_type())
         fail(kComponent, "forward", "dtype mismatch: q {} k {} v {}", c10::toString(q.scalar_type()),
              c10::toString(k.scalar_type()), c10::toString(v.scalar_type()));
@@ -276,6 +357,48 @@ void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     if (o.q_chunk < 0 || o.k_chunk < 0)
         fail(kComponent, "forward", "q_chunk/k_chunk must be >= 0 (0 = automatic), got {} / {}", o.q_chunk,
              o.k_chunk);
+    if (!std::isfinite(r.softcap) || r.softcap < 0)
+        fail(kComponent, "forward", "softcap must be finite and >= 0 (0 = off), got {}", r.softcap);
+    if (r.window < 0) fail(kComponent, "forward", "window must be >= 0 (0 = unlimited), got {}", r.window);
+    if (r.window > 0 && !o.causal)
+        fail(kComponent, "forward",
+             "window {} needs causal = true (the window is the last keys up to the query)", r.window);
+}
+
+// Grouped-query attention: [B, H_kv, L, D] -> [B, H, L, D], kv head j repeated for query heads
+// j*g .. j*g+g-1 (transformers repeat_kv). Differentiable (the backward sums over each group).
+at::Tensor expand_kv_heads(const at::Tensor& t, int64_t heads) {
+    const int64_t hkv = t.size(1);
+    if (hkv == heads) return t;
+    return t.unsqueeze(2)
+        .expand({t.size(0), hkv, heads / hkv, t.size(2), t.size(3)})
+        .reshape({t.size(0), heads, t.size(2), t.size(3)});
+}
+
+// The chunked kernel (the only backend on LibTorch 1.13; on >= 2.1 for soft-capping / windows).
+// k, v already have q's heads.
+at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const AttentionOptions& options, const ResolvedOptions& r, double scale) {
+    const int64_t b = q.size(0), h = q.size(1), lq = q.size(2), lk = k.size(2);
+    const ChunkPlan plan = plan_chunks(b * h, lq, lk, options.q_chunk, options.k_chunk);
+    log::trace(kComponent, "q {} k {} causal {} window {} softcap {} mask {}: q_chunk {} k_chunk {}",
+               q.sizes(), k.sizes(), options.causal, r.window, r.softcap, options.key_mask.defined(),
+               plan.q_chunk, plan.k_chunk);
+    const auto ct = compute_type(q.scalar_type());
+    at::Tensor key_bias = key_bias_from_mask(
+        options.key_mask.defined() ? options.key_mask.to(q.device()) : at::Tensor(), b, lk, ct);
+    const bool needs_grad =
+        at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+    if (needs_grad)
+        return ChunkedAttentionFunction::apply(
+            q, k, v, key_bias.defined() ? c10::optional<at::Tensor>(key_bias) : c10::optional<at::Tensor>(),
+            scale, options.causal, r.window, r.softcap, plan.q_chunk, plan.k_chunk);
+    const at::Tensor q3 = q.to(ct).reshape({b * h, lq, q.size(3)}) * scale;
+    const at::Tensor k3 = k.to(ct).reshape({b * h, lk, k.size(3)}).contiguous();
+    const at::Tensor v3 = v.to(ct).reshape({b * h, lk, v.size(3)}).contiguous();
+    const MaskSpec mask{key_bias, b, h, options.causal, r.window, r.softcap};
+    ForwardResult res = chunked_forward(q3, k3, v3, mask, plan);
+    return res.out.view({b, h, lq, v.size(3)}).to(q.scalar_type());
 }
 
 #if ST_ATTENTION_USE_SDPA
@@ -309,33 +432,18 @@ const char* attention_backend() {
 #endif
 }
 
-// q [B, H, Lq, D], k [B, H, Lk, D], v [B, H, Lk, Dv] -> [B, H, Lq, Dv]
+// q [B, H, Lq, D], k [B, H_kv, Lk, D], v [B, H_kv, Lk, Dv] -> [B, H, Lq, Dv]
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const AttentionOptions& options) {
-    check_inputs(q, k, v, options);
+    const ResolvedOptions r = resolve(options);
+    check_inputs(q, k, v, options, r);
     const double scale = options.scale ? *options.scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+    const at::Tensor ke = expand_kv_heads(k, q.size(1));
+    const at::Tensor ve = expand_kv_heads(v, q.size(1));
 #if ST_ATTENTION_USE_SDPA
-    return sdpa_attention(q, k, v, options, scale);
-#else
-    const int64_t b = q.size(0), h = q.size(1), lq = q.size(2), lk = k.size(2);
-    const ChunkPlan plan = plan_chunks(b * h, lq, lk, options.q_chunk, options.k_chunk);
-    log::trace(kComponent, "q {} k {} causal {} mask {}: q_chunk {} k_chunk {}", q.sizes(), k.sizes(),
-               options.causal, options.key_mask.defined(), plan.q_chunk, plan.k_chunk);
-    const auto ct = compute_type(q.scalar_type());
-    at::Tensor key_bias = key_bias_from_mask(
-        options.key_mask.defined() ? options.key_mask.to(q.device()) : at::Tensor(), b, lk, ct);
-    const bool needs_grad =
-        at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-    if (needs_grad)
-        return ChunkedAttentionFunction::apply(
-            q, k, v, key_bias.defined() ? c10::optional<at::Tensor>(key_bias) : c10::optional<at::Tensor>(),
-            scale, options.causal, plan.q_chunk, plan.k_chunk);
-    const at::Tensor q3 = q.to(ct).reshape({b * h, lq, q.size(3)}) * scale;
-    const at::Tensor k3 = k.to(ct).reshape({b * h, lk, k.size(3)}).contiguous();
-    const at::Tensor v3 = v.to(ct).reshape({b * h, lk, v.size(3)}).contiguous();
-    ForwardResult r = chunked_forward(q3, k3, v3, key_bias, b, h, options.causal, plan);
-    return r.out.view({b, h, lq, v.size(3)}).to(q.scalar_type());
+    if (r.softcap == 0.0 && r.window == 0) return sdpa_attention(q, ke, ve, options, scale);
 #endif
+    return chunked_attention(q, ke, ve, options, r, scale);
 }
 
 }  // namespace st::sdk
