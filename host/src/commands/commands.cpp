@@ -28,6 +28,10 @@ const std::vector<CommandInfo>& commands() {
          "Run one component of a model (transformer, vae_encode, vae_decode, text_encoder, ...) on named "
          "tensors.",
          cmd_forward},
+        {"probe", "st-host probe [--plugin NAME] PATH",
+         "Ask every loaded model family (or --plugin's) whether it can load PATH (a pipeline folder, a "
+         "network folder or a single file) and as which variant; exit 1 when none can.",
+         cmd_probe},
         {"make-model", "st-host make-model --plugin NAME --preset PRESET --out DIR [--seed N]",
          "Write a randomly initialised model of a family in its real on-disk layout (for tests, demos, "
          "benchmarks).",
@@ -36,7 +40,8 @@ const std::vector<CommandInfo>& commands() {
          "st-host generate --plugin NAME --model PATH [--lora FILE[:strength] ...] --prompt TEXT "
          "[--negative_prompt TEXT] [--image FILE] --frames N --resolution WxH --steps N --guidance G --seed "
          "S "
-         "[--scheduler euler|unipc] [--flow_shift S] [--mixed_precision bf16|no] [--config FILE] --out "
+         "[--scheduler euler|unipc|dpmsolver++] [--flow_shift S] [--mixed_precision bf16|no] [--config FILE] "
+         "--out "
          "FILE.mp4",
          "Render one video (mp4 + first-frame png) with the validation sampling path; generate --help lists "
          "every flag.",

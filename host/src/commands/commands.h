@@ -40,6 +40,7 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_lr_curve(CommandContext& ctx, const std::vector<std::string>& args);
 int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args);
+int cmd_probe(CommandContext& ctx, const std::vector<std::string>& args);
 /// st-host generate (commands/generate_cmd.cpp).
 int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args);
 /// st-host bench generate: host commands named bench-WHAT answer `st-host bench WHAT` (cli.cpp).

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <boost/program_options.hpp>
 
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 
@@ -76,6 +77,29 @@ int cmd_forward(CommandContext& ctx, const std::vector<std::string>& args) {
     sdk::save_safetensors(output, out, {{"st.component", component}, {"st.model", model_path}});
     log::info("host", "wrote {} output tensor(s) to {}", out.size(), output);
     return 0;
+}
+
+int cmd_probe(CommandContext& ctx, const std::vector<std::string>& args) {
+    // Which model family can load PATH, and as what: every loaded family (or --plugin's) is asked.
+    if (args.size() != 1) fail("host.cli", "probe", "usage: {}", command_usage("probe"));
+    const fs::path path = args.front();
+    if (!fs::exists(path)) fail("host.cli", "probe", "'{}' does not exist", path.string());
+    std::vector<const ComponentEntry*> families;
+    if (!ctx.flags.plugin.empty())
+        families.push_back(&model_component(ctx.plugins(), ctx.flags.plugin));
+    else
+        families = ctx.plugins().of_kind("model");
+    int loadable = 0;
+    for (const auto* entry : families) {
+        ModelHandle model(*entry);
+        const sdk::ProbeResult r = model.probe(path, "st-host probe");
+        if (r.loadable) ++loadable;
+        std::printf("%s: %s\n", entry->id.c_str(),
+                    r.loadable ? ("loadable: " + r.variant).c_str() : ("not loadable: " + r.reason).c_str());
+    }
+    std::fflush(stdout);
+    if (loadable == 0) log::error("host", "no loaded model family can load '{}'", path.string());
+    return loadable > 0 ? 0 : 1;
 }
 
 int cmd_make_model(CommandContext& ctx, const std::vector<std::string>& args) {

@@ -8,7 +8,8 @@
 // (no norm before it, no gate) -> modulated LayerNorm -> GLUMBTempConv (1x1 conv, SiLU, depthwise 3x3,
 // GLU, 1x1 conv, temporal (3,1) conv residual over latent frames). Timesteps are per sample [B] or per
 // token [B, L] (image-to-video: t = 0 on the first latent frame). LayerNorms, modulation and the gated
-// residual adds are computed in fp32 and cast back; scale_shift_table and the time embedder stay fp32.
+// residual adds are computed in fp32 and cast back; every parameter takes the compute dtype (diffusers
+// keeps no Sana Video module in fp32).
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -151,9 +152,10 @@ class SanaVideoTransformer3DModelImpl : public torch::nn::Module {
     at::Tensor forward(const SanaTransformerInputs& inputs, st::sdk::TensorMap* intermediates = nullptr);
 
     const SanaVideoTransformerConfig& config() const { return config_; }
-    /// Casts parameters to `dtype` except the fp32-kept ones (scale_shift_table, the time embedder).
+    /// Casts every parameter to `dtype`.
     void set_compute_dtype(at::ScalarType dtype);
     at::ScalarType compute_dtype() const;
+    /// Always false: diffusers keeps no Sana Video parameter in fp32 (the save_model policy hook).
     static bool keeps_fp32(const std::string& parameter_name);
     void set_gradient_checkpointing(bool enabled, int64_t interval = 1) {
         gradient_checkpointing_ = enabled;

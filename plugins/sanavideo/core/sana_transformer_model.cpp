@@ -5,7 +5,6 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <cmath>
-#include <sstream>
 
 #include "core/sana_transformer.h"
 #include "st/error.h"
@@ -38,13 +37,10 @@ at::ScalarType SanaVideoTransformer3DModelImpl::compute_dtype() const {
     return patch_embedding->weight.scalar_type();
 }
 
-bool SanaVideoTransformer3DModelImpl::keeps_fp32(const std::string& name) {
-    // The modulation tables and the time embedder stay fp32 (they are tiny and feed every block's
-    // modulation), as st does for Wan (diffusers' _keep_in_fp32_modules there).
-    std::stringstream ss(name);
-    std::string part;
-    while (std::getline(ss, part, '.'))
-        if (part == "scale_shift_table" || part == "time_embed") return true;
+bool SanaVideoTransformer3DModelImpl::keeps_fp32(const std::string&) {
+    // diffusers' SanaVideoTransformer3DModel keeps no module in fp32 (no _keep_in_fp32_modules): a bf16
+    // model is bf16 throughout, which SimpleTuner's adamw_bf16 full fine-tune relies on. The modulation
+    // and the norms are still computed in fp32 by forward().
     return false;
 }
 
