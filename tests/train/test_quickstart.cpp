@@ -77,3 +77,54 @@ TEST(QuickstartTest, WanQuickstartFilesRunUnchangedApartFromModelPaths) {
         << "cache not under cwd";
     fs::remove_all(root);
 }
+
+TEST(QuickstartTest, SanaVideoQuickstartFilesRunUnchangedApartFromModelPaths) {
+    // SimpleTuner's SANAVIDEO quickstart: a full fine-tune with adamw_bf16, EMA, cosine over
+    // lr_warmup_steps, 81 frames at pixel_area 480 — on the tiny Sana Video model.
+    const fs::path src = fs::path(ST_TEST_SOURCE_DIR) / "tests" / "golden" / "quickstart" / "sanavideo";
+    const fs::path root = fs::path(ST_TEST_BINARY_DIR) / "tmp-quickstart-sana" / std::to_string(::getpid());
+    fs::remove_all(root);
+    fs::create_directories(root / "config" / "sanavideo");
+    fs::create_directories(root / "datasets" / "disney-black-and-white");
+    auto make =
+        shell(st_test::host_prefix() + "make-model --plugin sanavideo --preset tiny --seed 5 --out '" +
+              (root / "models" / "sanavideo").string() + "'");
+    ASSERT_EQ(make.code, 0) << make.out;
+    const char* sources[] = {"testsrc", "mandelbrot"};
+    for (int i = 0; i < 2; ++i) {
+        const fs::path clip =
+            root / "datasets" / "disney-black-and-white" / ("clip" + std::to_string(i) + ".mp4");
+        auto r = shell(std::string("ffmpeg -nostdin -v error -y -f lavfi -i ") + sources[i] +
+                       "=size=640x360:rate=16 -frames:v 82 -pix_fmt yuv420p '" + clip.string() + "'");
+        ASSERT_EQ(r.code, 0) << r.out;
+        st_test::write_text(fs::path(clip).replace_extension(".txt"),
+                            std::string("a ") + sources[i] + " pattern");
+    }
+    auto config = nlohmann::json::parse(st_test::read_text(src / "config.json"));
+    config["pretrained_model_name_or_path"] = (root / "models" / "sanavideo").string();
+    config["pretrained_vae_model_name_or_path"] = (root / "models" / "sanavideo").string();
+    st_test::write_text(root / "config" / "sanavideo" / "config.json", config.dump(2));
+    fs::copy_file(src / "multidatabackend.json", root / "config" / "sanavideo" / "multidatabackend.json");
+    const auto r =
+        shell("cd '" + root.string() + "' && " + st_test::host_prefix() +
+              "config/sanavideo/config.json --max_train_steps 2 --validation_num_inference_steps 2 "
+              "--validation_num_video_frames 5");
+    ASSERT_EQ(r.code, 0) << r.out;
+    for (const char* note : {"report_to = wandb needs a network service",
+                             "training sigmas: uniform over the 1000 sigmas", "bucket 640x352@81: 2 samples"})
+        EXPECT_NE(r.out.find(note), std::string::npos) << note << "\n" << r.out;
+    // Two steps, then the final validation at the quickstart's 832x480 with the shipped DPM-Solver++
+    // sampler and its negative prompt (steps and frames shortened on the command line).
+    const auto lines = st_test::read_jsonl(root / "output" / "sanavideo" / "metrics.jsonl");
+    ASSERT_EQ(lines.size(), 3u);
+    EXPECT_EQ(lines[1].value("step", 0), 2);
+    EXPECT_TRUE(lines[2].contains("validation")) << lines[2].dump();
+    EXPECT_NE(r.out.find("validation sampler: dpmsolver++ with flow shift 8"), std::string::npos) << r.out;
+    EXPECT_TRUE(fs::exists(root / "output" / "sanavideo" / "validation" / "step_2_validation.mp4"));
+    EXPECT_TRUE(
+        fs::exists(root / "output" / "sanavideo" / "transformer" / "diffusion_pytorch_model.safetensors"));
+    EXPECT_TRUE(fs::exists(root / "output" / "sanavideo" / "ema" / "transformer" /
+                           "diffusion_pytorch_model.safetensors"));
+    EXPECT_TRUE(fs::is_directory(root / "cache" / "vae" / "sanavideo" / "disney-black-and-white"));
+    fs::remove_all(root);
+}

@@ -82,7 +82,10 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         inert("deepspeed_config", {kNull, false}, "DeepSpeed is not supported (st trains in one process)");
         inert("fsdp_enable", {false, kNull}, "FSDP is not supported (st trains in one process)");
         inert("context_parallel_size", {1, kNull}, "context parallelism is not supported yet");
-        inert("base_model_precision", {"no_change", kNull}, "quantised base weights are not supported yet");
+        // "bf16" is no quantisation level (SimpleTuner's Sana Video quickstart sets it): the weights follow
+        // mixed_precision, as with no_change.
+        inert("base_model_precision", {"no_change", "bf16", kNull},
+              "quantised base weights are not supported yet");
         inert("text_encoder_1_precision", {"no_change", kNull},
               "quantised text encoders are not supported yet");
         noop("quantize_via", "only matters for quantised base weights, which st does not support yet");
