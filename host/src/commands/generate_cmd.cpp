@@ -138,8 +138,10 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
         "seed", po::value(&seed), "seed of the initial noise (default validation_seed, else 0)")(
         "scheduler", po::value(&scheduler),
         "euler | flow_match_euler | unipc | dpmsolver++ (default validation_noise_scheduler)")(
-        "flow_shift", po::value(&flow_shift), "flow shift of the sampler (default flow_schedule_shift, 3.0)")(
-        "fps", po::value(&fps), "frames per second of the mp4 (default framerate, 15)")(
+        "flow_shift", po::value(&flow_shift),
+        "flow shift of the sampler (default flow_schedule_shift, 3.0; a model with its own schedule, e.g. "
+        "Sana Video: its scheduler_config.json's)")("fps", po::value(&fps),
+                                                    "frames per second of the mp4 (default framerate, 15)")(
         "mixed_precision", po::value(&mixed_precision),
         "bf16 | no (default mixed_precision of --config, bf16)")(
         "config", po::value(&config_file),
@@ -200,6 +202,11 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     const auto dtype = parse_precision(config.get_string("mixed_precision"), "generate");
     auto model = load_for_inference(entry, model_path, config, dtype);
     settings.apply_model_defaults(*model);
+    if (vm.count("flow_shift") && settings.sampler.shift != flow_shift) {
+        // An explicit --flow_shift wins over a model's own schedule too.
+        settings.sampler.shift = flow_shift;
+        log::info(kLog, "--flow_shift {}: the sampler's shift", flow_shift);
+    }
     at::NoGradGuard no_grad;
     if (!loras.empty()) {
         const sdk::LoraNameMap names = model->lora_name_map();
