@@ -3,6 +3,7 @@
 // (src/diffusers/models/autoencoders/vae.py); normalisation as the Wan pipelines do it
 // (pipelines/wan/pipeline_wan.py).
 #include "st/kit/vae.h"
+#include "st/json_file.h"
 
 #include <nlohmann/json.hpp>
 
@@ -218,7 +219,7 @@ WanVAE load_wan_vae(const std::filesystem::path& path, const std::string& compon
     if (!fs::exists(path / "config.json"))
         fail(component, "load", "VAE folder '{}' has no config.json (expected the diffusers vae/ layout)",
              path.string());
-    const auto cfg = nlohmann::json::parse(st::sdk::read_file(path / "config.json"), nullptr, false);
+    const auto cfg = st::sdk::read_json_file(path / "config.json", component, "load");
     const std::string cls = cfg.is_object() ? cfg.value("_class_name", "AutoencoderKLWan") : "";
     if (cls != "AutoencoderKLWan")
         fail(component, "load",

@@ -101,17 +101,51 @@ std::string quote_python_non_finite(const std::string& text) {
     return out;
 }
 
+void check_json_limits(std::string_view text, const std::string& origin, const std::string& component,
+                       const std::string& phase, const JsonLimits& limits) {
+    if (text.size() > limits.max_bytes)
+        fail(component, phase, "'{}' is {} bytes of JSON; st reads at most {} MiB", origin, text.size(),
+             limits.max_bytes >> 20);
+    size_t depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        const char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                ++i;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            if (++depth > limits.max_depth)
+                fail(component, phase,
+                     "'{}' nests JSON more than {} levels deep (at byte {}); st refuses it before parsing "
+                     "(no configuration or checkpoint file comes close)",
+                     origin, limits.max_depth, i);
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
+}
+
+nlohmann::json parse_json_text(std::string_view text, const std::string& origin, const std::string& component,
+                               const std::string& phase, const JsonLimits& limits) {
+    check_json_limits(text, origin, component, phase, limits);
+    try {
+        return nlohmann::json::parse(quote_python_non_finite(std::string(text)));
+    } catch (const nlohmann::json::exception& e) {
+        fail(component, phase, "'{}' is not valid JSON: {}", origin, e.what());
+    }
+}
+
 nlohmann::json read_json_file(const std::filesystem::path& path, const std::string& component,
                               const std::string& phase) {
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(component, phase, "cannot open '{}': {}", path.string(), std::strerror(errno));
     std::stringstream buffer;
     buffer << in.rdbuf();
-    try {
-        return nlohmann::json::parse(quote_python_non_finite(buffer.str()));
-    } catch (const nlohmann::json::exception& e) {
-        fail(component, phase, "'{}' is not valid JSON: {}", path.string(), e.what());
-    }
+    return parse_json_text(buffer.str(), path.string(), component, phase);
 }
 
 }  // namespace st::sdk

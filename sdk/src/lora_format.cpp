@@ -12,6 +12,7 @@
 #include <set>
 
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 #include "st/lora.h"
 #include "st/safetensors.h"
@@ -172,6 +173,7 @@ std::optional<double> metadata_alpha(const std::map<std::string, std::string>& m
     if (it == meta.end()) return std::nullopt;
     nlohmann::json j;
     try {
+        check_json_limits(it->second, "LoRA metadata", "sdk.lora", "load");
         j = nlohmann::json::parse(it->second);
     } catch (const nlohmann::json::exception& e) {
         fail(kComponent, "load", "{}: metadata '{}' is not valid JSON: {}", file, kMetadataKey, e.what());

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace st::sdk {
@@ -401,6 +402,12 @@ void SafetensorsFile::parse(const std::filesystem::path& path, const uint8_t* by
         }
         return true;
     };
+    // Nesting is bounded before parsing (a header nested ~50k deep would overflow the stack later).
+    try {
+        check_json_limits(header, "header", kComponent, "open", JsonLimits{64, size_t{100} << 20});
+    } catch (const Error& e) {
+        fail_file(path, e.message());
+    }
     nlohmann::json j;
     try {
         j = nlohmann::json::parse(header.begin(), header.end(), on_event);
@@ -544,12 +551,7 @@ std::shared_ptr<ShardedSafetensors> ShardedSafetensors::open(const std::filesyst
         }
         ::close(fd);
     }
-    nlohmann::json j;
-    try {
-        j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-        fail(kComponent, "open", "index '{}' is not valid JSON: {}", index_json.string(), e.what());
-    }
+    const nlohmann::json j = parse_json_text(text, "index " + index_json.string(), kComponent, "open");
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
         fail(kComponent, "open",
              "index '{}': expected an object with a \"weight_map\" object (tensor -> file)",

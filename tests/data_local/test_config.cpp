@@ -80,6 +80,19 @@ TEST(DataConfigTest, UnknownKeyNamesClosestKnownKey) {
     EXPECT_NE(v.find("did you mean 'num_frames'"), std::string::npos) << v;
 }
 
+TEST(DataConfigTest, IdsAreNamesNotPaths) {
+    // Issue 18: an id of ../../../../tmp/x put caches and metadata outside the run's folders.
+    for (const char* id : {"../../../../tmp/x", "a/b", "a\\b", "..", "."}) {
+        json entries = json::array({{{"id", id}, {"dataset_type", "video"}, {"instance_data_dir", "/d"}}});
+        const std::string e = error_of(entries);
+        EXPECT_NE(e.find("may not contain '/', '\\' or '..'"), std::string::npos) << id << ": " << e;
+    }
+    EXPECT_EQ(error_of(json::parse(R"([{"id":"disney-black-and-white.v2","dataset_type":"video",
+        "instance_data_dir":"/d"}])"))
+                  .find("may not contain"),
+              std::string::npos);
+}
+
 TEST(DataConfigTest, WrongTypeNamesKeyValueAndExpectation) {
     const std::string e = error_of(json::parse(R"([{"id":"a","dataset_type":"video","instance_data_dir":"/d",
         "resolution": "big"}])"));

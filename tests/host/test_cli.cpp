@@ -126,6 +126,25 @@ TEST(CliTest, RunValidatesConfigAndWritesResolvedConfig) {
     EXPECT_TRUE(fs::exists(t.path / "out" / "run_info.json"));
 }
 
+TEST(CliTest, DeeplyNestedJsonIsRefusedNotACrash) {
+    // Issue 18: ~50k nested arrays overflowed the stack (SIGSEGV) when the config was copied or dumped.
+    TempDir t;
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    std::ofstream(t.path / "value.json")
+        << R"({"model_family": "fixture", "webhook_config": )" << deep << "}";
+    auto r = run(dir("model") + " " + (t.path / "value.json").string());
+    EXPECT_EQ(r.code, 1) << r.out;
+    expect_contains(r.out, "nests JSON more than 128 levels deep");
+    expect_contains(r.out, (t.path / "value.json").string());
+    // A nested JSON string on the command line too (one argument may hold 128 KiB).
+    std::ofstream(t.path / "plain.json") << R"({"model_family": "fixture"})";
+    const std::string cli = std::string(30000, '[') + std::string(30000, ']');
+    auto c = run(dir("model") + " " + (t.path / "plain.json").string() + " --tread_config '" + cli + "'");
+    EXPECT_EQ(c.code, 1) << c.out.substr(0, 2000);
+    expect_contains(c.out, "tread_config");
+    expect_contains(c.out, "levels deep");
+}
+
 TEST(CliTest, RunWithTomlConfig) {
     TempDir t;
     std::ofstream(t.path / "config.toml")

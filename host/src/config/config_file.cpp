@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "st/error.h"
+#include "st/json_file.h"
 
 namespace st::host {
 namespace fs = std::filesystem;
@@ -78,6 +79,7 @@ nlohmann::json load_config_file(const fs::path& path) {
     const std::string text = ss.str(), name = path.string();
     const std::string ext = path.extension().string();
     if (ext == ".toml") return strip_dashes(toml_to_json(text, name), name);
+    sdk::check_json_limits(text, name, "host.config", "load");
     try {
         return strip_dashes(nlohmann::json::parse(text), name);
     } catch (const nlohmann::json::parse_error& e) {

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "st/error.h"
+#include "st/json_file.h"
 
 namespace st::host {
 
@@ -142,6 +143,7 @@ std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw
                 auto first = s.find_first_not_of(" \t\r\n");
                 if (first != std::string::npos && (s[first] == '{' || s[first] == '[')) {
                     try {
+                        sdk::check_json_limits(s, spec.name, "host.config");
                         return *out = nlohmann::json::parse(s), std::string();
                     } catch (const nlohmann::json::parse_error& e) {
                         return fmt::format("valid JSON ({})", e.what());
@@ -155,6 +157,7 @@ std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw
                 const auto& s = raw.get_ref<const std::string&>();
                 if (!s.empty() && s.front() == '[') {
                     try {
+                        sdk::check_json_limits(s, spec.name, "host.config");
                         auto j = nlohmann::json::parse(s);
                         return convert_value(spec, j, out);
                     } catch (const nlohmann::json::parse_error&) {

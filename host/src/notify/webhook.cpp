@@ -14,6 +14,7 @@
 #include <system_error>
 
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace fs = std::filesystem;
@@ -215,6 +216,7 @@ std::vector<WebhookTarget> parse_value(const json& value, const fs::path& config
         const auto start = text.find_first_not_of(" \t\r\n");
         if (start == std::string::npos) fail(kComponent, "config", "{} is an empty string", where);
         if (text[start] == '{' || text[start] == '[') {
+            sdk::check_json_limits(text, where, kComponent);
             json parsed = json::parse(text, nullptr, false);
             if (parsed.is_discarded())
                 fail(kComponent, "config", "{}: the string starts like JSON but is not valid JSON: {}", where,
@@ -232,6 +234,7 @@ std::vector<WebhookTarget> parse_value(const json& value, const fs::path& config
                  where, text, fs::current_path().string(), path.string());
         if (!read_file(path, contents, error))
             fail(kComponent, "config", "{}: cannot read {}: {}", where, path.string(), error);
+        sdk::check_json_limits(contents, path.string(), kComponent);
         json parsed = json::parse(contents, nullptr, false);
         if (parsed.is_discarded())
             fail(kComponent, "config", "{}: {} is not valid JSON", where, path.string());

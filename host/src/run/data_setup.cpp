@@ -8,6 +8,7 @@
 #include "plugins/guard.h"
 #include "st/error.h"
 #include "st/files.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace st::host {
@@ -26,7 +27,9 @@ std::vector<OpenedBackend> open_data_backends(
     if (path.is_relative() && !fs::exists(path)) path = setup.config_path.parent_path() / path;
     nlohmann::json entries;
     try {
-        entries = nlohmann::json::parse(sdk::read_file(path));
+        const std::string text = sdk::read_file(path);
+        sdk::check_json_limits(text, path.string(), "host.data", "open");
+        entries = nlohmann::json::parse(text);
     } catch (const nlohmann::json::parse_error& e) {
         fail("host.data", "open", "{}: invalid JSON: {}", path.string(), e.what());
     }

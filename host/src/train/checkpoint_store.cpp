@@ -9,6 +9,7 @@
 
 #include "st/error.h"
 #include "st/files.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace st::host::train {
@@ -89,7 +90,9 @@ bool CheckpointStore::written_by_st(const fs::path& dir) {
     std::error_code ec;
     if (!fs::is_regular_file(dir / kManifest, ec)) return false;
     try {
-        const auto m = nlohmann::json::parse(sdk::read_file(dir / kManifest));
+        const std::string text = sdk::read_file(dir / kManifest);
+        sdk::check_json_limits(text, (dir / kManifest).string(), kLog, "resume");
+        const auto m = nlohmann::json::parse(text);
         return m.is_object() && m.value("format", std::string()) == kFormat;
     } catch (const std::exception&) {
         return false;
@@ -242,7 +245,9 @@ void CheckpointStore::verify(const fs::path& dir) {
     }
     nlohmann::json m;
     try {
-        m = nlohmann::json::parse(sdk::read_file(mf));
+        const std::string text = sdk::read_file(mf);
+        sdk::check_json_limits(text, mf.string(), kLog, "resume");
+        m = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
         fail(kLog, "resume", "{}: invalid JSON: {}", mf.string(), e.what());
     }

@@ -4,6 +4,7 @@
 
 #include "st/error.h"
 #include "st/files.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace st::host::train {
@@ -20,6 +21,7 @@ MetricsWriter::MetricsWriter(fs::path path, int64_t resume_step) : path_(std::mo
             if (line.empty()) continue;
             bool keep = true;
             try {
+                sdk::check_json_limits(line, "metrics.jsonl", "host.train", "resume");
                 auto j = nlohmann::json::parse(line);
                 keep = !j.contains("step") || j["step"].get<int64_t>() <= resume_step;
             } catch (const std::exception&) {

@@ -1,6 +1,7 @@
 #include "train/state_io.h"
 
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/safetensors.h"
 
 namespace st::host::train {
@@ -21,6 +22,7 @@ sdk::StateDict load_state_dict(const std::filesystem::path& path) {
     auto it = meta.find(kMetaKey);
     if (it != meta.end()) {
         try {
+            sdk::check_json_limits(it->second, path.string() + " metadata", "host.train", "resume");
             state.meta = nlohmann::json::parse(it->second);
         } catch (const nlohmann::json::exception& e) {
             fail("host.train", "resume", "{}: metadata {} is not JSON: {}", path.string(), kMetaKey,

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 #include "st/routing.h"
 
@@ -21,6 +22,7 @@ std::vector<std::string> read_targets(const sdk::ConfigView& config, std::vector
     auto list = config.get_list("lora_target_modules");
     if (list.size() == 1 && !list[0].empty() && list[0].front() == '[') {
         try {
+            sdk::check_json_limits(list[0], "lora_target_modules", "host.config");
             auto j = nlohmann::json::parse(list[0]);
             list = j.get<std::vector<std::string>>();
         } catch (const std::exception& e) {
@@ -42,6 +44,7 @@ nlohmann::json read_tread_config(const sdk::ConfigView& config, std::vector<std:
         const std::string text = j.get<std::string>();
         if (text.empty() || text == "null" || text == "None") return nullptr;
         try {
+            sdk::check_json_limits(text, "tread_config", "host.config");
             j = nlohmann::json::parse(text);
         } catch (const std::exception& e) {
             problems.push_back(fmt::format("tread_config: the string is not JSON ({})", e.what()));

@@ -11,6 +11,7 @@
 #include "plugins/guard.h"
 #include "st/error.h"
 #include "st/files.h"
+#include "st/json_file.h"
 #include "st/lora.h"
 #include "st/safetensors.h"
 #include "st/version.h"
@@ -28,7 +29,9 @@ constexpr const char* kLoraDiffusersFile = "pytorch_lora_weights_diffusers.safet
 
 nlohmann::json read_json(const fs::path& p) {
     try {
-        return nlohmann::json::parse(sdk::read_file(p));
+        const std::string text = sdk::read_file(p);
+        sdk::check_json_limits(text, p.string(), kLog, "resume");
+        return nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
         fail(kLog, "resume", "{}: invalid JSON: {}", p.string(), e.what());
     }

@@ -9,10 +9,12 @@
 
 #include <chrono>
 #include <fstream>
+#include <sstream>
 
 #include "media/video_writer.h"
 #include "plugins/guard.h"
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace st::host::validate {
@@ -164,7 +166,10 @@ std::vector<Prompt> read_prompt_library(const fs::path& file, const std::string&
     if (!in) fail(kLog, "config", "user_prompt_library '{}' cannot be read", file.string());
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(in);
+        std::stringstream text;
+        text << in.rdbuf();
+        sdk::check_json_limits(text.str(), file.string(), kLog);
+        j = nlohmann::json::parse(text.str());
     } catch (const std::exception& e) {
         fail(kLog, "config", "user_prompt_library '{}' is not valid JSON: {}", file.string(), e.what());
     }

@@ -238,6 +238,15 @@ DatasetConfig parse_entry(const json& entry, size_t index, const RunDataSettings
              index);
     DatasetConfig d;
     d.id = entry.at("id").get<std::string>();
+    // An id names caches and metadata files inside the run's folders ({id} in cache paths): a name, never
+    // a path (issue 18: "../../../../tmp/x" wrote outside them).
+    if (d.id.find_first_of("/\\") != std::string::npos || d.id.find('\0') != std::string::npos ||
+        d.id == "." || d.id.find("..") != std::string::npos)
+        fail(
+            "data.local", "config",
+            "dataset entry #{} has id '{}': an id is a name used in cache and metadata file names, so it may "
+            "not contain '/', '\\' or '..'",
+            index, d.id);
     const std::string where = fmt::format("dataset '{}'", d.id);
     Reader r(entry, where);
     r.check_keys(kEntryKeys);

@@ -7,11 +7,13 @@
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include "cache.h"
 #include "captions.h"
 #include "parallel.h"
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace st::plugins::data_local {
@@ -93,7 +95,10 @@ class ProbeMemo {
         if (!std::filesystem::is_regular_file(file_, ec)) return;
         try {
             std::ifstream in(file_);
-            nlohmann::json j = nlohmann::json::parse(in);
+            std::stringstream text;
+            text << in.rdbuf();
+            st::sdk::check_json_limits(text.str(), file_.string(), "data.local");
+            nlohmann::json j = nlohmann::json::parse(text.str());
             if (j.value("version", 0) == kMemoVersion) files_ = j.at("files");
         } catch (const std::exception& e) {
             log::warn(kLog, "{}: unreadable metadata cache ignored ({})", file_.string(), e.what());

@@ -12,6 +12,7 @@
 #include "optim.h"
 #include "optimizer_base.h"
 #include "st/error.h"
+#include "st/json_file.h"
 #include "st/log.h"
 
 namespace st::plugins::optim {
@@ -116,6 +117,7 @@ nlohmann::json parse_optimizer_config(const std::string& text) {
     if (first == std::string::npos) return out;
     if (text[first] == '{') {
         try {
+            st::sdk::check_json_limits(text, "optimizer_config", "optim");
             out = nlohmann::json::parse(text);
         } catch (const nlohmann::json::exception& e) {
             fail("host.config", "parse", "optimizer_config looks like JSON but does not parse: {}", e.what());

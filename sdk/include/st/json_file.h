@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -23,6 +24,25 @@ nlohmann::json read_json_file(const std::filesystem::path& path, const std::stri
                               const std::string& phase = "config");
 /// The text with Python's bare non-finite tokens quoted (what read_json_file parses).
 std::string quote_python_non_finite(const std::string& text);
+
+/// Limits every JSON document st reads is held to before it is parsed: nlohmann::json copies, dumps and
+/// compares recursively, so a document nested tens of thousands of levels deep would overflow the stack.
+/// No real config, dataset list, checkpoint manifest or safetensors header comes close.
+struct JsonLimits {
+    size_t max_depth = 128;                ///< nested arrays / objects
+    size_t max_bytes = size_t{256} << 20;  ///< 256 MiB
+};
+
+/// Scans `text` without recursion: st::Error(component, phase) naming `origin` and the limit when it
+/// nests deeper than limits.max_depth or is longer than limits.max_bytes.
+void check_json_limits(std::string_view text, const std::string& origin, const std::string& component,
+                       const std::string& phase = "config", const JsonLimits& limits = {});
+
+/// check_json_limits, then parses (Python's bare -Infinity / Infinity / NaN read as for read_json_file).
+/// st::Error naming `origin` when the text is not valid JSON. What st uses for every JSON text that
+/// comes from a file, the command line or a plugin.
+nlohmann::json parse_json_text(std::string_view text, const std::string& origin, const std::string& component,
+                               const std::string& phase = "config", const JsonLimits& limits = {});
 
 namespace detail {
 template <typename T>
