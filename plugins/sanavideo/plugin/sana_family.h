@@ -84,7 +84,8 @@ class SanaVideoFamily final : public st::sdk::ModelFamily,
     /// pixels [B, 3, F, H, W] -> {"latents": the Wan 2.1 VAE's normalised posterior mean}
     st::sdk::TensorMap encode_video(const at::Tensor& pixels) override;
     /// captions -> {"prompt_embeds" [B, 300, 2304], "prompt_attention_mask" [B, 300]}: the Sana Video
-    /// pipeline's prompt handling (complex human instruction on non-empty prompts, motion score).
+    /// pipeline's prompt handling (complex human instruction and motion score on every prompt, caption
+    /// dropout's "" too, as SimpleTuner).
     st::sdk::TensorMap encode_text(const std::vector<std::string>& captions) override;
     /// The pipeline's negative prompt: no complex human instruction, no motion score.
     st::sdk::TensorMap encode_negative_text(const std::vector<std::string>& negatives) override;

@@ -10,8 +10,9 @@
 //             base_dim 2, z 4), caption 16 = a 2-layer Gemma-2 of hidden 16; tokenizer vocab 400.
 //   small   — the benchmark transformer (dim 512, 8 layers, caption 2304), the Wan 2.1 VAE at base_dim 16,
 //             a narrow 2-layer Gemma-2 with hidden 2304.
-//   2b-480p — the real Sana Video 2B transformer (bf16 on disk, as the release) and the real Wan 2.1 VAE; the text encoder is the narrow 2-layer Gemma-2 of hidden
-//             2304 (the real gemma-2-2b-it is 5 GB: point pretrained models at a real pipeline instead).
+//   2b-480p — the real Sana Video 2B transformer (bf16 on disk, as the release) and the real Wan 2.1
+//             VAE; the text encoder is the narrow 2-layer Gemma-2 of hidden 2304 (the real gemma-2-2b-it
+//             is 5 GB: point pretrained models at a real pipeline instead).
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
