@@ -190,6 +190,14 @@ TEST_F(SanaTrainTest, GenerateProbeAndRefusals) {
     ASSERT_EQ(g.code, 0) << g.out;
     EXPECT_TRUE(fs::exists(out));
     EXPECT_NE(g.out.find("dpmsolver++"), std::string::npos) << g.out;
+    // Without --guidance the pipeline's 6.0 applies (neither flag nor config file sets it).
+    const auto d =
+        shell(st_test::host_prefix() + "generate --plugin sanavideo --model '" + (root_ / "model").string() +
+              "' --prompt 'a cat' --frames 5 --resolution 32x32 --steps 2 --out '" +
+              (root_ / "gen" / "d.mp4").string() + "'");
+    ASSERT_EQ(d.code, 0) << d.out;
+    EXPECT_NE(d.out.find("the model's pipeline defaults: guidance 6"), std::string::npos) << d.out;
+    EXPECT_EQ(d.out.find("50 steps"), std::string::npos) << d.out;
     const auto p =
         shell(st_test::host_prefix() + "probe --plugin sanavideo '" + (root_ / "model").string() + "'");
     ASSERT_EQ(p.code, 0) << p.out;

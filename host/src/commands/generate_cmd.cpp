@@ -128,10 +128,14 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
         "speech-to-video driving audio (any file with an audio stream; its first frames/fps seconds are used "
         "and "
         "muxed into the mp4)")("frames", po::value(&frames),
-                               "number of frames (Wan: 4k+1; default validation_num_video_frames or 81)")(
-        "resolution", po::value(&resolution), "WxH (default validation_resolution)")(
-        "steps", po::value(&steps), "sampling steps (default validation_num_inference_steps)")(
-        "guidance", po::value(&guidance), "CFG scale; <= 1 disables CFG (default validation_guidance)")(
+                               "number of frames (Wan: 4k+1; default validation_num_video_frames, else the "
+                               "model's pipeline default or 81)")("resolution", po::value(&resolution),
+                                                                  "WxH (default validation_resolution)")(
+        "steps", po::value(&steps),
+        "sampling steps (default validation_num_inference_steps, else the model's pipeline default: Sana "
+        "Video 50)")("guidance", po::value(&guidance),
+                     "CFG scale; <= 1 disables CFG (default validation_guidance, else the model's pipeline "
+                     "default: Sana Video 6)")(
         "guidance_2", po::value(&guidance_2),
         "Wan 2.2 with both experts (--wan_validation_load_other_stage true): CFG scale of the low-noise "
         "expert's steps (default validation_guidance_2, else --guidance)")(
@@ -202,6 +206,33 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     const auto dtype = parse_precision(config.get_string("mixed_precision"), "generate");
     auto model = load_for_inference(entry, model_path, config, dtype);
     settings.apply_model_defaults(*model);
+    if (const auto own = model->sampling_defaults()) {
+        // The model's pipeline defaults for what neither a flag nor the config file sets.
+        auto given = [&](const std::string& key) {
+            if (file_values.contains(key)) return true;
+            for (const auto& t : tokens)
+                if (t == "--" + key || t.rfind("--" + key + "=", 0) == 0) return true;
+            return false;
+        };
+        std::vector<std::string> used;
+        if (own->guidance && !given("validation_guidance")) {
+            settings.guidance = *own->guidance;
+            used.push_back(fmt::format("guidance {}", settings.guidance));
+        }
+        if (own->steps && !given("validation_num_inference_steps")) {
+            settings.steps = *own->steps;
+            used.push_back(fmt::format("{} steps", settings.steps));
+        }
+        if (own->frames && !given("validation_num_video_frames")) {
+            settings.frames = *own->frames;
+            used.push_back(fmt::format("{} frames", settings.frames));
+        }
+        if (!used.empty())
+            log::info(
+                kLog,
+                "the model's pipeline defaults: {} (set --guidance / --steps / --frames to change them)",
+                fmt::join(used, ", "));
+    }
     if (vm.count("flow_shift") && settings.sampler.shift != flow_shift) {
         // An explicit --flow_shift wins over a model's own schedule too.
         settings.sampler.shift = flow_shift;

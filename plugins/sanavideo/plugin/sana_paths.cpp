@@ -126,7 +126,11 @@ std::vector<float> sana_training_sigma_table(const fs::path& scheduler_config) {
 }
 
 st::sdk::SamplingDefaults sana_sampling_defaults(const fs::path& scheduler_config) {
+    // SanaVideoPipeline.__call__ defaults: guidance 6.0, 50 steps, 81 frames (models.md §6.1, §12.4).
     st::sdk::SamplingDefaults d;
+    d.guidance = 6.0;
+    d.steps = 50;
+    d.frames = 81;
     if (scheduler_config.empty()) {
         d.scheduler = "euler";
         d.sampler.shift = 8.0;

@@ -310,10 +310,15 @@ class TokenRouting : public Capability {
     virtual int64_t routable_blocks() const = 0;
 };
 
-/// The sampler a model ships (its scheduler/scheduler_config.json).
+/// The sampler a model ships (its scheduler/scheduler_config.json) and its reference pipeline's call
+/// defaults, which `st-host generate` uses when neither a flag nor the config file sets them
+/// (validation keeps SimpleTuner's validation_* defaults, as SimpleTuner does).
 struct SamplingDefaults {
     std::string scheduler;  ///< a make_sampler() name ("dpmsolver++", "unipc", "euler")
     SamplerConfig sampler;  ///< including its flow shift
+    std::optional<double> guidance;
+    std::optional<int64_t> steps;
+    std::optional<int64_t> frames;
 };
 
 /// A family whose training noise schedule and sampler are fixed by its release rather than by
