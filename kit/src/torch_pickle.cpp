@@ -7,6 +7,7 @@
 #include <iterator>
 
 #include "st/error.h"
+#include "st/files.h"
 
 namespace st::kit {
 
@@ -30,6 +31,7 @@ std::map<std::string, at::Tensor> tensors_of(const c10::IValue& value, const fs:
 
 std::map<std::string, at::Tensor> read_torch_state_dict(const fs::path& file, const std::string& component,
                                                         const std::vector<std::string>& nested_keys) {
+    sdk::require_regular_file(file, "a torch.save() weights file", component);
     std::ifstream in(file, std::ios::binary);
     if (!in) fail(component, "load", "cannot open '{}'", file.string());
     std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());

@@ -25,6 +25,16 @@ const char* option_type_name(OptionType type) {
 OptionSpec opt_bool(std::string name, bool def, std::string help) {
     return OptionSpec{std::move(name), OptionType::boolean, def, std::move(help)};
 }
+std::string option_range_text(const OptionSpec& spec) {
+    auto number = [&](double v) {
+        return spec.type == OptionType::integer ? fmt::format("{}", static_cast<int64_t>(v))
+                                                : fmt::format("{}", v);
+    };
+    return fmt::format("{}{}, {}{}", spec.min_value ? "[" : "(",
+                       spec.min_value ? number(*spec.min_value) : "-inf",
+                       spec.max_value ? number(*spec.max_value) : "inf", spec.max_value ? "]" : ")");
+}
+
 OptionSpec opt_int(std::string name, std::optional<int64_t> def, std::string help) {
     return OptionSpec{std::move(name), OptionType::integer, def ? nlohmann::json(*def) : nlohmann::json(),
                       std::move(help)};

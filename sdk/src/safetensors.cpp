@@ -2,9 +2,10 @@
 //
 // The checks follow the format's reference implementation (huggingface/safetensors,
 // safetensors/src/tensor.rs: `SafeTensors::read_metadata` / `Metadata::validate`): header length
-// capped and inside the file, JSON header, known dtypes, offsets inside the buffer and consistent with
-// dtype x shape. We are stricter on overlaps and UTF-8 (explicit errors) and more lenient on gaps
-// between tensors (allowed: they cost nothing to skip). The writer follows `safetensors::serialize`:
+// capped (100 MB) and inside the file, JSON header, known dtypes, offsets consistent with dtype x shape
+// and tiling the data buffer exactly (no hole, no overlap, nothing left over), no duplicate keys at any
+// level. We add explicit errors for overlaps and invalid UTF-8. The header is parsed member by member
+// (linear time: 500k tensors parse in about a second). The writer follows `safetensors::serialize`:
 // compact JSON header padded with spaces to a multiple of 8 bytes, then the tensors back to back.
 #include "st/safetensors.h"
 
@@ -19,7 +20,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <set>
 #include <system_error>
 
 #include <fcntl.h>
@@ -30,6 +30,8 @@
 #include "st/error.h"
 #include "st/json_file.h"
 #include "st/log.h"
+
+#include "json_members.h"
 
 namespace st::sdk {
 
@@ -267,6 +269,47 @@ TensorInfo parse_entry(const std::filesystem::path& path, const std::string& nam
     return info;
 }
 
+// The `__metadata__` member: a string -> string map (duplicates were refused while parsing).
+std::map<std::string, std::string> parse_metadata(const std::filesystem::path& path,
+                                                  const nlohmann::json& value) {
+    if (!value.is_object()) {
+        fail_file(path,
+                  fmt::format("__metadata__ must be a string -> string map, found {}", value.type_name()));
+    }
+    std::map<std::string, std::string> metadata;
+    for (const auto& [key, v] : value.items()) {
+        if (!v.is_string()) {
+            fail_file(path, fmt::format("__metadata__ must be a string -> string map, but '{}' is a {} ({})",
+                                        key, v.type_name(), v.dump()));
+        }
+        metadata[key] = v.get<std::string>();
+    }
+    return metadata;
+}
+
+// The tensors, sorted by offset and known not to overlap, must tile the data buffer exactly (the
+// reference implementation's rule): a hole or unclaimed bytes at the end mean the header length
+// field or the offsets are wrong, and loading would read shifted bytes as weights.
+void check_buffer_coverage(const std::filesystem::path& path, const std::vector<const TensorInfo*>& ordered,
+                           uint64_t buffer_size) {
+    uint64_t covered = 0;
+    for (const TensorInfo* info : ordered) {
+        if (info->begin != covered) {
+            fail_file(path, fmt::format("data_offsets leave bytes [{}, {}) of the data buffer unused before "
+                                        "tensor '{}' (the format stores tensors back to back from offset 0; "
+                                        "the header or its length field is damaged)",
+                                        covered, info->begin, info->name));
+        }
+        covered = info->end;
+    }
+    if (covered != buffer_size) {
+        fail_file(path, fmt::format("the tensors cover {} bytes but the data buffer after the header has {} "
+                                    "({} bytes unaccounted for): the header length field or the offsets are "
+                                    "wrong, or the file has bytes appended",
+                                    covered, buffer_size, buffer_size - covered));
+    }
+}
+
 }  // namespace
 
 int64_t TensorInfo::numel() const {
@@ -308,7 +351,8 @@ TensorSource::~TensorSource() = default;
 // SafetensorsFile
 
 std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below as not a regular file).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         const int err = errno;
         fail_file(path, fmt::format("cannot open: {}", errno_text(err)));
@@ -391,50 +435,23 @@ void SafetensorsFile::parse(const std::filesystem::path& path, const uint8_t* by
                         static_cast<unsigned char>(header[bad]), bad, excerpt(header, bad)));
     }
 
-    // Duplicate top-level keys would silently shadow each other in nlohmann::json: reject them.
-    std::string duplicate;
-    std::set<std::string> seen;
-    const nlohmann::json::parser_callback_t on_event = [&](int depth, nlohmann::json::parse_event_t event,
-                                                           nlohmann::json& parsed) {
-        if (depth == 1 && event == nlohmann::json::parse_event_t::key && parsed.is_string()) {
-            if (!seen.insert(parsed.get<std::string>()).second && duplicate.empty())
-                duplicate = parsed.get<std::string>();
-        }
-        return true;
-    };
     // Nesting is bounded before parsing (a header nested ~50k deep would overflow the stack later).
     try {
-        check_json_limits(header, "header", kComponent, "open", JsonLimits{64, size_t{100} << 20});
+        check_json_limits(header, "header", kComponent, "open", JsonLimits{64, kSafetensorsMaxHeader});
     } catch (const Error& e) {
         fail_file(path, e.message());
     }
-    nlohmann::json j;
+    // Members are parsed one at a time (linear in the header; duplicate keys refused at every level).
     try {
-        j = nlohmann::json::parse(header.begin(), header.end(), on_event);
-    } catch (const nlohmann::json::exception& e) {
-        fail_file(path, fmt::format("header is not valid JSON: {}", e.what()));
-    }
-    if (!j.is_object())
-        fail_file(path, fmt::format("header JSON is a {}, expected an object", j.type_name()));
-    if (!duplicate.empty()) fail_file(path, fmt::format("header lists '{}' more than once", duplicate));
-
-    for (const auto& [name, value] : j.items()) {
-        if (name == "__metadata__") {
-            if (!value.is_object()) {
-                fail_file(path, fmt::format("__metadata__ must be a string -> string map, found {}",
-                                            value.type_name()));
+        detail::for_each_json_member(header, [&](const std::string& name, nlohmann::json& value) {
+            if (name == "__metadata__") {
+                file->metadata_ = parse_metadata(path, value);
+                return;
             }
-            for (const auto& [key, v] : value.items()) {
-                if (!v.is_string()) {
-                    fail_file(path, fmt::format(
-                                        "__metadata__ must be a string -> string map, but '{}' is a {} ({})",
-                                        key, v.type_name(), v.dump()));
-                }
-                file->metadata_[key] = v.get<std::string>();
-            }
-            continue;
-        }
-        file->tensors_.emplace(name, parse_entry(path, name, value, buffer_size));
+            file->tensors_.emplace(name, parse_entry(path, name, value, buffer_size));
+        });
+    } catch (const detail::JsonMembersError& e) {
+        fail_file(path, fmt::format("header {}", e.what()));
     }
 
     // Overlap check: sort by begin (then end) and require each range to start at or after the previous end.
@@ -452,6 +469,7 @@ void SafetensorsFile::parse(const std::filesystem::path& path, const uint8_t* by
                                         cur.name, cur.begin, cur.end, prev.name, prev.begin, prev.end));
         }
     }
+    check_buffer_coverage(path, ordered, buffer_size);
     log::debug(kComponent, "opened '{}': {} tensors, header {} bytes, data {} bytes", path.string(),
                file->tensors_.size(), header_len, buffer_size);
 }

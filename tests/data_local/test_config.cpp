@@ -1,4 +1,5 @@
 // multidatabackend.json parsing: keys, types, placeholders, S2V auto-split, errors.
+#include "backend.h"
 #include "config.h"
 
 #include <gtest/gtest.h>
@@ -124,6 +125,32 @@ TEST(DataConfigTest, WrongTypeNamesKeyValueAndExpectation) {
               std::string::npos);
     EXPECT_NE(error_of(json::parse(R"([{"id":"a","type":"aws","dataset_type":"video"}])")).find("type 'aws'"),
               std::string::npos);
+}
+
+// Issue 18: "repeats": 1e9 allocated until bad_alloc (3.3 GB); now refused with the key and range.
+TEST(DataConfigTest, AbsurdRepeatsAreRefusedWithTheRange) {
+    for (const char* value : {"1e9", "100001", "-1"}) {
+        const std::string e = error_of(json::parse(std::string(R"([{"id":"a","dataset_type":"video",
+            "instance_data_dir":"/d", "repeats": )") +
+                                                   value + "}]"));
+        EXPECT_NE(e.find("key 'repeats' must be in [0, 100000]"), std::string::npos) << value << ": " << e;
+    }
+    EXPECT_EQ(error_of(json::parse(R"([{"id":"a","dataset_type":"video","instance_data_dir":"/d",
+        "repeats": 100000}])")),
+              "");
+}
+
+// Issue 18: aspect_bucket_alignment 0 divided by zero while bucketing; the option carries its range.
+TEST(DataConfigTest, RunOptionsDeclareTheirRanges) {
+    bool seen = false;
+    for (const auto& spec : dl::data_local_options()) {
+        if (spec.name != "aspect_bucket_alignment") continue;
+        seen = true;
+        ASSERT_TRUE(spec.min_value.has_value());
+        EXPECT_EQ(*spec.min_value, 1);
+        EXPECT_EQ(st::sdk::option_range_text(spec), "[1, 1024]");
+    }
+    EXPECT_TRUE(seen);
 }
 
 TEST(DataConfigTest, DisabledDatasetNeedsNoFolder) {

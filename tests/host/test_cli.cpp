@@ -1,4 +1,5 @@
 // st-host end to end through its command line (the built binary, fixture plugins).
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <array>
@@ -19,9 +20,10 @@ struct Result {
     std::string out;  ///< stdout and stderr together
 };
 
-Result run(const std::string& args) {
-    std::string cmd =
-        std::string("ST_PLUGIN_PATH= ") + ST_HOST_EXE + " --no-install-plugins " + args + " 2>&1";
+/// `prefix` goes before the binary (e.g. "timeout 60").
+Result run(const std::string& args, const std::string& prefix = "") {
+    std::string cmd = std::string("ST_PLUGIN_PATH= ") + prefix + " " + ST_HOST_EXE +
+                      " --no-install-plugins " + args + " 2>&1";
     Result r;
     FILE* p = popen(cmd.c_str(), "r");
     std::array<char, 4096> buf{};
@@ -62,7 +64,7 @@ TEST(CliTest, HelpListsCommandsAndHostOptions) {
     expect_contains(r.out, "--plugin-dir DIR");
     // The keys of the training loop, validation, webhooks and Lua hooks, with their defaults.
     expect_contains(r.out, "--max_train_steps <integer>");
-    expect_contains(r.out, "--checkpoints_total_limit <integer> (default 5)");
+    expect_contains(r.out, "--checkpoints_total_limit <integer> [1, 1000000] (default 5)");
     expect_contains(r.out, "--validation_step_interval <integer>");
     expect_contains(r.out, "--webhook_config");
     expect_contains(r.out, "--lua_hooks");
@@ -143,6 +145,60 @@ TEST(CliTest, DeeplyNestedJsonIsRefusedNotACrash) {
     EXPECT_EQ(c.code, 1) << c.out.substr(0, 2000);
     expect_contains(c.out, "tread_config");
     expect_contains(c.out, "levels deep");
+}
+
+// Issue 18: absurd numbers ran, allocated without bound or printed as negative numbers; each is now
+// refused before anything runs, with the key, the value and the allowed range.
+TEST(CliTest, AbsurdNumbersAreRefusedWithTheirRange) {
+    TempDir t;
+    std::ofstream(t.path / "config.json")
+        << R"({"model_family": "fixture", "train_batch_size": 9223372036854775808,
+        "lora_rank": 1099511627776, "max_train_steps": 9223372036854775807, "num_threads": 0,
+        "eval_steps_interval": -1, "learning_rate": "inf", "output_dir": ")"
+        << (t.path / "out").string() << R"("})";
+    auto r =
+        run(dir("model") + " " + (t.path / "config.json").string() + " --gradient_accumulation_steps=-1");
+    EXPECT_EQ(r.code, 1) << r.out;
+    expect_contains(
+        r.out, "train_batch_size = 9223372036854775808 (config file): expected a whole number in [1, 4096]");
+    expect_contains(r.out, "lora_rank = 1099511627776 (config file): expected a whole number in [1, 65536]");
+    expect_contains(
+        r.out,
+        "max_train_steps = 9223372036854775807 (config file): expected a whole number in [0, 1000000000]");
+    expect_contains(r.out, "num_threads = 0 (config file): expected a whole number in [1, 1024]");
+    expect_contains(r.out,
+                    "eval_steps_interval = -1 (config file): expected a whole number in [0, 1000000000]");
+    expect_contains(r.out, "learning_rate = \"inf\" (config file): expected a number");
+    expect_contains(
+        r.out, "gradient_accumulation_steps = \"-1\" (command line): expected a whole number in [1, 65536]");
+    EXPECT_FALSE(fs::exists(t.path / "out" / "config.resolved.json"));
+    // --help shows the ranges.
+    auto h = run("--help");
+    expect_contains(h.out, "--train_batch_size <integer> [1, 4096]");
+}
+
+// Issue 18: "1e999" failed with "number overflow" naming neither the file nor the key.
+TEST(CliTest, NumberOverflowNamesTheFileLineAndKey) {
+    TempDir t;
+    std::ofstream(t.path / "config.json") << "{\"model_family\": \"fixture\",\n  \"learning_rate\": 1e999}";
+    auto r = run(dir("model") + " " + (t.path / "config.json").string());
+    EXPECT_EQ(r.code, 1) << r.out;
+    expect_contains(r.out, (t.path / "config.json").string() + ": invalid JSON at line 2, column");
+    expect_contains(r.out, "in 'learning_rate'");
+    expect_contains(r.out, "number overflow");
+}
+
+// Issue 18: a FIFO or device given as a config or weights file blocked st-host forever.
+TEST(CliTest, FifosAreRefusedNotWaitedOn) {
+    TempDir t;
+    ASSERT_EQ(::mkfifo((t.path / "config.json").c_str(), 0600), 0);
+    ASSERT_EQ(::mkfifo((t.path / "model.safetensors").c_str(), 0600), 0);
+    auto c = run(dir("model") + " " + (t.path / "config.json").string(), "timeout 60");
+    EXPECT_EQ(c.code, 1) << c.out;
+    expect_contains(c.out, "is a FIFO (named pipe), expected a config.json or config.toml file");
+    auto w = run("inspect " + (t.path / "model.safetensors").string(), "timeout 60");
+    EXPECT_EQ(w.code, 1) << w.out;
+    expect_contains(w.out, "is not a regular file");
 }
 
 TEST(CliTest, RunWithTomlConfig) {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "st/error.h"
+#include "st/files.h"
 #include "st/json_file.h"
 #include "st/safetensors.h"
 
@@ -83,6 +84,29 @@ TEST(JsonLimitsTest, SafetensorsHeaderAndIndexRefuseDeepNesting) {
     std::ofstream(idx) << "{\"weight_map\": {}, \"metadata\": " << deep(100000) << "}";
     EXPECT_NE(message_of([&] { st::sdk::open_tensor_source(idx); }).find("levels deep"), std::string::npos);
     fs::remove_all(f.parent_path());
+}
+
+// Issue 18: "1e999" said "number overflow" without the file or the key.
+TEST(JsonLimitsTest, ParseErrorsSayLineColumnAndKey) {
+    const std::string m = message_of(
+        [] { st::sdk::parse_json_text("{\"a\": 1,\n \"b\": [1, {\"c\": 1e999}]}", "x.json", "test"); });
+    EXPECT_NE(m.find("'x.json' is not valid JSON at line 2, column"), std::string::npos) << m;
+    EXPECT_NE(m.find("in 'b[1].c'"), std::string::npos) << m;
+    EXPECT_NE(m.find("number overflow"), std::string::npos) << m;
+    EXPECT_EQ(st::sdk::json_error_location("{\"a\": [1, 2]}"), "");
+    EXPECT_EQ(st::sdk::json_error_location("{\"a\": [1, 2,]}"), "line 1, column 13, in 'a[2]'");
+}
+
+// Issue 18: FIFOs and devices are refused before they are opened (reading one blocks or never ends).
+TEST(JsonLimitsTest, OnlyRegularFilesAreRead) {
+    const std::string m = message_of([] { st::sdk::read_json_file("/dev/zero", "test"); });
+    EXPECT_NE(m.find("'/dev/zero' is a character device, expected a JSON file (a regular file)"),
+              std::string::npos)
+        << m;
+    EXPECT_NE(message_of([] { st::sdk::read_file("/dev/zero"); }).find("character device"),
+              std::string::npos);
+    EXPECT_NE(message_of([] { st::sdk::read_file("/nonexistent/x"); }).find("cannot open '/nonexistent/x'"),
+              std::string::npos);
 }
 
 }  // namespace

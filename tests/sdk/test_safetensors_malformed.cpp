@@ -6,13 +6,17 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <random>
 #include <sstream>
 #include <string>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "st/error.h"
@@ -185,12 +189,102 @@ TEST_F(MalformedTest, OverlappingOffsets) {
         "overlap");
 }
 
-TEST_F(MalformedTest, GapsBetweenTensorsAreAllowed) {
-    const auto path =
+// Issue 18: the format's reference implementation requires the tensors to tile the data buffer;
+// a hole or spare bytes mean the header or its length field is damaged.
+TEST_F(MalformedTest, GapsAndSpareBytesAreRefused) {
+    expect_rejected(
         write_file("gap.safetensors",
-                   "{" + entry("a", "U8", "[2]", "[0,2]") + "," + entry("b", "U8", "[2]", "[6,8]") + "}", 8);
+                   "{" + entry("a", "U8", "[2]", "[0,2]") + "," + entry("b", "U8", "[2]", "[6,8]") + "}", 8),
+        "data_offsets leave bytes [2, 6) of the data buffer unused before tensor 'b'");
+    expect_rejected(write_file("late.safetensors", "{" + entry("a", "U8", "[2]", "[2,4]") + "}", 4),
+                    "unused before tensor 'a'");
+    expect_rejected(
+        write_file("spare.safetensors", "{" + entry("a", "U8", "[2]", "[0,2]") + "}", 5),
+        "the tensors cover 2 bytes but the data buffer after the header has 5 (3 bytes unaccounted");
+    expect_rejected(write_file("nothing.safetensors", R"({"__metadata__":{"format":"pt"}})", 4),
+                    "the tensors cover 0 bytes");
+    // Tiled exactly, zero-size tensors included: accepted.
+    const auto ok =
+        write_file("tiled.safetensors",
+                   "{" + entry("a", "U8", "[2]", "[0,2]") + "," + entry("e", "U8", "[0]", "[2,2]") + "," +
+                       entry("b", "U8", "[2]", "[2,4]") + "}",
+                   4);
+    EXPECT_EQ(SafetensorsFile::open(ok)->load("b")[1].item<uint8_t>(), 3);
+}
+
+// Issue 18: a header-length field 1-3 bytes short (the header's padding spaces then count as data)
+// was accepted and the weights read shifted: non-finite values at step 0, no file named.
+TEST_F(MalformedTest, HeaderLengthOffByAFewBytesIsRefused) {
+    std::string header = "{" + entry("w", "F32", "[2]", "[0,8]") + "}";
+    header.append((8 - header.size() % 8) % 8 + 8, ' ');  // at least 8 padding spaces
+    for (int delta : {-3, -2, -1, 1, 2, 3}) {
+        const auto path = write_file("shift" + std::to_string(delta + 3) + ".safetensors", header, 8,
+                                     static_cast<uint64_t>(static_cast<int64_t>(header.size()) + delta));
+        try {
+            SafetensorsFile::open(path);
+            ADD_FAILURE() << "header length off by " << delta << " accepted";
+        } catch (const st::Error& e) {
+            EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+        }
+    }
+}
+
+TEST_F(MalformedTest, DuplicateKeysInsideAnEntryOrMetadataAreRefused) {
+    expect_rejected(write_file("dupdtype.safetensors",
+                               R"({"a":{"dtype":"F64","dtype":"F32","shape":[1],"data_offsets":[0,4]}})", 4),
+                    "'a' lists the key 'dtype' more than once");
+    expect_rejected(write_file("dupshape.safetensors",
+                               R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4],"shape":[1]}})", 4),
+                    "'a' lists the key 'shape' more than once");
+    expect_rejected(write_file("dupmeta.safetensors", R"({"__metadata__":{"format":"pt","format":"np"}})", 0),
+                    "'__metadata__' lists the key 'format' more than once");
+    expect_rejected(write_file("dupmeta2.safetensors",
+                               R"({"__metadata__":{"format":"pt"},"__metadata__":{"format":"np"}})", 0),
+                    "header lists '__metadata__' more than once");
+}
+
+// Issue 18: the header parser was quadratic (40k tensors 12 s, 500k > 10 min). 200k tensors must
+// parse in well under the bound (about half a second in a release build); the bound only catches a
+// return of the quadratic behaviour.
+TEST_F(MalformedTest, ManyTensorsParseInLinearTime) {
+    const int n = 200000;
+    std::string header = "{";
+    for (int k = 0; k < n; ++k) {
+        if (k) header += ',';
+        header += entry("blocks." + std::to_string(k) + ".w", "U8", "[1]",
+                        "[" + std::to_string(k) + "," + std::to_string(k + 1) + "]");
+    }
+    header += '}';
+    const auto path = write_file("many.safetensors", header, n);
+    const auto start = std::chrono::steady_clock::now();
     const auto file = SafetensorsFile::open(path);
-    EXPECT_EQ(file->load("b")[1].item<uint8_t>(), 7);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    EXPECT_EQ(file->infos().size(), static_cast<size_t>(n));
+    EXPECT_EQ(file->load("blocks.199999.w")[0].item<uint8_t>(), static_cast<uint8_t>(199999 % 256));
+    EXPECT_LT(seconds, 60.0) << "a 200k-tensor header took " << seconds << " s";
+}
+
+// Issue 18: opening a FIFO as weights blocked forever waiting for a writer.
+TEST_F(MalformedTest, FifoIsRefusedWithoutBlocking) {
+    const auto fifo = dir_ / "pipe.safetensors";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    auto opened = std::async(std::launch::async, [&] {
+        try {
+            SafetensorsFile::open(fifo);
+            return std::string("accepted");
+        } catch (const st::Error& e) {
+            return std::string(e.what());
+        }
+    });
+    if (opened.wait_for(std::chrono::seconds(20)) != std::future_status::ready) {
+        // Unblock the reader so the test ends, then fail.
+        const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+        if (fd >= 0) ::close(fd);
+        ADD_FAILURE() << "opening a FIFO blocked";
+    }
+    const std::string what = opened.get();
+    EXPECT_NE(what.find("is not a regular file"), std::string::npos) << what;
+    EXPECT_NE(what.find(fifo.string()), std::string::npos) << what;
 }
 
 TEST_F(MalformedTest, OffsetsInconsistentWithDtypeAndShape) {

@@ -115,6 +115,7 @@ namespace {
 void print_option(const sdk::OptionSpec& s) {
     std::string def = s.default_value.is_null() ? "unset" : s.default_value.dump();
     std::string choices = s.choices.empty() ? "" : fmt::format(" {{{}}}", fmt::join(s.choices, "|"));
+    if (s.min_value || s.max_value) choices += " " + sdk::option_range_text(s);
     std::printf("  --%s <%s>%s (default %s)\n      %s\n", s.name.c_str(), sdk::option_type_name(s.type),
                 choices.c_str(), def.c_str(), s.help.c_str());
     if (!s.aliases.empty())

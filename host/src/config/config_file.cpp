@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "st/error.h"
+#include "st/files.h"
 #include "st/json_file.h"
 
 namespace st::host {
@@ -72,6 +73,7 @@ nlohmann::json load_config_file(const fs::path& path) {
     if (fs::is_directory(path, ec))
         fail("host.config", "load", "'{}' is a directory; expected a config.json or config.toml file",
              path.string());
+    sdk::require_regular_file(path, "a config.json or config.toml file", "host.config");
     std::ifstream in(path, std::ios::binary);
     if (!in) fail("host.config", "load", "cannot open config file '{}'", path.string());
     std::stringstream ss;
@@ -82,9 +84,10 @@ nlohmann::json load_config_file(const fs::path& path) {
     sdk::check_json_limits(text, name, "host.config", "load");
     try {
         return strip_dashes(nlohmann::json::parse(text), name);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
         if (ext == ".json")
-            fail("host.config", "load", "{}: invalid JSON at byte {}: {}", name, e.byte, e.what());
+            fail("host.config", "load", "{}: invalid JSON at {}: {}", name, sdk::json_error_location(text),
+                 e.what());
         try {
             return strip_dashes(toml_to_json(text, name), name);
         } catch (const Error&) {

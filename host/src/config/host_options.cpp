@@ -31,15 +31,18 @@ std::vector<sdk::OptionSpec> host_options() {
         "run");
     add(opt_int("train_batch_size", 4,
                 "Samples per micro-batch (SimpleTuner default 4). Buckets smaller than train_batch_size x "
-                "gradient_accumulation_steps are pruned by the data backend."),
+                "gradient_accumulation_steps are pruned by the data backend.")
+            .range(1, 4096),
         "data");
-    add(opt_int("gradient_accumulation_steps", 1, "Micro-batches per optimizer step."), "data");
+    add(opt_int("gradient_accumulation_steps", 1, "Micro-batches per optimizer step.").range(1, 65536),
+        "data");
     add(opt_string("log_level", "info", "Log verbosity.", {"trace", "debug", "info", "warning", "error"}),
         "run");
     add(opt_int("num_threads", std::nullopt,
                 "Threads of the BLAS pool that runs the matrix products (default: all cores of the machine). "
                 "ATen's own "
-                "intra-op pool stays at 1: nested ATen/BLAS parallelism oversubscribes the cores."),
+                "intra-op pool stays at 1: nested ATen/BLAS parallelism oversubscribes the cores.")
+            .range(1, 1024),
         "run");
     return o;
 }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <limits>
 
 #include "st/error.h"
 #include "st/json_file.h"
@@ -89,6 +90,15 @@ bool parse_number_text(const std::string& t, double* out) {
     return true;
 }
 
+// "" when `v` is inside the option's range, else what was expected.
+std::string check_range(const sdk::OptionSpec& spec, double v, const char* kind) {
+    if ((spec.min_value && v < *spec.min_value) || (spec.max_value && v > *spec.max_value))
+        return fmt::format("{} in {}", kind, sdk::option_range_text(spec));
+    return {};
+}
+
+std::string convert_number(const sdk::OptionSpec& spec, const nlohmann::json& raw, nlohmann::json* out);
+
 }  // namespace
 
 std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw, nlohmann::json* out) {
@@ -107,23 +117,9 @@ std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw
                 return *out = raw.get<int64_t>() == 1, std::string();
             return "true or false";
         }
-        case OptionType::integer: {
-            double d;
-            if (raw.is_number_integer()) return *out = raw, std::string();
-            if (raw.is_number_float())
-                d = raw.get<double>();
-            else if (!(raw.is_string() && parse_number_text(raw.get<std::string>(), &d)))
-                return "a whole number";
-            if (std::floor(d) != d || std::fabs(d) > 9.0e15) return "a whole number";
-            return *out = static_cast<int64_t>(d), std::string();
-        }
-        case OptionType::number: {
-            double d;
-            if (raw.is_number()) return *out = raw.get<double>(), std::string();
-            if (raw.is_string() && parse_number_text(raw.get<std::string>(), &d))
-                return *out = d, std::string();
-            return "a number";
-        }
+        case OptionType::integer:
+        case OptionType::number:
+            return convert_number(spec, raw, out);
         case OptionType::string: {
             std::string s;
             if (raw.is_string())
@@ -181,5 +177,42 @@ std::string convert_value(const sdk::OptionSpec& spec, const nlohmann::json& raw
     }
     return "a valid value";
 }
+
+namespace {
+
+std::string convert_number(const sdk::OptionSpec& spec, const nlohmann::json& raw, nlohmann::json* out) {
+    if (spec.type == sdk::OptionType::integer) {
+        const char* kind = "a whole number";
+        if (raw.is_number_unsigned() &&
+            raw.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+            return fmt::format(
+                "{} in {}", kind,
+                spec.min_value || spec.max_value ? sdk::option_range_text(spec) : "[-2^63, 2^63-1]");
+        if (raw.is_number_integer()) {
+            const int64_t v = raw.get<int64_t>();
+            if (auto e = check_range(spec, static_cast<double>(v), kind); !e.empty()) return e;
+            return *out = v, std::string();
+        }
+        double d;
+        if (raw.is_number_float())
+            d = raw.get<double>();
+        else if (!(raw.is_string() && parse_number_text(raw.get<std::string>(), &d)))
+            return kind;
+        if (!std::isfinite(d) || std::floor(d) != d || std::fabs(d) > 9.0e15) return kind;
+        if (auto e = check_range(spec, d, kind); !e.empty()) return e;
+        return *out = static_cast<int64_t>(d), std::string();
+    }
+    const char* kind = "a finite number";
+    double d;
+    if (raw.is_number())
+        d = raw.get<double>();
+    else if (!(raw.is_string() && parse_number_text(raw.get<std::string>(), &d)))
+        return "a number";
+    if (!std::isfinite(d)) return kind;
+    if (auto e = check_range(spec, d, "a number"); !e.empty()) return e;
+    return *out = d, std::string();
+}
+
+}  // namespace
 
 }  // namespace st::host

@@ -18,10 +18,10 @@ std::vector<sdk::OptionSpec> trainer_options() {
                    "default full).",
                    {"lora", "full"}),
         "training");
-    add(opt_int("lora_rank", 16, "Rank of every LoRA adapter."), "training");
+    add(opt_int("lora_rank", 16, "Rank of every LoRA adapter.").range(1, 65536), "training");
     add(opt_float("lora_alpha", std::nullopt, "LoRA alpha; unset = lora_rank (scale 1)."), "training");
-    add(opt_float("lora_dropout", 0.1,
-                  "Dropout on the LoRA input during training (SimpleTuner default 0.1)."),
+    add(opt_float("lora_dropout", 0.1, "Dropout on the LoRA input during training (SimpleTuner default 0.1).")
+            .range(0, 1),
         "training");
     add(opt_list("lora_target_modules",
                  "Module-name suffixes that get adapters (PEFT target_modules rule); unset = the model "
@@ -46,7 +46,9 @@ std::vector<sdk::OptionSpec> trainer_options() {
     add(opt_string("optimizer", "adamw_bf16",
                    "Optimizer component (optim.<name>); see st-host plugins for the list."),
         "optimizer");
-    add(opt_float("learning_rate", 4e-7, "Base learning rate (SimpleTuner default 4e-7)."), "optimizer");
+    add(opt_float("learning_rate", 4e-7, "Base learning rate (SimpleTuner default 4e-7).")
+            .range(0, std::nullopt),
+        "optimizer");
     add(opt_string("lr_scheduler", "constant_with_warmup",
                    "LR scheduler component (lr.<name>); SimpleTuner's alias cosine_with_warmup = cosine."),
         "optimizer");
@@ -57,9 +59,11 @@ std::vector<sdk::OptionSpec> trainer_options() {
         "optimizer");
     // ---- loop ----
     add(opt_int("max_train_steps", std::nullopt,
-                "Optimizer steps to train; unset or 0 = num_train_epochs decides."),
+                "Optimizer steps to train; unset or 0 = num_train_epochs decides.")
+            .range(0, 1e9),
         "training");
-    add(opt_int("num_train_epochs", 1, "Epochs to train when max_train_steps is not set."), "training");
+    add(opt_int("num_train_epochs", 1, "Epochs to train when max_train_steps is not set.").range(0, 1e6),
+        "training");
     {
         // Unset by default, so the legacy key can tell whether the new one was given.
         sdk::OptionSpec strict{
@@ -75,7 +79,8 @@ std::vector<sdk::OptionSpec> trainer_options() {
         add(legacy, "training");
     }
     add(opt_float("caption_dropout_probability", std::nullopt,
-                  "Per-sample probability of training on the empty caption (unset = never)."),
+                  "Per-sample probability of training on the empty caption (unset = never).")
+            .range(0, 1),
         "training");
     add(opt_float("flow_schedule_shift", 3.0,
                   "Static shift of the training sigmas s*sigma/(1+(s-1)*sigma). SimpleTuner's code default "
@@ -89,7 +94,8 @@ std::vector<sdk::OptionSpec> trainer_options() {
         "training");
     add(opt_int("max_consecutive_nonfinite_steps", 5,
                 "A step whose loss or gradients are NaN/inf is skipped and logged with its samples; after "
-                "this many in a row the run stops (a checkpoint of the last good state is written)."),
+                "this many in a row the run stops (a checkpoint of the last good state is written).")
+            .range(1, 1e6),
         "training");
     add(opt_bool(
             "gradient_checkpointing", true,
@@ -99,7 +105,8 @@ std::vector<sdk::OptionSpec> trainer_options() {
     add(opt_int("gradient_checkpointing_interval", std::nullopt,
                 "With gradient_checkpointing: checkpoint every N-th block only (SimpleTuner's segmented "
                 "checkpointing: more memory, less recompute). Unset, 0 or 1 = every block. Blocks inside an "
-                "active TREAD route are always checkpointed, as in SimpleTuner."),
+                "active TREAD route are always checkpointed, as in SimpleTuner.")
+            .range(0, 1e6),
         "memory");
     add(opt_json(
             "tread_config",
@@ -115,25 +122,32 @@ std::vector<sdk::OptionSpec> trainer_options() {
             "eval_steps_interval", std::nullopt,
             "Every N steps, the flow-matching loss on a fixed set of samples at fixed timesteps with fixed "
             "noise (a stable curve, unlike the training loss); logged to metrics.jsonl as loss/val. Unset = "
-            "never."),
+            "never.")
+            .range(0, 1e9),
         "evaluation");
-    add(opt_int("eval_timesteps", 28, "Timesteps of the evaluation loss, evenly spaced over (0, 1000)."),
+    add(opt_int("eval_timesteps", 28, "Timesteps of the evaluation loss, evenly spaced over (0, 1000).")
+            .range(1, 10000),
         "evaluation");
     add(opt_int("num_eval_images", 4,
                 "Evaluation samples taken from each dataset_type eval dataset (without one: the first "
-                "training samples of the data order)."),
+                "training samples of the data order).")
+            .range(1, 100000),
         "evaluation");
     // ---- EMA ----
     add(opt_bool("use_ema", false, "Keep an exponential moving average of the trained weights."), "ema");
-    add(opt_int("ema_update_interval", 1, "Update the EMA when global_step % N == 0."), "ema");
-    add(opt_float("ema_decay", 0.995, "Upper bound of the EMA decay min((1+t)/(10+t), ema_decay)."), "ema");
+    add(opt_int("ema_update_interval", 1, "Update the EMA when global_step % N == 0.").range(1, 1e6), "ema");
+    add(opt_float("ema_decay", 0.995, "Upper bound of the EMA decay min((1+t)/(10+t), ema_decay).")
+            .range(0, 1),
+        "ema");
     add(opt_int("ema_warmup_steps", 0,
-                "When > 0: decay 0 (copy) for this many steps, then ema_decay (SimpleTuner semantics)."),
+                "When > 0: decay 0 (copy) for this many steps, then ema_decay (SimpleTuner semantics).")
+            .range(0, 1e9),
         "ema");
     // ---- checkpoints ----
-    add(opt_int("checkpoint_step_interval", 500, "Write a checkpoint every N optimizer steps."),
+    add(opt_int("checkpoint_step_interval", 500, "Write a checkpoint every N optimizer steps.").range(1, 1e9),
         "checkpoints", {"checkpointing_steps"});
-    add(opt_int("checkpoints_total_limit", 5, "Keep at most N checkpoints (oldest deleted after a save)."),
+    add(opt_int("checkpoints_total_limit", 5, "Keep at most N checkpoints (oldest deleted after a save).")
+            .range(1, 1e6),
         "checkpoints", {"save_total_limit"});
     add(opt_string("resume_from_checkpoint", "latest",
                    "latest: continue from the newest complete checkpoint in output_dir (a fresh run when "

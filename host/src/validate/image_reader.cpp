@@ -6,6 +6,7 @@
 #include <string>
 
 #include "st/error.h"
+#include "st/files.h"
 #include "validate/sampling.h"
 
 extern "C" {
@@ -51,6 +52,7 @@ at::Tensor read_first_frame(const std::filesystem::path& path) {
         fail("host.validate", "image", "cannot read the conditioning image '{}': {}{}", file, what,
              code ? ": " + av_error(code) : std::string());
     };
+    sdk::require_regular_file(path, "a conditioning image or video", "host.validate");
     AVFormatContext* raw = nullptr;
     if (int r = avformat_open_input(&raw, file.c_str(), nullptr, nullptr); r < 0) bad("open failed", r);
     std::unique_ptr<AVFormatContext, FormatCloser> fmt(raw);

@@ -16,7 +16,8 @@ std::vector<sdk::OptionSpec> validation_options() {
         o.push_back(std::move(s));
     };
     add(opt_int("validation_step_interval", 100,
-                "Render the validation prompts every N optimizer steps (needs a prompt; 0 disables)."),
+                "Render the validation prompts every N optimizer steps (needs a prompt; 0 disables).")
+            .range(0, 1e9),
         {"validation_steps"});
     add(opt_string("validation_prompt", std::nullopt,
                    "Main validation prompt (file nickname 'validation'). Unset and no prompt library: "
@@ -29,9 +30,11 @@ std::vector<sdk::OptionSpec> validation_options() {
     add(opt_float("validation_guidance_2", std::nullopt,
                   "Wan 2.2 with both experts loaded (wan_validation_load_other_stage): the guidance scale of "
                   "the low-noise expert's steps (diffusers guidance_scale_2); unset = validation_guidance."));
-    add(opt_int("validation_num_inference_steps", 30, "Sampling steps per validation video."));
+    add(opt_int("validation_num_inference_steps", 30, "Sampling steps per validation video.")
+            .range(1, 10000));
     add(opt_int("validation_num_video_frames", std::nullopt,
-                "Frames per validation video (4k+1 for Wan); unset = 81. Capped at 81 as SimpleTuner does."));
+                "Frames per validation video (4k+1 for Wan); unset = 81. Capped at 81 as SimpleTuner does.")
+            .range(1, 100000));
     add(opt_string("validation_resolution", "256",
                    "WxH or a single edge (square), or a comma list of either (e.g. 832x480,480x832): one "
                    "video per prompt and resolution."));
@@ -40,7 +43,8 @@ std::vector<sdk::OptionSpec> validation_options() {
                 "seed, or 0."));
     add(opt_int("framerate", 15,
                 "Frames per second of the written validation videos (SimpleTuner: 15 for Wan and S2V when "
-                "unset)."));
+                "unset).")
+            .range(1, 1000));
     add(opt_string("user_prompt_library", std::nullopt,
                    "JSON file {nickname: prompt} or {nickname: {prompt, negative_prompt, image}} rendered "
                    "at each validation; the nickname names the files."));

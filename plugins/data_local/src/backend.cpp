@@ -35,16 +35,18 @@ std::vector<st::sdk::OptionSpec> data_local_options() {
     std::vector<OptionSpec> o = {
         opt_string("data_backend_config", std::nullopt,
                    "Path to the multidatabackend.json list of datasets (SimpleTuner's schema)."),
-        opt_int("vae_batch_size", 4, "Samples per VAE encode call while caching latents."),
+        opt_int("vae_batch_size", 4, "Samples per VAE encode call while caching latents.").range(1, 4096),
         opt_int("write_batch_size", 128,
-                "Captions per text-encoder call / cache write batch (dataset key overrides)."),
+                "Captions per text-encoder call / cache write batch (dataset key overrides).")
+            .range(1, 1e6),
         opt_bool("compress_disk_cache", true,
                  "gzip-compress every cache file (latents, text embeddings, audio)."),
         opt_int("aspect_bucket_rounding", 2,
                 "Decimals used when rounding aspect ratios into buckets (1..9)."),
         opt_int("aspect_bucket_alignment", std::nullopt,
                 "Pixel multiple of bucket sizes; unset = the model's spatial multiple (SimpleTuner forces 32 "
-                "for Wan)."),
+                "for Wan).")
+            .range(1, 1024),
         opt_bool("delete_problematic_images", false,
                  "Delete media files that cannot be decoded. Only ever deletes when explicitly true."),
         opt_bool("disable_bucket_pruning", false,
@@ -58,7 +60,8 @@ std::vector<st::sdk::OptionSpec> data_local_options() {
         opt_float("minimum_image_size", std::nullopt,
                   "Default dataset minimum_image_size (in resolution_type units)."),
         opt_int("data_decode_threads", 0,
-                "Threads decoding and resizing media while caching (0 = every core)."),
+                "Threads decoding and resizing media while caching (0 = every core).")
+            .range(0, 1024),
     };
     for (auto& s : o) s.group = "data";
     return o;
@@ -211,6 +214,17 @@ void LocalDataBackend::build_sampler() {
         std::map<std::string, std::vector<int64_t>> buckets;
         for (size_t i = 0; i < samples_.size(); ++i)
             if (samples_[i].dataset == ds.id) buckets[samples_[i].bucket].push_back(static_cast<int64_t>(i));
+        // An epoch's order holds members x (1 + repeats) entries per bucket: bound it before allocating.
+        const auto members = static_cast<int64_t>(std::count_if(
+            samples_.begin(), samples_.end(), [&](const auto& s) { return s.dataset == ds.id; }));
+        if (members * (1 + static_cast<int64_t>(ds.repeats)) > kMaxEpochEntries) {
+            fail(
+                "data.local", "prepare",
+                "dataset '{}': {} samples x (1 + repeats {}) = {} entries per epoch exceeds the limit of {}; "
+                "lower \"repeats\"",
+                ds.id, members, ds.repeats, members * (1 + static_cast<int64_t>(ds.repeats)),
+                kMaxEpochEntries);
+        }
         for (auto& [k, v] : buckets) {
             sd.bucket_keys.push_back(k);
             sd.bucket_members.push_back(std::move(v));

@@ -108,7 +108,7 @@ class Reader {
     int integer(const char* key, int def) const {
         if (!has(key)) return def;
         double d = number(key, def);
-        if (d != std::floor(d) || std::fabs(d) > 2e9) bad(key, "a whole number");
+        if (d != std::floor(d) || std::fabs(d) > 2e9) bad(key, "a whole number in [-2e9, 2e9]");
         return static_cast<int>(d);
     }
     std::string string(const char* key, const std::string& def,
@@ -156,6 +156,11 @@ class Reader {
         if (value < 0 || (!allow_zero && value == 0))
             fail("data.local", "config", "{}: key '{}' must be {} (got {})", where_, key,
                  allow_zero ? ">= 0" : "> 0", value);
+    }
+    void require_range(const char* key, double value, double lo, double hi) const {
+        if (value < lo || value > hi)
+            fail("data.local", "config", "{}: key '{}' must be in [{}, {}] (got {})", where_, key, lo, hi,
+                 value);
     }
     const std::string& where() const { return where_; }
 
@@ -286,7 +291,7 @@ DatasetConfig parse_entry(const json& entry, size_t index, const RunDataSettings
              where, d.caption_strategy);
     d.metadata_backend = r.string("metadata_backend", "discovery", {"discovery"});
     d.repeats = r.integer("repeats", 0);
-    r.require_positive("repeats", d.repeats, true);
+    r.require_range("repeats", d.repeats, 0, kMaxRepeats);
     if (r.has("cache_dir_vae")) d.cache_dir_vae = resolve_path(r.string("cache_dir_vae", ""), run, d.id);
     if (r.has("cache_dir")) d.cache_dir = resolve_path(r.string("cache_dir", ""), run, d.id);
     d.write_batch_size = r.integer("write_batch_size", 0);

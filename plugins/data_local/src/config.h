@@ -16,6 +16,11 @@
 
 namespace st::plugins::data_local {
 
+/// Largest `repeats` a dataset may ask for, and the most sample entries one epoch's order may hold
+/// (members x (1 + repeats), 8 bytes each: 2^27 entries = 1 GiB).
+constexpr int kMaxRepeats = 100000;
+constexpr int64_t kMaxEpochEntries = int64_t{1} << 27;
+
 enum class DatasetType { video, image, audio, text_embeds, conditioning_image_embeds };
 const char* dataset_type_name(DatasetType type);
 

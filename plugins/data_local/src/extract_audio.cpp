@@ -13,6 +13,7 @@ extern "C" {
 
 #include "media.h"
 #include "st/error.h"
+#include "st/files.h"
 #include "st/log.h"
 #include "st/media/ffmpeg.h"
 
@@ -111,6 +112,7 @@ void write_audio_file(const std::filesystem::path& path, const std::vector<int16
 }
 
 void remux_without_audio(const std::filesystem::path& input, const std::filesystem::path& output) {
+    st::sdk::require_regular_file(input, "a video", "data.local");
     AVFormatContext* ic = nullptr;
     check(avformat_open_input(&ic, input.c_str(), nullptr, nullptr), input, "opening");
     std::unique_ptr<AVFormatContext, void (*)(AVFormatContext*)> iguard(

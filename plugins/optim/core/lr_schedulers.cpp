@@ -250,7 +250,8 @@ std::vector<sdk::OptionSpec> lr_shared_options() {
     o.push_back(
         sdk::opt_int("lr_warmup_steps", 0,
                      "warmup steps of constant_with_warmup/linear/polynomial; the half-period of cosine "
-                     "and the period of sine/cosine_with_restarts (see docs/lr-schedulers.md)."));
+                     "and the period of sine/cosine_with_restarts (see docs/lr-schedulers.md).")
+            .range(0, 1e9));
     o.push_back(sdk::opt_float(
         "lr_num_cycles", 1.0, "accepted for SimpleTuner configs; none of the supported schedulers uses it."));
     o.push_back(sdk::opt_float("lr_power", 0.8, "exponent of the polynomial scheduler."));

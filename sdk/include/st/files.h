@@ -11,7 +11,14 @@ namespace st::sdk {
 /// untouched, and st::Error names the path and the system error.
 void write_file_atomic(const std::filesystem::path& path, const std::string& content);
 
-/// Reads a whole file; st::Error naming the path if it cannot.
+/// st::Error unless `path` is a regular file or a link to one. FIFOs, devices, sockets and folders
+/// are refused before anything opens them (opening a FIFO waits for a writer forever; a device never
+/// ends). `what` names what the file was meant to be ("a config file", "a video"): the message says
+/// "'<path>' is a FIFO, expected <what> (a regular file)". A missing file: "cannot open '<path>': ...".
+void require_regular_file(const std::filesystem::path& path, const std::string& what,
+                          const std::string& component = "files");
+
+/// Reads a whole regular file; st::Error naming the path if it cannot.
 std::string read_file(const std::filesystem::path& path);
 
 /// fsync of a directory (makes a rename inside it durable). Errors are ignored on filesystems that

@@ -38,6 +38,11 @@ struct JsonLimits {
 void check_json_limits(std::string_view text, const std::string& origin, const std::string& component,
                        const std::string& phase = "config", const JsonLimits& limits = {});
 
+/// Where parsing `text` fails, for error messages: "line 3, column 17, in 'datasets[0].repeats'" (the
+/// key path is left out at the top level; empty when the text parses). Numbers that overflow a double
+/// (1e999) are reported here too, with the key that holds them.
+std::string json_error_location(std::string_view text);
+
 /// check_json_limits, then parses (Python's bare -Infinity / Infinity / NaN read as for read_json_file).
 /// st::Error naming `origin` when the text is not valid JSON. What st uses for every JSON text that
 /// comes from a file, the command line or a plugin.

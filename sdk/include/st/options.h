@@ -35,7 +35,22 @@ struct OptionSpec {
     std::vector<std::string> aliases;  ///< legacy names accepted for this key
     std::string owner;                 ///< filled by the registrar: "host" or a component id
     std::string group;                 ///< --help section ("training", "validation", ...)
+    /// Inclusive bounds of an integer or number option (unset = unbounded on that side). The host
+    /// refuses a value outside them, naming the key, the value and the range; --help shows them.
+    /// Number options are always finite (inf/nan are refused whatever the bounds).
+    std::optional<double> min_value;
+    std::optional<double> max_value;
+
+    /// Builder: `opt_int("train_batch_size", 4, "...").range(1, 4096)`.
+    OptionSpec& range(std::optional<double> lo, std::optional<double> hi) {
+        min_value = lo;
+        max_value = hi;
+        return *this;
+    }
 };
+
+/// "[1, 4096]", "[0, inf)": the allowed range of an integer or number option, for messages and --help.
+std::string option_range_text(const OptionSpec& spec);
 
 /// Builder helpers so declarations read as one line each.
 OptionSpec opt_bool(std::string name, bool def, std::string help);

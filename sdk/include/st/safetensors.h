@@ -25,8 +25,9 @@
 
 namespace st::sdk {
 
-/// Largest header accepted (the format's reference implementation uses 100 MB).
-constexpr uint64_t kSafetensorsMaxHeader = 100ull * 1024 * 1024;
+/// Largest header accepted: 100 MB, the cap of the format's reference implementation
+/// (safetensors' MAX_HEADER_SIZE = 100,000,000 bytes).
+constexpr uint64_t kSafetensorsMaxHeader = 100'000'000;
 
 struct TensorInfo {
     std::string name;

@@ -34,7 +34,8 @@
 // noise_schedule@1 (NoiseSchedule, SamplingDefaults) and negative_prompt@1 (NegativePromptEncoding).
 // AttentionOptions gained softcap and window (read by struct_size) and attention() takes k/v with
 // fewer heads than q (grouped-query attention) in 4.0 too.
-#define ST_SDK_ABI_MAJOR 4
+// 5.0: OptionSpec gained min_value/max_value (range-checked options).
+#define ST_SDK_ABI_MAJOR 5
 #define ST_SDK_ABI_MINOR 0
 #define ST_SDK_VERSION_STRING "0.1.0"
 
