@@ -1,12 +1,14 @@
 // CheckpointStore in process: st deletes, prunes, replaces and resumes only the checkpoint folders it
 // wrote (st manifest, or its in-progress marker in a -tmp folder); SimpleTuner's checkpoint-<step>
 // folders (with or without its list-shaped manifest) and anything else named checkpoint-* are listed
-// as foreign and left untouched.
+// as foreign and left untouched. Resume verifies every file's size and content checksum (XXH64); a
+// manifest from before checksums is still read, by size.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include <unistd.h>
@@ -154,6 +156,64 @@ TEST(CheckpointStoreTest, ResumingAForeignCheckpointSaysWhatCanBeCarried) {
         EXPECT_NE(std::string(e.what()).find("checkpoint_manifest.json is missing"), std::string::npos)
             << e.what();
     }
+    fs::remove_all(root);
+}
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const st::Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST(CheckpointStoreTest, AFileChangedAfterTheSaveIsFoundByItsChecksum) {
+    const fs::path root = scratch("checksum");
+    CheckpointStore store(root);
+    store.write(4, [](const fs::path& d) {
+        write(d / "optimizer.safetensors", std::string(64, 'o'));
+        write(d / "ema" / "state.bin", "ema");
+    });
+    const fs::path dir = root / "checkpoint-4";
+    const auto manifest = nlohmann::json::parse(std::ifstream(dir / "checkpoint_manifest.json"));
+    EXPECT_EQ(manifest["xxh64"]["ema/state.bin"].get<std::string>().size(), 16u) << manifest.dump();
+    EXPECT_EQ(error_of([&] { CheckpointStore::verify(dir); }), "");
+    // Same size, other bytes (a NaN written over a value): sizes alone cannot tell.
+    {
+        std::fstream f(dir / "optimizer.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(20);
+        f.write("\x00\x00\xc0\x7f", 4);
+    }
+    const std::string err = error_of([&] { CheckpointStore::verify(dir); });
+    EXPECT_NE(err.find("checkpoint " + dir.string() + " is damaged: optimizer.safetensors has the checksum"),
+              std::string::npos)
+        << err;
+    EXPECT_NE(err.find(manifest["xxh64"]["optimizer.safetensors"].get<std::string>()), std::string::npos)
+        << err;
+    fs::remove_all(root);
+}
+
+TEST(CheckpointStoreTest, AManifestFromBeforeChecksumsIsCheckedBySize) {
+    const fs::path root = scratch("old_manifest");
+    CheckpointStore store(root);
+    st_checkpoint(store, 2);
+    const fs::path dir = root / "checkpoint-2";
+    auto manifest = nlohmann::json::parse(std::ifstream(dir / "checkpoint_manifest.json"));
+    manifest.erase("xxh64");
+    std::ofstream(dir / "checkpoint_manifest.json") << manifest.dump(2);
+    EXPECT_EQ(error_of([&] { CheckpointStore::verify(dir); }), "");
+    write(dir / "weights.bin", "ww");
+    EXPECT_NE(error_of([&] {
+                  CheckpointStore::verify(dir);
+              }).find("weights.bin has 2 bytes but the manifest says 1"),
+              std::string::npos);
+    EXPECT_EQ(CheckpointStore::manifest_bytes(dir), 1u);
+    // A manifest naming a file outside the checkpoint is refused before anything reads it.
+    manifest["files"] = {{"../../etc/passwd", 1}};
+    std::ofstream(dir / "checkpoint_manifest.json") << manifest.dump(2);
+    EXPECT_NE(error_of([&] { CheckpointStore::verify(dir); }).find("is not a file inside the checkpoint"),
+              std::string::npos);
     fs::remove_all(root);
 }
 

@@ -46,8 +46,8 @@ class CheckpointStore {
     std::optional<CheckpointRef> latest() const;
 
     /// Creates checkpoint-<step>-tmp (st's marker first), lets `fill` write into it, writes the
-    /// manifest (every file and its size), renames it to checkpoint-<step> (replacing an older st
-    /// checkpoint of the same step) and syncs. A foreign checkpoint-<step> is never replaced: the
+    /// manifest (every file with its size and XXH64 checksum), renames it to checkpoint-<step> (replacing an
+    /// older st checkpoint of the same step) and syncs. A foreign checkpoint-<step> is never replaced: the
     /// save fails naming it. On any failure the temporary directory is removed and st::Error says
     /// which checkpoint failed and that the previous ones are intact.
     std::filesystem::path write(int64_t step, const std::function<void(const std::filesystem::path&)>& fill);
@@ -58,9 +58,14 @@ class CheckpointStore {
     std::vector<std::filesystem::path> prune(int64_t limit, int64_t keep_step);
 
     /// Checks that `dir` is an st checkpoint with a manifest and every file it lists with the
-    /// listed size; st::Error naming the first problem otherwise (a foreign checkpoint is named as
-    /// such, with what st can take from it).
+    /// listed size and checksum; st::Error naming the first problem otherwise ("checkpoint <dir> is
+    /// damaged: <file> ..." for a file whose size or content changed; a foreign checkpoint is named
+    /// as such, with what st can take from it). A manifest from before checksums is checked by size
+    /// and a warning says so. Reads every file once.
     static void verify(const std::filesystem::path& dir);
+
+    /// Sum of the file sizes a complete checkpoint's manifest lists (0 when it cannot be read).
+    static uint64_t manifest_bytes(const std::filesystem::path& dir);
 
     /// True when `dir` holds st's manifest.
     static bool written_by_st(const std::filesystem::path& dir);
