@@ -1,5 +1,6 @@
 #include "train/metrics.h"
 
+#include <fstream>
 #include <sstream>
 
 #include "st/error.h"
@@ -38,8 +39,16 @@ MetricsWriter::MetricsWriter(fs::path path, int64_t resume_step) : path_(std::mo
                       path_.string(), dropped, resume_step);
         }
     }
+    // A last line that lost its newline (a crash, a disk full, an editor) would get the next line
+    // glued on: start on a fresh line.
+    bool needs_newline = false;
+    if (std::ifstream in(path_, std::ios::binary); in && in.seekg(-1, std::ios::end)) {
+        char last = '\n';
+        needs_newline = in.get(last) && last != '\n';
+    }
     file_ = std::fopen(path_.c_str(), "a");
     if (!file_) fail("host.train", "metrics", "cannot open {} for appending", path_.string());
+    if (needs_newline) write_text("\n");
 }
 
 MetricsWriter::~MetricsWriter() {
@@ -47,7 +56,10 @@ MetricsWriter::~MetricsWriter() {
 }
 
 void MetricsWriter::write(const nlohmann::json& line) {
-    const std::string text = line.dump() + "\n";
+    write_text(line.dump() + "\n");
+}
+
+void MetricsWriter::write_text(const std::string& text) {
     const bool ok = std::fwrite(text.data(), 1, text.size(), file_) == text.size() && std::fflush(file_) == 0;
     if (!ok && !warned_) {
         warned_ = true;

@@ -7,13 +7,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <string>
 
 namespace st::host::train {
 
 class MetricsWriter {
   public:
     /// Opens `path` for appending. When resuming at `resume_step`, lines of steps after it (work
-    /// the resumed run repeats) are dropped first. st::Error naming the path when it cannot.
+    /// the resumed run repeats) are dropped first; a last line without its newline gets one, so the
+    /// next line starts on its own. st::Error naming the path when it cannot.
     MetricsWriter(std::filesystem::path path, int64_t resume_step);
     ~MetricsWriter();
     MetricsWriter(const MetricsWriter&) = delete;
@@ -24,6 +26,8 @@ class MetricsWriter {
     const std::filesystem::path& path() const { return path_; }
 
   private:
+    void write_text(const std::string& text);
+
     std::filesystem::path path_;
     std::FILE* file_ = nullptr;
     bool warned_ = false;
