@@ -21,6 +21,9 @@ using nlohmann::json;
 namespace {
 constexpr const char* kComponent = "host.lua";
 constexpr int kApiLevel = 1;
+// Error texts come from scripts: at most this much of one is logged or kept, bytes that are not
+// UTF-8 shown escaped.
+constexpr size_t kMaxMessageBytes = 8192;
 
 std::string first_line(const std::string& text) {
     return text.substr(0, text.find('\n'));
@@ -63,7 +66,9 @@ class HookEngine::Impl {
     void load_script(size_t index);
     json fire(const std::string& event, const json& table);
     void set_state(const json& state);
-    void handler_failed(Handler& handler, std::string message);
+    void handler_failed(Handler& handler, const std::string& message);
+    bool read_back(const std::string& event, int table_ref, const json& hint, json& out,
+                   std::vector<std::string>& dropped, std::string& error);
     void engine_failed(const std::string& message);
     void prune();
 
@@ -146,11 +151,14 @@ int st_off(lua_State* L) {
 
 int st_stop(lua_State* L) {
     auto& impl = impl_of(L);
-    const char* reason = luaL_optstring(L, 1, nullptr);
+    size_t len = 0;
+    const char* reason = luaL_optlstring(L, 1, nullptr, &len);
     return guarded(L, [&] {
         const auto& script = impl.scripts[script_of(L)];
-        std::string text = reason != nullptr ? fmt::format("{} (st.stop from {})", reason, script.name)
-                                             : fmt::format("st.stop() from {}", script.name);
+        std::string text =
+            reason != nullptr
+                ? fmt::format("{} (st.stop from {})", printable({reason, len}, kMaxMessageBytes), script.name)
+                : fmt::format("st.stop() from {}", script.name);
         log::info(script.component, "requested stop: {}", text);
         if (!impl.actions.stop) impl.actions.stop_reason = text;
         impl.actions.stop = true;
@@ -210,9 +218,18 @@ int st_metric(lua_State* L) {
     const char* name = luaL_checklstring(L, 1, &len);
     lua_Number value = luaL_checknumber(L, 2);
     if (len == 0) return luaL_error(L, "st.metric: the name must not be empty");
+    // The name becomes a key of metrics.jsonl, whose writer refuses what is not UTF-8.
+    if (len > kMaxMetricNameBytes || !valid_utf8({name, len}))
+        return luaL_error(L,
+                          "st.metric: the name must be UTF-8 text of at most %d bytes, got '%s' (%d bytes)",
+                          static_cast<int>(kMaxMetricNameBytes), printable({name, len}, 64).c_str(),
+                          static_cast<int>(std::min<size_t>(len, INT32_MAX)));
     if (!std::isfinite(value))
         return luaL_error(L, "st.metric: value of '%s' must be finite, got %f", name,
                           static_cast<double>(value));
+    if (impl.actions.metrics.size() >= kMaxMetricsPerEvent)
+        return luaL_error(L, "st.metric: more than %d metrics in one event",
+                          static_cast<int>(kMaxMetricsPerEvent));
     return guarded(L, [&] {
         impl.actions.metrics.emplace_back(std::string(name, len), static_cast<double>(value));
         return 0;
@@ -282,6 +299,7 @@ HookEngine::Impl::Impl(const HookOptions& opts) : options(opts) {
         fail(kComponent, "init", "lua_instruction_budget must be > 0, got {}", options.instruction_budget);
     rt.memory_limit = options.memory_limit_bytes;
     rt.instruction_budget = options.instruction_budget;
+    rt.stop_requested = options.stop_requested;
     state_.reset(open_state(rt));
     if (!state_)
         fail(kComponent, "init", "cannot create a Lua state within the memory limit of {} bytes",
@@ -365,27 +383,50 @@ void HookEngine::Impl::prune() {
         handlers.end());
 }
 
-void HookEngine::Impl::handler_failed(Handler& handler, std::string message) {
+void HookEngine::Impl::handler_failed(Handler& handler, const std::string& message) {
     const Script& script = scripts[handler.script];
+    std::string text = printable(message, kMaxMessageBytes);
     handler.active = false;
     log::error(script.component, "{} handler #{} (defined at {}:{}) failed: {}", handler.event, handler.id,
-               script.name, handler.line, message);
+               script.name, handler.line, text);
     if (options.on_error == HookErrorPolicy::stop) {
         log::error(script.component, "stopping the run (lua_hook_error=stop); the handler is removed");
-        if (!actions.stop) actions.stop_reason = fmt::format("Lua hook error: {}", first_line(message));
+        if (!actions.error)
+            actions.stop_reason =
+                fmt::format("Lua hook error: {} ({} handler #{} of {}, defined at line {})", first_line(text),
+                            handler.event, handler.id, script.name, handler.line);
         actions.stop = true;
+        actions.error = true;
     } else {
         log::warn(script.component, "{} handler #{} removed (lua_hook_error=disable); training goes on",
                   handler.event, handler.id);
     }
-    last_error = std::move(message);
+    last_error = std::move(text);
 }
 
 void HookEngine::Impl::engine_failed(const std::string& message) {
-    log::error(kComponent, "{}", message);
-    if (!actions.stop) actions.stop_reason = fmt::format("Lua hook engine error: {}", first_line(message));
+    std::string text = printable(message, kMaxMessageBytes);
+    log::error(kComponent, "{}", text);
+    if (!actions.error) actions.stop_reason = fmt::format("Lua hook engine error: {}", first_line(text));
     actions.stop = true;
-    last_error = message;
+    actions.error = true;
+    last_error = std::move(text);
+}
+
+// Converts the event table back to JSON into `out`. False with `error` set when the handlers left
+// it without a JSON form (cycle, depth, size); throws st::Error when the conversion itself failed.
+bool HookEngine::Impl::read_back(const std::string& event, int table_ref, const json& hint, json& out,
+                                 std::vector<std::string>& dropped, std::string& error) {
+    dropped.clear();
+    protect("fire", [&](lua_State* L) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, table_ref);
+        try {
+            out = to_json(L, -1, &hint, dropped, kMaxEventTableBytes);
+        } catch (const Error& e) {
+            error = fmt::format("it left the {} table without a JSON form: {}", event, e.message());
+        }
+    });
+    return error.empty();
 }
 
 json HookEngine::Impl::fire(const std::string& event, const json& table) {
@@ -398,56 +439,86 @@ json HookEngine::Impl::fire(const std::string& event, const json& table) {
 
     lua_State* L = this->L();
     int table_ref = LUA_NOREF;
-    try {
-        protect("fire", [&](lua_State* L) {
-            push_json(L, table.is_null() ? json::object() : table);
-            table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-        });
-    } catch (const Error& e) {
-        engine_failed(fmt::format("could not build the {} table: {}", event, e.message()));
-        return table;
-    }
+    auto push_table = [&](const json& value) {
+        try {
+            protect("fire", [&](lua_State* L) {
+                push_json(L, value.is_null() ? json::object() : value);
+                table_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+            });
+        } catch (const Error& e) {
+            engine_failed(fmt::format("could not build the {} table: {}", event, e.message()));
+            return false;
+        }
+        return true;
+    };
+    if (!push_table(table)) return table;
 
+    // The table as of the last handler that left it readable, and what that conversion dropped.
+    json result = table;
+    std::vector<std::string> dropped;
     firing = true;
     // st.on is refused while firing, so `handlers` does not grow; st.off only clears `active`.
     for (size_t i = 0; i < handlers.size(); ++i) {
-        if (!handlers[i].active || handlers[i].event != event) continue;
+        Handler& handler = handlers[i];
+        if (!handler.active || handler.event != event) continue;
+        const Script& script = scripts[handler.script];
         lua_pushcfunction(L, traceback_handler);
         int msgh = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, handlers[i].fn_ref);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, handler.fn_ref);
         lua_rawgeti(L, LUA_REGISTRYINDEX, table_ref);
-        begin_call(rt, fmt::format("{}:{}", scripts[handlers[i].script].name, handlers[i].line));
+        begin_call(rt, fmt::format("{}:{}", script.name, handler.line));
         int status = lua_pcall(L, 1, 1, msgh);
+        bool failed = false;
         if (status == LUA_OK) {
             end_call(rt);
             if (lua_isboolean(L, -1) && lua_toboolean(L, -1)) {
-                handlers[i].active = false;
-                log::debug(scripts[handlers[i].script].component, "{} handler #{} unregistered itself", event,
-                           handlers[i].id);
+                handler.active = false;
+                log::debug(script.component, "{} handler #{} unregistered itself", event, handler.id);
             }
+        } else if (rt.abort == Runtime::Abort::interrupt) {
+            // The run is stopping on the host's request: not the script's fault, and the handler stays.
+            std::string text = abort_text(rt);
+            end_call(rt);
+            log::warn(script.component, "{} handler #{} (defined at {}:{}) {}", event, handler.id,
+                      script.name, handler.line, text);
         } else {
             std::string msg = lua_tostring(L, -1) != nullptr ? lua_tostring(L, -1) : "(no message)";
             msg = describe_failure(rt, status, std::move(msg));
             end_call(rt);
-            handler_failed(handlers[i], std::move(msg));
+            handler_failed(handler, msg);
+            failed = true;
         }
         lua_settop(L, msgh - 1);
+
+        // Read the table back after each handler, so the one that makes it unreadable (a cycle,
+        // too deep, too large) is the one that fails, and the next handlers get the last good table.
+        std::string error;
+        try {
+            json next;
+            std::vector<std::string> next_dropped;
+            if (read_back(event, table_ref, table, next, next_dropped, error)) {
+                result = std::move(next);
+                dropped = std::move(next_dropped);
+                continue;
+            }
+        } catch (const Error& e) {
+            error = fmt::format("the {} table could not be read back: {}", event, e.message());
+        }
+        if (failed)
+            log::error(script.component, "{} handler #{}: {}", event, handler.id,
+                       printable(error, kMaxMessageBytes));
+        else
+            handler_failed(handler, error);
+        luaL_unref(L, LUA_REGISTRYINDEX, table_ref);
+        table_ref = LUA_NOREF;
+        if (!push_table(result)) break;
     }
     firing = false;
 
-    json result = table;
-    try {
-        std::vector<std::string> dropped;
-        protect("fire", [&](lua_State* L) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, table_ref);
-            result = to_json(L, -1, &table, dropped);
-        });
-        for (const auto& d : dropped)
-            log::warn(kComponent, "{}: field {} has no JSON form and is not returned to the host", event, d);
-    } catch (const Error& e) {
-        engine_failed(fmt::format("could not read back the {} table: {}", event, e.message()));
-    }
-    luaL_unref(L, LUA_REGISTRYINDEX, table_ref);
+    for (const auto& d : dropped)
+        log::warn(kComponent, "{}: field {} has no JSON form and is not returned to the host", event,
+                  printable(d, kMaxMessageBytes));
+    if (table_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, table_ref);
     prune();
     return result;
 }

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,9 +30,12 @@
 
 namespace st::host::lua {
 
-/// What a failing handler does to the run (config key `lua_hook_error`).
+/// What a failing handler does to the run (config key `lua_hook_error`). A handler fails when it
+/// raises an error, exceeds the instruction budget or the memory cap, calls an action with a bad
+/// argument (st.metric with a name that is not UTF-8), or leaves the event table without a JSON form
+/// (a cycle, too deep, too large).
 enum class HookErrorPolicy {
-    stop,     ///< queue a stop (the host writes a checkpoint first); the handler is removed
+    stop,     ///< queue a stop marked as an error (the host writes a checkpoint, then exits non-zero)
     disable,  ///< remove the failing handler, log a warning, keep training
 };
 
@@ -42,12 +46,25 @@ struct HookOptions {
     int64_t instruction_budget = 50'000'000;     ///< per handler call (and per script load)
     size_t memory_limit_bytes = 64u << 20;       ///< whole Lua state
     HookErrorPolicy on_error = HookErrorPolicy::stop;
+    /// The host's stop request (SIGINT/SIGTERM): returns its name while one is pending, else nullptr.
+    /// A request that arrives while a handler runs ends that handler at the next budget check (every
+    /// 1000 VM instructions, every 65536 counted instructions inside a library call); that is not a
+    /// hook error and the handler stays registered. A request already pending when a handler starts does not
+    /// stop it (on_checkpoint and on_train_end handlers still run). Called on the engine's thread; may be
+    /// empty.
+    std::function<const char*()> stop_requested;
 };
+
+/// Limits on what handlers hand to the host (the Lua state's own memory is capped separately).
+constexpr size_t kMaxEventTableBytes = 16u << 20;  ///< an event table converted back to JSON
+constexpr size_t kMaxMetricNameBytes = 256;        ///< st.metric names (valid UTF-8)
+constexpr size_t kMaxMetricsPerEvent = 10'000;     ///< st.metric calls between two take_actions()
 
 /// Requests queued by handlers since the last take_actions(); the host applies them between steps.
 struct HookActions {
     bool stop = false;
     std::string stop_reason;  ///< from st.stop(reason?) or the error text under policy stop
+    bool error = false;       ///< the stop comes from a hook failure (policy stop): the run exits non-zero
     bool save_checkpoint = false;
     bool validate_now = false;
     std::optional<double> lr_scale;                       ///< last st.set_lr_scale value (finite and > 0)
@@ -77,9 +94,11 @@ class HookEngine {
     /// `table` (JSON object -> table, arrays -> sequences, null -> nil), and returns that table as
     /// the handlers left it (so on_validation_start handlers can edit or add `prompts`). Values
     /// with no JSON form (functions, coroutines) are dropped with a warning. A handler returning
-    /// `true` is unregistered. A failing handler is logged (script file, line, traceback) and
-    /// removed; under policy stop a stop is queued with the message. Never throws for script
-    /// errors; throws st::Error when `event` is not a known event name (a host bug).
+    /// `true` is unregistered. The table is read back after each handler: one that leaves it without
+    /// a JSON form has failed, and the next handlers get the table as it was before it. A failing
+    /// handler is logged (script file, line, traceback) and removed; under policy stop a stop is
+    /// queued with the message and `error` set. Never throws for script errors; throws st::Error
+    /// when `event` is not a known event name (a host bug).
     nlohmann::json fire(const std::string& event, const nlohmann::json& table);
 
     /// Replaces `st.state` (a read-only view for scripts; nested tables read-only too).

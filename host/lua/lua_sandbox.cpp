@@ -25,6 +25,10 @@ char kUtf8LibKey;
 char kCoroutineLibKey;
 char kOsLibKey;
 
+// How often charge() asks the host whether a stop was requested, in instructions (the count hook
+// asks at each of its calls).
+constexpr int64_t kStopCheckInterval = 1 << 16;
+
 // Once a budget or memory abort is flagged, allocations for error handling (messages,
 // tracebacks) may exceed the cap by this much; no script code runs any more in that call.
 constexpr size_t kAbortGrace = 1u << 20;
@@ -38,6 +42,9 @@ thread_local FailedAlloc g_last_failure;
 
 // Lua retries a failed allocation once after an emergency full collection; two failures of the
 // same request in a row mean the script really holds more than the cap.
+// Growth is also charged to the instruction budget (one instruction per kBytesPerUnit bytes): one
+// VM instruction such as `s .. s` may copy megabytes. The allocator cannot raise an error, so the
+// next count hook or charge() sees it.
 void* counting_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
     auto* rt = static_cast<Runtime*>(ud);
     if (ptr == nullptr) osize = 0;  // osize then encodes the object type, not a size
@@ -47,6 +54,11 @@ void* counting_alloc(void* ud, void* ptr, size_t osize, size_t nsize) {
         return nullptr;
     }
     if (nsize > osize) {
+        if (rt->in_call) {
+            auto units = static_cast<int64_t>((nsize - osize) / kBytesPerUnit);
+            if (__builtin_add_overflow(rt->instructions_used, units, &rt->instructions_used))
+                rt->instructions_used = INT64_MAX;
+        }
         size_t limit = rt->memory_limit + (rt->abort != Runtime::Abort::none ? kAbortGrace : 0);
         if (rt->memory_used + (nsize - osize) > limit) {
             FailedAlloc& last = g_last_failure;
@@ -72,6 +84,9 @@ std::string limit_text(const Runtime& rt) {
     if (rt.abort == Runtime::Abort::budget)
         return fmt::format("instruction budget of {} exceeded (lua_instruction_budget)",
                            rt.instruction_budget);
+    if (rt.abort == Runtime::Abort::interrupt)
+        return fmt::format("stopped: {} arrived while the handler ran (the run is stopping)",
+                           rt.interrupt_reason);
     return fmt::format("memory limit of {:.1f} MiB exceeded (lua_memory_limit_mb)",
                        static_cast<double>(rt.memory_limit) / (1 << 20));
 }
@@ -89,26 +104,43 @@ std::string limit_text(const Runtime& rt) {
     std::abort();  // unreachable: lua_error throws
 }
 
+// Flags the abort of the current call when its budget is spent or a stop request arrived while it
+// ran; a request already pending when the call began lets it run (on_checkpoint and on_train_end
+// handlers after a SIGTERM).
+bool limit_reached(Runtime& rt) {
+    if (rt.stop_requested && !rt.stop_was_pending) {
+        if (const char* why = rt.stop_requested()) {
+            rt.abort = Runtime::Abort::interrupt;
+            rt.interrupt_reason = why;
+            return true;
+        }
+    }
+    if (rt.instructions_used <= rt.instruction_budget) return false;
+    rt.abort = Runtime::Abort::budget;
+    return true;
+}
+
+// Next check: in kStopCheckInterval for the stop request, or just past the budget.
+void schedule_check(Runtime& rt) {
+    int64_t room = rt.instruction_budget - rt.instructions_used;  // >= 0 here
+    if (room >= kStopCheckInterval)
+        rt.next_check = rt.instructions_used + kStopCheckInterval;
+    else
+        rt.next_check = rt.instruction_budget == INT64_MAX ? INT64_MAX : rt.instruction_budget + 1;
+}
+
 void count_hook(lua_State* L, lua_Debug* ar) {
     Runtime& rt = runtime(L);
     if (!rt.in_call) return;
     lua_getinfo(L, "Sl", ar);
     if (rt.abort == Runtime::Abort::none) {
         set_where(rt, *ar);
-        rt.instructions_used += rt.hook_interval;
-        if (rt.instructions_used <= rt.instruction_budget) return;
-        rt.abort = Runtime::Abort::budget;
+        if (__builtin_add_overflow(rt.instructions_used, rt.hook_interval, &rt.instructions_used))
+            rt.instructions_used = INT64_MAX;
+        if (!limit_reached(rt)) return;
         rt.abort_message = fmt::format("{}: {}", rt.position, limit_text(rt));
     }
     raise_abort(L);
-}
-
-// After a protected call returns inside the sandbox: a budget or memory abort must not be caught.
-void check_abort(lua_State* L, int status) {
-    Runtime& rt = runtime(L);
-    if (!rt.in_call) return;
-    if (status == LUA_ERRMEM && rt.abort == Runtime::Abort::none) rt.abort = Runtime::Abort::memory;
-    if (rt.abort != Runtime::Abort::none) raise_abort(L);
 }
 
 // pcall/xpcall as in lbaselib.c (same continuation, so yields across them still work), plus
@@ -264,6 +296,16 @@ int sandbox_setmetatable(lua_State* L) {
     return 1;
 }
 
+// The reader function of load(fn) (upvalue 1), charging the pieces it returns: the compiler reads
+// them inside one library call.
+int charged_reader(lua_State* L) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_call(L, 0, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        charge(L, static_cast<int64_t>(lua_rawlen(L, -1) / kBytesPerUnit) + 1);
+    return 1;
+}
+
 // load(chunk [, chunkname [, mode [, env]]]): text only; env defaults to the script's own
 // environment (upvalue 1), never to the real global table. Upvalue 2 is the original load.
 int sandbox_load(lua_State* L) {
@@ -277,6 +319,13 @@ int sandbox_load(lua_State* L) {
         return luaL_error(
             L, "load: mode '%s' is not allowed in st hooks (binary chunks are refused; use 't')", mode);
     lua_settop(L, 4);
+    if (chunk != nullptr) {
+        charge(L, static_cast<int64_t>(len / kBytesPerUnit) + 1);
+    } else if (lua_type(L, 1) == LUA_TFUNCTION) {
+        lua_pushvalue(L, 1);
+        lua_pushcclosure(L, charged_reader, 1);
+        lua_replace(L, 1);
+    }
     lua_pushvalue(L, lua_upvalueindex(2));
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);
@@ -286,7 +335,18 @@ int sandbox_load(lua_State* L) {
     else
         lua_pushvalue(L, lua_upvalueindex(1));
     lua_call(L, 4, 2);
+    check_abort(L, LUA_OK);  // load catches errors of the reader, the budget's too
     return 2;
+}
+
+// tonumber(s [, base]) scans all of a string in one call. Upvalue 1: the original.
+int sandbox_tonumber(lua_State* L) {
+    if (lua_type(L, 1) == LUA_TSTRING) charge(L, static_cast<int64_t>(lua_rawlen(L, 1) / kBytesPerUnit));
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    return 1;
 }
 
 // print(...) -> st::log info under "lua:<script>" (upvalue 1); libraries never write to stdout.
@@ -425,6 +485,9 @@ int init_state(lua_State* L) {
     lua_setfield(L, -2, "setmetatable");
     lua_pushcfunction(L, sandbox_collectgarbage);
     lua_setfield(L, -2, "collectgarbage");
+    lua_getfield(L, -1, "tonumber");
+    lua_pushcclosure(L, sandbox_tonumber, 1);
+    lua_setfield(L, -2, "tonumber");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &kBaseTemplateKey);
     lua_pop(L, 1);
     lua_newtable(L);
@@ -436,6 +499,7 @@ int init_state(lua_State* L) {
     int strlib = lua_gettop(L);
     lua_pushnil(L);
     lua_setfield(L, strlib, "dump");
+    bound_string_library(L, strlib);
     set_forbidden_metatable(L, strlib, "string.");
     push_readonly_proxy(L, strlib, "string");
     int proxy = lua_gettop(L);
@@ -454,8 +518,10 @@ int init_state(lua_State* L) {
     lua_settop(L, 0);
 
     luaL_requiref(L, "table", luaopen_table, 0);
+    bound_table_library(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &kTableLibKey);
     luaL_requiref(L, "utf8", luaopen_utf8, 0);
+    bound_utf8_library(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &kUtf8LibKey);
     luaL_requiref(L, "coroutine", luaopen_coroutine, 0);
     int co = lua_gettop(L);
@@ -488,8 +554,35 @@ int init_state(lua_State* L) {
 
 }  // namespace
 
-Runtime& runtime(lua_State* L) {
-    return **static_cast<Runtime**>(lua_getextraspace(L));
+void check_limits(lua_State* L) {
+    Runtime& rt = runtime(L);
+    if (!rt.in_call) {
+        rt.next_check = INT64_MAX;
+        return;
+    }
+    if (rt.abort == Runtime::Abort::none) {
+        if (!limit_reached(rt)) {
+            schedule_check(rt);
+            return;
+        }
+        // The Lua line that called the library function; a library function called by another one
+        // (pcall(string.rep, ...)) has none, then the last count hook's position stands in.
+        luaL_where(L, 1);
+        std::string where = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        if (where.empty() && rt.position[0] != '\0') where = std::string(rt.position) + ": ";
+        rt.abort_message = where + limit_text(rt);
+    }
+    raise_abort(L);
+}
+
+// After a protected call returns inside the sandbox: a budget, memory or stop abort must not be
+// caught.
+void check_abort(lua_State* L, int status) {
+    Runtime& rt = runtime(L);
+    if (!rt.in_call) return;
+    if (status == LUA_ERRMEM && rt.abort == Runtime::Abort::none) rt.abort = Runtime::Abort::memory;
+    if (rt.abort != Runtime::Abort::none) raise_abort(L);
 }
 
 const char* readonly_name(lua_State* L, int index) {
@@ -531,9 +624,12 @@ void begin_call(Runtime& rt, const std::string& where) {
     rt.abort = Runtime::Abort::none;
     rt.abort_message.clear();
     std::snprintf(rt.position, sizeof(rt.position), "%s", where.c_str());
+    rt.stop_was_pending = rt.stop_requested && rt.stop_requested() != nullptr;
+    rt.interrupt_reason.clear();
     rt.in_call = true;
     g_last_failure = {};
     rt.hook_interval = static_cast<int>(std::clamp<int64_t>(rt.instruction_budget, 1, 1000));
+    schedule_check(rt);
     lua_sethook(rt.L, count_hook, LUA_MASKCOUNT, rt.hook_interval);
 }
 

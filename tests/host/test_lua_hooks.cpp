@@ -200,6 +200,7 @@ end))");
     st::log::set_file("");
     HookActions a = engine.take_actions();
     EXPECT_TRUE(a.stop);
+    EXPECT_FALSE(a.error) << "st.stop() is a requested stop, not a failure";
     EXPECT_EQ(a.stop_reason, "enough (st.stop from act.lua)");
     EXPECT_TRUE(a.save_checkpoint);
     EXPECT_TRUE(a.validate_now);
@@ -519,7 +520,9 @@ st.on("on_step_end", function(ev) st.metric("second", 1) end)
     engine.fire("on_step_end", {{"step", 3}});
     HookActions a = engine.take_actions();
     EXPECT_TRUE(a.stop);
+    EXPECT_TRUE(a.error) << "the host exits non-zero";
     expect_contains(a.stop_reason, "Lua hook error: bad.lua:2: boom 3");
+    expect_contains(a.stop_reason, "(on_step_end handler #1 of bad.lua, defined at line 4)");
     ASSERT_TRUE(engine.last_error().has_value());
     expect_contains(*engine.last_error(), "bad.lua:2: boom 3");
     expect_contains(*engine.last_error(), "stack traceback:");
@@ -545,6 +548,7 @@ st.on("on_step_end", function(ev) if ev.step == 2 then local t = nil; return t.x
     engine.fire("on_step_end", {{"step", 3}});
     HookActions a = engine.take_actions();
     EXPECT_FALSE(a.stop);
+    EXPECT_FALSE(a.error);
     ASSERT_EQ(a.metrics.size(), 1u);  // step 1 only: removed at step 2
     EXPECT_FALSE(engine.has_handlers("on_step_end"));
     expect_contains(*engine.last_error(), "flaky.lua:2: attempt to index a nil value (local 't')");
