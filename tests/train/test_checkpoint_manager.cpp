@@ -1,11 +1,15 @@
 // CheckpointManager in process: the interval, what resume_from_checkpoint picks (none, latest, a path,
-// a newer SimpleTuner checkpoint refused with what can be carried), foreign folders where this run
-// would save, pruning after a save, and a failed save remembered with its message.
+// a newer SimpleTuner checkpoint refused with what can be carried, a damaged newest one skipped for the
+// previous one, a damaged named one refused), foreign folders where this run would save, pruning after
+// a save and before training, and a failed save remembered with its message and the space it needs.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <string>
 
 #include "st/error.h"
 #include "train/checkpoint_manager.h"
@@ -31,6 +35,13 @@ void simpletuner(const fs::path& dir) {
     fs::create_directories(dir);
     std::ofstream(dir / "optimizer.bin") << "opt";
     std::ofstream(dir / ".guard") << "complete";
+}
+
+// Overwrites bytes in the middle of `file`, keeping its size (what a NaN written into a tensor does).
+void damage(const fs::path& file) {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f.write("X", 1);
 }
 
 std::string error_of(const std::function<void()>& f) {
@@ -81,5 +92,78 @@ TEST(CheckpointManagerTest, ForeignFoldersAreNeverResumedNorOverwritten) {
     EXPECT_NE(m.last_error().find("written by SimpleTuner, not st"), std::string::npos) << m.last_error();
     EXPECT_TRUE(fs::exists(root / "checkpoint-20" / ".guard"));
     EXPECT_EQ(m.last_step(), 5);
+    fs::remove_all(root);
+}
+
+TEST(CheckpointManagerTest, ADamagedNewestCheckpointFallsBackToThePreviousOneANamedOneIsRefused) {
+    const fs::path root = scratch("damaged");
+    CheckpointManager m(root, 5, 5);
+    for (int64_t s : {5, 10, 15}) ASSERT_TRUE(m.save(s, fill, "test").has_value());
+    damage(root / "checkpoint-15" / "weights.bin");
+    testing::internal::CaptureStderr();
+    const auto dir = m.resume_dir("latest");
+    const std::string log = testing::internal::GetCapturedStderr();
+    ASSERT_TRUE(dir.has_value());
+    EXPECT_EQ(*dir, root / "checkpoint-10");
+    EXPECT_NE(log.find("checkpoint-15 is damaged: weights.bin has the checksum"), std::string::npos) << log;
+    EXPECT_NE(log.find("resuming from " + (root / "checkpoint-10").string() +
+                       " (step 10) instead of the damaged "
+                       "checkpoint-15"),
+              std::string::npos)
+        << log;
+    EXPECT_TRUE(fs::exists(root / "checkpoint-15")) << "left for inspection";
+    // Named explicitly: an error, never another checkpoint.
+    const std::string named = error_of([&] { m.resume_dir("checkpoint-15"); });
+    EXPECT_NE(named.find("weights.bin has the checksum"), std::string::npos) << named;
+    EXPECT_NE(named.find("st does not pick another checkpoint when one is named"), std::string::npos)
+        << named;
+    EXPECT_EQ(*m.resume_dir("checkpoint-10"), root / "checkpoint-10");
+    // Nothing intact: an error rather than a silent fresh start.
+    damage(root / "checkpoint-10" / "weights.bin");
+    damage(root / "checkpoint-5" / "weights.bin");
+    EXPECT_NE(error_of([&] {
+                  m.resume_dir("latest");
+              }).find("every checkpoint in " + root.string() + " is damaged"),
+              std::string::npos);
+    fs::remove_all(root);
+}
+
+TEST(CheckpointManagerTest, CheckpointsBeyondTheLimitArePrunedBeforeTraining) {
+    // What a kill between the rename of a save and its prune leaves: one more than the limit, which a
+    // run that never saves again (its step budget reached) would keep for good.
+    const fs::path root = scratch("prune_start");
+    CheckpointManager writer(root, 2, 10);
+    for (int64_t s : {2, 4, 6, 8}) ASSERT_TRUE(writer.save(s, fill, "test").has_value());
+    fs::create_directories(root / "checkpoint-12-tmp");
+    std::ofstream(root / "checkpoint-12-tmp" / ".st-checkpoint-in-progress") << "st";
+    simpletuner(root / "checkpoint-1");
+    CheckpointManager m(root, 2, 2);
+    m.prune_at_start(4);  // resumed from checkpoint-4: it stays
+    EXPECT_FALSE(fs::exists(root / "checkpoint-2"));
+    EXPECT_TRUE(fs::exists(root / "checkpoint-4"));
+    EXPECT_FALSE(fs::exists(root / "checkpoint-6"));
+    EXPECT_TRUE(fs::exists(root / "checkpoint-8"));
+    EXPECT_FALSE(fs::exists(root / "checkpoint-12-tmp"));
+    EXPECT_TRUE(fs::exists(root / "checkpoint-1" / ".guard")) << "not st's: never pruned";
+    fs::remove_all(root);
+}
+
+TEST(CheckpointManagerTest, AFailedSaveSaysHowMuchSpaceACheckpointNeedsAndWhatIsFree) {
+    const fs::path root = scratch("space");
+    CheckpointManager m(root, 5, 3);
+    const auto no_space = [](const fs::path&) { throw std::runtime_error("No space left on device"); };
+    EXPECT_FALSE(m.save(5, no_space, "test", 3u << 20).has_value());
+    EXPECT_NE(m.last_error().find("a checkpoint needs about 3.0 MiB (3145728 bytes) and " + root.string() +
+                                  " has "),
+              std::string::npos)
+        << m.last_error();
+    EXPECT_NE(m.last_error().find(" free"), std::string::npos) << m.last_error();
+    EXPECT_NE(m.last_error().find("no earlier checkpoint exists"), std::string::npos) << m.last_error();
+    // Without an estimate: the size of the newest checkpoint.
+    ASSERT_TRUE(m.save(10, fill, "test").has_value());
+    EXPECT_FALSE(m.save(15, no_space, "test").has_value());
+    EXPECT_NE(m.last_error().find("a checkpoint needs about 1 bytes"), std::string::npos) << m.last_error();
+    EXPECT_EQ(m.newest_on_disk(20),
+              "the newest checkpoint on disk is " + (root / "checkpoint-10").string() + " (step 10 of 20)");
     fs::remove_all(root);
 }

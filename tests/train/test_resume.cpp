@@ -2,8 +2,15 @@
 // and EMA state at step M as an uninterrupted run (CPU); SIGINT finishes the step and checkpoints;
 // kill -9 loses at most the steps since the last checkpoint and leaves no checkpoint that resume
 // would trust half-written; a checkpoint that cannot be written (file size limit = disk full) leaves
-// the previous one intact; non-finite losses are skipped, named and stop the run after the limit.
+// the previous one intact and the messages name the checkpoint that really is on disk; non-finite
+// losses are skipped, named and stop the run after the limit; non-finite weights are never saved; a
+// checkpoint damaged after it was written is found by its checksums and not resumed; pruning to
+// checkpoints_total_limit also happens before training.
 #include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <fstream>
 
 #include "fixtures.h"
 #include "st/safetensors.h"
@@ -23,6 +30,33 @@ void expect_same_tensors(const fs::path& a, const fs::path& b) {
         EXPECT_TRUE(fa->load(info.name).equal(fb->load(info.name)))
             << info.name << " differs: " << a << " vs " << b;
     }
+}
+
+// Writes a float32 NaN over the first value of the first F32 tensor of a safetensors file (its size
+// stays the same).
+void write_nan_into(const fs::path& file) {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t header_len = 0;
+    f.read(reinterpret_cast<char*>(&header_len), 8);
+    std::string header(header_len, '\0');
+    f.read(header.data(), static_cast<std::streamsize>(header_len));
+    const auto tensors = nlohmann::json::parse(header);
+    for (const auto& [name, info] : tensors.items()) {
+        if (name == "__metadata__" || info["dtype"] != "F32") continue;
+        f.seekp(static_cast<std::streamoff>(8 + header_len + info["data_offsets"][0].get<uint64_t>()));
+        f.write("\x00\x00\xc0\x7f", 4);
+        return;
+    }
+    FAIL() << "no F32 tensor in " << file;
+}
+
+// Non-finite values in all tensors of a safetensors file.
+int64_t nonfinite_in(const fs::path& file) {
+    auto f = st::sdk::SafetensorsFile::open(file);
+    int64_t n = 0;
+    for (const auto& info : f->infos())
+        n += at::isfinite(f->load(info.name)).logical_not().sum().item<int64_t>();
+    return n;
 }
 
 // Training steps recorded in a metrics.jsonl (evaluation lines left out).
@@ -213,6 +247,16 @@ TEST(ResumeTest, CheckpointThatCannotBeWrittenLeavesThePreviousOneIntact) {
     EXPECT_EQ(full.code, 1) << full.log;
     EXPECT_NE(full.log.find("checkpoint-4 could not be written"), std::string::npos) << full.log;
     EXPECT_NE(full.log.find("checkpoint-2 is intact"), std::string::npos) << full.log;
+    // What the next try needs and what is free (a full disk and this limit fail alike).
+    EXPECT_NE(full.log.find("a checkpoint needs about"), std::string::npos) << full.log;
+    EXPECT_NE(full.log.find(" free"), std::string::npos) << full.log;
+    // The final weights failed too: the message names the checkpoint that is really there.
+    EXPECT_NE(full.log.find("final weights could not be written"), std::string::npos) << full.log;
+    EXPECT_NE(full.log.find("the newest checkpoint on disk is " +
+                            (env.root / "full_disk" / "checkpoint-2").string() + " (step 2 of 4)"),
+              std::string::npos)
+        << full.log;
+    EXPECT_EQ(full.log.find("the last checkpoint has them"), std::string::npos) << full.log;
     EXPECT_FALSE(fs::exists(env.root / "full_disk" / "checkpoint-4"));
     EXPECT_FALSE(fs::exists(env.root / "full_disk" / "checkpoint-4-tmp"));
     EXPECT_TRUE(fs::exists(env.root / "full_disk" / "checkpoint-2" / "checkpoint_manifest.json"));
@@ -239,6 +283,106 @@ TEST(ResumeTest, NonFiniteStepsAreSkippedNamedAndStopTheRunAfterTheLimit) {
     for (const auto& l : lines) skipped += l.value("skipped", false) ? 1 : 0;
     EXPECT_EQ(skipped, 3);
     EXPECT_TRUE(fs::exists(env.root / "nan" / "checkpoint-1" / "checkpoint_manifest.json")) << r.log;
+}
+
+TEST(ResumeTest, NonFiniteWeightsAreNeverSavedAndTheLastGoodCheckpointIsNamed) {
+    auto& env = TrainEnv::get();
+    // From step 3 on the learning rate is 3e305: that step's loss is still finite, its update turns
+    // the adapters into inf/NaN.
+    const fs::path script = env.root / "lr_blowup.lua";
+    st_test::write_text(script, R"(
+st.on("on_step_end", function(ev)
+  if ev.step == 2 then st.set_lr_scale(1e308) end
+end)
+)");
+    // The run ends at step 3: neither its checkpoint nor its final weights are written.
+    auto end = env.run(env.config(
+        "inf_end",
+        {{"max_train_steps", 3}, {"checkpoint_step_interval", 2}, {"lua_hooks", script.string()}}));
+    EXPECT_EQ(end.code, 4) << end.log;
+    const fs::path out = env.root / "inf_end";
+    EXPECT_NE(end.log.find("checkpoint-3 was not written (end of training) and no checkpoint is deleted: the "
+                           "state holds"),
+              std::string::npos)
+        << end.log;
+    EXPECT_NE(end.log.find("non-finite value(s) in"), std::string::npos) << end.log;
+    EXPECT_NE(end.log.find("trainable '"), std::string::npos) << "names a tensor: " << end.log;
+    EXPECT_NE(
+        end.log.find("final weights not written to " + (out / "pytorch_lora_weights.safetensors").string()),
+        std::string::npos)
+        << end.log;
+    EXPECT_NE(end.log.find("the newest checkpoint on disk is " + (out / "checkpoint-2").string() +
+                           " (step 2 of 3)"),
+              std::string::npos)
+        << end.log;
+    EXPECT_FALSE(fs::exists(out / "checkpoint-3"));
+    EXPECT_FALSE(fs::exists(out / "pytorch_lora_weights.safetensors"));
+    EXPECT_EQ(nonfinite_in(out / "checkpoint-2" / "pytorch_lora_weights.safetensors"), 0);
+    EXPECT_EQ(nonfinite_in(out / "checkpoint-2" / "optimizer.safetensors"), 0);
+    // A checkpoint due in the middle of the run is refused and the run stops there, as after too many
+    // non-finite losses; no checkpoint was written before it.
+    auto mid = env.run(env.config(
+        "inf_mid",
+        {{"max_train_steps", 10}, {"checkpoint_step_interval", 3}, {"lua_hooks", script.string()}}));
+    EXPECT_EQ(mid.code, 4) << mid.log;
+    EXPECT_NE(mid.log.find("checkpoint-3 was not written (checkpoint_step_interval)"), std::string::npos)
+        << mid.log;
+    EXPECT_NE(mid.log.find("no checkpoint exists in " + (env.root / "inf_mid").string()), std::string::npos)
+        << mid.log;
+    EXPECT_NE(mid.log.find("stopping at step 3: the weights hold non-finite values"), std::string::npos)
+        << mid.log;
+    EXPECT_FALSE(fs::exists(env.root / "inf_mid" / "checkpoint-3"));
+    EXPECT_EQ(steps_in(env.root / "inf_mid" / "metrics.jsonl"), 3);
+}
+
+TEST(ResumeTest, ADamagedNewestCheckpointIsNamedAndThePreviousOneResumesExactly) {
+    auto& env = TrainEnv::get();
+    const fs::path out = env.root / "damaged";
+    const auto cfg = env.config("damaged", {{"max_train_steps", 4}, {"checkpoint_step_interval", 2}});
+    auto first = env.run(cfg);
+    ASSERT_EQ(first.code, 0) << first.log;
+    const fs::path straight = env.root / "damaged_straight.safetensors";
+    fs::copy_file(out / "pytorch_lora_weights.safetensors", straight);
+    // A NaN in the optimizer state of the newest checkpoint: same size, so sizes alone resumed it.
+    write_nan_into(out / "checkpoint-4" / "optimizer.safetensors");
+    auto latest = env.run(cfg);
+    ASSERT_EQ(latest.code, 0) << latest.log;
+    EXPECT_NE(latest.log.find("checkpoint " + (out / "checkpoint-4").string() +
+                              " is damaged: optimizer.safetensors has the checksum"),
+              std::string::npos)
+        << latest.log;
+    EXPECT_NE(latest.log.find("resumed from " + (out / "checkpoint-2").string() + " at step 2"),
+              std::string::npos)
+        << latest.log;
+    // Steps 3 and 4 again, from checkpoint-2: the same weights as the uninterrupted run.
+    expect_same_tensors(straight, out / "pytorch_lora_weights.safetensors");
+    EXPECT_EQ(nonfinite_in(out / "checkpoint-4" / "optimizer.safetensors"), 0) << "saved again";
+    // A damaged checkpoint named explicitly is an error, never another one.
+    write_nan_into(out / "checkpoint-4" / "optimizer.safetensors");
+    auto named = env.run(cfg, "--resume_from_checkpoint checkpoint-4");
+    EXPECT_NE(named.code, 0) << named.log;
+    EXPECT_NE(named.log.find("optimizer.safetensors has the checksum"), std::string::npos) << named.log;
+    EXPECT_NE(named.log.find("st does not pick another checkpoint when one is named"), std::string::npos)
+        << named.log;
+    EXPECT_EQ(named.log.find("resumed from"), std::string::npos) << named.log;
+}
+
+TEST(ResumeTest, CheckpointsBeyondTheLimitArePrunedEvenWhenTheRunSavesNoMore) {
+    // A kill between a save's rename and its prune leaves more than checkpoints_total_limit; so does a
+    // lower limit. A resumed run whose budget is already reached never saves, so it prunes at start.
+    auto& env = TrainEnv::get();
+    const fs::path out = env.root / "over_limit";
+    const auto cfg = env.config(
+        "over_limit",
+        {{"max_train_steps", 8}, {"checkpoint_step_interval", 2}, {"checkpoints_total_limit", 10}});
+    auto first = env.run(cfg);
+    ASSERT_EQ(first.code, 0) << first.log;
+    ASSERT_TRUE(fs::exists(out / "checkpoint-2"));
+    auto again = env.run(cfg, "--checkpoints_total_limit 2");
+    ASSERT_EQ(again.code, 0) << again.log;
+    EXPECT_NE(again.log.find("the step budget 8 is already reached"), std::string::npos) << again.log;
+    for (const char* gone : {"checkpoint-2", "checkpoint-4"}) EXPECT_FALSE(fs::exists(out / gone)) << gone;
+    for (const char* kept : {"checkpoint-6", "checkpoint-8"}) EXPECT_TRUE(fs::exists(out / kept)) << kept;
 }
 
 TEST(ResumeTest, ResumesFromAnExplicitCheckpointPath) {

@@ -174,6 +174,7 @@ class Trainer {
     bool eval_held_out_ = false;       ///< eval_batches_ come from dataset_type eval datasets
     bool validate_requested_ = false;  ///< st.validate_now(): validate after the current step
     bool final_weights_failed_ = false;
+    bool nonfinite_weights_ = false;  ///< a save was refused: the weights or optimizer state hold inf/NaN
     bool in_update_ = false;  ///< inside optimizer step + EMA: a failure here leaves weights half-updated
 };
 

@@ -202,6 +202,9 @@ int Trainer::run() {
     at::manual_seed(seed_);
     maybe_resume();
     checkpoints_->check_foreign(global_step_, total_steps_);
+    // A kill between a save and its prune leaves one checkpoint too many, and a run that never saves
+    // again (its budget reached) would keep it for good.
+    checkpoints_->prune_at_start(checkpoints_->last_step());
     build_eval_set();
     start_validation();
     snapshot_position();
@@ -251,7 +254,7 @@ int Trainer::run() {
             report_step(r);
             snapshot_position();
             if (!r.skipped) last_loss_ = r.loss;
-            if (std::string hook_stop = apply_actions(); !hook_stop.empty()) {
+            if (std::string hook_stop = apply_actions(); !hook_stop.empty() || nonfinite_weights_) {
                 stop_reason = hook_stop;
                 break;
             }
@@ -282,15 +285,29 @@ int Trainer::run() {
             validate_requested_ = false;
             if (!r.skipped && checkpoints_->due(global_step_, total_steps_))
                 save_checkpoint("checkpoint_step_interval");
+            if (nonfinite_weights_) {
+                // Training cannot recover from inf/NaN weights: stop like the non-finite-loss limit.
+                stop_reason = "the weights hold non-finite values (see the error above)";
+                code = 4;
+                break;
+            }
         }
         progress.finish();
     }
+    if (nonfinite_weights_) {
+        code = 4;
+        if (stop_reason.empty()) stop_reason = "the weights hold non-finite values (see the error above)";
+    }
     if (!stop_reason.empty()) log::warn(kLog, "stopping at step {}: {}", global_step_, stop_reason);
-    if (global_step_ > 0 && checkpoints_->last_step() != global_step_)
+    // A save refused for non-finite values at this step is not tried again.
+    if (global_step_ > 0 && checkpoints_->last_step() != global_step_ && !nonfinite_weights_)
         save_checkpoint(stop_reason.empty() ? "end of training" : stop_reason);
     if (stop_reason.empty() && global_step_ > 0) {
         save_final_weights();
-        validate();  // SimpleTuner's final validation (skipped when this step was just validated)
+        if (nonfinite_weights_)
+            code = 4;
+        else
+            validate();  // SimpleTuner's final validation (skipped when this step was just validated)
     }
     if (nonfinite_total_ > 0)
         log::warn(kLog, "{} step(s) were skipped for non-finite values", nonfinite_total_);

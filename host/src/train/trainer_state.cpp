@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/module.h>
 
+#include <exception>
 #include <set>
 
 #include "plugins/guard.h"
@@ -26,6 +27,39 @@ namespace {
 constexpr const char* kLog = "host.checkpoint";
 constexpr const char* kLoraFile = "pytorch_lora_weights.safetensors";
 constexpr const char* kLoraDiffusersFile = "pytorch_lora_weights_diffusers.safetensors";
+
+// Non-finite values in the tensors a save would write: saving them would replace a good checkpoint (or
+// the final weights) with unusable ones, e.g. after st.set_lr_scale(1e308) turned 3072 of 3088 LoRA
+// values into inf/NaN while the loss of that step was still finite.
+class NonFiniteScan {
+  public:
+    void add(const std::string& what, const std::string& name, const at::Tensor& t) {
+        if (!t.defined() || !(t.is_floating_point() || t.is_complex())) return;
+        const int64_t bad = at::isfinite(t).logical_not().sum().item<int64_t>();
+        if (bad == 0) return;
+        values_ += bad;
+        ++tensors_;
+        if (named_.size() < 3) named_.push_back(fmt::format("{} '{}': {} of {}", what, name, bad, t.numel()));
+    }
+    bool found() const { return values_ > 0; }
+    std::string describe() const {
+        return fmt::format(
+            "{} non-finite value(s) in {} tensor(s): {}{}", values_, tensors_, fmt::join(named_, "; "),
+            tensors_ > static_cast<int64_t>(named_.size())
+                ? fmt::format("; and {} more tensor(s)", tensors_ - static_cast<int64_t>(named_.size()))
+                : std::string());
+    }
+
+  private:
+    int64_t values_ = 0, tensors_ = 0;
+    std::vector<std::string> named_;
+};
+
+uint64_t bytes_of(const sdk::TensorMap& m) {
+    uint64_t n = 0;
+    for (const auto& [k, t] : m) n += t.defined() ? t.nbytes() : 0;
+    return n;
+}
 
 nlohmann::json read_json(const fs::path& p) {
     try {
@@ -100,17 +134,51 @@ void Trainer::save_weights(const fs::path& dir, bool ema) {
 }
 
 bool Trainer::save_checkpoint(const std::string& why) {
+    // Read before the save to check it; a plugin failure here fails the save like any other (below).
+    sdk::StateDict opt;
+    std::exception_ptr opt_error;
+    try {
+        opt = call_plugin(*optimizer_entry_, "state_dict", [&] { return optimizer_->state_dict(); });
+    } catch (const std::exception&) {
+        opt_error = std::current_exception();
+    }
+    const sdk::StateDict ema_state = ema_ ? ema_->state_dict() : sdk::StateDict();
+    NonFiniteScan scan;
+    uint64_t weight_bytes = 0;
+    for (const auto& [n, t] : params_) {
+        scan.add("trainable", n, t);
+        weight_bytes += t.nbytes();
+    }
+    for (const auto& [n, t] : opt.tensors) scan.add("optimizer state", n, t);
+    for (const auto& [n, t] : ema_state.tensors) scan.add("EMA", n, t);
+    if (scan.found()) {
+        nonfinite_weights_ = true;
+        const std::string msg =
+            fmt::format("{} was not written ({}) and no checkpoint is deleted: the state holds {}; {}",
+                        CheckpointStore::dir_name(global_step_), why, scan.describe(),
+                        checkpoints_->newest_on_disk(total_steps_));
+        log::error(kLog, "{}", msg);
+        notify("error", notify::Severity::error, msg);
+        return false;
+    }
+    // What the save writes, about: the weights (again for the EMA, twice with the diffusers copy of a
+    // LoRA), the optimizer and EMA states and the random streams; the JSON files are small.
+    const bool two_lora_files =
+        cfg_.model_type == ModelType::lora && cfg_.lora_write_diffusers && model_->lora_name_map();
+    const uint64_t expected =
+        weight_bytes * (ema_ ? 2 : 1) * (two_lora_files ? 2 : 1) + bytes_of(opt.tensors) +
+        bytes_of(ema_state.tensors) +
+        bytes_of({{"generator", position_.generator}, {"global_generator", position_.global_generator}});
     const auto dir = checkpoints_->save(
         global_step_,
         [&](const fs::path& d) {
+            if (opt_error) std::rethrow_exception(opt_error);
             save_weights(d, false);
             if (ema_) {
                 save_weights(d / "ema", true);
-                save_state_dict(d / "ema" / "ema_state.safetensors", ema_->state_dict());
+                save_state_dict(d / "ema" / "ema_state.safetensors", ema_state);
             }
-            save_state_dict(d / "optimizer.safetensors", call_plugin(*optimizer_entry_, "state_dict", [&] {
-                                return optimizer_->state_dict();
-                            }));
+            save_state_dict(d / "optimizer.safetensors", opt);
             sdk::save_safetensors(
                 d / "random_states.safetensors",
                 {{"generator", position_.generator}, {"global_generator", position_.global_generator}});
@@ -120,7 +188,7 @@ bool Trainer::save_checkpoint(const std::string& why) {
             sdk::write_file_atomic(d / "training_state.json", state.dump(2) + "\n");
             sdk::write_file_atomic(d / "config.resolved.json", setup_.resolved.values.dump(2) + "\n");
         },
-        why);
+        why, expected);
     if (!dir) {
         notify("error", notify::Severity::error, checkpoints_->last_error());
         return false;
@@ -133,18 +201,35 @@ bool Trainer::save_checkpoint(const std::string& why) {
 }
 
 void Trainer::save_final_weights() {
+    const fs::path target =
+        cfg_.output_dir / (cfg_.model_type == ModelType::lora ? kLoraFile : model_->trainable_folder());
+    NonFiniteScan scan;
+    for (const auto& [n, t] : params_) scan.add("trainable", n, t);
+    if (ema_)
+        for (const auto& [n, t] : ema_->state_dict().tensors) scan.add("EMA", n, t);
+    if (scan.found()) {
+        nonfinite_weights_ = true;
+        final_weights_failed_ = true;
+        log::error(kLog, "final weights not written to {}: the weights hold {}; {}", target.string(),
+                   scan.describe(), checkpoints_->newest_on_disk(total_steps_));
+        return;
+    }
     try {
         save_weights(cfg_.output_dir, false);
         if (ema_) save_weights(cfg_.output_dir / "ema", true);
-        log::info(
-            kLog, "final weights: {}{}",
-            (cfg_.output_dir / (cfg_.model_type == ModelType::lora ? kLoraFile : model_->trainable_folder()))
-                .string(),
-            ema_ ? fmt::format(" (EMA: {})", (cfg_.output_dir / "ema").string()) : std::string());
+        log::info(kLog, "final weights: {}{}", target.string(),
+                  ema_ ? fmt::format(" (EMA: {})", (cfg_.output_dir / "ema").string()) : std::string());
     } catch (const std::exception& e) {
         final_weights_failed_ = true;
-        log::error(kLog, "final weights could not be written to {}: {} (the last checkpoint has them)",
-                   cfg_.output_dir.string(), e.what());
+        // Only a checkpoint of this very step holds these weights; an older one lost the steps after it.
+        const auto latest = checkpoints_->store().latest();
+        log::error(
+            kLog, "final weights could not be written to {}: {}; {}", cfg_.output_dir.string(), e.what(),
+            latest && latest->step == global_step_
+                ? fmt::format("{} holds the same weights (step {})", latest->dir.string(), global_step_)
+                : checkpoints_->newest_on_disk(total_steps_) +
+                      fmt::format("; what steps {} to {} learned is in no file",
+                                  latest ? latest->step + 1 : 1, global_step_));
     }
 }
 
@@ -153,7 +238,7 @@ void Trainer::maybe_resume() {
 }
 
 void Trainer::restore(const fs::path& dir) {
-    CheckpointStore::verify(dir);
+    // `dir` comes from CheckpointManager::resume_dir, which verified its sizes and checksums.
     const nlohmann::json st = read_json(dir / "training_state.json");
     const auto& comps = st.at("components");
     const std::string model_type = cfg_.model_type == ModelType::lora ? "lora" : "full";
