@@ -41,7 +41,7 @@ StopSignal::~StopSignal() {
     sigaction(SIGTERM, &g_old_term, nullptr);
 }
 
-bool StopSignal::requested(const char** name) const {
+bool StopSignal::requested(const char** name) {
     const int s = g_signal.load();
     if (name) *name = s == SIGTERM ? "SIGTERM" : "SIGINT";
     return s != 0;

@@ -12,8 +12,9 @@ class StopSignal {
     StopSignal(const StopSignal&) = delete;
     StopSignal& operator=(const StopSignal&) = delete;
 
-    /// Whether a signal arrived; `name` receives "SIGINT" or "SIGTERM".
-    bool requested(const char** name = nullptr) const;
+    /// Whether a signal arrived since the last StopSignal was made; `name` receives "SIGINT" or
+    /// "SIGTERM". Static so the Lua hooks can poll it while a handler runs.
+    static bool requested(const char** name = nullptr);
 };
 
 }  // namespace st::host::train

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "st/error.h"
+#include "train/stop_signal.h"
 #include "train/trainer_impl.h"
 
 namespace st::host::train {
@@ -11,10 +12,12 @@ namespace {
 constexpr const char* kLog = "host.train";
 
 void merge_actions(lua::HookActions& into, lua::HookActions&& from) {
-    if (from.stop && !into.stop) {
+    // A hook error names the stop even when an st.stop() came first: it decides the exit code.
+    if (from.stop && (!into.stop || (from.error && !into.error))) {
         into.stop = true;
         into.stop_reason = from.stop_reason;
     }
+    into.error |= from.error;
     into.save_checkpoint |= from.save_checkpoint;
     into.validate_now |= from.validate_now;
     if (from.lr_scale) into.lr_scale = from.lr_scale;
@@ -26,6 +29,11 @@ void Trainer::start_hooks() {
     auto options = lua::hook_options_from_config(setup_.config, setup_.config_path.parent_path());
     if (options.scripts.empty()) return;
     options.seed = seed_;
+    // SIGINT/SIGTERM reach a handler that is running (a hook must never make the run deaf to them).
+    options.stop_requested = [] {
+        const char* name = nullptr;
+        return StopSignal::requested(&name) ? name : nullptr;
+    };
     hooks_ = std::make_unique<lua::HookEngine>(options);
     std::vector<std::string> names;
     for (const auto& s : options.scripts) names.push_back(s.string());
@@ -63,11 +71,12 @@ std::string Trainer::apply_actions() {
     if (!a.metrics.empty()) {
         nlohmann::json line = {{"step", global_step_}, {"hook_metrics", nlohmann::json::object()}};
         for (const auto& [k, v] : a.metrics) line["hook_metrics"][k] = v;
-        metrics_->write(line);
+        write_metrics(line);
     }
     if (a.save_checkpoint && checkpoints_->last_step() != global_step_)
         save_checkpoint("requested by a Lua hook");
     if (a.validate_now) validate_requested_ = true;
+    if (a.stop && a.error) return a.stop_reason;  // "Lua hook error: ..."
     if (a.stop)
         return a.stop_reason.empty() ? std::string("a Lua hook called st.stop()")
                                      : "Lua hook: " + a.stop_reason;

@@ -254,8 +254,10 @@ int Trainer::run() {
             report_step(r);
             snapshot_position();
             if (!r.skipped) last_loss_ = r.loss;
+            const bool hook_error = pending_.error;  // apply_actions() drains pending_
             if (std::string hook_stop = apply_actions(); !hook_stop.empty() || nonfinite_weights_) {
                 stop_reason = hook_stop;
+                if (hook_error) code = 1;  // lua_hook_error=stop: a failed run, not a requested stop
                 break;
             }
             if (!r.skipped) {
@@ -312,6 +314,7 @@ int Trainer::run() {
     if (nonfinite_total_ > 0)
         log::warn(kLog, "{} step(s) were skipped for non-finite values", nonfinite_total_);
     if ((checkpoints_->failed() || final_weights_failed_) && code == 0) code = 1;
+    if (pending_.error && code == 0) code = 1;  // a hook failed after the last step (lua_hook_error=stop)
     notify("training.status", code == 0 ? notify::Severity::info : notify::Severity::error,
            fmt::format("Training {} at step {}{}", stop_reason.empty() ? "finished" : "stopped", global_step_,
                        stop_reason.empty() ? std::string() : ": " + stop_reason),
@@ -320,6 +323,7 @@ int Trainer::run() {
                           {"reason", stop_reason.empty() ? std::string("finished") : stop_reason},
                           {"exit_code", code},
                           {"metrics", metrics_->path().string()}});
+    if (pending_.error && code == 0) code = 1;  // on_train_end failed (lua_hook_error=stop)
     log::info(kLog, "{} after {} steps in {:.1f} s; metrics in {}",
               stop_reason.empty() ? "training finished" : "training stopped", global_step_,
               seconds_since(started_), metrics_->path().string());
