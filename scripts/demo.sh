@@ -97,6 +97,8 @@ cat > config.json <<JSON
   "validation_seed": 7,
   "framerate": 16,
   "eval_steps_interval": 30,
+  "report_to": "tensorboard",
+  "tracker_project_name": "demo",
   "eval_timesteps": 6,
   "num_eval_images": 3,
   "seed": 42
@@ -123,5 +125,6 @@ echo "demo: LoRA (ComfyUI/diffusers Wan names): $DEMO/output/pytorch_lora_weight
 echo "demo: EMA LoRA:                          $DEMO/output/ema/pytorch_lora_weights.safetensors"
 echo "demo: checkpoints:                       $(ls -d "$DEMO"/output/checkpoint-* | tr '\n' ' ')"
 echo "demo: metrics (one JSON line per step):  $DEMO/output/metrics.jsonl"
+echo "demo: TensorBoard curves and frames:      tensorboard --logdir $DEMO/output/logs"
 echo "demo: validation videos:                 $(ls "$DEMO"/output/validation/*.mp4 | tr '\n' ' ')"
 echo "demo: finished in $(( $(date +%s) - start ))s"

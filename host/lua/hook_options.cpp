@@ -20,14 +20,15 @@ std::vector<sdk::OptionSpec> lua_option_specs() {
         "Lua hook scripts (one path or a list), loaded in order at the start of training; relative paths "
         "resolve against the config file's folder. See docs/lua-hooks.md."));
     add(opt_string("lua_hook_error", "stop",
-                   "What a failing Lua handler does: stop (write a checkpoint, then stop the run) or disable "
-                   "(remove that handler, log a warning, keep training).",
+                   "What a failing Lua handler does: stop (write a checkpoint, then end the run with exit "
+                   "code 1) or disable (remove that handler, log a warning, keep training).",
                    {"stop", "disable"}));
     add(opt_int(
         "lua_instruction_budget", 50'000'000,
         "Lua VM instructions one handler call (or one script load) may run before it is stopped; pcall "
         "cannot catch this."));
-    add(opt_int("lua_memory_limit_mb", 64, "Memory cap of the Lua state of the hooks, in MiB."));
+    add(opt_int("lua_memory_limit_mb", 64, "Memory cap of the Lua state of the hooks, in MiB.")
+            .range(1, 65536));
     return o;
 }
 

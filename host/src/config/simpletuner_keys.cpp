@@ -51,6 +51,7 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
                               "pretrained_t5_model_name_or_path",
                               "enable_chunked_feed_forward",
                               "feed_forward_chunk_size",
+                              "feed_forward_chunk_dim",
                               "tokenizer_max_length",
                               "t5_padding",
                               "vae_dtype"})
@@ -102,8 +103,9 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         noop("push_to_hub", hub);
         noop("push_checkpoints_to_hub", hub);
         noop("hub_model_id", hub);
-        noop("tracker_project_name", "metrics go to output_dir/metrics.jsonl");
-        noop("tracker_run_name", "metrics go to output_dir/metrics.jsonl");
+        noop("tracker_run_name",
+             "names a run on tracking services st does not contact; TensorBoard files go under "
+             "tracker_project_name");
         noop("offload_during_startup", "st keeps encoders on the CPU while caching anyway");
         noop("vae_enable_tiling", "st's video VAEs always decode frame by frame with their causal cache");
         noop("vae_enable_slicing", "st's video VAEs always decode frame by frame with their causal cache");

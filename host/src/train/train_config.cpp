@@ -162,7 +162,17 @@ TrainConfig read_train_config(const sdk::ConfigView& c) {
         throw Error("host.train", "config", msg);
     }
     const std::string report = c.get_string("report_to");
-    if (report != "none" && report != "simpletuner")
+    if (report == "tensorboard" || report == "all") {
+        std::filesystem::path logs = c.get_string("logging_dir");
+        if (logs.is_relative()) logs = t.output_dir / logs;
+        t.tensorboard_dir = logs / c.get_string("tracker_project_name");
+    }
+    if (report == "all")
+        log::info(
+            "host.train",
+            "report_to = all: TensorBoard files are written; wandb, comet_ml and swanlab need a network "
+            "service that st does not contact");
+    else if (report != "none" && report != "simpletuner" && report != "tensorboard")
         log::warn("host.train",
                   "report_to = {} needs a network service that st does not contact; metrics are written to "
                   "{} instead",

@@ -63,6 +63,8 @@ struct TrainConfig {
 
     std::optional<uint64_t> seed;  ///< unset: drawn at start and logged
     std::filesystem::path output_dir;
+    /// Set when report_to is tensorboard or all: output_dir/logging_dir/tracker_project_name.
+    std::optional<std::filesystem::path> tensorboard_dir;
 };
 
 /// Reads and checks the training keys; st::Error lists every problem at once with its key.

@@ -156,10 +156,17 @@ std::vector<sdk::OptionSpec> trainer_options() {
     // ---- reporting ----
     add(opt_string(
             "report_to", "none",
-            "Metrics always go to output_dir/metrics.jsonl; services that need a network (wandb, "
-            "tensorboard, comet_ml, swanlab, custom-tracker, all) are not contacted: st says so and "
-            "writes the local file.",
+            "Metrics always go to output_dir/metrics.jsonl. tensorboard (or all) also writes TensorBoard "
+            "event files (every metric as a scalar, validation videos' first frames as images) under "
+            "output_dir/logging_dir/tracker_project_name/, as SimpleTuner does; services that need a network "
+            "(wandb, comet_ml, swanlab, custom-tracker) are not contacted: st says so.",
             {"none", "simpletuner", "wandb", "tensorboard", "comet_ml", "swanlab", "custom-tracker", "all"}),
+        "run");
+    add(opt_string("logging_dir", "logs",
+                   "Folder of the TensorBoard event files, relative to output_dir (SimpleTuner's default)."),
+        "run");
+    add(opt_string("tracker_project_name", "simpletuner-training",
+                   "TensorBoard run folder under logging_dir (SimpleTuner's project name and default)."),
         "run");
     return o;
 }

@@ -85,7 +85,7 @@ void Trainer::evaluate() {
     if (eval_held_out_)
         for (const auto& [dataset, acc] : by_dataset)
             record["loss/val/" + dataset] = acc.first / static_cast<double>(acc.second);
-    metrics_->write(record);
+    write_metrics(record);
     log::info(kLog, "step {}: evaluation loss {:.5f} ({:.1f} s)", global_step_, loss, seconds);
     fire("on_evaluation", {{"step", global_step_}, {"loss", loss}});
 }

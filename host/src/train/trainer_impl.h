@@ -33,6 +33,7 @@
 #include "train/ema.h"
 #include "train/metrics.h"
 #include "train/objective.h"
+#include "train/tensorboard.h"
 #include "train/train_config.h"
 #include "train/validation_controller.h"
 
@@ -103,6 +104,8 @@ class Trainer {
     void start_webhooks();
     /// Renders the validation prompts (hooks may edit them), logs, fires on_validation_end, posts.
     void validate();
+    /// One metrics line: metrics.jsonl, and TensorBoard scalars with report_to tensorboard.
+    void write_metrics(const nlohmann::json& line);
     /// Posts an event when webhooks are configured (never throws).
     void notify(const std::string& type, notify::Severity level, const std::string& message,
                 nlohmann::json data = nullptr, std::vector<std::filesystem::path> attachments = {},
@@ -160,6 +163,7 @@ class Trainer {
 
     std::unique_ptr<CheckpointManager> checkpoints_;
     std::unique_ptr<MetricsWriter> metrics_;
+    std::unique_ptr<TensorBoardWriter> tensorboard_;  ///< report_to tensorboard / all
     std::chrono::steady_clock::time_point started_;
     Position position_;
     std::unique_ptr<lua::HookEngine> hooks_;

@@ -174,7 +174,12 @@ void Trainer::report_step(const StepReport& r) {
     // step's line.
     for (const auto& [k, v] : pending_.metrics) line["hook_metrics"][k] = v;
     pending_.metrics.clear();
+    write_metrics(line);
+}
+
+void Trainer::write_metrics(const nlohmann::json& line) {
     metrics_->write(line);
+    if (tensorboard_) tensorboard_->write_metrics(line);
 }
 
 int Trainer::run() {
@@ -209,6 +214,11 @@ int Trainer::run() {
     start_validation();
     snapshot_position();
     metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);
+    if (cfg_.tensorboard_dir) {
+        tensorboard_ = std::make_unique<TensorBoardWriter>(*cfg_.tensorboard_dir, global_step_);
+        log::info(kLog, "TensorBoard: writing {}; view with: tensorboard --logdir {}",
+                  tensorboard_->file().string(), cfg_.tensorboard_dir->parent_path().string());
+    }
     notify("training.status", notify::Severity::info,
            fmt::format("Training {} at step {} of {} ({})", global_step_ > 0 ? "resumes" : "starts",
                        global_step_, total_steps_, setup_.model->id),
@@ -285,6 +295,10 @@ int Trainer::run() {
             if (!r.skipped && cfg_.eval_interval > 0 && global_step_ % cfg_.eval_interval == 0) evaluate();
             if (validation_ && validation_->due(global_step_, r.skipped, validate_requested_)) validate();
             validate_requested_ = false;
+            if (signals.requested(&sig)) {  // a Ctrl-C during the validation stopped it: save and exit
+                stop_reason = fmt::format("{} received", sig);
+                break;
+            }
             if (!r.skipped && checkpoints_->due(global_step_, total_steps_))
                 save_checkpoint("checkpoint_step_interval");
             if (nonfinite_weights_) {

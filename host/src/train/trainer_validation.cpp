@@ -9,6 +9,7 @@
 
 #include "plugins/guard.h"
 #include "st/error.h"
+#include "train/stop_signal.h"
 #include "train/trainer_impl.h"
 
 namespace st::host::train {
@@ -21,7 +22,10 @@ constexpr const char* kLog = "host.train";
 void Trainer::start_validation() {
     validation_ = ValidationController::create(setup_.config, setup_.config_path.parent_path(),
                                                cfg_.output_dir, *model_, seed_);
-    if (validation_) validation_->choose_reference(resumed_reference_, *data_);
+    if (!validation_) return;
+    validation_->choose_reference(resumed_reference_, *data_);
+    // A Ctrl-C while rendering stops the render at its next sampling step; the loop then saves and exits.
+    validation_->validator().set_stop_check([] { return StopSignal::requested(); });
 }
 
 void Trainer::start_webhooks() {
@@ -78,16 +82,24 @@ void Trainer::validate() {
         preview = [this](const std::string& nick, int64_t k, const at::Tensor& frame) {
             webhooks_->send(validate::preview_event(cfg_.output_dir, global_step_, nick, k, frame));
         };
-    auto out = validation_->validator().run(global_step_, prompts, swap, preview);
+    validate::Validator::Output out;
+    try {
+        out = validation_->validator().run(global_step_, prompts, swap, preview);
+    } catch (const validate::SamplingStopped& e) {
+        log::warn(kLog, "step {}: validation interrupted by the stop request ({})", global_step_, e.what());
+        return;
+    }
     nlohmann::json files = nlohmann::json::array();
     std::vector<fs::path> videos;
     for (const auto& f : out.files) {
         files.push_back(f.string());
         if (f.extension() == ".mp4") videos.push_back(f);
+        if (tensorboard_ && f.extension() == ".png")
+            tensorboard_->write_png_file(global_step_, "validation/" + f.stem().string(), f);
     }
     log::info(kLog, "step {}: validation wrote {} file(s) in {:.1f} s", global_step_, out.files.size(),
               out.seconds);
-    metrics_->write({{"step", global_step_}, {"validation", {{"files", files}, {"seconds", out.seconds}}}});
+    write_metrics({{"step", global_step_}, {"validation", {{"files", files}, {"seconds", out.seconds}}}});
     fire("on_validation_end", {{"step", global_step_}, {"files", files}, {"seconds", out.seconds}});
     notify("validation", notify::Severity::info, fmt::format("Validation at step {}", global_step_),
            {{"step", global_step_}, {"files", files}}, videos);

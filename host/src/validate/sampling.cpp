@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <optional>
 
 #include "st/error.h"
 #include "st/log.h"
@@ -124,7 +125,13 @@ at::Tensor sample_latents(ModelHandle& model, const SampleRequest& req) {
         in.skip_layers = skip;
         return model.predict(in).velocity.to(at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
     };
+    std::optional<log::Progress> progress;
+    if (!req.progress_label.empty())
+        progress.emplace("host.validate", req.progress_label, sampler->num_steps(), "steps");
     for (int64_t i = 0; i < sampler->num_steps(); ++i) {
+        if (req.should_stop && req.should_stop())
+            throw SamplingStopped(
+                fmt::format("sampling stopped before step {} of {}", i + 1, sampler->num_steps()));
         const double sigma = sampler->sigmas()[static_cast<size_t>(i)];
         const at::Tensor t = at::full({1}, sampler->timesteps()[static_cast<size_t>(i)],
                                       at::TensorOptions().dtype(at::kFloat));
@@ -139,6 +146,7 @@ at::Tensor sample_latents(ModelHandle& model, const SampleRequest& req) {
         const at::Tensor x0 = x - sigma * v;
         x = sampler->step(v, i, x);
         if (req.on_step) req.on_step(i, x, x0);
+        if (progress) progress->advance();
     }
     return x;
 }

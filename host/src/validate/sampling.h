@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -64,10 +65,20 @@ struct SampleRequest {
     /// Called after each sampling step with (step index, latents after the step, x0 estimate of
     /// that step [1, C, F', H', W'] float32). May be empty.
     std::function<void(int64_t, const at::Tensor&, const at::Tensor&)> on_step;
+    /// Shown as a progress line over the sampling steps ("validation 'fox' 480x832"); empty = none.
+    std::string progress_label;
+    /// Asked before every sampling step; true ends the sampling with SamplingStopped (a Ctrl-C during
+    /// a validation stops it at the next step instead of after minutes of rendering).
+    std::function<bool()> should_stop;
 };
 
 /// Whether skip-layer guidance applies at step `step` of `steps` (step / steps in [start, stop)).
 bool skip_layers_active(int64_t step, int64_t steps, double start, double stop);
+
+/// Thrown by sample_latents() when SampleRequest::should_stop says so; what() names the step.
+struct SamplingStopped : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
 
 /// Denoises from noise to the final latents [1, C, F', H', W'] (float32, CPU). Runs without
 /// gradients. Throws st::Error for a request the model cannot take (sizes, missing negative, ...).

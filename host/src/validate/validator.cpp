@@ -333,6 +333,8 @@ void Validator::render(int64_t step, const Prompt& prompt, const std::string& su
         }
         if (driving)
             for (const auto& [k, v] : driving->features) req.inputs[k] = v;
+        req.progress_label = fmt::format("validation '{}' {}", prompt.nickname, res.str());
+        req.should_stop = should_stop_;
         if (preview && settings_.preview) {
             req.on_step = [&](int64_t i, const at::Tensor&, const at::Tensor& x0) {
                 if ((i + 1) % settings_.preview_steps != 0) return;

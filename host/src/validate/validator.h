@@ -160,8 +160,13 @@ class Validator {
     /// (no EMA in this run) renders the trained weights once. Runs under NoGradGuard with the model in
     /// eval mode (train mode restored after). `preview` (with validation_preview) is called every
     /// validation_preview_steps sampling steps.
+    /// A SamplingStopped from `should_stop` (see set_stop_check) ends the run early: the EMA is swapped
+    /// back and train mode restored, and the exception reaches the caller.
     Output run(int64_t step, const std::vector<Prompt>& prompts, const SwapEma& swap_ema,
                const PreviewFn& preview = {});
+
+    /// Asked before every sampling step of every render (the trainer passes its stop signal).
+    void set_stop_check(std::function<bool()> should_stop) { should_stop_ = std::move(should_stop); }
 
     /// Encodes the text (and, with guidance > 1, the negative prompt) of every prompt not encoded yet
     /// and keeps the embeddings for the whole run (they do not change during training). run() calls it
@@ -180,6 +185,7 @@ class Validator {
     const std::optional<ReferenceSample>& reference_sample() const { return reference_; }
 
   private:
+    std::function<bool()> should_stop_;
     const DrivingAudio& driving_audio(const std::filesystem::path& file, double start);
     /// The image / audio of `prompt` (its own, the settings', then the reference sample's).
     std::optional<std::filesystem::path> image_for(const Prompt& prompt) const;
