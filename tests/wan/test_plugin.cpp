@@ -15,6 +15,7 @@
 
 #include "core/clip_vision.h"
 #include "core/config.h"
+#include "core/ff_chunking.h"
 #include "hf_golden.h"
 #include "st/error.h"
 #include "st/safetensors.h"
@@ -496,7 +497,7 @@ TEST(WanPluginOptionsTest, DeclaresTheWanKeysOnlyWithSimpleTunerDefaults) {
          {"model_flavour", "pretrained_transformer_model_name_or_path", "pretrained_transformer_subfolder",
           "pretrained_vae_model_name_or_path", "pretrained_t5_model_name_or_path",
           "wan_force_2_1_time_embedding", "wan_validation_load_other_stage", "enable_chunked_feed_forward",
-          "feed_forward_chunk_size"})
+          "feed_forward_chunk_size", "feed_forward_chunk_dim"})
         EXPECT_TRUE(specs.count(k)) << k;
     // Declared by the host for every family (ModelLoadRequest carries them).
     for (const char* k :
@@ -510,21 +511,40 @@ TEST(WanPluginOptionsTest, DeclaresTheWanKeysOnlyWithSimpleTunerDefaults) {
     EXPECT_EQ(specs["pretrained_transformer_subfolder"].default_value, "transformer");
 }
 
-TEST(WanPluginOptionsTest, FeedForwardChunkSizeFromKeyThenEnv) {
+TEST(WanPluginOptionsTest, FeedForwardChunkingReadAsSimpleTunerDoes) {
+    using st::plugins::wan::resolve_feed_forward_chunking;
+    const std::string id = "model.wan@1";
     ::unsetenv("WAN_FEED_FORWARD_CHUNK_SIZE");
-    auto c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}}));
+    ::unsetenv("WAN_FEED_FORWARD_CHUNK_DIM");
+    auto c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}}), id);
     EXPECT_TRUE(c.enabled);
     EXPECT_FALSE(c.chunk_size.has_value());
+    EXPECT_EQ(c.chunk_dim, 0);
+    EXPECT_FALSE(resolve_feed_forward_chunking(config_of({}), id).enabled);
+    // The environment variable enables chunking by itself (SimpleTuner's WAN_FEED_FORWARD_CHUNK_SIZE).
     ::setenv("WAN_FEED_FORWARD_CHUNK_SIZE", "7", 1);
-    c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}}));
+    ::setenv("WAN_FEED_FORWARD_CHUNK_DIM", "1", 1);
+    c = resolve_feed_forward_chunking(config_of({}), id);
+    EXPECT_TRUE(c.enabled);
     EXPECT_EQ(c.chunk_size.value_or(-1), 7);
-    c = resolve_feed_forward_chunking(
-        config_of({{"enable_chunked_feed_forward", true}, {"feed_forward_chunk_size", 3}}));
+    EXPECT_EQ(c.chunk_dim, 1);
+    c = resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true},
+                                                 {"feed_forward_chunk_size", 3},
+                                                 {"feed_forward_chunk_dim", 0}}),
+                                      id);
     EXPECT_EQ(c.chunk_size.value_or(-1), 3);
+    EXPECT_EQ(c.chunk_dim, 0);
+    ::unsetenv("WAN_FEED_FORWARD_CHUNK_SIZE");
+    // feed_forward_chunk_size <= 0 is automatic, as in SimpleTuner.
+    c = resolve_feed_forward_chunking(
+        config_of({{"enable_chunked_feed_forward", true}, {"feed_forward_chunk_size", 0}}), id);
+    EXPECT_TRUE(c.enabled);
+    EXPECT_FALSE(c.chunk_size.has_value());
     ::setenv("WAN_FEED_FORWARD_CHUNK_SIZE", "x7", 1);
-    EXPECT_THROW(resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}})),
+    EXPECT_THROW(resolve_feed_forward_chunking(config_of({{"enable_chunked_feed_forward", true}}), id),
                  st::Error);
     ::unsetenv("WAN_FEED_FORWARD_CHUNK_SIZE");
+    ::unsetenv("WAN_FEED_FORWARD_CHUNK_DIM");
 }
 
 TEST_F(WanPluginTest, HostForwardMakeModelAndInspectThroughStWanSo) {

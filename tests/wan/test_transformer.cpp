@@ -217,10 +217,39 @@ TEST(WanTransformerTest, ChunkedFeedForwardLeavesOutputUnchanged) {
         at::Tensor ref = m->forward(in);
         m->set_feed_forward_chunking({true, std::nullopt});
         EXPECT_TRUE(at::allclose(m->forward(in), ref, 1e-6, 1e-6)) << "auto, B=" << batch;
-        m->set_feed_forward_chunking({true, 5});  // 48 tokens in pieces of 5 (last one shorter)
-        EXPECT_TRUE(at::allclose(m->forward(in), ref, 1e-6, 1e-6)) << "chunk 5, B=" << batch;
+        m->set_feed_forward_chunking({true, 5, 1});  // 48 tokens in pieces of 5 (last one shorter)
+        EXPECT_TRUE(at::allclose(m->forward(in), ref, 1e-6, 1e-6)) << "chunk 5 tokens, B=" << batch;
+        m->set_feed_forward_chunking({true, 1, 0});  // one sample per piece
+        EXPECT_TRUE(at::allclose(m->forward(in), ref, 1e-6, 1e-6)) << "chunk 1 sample, B=" << batch;
     }
     EXPECT_THROW(m->set_feed_forward_chunking({true, 0}), st::Error);
+}
+
+// #23: SimpleTuner's meaning of the chunking keys (simpletuner/helpers/models/wan/transformer.py):
+// feed_forward_chunk_size counts along feed_forward_chunk_dim (0 = batch by default), so "2" never
+// means 2-token pieces; auto is pieces of 2 samples when B >= 2, else the sequence in 4.
+TEST(WanTransformerTest, FeedForwardPiecesFollowSimpleTunersMeaning) {
+    auto pieces = [](const FeedForwardChunking& c, std::vector<int64_t> shape) {
+        std::vector<std::vector<int64_t>> seen;
+        const at::Tensor x = at::zeros(shape);
+        const at::Tensor y = chunked_feed_forward(c, x, [&](const at::Tensor& p) {
+            seen.push_back(p.sizes().vec());
+            return p + 1;
+        });
+        EXPECT_TRUE(at::equal(y, x + 1));
+        return seen;
+    };
+    using V = std::vector<std::vector<int64_t>>;
+    EXPECT_EQ(pieces({}, {2, 8, 4}), (V{{2, 8, 4}}));  // off
+    EXPECT_EQ(pieces({true, std::nullopt}, {6, 8, 4}), (V{{2, 8, 4}, {2, 8, 4}, {2, 8, 4}}));
+    EXPECT_EQ(pieces({true, std::nullopt}, {3, 8, 4}), (V{{2, 8, 4}, {1, 8, 4}}));
+    EXPECT_EQ(pieces({true, std::nullopt}, {1, 1950, 4}),
+              (V{{1, 488, 4}, {1, 488, 4}, {1, 488, 4}, {1, 486, 4}}));
+    // A size along the batch of 1 sample: nothing to cut (SimpleTuner: extent 1 is not chunked).
+    EXPECT_EQ(pieces({true, 2, 0}, {1, 1950, 4}), (V{{1, 1950, 4}}));
+    // A size >= the extent becomes extent / 2.
+    EXPECT_EQ(pieces({true, 8, 0}, {4, 8, 4}), (V{{2, 8, 4}, {2, 8, 4}}));
+    EXPECT_EQ(pieces({true, 512, 1}, {1, 1200, 4}), (V{{1, 512, 4}, {1, 512, 4}, {1, 176, 4}}));
 }
 
 TEST(WanTransformerTest, PerTokenConstantTimestepEqualsPerSample) {

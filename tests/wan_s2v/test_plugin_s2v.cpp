@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <set>
 
 #include "hf_golden.h"
 #include "s2v_family.h"
@@ -44,6 +45,32 @@ class S2VFamilyTest : public ::testing::Test {
     static fs::path root_;
 };
 fs::path S2VFamilyTest::root_;
+
+// #23: enable_chunked_feed_forward was silently ignored by S2V; its blocks now chunk as Wan's do.
+TEST_F(S2VFamilyTest, ChunkedFeedForwardKeysReachTheBlocks) {
+    std::set<std::string> keys;
+    for (const auto& spec : s2v_option_specs()) keys.insert(spec.name);
+    for (const char* k : {"enable_chunked_feed_forward", "feed_forward_chunk_size", "feed_forward_chunk_dim"})
+        EXPECT_TRUE(keys.count(k)) << k;
+    WanS2VFamily f;
+    st::sdk::ModelLoadRequest req;
+    req.path = root_ / "model";
+    req.config = config_of({{"enable_chunked_feed_forward", true},
+                            {"feed_forward_chunk_size", 64},
+                            {"feed_forward_chunk_dim", 1}});
+    f.load(req);
+    int blocks = 0;
+    for (const auto& item : f.trainable().named_modules()) {
+        const auto* block =
+            dynamic_cast<const st::plugins::wan::WanTransformerBlockImpl*>(item.value().get());
+        if (block == nullptr) continue;
+        ++blocks;
+        EXPECT_TRUE(block->chunking.enabled) << item.key();
+        EXPECT_EQ(block->chunking.chunk_size.value_or(-1), 64) << item.key();
+        EXPECT_EQ(block->chunking.chunk_dim, 1) << item.key();
+    }
+    EXPECT_GT(blocks, 0);
+}
 
 TEST_F(S2VFamilyTest, ProbeAndMakeModelLayout) {
     WanS2VFamily f;

@@ -119,23 +119,33 @@ WanTransformerBlockImpl::WanTransformerBlockImpl(const WanTransformerConfig& c) 
         register_parameter("scale_shift_table", at::randn({1, 6, d}) / std::sqrt(static_cast<double>(d)));
 }
 
-at::Tensor WanTransformerBlockImpl::feed_forward(const at::Tensor& x) {
+at::Tensor chunked_feed_forward(const FeedForwardChunking& chunking, const at::Tensor& x,
+                                const std::function<at::Tensor(const at::Tensor&)>& ffn) {
     // x [B, L, D]; the FFN is per token, so chunking along batch or sequence leaves it unchanged.
-    if (!chunking.enabled) return ffn->forward(x);
-    std::vector<at::Tensor> pieces;
-    int64_t dim = 1;
-    if (chunking.chunk_size) {
-        pieces = x.split(*chunking.chunk_size, 1);
-    } else if (x.size(0) >= 2) {
-        dim = 0;
-        pieces = x.chunk(2, 0);
+    if (!chunking.enabled) return ffn(x);
+    int64_t dim = 0, size = 0;
+    if (!chunking.chunk_size) {
+        if (x.size(0) > 1) {
+            size = 2;
+        } else {
+            dim = 1;
+            size = std::max<int64_t>(1, (x.size(1) + 3) / 4);
+        }
     } else {
-        pieces = x.chunk(4, 1);
+        dim = chunking.chunk_dim;
+        size = *chunking.chunk_size;
     }
+    if (dim < 0 || dim >= x.dim() || size <= 0) return ffn(x);
+    const int64_t extent = x.size(dim);
+    if (extent <= 1) return ffn(x);
+    if (size >= extent) size = std::max<int64_t>(1, extent / 2);
     std::vector<at::Tensor> outs;
-    outs.reserve(pieces.size());
-    for (const auto& p : pieces) outs.push_back(ffn->forward(p));
+    for (const auto& piece : x.split(size, dim)) outs.push_back(ffn(piece));
     return at::cat(outs, dim);
+}
+
+at::Tensor WanTransformerBlockImpl::feed_forward(const at::Tensor& x) {
+    return chunked_feed_forward(chunking, x, [this](const at::Tensor& p) { return ffn->forward(p); });
 }
 
 at::Tensor WanTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context,

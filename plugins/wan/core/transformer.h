@@ -18,6 +18,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -89,12 +90,21 @@ class WanAttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(WanAttention);
 
-/// How the FFN of a block is chunked (output unchanged; saves activation memory). `enabled` false:
-/// no chunking. chunk_size nullopt: automatic (batch in 2 chunks when B >= 2, else sequence in 4).
+/// How the FFN of a block is chunked (output unchanged; saves activation memory), with SimpleTuner's
+/// meaning (simpletuner/helpers/models/wan/transformer.py): `enabled` false: no chunking. chunk_size
+/// nullopt: automatic, pieces of 2 samples when B >= 2, else the sequence in 4 pieces. chunk_size n:
+/// pieces of n along `chunk_dim` (0 = batch, SimpleTuner's default; 1 = tokens); n >= the extent
+/// becomes extent / 2; an extent of 1 is not chunked. Pieces may be uneven (SimpleTuner's gcd
+/// fallback, needed by diffusers' helper, could shrink them to 2 tokens; st never does).
 struct FeedForwardChunking {
     bool enabled = false;
     std::optional<int64_t> chunk_size;
+    int64_t chunk_dim = 0;
 };
+
+/// Runs `ffn` over `x` [B, L, D] in the pieces `chunking` asks for (see FeedForwardChunking).
+at::Tensor chunked_feed_forward(const FeedForwardChunking& chunking, const at::Tensor& x,
+                                const std::function<at::Tensor(const at::Tensor&)>& ffn);
 
 /// diffusers WanTransformerBlock (original WanAttentionBlock).
 class WanTransformerBlockImpl : public torch::nn::Module {

@@ -12,6 +12,7 @@
 #include <chrono>
 
 #include "core/detect.h"
+#include "core/ff_chunking.h"
 #include "core/kit_names.h"
 #include "st/error.h"
 #include "st/files.h"
@@ -90,7 +91,7 @@ void WanFamily::load(const st::sdk::ModelLoadRequest& request) {
     auto& model = transformer_.model;
     const bool checkpointing = request.gradient_checkpointing && request.training;
     model->set_gradient_checkpointing(checkpointing, request.gradient_checkpointing_interval);
-    model->set_feed_forward_chunking(resolve_feed_forward_chunking(config));
+    model->set_feed_forward_chunking(resolve_feed_forward_chunking(config, kWanComponentId));
     const bool force21 =
         config.has("wan_force_2_1_time_embedding") && config.get_bool("wan_force_2_1_time_embedding");
     model->set_force_2_1_time_embedding(force21);

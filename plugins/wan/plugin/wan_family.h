@@ -45,10 +45,6 @@ std::string wan_component_summary();
 /// t2v-480p-1.3b-2.1, subfolder "transformer"). Logs one line per override used.
 WanModelPaths resolve_model_paths(const std::filesystem::path& model, const st::sdk::ConfigView& config);
 
-/// Feed-forward chunking from enable_chunked_feed_forward / feed_forward_chunk_size and, when the
-/// key is unset, env WAN_FEED_FORWARD_CHUNK_SIZE (logged). Exposed for tests.
-FeedForwardChunking resolve_feed_forward_chunking(const st::sdk::ConfigView& config);
-
 /// Runs one `st-host forward` component (tensor names as in shared/golden/MANIFEST.md).
 st::sdk::TensorMap run_forward_component(const std::filesystem::path& model, const std::string& component,
                                          const st::sdk::TensorMap& inputs, const st::sdk::ConfigView& config);

@@ -18,6 +18,7 @@
 #include <cmath>
 
 #include "core/clip_vision.h"
+#include "core/ff_chunking.h"
 #include "core/kit_names.h"
 #include "st/error.h"
 #include "st/kit/umt5.h"
@@ -59,7 +60,7 @@ TensorMap forward_transformer(const fs::path& model, const TensorMap& in, const 
     main.model->eval();
     main.model->set_force_2_1_time_embedding(config.has("wan_force_2_1_time_embedding") &&
                                              config.get_bool("wan_force_2_1_time_embedding"));
-    main.model->set_feed_forward_chunking(resolve_feed_forward_chunking(config));
+    main.model->set_feed_forward_chunking(resolve_feed_forward_chunking(config, kWanComponentId));
 
     WanTransformerInputs base;
     base.hidden_states = as_float(require(in, "hidden_states", "transformer"));

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "core/ff_chunking.h"
 #include "core/kit_names.h"
 #include "st/error.h"
 #include "st/files.h"
@@ -45,12 +46,7 @@ std::vector<st::sdk::OptionSpec> wan_option_specs() {
         opt_bool("wan_validation_load_other_stage", false,
                  "Wan 2.2 expert flavours: also load the peer expert for validation and switch at the "
                  "boundary (the peer is frozen and only used without gradients)."));
-    specs.push_back(opt_bool("enable_chunked_feed_forward", false,
-                             "Run each block's FFN in chunks to save activation memory (output unchanged)."));
-    specs.push_back(
-        opt_int("feed_forward_chunk_size", std::nullopt,
-                "FFN chunk size in tokens; unset: env WAN_FEED_FORWARD_CHUNK_SIZE, else automatic "
-                "(batch in 2 when B >= 2, else the sequence in 4)."));
+    for (auto& spec : feed_forward_chunking_option_specs()) specs.push_back(std::move(spec));
     for (auto& s : specs) s.group = "model";
     return specs;
 }
@@ -75,28 +71,6 @@ WanModelPaths resolve_model_paths(const fs::path& model, const ConfigView& confi
     if (!flavour.peer_subfolder.empty() && is_pipeline_folder(p.transformer))
         p.peer_subfolder = flavour.peer_subfolder;
     return p;
-}
-
-FeedForwardChunking resolve_feed_forward_chunking(const ConfigView& config) {
-    FeedForwardChunking c;
-    c.enabled = config.has("enable_chunked_feed_forward") && config.get_bool("enable_chunked_feed_forward");
-    if (config.has("feed_forward_chunk_size")) {
-        c.chunk_size = config.get_int("feed_forward_chunk_size");
-        if (*c.chunk_size <= 0)
-            fail(kWanComponentId, "config", "feed_forward_chunk_size must be > 0, got {}", *c.chunk_size);
-    } else if (const char* env = std::getenv("WAN_FEED_FORWARD_CHUNK_SIZE"); env != nullptr && *env != '\0') {
-        char* end = nullptr;
-        const long long v = std::strtoll(env, &end, 10);
-        if (end == env || *end != '\0' || v <= 0)
-            fail(kWanComponentId, "config",
-                 "env WAN_FEED_FORWARD_CHUNK_SIZE must be a positive integer, got '{}'", env);
-        c.chunk_size = v;
-        st::log::info(kLog, "feed_forward_chunk_size unset: using env WAN_FEED_FORWARD_CHUNK_SIZE={}", v);
-    }
-    if (c.enabled)
-        st::log::info(kLog, "chunked feed-forward on, chunk size {}",
-                      c.chunk_size ? std::to_string(*c.chunk_size) : std::string("auto"));
-    return c;
 }
 
 }  // namespace st::plugins::wan

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "core/ff_chunking.h"
 #include "st/error.h"
 #include "st/log.h"
 #include "st/safetensors.h"
@@ -90,6 +91,8 @@ void WanS2VFamily::load(const st::sdk::ModelLoadRequest& request) {
     auto& model = transformer_.model;
     const bool checkpointing = request.gradient_checkpointing && request.training;
     model->set_gradient_checkpointing(checkpointing, request.gradient_checkpointing_interval);
+    model->set_feed_forward_chunking(
+        st::plugins::wan::resolve_feed_forward_chunking(config, kS2VComponentId));
     model->train(request.training);
     encoders_.configure(paths_.pipeline, dtype_, device_, transformer_.info.config.text_dim);
     audio_encoder_.reset();

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include "core/ff_chunking.h"
 #include "s2v_family.h"
 #include "st/error.h"
 #include "st/log.h"
@@ -79,6 +80,8 @@ TensorMap WanS2VFamily::forward_component(const fs::path& model, const std::stri
         lo.subfolder = paths.pipeline.transformer_subfolder;
         LoadedS2VTransformer t = load_s2v_transformer(paths.pipeline.transformer, lo);
         t.model->eval();
+        t.model->set_feed_forward_chunking(
+            st::plugins::wan::resolve_feed_forward_chunking(config, kS2VComponentId));
         WanS2VInputs wi;
         wi.hidden_states = need("hidden_states");
         wi.timestep = need("timestep");

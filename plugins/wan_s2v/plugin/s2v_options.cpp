@@ -2,6 +2,7 @@
 // pipeline paths of plugins/wan/core/model_paths.h plus the Wav2Vec2 audio encoder).
 #include <fmt/format.h>
 
+#include "core/ff_chunking.h"
 #include "s2v_family.h"
 #include "st/log.h"
 
@@ -19,6 +20,8 @@ std::vector<st::sdk::OptionSpec> s2v_option_specs() {
                                "the sizes).",
                                {kS2VFlavour}));
     for (auto& spec : st::plugins::wan::pipeline_option_specs()) specs.push_back(std::move(spec));
+    for (auto& spec : st::plugins::wan::feed_forward_chunking_option_specs())
+        specs.push_back(std::move(spec));
     // S2V's own.
     specs.push_back(
         opt_string("pretrained_audio_encoder_model_name_or_path", std::nullopt,
