@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "st/error.h"
@@ -191,6 +192,49 @@ std::optional<double> metadata_alpha(const std::map<std::string, std::string>& m
     return std::nullopt;
 }
 
+// A LoRA tensor as stored, refused when it holds NaN or infinity: one such value turns every output of
+// its module into NaN (a damaged file, never a usable adapter).
+at::Tensor load_finite(const SafetensorsFile& file, const std::string& key) {
+    at::Tensor t = file.load(key);
+    if (t.is_floating_point() && !at::isfinite(t).all().item<bool>()) {
+        fail(kComponent, "load", "{}: '{}' holds NaN or infinite values (the file is damaged)",
+             file.describe(), key);
+    }
+    return t;
+}
+
+// Largest finite value of the dtypes a weight may have.
+double dtype_max(at::ScalarType type) {
+    switch (type) {
+        case at::kHalf:
+            return 65504.0;
+        case at::kBFloat16:
+            return 3.3895313892515355e38;
+        case at::kFloat:
+            return std::numeric_limits<float>::max();
+        default:
+            return std::numeric_limits<double>::max();
+    }
+}
+
+// Refuses a merge whose delta scale * B @ A could leave the weight's dtype: every entry of the delta is
+// at most |scale| * rank * max|B| * max|A|. Real adapters are orders of magnitude below the bound; a
+// huge alpha (1e38) would otherwise write infinities into the base weights.
+void check_merge_range(const std::string& fname, const std::string& module, const Entry& e,
+                       at::ScalarType weight_type, double scale) {
+    const double max_a = e.a.numel() ? e.a.abs().max().to(at::kDouble).item<double>() : 0.0;
+    const double max_b = e.b.numel() ? e.b.abs().max().to(at::kDouble).item<double>() : 0.0;
+    const double bound = std::fabs(scale) * static_cast<double>(e.a.size(0)) * max_a * max_b;
+    if (!(bound <= dtype_max(weight_type))) {
+        fail(kComponent, "load",
+             "{}: merging module '{}' could overflow its {} weights: scale (strength x alpha / rank) {} x "
+             "rank "
+             "{} x largest |{}| {} x largest |{}| {} exceeds {}",
+             fname, module, c10::toString(weight_type), scale, e.a.size(0), e.a_key, max_a, e.b_key, max_b,
+             dtype_max(weight_type));
+    }
+}
+
 }  // namespace
 
 std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn::Module& root,
@@ -266,12 +310,12 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
         e.file_module = module;
         if (*role == Role::a) {
             e.a_key = key;
-            e.a = file->load(key);
+            e.a = load_finite(*file, key);
         } else if (*role == Role::b) {
             e.b_key = key;
-            e.b = file->load(key);
+            e.b = load_finite(*file, key);
         } else {
-            const at::Tensor t = file->load(key);
+            const at::Tensor t = load_finite(*file, key);
             if (t.numel() != 1)
                 fail(kComponent, "load", "{}: '{}' must be a scalar, got shape {}", fname, key,
                      shape_str(t.sizes()));
@@ -290,7 +334,14 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
     if (entries.empty()) fail(kComponent, "load", "{}: holds no LoRA tensor", fname);
 
     const std::optional<double> meta_alpha = metadata_alpha(file->metadata(), fname);
-    std::vector<std::string> loaded;
+    // Every module is checked before any is changed, so a refused file leaves the model as it was.
+    struct Planned {
+        LinearImpl* lin;
+        const Entry* entry;
+        int64_t rank;
+        double alpha;
+    };
+    std::vector<Planned> plan;
     for (auto& [lin, e] : entries) {
         if (!e.a.defined() || !e.b.defined()) {
             fail(kComponent, "load", "{}: module '{}' lacks its {} matrix", fname, e.file_module,
@@ -306,25 +357,38 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
             fail(kComponent, "load", "{}: '{}' has shape {}, expected [{}, {}] for module '{}'", fname,
                  e.b_key, shape_str(e.b.sizes()), o.out, rank, path_of[lin]);
         }
+        // Rank 0 passes both shape checks but scales by alpha / 0 (a merge would write NaN weights).
+        if (rank == 0) {
+            fail(kComponent, "load", "{}: '{}' has shape {}: rank 0, expected rank >= 1 for module '{}'",
+                 fname, e.a_key, shape_str(e.a.sizes()), path_of[lin]);
+        }
         const double alpha = e.alpha ? *e.alpha : (meta_alpha ? *meta_alpha : static_cast<double>(rank));
-        at::NoGradGuard no_grad;
+        if (!merge && lin->has_lora() && lin->lora_rank() != rank) {
+            fail(kComponent, "load",
+                 "{}: module '{}' already carries a rank-{} adapter, the file's is rank {}", fname,
+                 path_of[lin], lin->lora_rank(), rank);
+        }
+        if (merge)
+            check_merge_range(fname, path_of[lin], e, lin->weight.scalar_type(), strength * alpha / rank);
+        plan.push_back({lin, &e, rank, alpha});
+    }
+    at::NoGradGuard no_grad;
+    std::vector<std::string> loaded;
+    for (const Planned& p : plan) {
+        LinearImpl* lin = p.lin;
+        const Entry& e = *p.entry;
         if (merge) {
             const at::Tensor delta =
-                at::matmul(e.b.to(at::kFloat), e.a.to(at::kFloat)) * (strength * alpha / rank);
+                at::matmul(e.b.to(at::kFloat), e.a.to(at::kFloat)) * (strength * p.alpha / p.rank);
             lin->weight.add_(delta.to(lin->weight.device(), lin->weight.scalar_type()));
         } else {
             if (lin->has_lora()) {
-                if (lin->lora_rank() != rank) {
-                    fail(kComponent, "load",
-                         "{}: module '{}' already carries a rank-{} adapter, the file's is rank {}", fname,
-                         path_of[lin], lin->lora_rank(), rank);
-                }
                 lin->unmerge_lora();
-                lin->set_lora_alpha(alpha);
+                lin->set_lora_alpha(p.alpha);
             } else {
                 LoraConfig c;
-                c.rank = rank;
-                c.alpha = alpha;
+                c.rank = p.rank;
+                c.alpha = p.alpha;
                 lin->add_lora(c);
             }
             lin->lora_A->weight.copy_(e.a);

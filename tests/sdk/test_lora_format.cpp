@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -310,6 +311,58 @@ TEST(LoraFormatTest, ErrorsNameTheOffenders) {
               std::string::npos);
     EXPECT_EQ(st::sdk::parse_lora_format("comfyui"), LoraFormat::comfyui);
     EXPECT_THROW(st::sdk::parse_lora_format("kohya"), st::Error);
+}
+
+// Found by the lora_keys fuzz target (tests/fuzz/regressions/lora/): a file st refuses never reaches
+// the weights, and nothing of the model changes when it is refused.
+TEST(LoraFormatTest, DamagedFilesAreRefusedBeforeTheModelChanges) {
+    TempDir dir;
+    auto write = [&](const std::string& name, TensorMap t) {
+        const auto p = dir / name;
+        st::sdk::save_safetensors(p, t);
+        return p;
+    };
+    const std::string a = "diffusion_model.blocks.0.self_attn.q.lora_A.weight";
+    const std::string b = "diffusion_model.blocks.0.self_attn.q.lora_B.weight";
+    const std::string alpha = "diffusion_model.blocks.0.self_attn.q.alpha";
+    const std::string good_a = "diffusion_model.blocks.1.self_attn.q.lora_A.weight";
+    const std::string good_b = "diffusion_model.blocks.1.self_attn.q.lora_B.weight";
+    struct Case {
+        const char* name;
+        TensorMap tensors;
+        std::string phrase;
+    };
+    const std::vector<Case> cases = {
+        // Rank 0 passes the shape checks; merged, alpha / 0 wrote NaN into the weights.
+        {"rank0", {{a, at::zeros({0, 4})}, {b, at::zeros({4, 0})}}, "rank 0, expected rank >= 1"},
+        {"nan_alpha",
+         {{a, at::ones({1, 4})}, {b, at::ones({4, 1})}, {alpha, at::scalar_tensor(NAN, at::kFloat)}},
+         "'" + alpha + "' holds NaN or infinite values"},
+        {"inf_weights",
+         {{a, at::full({1, 4}, INFINITY)}, {b, at::ones({4, 1})}},
+         "'" + a + "' holds NaN or infinite values"},
+        // alpha 1e300 is finite, but strength x alpha / rank x B @ A is not, in float32.
+        {"huge_alpha",
+         {{a, at::ones({1, 4})}, {b, at::ones({4, 1})}, {alpha, at::scalar_tensor(1e300, at::kDouble)}},
+         "could overflow its Float weights"},
+    };
+    for (const auto& c : cases) {
+        TensorMap tensors = c.tensors;
+        tensors[good_a] = at::ones({1, 4});  // a valid module listed first: must stay unmerged
+        tensors[good_b] = at::ones({4, 1});
+        const auto file = write(std::string(c.name) + ".safetensors", tensors);
+        for (const bool merge : {false, true}) {
+            if (!merge && std::string(c.name) == "huge_alpha") continue;  // attached, the scale is finite
+            ToyModel m(1), untouched(1);
+            const std::string err = error_of([&] { st::sdk::load_lora(file, *m, 1.0, to_native, merge); });
+            EXPECT_NE(err.find(file.string()), std::string::npos) << c.name << ": " << err;
+            EXPECT_NE(err.find(c.phrase), std::string::npos) << c.name << ": " << err;
+            EXPECT_TRUE(st::sdk::lora_parameters(*m).empty()) << c.name;
+            const auto before = untouched->named_parameters();
+            for (const auto& p : m->named_parameters())
+                EXPECT_TRUE(at::equal(p.value(), before[p.key()])) << c.name << ": " << p.key() << " changed";
+        }
+    }
 }
 
 TEST(LoraFormatTest, PythonReaderConfirmsWhatWeWrote) {
