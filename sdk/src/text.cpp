@@ -27,7 +27,11 @@ size_t edit_distance(const std::string& a, const std::string& b) {
     return prev[b.size()];
 }
 
-std::string closest_name(const std::string& key, const std::vector<std::string>& names) {
+std::string closest_name(const std::string& key_in, const std::vector<std::string>& names) {
+    // Only the key's first kMaxCompared bytes are compared: no name comes close to that length, and a
+    // key of megabytes (hostile input) would otherwise cost megabytes x name length per name.
+    constexpr size_t kMaxCompared = 256;
+    const std::string key = key_in.substr(0, kMaxCompared);
     std::string best;
     size_t best_d = SIZE_MAX;
     for (const auto& n : names) {

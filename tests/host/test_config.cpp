@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "config/config_file.h"
+#include "config/default_config.h"
 #include "config/options_table.h"
 #include "st/error.h"
 
@@ -122,6 +123,20 @@ TEST(ConfigTest, UnknownKeyNamesClosestKnownKey) {
     expect_contains(e, "unknown configuration key");
     expect_contains(e, "'learning_rat' (config file): did you mean 'learning_rate'?");
     expect_contains(error_of(json::object(), {"--outptu_dir", "x"}), "did you mean 'output_dir'?");
+}
+
+// Hostile files (issue 18): every suggestion compares a key with every known name, so a file of a
+// million unknown keys, or one key of megabytes, took minutes. The first 50 unknown keys are listed
+// with a suggestion, the rest counted; a suggestion compares a key's first 256 bytes.
+TEST(ConfigTest, ManyOrHugeUnknownKeysAreAnsweredQuickly) {
+    json many = json::object();
+    for (int i = 0; i < 200000; ++i) many["unknown_key_" + std::to_string(i)] = i;
+    const std::string e = error_of(many, {});
+    expect_contains(e, "'unknown_key_0' (config file): did you mean");
+    expect_contains(e, "... and 199950 more");
+    EXPECT_EQ(e.find("unknown_key_199999"), std::string::npos);
+    const std::string huge = "learning_rate" + std::string(5'000'000, 'x');
+    expect_contains(error_of(json{{huge, 1}}, {}), "did you mean 'learning_rate'?");
 }
 
 TEST(ConfigTest, WrongTypeNamesKeyValueAndExpectation) {
@@ -272,4 +287,21 @@ TEST(ConfigTest, StrayPositionalArgumentIsAnError) {
     } catch (const st::Error& e) {
         expect_contains(e.what(), "unexpected argument '2'");
     }
+}
+
+// #23: config.env as SimpleTuner's env_file.parse_env_file reads it.
+TEST(ConfigTest, ConfigEnvFilesAreReadAsSimpleTunerReadsThem) {
+    auto file = write_temp("config.env",
+                           "# comment\n\nexport ENV=lora\nTRAINER_EXTRA_ARGS=\"--seed 3\"\n"
+                           "TRAINER_EXTRA_ARGS+='--lora_rank 8'\nMODEL_NAME = 'Wan-AI/x'\nnot an assignment\n");
+    std::vector<std::string> warnings;
+    const auto vars = parse_config_env(file, &warnings);
+    EXPECT_EQ(vars.at("ENV"), "lora");
+    EXPECT_EQ(vars.at("TRAINER_EXTRA_ARGS"), "--seed 3 --lora_rank 8");
+    EXPECT_EQ(vars.at("MODEL_NAME"), "Wan-AI/x");
+    EXPECT_EQ(vars.size(), 3u);
+    ASSERT_EQ(warnings.size(), 1u);
+    expect_contains(warnings[0], ":7: skipped");
+    EXPECT_TRUE(parse_config_env(file.string() + ".absent").empty());
+    fs::remove(file);
 }

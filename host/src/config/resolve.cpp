@@ -32,6 +32,7 @@ ResolvedConfig resolve_config(const nlohmann::json& file_values, const std::vect
                               const OptionTable& table) {
     ResolvedConfig out;
     std::vector<std::string> unknown, bad, unsupported;
+    size_t unknown_unlisted = 0;
     const auto names = table.all_names();
     std::vector<std::string> suggestion_pool = names;
     for (const auto& f : simpletuner_foreign_keys()) suggestion_pool.push_back(f.name);
@@ -56,6 +57,13 @@ ResolvedConfig resolve_config(const nlohmann::json& file_values, const std::vect
                 unsupported.push_back(
                     fmt::format("  {} = {} ({}): {}", key, value.dump(), source, f->reason));
             }
+            return;
+        }
+        // The first kMaxListed unknown keys are listed with a suggestion, the rest counted: each
+        // suggestion compares the key with every name, and a hostile file may hold millions of keys.
+        constexpr size_t kMaxListed = 50;
+        if (unknown.size() == kMaxListed) {
+            ++unknown_unlisted;
             return;
         }
         std::string near = closest_name(key, suggestion_pool);
@@ -105,6 +113,7 @@ ResolvedConfig resolve_config(const nlohmann::json& file_values, const std::vect
     }
 
     std::vector<std::string> parts;
+    if (unknown_unlisted > 0) unknown.push_back(fmt::format("  ... and {} more", unknown_unlisted));
     if (!unknown.empty())
         parts.push_back(fmt::format("unknown configuration key{}:\n{}", unknown.size() > 1 ? "s" : "",
                                     fmt::join(unknown, "\n")));
