@@ -17,6 +17,7 @@ PACKAGES=(
   libcurl4-openssl-dev               # webhooks
   python3 python3-torch python3-numpy   # independent readers and golden generators in tests
   ffmpeg espeak-ng sox               # test and demo media (never used by st itself at run time)
+  clang libclang-rt-14-dev           # the libFuzzer build of scripts/fuzz.sh (fuzzer and sanitizer runtimes)
 )
 
 missing=()
