@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "commands/commands.h"
+#include "config/default_config.h"
 #include "plugins/guard.h"
 #include "st/error.h"
 #include "st/log.h"
@@ -104,6 +105,28 @@ int run_cli(int argc, char** argv) {
             if (name == "generate") return cmd_generate(ctx, {"--help"});
             if (name == "bench-generate") return cmd_bench_generate(ctx, {"--help"});
         }
+        // No config file named: SimpleTuner's config/ folder rules (ENV, CONFIG_BACKEND, config.env).
+        if (!ctx.flags.help && (ctx.flags.rest.empty() || ctx.flags.rest.front().rfind("--", 0) == 0)) {
+            const DefaultConfig d = find_default_config(std::filesystem::current_path());
+            if (!d.path.empty()) {
+                log::info("st-host",
+                          "no config file given: using {} (SimpleTuner's rules: ENV {}, backend {}{})",
+                          d.path.string(), d.env, d.backend,
+                          d.loaded_env_files.empty()
+                              ? std::string()
+                              : fmt::format(", environment from {}", fmt::join(d.loaded_env_files, ", ")));
+                std::vector<std::string> args{d.path.string()};
+                args.insert(args.end(), ctx.flags.rest.begin(), ctx.flags.rest.end());
+                return cmd_run(ctx, args);
+            }
+            std::vector<std::string> tried;
+            for (const auto& t : d.tried) tried.push_back(t.string());
+            if (!ctx.flags.rest.empty())
+                throw Error("host.cli", "parse",
+                            fmt::format("expected a command or a config file before '{}', and no default "
+                                        "configuration exists (tried {}); see st-host --help",
+                                        ctx.flags.rest.front(), fmt::join(tried, ", ")));
+        }
         if (ctx.flags.help || ctx.flags.rest.empty()) {
             print_help(ctx);
             return ctx.flags.help ? 0 : 2;
@@ -118,11 +141,6 @@ int run_cli(int argc, char** argv) {
                 if ("bench-" + rest.front() == c.name)
                     return c.run(ctx, std::vector<std::string>(rest.begin() + 1, rest.end()));
         if (int code; run_plugin_command(ctx, first, rest, &code)) return code;
-        if (first.rfind("--", 0) == 0)
-            throw Error("host.cli", "parse",
-                        fmt::format("expected a command or a config file before '{}'; see "
-                                    "st-host --help",
-                                    first));
         return cmd_run(ctx, ctx.flags.rest);
     } catch (const Error& e) {
         log::error("st-host", "{}", e.what());

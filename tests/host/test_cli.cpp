@@ -316,3 +316,61 @@ TEST(CliTest, PluginCommandsRunAndReportErrorsWithContext) {
     r = run("--help " + dir("model"));
     expect_contains(r.out, "st-host fixture-echo ARGS...");
 }
+
+// #23: SimpleTuner users start training from the folder that holds config/, without naming the file;
+// ENV, CONFIG_BACKEND, CONFIG_PATH and config/config.env pick it as SimpleTuner does.
+TEST(CliTest, WithoutAConfigFileSimpleTunersConfigFolderRulesApply) {
+    TempDir t;
+    auto write_config = [&](const fs::path& rel, const std::string& mode) {
+        fs::create_directories((t.path / rel).parent_path());
+        if (rel.extension() == ".toml")
+            std::ofstream(t.path / rel)
+                << "model_family = \"fixture\"\nfixture_mode = \"" << mode << "\"\noutput_dir = \""
+                << (t.path / ("out_" + mode)).string() << "\"\n";
+        else
+            std::ofstream(t.path / rel)
+                << R"({"model_family": "fixture", "fixture_mode": ")" << mode << R"(", "output_dir": ")"
+                << (t.path / ("out_" + mode)).string() << R"("})";
+    };
+    auto mode_of = [&](const std::string& mode) {
+        std::ifstream in(t.path / ("out_" + mode) / "config.resolved.json");
+        return in.good() ? nlohmann::json::parse(in)["fixture_mode"].get<std::string>() : std::string("none");
+    };
+    const std::string cd = "cd '" + t.path.string() + "' && ";
+    const std::string clean =
+        "env -u ENV -u SIMPLETUNER_ENV -u SIMPLETUNER_ENVIRONMENT -u CONFIG_BACKEND "
+        "-u SIMPLETUNER_CONFIG_BACKEND -u CONFIG_TYPE -u CONFIG_PATH ST_PLUGIN_PATH= ";
+    write_config("config/config.json", "a");
+    auto r = run(dir("model") + " --seed 3", cd + clean);
+    EXPECT_EQ(r.code, 1) << r.out;  // the fixture names no model files; the config was read
+    expect_contains(r.out, "no config file given: using " + (t.path / "config/config.json").string());
+    EXPECT_EQ(mode_of("a"), "a");
+    // ENV selects config/<env>/config.json; config/config.env can set ENV.
+    write_config("config/lora/config.json", "b");
+    r = run(dir("model"), cd + clean + "ENV=lora");
+    EXPECT_EQ(mode_of("b"), "b") << r.out;
+    fs::remove_all(t.path / "out_b");
+    std::ofstream(t.path / "config/config.env") << "# SimpleTuner's env file\nexport ENV=lora\n";
+    r = run(dir("model"), cd + clean);
+    EXPECT_EQ(mode_of("b"), "b") << r.out;
+    expect_contains(r.out, "environment from config/config.env");
+    fs::remove(t.path / "config/config.env");
+    // CONFIG_BACKEND=toml reads config/config.toml; CONFIG_PATH names a file.
+    write_config("config/config.toml", "b");
+    fs::remove_all(t.path / "out_b");
+    r = run(dir("model"), cd + clean + "CONFIG_BACKEND=toml");
+    EXPECT_EQ(mode_of("b"), "b") << r.out;
+    write_config("elsewhere/mine.json", "a");
+    fs::remove_all(t.path / "out_a");
+    r = run(dir("model"), cd + clean + "CONFIG_PATH=elsewhere/mine.json");
+    EXPECT_EQ(mode_of("a"), "a") << r.out;
+    // The env backend is refused with a message, not ignored.
+    r = run(dir("model"), cd + clean + "CONFIG_BACKEND=env");
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out, "SimpleTuner's env backend");
+    // Nothing there: the flags alone are an error naming what was tried.
+    fs::remove_all(t.path / "config");
+    r = run(dir("model") + " --seed 3", cd + clean);
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out, "no default configuration exists (tried config/config.json)");
+}

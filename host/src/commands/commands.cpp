@@ -130,7 +130,9 @@ void print_help(CommandContext& ctx) {
         "Usage:\n"
         "  st-host [--plugin NAME] CONFIG [--key value | --key=value | --flag ...]\n"
         "      Train with CONFIG (config.json or config.toml, SimpleTuner's keys). Command-line flags\n"
-        "      override the file; a bare flag sets a boolean option to true.\n");
+        "      override the file; a bare flag sets a boolean option to true. Without CONFIG, SimpleTuner's\n"
+        "      rules find it: config/config.env and config/$ENV/config.env are read into the environment,\n"
+        "      then config/[$ENV/]config.json or .toml (CONFIG_BACKEND json|toml, CONFIG_PATH) is used.\n");
     for (const auto& c : commands()) std::printf("  %s\n      %s\n", c.usage, c.summary);
     // Commands added by plugins (extract-audio, bench-*, ...).
     for (const auto* e : ctx.plugins().of_kind("cmd"))
