@@ -1,5 +1,6 @@
-// FFmpeg-library decoding: containers/codecs, odd sizes, rotation metadata, VFR frame choice by
-// timestamp, audio windows. Fixture clips come from the ffmpeg CLI.
+// FFmpeg-library decoding: containers/codecs, odd sizes, rotation metadata, anamorphic pixels, MPEG
+// program/transport/elementary streams, VFR frame choice by timestamp, audio windows. Fixture clips come
+// from the ffmpeg CLI.
 #include "media.h"
 
 #include <gtest/gtest.h>
@@ -256,6 +257,79 @@ TEST(DataMediaTest, StreamsWithoutTimestampsAreCountedByDecoding) {
         const at::Tensor frames =
             dl::decode_video(clip, info, 0, info.grid_frames, identity_plan(info.display));
         EXPECT_EQ(frames.size(0), 25) << fmt;
+    }
+}
+
+TEST(DataMediaTest, AnamorphicNtscIsResizedLikeFfmpegToSquarePixels) {
+    // NTSC 16:9 (720x480, SAR 32:27) shows 853.3 pixels wide: the display width is rounded to even like
+    // ffmpeg's scale=-2, and the frame resized from the stored pixels to half that size must be what the
+    // ffmpeg CLI gives for scale=427:240,setsar=1 (area filter in YUV, then BT.709 to RGB).
+    TempDir dir("media-ntsc");
+    const auto clip = dir.path / "ntsc.mp4";
+    st_test::ffmpeg(
+        "-f lavfi -i testsrc2=size=720x480:rate=10:duration=0.3 -vf setsar=32/27 -c:v libx264 "
+        "-preset ultrafast -qp 0 -pix_fmt yuv420p -colorspace bt709 -color_primaries bt709 "
+        "-color_trc bt709 '" +
+        clip.string() + "'");
+    const auto info = dl::probe_media(clip);
+    EXPECT_EQ(info.coded, (dl::Size{720, 480}));
+    EXPECT_EQ(info.display, (dl::Size{854, 480}));
+    dl::ResizePlan plan = identity_plan(info.display);
+    plan.resized = plan.target = {427, 240};
+    const at::Tensor ours = dl::decode_video(clip, info, 0, 1, plan)[0].to(at::kFloat);
+    const auto raw = dir.path / "scaled.yuv";
+    st_test::ffmpeg("-i '" + clip.string() +
+                    "' -frames:v 1 -vf scale=427:240:flags=area,setsar=1 -f rawvideo '" + raw.string() + "'");
+    const at::Tensor diff = (ours - yuv420_to_rgb(read_bytes(raw), 427, 240, 0.2126, 0.0722, false)).abs();
+    EXPECT_LE(diff.max().item<double>(), 4.0);
+    EXPECT_LT(diff.mean().item<double>(), 1.0);
+}
+
+TEST(DataMediaTest, MpegProgramTransportAndElementaryStreamsDecodeTheFramesFfmpegShows) {
+    // DVD-style MPEG-2 (B-frames, 12-frame GOPs) in the containers it comes in. Program streams put a pts
+    // only on the PES packets that start a picture, so some frames carry a decode time only; raw elementary
+    // streams have no clock at all (ffprobe: start_time and duration N/A). Every frame must be the one the
+    // ffmpeg CLI decodes at that position, and a window that starts mid-file (a seek, which in MPEG-PS/TS
+    // lands on any picture) must hold the same frames as decoding from the start.
+    TempDir dir("media-mpeg");
+    for (const std::string name : {"dvd.mpg", "dvd.ts", "dvd.m2v", "vcd.m1v"}) {
+        const auto clip = dir.path / name;
+        const std::string format = name.ends_with(".mpg")   ? "mpeg"
+                                   : name.ends_with(".ts")  ? "mpegts"
+                                   : name.ends_with(".m2v") ? "mpeg2video"
+                                                            : "mpeg1video";
+        const std::string codec = name.ends_with(".m1v") ? "mpeg1video" : "mpeg2video";
+        st_test::ffmpeg("-f lavfi -i testsrc=size=160x128:rate=25:duration=4 -c:v " + codec +
+                        " -bf 2 -g 12 -q:v 2 -f " + format + " '" + clip.string() + "'");
+        if (format.ends_with("video")) {
+            // No start time; no duration either for MPEG-2 (MPEG-1 gets one guessed from the bit rate).
+            const std::string entries = format == "mpeg2video" ? "start_time,duration" : "start_time";
+            const std::string cmd = "test \"$(ffprobe -v error -show_entries format=" + entries +
+                                    " -of csv=p=0 '" + clip.string() + "' | tr -d ',\\n')\" = \"$(printf '" +
+                                    (format == "mpeg2video" ? "N/AN/A" : "N/A") + "')\"";
+            ASSERT_EQ(std::system(cmd.c_str()), 0) << name << ": the fixture must have no clock: " << cmd;
+        }
+        const auto info = dl::probe_media(clip);
+        EXPECT_EQ(info.grid_frames, 100) << name;
+        EXPECT_NEAR(info.fps, 25.0, 1e-6) << name;
+        EXPECT_FALSE(info.variable_frame_rate) << name;
+        const at::Tensor all =
+            dl::decode_video(clip, info, 0, info.grid_frames, identity_plan(info.display)).to(at::kFloat);
+        const auto raw = dir.path / "frames.rgb";
+        st_test::ffmpeg("-i '" + clip.string() + "' -fps_mode passthrough -pix_fmt rgb24 -f rawvideo '" +
+                        raw.string() + "'");
+        const auto bytes = read_bytes(raw);
+        ASSERT_EQ(bytes.size(), static_cast<size_t>(100 * 128 * 160 * 3)) << name;
+        const at::Tensor cli =
+            at::from_blob(const_cast<uint8_t*>(bytes.data()), {100, 128, 160, 3}, at::kByte).to(at::kFloat);
+        ASSERT_EQ(all.sizes(), cli.sizes()) << name;
+        const at::Tensor per_frame = (all - cli).abs().mean({1, 2, 3});
+        // Same libswscale conversion at the same size: equal up to rounding. Neighbouring testsrc frames
+        // differ by about 0.5 on average, so a frame off by one fails.
+        EXPECT_LT(per_frame.max().item<double>(), 0.1)
+            << name << ": frame " << per_frame.argmax().item<int64_t>() << " is not the CLI's";
+        const at::Tensor window = dl::decode_video(clip, info, 50, 50, identity_plan(info.display));
+        EXPECT_TRUE(at::equal(window.to(at::kFloat), all.slice(0, 50))) << name << ": a window from frame 50";
     }
 }
 

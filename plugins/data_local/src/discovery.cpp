@@ -20,7 +20,8 @@ namespace st::plugins::data_local {
 namespace {
 
 constexpr const char* kLog = "data.local";
-constexpr int kMemoVersion = 2;  // 2: display sizes honour the pixel aspect ratio
+// 2: display sizes honour the pixel aspect ratio. 3: MPEG-PS/ES frame times, even display widths.
+constexpr int kMemoVersion = 3;
 
 std::string lower_ext(const std::filesystem::path& p) {
     std::string e = p.extension().string();
@@ -41,6 +42,7 @@ nlohmann::json info_to_json(const MediaInfo& m) {
             {"packets", m.packets},
             {"grid_frames", m.grid_frames},
             {"vfr", m.variable_frame_rate},
+            {"frame_clock", m.frame_clock},
             {"video_codec", m.video_codec},
             {"has_audio", m.has_audio},
             {"audio_start", m.audio_start},
@@ -64,6 +66,7 @@ MediaInfo info_from_json(const nlohmann::json& j) {
     m.packets = j.at("packets");
     m.grid_frames = j.at("grid_frames");
     m.variable_frame_rate = j.at("vfr");
+    m.frame_clock = j.at("frame_clock");
     m.video_codec = j.at("video_codec");
     m.has_audio = j.at("has_audio");
     m.audio_start = j.at("audio_start");

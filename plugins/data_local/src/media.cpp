@@ -18,6 +18,7 @@ extern "C" {
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "frame_converter.h"
 #include "st/error.h"
@@ -84,8 +85,11 @@ MediaInfo probe_media(const std::filesystem::path& path) {
         const AVRational sar = av_guess_sample_aspect_ratio(fmt.get(), vs, nullptr);
         if (sar.num > 0 && sar.den > 0 && sar.num != sar.den) {
             info.pixel_aspect = static_cast<double>(sar.num) / static_cast<double>(sar.den);
-            shown.w = std::max(
-                1, static_cast<int>(std::lround(static_cast<double>(info.coded.w) * info.pixel_aspect)));
+            // Rounded to even like ffmpeg's scale=-2 (NTSC 720x480 at SAR 32:27 shows 853.3 -> 854 wide).
+            shown.w = std::max(2, 2 * static_cast<int>(std::lround(static_cast<double>(info.coded.w) *
+                                                                   info.pixel_aspect / 2)));
+            log::debug(kComponent, "{}: anamorphic, {}x{} stored at SAR {}:{} is shown as {}x{}",
+                       path.string(), info.coded.w, info.coded.h, sar.num, sar.den, shown.w, shown.h);
         }
         info.display = (info.rotation == 90 || info.rotation == 270) ? Size{shown.h, shown.w} : shown;
         info.video_codec = avcodec_get_name(vs->codecpar->codec_id);
@@ -96,18 +100,17 @@ MediaInfo probe_media(const std::filesystem::path& path) {
         info.audio_codec = avcodec_get_name(as->codecpar->codec_id);
     }
     // Demux every packet (no decoding): exact video timestamps (VFR-safe) and the audio extent.
-    std::vector<double> times;
+    // Video packet timestamps in stream time base (AV_NOPTS_VALUE where the packet has none).
+    std::vector<int64_t> pts, dts;
     double last_duration = 0.0;
     double audio_first = INFINITY, audio_end = -INFINITY;
     PacketPtr pkt(av_packet_alloc());
     int rc;
     while ((rc = av_read_frame(fmt.get(), pkt.get())) >= 0) {
         if (vs && pkt->stream_index == vidx) {
-            const int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
-            if (ts != AV_NOPTS_VALUE) {
-                times.push_back(to_seconds(ts, vs->time_base));
-                last_duration = pkt->duration > 0 ? to_seconds(pkt->duration, vs->time_base) : 0.0;
-            }
+            pts.push_back(pkt->pts);
+            dts.push_back(pkt->dts);
+            last_duration = pkt->duration > 0 ? to_seconds(pkt->duration, vs->time_base) : 0.0;
         } else if (as && pkt->stream_index == aidx) {
             const int64_t ts = pkt->pts != AV_NOPTS_VALUE ? pkt->pts : pkt->dts;
             if (ts != AV_NOPTS_VALUE) {
@@ -121,24 +124,59 @@ MediaInfo probe_media(const std::filesystem::path& path) {
     }
     if (rc != AVERROR_EOF)
         log::debug(kComponent, "{}: demux stopped early ({}); using the {} video packets read", path.string(),
-                   st::media::av_error_text(rc), times.size());
+                   st::media::av_error_text(rc), pts.size());
     if (as && std::isfinite(audio_first) && audio_end > audio_first) {
         info.has_audio = true;
         info.audio_start = audio_first;
         info.audio_duration = audio_end - audio_first;
     }
     if (!vs) return info;
-    if (times.empty()) media_fail(path, "video stream has no frames (file truncated or damaged)");
+    if (pts.empty()) media_fail(path, "video stream has no frames (file truncated or damaged)");
     info.has_video = true;
-    info.packets = static_cast<int64_t>(times.size());
-    std::sort(times.begin(), times.end());
+    info.packets = static_cast<int64_t>(pts.size());
     const std::string demuxer = fmt->iformat->name;
-    info.is_still_image =
-        times.size() == 1 &&
-        (demuxer == "image2" || demuxer.find("_pipe") != std::string::npos || demuxer == "webp_pipe");
     AVRational rate =
         vs->avg_frame_rate.num > 0 && vs->avg_frame_rate.den > 0 ? vs->avg_frame_rate : vs->r_frame_rate;
     info.fps = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
+    const auto missing = [](const std::vector<int64_t>& v) {
+        return std::count(v.begin(), v.end(), AV_NOPTS_VALUE);
+    };
+    const int64_t pts_missing = missing(pts), dts_missing = missing(dts);
+    // Raw MPEG-1/2 elementary streams (.m2v/.m1v) have no clock: libavformat invents decode times and
+    // its parser a few presentation times that do not agree with them. Each packet is one frame (the
+    // parser splits pictures), so frames are placed by their order at the stream's frame rate.
+    info.frame_clock = demuxer == "mpegvideo" || (pts_missing == info.packets && dts_missing == info.packets);
+    std::vector<double> times;
+    if (!info.frame_clock && pts_missing == 0) {
+        for (int64_t t : pts) times.push_back(to_seconds(t, vs->time_base));
+    } else if (!info.frame_clock && dts_missing == 0) {
+        // MPEG program/transport streams put a pts only on the PES packets that start a picture, so some
+        // frames have a decode time only. Decode times are the presentation times shifted by the reorder
+        // delay (one frame with B-frames): shift them by the earliest pts minus the earliest dts rather
+        // than mixing the two clocks (which showed one frame twice and skipped its neighbour).
+        int64_t first_pts = INT64_MAX;
+        for (int64_t t : pts)
+            if (t != AV_NOPTS_VALUE) first_pts = std::min(first_pts, t);
+        const int64_t first_dts = *std::min_element(dts.begin(), dts.end());
+        const int64_t shift = pts_missing == info.packets ? 0 : first_pts - first_dts;
+        for (int64_t t : dts) times.push_back(to_seconds(t + shift, vs->time_base));
+    } else if (!info.frame_clock) {
+        for (size_t i = 0; i < pts.size(); ++i) {
+            const int64_t ts = pts[i] != AV_NOPTS_VALUE ? pts[i] : dts[i];
+            if (ts != AV_NOPTS_VALUE) times.push_back(to_seconds(ts, vs->time_base));
+        }
+    }
+    if (info.frame_clock) {
+        if (info.fps <= 0 || info.fps > 1000) info.fps = 25.0;
+        for (int64_t i = 0; i < info.packets; ++i) times.push_back(static_cast<double>(i) / info.fps);
+        last_duration = 0.0;
+        log::debug(kComponent, "{}: no usable timestamps ({} demuxer); {} frames counted at {} fps",
+                   path.string(), demuxer, info.packets, info.fps);
+    }
+    std::sort(times.begin(), times.end());
+    info.is_still_image =
+        times.size() == 1 &&
+        (demuxer == "image2" || demuxer.find("_pipe") != std::string::npos || demuxer == "webp_pipe");
     const double span = times.back() - times.front();
     if ((info.fps <= 0 || info.fps > 1000) && times.size() > 1) info.fps = (times.size() - 1) / span;
     if (info.fps <= 0 || info.fps > 1000) info.fps = 25.0;
@@ -156,8 +194,15 @@ MediaInfo probe_media(const std::filesystem::path& path) {
     return info;
 }
 
-at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first,
-                        int64_t count, const ResizePlan& plan, int threads) {
+namespace {
+
+/// One decoding pass of decode_video. `seek_margin` < 0: decode from the start of the file; else seek to
+/// `seek_margin` seconds before the first frame wanted. Returns nullopt when that seek cannot serve the
+/// window: the first key frame after it has no known time or comes after the first frame wanted (MPEG
+/// program and transport streams seek by timestamp to any picture, not to key frames).
+std::optional<at::Tensor> decode_pass(const std::filesystem::path& path, const MediaInfo& info, int64_t first,
+                                      int64_t count, const ResizePlan& plan, int threads,
+                                      double seek_margin) {
     FormatPtr fmt = open_input(path);
     const int vidx = find_video_stream(fmt.get());
     if (vidx < 0) media_fail(path, "no video stream");
@@ -168,10 +213,16 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
 
     const double eps = 0.25 / info.fps;  // timestamp jitter tolerance
     auto slot_time = [&](int64_t i) { return info.start_time + static_cast<double>(first + i) / info.fps; };
-    if (first > 0) {
-        const int64_t ts = static_cast<int64_t>((slot_time(0) - eps) / av_q2d(st->time_base));
-        if (av_seek_frame(fmt.get(), vidx, ts, AVSEEK_FLAG_BACKWARD) >= 0) avcodec_flush_buffers(ctx.get());
+    // After a seek, frames before the first key frame reference pictures that were never decoded.
+    bool awaiting_key = false;
+    if (seek_margin >= 0) {
+        const int64_t ts = static_cast<int64_t>((slot_time(0) - eps - seek_margin) / av_q2d(st->time_base));
+        if (av_seek_frame(fmt.get(), vidx, ts, AVSEEK_FLAG_BACKWARD) < 0) return std::nullopt;
+        avcodec_flush_buffers(ctx.get());
+        awaiting_key = true;
     }
+    bool seek_missed = false;
+    int64_t frames_seen = 0;
     at::Tensor out = at::empty({count, plan.target.h, plan.target.w, 3}, at::kByte);
     uint8_t* const out_data = out.data_ptr<uint8_t>();
     const size_t frame_bytes = static_cast<size_t>(plan.target.h) * plan.target.w * 3;
@@ -192,9 +243,28 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
         ++next;
     };
     auto on_frame = [&](AVFrame* f) {
-        double t = f->best_effort_timestamp != AV_NOPTS_VALUE
-                       ? to_seconds(f->best_effort_timestamp, st->time_base)
-                       : prev_t + 1.0 / info.fps;
+        // A frame without a pts (MPEG-PS pictures whose PES carried none) follows its predecessor: its
+        // best-effort timestamp would be the decode time, a frame early. Without a clock (raw elementary
+        // streams) frames are counted from the start of the file.
+        double t = NAN;
+        if (info.frame_clock)
+            t = info.start_time + static_cast<double>(frames_seen) / info.fps;
+        else if (f->pts != AV_NOPTS_VALUE)
+            t = to_seconds(f->best_effort_timestamp != AV_NOPTS_VALUE ? f->best_effort_timestamp : f->pts,
+                           st->time_base);
+        else if (have_prev)
+            t = prev_t + 1.0 / info.fps;
+        else if (seek_margin < 0)
+            t = info.start_time;
+        ++frames_seen;
+        if (awaiting_key) {
+            if (!f->key_frame) return;
+            if (!(t <= slot_time(0) + eps)) {
+                seek_missed = true;
+                return;
+            }
+            awaiting_key = false;
+        }
         if (!have_prev) {
             // The first decoded frame also covers grid times before it (stream start jitter).
             av_frame_ref(prev.get(), f);
@@ -222,13 +292,14 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
             av_frame_unref(frame.get());
         }
     };
-    while (next < count && av_read_frame(fmt.get(), pkt.get()) >= 0) {
+    while (next < count && !seek_missed && av_read_frame(fmt.get(), pkt.get()) >= 0) {
         if (pkt->stream_index == vidx) {
             if (avcodec_send_packet(ctx.get(), pkt.get()) < 0) ++decode_errors;
             drain();
         }
         av_packet_unref(pkt.get());
     }
+    if (seek_missed) return std::nullopt;
     if (next < count) {
         avcodec_send_packet(ctx.get(), nullptr);
         drain();
@@ -237,6 +308,7 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
         if (info.is_still_image && have_prev)
             while (next < count) emit_prev();
     }
+    if (seek_missed || (awaiting_key && seek_margin >= 0)) return std::nullopt;
     if (next < count)
         media_fail(path,
                    fmt::format("decoded only {} of {} frames from frame {} ({} decode errors; file truncated "
@@ -246,6 +318,18 @@ at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info
         log::debug(kComponent, "{}: {} packets failed to decode; frames were taken from their neighbours",
                    path.string(), decode_errors);
     return out;
+}
+
+}  // namespace
+
+at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first,
+                        int64_t count, const ResizePlan& plan, int threads) {
+    // Seeking saves decoding the frames before the window; without a clock the file has nothing to seek
+    // by. A seek that misses is retried further back, then the file is decoded from its start.
+    if (first > 0 && !info.frame_clock)
+        for (double margin : {0.0, 1.0, 5.0})
+            if (auto frames = decode_pass(path, info, first, count, plan, threads, margin)) return *frames;
+    return *decode_pass(path, info, first, count, plan, threads, -1.0);
 }
 
 }  // namespace st::plugins::data_local

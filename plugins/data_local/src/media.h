@@ -31,6 +31,9 @@ struct MediaInfo {
     int64_t packets = 0;          ///< video packets seen in the file
     int64_t grid_frames = 0;      ///< frames on the grid between start_time and end_time
     bool variable_frame_rate = false;
+    /// The file's timestamps cannot place frames (raw MPEG-1/2 elementary streams: no container
+    /// clock, no start time, no duration): frame i of the file is shown at start_time + i / fps.
+    bool frame_clock = false;
     std::string video_codec;
     bool has_audio = false;
     double audio_start = 0.0;
@@ -46,7 +49,9 @@ struct MediaInfo {
 MediaInfo probe_media(const std::filesystem::path& path);
 
 /// Decodes `count` frames of the grid starting at grid index `first` (times start_time + i / fps,
-/// each the latest frame shown at that time), applies rotation, resizes with `plan.resized` (area
+/// each the latest frame shown at that time; frames without a pts follow their predecessor by 1 / fps; a
+/// seek that lands after the first frame wanted or off a key frame is retried earlier, then replaced by
+/// decoding from the start), applies rotation, resizes with `plan.resized` (area
 /// filter when shrinking, bicubic when enlarging) and crops `plan.target`.
 /// Returns uint8 [count, H, W, 3] RGB. `threads` = decoder threads (1 inside a worker pool).
 at::Tensor decode_video(const std::filesystem::path& path, const MediaInfo& info, int64_t first,
