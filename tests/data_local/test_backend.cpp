@@ -475,3 +475,26 @@ TEST(DataBackendTest, AudioOnAModelWithoutAudioFailsBeforeAnyCaching) {
     EXPECT_TRUE(enc.video_batches.empty()) << "no latent was encoded before the error";
     EXPECT_TRUE(enc.text_batches.empty());
 }
+
+TEST(DataBackendTest, AnAudioBlockWhoseClipsHaveNoAudioFailsOnTheModelNotOnTheClips) {
+    // A clip without an audio stream was skipped for it first; with every clip skipped no sample showed
+    // the audio, and the error was "no usable sample ... S2V needs audio" instead of the model's.
+    TempDir dir("backend-audio-block-no-capability");
+    st_test::make_clip(dir.path / "v" / "silent.mp4", 96, 64, 10, 1.0);
+    auto entry = video_entry("v", "v", 5);
+    entry["audio"] = {{"auto_split", true}};
+    st_test::FakeEncoders enc;
+    enc.audio = false;
+    dl::LocalDataBackend b;
+    b.open(request(dir.path, json::array({entry, text_entry()}), {{"disable_bucket_pruning", true}}));
+    try {
+        b.prepare(&enc);
+        FAIL() << "an audio block on a model that takes no audio must fail";
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("dataset 'v_audio' has audio, but the model takes no audio"),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_TRUE(b.skipped().empty()) << "refused before discovery";
+    EXPECT_TRUE(enc.video_batches.empty());
+}

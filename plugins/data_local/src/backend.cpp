@@ -256,6 +256,16 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
     }
     log::info(kLog, "buckets aligned to {} px, frame counts {}k+1{}", alignment_, temporal_,
               encoders ? "" : " (no model given: Wan's rules assumed)");
+    // Fail before discovery and any caching when the audio could never be encoded; checked on the
+    // configuration, since a dataset whose files all lack audio yields no sample that would show it.
+    if (encoders && !st::sdk::find_capability<st::sdk::AudioConditioning>(*encoders))
+        for (const auto& ds : datasets_)
+            if (!ds.disabled && ds.dataset_type == DatasetType::audio)
+                fail("data.local", "prepare",
+                     "dataset '{}' has audio, but the model takes no audio (it lacks the audio_conditioning "
+                     "capability): remove the audio dataset (or the audio block of the video dataset it "
+                     "was split from) or use an audio-conditioned model family such as wan_s2v",
+                     ds.id);
     DiscoveryContext ctx{&run_, &datasets_, alignment_, temporal_, threads_};
     for (const auto& ds : datasets_) {
         if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
@@ -270,13 +280,6 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
     prune_buckets();
     plan_caches();
     if (encoders) {
-        // Fail before hours of latent caching when the audio could never be encoded.
-        for (const auto& smp : samples_)
-            if (smp.audio.enabled && !st::sdk::find_capability<st::sdk::AudioConditioning>(*encoders))
-                fail("data.local", "prepare",
-                     "dataset '{}' has audio, but the model takes no audio (it lacks the audio_conditioning "
-                     "capability): remove the audio dataset or use an audio-conditioned model family",
-                     smp.audio.dataset);
         cache_latents(*encoders);
         cache_text(*encoders);
         cache_audio(*encoders);
