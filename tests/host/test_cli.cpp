@@ -247,10 +247,17 @@ TEST(CliTest, AFamilyNoPluginProvidesIsSaidBeforeItsValuesAreJudged) {
 }
 
 TEST(CliTest, APluginCommandWithoutItsPluginIsNamedAsACommand) {
+    // The command of a plugin st ships names that plugin (it said only "neither a command ... nor a
+    // config file"); an unknown word keeps the general message.
     auto r = run(dir("model") + " extract-audio --input-dir a --output-dir b");
     EXPECT_EQ(r.code, 1);
     expect_contains(r.out,
-                    "'extract-audio' is neither a command of st-host or of a loaded plugin nor an existing "
+                    "'extract-audio' is a command of the plugin data_local (st-data_local.so), which is not "
+                    "loaded (loaded plugins: ");
+    r = run(dir("model") + " extract-nothing --input-dir a");
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out,
+                    "'extract-nothing' is neither a command of st-host or of a loaded plugin nor an existing "
                     "config file");
 }
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <map>
+
 #include "config/config_file.h"
 #include "lua/hook_engine.h"
 #include "st/error.h"
@@ -29,14 +31,26 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
     s.config_path = args.at(0);
     std::vector<std::string> override_tokens(args.begin() + 1, args.end());
     auto& registry = ctx.plugins();
-    if (!fs::exists(s.config_path) && !s.config_path.has_extension() && !s.config_path.has_parent_path())
-        // `st-host extract-audio ...` without the plugin that provides the command lands here.
+    if (!fs::exists(s.config_path) && !s.config_path.has_extension() && !s.config_path.has_parent_path()) {
+        // `st-host extract-audio ...` without the plugin that provides the command lands here. The host
+        // cannot ask a plugin it did not load for its commands, so those of the plugins st ships are
+        // named here.
+        static const std::map<std::string, std::string> kShippedPluginCommands = {
+            {"extract-audio", "data_local"}};
+        const std::string names = registry.plugin_names().empty()
+                                      ? std::string("none")
+                                      : fmt::format("{}", fmt::join(registry.plugin_names(), ", "));
+        if (auto it = kShippedPluginCommands.find(s.config_path.string()); it != kShippedPluginCommands.end())
+            fail("host.cli", "usage",
+                 "'{}' is a command of the plugin {} (st-{}.so), which is not loaded (loaded plugins: {}; "
+                 "st-host plugins lists what was found and why anything was refused; --plugin-dir or "
+                 "ST_PLUGIN_PATH add folders to search)",
+                 it->first, it->second, it->second, names);
         fail("host.cli", "usage",
              "'{}' is neither a command of st-host or of a loaded plugin nor an existing config file (loaded "
              "plugins: {}; st-host --help lists the commands, st-host plugins why a plugin was refused)",
-             s.config_path.string(),
-             registry.plugin_names().empty() ? std::string("none")
-                                             : fmt::format("{}", fmt::join(registry.plugin_names(), ", ")));
+             s.config_path.string(), names);
+    }
     nlohmann::json file_values = load_config_file(s.config_path);
     auto overrides = parse_cli_overrides(override_tokens);
     {
