@@ -15,6 +15,7 @@
 #include "st/files.h"
 #include "st/json_file.h"
 #include "st/log.h"
+#include "st/model_path.h"
 #include "st/text.h"
 #include "st/weights.h"
 
@@ -23,18 +24,11 @@ namespace st::kit {
 namespace fs = std::filesystem;
 
 bool looks_like_hub_id(const std::string& s) {
-    if (s.empty() || s[0] == '/' || s[0] == '.' || s[0] == '~') return false;
-    return std::count(s.begin(), s.end(), '/') == 1 && s.find('\\') == std::string::npos;
+    return st::sdk::looks_like_hub_id(s);
 }
 
 void missing_model_path(const fs::path& path, const std::string& key, const std::string& component) {
-    if (looks_like_hub_id(path.string()))
-        fail(component, "load",
-             "{} '{}' looks like a Hugging Face hub id, but st does not download models: download the "
-             "diffusers "
-             "folder (e.g. `huggingface-cli download {} --local-dir DIR`) and pass DIR",
-             key, path.string(), path.string());
-    fail(component, "load", "{} '{}' does not exist", key, path.string());
+    st::sdk::missing_model_path(path, key, component, "load");
 }
 
 std::vector<std::string> list_dir(const fs::path& dir) {

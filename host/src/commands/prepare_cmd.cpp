@@ -8,6 +8,7 @@
 #include "run/run_setup.h"
 #include "st/error.h"
 #include "st/log.h"
+#include "st/model_path.h"
 #include "train/regularizers.h"
 
 namespace st::host {
@@ -23,6 +24,10 @@ int cmd_prepare(CommandContext& ctx, const std::vector<std::string>& args) {
         fail("host.config", "validate",
              "pretrained_model_name_or_path is not set: caching needs the model's VAE and "
              "text encoder");
+    // Whether a path that does not exist is an error is the family's call (a test family needs no
+    // files); a hub id never is a model.
+    if (sdk::looks_like_hub_id(*path) && !std::filesystem::exists(*path))
+        sdk::missing_model_path(*path, "pretrained_model_name_or_path", "host.config", "validate");
     sdk::ModelLoadRequest req;
     req.path = *path;
     req.config = setup.config;

@@ -10,6 +10,7 @@
 #include "st/error.h"
 #include "st/files.h"
 #include "st/log.h"
+#include "st/model_path.h"
 
 namespace st::plugins::wan {
 
@@ -49,16 +50,7 @@ bool is_pipeline_folder(const fs::path& dir) {
 }
 
 void require_path_exists(const fs::path& p, const std::string& key, const std::string& component) {
-    if (fs::exists(p)) return;
-    const std::string s = p.string();
-    const bool hub =
-        !s.empty() && s.front() != '/' && s.front() != '.' && std::count(s.begin(), s.end(), '/') == 1;
-    if (hub)
-        fail(component, "config",
-             "{} '{}' looks like a Hugging Face hub id, but st does not download models: download it "
-             "(e.g. `huggingface-cli download {} --local-dir DIR`) and pass DIR",
-             key, s, s);
-    fail(component, "config", "{} '{}' does not exist", key, s);
+    st::sdk::require_model_path(p, key, component, "config");
 }
 
 fs::path component_in(const fs::path& path, const std::string& sub) {
