@@ -286,6 +286,81 @@ TEST(TrainerTest, ADatasetWithoutUsableSamplesStopsTheRunBeforeTheFirstStep) {
     EXPECT_FALSE(fs::exists(env.root / "empty_dataset" / "metrics.jsonl"));
 }
 
+TEST(TrainerTest, ValidationSettingsTheModelCannotRenderFailBeforeCaching) {
+    // Validation every 100 steps of a 2-step run renders only at the end: a setting the model cannot
+    // render was found only after training (exit 1 after all the work); now at start, naming the key.
+    auto& env = TrainEnv::get();
+    const nlohmann::json validation = {{"validation_prompt", "a cat"},
+                                       {"validation_step_interval", 100},
+                                       {"validation_num_inference_steps", 1},
+                                       {"max_train_steps", 2}};
+    auto frames = validation;
+    frames["validation_num_video_frames"] = 6;
+    frames["validation_resolution"] = "32x32";
+    auto r = env.run(env.config("bad_validation_frames", frames));
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.log.find("validation_num_video_frames = 6, validation_resolution = 32x32: model.wan@1 cannot "
+                         "render it (a Wan video needs 4k+1 frames"),
+              std::string::npos)
+        << r.log;
+    EXPECT_EQ(r.log.find("steps:"), std::string::npos) << "refused only after training: " << r.log;
+    auto skip = validation;
+    skip["validation_guidance"] = 5.0;
+    skip["validation_guidance_skip_layers"] = {9};
+    r = env.run(env.config("bad_validation_skip", skip));
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(
+        r.log.find("validation_guidance_skip_layers = [9]: block 9 does not exist in model.wan@1 (blocks "
+                   "0 .. 1)"),
+        std::string::npos)
+        << r.log;
+    EXPECT_FALSE(fs::exists(env.root / "bad_validation_frames" / "metrics.jsonl"));
+    EXPECT_FALSE(fs::exists(env.root / "bad_validation_skip" / "metrics.jsonl"));
+}
+
+TEST(TrainerTest, AnAudioDatasetOnAFamilyWithoutAudioFailsBeforeAnyCaching) {
+    // The fixture clips have no audio stream: every sample used to be skipped for it and the run ended
+    // on "yields no usable sample ... S2V needs audio" after discovery, not on the real problem.
+    auto& env = TrainEnv::get();
+    auto datasets = nlohmann::json::parse(st_test::read_text(env.root / "multidatabackend.json"));
+    datasets[0]["audio"] = {{"auto_split", true}};
+    datasets[0]["cache_dir_vae"] = "cache/vae-audio";
+    st_test::write_text(env.root / "with_audio.json", datasets.dump(2));
+    auto r = env.run(
+        env.config("audio_on_wan", {{"data_backend_config", (env.root / "with_audio.json").string()}}));
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.log.find("dataset 'clips_audio' has audio, but the model takes no audio"), std::string::npos)
+        << r.log;
+    EXPECT_EQ(r.log.find("yields no usable sample"), std::string::npos) << r.log;
+    EXPECT_FALSE(fs::exists(env.root / "cache" / "vae-audio")) << "nothing cached";
+}
+
+TEST(TrainerTest, AHubIdAsTheModelPathSaysStDoesNotDownload) {
+    // pretrained_model_name_or_path said only "does not exist"; every model path key now gives the
+    // same message (one function, st/model_path.h), the Wan plugin's keys included.
+    auto& env = TrainEnv::get();
+    const std::string id = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers";
+    for (const char* key : {"pretrained_model_name_or_path", "pretrained_transformer_model_name_or_path",
+                            "pretrained_vae_model_name_or_path", "pretrained_t5_model_name_or_path"}) {
+        auto r = env.run(env.config(std::string("hub_") + key, {{key, id}}));
+        EXPECT_NE(r.code, 0) << key;
+        EXPECT_NE(r.log.find(std::string(key) + " '" + id +
+                             "' looks like a Hugging Face hub id, but st does not download models: download "
+                             "it (e.g. `huggingface-cli download " +
+                             id + " --local-dir DIR`)"),
+                  std::string::npos)
+            << key << "\n"
+            << r.log;
+    }
+    const auto prepare =
+        st_test::shell(st_test::host_prefix() + "prepare '" +
+                       env.config("hub_prepare", {{"pretrained_model_name_or_path", id}}).string() + "'");
+    EXPECT_NE(prepare.code, 0);
+    EXPECT_NE(prepare.out.find("pretrained_model_name_or_path '" + id + "' looks like a Hugging Face hub id"),
+              std::string::npos)
+        << prepare.out;
+}
+
 TEST(TrainerTest, OutputDirThatCannotBeCreatedIsNamed) {
     auto& env = TrainEnv::get();
     st_test::write_text(env.root / "a_file", "x");

@@ -74,6 +74,19 @@ TEST_F(GenerateTest, SeedsGuidanceAndSchedulerDecideThePixels) {
                        "--validation_guidance_skip_layers_stop 1"));
 }
 
+TEST_F(GenerateTest, ASkipLayerTheModelLacksIsRefusedBeforeSampling) {
+    // The tiny model has 2 blocks: skip layer 9 used to render (exit 0) as if no layer were skipped.
+    const fs::path out = env->root / "gen" / "skip9.mp4";
+    const auto r = generate(out, "--validation_guidance_skip_layers '[9]'");
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(
+        r.out.find("validation_guidance_skip_layers = [9]: block 9 does not exist in model.wan@1 (blocks "
+                   "0 .. 1)"),
+        std::string::npos)
+        << r.out;
+    EXPECT_FALSE(fs::exists(out));
+}
+
 TEST_F(GenerateTest, LoraFilesInEveryFormatLoadAndStrengthZeroIsNoLora) {
     // Random non-zero adapters on the tiny model, written by the SDK in both formats st writes.
     const fs::path dir = env->root / "lora";

@@ -20,6 +20,7 @@
 #include "st/error.h"
 #include "st/log.h"
 #include "st/lora.h"
+#include "st/model_path.h"
 #include "system_info.h"
 #include "validate/validator.h"
 
@@ -78,7 +79,7 @@ at::ScalarType parse_precision(const std::string& mp, const char* cmd) {
 
 std::unique_ptr<ModelHandle> load_for_inference(const ComponentEntry& entry, const fs::path& path,
                                                 const sdk::ConfigView& config, at::ScalarType dtype) {
-    if (!fs::exists(path)) fail("host.cli", "generate", "--model '{}' does not exist", path.string());
+    sdk::require_model_path(path, "--model", "host.cli", "generate");
     auto model = std::make_unique<ModelHandle>(entry);
     sdk::ModelLoadRequest req;
     req.path = path;
@@ -206,6 +207,7 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     const auto dtype = parse_precision(config.get_string("mixed_precision"), "generate");
     auto model = load_for_inference(entry, model_path, config, dtype);
     settings.apply_model_defaults(*model);
+    settings.check_model(*model);
     if (const auto own = model->sampling_defaults()) {
         // The model's pipeline defaults for what neither a flag nor the config file sets.
         auto given = [&](const std::string& key) {

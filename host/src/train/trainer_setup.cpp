@@ -10,6 +10,7 @@
 #include "plugins/guard.h"
 #include "st/error.h"
 #include "st/lora.h"
+#include "st/model_path.h"
 #include "train/trainer_impl.h"
 #include "validate/validator.h"
 
@@ -44,7 +45,7 @@ void Trainer::load_model() {
     if (!path || path->empty())
         fail(kLog, "setup", "pretrained_model_name_or_path is not set in {}: give the model's local path",
              setup_.config_path.string());
-    if (!fs::exists(*path)) fail(kLog, "setup", "pretrained_model_name_or_path '{}' does not exist", *path);
+    sdk::require_model_path(*path, "pretrained_model_name_or_path", kLog, "setup");
     dtype_ = cfg_.bf16 ? at::kBFloat16 : at::kFloat;
     device_ = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
     model_ = std::make_unique<ModelHandle>(*setup_.model);
@@ -84,14 +85,7 @@ void Trainer::load_model() {
         const auto vs = validate::ValidationSettings::read(setup_.config, setup_.config_path.parent_path());
         const bool renders =
             vs.step_interval > 0 && (vs.prompt || vs.user_prompt_library || vs.builtin_library);
-        const auto blocks = model_->routable_blocks();
-        for (int64_t layer : renders ? vs.skip_layers : std::vector<int64_t>{})
-            if (blocks && layer >= *blocks)
-                fail(
-                    kLog, "setup",
-                    "validation_guidance_skip_layers = [{}]: block {} does not exist in {} (blocks 0 .. {}); "
-                    "checked before caching so the run does not fail at its first validation",
-                    fmt::join(vs.skip_layers, ", "), layer, model_->entry().id, *blocks - 1);
+        if (renders) vs.check_model(*model_);
     }
     // Regularizers are built against the loaded model now: a wrong tap or setting fails before caching.
     objective_->set_regularizers(build_regularizers(ctx_.plugins(), setup_.config, *model_, device_, seed_));

@@ -119,6 +119,34 @@ ValidationSettings ValidationSettings::read(const sdk::ConfigView& c, const fs::
     return s;
 }
 
+void ValidationSettings::check_model(ModelHandle& model) const {
+    if (!skip_layers.empty()) {
+        const auto blocks = model.routable_blocks();
+        if (!blocks)
+            fail("host.validate", "setup",
+                 "validation_guidance_skip_layers = [{}]: {} cannot skip blocks (it lacks the token_routing "
+                 "capability); remove validation_guidance_skip_layers",
+                 fmt::join(skip_layers, ", "), model.entry().id);
+        for (int64_t layer : skip_layers)
+            if (layer >= *blocks)
+                fail(
+                    "host.validate", "setup",
+                    "validation_guidance_skip_layers = [{}]: block {} does not exist in {} (blocks 0 .. {}); "
+                    "checked before caching so the run does not fail at its first validation",
+                    fmt::join(skip_layers, ", "), layer, model.entry().id, *blocks - 1);
+    }
+    for (const auto& r : resolutions) {
+        try {
+            (void)model.latent_shape(frames, r.height, r.width);
+        } catch (const Error& e) {
+            fail("host.validate", "setup",
+                 "validation_num_video_frames = {}, validation_resolution = {}: {} cannot render it ({}); "
+                 "checked before caching so the run does not fail at its first validation",
+                 frames, r.str(), model.entry().id, e.message());
+        }
+    }
+}
+
 void ValidationSettings::apply_model_defaults(ModelHandle& model) {
     const auto own = model.sampling_defaults();
     if (!own) {

@@ -85,6 +85,10 @@ struct ValidationSettings {
     /// validation_noise_scheduler is unset, the sampler itself; otherwise an unset scheduler is euler.
     /// Logs what was decided.
     void apply_model_defaults(ModelHandle& model);
+    /// Right after the model is loaded, before caching or training: st::Error naming the key, its
+    /// value and what `model` allows when a render could never run (a skip layer beyond its blocks,
+    /// frames or a resolution its latent grid cannot hold), so no run fails at its first validation.
+    void check_model(ModelHandle& model) const;
 
     /// Reads and checks the keys; relative paths are resolved against `config_dir`. Throws st::Error
     /// naming each bad key.
