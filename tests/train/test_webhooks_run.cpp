@@ -76,6 +76,28 @@ TEST(RunWebhookTest, RunEventsAndValidationVideosReachARawTarget) {
     EXPECT_EQ(types.back(), "training.status");
 }
 
+TEST(RunWebhookTest, ARunThatCannotStartTellsTheWebhookWhy) {
+    // Skip layer 9 on the 2-block model failed after training with exit 1 and no webhook; now it fails
+    // at start and the webhook gets the error.
+    auto& env = TrainEnv::get();
+    Receiver rx(env.root / "receiver_fail");
+    const std::string url = "http://127.0.0.1:" + std::to_string(rx.port) + "/hook";
+    auto r = env.run(
+        env.config("hooked_fail", {{"max_train_steps", 2},
+                                   {"validation_prompt", "a test pattern"},
+                                   {"validation_guidance", 5.0},
+                                   {"validation_guidance_skip_layers", {9}},
+                                   {"webhook_config", {{"webhook_type", "raw"}, {"callback_url", url}}}}));
+    EXPECT_EQ(r.code, 1) << r.log;
+    bool told = false;
+    for (const auto& j : rx.payloads())
+        if (j.value("type", "") == "error" &&
+            j.dump().find("validation_guidance_skip_layers = [9]: block 9 does not exist") !=
+                std::string::npos)
+            told = true;
+    EXPECT_TRUE(told) << r.log;
+}
+
 TEST(RunWebhookTest, AnUnreachableTargetNeverStopsTraining) {
     auto& env = TrainEnv::get();
     // Port 9 (discard) on the loopback: nothing listens, the connection is refused.

@@ -196,22 +196,29 @@ int Trainer::run() {
     generator_ = at::make_generator<at::CPUGeneratorImpl>(seed_);
     start_hooks();  // script errors show before anything expensive loads
     start_webhooks();
-    load_model();
-    open_data();
-    plan_steps();
-    setup_trainable();
-    create_optimizer();
-    // ATen's global generator (saved with checkpoints; LoRA dropout uses the run's generator_) is seeded
-    // here, after caching, which may draw from it: a run that builds its caches and one that reads them
-    // train alike.
-    at::manual_seed(seed_);
-    maybe_resume();
-    checkpoints_->check_foreign(global_step_, total_steps_);
-    // A kill between a save and its prune leaves one checkpoint too many, and a run that never saves
-    // again (its budget reached) would keep it for good.
-    checkpoints_->prune_at_start(checkpoints_->last_step());
-    build_eval_set();
-    start_validation();
+    try {
+        load_model();
+        open_data();
+        plan_steps();
+        setup_trainable();
+        create_optimizer();
+        // ATen's global generator (saved with checkpoints; LoRA dropout uses the run's generator_) is
+        // seeded here, after caching, which may draw from it: a run that builds its caches and one that
+        // reads them train alike.
+        at::manual_seed(seed_);
+        maybe_resume();
+        checkpoints_->check_foreign(global_step_, total_steps_);
+        // A kill between a save and its prune leaves one checkpoint too many, and a run that never saves
+        // again (its budget reached) would keep it for good.
+        checkpoints_->prune_at_start(checkpoints_->last_step());
+        build_eval_set();
+        start_validation();
+    } catch (const std::exception& e) {
+        // The webhook hears why the run never started (a setting the model cannot render, an empty
+        // dataset, ...), as it hears a failed step; the error still ends the run with exit code 1.
+        notify("error", notify::Severity::error, fmt::format("Training could not start: {}", e.what()));
+        throw;
+    }
     snapshot_position();
     metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);
     if (cfg_.tensorboard_dir) {
