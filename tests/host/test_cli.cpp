@@ -244,6 +244,11 @@ TEST(CliTest, AFamilyNoPluginProvidesIsSaidBeforeItsValuesAreJudged) {
                     "installed?");
     expect_contains(r.out, "loaded families: fixture");
     EXPECT_EQ(r.out.find("model_flavour"), std::string::npos) << r.out;
+    // Chosen by --plugin: the missing plugin is named too (was: model_flavour's choices of no family).
+    r = run(dir("model") + " --plugin sanavideo " + (t.path / "config.json").string());
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out, "no plugin named 'sanavideo' was loaded");
+    EXPECT_EQ(r.out.find("model_flavour"), std::string::npos) << r.out;
 }
 
 TEST(CliTest, APluginCommandWithoutItsPluginIsNamedAsACommand) {

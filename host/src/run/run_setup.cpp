@@ -61,6 +61,8 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
             family = file_values["model_family"].get<std::string>();
         for (const auto& o : overrides)
             if (o.key == "model_family" && o.has_value) family = o.value;
+        // The same for --plugin: a plugin that is not loaded is named before its options are missed.
+        if (!ctx.flags.plugin.empty()) (void)model_component(registry, ctx.flags.plugin);
         if (ctx.flags.plugin.empty() && family && !registry.find_latest("model", *family)) {
             std::vector<std::string> known;
             for (const auto* e : registry.of_kind("model")) known.push_back(e->name);
