@@ -314,6 +314,13 @@ TEST(TrainerTest, ValidationSettingsTheModelCannotRenderFailBeforeCaching) {
                    "0 .. 1)"),
         std::string::npos)
         << r.log;
+    auto audio = validation;
+    st_test::write_text(env.root / "voice.wav", "not read: refused before");
+    audio["validation_audio"] = (env.root / "voice.wav").string();
+    r = env.run(env.config("bad_validation_audio", audio));
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.log.find("voice.wav: model.wan@1 takes no audio"), std::string::npos) << r.log;
+    EXPECT_EQ(r.log.find("steps:"), std::string::npos) << "refused only after training: " << r.log;
     EXPECT_FALSE(fs::exists(env.root / "bad_validation_frames" / "metrics.jsonl"));
     EXPECT_FALSE(fs::exists(env.root / "bad_validation_skip" / "metrics.jsonl"));
 }

@@ -207,7 +207,6 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     const auto dtype = parse_precision(config.get_string("mixed_precision"), "generate");
     auto model = load_for_inference(entry, model_path, config, dtype);
     settings.apply_model_defaults(*model);
-    settings.check_model(*model);
     if (const auto own = model->sampling_defaults()) {
         // The model's pipeline defaults for what neither a flag nor the config file sets.
         auto given = [&](const std::string& key) {
@@ -269,6 +268,9 @@ int cmd_generate(CommandContext& ctx, const std::vector<std::string>& args) {
     if (!settings.audio && wants_audio)
         fail("host.cli", "generate", "the model ({}) samples from {}: pass --audio FILE (the driving audio)",
              entry.id, validate::describe_inputs(inputs));
+    // Skip layers and frames x resolution against the model (the pipeline's frames included), before
+    // any sampling step.
+    settings.check_model(*model);
     if (settings.image) {
         const at::Tensor cond =
             validate::conditioning_image(validate::read_first_frame(*settings.image), res);

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <torch/nn/module.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -134,6 +135,15 @@ void ValidationSettings::check_model(ModelHandle& model) const {
                     "validation_guidance_skip_layers = [{}]: block {} does not exist in {} (blocks 0 .. {}); "
                     "checked before caching so the run does not fail at its first validation",
                     fmt::join(skip_layers, ", "), layer, model.entry().id, *blocks - 1);
+    }
+    if (audio) {
+        const auto inputs = model.sampling_inputs();
+        if (std::none_of(inputs.begin(), inputs.end(),
+                         [](const sdk::SamplingInput& i) { return i.kind == sdk::MediaKind::audio; }))
+            fail("host.validate", "setup",
+                 "validation_audio = {}: {} takes no audio; remove validation_audio or use an "
+                 "audio-conditioned model family such as wan_s2v",
+                 audio->string(), model.entry().id);
     }
     for (const auto& r : resolutions) {
         try {
