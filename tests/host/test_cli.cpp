@@ -249,6 +249,11 @@ TEST(CliTest, AFamilyNoPluginProvidesIsSaidBeforeItsValuesAreJudged) {
     EXPECT_EQ(r.code, 1);
     expect_contains(r.out, "no plugin named 'sanavideo' was loaded");
     EXPECT_EQ(r.out.find("model_flavour"), std::string::npos) << r.out;
+    // Without model_family a flavour was judged against whichever family was picked.
+    std::ofstream(t.path / "flavour_only.json") << R"({"model_flavour": "2b-480p"})";
+    r = run(dir("model") + " " + (t.path / "flavour_only.json").string());
+    EXPECT_EQ(r.code, 1);
+    expect_contains(r.out, "model_flavour is set but model_family is not: set model_family");
 }
 
 TEST(CliTest, APluginCommandWithoutItsPluginIsNamedAsACommand) {

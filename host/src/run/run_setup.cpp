@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 
 #include "config/config_file.h"
@@ -63,9 +64,19 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
             if (o.key == "model_family" && o.has_value) family = o.value;
         // The same for --plugin: a plugin that is not loaded is named before its options are missed.
         if (!ctx.flags.plugin.empty()) (void)model_component(registry, ctx.flags.plugin);
+        std::vector<std::string> known;
+        for (const auto* e : registry.of_kind("model")) known.push_back(e->name);
+        const bool flavour = file_values.contains("model_flavour") ||
+                             std::any_of(overrides.begin(), overrides.end(),
+                                         [](const auto& o) { return o.key == "model_flavour"; });
+        // A flavour is a name within a family: without model_family its choices would be those of
+        // whichever family got picked, not the one the user meant.
+        if (ctx.flags.plugin.empty() && !family && flavour)
+            fail("host.config", "validate",
+                 "model_flavour is set but model_family is not: set model_family (SimpleTuner requires it "
+                 "too) or pass --plugin NAME; loaded families: {}",
+                 known.empty() ? std::string("none") : fmt::format("{}", fmt::join(known, ", ")));
         if (ctx.flags.plugin.empty() && family && !registry.find_latest("model", *family)) {
-            std::vector<std::string> known;
-            for (const auto* e : registry.of_kind("model")) known.push_back(e->name);
             fail("host.config", "validate",
                  "model_family '{}' is not provided by any loaded plugin (is st-{}.so installed? st-host "
                  "plugins "
