@@ -101,6 +101,14 @@ TEST(PrepareTest, CachesDatasetAndReportsSkippedFiles) {
     expect_contains(empty, "[exit 1]");
     expect_contains(empty, "dataset 'all-broken' (video) yields no usable sample: 1 file(s) skipped; first:");
     expect_contains(empty, "only.mp4");
+    // Every media dataset disabled: 0 samples used to be a success (exit 0).
+    nlohmann::json disabled = data;
+    disabled[0]["disabled"] = true;
+    std::ofstream(t / "disabled.json") << disabled.dump(2);
+    auto none = run(host + " prepare " + (t / "config.json").string() + " --data_backend_config " +
+                    (t / "disabled.json").string());
+    expect_contains(none, "[exit 1]");
+    expect_contains(none, "no enabled video or image dataset yields a sample");
     // A missing dataset config is a clear error naming the key.
     auto bad = run(host + " prepare " + (t / "config.json").string() + " --data_backend_config " +
                    (t / "nope.json").string());

@@ -284,6 +284,15 @@ TEST(TrainerTest, ADatasetWithoutUsableSamplesStopsTheRunBeforeTheFirstStep) {
               std::string::npos)
         << r.log;
     EXPECT_FALSE(fs::exists(env.root / "empty_dataset" / "metrics.jsonl"));
+    // Every media dataset disabled: said as such (was: "no batch ... every aspect bucket has fewer
+    // samples than train_batch_size").
+    auto disabled = nlohmann::json::parse(st_test::read_text(env.root / "multidatabackend.json"));
+    disabled[0]["disabled"] = true;
+    st_test::write_text(env.root / "all_disabled.json", disabled.dump(2));
+    r = env.run(
+        env.config("all_disabled", {{"data_backend_config", (env.root / "all_disabled.json").string()}}));
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.log.find("no enabled video or image dataset yields a sample"), std::string::npos) << r.log;
 }
 
 TEST(TrainerTest, ValidationSettingsTheModelCannotRenderFailBeforeCaching) {

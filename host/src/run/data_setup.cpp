@@ -91,25 +91,33 @@ void prepare_data_backends(std::vector<OpenedBackend>& backends, sdk::Encoders* 
 
 std::vector<std::string> empty_datasets(const std::vector<OpenedBackend>& backends) {
     std::vector<std::string> out;
+    int64_t media = 0, samples = 0;
     for (const auto& b : backends) {
+        samples += b.summary.samples;
         const auto& d = b.summary.details;
         if (!d.contains("datasets") || !d["datasets"].is_object()) continue;
         for (const auto& [id, ds] : d["datasets"].items()) {
             const std::string type = ds.value("dataset_type", "");
-            if ((type != "video" && type != "image") || ds.value("disabled", false) ||
-                ds.value("samples", int64_t{1}) != 0)
-                continue;
+            if ((type != "video" && type != "image") || ds.value("disabled", false)) continue;
+            ++media;
+            if (ds.value("samples", int64_t{1}) != 0) continue;
             std::string first;
             if (d.contains("skipped") && d["skipped"].is_array())
                 for (const auto& r : d["skipped"])
                     if (r.value("dataset", "") == id && first.empty())
                         first = fmt::format("; first: {}: {}", r.value("file", "?"), r.value("reason", "?"));
-            out.push_back(fmt::format("dataset '{}' ({}{}) yields no usable sample: {} file(s) skipped{}", id,
-                                      type, ds.value("eval", false) ? ", eval" : "",
-                                      ds.value("skipped", int64_t{0}),
-                                      first.empty() ? "; no media files were found in it" : first));
+            out.push_back(fmt::format(
+                "dataset '{}' ({}{}) yields no usable sample: {} file(s) skipped{} "
+                "(disable it, or fix its path, size limits or frame counts)",
+                id, type, ds.value("eval", false) ? ", eval" : "", ds.value("skipped", int64_t{0}),
+                first.empty() ? "; no media files were found in it" : first));
         }
     }
+    // Every media dataset disabled (or none configured): nothing to train on either.
+    if (media == 0 && samples == 0)
+        out.push_back(
+            "no enabled video or image dataset yields a sample: every one in data_backend_config is disabled "
+            "or none is configured");
     return out;
 }
 

@@ -31,7 +31,8 @@ std::vector<OpenedBackend> open_data_backends(
 void prepare_data_backends(std::vector<OpenedBackend>& backends, sdk::Encoders* encoders);
 
 /// One line per enabled media dataset (video, image, eval) that yielded no usable sample, naming it
-/// and its first skip reason; empty when every such dataset has samples. (SimpleTuner stops on an
+/// and its first skip reason, or one line when no such dataset is enabled at all; empty when every
+/// such dataset has samples. (SimpleTuner stops on an
 /// empty dataset too: it is almost always a wrong path, size limit or frame count.)
 std::vector<std::string> empty_datasets(const std::vector<OpenedBackend>& backends);
 

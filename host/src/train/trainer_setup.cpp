@@ -107,8 +107,7 @@ void Trainer::open_data() {
     });
     log::info(kLog, "data ready:\n{}", format_prepare_summary(backends_));
     if (const auto empty = empty_datasets(backends_); !empty.empty())
-        fail(kLog, "setup", "{} (disable it, or fix its path, size limits or frame counts)",
-             fmt::format("{}", fmt::join(empty, "; ")));
+        fail(kLog, "setup", "{}", fmt::format("{}", fmt::join(empty, "; ")));
     if (cfg_.caption_dropout > 0) null_text_ = model_->encode_text({""});
     model_->release_encoders();
 }
