@@ -4,6 +4,7 @@
 
 #include <cctype>
 
+#include "st/bucket_alignment.h"
 #include "st/data_backend.h"
 #include "st/error.h"
 #include "st/lr_scheduler.h"
@@ -58,6 +59,7 @@ GuidancePolicy::~GuidancePolicy() = default;
 TokenRouting::~TokenRouting() = default;
 NoiseSchedule::~NoiseSchedule() = default;
 NegativePromptEncoding::~NegativePromptEncoding() = default;
+BucketAlignment::~BucketAlignment() = default;
 
 TensorMap default_unconditional(const TensorMap& conditional, const TensorMap& negative_text) {
     TensorMap m = conditional;

@@ -9,6 +9,7 @@
 
 #include "cache.h"
 #include "fixtures.h"
+#include "st/bucket_alignment.h"
 #include "st/error.h"
 
 namespace dl = st::plugins::data_local;
@@ -497,4 +498,54 @@ TEST(DataBackendTest, AnAudioBlockWhoseClipsHaveNoAudioFailsOnTheModelNotOnTheCl
     }
     EXPECT_TRUE(b.skipped().empty()) << "refused before discovery";
     EXPECT_TRUE(enc.video_batches.empty());
+}
+
+namespace {
+
+// A model whose buckets follow its own alignment (st/bucket_alignment.h), as SimpleTuner's Wan (32,
+// required) and Sana Video (64, a default the user may change) set aspect_bucket_alignment.
+class AligningEncoders : public st_test::FakeEncoders, public st::sdk::BucketAlignment {
+  public:
+    AligningEncoders(int alignment, bool required) : alignment_(alignment), required_(required) {
+        audio = false;
+    }
+    st::sdk::Capability* capability(std::string_view id) override {
+        if (id == st::sdk::BucketAlignment::kId) return static_cast<st::sdk::BucketAlignment*>(this);
+        return FakeEncoders::capability(id);
+    }
+    int bucket_alignment() const override { return alignment_; }
+    bool bucket_alignment_required() const override { return required_; }
+
+  private:
+    int alignment_;
+    bool required_;
+};
+
+std::string bucket_of(const fs::path& root, const json& config, st::sdk::Encoders& enc) {
+    dl::LocalDataBackend b;
+    b.open(request(root, json::array({video_entry("clips", "v"), text_entry()}), config));
+    b.prepare(&enc);
+    return b.samples().empty() ? std::string("none") : b.samples()[0].bucket;
+}
+
+}  // namespace
+
+// #23: buckets as SimpleTuner computes them for each model (96x64 clips at 64 pixel_area: 80x48 at
+// 16 px, 64x64 at 32 px).
+TEST(DataBackendTest, TheModelsBucketAlignmentAppliesAsInSimpleTuner) {
+    TempDir dir("backend-alignment");
+    st_test::make_clip(dir.path / "v" / "a.mp4", 96, 64, 10, 1.0);
+    const json pruning_off = {{"disable_bucket_pruning", true}};
+    st_test::FakeEncoders plain;
+    EXPECT_EQ(bucket_of(dir.path, pruning_off, plain), "80x48@9");  // the spatial multiple, 16
+    AligningEncoders wan(32, true);
+    EXPECT_EQ(bucket_of(dir.path, pruning_off, wan), "64x64@9");
+    // Required: the user's value is overridden (SimpleTuner warns and does the same).
+    json user16 = pruning_off;
+    user16["aspect_bucket_alignment"] = 16;
+    EXPECT_EQ(bucket_of(dir.path, user16, wan), "64x64@9");
+    // A default only: the user's value wins.
+    AligningEncoders sana(32, false);
+    EXPECT_EQ(bucket_of(dir.path, pruning_off, sana), "64x64@9");
+    EXPECT_EQ(bucket_of(dir.path, user16, sana), "80x48@9");
 }

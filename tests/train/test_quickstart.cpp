@@ -111,7 +111,7 @@ TEST(QuickstartTest, SanaVideoQuickstartFilesRunUnchangedApartFromModelPaths) {
               "--validation_num_video_frames 5");
     ASSERT_EQ(r.code, 0) << r.out;
     for (const char* note : {"report_to = wandb needs a network service",
-                             "training sigmas: uniform over the 1000 sigmas", "bucket 640x352@81: 2 samples"})
+                             "training sigmas: uniform over the 1000 sigmas", "bucket 704x384@81: 2 samples"})
         EXPECT_NE(r.out.find(note), std::string::npos) << note << "\n" << r.out;
     // Two steps, then the final validation at the quickstart's 832x480 with the shipped DPM-Solver++
     // sampler and its negative prompt (steps and frames shortened on the command line).

@@ -17,6 +17,7 @@
 #include "core/config.h"
 #include "core/ff_chunking.h"
 #include "hf_golden.h"
+#include "st/bucket_alignment.h"
 #include "st/error.h"
 #include "st/safetensors.h"
 #include "test_transformer_util.h"
@@ -375,6 +376,11 @@ TEST_F(WanPluginTest, Wan21ImageToVideoEncodesClipImageEmbedsAndTrains) {
     EXPECT_EQ(st::sdk::find_capability<st::sdk::AudioConditioning>(f), nullptr);
     EXPECT_EQ(st::sdk::find_capability<st::sdk::GuidancePolicy>(f), nullptr);
     EXPECT_NE(f.cache_identity().find("image_encoder:"), std::string::npos) << f.cache_identity();
+    // SimpleTuner's Wan buckets: aligned to 32 px whatever aspect_bucket_alignment says.
+    const auto* align = st::sdk::find_capability<st::sdk::BucketAlignment>(f);
+    ASSERT_NE(align, nullptr);
+    EXPECT_EQ(align->bucket_alignment(), 32);
+    EXPECT_TRUE(align->bucket_alignment_required());
 
     const at::Tensor pixels = at::rand({2, 3, 5, 32, 48}) * 2 - 1;
     const TensorMap enc = f.encode_video(pixels);

@@ -11,6 +11,7 @@
 
 #include "hf_golden.h"
 #include "s2v_family.h"
+#include "st/bucket_alignment.h"
 #include "st/error.h"
 
 namespace {
@@ -102,6 +103,10 @@ TEST_F(S2VFamilyTest, EncodersGiveWhatPredictTakes) {
     EXPECT_NE(st::sdk::find_capability<st::sdk::GuidancePolicy>(f), nullptr);
     EXPECT_NE(st::sdk::find_capability<st::sdk::ImageConditioning>(f), nullptr);
     EXPECT_EQ(st::sdk::find_capability<st::sdk::ExpertSchedule>(f), nullptr);
+    const auto* align = st::sdk::find_capability<st::sdk::BucketAlignment>(f);
+    ASSERT_NE(align, nullptr);
+    EXPECT_EQ(align->bucket_alignment(), 32);
+    EXPECT_TRUE(align->bucket_alignment_required());
     // The unconditional CFG branch (upstream audio_input * 0): negative text, silent audio, the same
     // reference image.
     const TensorMap cond{{"prompt_embeds", at::ones({1, 3, 2})},

@@ -8,6 +8,7 @@
 
 #include "cache.h"
 #include "parallel.h"
+#include "st/bucket_alignment.h"
 #include "st/error.h"
 #include "st/log.h"
 
@@ -247,12 +248,23 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
         temporal_ = encoders->temporal_multiple();
         identity_ = encoders->cache_identity();
     }
-    if (run_.aspect_bucket_alignment > 0) {
+    const auto* rule = encoders ? st::sdk::find_capability<st::sdk::BucketAlignment>(*encoders) : nullptr;
+    if (rule && rule->bucket_alignment_required()) {
+        // SimpleTuner's Wan models override the user's value the same way, with a warning.
+        if (run_.aspect_bucket_alignment > 0 && run_.aspect_bucket_alignment != rule->bucket_alignment())
+            log::warn(kLog,
+                      "aspect_bucket_alignment {} overridden: this model's buckets are aligned to {} px "
+                      "(as SimpleTuner requires for it)",
+                      run_.aspect_bucket_alignment, rule->bucket_alignment());
+        alignment_ = rule->bucket_alignment();
+    } else if (run_.aspect_bucket_alignment > 0) {
         if (encoders && run_.aspect_bucket_alignment % alignment_ != 0)
             fail("data.local", "prepare",
                  "aspect_bucket_alignment {} is not a multiple of the model's spatial multiple {}",
                  run_.aspect_bucket_alignment, alignment_);
         alignment_ = run_.aspect_bucket_alignment;
+    } else if (rule) {
+        alignment_ = rule->bucket_alignment();
     }
     log::info(kLog, "buckets aligned to {} px, frame counts {}k+1{}", alignment_, temporal_,
               encoders ? "" : " (no model given: Wan's rules assumed)");

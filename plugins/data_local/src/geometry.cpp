@@ -24,8 +24,10 @@ Size scale_to_cover(Size src, Size target) {
 }  // namespace
 
 int round_to_multiple(double value, int multiple) {
-    if (multiple <= 1) return std::max(1, static_cast<int>(std::lround(value)));
-    int r = static_cast<int>(std::lround(value / multiple)) * multiple;
+    // Python's round(): halves go to the even neighbour (22.5 -> 22), as in SimpleTuner's
+    // _round_to_nearest_multiple; std::nearbyint rounds so in the default rounding mode.
+    if (multiple <= 1) return std::max(1, static_cast<int>(std::nearbyint(value)));
+    int r = static_cast<int>(std::nearbyint(value / multiple)) * multiple;
     return std::max(r, multiple);
 }
 
@@ -34,16 +36,20 @@ double rounded_aspect(int w, int h, int decimals) {
     return std::round(static_cast<double>(w) / h * p) / p;
 }
 
-Size bucket_size_for_aspect(double ar, const DatasetConfig& ds, int alignment) {
+Size bucket_size_for_aspect(double ar, const DatasetConfig& ds, int alignment, bool portrait) {
     if (ds.resolution_type == "pixel") {
-        // calculate_new_size_by_pixel_edge: the short edge becomes the resolution.
-        const int edge = round_to_multiple(ds.resolution, alignment);
-        if (ar >= 1.0) return {round_to_multiple(edge * ar, alignment), edge};
-        return {edge, round_to_multiple(edge / ar, alignment)};
+        // calculate_new_size_by_pixel_edge: the short edge is the resolution, the long one
+        // int(resolution x ar) (or / ar), each then rounded to the alignment.
+        const int res = static_cast<int>(ds.resolution);
+        if (portrait)
+            return {round_to_multiple(res, alignment),
+                    round_to_multiple(static_cast<int>(res / ar), alignment)};
+        return {round_to_multiple(static_cast<int>(res * ar), alignment), round_to_multiple(res, alignment)};
     }
-    // calculate_new_size_by_pixel_area: edge = sqrt(MP * 1e6), then W = edge*sqrt(ar), H = edge/sqrt(ar).
-    const double edge =
-        round_to_multiple(std::sqrt(to_megapixels(ds.resolution, ds.resolution_type) * 1e6), alignment);
+    // calculate_new_size_by_pixel_area: edge = round(int(sqrt(MP * 1e6))), then W = edge*sqrt(ar),
+    // H = edge/sqrt(ar), each rounded to the alignment.
+    const double edge = round_to_multiple(
+        static_cast<int>(std::sqrt(to_megapixels(ds.resolution, ds.resolution_type) * 1e6)), alignment);
     const double root = std::sqrt(ar);
     return {round_to_multiple(edge * root, alignment), round_to_multiple(edge / root, alignment)};
 }
@@ -74,7 +80,7 @@ ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int a
         }
     }
     p.aspect = ar;
-    p.target = bucket_size_for_aspect(ar, ds, alignment);
+    p.target = bucket_size_for_aspect(ar, ds, alignment, source.w < source.h);
     if (!ds.crop) {
         // Aspect-preserving resize to cover the target, then a (small) centre crop.
         p.resized = scale_to_cover(source, p.target);

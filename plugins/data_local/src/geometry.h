@@ -17,12 +17,14 @@ struct Size {
     bool operator==(const Size&) const = default;
 };
 
-/// Nearest multiple of `multiple` (at least one multiple).
+/// Nearest multiple of `multiple` (at least one multiple); halves go to the even neighbour, as
+/// Python's round() in SimpleTuner's _round_to_nearest_multiple.
 int round_to_multiple(double value, int multiple);
 /// Aspect ratio w/h rounded to `decimals` (aspect_bucket_rounding).
 double rounded_aspect(int w, int h, int decimals);
-/// Training size for a source of aspect `ar` (already rounded) at the dataset's resolution.
-Size bucket_size_for_aspect(double ar, const DatasetConfig& ds, int alignment);
+/// Training size for a source of aspect `ar` (already rounded) at the dataset's resolution;
+/// `portrait`: the source is taller than wide (resolution_type pixel: its width is the resolution).
+Size bucket_size_for_aspect(double ar, const DatasetConfig& ds, int alignment, bool portrait = false);
 
 /// How one source frame becomes a training frame: resize the (rotated) source to `resized`, then
 /// take the `target` window at (`crop_x`, `crop_y`).

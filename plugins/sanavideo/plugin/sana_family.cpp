@@ -37,6 +37,7 @@ st::sdk::Capability* SanaVideoFamily::capability(std::string_view id) {
     if (id == st::sdk::NoiseSchedule::kId) return static_cast<st::sdk::NoiseSchedule*>(this);
     if (id == st::sdk::NegativePromptEncoding::kId)
         return static_cast<st::sdk::NegativePromptEncoding*>(this);
+    if (id == st::sdk::BucketAlignment::kId) return static_cast<st::sdk::BucketAlignment*>(this);
     return nullptr;
 }
 

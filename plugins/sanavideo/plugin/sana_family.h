@@ -19,6 +19,7 @@
 
 #include "core/sana_checkpoint.h"
 #include "core/sana_transformer.h"
+#include "st/bucket_alignment.h"
 #include "st/kit/vae.h"
 #include "st/model.h"
 #include "st/options.h"
@@ -71,7 +72,8 @@ class SanaVideoFamily final : public st::sdk::ModelFamily,
                               public st::sdk::ModelTools,
                               public st::sdk::TapProvider,
                               public st::sdk::NoiseSchedule,
-                              public st::sdk::NegativePromptEncoding {
+                              public st::sdk::NegativePromptEncoding,
+                              public st::sdk::BucketAlignment {
   public:
     SanaVideoFamily();
     ~SanaVideoFamily() override;
@@ -80,6 +82,10 @@ class SanaVideoFamily final : public st::sdk::ModelFamily,
     // ---- Encoders ------------------------------------------------------------------------------
     std::string cache_identity() const override;
     int spatial_multiple() const override { return 16; }
+    /// SimpleTuner keeps its global aspect_bucket_alignment default (64) for Sana Video and lets the
+    /// user choose another.
+    int bucket_alignment() const override { return 64; }
+    bool bucket_alignment_required() const override { return false; }
     int temporal_multiple() const override { return 4; }
     /// pixels [B, 3, F, H, W] -> {"latents": the Wan 2.1 VAE's normalised posterior mean}
     st::sdk::TensorMap encode_video(const at::Tensor& pixels) override;

@@ -144,6 +144,7 @@ st::sdk::Capability* WanFamily::capability(std::string_view id) {
     if (id == st::sdk::ExpertSchedule::kId) return static_cast<st::sdk::ExpertSchedule*>(this);
     if (id == st::sdk::TapProvider::kId) return static_cast<st::sdk::TapProvider*>(this);
     if (id == st::sdk::TokenRouting::kId) return static_cast<st::sdk::TokenRouting*>(this);
+    if (id == st::sdk::BucketAlignment::kId) return static_cast<st::sdk::BucketAlignment*>(this);
     return nullptr;
 }
 
@@ -282,6 +283,12 @@ std::string WanFamily::cache_identity() const {
     require_loaded("cache_identity");
     return fmt::format("wan|{}|{}|{}", transformer_.info.variant, encoders_.fingerprint(),
                        c10::toString(dtype_));
+}
+
+int WanFamily::bucket_alignment() const {
+    std::string flavour = flavour_;
+    for (auto& c : flavour) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return std::max(spatial_multiple(), flavour.find("5b") != std::string::npos ? 64 : 32);
 }
 
 int WanFamily::spatial_multiple() const {

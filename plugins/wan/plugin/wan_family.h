@@ -21,6 +21,7 @@
 #include "core/kit_names.h"
 #include "core/model_paths.h"
 #include "core/transformer.h"
+#include "st/bucket_alignment.h"
 #include "st/kit/umt5.h"
 #include "st/kit/vae.h"
 #include "st/model.h"
@@ -60,7 +61,8 @@ class WanFamily final : public st::sdk::ModelFamily,
                         public st::sdk::ImageConditioning,
                         public st::sdk::ExpertSchedule,
                         public st::sdk::TapProvider,
-                        public st::sdk::TokenRouting {
+                        public st::sdk::TokenRouting,
+                        public st::sdk::BucketAlignment {
   public:
     WanFamily();
     ~WanFamily() override;
@@ -69,6 +71,9 @@ class WanFamily final : public st::sdk::ModelFamily,
     // ---- Encoders ------------------------------------------------------------------------------
     std::string cache_identity() const override;
     int spatial_multiple() const override;
+    /// SimpleTuner's Wan rule: 32, or 64 for the TI2V 5B flavour, whatever aspect_bucket_alignment says.
+    int bucket_alignment() const override;
+    bool bucket_alignment_required() const override { return true; }
     int temporal_multiple() const override { return 4; }
     /// pixels [B, 3, F, H, W] in [-1, 1] -> {"latents": normalised posterior mean [B, z, F', H/8, W/8]};
     /// Wan 2.2 I2V transformers also {"conditioning_latents": the encoding of the first frame followed

@@ -116,6 +116,7 @@ st::sdk::Capability* WanS2VFamily::capability(std::string_view id) {
     if (id == st::sdk::TapProvider::kId) return static_cast<st::sdk::TapProvider*>(this);
     if (id == st::sdk::GuidancePolicy::kId) return static_cast<st::sdk::GuidancePolicy*>(this);
     if (id == st::sdk::TokenRouting::kId) return static_cast<st::sdk::TokenRouting*>(this);
+    if (id == st::sdk::BucketAlignment::kId) return static_cast<st::sdk::BucketAlignment*>(this);
     return nullptr;
 }
 

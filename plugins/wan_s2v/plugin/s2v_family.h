@@ -12,6 +12,7 @@
 #pragma once
 
 #include <torch/nn/module.h>
+#include <algorithm>
 
 #include <filesystem>
 #include <memory>
@@ -25,6 +26,7 @@
 #include "core/s2v_checkpoint.h"
 #include "core/s2v_key_map.h"
 #include "core/wav2vec2.h"
+#include "st/bucket_alignment.h"
 #include "st/kit/umt5_config.h"
 #include "st/kit/vae_config.h"
 #include "st/model.h"
@@ -75,7 +77,8 @@ class WanS2VFamily final : public st::sdk::ModelFamily,
                            public st::sdk::AudioConditioning,
                            public st::sdk::TapProvider,
                            public st::sdk::GuidancePolicy,
-                           public st::sdk::TokenRouting {
+                           public st::sdk::TokenRouting,
+                           public st::sdk::BucketAlignment {
   public:
     WanS2VFamily();
     ~WanS2VFamily() override;
@@ -85,6 +88,9 @@ class WanS2VFamily final : public st::sdk::ModelFamily,
     // ---- Encoders ------------------------------------------------------------------------------
     std::string cache_identity() const override;
     int spatial_multiple() const override;
+    /// SimpleTuner's S2V rule: 32 whatever aspect_bucket_alignment says.
+    int bucket_alignment() const override { return std::max(32, spatial_multiple()); }
+    bool bucket_alignment_required() const override { return true; }
     int temporal_multiple() const override { return 4; }
     /// pixels [B, 3, F, H, W] in [-1, 1] -> {"latents": normalised [B, 16, F', H/8, W/8],
     /// "image_latents": latents[:, :, :1] (the reference = first clean latent frame, as the
