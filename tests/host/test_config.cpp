@@ -291,9 +291,10 @@ TEST(ConfigTest, StrayPositionalArgumentIsAnError) {
 
 // #23: config.env as SimpleTuner's env_file.parse_env_file reads it.
 TEST(ConfigTest, ConfigEnvFilesAreReadAsSimpleTunerReadsThem) {
-    auto file = write_temp("config.env",
-                           "# comment\n\nexport ENV=lora\nTRAINER_EXTRA_ARGS=\"--seed 3\"\n"
-                           "TRAINER_EXTRA_ARGS+='--lora_rank 8'\nMODEL_NAME = 'Wan-AI/x'\nnot an assignment\n");
+    auto file =
+        write_temp("config.env",
+                   "# comment\n\nexport ENV=lora\nTRAINER_EXTRA_ARGS=\"--seed 3\"\n"
+                   "TRAINER_EXTRA_ARGS+='--lora_rank 8'\nMODEL_NAME = 'Wan-AI/x'\nnot an assignment\n");
     std::vector<std::string> warnings;
     const auto vars = parse_config_env(file, &warnings);
     EXPECT_EQ(vars.at("ENV"), "lora");
