@@ -1,6 +1,7 @@
 // Target dataset_config: a multidatabackend.json, read the way the host reads it (JSON limits, then
 // parsed) and handed to the local data backend's parser (parse_datasets: keys, types, ranges, ids,
-// placeholders, S2V audio auto-split, links between datasets), once for a model without audio and
+// the path templates {output_dir}/{model_family}/{id}, S2V audio auto-split, links between
+// datasets), once for a model without audio and
 // once for one whose samples carry audio. Dataset ids name cache and metadata files: an accepted id
 // is never a path.
 #include <string>

@@ -19,6 +19,7 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path make_scratch_dir() {
+    // mkdtemp(3) replaces the six trailing X of its template with a unique suffix.
     std::string tmpl = (fs::temp_directory_path() / "st-fuzz-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) {
         std::perror("st fuzz: mkdtemp");
