@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git clang-format
   libtorch-dev                       # LibTorch 1.13.1 (CPU)
+  libgloo-dev                        # Gloo headers: data-parallel training through c10d's ProcessGroupGloo
   libopenblas0-pthread               # fast BLAS for LibTorch (the reference BLAS is ~15x slower)
   libboost-dev libboost-program-options-dev libboost-filesystem-dev   # Boost.DLL is header-only
   nlohmann-json3-dev libtomlplusplus-dev libfmt-dev

@@ -8,6 +8,7 @@
 
 #include "commands/commands.h"
 #include "config/default_config.h"
+#include "dist/dist_env.h"
 #include "plugins/guard.h"
 #include "st/error.h"
 #include "st/log.h"
@@ -22,14 +23,20 @@ GlobalFlags parse_global_flags(const std::vector<std::string>& args) {
     po::options_description desc("global");
     desc.add_options()("help,h", po::bool_switch(&g.help))(
         "no-install-plugins", po::bool_switch(&g.no_install_plugins))("version", po::bool_switch(&g.version))(
-        "plugin", po::value<std::string>(&g.plugin))("plugin-dir",
-                                                     po::value<std::vector<std::string>>(&g.plugin_dirs));
+        "plugin", po::value<std::string>(&g.plugin))(
+        "plugin-dir", po::value<std::vector<std::string>>(&g.plugin_dirs))("nproc_per_node",
+                                                                           po::value<int>(&g.nproc_per_node));
     try {
         auto parsed = po::command_line_parser(args).options(desc).allow_unregistered().run();
         po::variables_map vm;
         po::store(parsed, vm);
         po::notify(vm);
         g.rest = po::collect_unrecognized(parsed.options, po::include_positional);
+        // torchrun's spelling before the config file: the same as the config key (after it).
+        if (g.nproc_per_node != 0) {
+            g.rest.push_back("--nproc_per_node");
+            g.rest.push_back(std::to_string(g.nproc_per_node));
+        }
     } catch (const po::error& e) {
         throw Error("host.cli", "parse", e.what());
     }
@@ -86,11 +93,21 @@ bool run_plugin_command(CommandContext& ctx, const std::string& first, std::vect
 
 }  // namespace
 
+namespace {
+std::vector<std::string> g_argv;
+}
+
+const std::vector<std::string>& process_argv() {
+    return g_argv;
+}
+
 int run_cli(int argc, char** argv) {
+    g_argv.assign(argv, argv + argc);
     std::vector<std::string> args(argv + 1, argv + argc);
     try {
         CommandContext ctx;
         ctx.flags = parse_global_flags(args);
+        dist::quiet_other_ranks();
         // Every command runs with all cores unless a run's num_threads says otherwise.
         configure_threads_and_probe(0);
         if (ctx.flags.version) {

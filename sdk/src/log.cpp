@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <mutex>
 
@@ -88,8 +89,21 @@ void set_file(const std::string& path) {
     }
 }
 
+// In a data-parallel run (WORLD_SIZE > 1, set by torchrun or st-host --nproc_per_node) every line
+// says which rank wrote it.
+static const std::string& rank_prefix() {
+    static const std::string prefix = [] {
+        const char* world = std::getenv("WORLD_SIZE");
+        const char* rank = std::getenv("RANK");
+        if (!world || !rank || std::string(world) == "1" || std::string(world) == "0") return std::string();
+        return fmt::format("[rank {}] ", rank);
+    }();
+    return prefix;
+}
+
 void write(Level lvl, std::string_view component, std::string_view message) {
-    std::string line = fmt::format("{} {} [{}] {}\n", timestamp(), level_name(lvl), component, message);
+    std::string line =
+        fmt::format("{} {} {}[{}] {}\n", timestamp(), level_name(lvl), rank_prefix(), component, message);
     std::lock_guard lock(g_mutex);
     if (g_progress_line_open) {
         std::fputs("\r\033[K", stderr);  // clear a live progress line before printing over it

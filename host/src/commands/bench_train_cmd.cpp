@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "commands/commands.h"
+#include "dist/launcher.h"
 #include "media/video_writer.h"
 #include "plugins/guard.h"
 #include "plugins/model_handle.h"
@@ -52,7 +53,7 @@ double percentile(std::vector<double> v, double q) {
 }
 
 struct StepTimes {
-    std::vector<double> data, forward, backward, optimizer, host, total;
+    std::vector<double> data, forward, backward, optimizer, host, total, allreduce;
 };
 
 StepTimes read_step_times(const fs::path& metrics, int64_t warmup) {
@@ -71,6 +72,7 @@ StepTimes read_step_times(const fs::path& metrics, int64_t warmup) {
         s.optimizer.push_back(t["optimizer"]);
         s.host.push_back(t["host"]);
         s.total.push_back(t["total"]);
+        s.allreduce.push_back(t.value("allreduce", 0.0));
     }
     return s;
 }
@@ -146,6 +148,15 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         "out", po::value(&out), "scratch folder (default: a temporary one, removed afterwards)")(
         "json", po::bool_switch(&json), "also print the numbers as one JSON line");
     auto extra = parse_command_flags(desc, args, "bench train");
+    // --nproc_per_node N (a global flag, passed on as an override): also measure N launched ranks.
+    int64_t nproc = 1;
+    for (size_t i = 0; i + 1 < extra.size(); ++i)
+        if (extra[i] == "--nproc_per_node") {
+            nproc = std::stoll(extra[i + 1]);
+            extra.erase(extra.begin() + static_cast<std::ptrdiff_t>(i),
+                        extra.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+            break;
+        }
     if (ctx.flags.plugin.empty())
         fail("host.bench", "train", "usage: st-host bench train --plugin NAME [--preset P]");
     const ComponentEntry& entry = model_component(ctx.plugins(), ctx.flags.plugin);
@@ -161,7 +172,7 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         const auto media = model.sample_media();
         with_audio = std::find(media.begin(), media.end(), sdk::MediaKind::audio) != media.end();
     }
-    const int64_t clips = std::max<int64_t>(4, 2 * batch);
+    const int64_t clips = std::max<int64_t>(4, 2 * batch * nproc);
     for (int64_t i = 0; i < clips; ++i) {
         // A tone per clip (16 kHz, the clip's length) when the family needs audio.
         const int64_t n = frames * 1000;
@@ -263,6 +274,36 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
                 *per_step, b > 0 ? 100.0 * *per_step / b : 0.0);
             report["decode_and_teacher_per_step"] = *per_step;
         }
+    }
+    if (nproc > 1) {
+        // The same run as N ranks (st-host --nproc_per_node N in a child process), each with batch
+        // `batch`: a global batch of N x batch per step.
+        std::vector<std::string> a;
+        if (ctx.flags.no_install_plugins) a.push_back("--no-install-plugins");
+        for (const auto& d : ctx.flags.plugin_dirs) a.insert(a.end(), {"--plugin-dir", d});
+        a.insert(a.end(), {"--plugin", ctx.flags.plugin});
+        a.insert(a.end(), run_args.begin(), run_args.end());
+        a.insert(a.end(), {"--output_dir", (dir / "output-ranks").string(), "--nproc_per_node",
+                           std::to_string(nproc), "--log_level", "warning"});
+        if (const int code = dist::run_self(a); code != 0)
+            fail("host.bench", "train", "the {}-rank run failed (exit code {})", nproc, code);
+        const StepTimes d = read_step_times(dir / "output-ranks" / "metrics.jsonl", warmup);
+        print_times(d, fmt::format(" with {} ranks (batch {} each, global {})", nproc, batch, nproc * batch));
+        const double one = percentile(t.total, 0.5), many = percentile(d.total, 0.5);
+        const double wait = percentile(d.allreduce, 0.5);
+        std::printf("  all-reduce wait %.4f s per step (%.1f%% of the step; the rest overlapped backward)\n",
+                    wait, many > 0 ? 100.0 * wait / many : 0.0);
+        const double sps_one = one > 0 ? static_cast<double>(batch) / one : 0.0;
+        const double sps_many = many > 0 ? static_cast<double>(nproc * batch) / many : 0.0;
+        std::printf("samples/s: 1 rank %.3f, %lld ranks %.3f (x%.2f)\n", sps_one,
+                    static_cast<long long>(nproc), sps_many, sps_one > 0 ? sps_many / sps_one : 0.0);
+        nlohmann::json r = medians(d);
+        r["allreduce"] = wait;
+        report["ranks"] = {{"nproc_per_node", nproc},
+                           {"median", r},
+                           {"samples_per_s", sps_many},
+                           {"samples_per_s_one_rank", sps_one},
+                           {"speedup", sps_one > 0 ? sps_many / sps_one : 0.0}};
     }
     std::printf("peak RSS: %.1f MiB\n", static_cast<double>(ru.ru_maxrss) / 1024.0);
     report["peak_rss_mib"] = static_cast<double>(ru.ru_maxrss) / 1024.0;

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <map>
+#include <thread>
 
 #include "config/config_file.h"
+#include "dist/dist_env.h"
 #include "lua/hook_engine.h"
 #include "st/error.h"
 #include "st/files.h"
@@ -96,6 +98,7 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
     s.resolved = resolve_config(file_values, overrides, table);
     s.config = sdk::ConfigView(std::make_shared<const nlohmann::json>(s.resolved.values));
     log::set_level(log::parse_level(s.config.get_string("log_level")));
+    dist::quiet_other_ranks();
     for (const auto& note : s.resolved.notes) log::info("host.config", "{}", note);
 
     // The model family: --plugin, or the plugin providing model.<model_family>.
@@ -119,13 +122,20 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
     log::info("host", "model family {} from plugin {} ({}), chosen by {}", s.model->id, s.model->plugin_name,
               s.model->plugin_file.string(), ctx.flags.plugin.empty() ? "model_family" : "--plugin");
 
-    s.system = configure_threads_and_probe(static_cast<int>(s.config.opt_int("num_threads").value_or(0)));
+    // Ranks of a data-parallel run share this machine's cores unless num_threads says otherwise.
+    const dist::DistEnv dist_env = dist::read_dist_env();
+    int threads = static_cast<int>(s.config.opt_int("num_threads").value_or(0));
+    if (threads == 0 && dist_env.local_world_size > 1)
+        threads =
+            std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / dist_env.local_world_size);
+    s.system = configure_threads_and_probe(threads);
     log_system_info(s.system);
 
     s.output_dir = s.config.get_string("output_dir");
     std::error_code ec;
     fs::create_directories(s.output_dir, ec);
     if (ec) fail("host", "setup", "cannot create output_dir '{}': {}", s.output_dir.string(), ec.message());
+    if (dist_env.rank != 0) return s;  // rank 0 alone writes into output_dir
     nlohmann::json resolved = s.resolved.values;
     sdk::write_file_atomic(s.output_dir / "config.resolved.json", resolved.dump(2) + "\n");
     nlohmann::json info = {{"st_version", ST_SDK_VERSION_STRING},

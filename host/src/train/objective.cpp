@@ -39,15 +39,23 @@ sdk::PredictInputs Objective::inputs(const sdk::Batch& batch, const sdk::FlowMat
 }
 
 ObjectiveResult Objective::training_loss(const sdk::Batch& batch, at::Generator& generator, int64_t step,
-                                         int64_t total_steps) {
+                                         int64_t total_steps, int64_t shard_offset, int64_t global_batch) {
     // latents [B, C, F, H, W] -> noisy, target; velocity = model(noisy, sigma * 1000, conditioning)
     const at::Tensor latents = latents_of(batch).to(at::kFloat);
     const int64_t b = latents.size(0);
-    const at::Tensor noise = at::randn(latents.sizes(), generator, latents.options());
+    const int64_t g = global_batch > 0 ? global_batch : b;
+    if (shard_offset < 0 || shard_offset + b > g)
+        fail(kLog, "step", "batch slice [{}, {}) lies outside the global batch of {}", shard_offset,
+             shard_offset + b, g);
+    std::vector<int64_t> global_shape = latents.sizes().vec();
+    global_shape[0] = g;
+    const at::Tensor noise =
+        at::randn(global_shape, generator, latents.options()).narrow(0, shard_offset, b).contiguous();
     // A family with its own noise schedule (noise_schedule@1) draws the sigmas; else SimpleTuner's
     // flow_schedule_* options decide.
-    const std::optional<at::Tensor> own = model_.family_training_sigmas(b, generator);
-    const at::Tensor sigmas = own ? *own : sdk::sample_flow_sigmas(b, sigmas_, latents.sizes(), generator);
+    const std::optional<at::Tensor> own = model_.family_training_sigmas(g, generator);
+    const at::Tensor all_sigmas = own ? *own : sdk::sample_flow_sigmas(g, sigmas_, global_shape, generator);
+    const at::Tensor sigmas = all_sigmas.narrow(0, shard_offset, b);
     const auto fm = sdk::make_flow_matching_batch(latents, noise, sigmas);
     sdk::PredictInputs in = inputs(batch, fm);
     in.routes = routes_;
@@ -59,7 +67,7 @@ ObjectiveResult Objective::training_loss(const sdk::Batch& batch, at::Generator&
     ObjectiveResult r;
     r.terms["flow_matching"] = sdk::flow_matching_loss(out.velocity, fm.target.to(device_));
     r.loss = r.terms["flow_matching"];
-    r.timesteps = fm.timesteps;
+    r.timesteps = g == b ? fm.timesteps : all_sigmas.to(at::kFloat) * 1000.0;
     if (regs_.empty()) return r;
     const std::vector<int64_t> shape = latents.sizes().slice(1).vec();
     for (auto& reg : regs_) {

@@ -37,8 +37,13 @@ class Objective {
     /// st::Error naming the bucket when the batch has no latents.
     /// With TREAD routes (set_routes) the model also draws its token selections from `generator`.
     /// Every regularizer (set_regularizers) adds its terms; `step` / `total_steps` are passed to them.
+    /// Data parallel: `batch` is the slice [shard_offset, shard_offset + B) of a global batch of
+    /// `global_batch` samples (0: B, a single process); the noise and the sigmas are drawn for the whole
+    /// global batch and sliced, so every rank's generator stays in step with the others and N ranks draw
+    /// exactly what one process with the global batch draws. `timesteps` are then the global batch's.
     ObjectiveResult training_loss(const sdk::Batch& batch, at::Generator& generator, int64_t step = 0,
-                                  int64_t total_steps = 0);
+                                  int64_t total_steps = 0, int64_t shard_offset = 0,
+                                  int64_t global_batch = 0);
     /// TREAD routes of the training passes (never used by eval_loss).
     void set_routes(std::vector<sdk::TokenRoute> routes) { routes_ = std::move(routes); }
     /// The regularizers of the training passes (never used by eval_loss). Batch tensors named after

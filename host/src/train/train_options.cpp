@@ -168,6 +168,47 @@ std::vector<sdk::OptionSpec> trainer_options() {
     add(opt_string("tracker_project_name", "simpletuner-training",
                    "TensorBoard run folder under logging_dir (SimpleTuner's project name and default)."),
         "run");
+    // ---- data parallel (docs/distributed.md) ----
+    add(opt_int(
+            "nproc_per_node", std::nullopt,
+            "Data-parallel ranks to start on this machine (st-host --nproc_per_node N CONFIG); each holds "
+            "the model and trains on its own slice of every batch, gradients averaged (Gloo on CPU). "
+            "Unset: num_processes / num_machines, else 1. Ignored under torchrun (RANK/WORLD_SIZE set).")
+            .range(1, 1024),
+        "distributed");
+    add(opt_int("num_processes", std::nullopt,
+                "SimpleTuner's (accelerate's) total number of ranks over all machines; with num_machines it "
+                "gives nproc_per_node.")
+            .range(1, 1 << 20),
+        "distributed");
+    add(opt_int("num_machines", 1, "Machines taking part (SimpleTuner/accelerate); this one is machine_rank.")
+            .range(1, 1 << 16),
+        "distributed");
+    add(opt_int("machine_rank", 0,
+                "Index of this machine among num_machines (its ranks follow those before).")
+            .range(0, (1 << 16) - 1),
+        "distributed");
+    add(opt_string("main_process_ip", std::nullopt,
+                   "Address of machine 0 (MASTER_ADDR); default 127.0.0.1 on one machine."),
+        "distributed");
+    add(opt_int(
+            "main_process_port", std::nullopt,
+            "Port of the rendezvous store on machine 0 (MASTER_PORT); default: a free port on one machine, "
+            "29500 with several.")
+            .range(1, 65535),
+        "distributed");
+    add(opt_int(
+            "process_group_timeout", std::nullopt,
+            "Seconds a rank waits for the others (rendezvous, caching by rank 0, every collective) before "
+            "it stops with an error naming the ranks that did not answer. Unset: the environment's "
+            "SIMPLETUNER_PROCESS_GROUP_TIMEOUT_SECONDS, else 5400 (SimpleTuner's default).")
+            .range(1, 7 * 86400),
+        "distributed");
+    add(opt_float("ddp_bucket_cap_mb", 25.0,
+                  "Size of a gradient bucket in MB (fp32): buckets are averaged across ranks while backward "
+                  "is still running (DDP's bucket_cap_mb).")
+            .range(0.001, 4096),
+        "distributed");
     return o;
 }
 

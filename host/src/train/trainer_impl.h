@@ -19,6 +19,9 @@
 #include <vector>
 
 #include "commands/commands.h"
+#include "dist/collectives.h"
+#include "dist/grad_reducer.h"
+#include "dist/launch_config.h"
 #include "lua/hook_engine.h"
 #include "notify/webhook.h"
 #include "plugins/model_handle.h"
@@ -42,6 +45,8 @@ namespace st::host::train {
 /// Seconds spent in each part of one optimizer step.
 struct StepTiming {
     double data = 0, forward = 0, backward = 0, optimizer = 0, total = 0;
+    double allreduce = 0;       ///< data parallel: seconds blocked on gradient all-reduces (not overlapped)
+    double allreduce_span = 0;  ///< data parallel: first bucket sent to last one averaged
 };
 
 /// What the loop hands metrics, progress and hooks after each optimizer step.
@@ -119,6 +124,20 @@ class Trainer {
     /// Applies queued actions between steps: lr scale, checkpoint; returns a stop reason or "".
     std::string apply_actions();
 
+    // ---- data parallel (trainer_dist.cpp; docs/distributed.md) ----
+    /// Joins the other ranks when a launcher started this process (RANK/WORLD_SIZE set).
+    void start_distributed();
+    bool writer() const { return rank_ == 0; }  ///< rank 0 alone writes files, runs hooks, validates
+    /// This rank's slice of a global batch (every rank loads the same global batch and keeps its part).
+    sdk::Batch shard_of(const sdk::Batch& global) const;
+    /// After the step's backward passes: averages the gradients and the step's loss figures.
+    void reduce_step(StepReport& r, double& loss_sum, bool& finite, int64_t micro_batches);
+    /// Makes every rank leave the loop at the same step: rank 0's stop reason and exit code (hooks,
+    /// non-finite state, a failed save) and any rank's SIGINT/SIGTERM. Returns whether to stop.
+    bool agree_to_stop(std::string& stop_reason, int& code, bool signal_here);
+    /// Every rank starts from rank 0's trainable weights (identical by seed and resume; checked).
+    void sync_weights();
+
     // ---- state (trainer_state.cpp) ----
     void maybe_resume();
     void restore(const std::filesystem::path& dir);
@@ -180,6 +199,13 @@ class Trainer {
     bool final_weights_failed_ = false;
     bool nonfinite_weights_ = false;  ///< a save was refused: the weights or optimizer state hold inf/NaN
     bool in_update_ = false;  ///< inside optimizer step + EMA: a failure here leaves weights half-updated
+
+    // Data parallel (null / 0 / 1 in a single process).
+    dist::LaunchConfig launch_;
+    std::unique_ptr<dist::Collectives> coll_;
+    std::unique_ptr<dist::GradReducer> reducer_;
+    int rank_ = 0;
+    int world_ = 1;
 };
 
 }  // namespace st::host::train

@@ -50,7 +50,9 @@ int64_t Trainer::apply_caption_dropout(sdk::Batch& batch) {
 
 double Trainer::micro_step(sdk::Batch& batch, StepReport& report) {
     auto t0 = Clock::now();
-    const ObjectiveResult r = objective_->training_loss(batch, generator_, global_step_, total_steps_);
+    const int64_t b = static_cast<int64_t>(batch.samples.size());
+    const ObjectiveResult r =
+        objective_->training_loss(batch, generator_, global_step_, total_steps_, b * rank_, b * world_);
     report.time.forward += seconds_since(t0);
     auto t1 = Clock::now();
     (r.loss / static_cast<double>(cfg_.accumulation)).backward();
@@ -93,12 +95,22 @@ StepReport Trainer::train_step() {
         }
         if (!batch->samples.empty()) r.bucket = batch->samples.front().bucket;
         r.samples += static_cast<int64_t>(batch->samples.size());
-        const double l = micro_step(*batch, r);
+        double l = 0;
+        if (coll_) {
+            // Every rank holds the global batch; it trains on its slice, and the gradients of the
+            // accumulation's last micro-step are averaged while its backward runs.
+            reducer_->arm(n + 1 == cfg_.accumulation);
+            sdk::Batch local = shard_of(*batch);
+            l = micro_step(local, r);
+        } else {
+            l = micro_step(*batch, r);
+        }
         if (!std::isfinite(l)) finite = false;
         loss_sum += l;
         ++n;
     }
     if (n == 0) return r;
+    reduce_step(r, loss_sum, finite, n);  // data parallel: averages over the ranks
     r.loss = loss_sum / static_cast<double>(n);
     for (auto& [name, v] : r.terms) v /= static_cast<double>(n);
     for (auto& [name, v] : r.metrics) v /= static_cast<double>(r.micro_batches);
@@ -150,6 +162,7 @@ void Trainer::report_step(const StepReport& r) {
           {"forward", r.time.forward},
           {"backward", r.time.backward},
           {"optimizer", r.time.optimizer},
+          {"allreduce", r.time.allreduce},
           {"host",
            std::max(0.0, r.time.total - r.time.data - r.time.forward - r.time.backward - r.time.optimizer)},
           {"total", r.time.total}}},
@@ -162,6 +175,7 @@ void Trainer::report_step(const StepReport& r) {
             line["regularizer_metrics"][name] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json();
     }
     if (r.skipped) line["skipped"] = true;
+    if (world_ > 1) line["world_size"] = world_;
     if (hooks_ && hooks_->has_handlers("on_step_end")) {
         nlohmann::json t = line;
         t["captions"] = r.captions;
@@ -178,6 +192,7 @@ void Trainer::report_step(const StepReport& r) {
 }
 
 void Trainer::write_metrics(const nlohmann::json& line) {
+    if (!writer()) return;
     metrics_->write(line);
     if (tensorboard_) tensorboard_->write_metrics(line);
 }
@@ -192,10 +207,13 @@ int Trainer::run() {
     }
     checkpoints_ = std::make_unique<CheckpointManager>(cfg_.output_dir, cfg_.checkpoint_interval,
                                                        cfg_.checkpoints_limit);
-    checkpoints_->report_leftovers();
+    start_distributed();  // a launched rank meets the others first (every rank checked the config)
+    if (writer()) checkpoints_->report_leftovers();
     generator_ = at::make_generator<at::CPUGeneratorImpl>(seed_);
-    start_hooks();  // script errors show before anything expensive loads
-    start_webhooks();
+    if (writer()) {
+        start_hooks();  // script errors show before anything expensive loads
+        start_webhooks();
+    }
     try {
         load_model();
         open_data();
@@ -207,12 +225,15 @@ int Trainer::run() {
         // reads them train alike.
         at::manual_seed(seed_);
         maybe_resume();
-        checkpoints_->check_foreign(global_step_, total_steps_);
-        // A kill between a save and its prune leaves one checkpoint too many, and a run that never saves
-        // again (its budget reached) would keep it for good.
-        checkpoints_->prune_at_start(checkpoints_->last_step());
-        build_eval_set();
-        start_validation();
+        sync_weights();  // data parallel: rank 0's weights everywhere, and the gradient buckets
+        if (writer()) {
+            checkpoints_->check_foreign(global_step_, total_steps_);
+            // A kill between a save and its prune leaves one checkpoint too many, and a run that never
+            // saves again (its budget reached) would keep it for good.
+            checkpoints_->prune_at_start(checkpoints_->last_step());
+            build_eval_set();
+            start_validation();
+        }
     } catch (const std::exception& e) {
         // The webhook hears why the run never started (a setting the model cannot render, an empty
         // dataset, ...), as it hears a failed step; the error still ends the run with exit code 1.
@@ -220,8 +241,8 @@ int Trainer::run() {
         throw;
     }
     snapshot_position();
-    metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);
-    if (cfg_.tensorboard_dir) {
+    if (writer()) metrics_ = std::make_unique<MetricsWriter>(cfg_.output_dir / "metrics.jsonl", global_step_);
+    if (cfg_.tensorboard_dir && writer()) {
         tensorboard_ = std::make_unique<TensorBoardWriter>(*cfg_.tensorboard_dir, global_step_);
         log::info(kLog, "TensorBoard: writing {}; view with: tensorboard --logdir {}",
                   tensorboard_->file().string(), cfg_.tensorboard_dir->parent_path().string());
@@ -257,10 +278,11 @@ int Trainer::run() {
                 r = train_step();
             } catch (const std::exception& e) {
                 log::error(kLog, "step {} failed: {}", global_step_ + 1, e.what());
+                if (coll_) coll_->report_exit(fmt::format("step {} failed: {}", global_step_ + 1, e.what()));
                 fire("on_error", {{"step", global_step_ + 1}, {"message", e.what()}});
                 notify("error", notify::Severity::error,
                        fmt::format("Training failed at step {}: {}", global_step_ + 1, e.what()));
-                if (global_step_ > checkpoints_->last_step() && global_step_ > 0 && !in_update_)
+                if (writer() && global_step_ > checkpoints_->last_step() && global_step_ > 0 && !in_update_)
                     save_checkpoint("the failed step (state of the last completed step)");
                 throw;
             }
@@ -275,7 +297,7 @@ int Trainer::run() {
             if (std::string hook_stop = apply_actions(); !hook_stop.empty() || nonfinite_weights_) {
                 stop_reason = hook_stop;
                 if (hook_error) code = 1;  // lua_hook_error=stop: a failed run, not a requested stop
-                break;
+                if (!coll_) break;
             }
             if (!r.skipped) {
                 loss_ema = std::isnan(loss_ema) ? r.loss : 0.9 * loss_ema + 0.1 * r.loss;
@@ -287,6 +309,29 @@ int Trainer::run() {
                     if (name.find("score") != std::string::npos) extra += fmt::format(" {} {:.4f}", name, v);
                 progress.set_note(fmt::format("loss {:.4f} (avg {:.4f}){} lr {:.3g} {:.2f} s/step", r.loss,
                                               loss_ema, extra, r.lr, r.time.total));
+            }
+            if (coll_) {
+                // Every rank leaves at the same step: rank 0's decision, or a signal any rank got.
+                if (nonfinite_in_row_ >= cfg_.max_nonfinite && stop_reason.empty()) {
+                    stop_reason =
+                        fmt::format("{} steps in a row had a non-finite loss or gradient", nonfinite_in_row_);
+                    code = 4;
+                }
+                const char* sig = nullptr;
+                if (agree_to_stop(stop_reason, code, signals.requested(&sig))) break;
+                if (!r.skipped && cfg_.eval_interval > 0 && global_step_ % cfg_.eval_interval == 0 &&
+                    writer())
+                    evaluate();
+                if (validation_ && validation_->due(global_step_, r.skipped, validate_requested_)) validate();
+                validate_requested_ = false;
+                if (!r.skipped && checkpoints_->due(global_step_, total_steps_) && writer())
+                    save_checkpoint("checkpoint_step_interval");
+                if (nonfinite_weights_ && stop_reason.empty()) {
+                    stop_reason = "the weights hold non-finite values (see the error above)";
+                    code = 4;
+                }
+                if (agree_to_stop(stop_reason, code, signals.requested(&sig))) break;
+                continue;
             }
             if (nonfinite_in_row_ >= cfg_.max_nonfinite) {
                 stop_reason =
@@ -323,8 +368,13 @@ int Trainer::run() {
     }
     if (!stop_reason.empty()) log::warn(kLog, "stopping at step {}: {}", global_step_, stop_reason);
     // A save refused for non-finite values at this step is not tried again.
-    if (global_step_ > 0 && checkpoints_->last_step() != global_step_ && !nonfinite_weights_)
+    if (global_step_ > 0 && checkpoints_->last_step() != global_step_ && !nonfinite_weights_ && writer())
         save_checkpoint(stop_reason.empty() ? "end of training" : stop_reason);
+    if (!writer()) {
+        if (coll_) coll_->report_exit(stop_reason.empty() ? "finished" : stop_reason);
+        log::info(kLog, "rank {} done at step {}", rank_, global_step_);
+        return code;
+    }
     if (stop_reason.empty() && global_step_ > 0) {
         save_final_weights();
         if (nonfinite_weights_)

@@ -94,10 +94,18 @@ void Trainer::load_model() {
 }
 
 void Trainer::open_data() {
+    // Data parallel: rank 0 discovers and caches; the others wait, then find every cache complete
+    // (nothing is encoded twice) and walk the same global batches, each keeping its slice.
+    if (coll_ && !writer()) {
+        log::info(kLog, "waiting for rank 0 to build the caches (process_group_timeout {} s)",
+                  launch_.timeout_s);
+        coll_->barrier("waiting for rank 0's caches");
+    }
     backends_ =
         open_data_backends(ctx_, setup_, model_->sample_media(), sample_features(objective_->regularizers()));
     prepare_data_backends(backends_, &model_->family());
-    data_ = std::make_unique<DataCursor>(backends_, cfg_.batch_size,
+    if (coll_ && writer()) coll_->barrier("handing the caches to the other ranks");
+    data_ = std::make_unique<DataCursor>(backends_, cfg_.batch_size * world_,
                                          cfg_.max_train_steps == 0 ? cfg_.num_train_epochs : 0);
     data_->on_epoch_start([this](int64_t epoch) {
         log::info(kLog, "epoch {}{} begins at step {}", epoch,
@@ -202,12 +210,16 @@ void Trainer::create_optimizer() {
 
 void Trainer::plan_steps() {
     batches_per_epoch_ = data_->batches_per_epoch();
+    if (world_ > 1)
+        log::info(kLog, "global batch: {} ranks x train_batch_size {} = {} samples per micro-step", world_,
+                  cfg_.batch_size, world_ * cfg_.batch_size);
     if (batches_per_epoch_ == 0)
         fail(kLog, "setup",
-             "no batch of train_batch_size {} can be formed from the datasets ({} samples): every aspect "
-             "bucket has fewer samples than train_batch_size x gradient_accumulation_steps. Add samples, "
+             "no batch of {} samples can be formed from the datasets ({} samples): every aspect "
+             "bucket has fewer samples than train_batch_size x ranks x gradient_accumulation_steps. Add "
+             "samples, "
              "lower train_batch_size, or raise the dataset's `repeats`",
-             cfg_.batch_size, [&] {
+             cfg_.batch_size * world_, [&] {
                  int64_t n = 0;
                  for (auto& b : backends_) n += b.summary.samples;
                  return n;
@@ -229,7 +241,7 @@ void Trainer::plan_steps() {
     } else {
         total_steps_ = cfg_.num_train_epochs * steps_per_epoch_;
         log::info(kLog, "num_train_epochs {} x {} steps ({} batches of {}, accumulation {}) = {} steps",
-                  cfg_.num_train_epochs, steps_per_epoch_, batches_per_epoch_, cfg_.batch_size,
+                  cfg_.num_train_epochs, steps_per_epoch_, batches_per_epoch_, cfg_.batch_size * world_,
                   cfg_.accumulation, total_steps_);
     }
 }

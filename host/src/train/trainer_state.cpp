@@ -96,6 +96,8 @@ nlohmann::json Trainer::training_state() const {
             {"nonfinite_total", nonfinite_total_},
             {"lr_scale", lr_scale_},
             {"seed", seed_},
+            {"world_size", world_},
+            {"global_batch_size", cfg_.batch_size * world_},
             {"model_type", cfg_.model_type == ModelType::lora ? "lora" : "full"},
             {"lora_rank", cfg_.lora_rank},
             {"trainable", names},
@@ -326,6 +328,18 @@ void Trainer::restore(const fs::path& dir) {
     if (seed != seed_) log::info(kLog, "continuing the checkpoint's random streams (its seed was {})", seed);
     seed_ = seed;
     checkpoints_->set_last_step(global_step_);
+    if (const int64_t saved_world = st.value("world_size", int64_t{1}); saved_world != world_) {
+        const int64_t saved_batch = st.value("global_batch_size", cfg_.batch_size * saved_world);
+        log::warn(
+            kLog,
+            "{} was written by {} rank(s) (global batch {}); this run has {} (global batch {} = {} x "
+            "train_batch_size {}). The data order continues from the saved sample position, the "
+            "learning-rate schedule by step; each remaining step now averages {} samples instead of {}, "
+            "so the run is not the one the checkpoint's run would have continued (resume is exact with "
+            "the same number of ranks and train_batch_size)",
+            dir.string(), saved_world, saved_batch, world_, cfg_.batch_size * world_, world_, cfg_.batch_size,
+            cfg_.batch_size * world_ * cfg_.accumulation, saved_batch * cfg_.accumulation);
+    }
     log::info(kLog, "resumed from {} at step {} (epoch {}){}", dir.string(), global_step_, p.epoch + 1,
               global_step_ >= total_steps_
                   ? fmt::format("; the step budget {} is already reached", total_steps_)
