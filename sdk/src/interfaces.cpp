@@ -13,6 +13,7 @@
 #include "st/registrar.h"
 #include "st/regularizer.h"
 #include "st/safetensors.h"
+#include "st/sharded_caching.h"
 
 namespace st::sdk {
 
@@ -60,6 +61,7 @@ TokenRouting::~TokenRouting() = default;
 NoiseSchedule::~NoiseSchedule() = default;
 NegativePromptEncoding::~NegativePromptEncoding() = default;
 BucketAlignment::~BucketAlignment() = default;
+ShardedCaching::~ShardedCaching() = default;
 
 TensorMap default_unconditional(const TensorMap& conditional, const TensorMap& negative_text) {
     TensorMap m = conditional;

@@ -107,6 +107,25 @@ TEST(DistributedTest, TwoRanksOfBatchOneTrainLikeOneRankOfBatchTwo) {
               1e-5);
 }
 
+TEST(DistributedTest, CachingIsSplitOverTheRanksAndNothingIsEncodedTwice) {
+    auto& env = TrainEnv::get();
+    nlohmann::json s = dp_settings(1, 2);
+    s["data_backend_config"] = env.write_datasets("mdb_split.json", "cache_split").string();
+    auto r = env.run(env.config("dp_split", s), "--nproc_per_node 2", "ST_LOG_ALL_RANKS=1 ");
+    ASSERT_EQ(r.code, 0) << r.log;
+    for (const char* line :
+         {"[rank 0] [data.local.cache] latents: 0 cached, 4 to encode (this rank's share of the caching: 1 "
+          "of 2)",
+          "[rank 1] [data.local.cache] latents: 0 cached, 4 to encode (this rank's share of the caching: 2 "
+          "of 2)",
+          "[rank 0] [data.local.cache] text embeddings: 8 captions, 4 to encode (this rank's share",
+          "[rank 1] [data.local.cache] text embeddings: 8 captions, 4 to encode (this rank's share",
+          "[rank 0] [data.local.cache] latents: 8 cached, 0 to encode",
+          "[rank 1] [data.local.cache] latents: 8 cached, 0 to encode",
+          "[rank 1] [data.local.cache] text embeddings: 8 captions, 0 to encode"})
+        EXPECT_NE(r.log.find(line), std::string::npos) << line << "\n" << r.log;
+}
+
 TEST(DistributedTest, TorchrunLaunchesTheSameRun) {
     if (st_test::shell("command -v torchrun").code != 0)
         GTEST_SKIP() << "torchrun (python3-torch) is not installed";

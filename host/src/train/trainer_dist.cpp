@@ -5,10 +5,12 @@
 #include <ATen/ATen.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "dist/dist_env.h"
 #include "st/error.h"
+#include "st/sharded_caching.h"
 #include "train/trainer_impl.h"
 
 namespace st::host::train {
@@ -99,6 +101,32 @@ bool Trainer::agree_to_stop(std::string& stop_reason, int& code, bool signal_her
         stop_reason = fmt::format("a stop signal (SIGINT/SIGTERM) reached rank {}",
                                   static_cast<int>(sig[1].item<double>()));
     return !stop_reason.empty() || nonfinite_weights_;
+}
+
+void Trainer::prepare_data_distributed() {
+    std::vector<sdk::ShardedCaching*> shards;
+    for (auto& b : backends_) shards.push_back(dynamic_cast<sdk::ShardedCaching*>(b.backend.get()));
+    const bool split = std::all_of(shards.begin(), shards.end(), [](auto* s) { return s != nullptr; });
+    if (split) {
+        log::info(kLog,
+                  "caching split over {} ranks: each encodes its share, then every rank reads every cache",
+                  world_);
+        for (auto* s : shards) s->set_cache_shard(rank_, world_);
+        prepare_data_backends(backends_, &model_->family());
+        coll_->barrier("caching (every rank encodes its share)");
+        for (auto* s : shards) s->set_cache_shard(0, 1);
+    } else {
+        log::info(
+            kLog,
+            "a data backend cannot split its caching (no sdk::ShardedCaching): rank 0 builds the caches");
+    }
+    if (!writer()) {
+        log::info(kLog, "waiting for rank 0 to complete the caches (process_group_timeout {} s)",
+                  launch_.timeout_s);
+        coll_->barrier("waiting for rank 0's caches");
+    }
+    prepare_data_backends(backends_, &model_->family());
+    if (writer()) coll_->barrier("handing the complete caches to the other ranks");
 }
 
 void Trainer::sync_weights() {

@@ -135,6 +135,10 @@ class Trainer {
     /// Makes every rank leave the loop at the same step: rank 0's stop reason and exit code (hooks,
     /// non-finite state, a failed save) and any rank's SIGINT/SIGTERM. Returns whether to stop.
     bool agree_to_stop(std::string& stop_reason, int& code, bool signal_here);
+    /// Discovery and caching with several ranks: each encodes its share (backends with
+    /// sdk::ShardedCaching; else rank 0 all of it), then every rank prepares again and finds every
+    /// cache complete (rank 0 first: whatever is still missing is encoded once).
+    void prepare_data_distributed();
     /// Every rank starts from rank 0's trainable weights (identical by seed and resume; checked).
     void sync_weights();
 

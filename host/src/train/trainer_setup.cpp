@@ -94,17 +94,14 @@ void Trainer::load_model() {
 }
 
 void Trainer::open_data() {
-    // Data parallel: rank 0 discovers and caches; the others wait, then find every cache complete
-    // (nothing is encoded twice) and walk the same global batches, each keeping its slice.
-    if (coll_ && !writer()) {
-        log::info(kLog, "waiting for rank 0 to build the caches (process_group_timeout {} s)",
-                  launch_.timeout_s);
-        coll_->barrier("waiting for rank 0's caches");
-    }
     backends_ =
         open_data_backends(ctx_, setup_, model_->sample_media(), sample_features(objective_->regularizers()));
-    prepare_data_backends(backends_, &model_->family());
-    if (coll_ && writer()) coll_->barrier("handing the caches to the other ranks");
+    // Data parallel: the caching is split over the ranks, and every rank then reads every cache and
+    // walks the same global batches, each keeping its slice.
+    if (coll_)
+        prepare_data_distributed();
+    else
+        prepare_data_backends(backends_, &model_->family());
     data_ = std::make_unique<DataCursor>(backends_, cfg_.batch_size * world_,
                                          cfg_.max_train_steps == 0 ? cfg_.num_train_epochs : 0);
     data_->on_epoch_start([this](int64_t epoch) {

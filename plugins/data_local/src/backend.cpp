@@ -304,6 +304,11 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
     return summarize();
 }
 
+std::string LocalDataBackend::share_note() const {
+    if (shard_count_ <= 1) return "";
+    return fmt::format(" (this rank's share of the caching: {} of {})", shard_index_ + 1, shard_count_);
+}
+
 st::sdk::PrepareSummary LocalDataBackend::summarize() const {
     st::sdk::PrepareSummary s;
     s.samples = static_cast<int64_t>(samples_.size());

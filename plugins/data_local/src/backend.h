@@ -13,6 +13,7 @@
 #include "discovery.h"
 #include "sampler.h"
 #include "st/data_backend.h"
+#include "st/sharded_caching.h"
 
 namespace st::plugins::data_local {
 
@@ -30,8 +31,14 @@ struct SampleCache {
     std::vector<std::pair<std::filesystem::path, std::string>> feature_files;
 };
 
-class LocalDataBackend final : public st::sdk::DataBackend {
+class LocalDataBackend final : public st::sdk::DataBackend, public st::sdk::ShardedCaching {
   public:
+    /// Data parallel: encode only items k with k % count == index (samples by discovery order,
+    /// unique captions in sorted order).
+    void set_cache_shard(int64_t index, int64_t count) override {
+        shard_index_ = index;
+        shard_count_ = count;
+    }
     void open(const st::sdk::DataOpenRequest& request) override;
     st::sdk::PrepareSummary prepare(st::sdk::Encoders* encoders) override;
     int64_t batches_per_epoch(int64_t batch_size) const override;
@@ -89,6 +96,14 @@ class LocalDataBackend final : public st::sdk::DataBackend {
     int threads_ = 1;
     bool opened_ = false;
     bool cached_ = false;
+    int64_t shard_index_ = 0;
+    int64_t shard_count_ = 1;
+    bool owns(size_t item) const {
+        return shard_count_ <= 1 ||
+               static_cast<int64_t>(item % static_cast<size_t>(shard_count_)) == shard_index_;
+    }
+    /// " (this rank's share: 1 of 2)" while caching is split, else "".
+    std::string share_note() const;
     BucketSampler sampler_;
     std::vector<std::string> sampler_datasets_;
 };

@@ -110,10 +110,14 @@ void LocalDataBackend::cache_latents(st::sdk::Encoders& enc) {
             meta && (!meta->count(kImageEmbedsMeta) || cache_file_valid(c.image_embeds_file, c.latent_key));
     });
     int64_t pending = 0;
-    for (size_t i = 0; i < samples_.size(); ++i)
-        if (!valid[i]) todo[samples_[i].bucket].push_back(i), ++pending;
-    log::info(kLog, "latents: {} cached, {} to encode (vae_batch_size {})", samples_.size() - pending,
-              pending, run_.vae_batch_size);
+    int64_t missing = 0;
+    for (size_t i = 0; i < samples_.size(); ++i) {
+        if (valid[i]) continue;
+        ++missing;
+        if (owns(i)) todo[samples_[i].bucket].push_back(i), ++pending;
+    }
+    log::info(kLog, "latents: {} cached, {} to encode{} (vae_batch_size {})", samples_.size() - missing,
+              pending, share_note(), run_.vae_batch_size);
     if (pending == 0) return;
     std::vector<bool> drop(samples_.size(), false);
     log::Progress progress(kLog, "encode latents", pending, "samples");
@@ -203,16 +207,18 @@ void LocalDataBackend::cache_features() {
     // its cached latents: the frames are exactly the ones the VAE saw.
     if (features_.empty()) return;
     std::vector<size_t> stale;  // samples with a missing or outdated feature file
-    for (size_t i = 0; i < samples_.size(); ++i)
+    for (size_t i = 0; i < samples_.size(); ++i) {
+        if (!owns(i)) continue;
         for (const auto& [file, key] : caches_[i].feature_files)
             if (!cache_file_valid(file, key)) {
                 stale.push_back(i);
                 break;
             }
+    }
     std::string names;
     for (const auto& f : features_) names += (names.empty() ? "" : ", ") + f->name();
-    log::info(kLog, "regularizer features ({}): {} cached, {} to encode", names,
-              samples_.size() - stale.size(), stale.size());
+    log::info(kLog, "regularizer features ({}): {} samples, {} to encode{}", names, samples_.size(),
+              stale.size(), share_note());
     if (stale.empty()) return;
     std::vector<bool> drop(samples_.size(), false);
     log::Progress progress(kLog, "encode " + names + " features", static_cast<int64_t>(stale.size()),
@@ -263,7 +269,9 @@ void LocalDataBackend::cache_text(st::sdk::Encoders& enc) {
     for (const auto& s : samples_)
         for (const auto& c : s.captions) unique.insert(c);
     std::vector<std::string> todo;
+    size_t item = 0;
     for (const auto& c : unique) {
+        if (!owns(item++)) continue;
         auto [file, key] = text_cache_entry(c);
         if (!cache_file_valid(file, key)) todo.push_back(c);
     }
@@ -272,8 +280,8 @@ void LocalDataBackend::cache_text(st::sdk::Encoders& enc) {
         if (d.dataset_type == DatasetType::text_embeds && d.cache_dir == text_cache_dir_ &&
             d.write_batch_size > 0)
             write_batch = d.write_batch_size;
-    log::info(kLog, "text embeddings: {} captions, {} cached, {} to encode (write_batch_size {})",
-              unique.size(), unique.size() - todo.size(), todo.size(), write_batch);
+    log::info(kLog, "text embeddings: {} captions, {} to encode{} (write_batch_size {})", unique.size(),
+              todo.size(), share_note(), write_batch);
     if (todo.empty()) return;
     log::Progress progress(kLog, "encode captions", static_cast<int64_t>(todo.size()), "captions");
     for (size_t off = 0; off < todo.size(); off += static_cast<size_t>(write_batch)) {
@@ -305,7 +313,7 @@ void LocalDataBackend::cache_audio(st::sdk::Encoders& enc) {
             fail("data.local", "cache",
                  "dataset '{}': audio.sample_rate {} differs from the model's audio rate {}",
                  samples_[i].audio.dataset, samples_[i].audio.sample_rate, audio->audio_sample_rate());
-        if (!cache_file_valid(caches_[i].audio_file, caches_[i].audio_key)) todo.push_back(i);
+        if (owns(i) && !cache_file_valid(caches_[i].audio_file, caches_[i].audio_key)) todo.push_back(i);
     }
     if (todo.empty()) return;
     log::info(kLog, "audio features: {} to encode", todo.size());
