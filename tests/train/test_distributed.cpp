@@ -126,6 +126,54 @@ TEST(DistributedTest, CachingIsSplitOverTheRanksAndNothingIsEncodedTwice) {
         EXPECT_NE(r.log.find(line), std::string::npos) << line << "\n" << r.log;
 }
 
+int files_with_extension(const fs::path& dir, const std::string& ext) {
+    int n = 0;
+    for (const auto& e : fs::recursive_directory_iterator(dir)) n += e.path().extension() == ext ? 1 : 0;
+    return n;
+}
+
+TEST(DistributedTest, RankZerosHooksStopSaveAndScaleTheLearningRateOfEveryRank) {
+    // Lua runs on rank 0 only; its lr scale, checkpoint and stop reach rank 1 at the same step, so the
+    // 2-rank run still equals the 1-rank run with the same hooks. Rank 0 alone validates.
+    auto& env = TrainEnv::get();
+    const fs::path script = env.root / "dp_hooks.lua";
+    st_test::write_text(script, R"(
+st.on("on_step_end", function(ev)
+  if ev.step == 2 then st.set_lr_scale(0.25) end
+  if ev.step == 3 then st.save_checkpoint() end
+  if ev.step == 5 then st.stop("enough") end
+end)
+)");
+    auto settings = [&](int batch) {
+        nlohmann::json s = dp_settings(batch, 10);
+        s["checkpoint_step_interval"] = 100;
+        s["checkpoints_total_limit"] = 5;
+        s["lua_hooks"] = script.string();
+        s["validation_step_interval"] = 4;
+        s["validation_prompt"] = "a test pattern";
+        s["validation_num_video_frames"] = 5;
+        s["validation_resolution"] = "32x32";
+        s["validation_num_inference_steps"] = 2;
+        return s;
+    };
+    auto one = env.run(env.config("dp_hooks_one", settings(2)));
+    ASSERT_EQ(one.code, 0) << one.log;
+    auto two = env.run(env.config("dp_hooks_two", settings(1)), "--nproc_per_node 2");
+    ASSERT_EQ(two.code, 0) << two.log;
+    EXPECT_EQ(two.log.find("Lua hooks loaded", two.log.find("[rank 1]")), std::string::npos)
+        << "rank 1 loaded the hooks";
+    ASSERT_EQ(steps_of(env.root / "dp_hooks_two" / "metrics.jsonl").size(), 5u);
+    expect_same_losses(env.root / "dp_hooks_one", env.root / "dp_hooks_two");
+    for (const char* ck : {"checkpoint-3", "checkpoint-5"})
+        EXPECT_LT(max_difference(env.root / "dp_hooks_one" / ck / "pytorch_lora_weights.safetensors",
+                                 env.root / "dp_hooks_two" / ck / "pytorch_lora_weights.safetensors"),
+                  1e-5)
+            << ck;
+    EXPECT_EQ(files_with_extension(env.root / "dp_hooks_two", ".mp4"),
+              files_with_extension(env.root / "dp_hooks_one", ".mp4"));
+    EXPECT_GT(files_with_extension(env.root / "dp_hooks_two", ".mp4"), 0);
+}
+
 TEST(DistributedTest, TorchrunLaunchesTheSameRun) {
     if (st_test::shell("command -v torchrun").code != 0)
         GTEST_SKIP() << "torchrun (python3-torch) is not installed";
