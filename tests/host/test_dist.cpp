@@ -8,6 +8,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <cmath>
 #include <functional>
 #include <thread>
 
@@ -226,6 +227,43 @@ TEST(CollectivesTest, BroadcastMaxAndTheStepEachRankReported) {
             << d;
         c.barrier("test barrier 2");
     });
+}
+
+// Ulysses sequence parallelism, simulated with 2 ranks: each rank holds a slice of the tokens of q,
+// k and v for every head; one all-to-all gives each rank every token of its share of the heads, plain
+// attention runs per head, and a second all-to-all returns each rank its tokens for every head. The
+// result equals the full attention's rows of that rank (docs/distributed.md, "Context parallel").
+TEST(CollectivesTest, UlyssesAllToAllAttentionEqualsFullAttention) {
+    const int64_t world = 2, S = 12, H = 4, D = 8;
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(5);
+    const at::Tensor q = at::randn({S, H, D}, g), k = at::randn({S, H, D}, g), v = at::randn({S, H, D}, g);
+    auto attention = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {  // [S, h, D]
+        const at::Tensor qh = q.transpose(0, 1), kh = k.transpose(0, 1), vh = v.transpose(0, 1);
+        const at::Tensor w = at::softmax(qh.matmul(kh.transpose(1, 2)) / std::sqrt(double(q.size(2))), -1);
+        return w.matmul(vh).transpose(0, 1).contiguous();
+    };
+    const at::Tensor full = attention(q, k, v);
+    std::vector<at::Tensor> got(world);
+    on_ranks(static_cast<int>(world), [&](int rank, Collectives& c) {
+        const int64_t s = S / world, h = H / world;
+        // tokens [rank*s, (rank+1)*s) of every head -> every token of heads [rank*h, (rank+1)*h)
+        auto to_heads = [&](const at::Tensor& x) {
+            const at::Tensor mine = x.narrow(0, rank * s, s);                                // [s, H, D]
+            at::Tensor in = mine.view({s, world, h, D}).permute({1, 0, 2, 3}).contiguous();  // by head group
+            at::Tensor out = at::empty_like(in);
+            c.all_to_all(out, in, "ulysses q/k/v");
+            return out.view({S, h, D});  // chunk i = rank i's tokens: token order
+        };
+        const at::Tensor o = attention(to_heads(q), to_heads(k), to_heads(v));  // [S, h, D]
+        at::Tensor back_in = o.view({world, s, h, D}).contiguous();             // chunk i -> rank i
+        at::Tensor back = at::empty_like(back_in);
+        c.all_to_all(back, back_in, "ulysses output");
+        got[static_cast<size_t>(rank)] = back.permute({1, 0, 2, 3}).reshape({s, H, D});  // heads of group j
+    });
+    for (int64_t r = 0; r < world; ++r)
+        EXPECT_TRUE(
+            at::allclose(got[static_cast<size_t>(r)], full.narrow(0, r * (S / world), S / world), 1e-5, 1e-6))
+            << "rank " << r;
 }
 
 }  // namespace

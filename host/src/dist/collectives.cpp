@@ -140,6 +140,15 @@ void Collectives::barrier(const std::string& what) {
     all_reduce_sum(at::zeros({1}, at::kFloat), what);
 }
 
+void Collectives::all_to_all(at::Tensor out, at::Tensor in, const std::string& what) {
+    try {
+        std::vector<int64_t> equal;  // empty split sizes: world_size() equal chunks
+        impl_->group->alltoall_base(out, in, equal, equal)->wait();
+    } catch (const std::exception& e) {
+        failed(what, e);
+    }
+}
+
 void Collectives::report_step(int64_t step) {
     impl_->step = step;
     try {

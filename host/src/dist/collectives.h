@@ -37,6 +37,10 @@ class Collectives {
     void all_reduce_max(at::Tensor t, const std::string& what);
     void broadcast(at::Tensor t, int root, const std::string& what);
     void barrier(const std::string& what);
+    /// Equal-split all-to-all of contiguous tensors: `in` is world_size() chunks along dim 0, chunk j
+    /// goes to rank j; `out` (same shape) receives rank i's chunk as its chunk i. The collective of
+    /// sequence (Ulysses) context parallelism: tokens sharded -> heads sharded and back.
+    void all_to_all(at::Tensor out, at::Tensor in, const std::string& what);
 
     /// Records in the store the step this rank is at (read back by error messages).
     void report_step(int64_t step);
