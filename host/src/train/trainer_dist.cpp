@@ -134,7 +134,7 @@ void Trainer::sync_weights() {
     at::NoGradGuard no_grad;
     double differs = 0;
     for (auto& t : param_tensors_) {
-        at::Tensor mine = t.detach().to(at::kFloat).contiguous().clone();
+        at::Tensor mine = t.detach().to(at::kCPU, at::kFloat).contiguous().clone();  // Gloo: host memory
         at::Tensor theirs = mine.clone();
         coll_->broadcast(theirs, 0, "the trainable weights of rank 0");
         differs = std::max(differs, (mine - theirs).abs().max().item<double>());
