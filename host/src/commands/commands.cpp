@@ -146,6 +146,8 @@ void print_help(CommandContext& ctx) {
         "(':'-separated),\n"
         "                      then <prefix>/lib/st/plugins next to st-host\n"
         "  --no-install-plugins  search only --plugin-dir and $ST_PLUGIN_PATH\n"
+        "  --nproc_per_node N  train on N data-parallel ranks started here (torchrun's flag; the same as the\n"
+        "                      config key; docs/distributed.md); under torchrun st-host is one rank\n"
         "  --help, -h          this text; with --plugin NAME also that plugin's options\n"
         "  --version           versions and the build fingerprint plugins must match\n\n"
         "Host options (config keys):\n");
