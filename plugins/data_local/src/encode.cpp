@@ -206,18 +206,18 @@ void LocalDataBackend::cache_features() {
     // Each clip is decoded again (only when its features are missing) and given to the encoders with
     // its cached latents: the frames are exactly the ones the VAE saw.
     if (features_.empty()) return;
-    std::vector<size_t> stale;  // samples with a missing or outdated feature file
-    for (size_t i = 0; i < samples_.size(); ++i) {
-        if (!owns(i)) continue;
+    std::vector<size_t> stale;  // samples with a missing or outdated feature file (this rank's share)
+    size_t missing = 0;
+    for (size_t i = 0; i < samples_.size(); ++i)
         for (const auto& [file, key] : caches_[i].feature_files)
             if (!cache_file_valid(file, key)) {
-                stale.push_back(i);
+                ++missing;
+                if (owns(i)) stale.push_back(i);
                 break;
             }
-    }
     std::string names;
     for (const auto& f : features_) names += (names.empty() ? "" : ", ") + f->name();
-    log::info(kLog, "regularizer features ({}): {} samples, {} to encode{}", names, samples_.size(),
+    log::info(kLog, "regularizer features ({}): {} cached, {} to encode{}", names, samples_.size() - missing,
               stale.size(), share_note());
     if (stale.empty()) return;
     std::vector<bool> drop(samples_.size(), false);
