@@ -358,14 +358,20 @@ TEST(TrainerTest, AHubIdAsTheModelPathSaysStDoesNotDownload) {
     const std::string id = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers";
     for (const char* key : {"pretrained_model_name_or_path", "pretrained_transformer_model_name_or_path",
                             "pretrained_vae_model_name_or_path", "pretrained_t5_model_name_or_path"}) {
-        auto r = env.run(env.config(std::string("hub_") + key, {{key, id}}));
+        auto r = env.run(env.config(std::string("hub_") + key, {{key, id}}), "",
+                         "HF_HUB_CACHE='" + (env.root / "no-hf-cache").string() + "' ");
         EXPECT_NE(r.code, 0) << key;
         EXPECT_NE(r.log.find(std::string(key) + " '" + id +
-                             "' looks like a Hugging Face hub id, but st does not download models: download "
-                             "it (e.g. `huggingface-cli download " +
-                             id + " --local-dir DIR`)"),
+                             "' looks like a Hugging Face hub id, but st does not download models, and the "
+                             "local Hugging Face cache"),
                   std::string::npos)
             << key << "\n"
+            << r.log;
+        EXPECT_NE(r.log.find("has no snapshot of it (models--Wan-AI--Wan2.1-T2V-1.3B-Diffusers/snapshots/"),
+                  std::string::npos)
+            << r.log;
+        EXPECT_NE(r.log.find("download it (e.g. `huggingface-cli download " + id + " --local-dir DIR`)"),
+                  std::string::npos)
             << r.log;
     }
     const auto prepare =
@@ -375,6 +381,29 @@ TEST(TrainerTest, AHubIdAsTheModelPathSaysStDoesNotDownload) {
     EXPECT_NE(prepare.out.find("pretrained_model_name_or_path '" + id + "' looks like a Hugging Face hub id"),
               std::string::npos)
         << prepare.out;
+}
+
+TEST(TrainerTest, AHubIdWithASnapshotInTheLocalHuggingFaceCacheUsesIt) {
+    // SimpleTuner users' models sit in ~/.cache/huggingface/hub/models--Org--Name/snapshots/<rev>/.
+    auto& env = TrainEnv::get();
+    const fs::path cache = env.root / "hf-cache";
+    const fs::path repo = cache / "models--Tiny-Org--tiny-wan";
+    fs::create_directories(repo / "refs");
+    fs::create_directories(repo / "snapshots" / "0000old");
+    st_test::write_text(repo / "refs" / "main", "abc123\n");
+    fs::create_directory_symlink(env.root / "model", repo / "snapshots" / "abc123");
+    auto r = env.run(env.config("hub_cached", {{"pretrained_model_name_or_path", "Tiny-Org/tiny-wan"},
+                                               {"pretrained_vae_model_name_or_path", "Tiny-Org/tiny-wan"},
+                                               {"max_train_steps", 1}}),
+                     "", "HF_HUB_CACHE='" + cache.string() + "' ");
+    ASSERT_EQ(r.code, 0) << r.log;
+    for (const char* key : {"pretrained_model_name_or_path", "pretrained_vae_model_name_or_path"})
+        EXPECT_NE(r.log.find(std::string(key) +
+                             " 'Tiny-Org/tiny-wan': using the local Hugging Face cache snapshot " +
+                             (repo / "snapshots" / "abc123").string()),
+                  std::string::npos)
+            << key << "\n"
+            << r.log;
 }
 
 TEST(TrainerTest, OutputDirThatCannotBeCreatedIsNamed) {

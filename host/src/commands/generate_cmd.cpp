@@ -14,6 +14,7 @@
 
 #include "commands/commands.h"
 #include "config/config_file.h"
+#include "config/hub_cache.h"
 #include "media/video_writer.h"
 #include "plugins/model_handle.h"
 #include "run/run_setup.h"
@@ -77,8 +78,16 @@ at::ScalarType parse_precision(const std::string& mp, const char* cmd) {
     fail("host.cli", cmd, "--mixed_precision {}: expected bf16 or no (fp32)", mp);
 }
 
-std::unique_ptr<ModelHandle> load_for_inference(const ComponentEntry& entry, const fs::path& path,
+std::unique_ptr<ModelHandle> load_for_inference(const ComponentEntry& entry, const fs::path& model_arg,
                                                 const sdk::ConfigView& config, at::ScalarType dtype) {
+    fs::path path = model_arg;
+    std::error_code ec;
+    if (!fs::exists(path, ec))
+        if (auto snap = hf_cache_snapshot(path.string())) {
+            log::info(kLog, "--model '{}': using the local Hugging Face cache snapshot {}", path.string(),
+                      snap->string());
+            path = *snap;
+        }
     sdk::require_model_path(path, "--model", "host.cli", "generate");
     auto model = std::make_unique<ModelHandle>(entry);
     sdk::ModelLoadRequest req;

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "config/config_file.h"
+#include "config/hub_cache.h"
 #include "dist/dist_env.h"
 #include "lua/hook_engine.h"
 #include "st/error.h"
@@ -96,6 +97,7 @@ RunSetup prepare_run(CommandContext& ctx, const std::vector<std::string>& args) 
 
     OptionTable table = build_option_table(registry);
     s.resolved = resolve_config(file_values, overrides, table);
+    use_hub_cache_snapshots(s.resolved.values);  // "Org/Name" model paths already in the HF cache
     s.config = sdk::ConfigView(std::make_shared<const nlohmann::json>(s.resolved.values));
     log::set_level(log::parse_level(s.config.get_string("log_level")));
     dist::quiet_other_ranks();
