@@ -69,6 +69,7 @@ void LinearImpl::reset() {
     // clone() copies this object, clears its children and calls reset(): re-create the adapter
     // (the parameter values are copied afterwards by Cloneable).
     if (lora_rank_ > 0) register_adapter(lora_rank_);
+    if (lycoris_) lycoris_ = register_module("lycoris", std::make_shared<LycorisAdapterImpl>(*lycoris_));
 }
 
 void LinearImpl::reset_parameters() {
@@ -85,12 +86,18 @@ void LinearImpl::pretty_print(std::ostream& stream) const {
     stream << "st::sdk::Linear(in_features=" << options_.in << ", out_features=" << options_.out
            << ", bias=" << (options_.bias ? "true" : "false");
     if (lora_rank_ > 0) stream << ", lora_rank=" << lora_rank_ << ", lora_alpha=" << lora_alpha_;
+    if (lycoris_) stream << ", lycoris=" << lycoris_->algo();
     stream << ")";
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
     // x [..., in] -> [..., out]
     at::Tensor out = at::linear(x, weight, bias);
+    if (lycoris_ && !merged_ && lora_multiplier_ != 0.0) {
+        // LyCORIS's default (non-bypass) forward: the weight delta rebuilt, applied as a second linear.
+        const at::Tensor dw = lycoris_->delta_weight();
+        return out + (at::linear(x.to(dw.scalar_type()), dw) * lora_multiplier_).to(out.scalar_type());
+    }
     if (lora_rank_ == 0 || merged_ || lora_multiplier_ == 0.0) return out;
     at::Tensor h = x.to(lora_A->weight.scalar_type());
     if (is_training() && lora_dropout_ > 0.0) {
@@ -114,7 +121,31 @@ void LinearImpl::register_adapter(int64_t rank) {
     lora_B = register_module("lora_B", LoraFactor(options_.out, rank));
 }
 
+void LinearImpl::add_lycoris(const LycorisOptions& options, uint64_t seed) {
+    if (has_adapter())
+        fail(kComponent, "inject", "Linear({}, {}) already carries an adapter", options_.in, options_.out);
+    auto a = std::make_shared<LycorisAdapterImpl>(options_.in, options_.out, options);
+    a->init_weights(seed);
+    a->to(weight.device(), weight.scalar_type());
+    lycoris_ = register_module("lycoris", a);
+    lora_multiplier_ = 1.0;
+}
+
+void LinearImpl::set_lycoris(const std::shared_ptr<LycorisAdapterImpl>& adapter, const std::string& what) {
+    if (has_lora())
+        fail(kComponent, "load", "{}: the module carries a LoRA adapter, the file a LyCORIS one", what);
+    if (lycoris_) {
+        lycoris_->copy_from(*adapter, what);
+        return;
+    }
+    adapter->to(weight.device(), weight.scalar_type());
+    lycoris_ = register_module("lycoris", adapter);
+}
+
 void LinearImpl::add_lora(const LoraConfig& config) {
+    if (lycoris_)
+        fail(kComponent, "inject", "Linear({}, {}) already carries a LyCORIS adapter", options_.in,
+             options_.out);
     if (lora_rank_ > 0) {
         fail(kComponent, "inject", "Linear({}, {}) already carries a LoRA adapter of rank {}", options_.in,
              options_.out, lora_rank_);
@@ -165,23 +196,30 @@ double LinearImpl::lora_scaling() const {
 }
 
 at::Tensor LinearImpl::lora_delta() const {
+    if (lycoris_) return lycoris_->delta_weight().detach().to(at::kFloat) * lora_multiplier_;
     const double s = lora_scaling();
     return at::matmul(lora_B->weight.detach().to(at::kFloat), lora_A->weight.detach().to(at::kFloat)) * s;
 }
 
 void LinearImpl::merge_lora() {
-    lora_rank();
+    if (!lycoris_) lora_rank();
     if (merged_) return;
     at::NoGradGuard no_grad;
-    merged_scaling_ = lora_scaling();
+    merged_scaling_ = lycoris_ ? lora_multiplier_ : lora_scaling();
     weight.add_(lora_delta().to(weight.scalar_type()));
     merged_ = true;
 }
 
 void LinearImpl::unmerge_lora() {
-    lora_rank();
+    if (!lycoris_) lora_rank();
     if (!merged_) return;
     at::NoGradGuard no_grad;
+    if (lycoris_) {
+        weight.sub_(
+            (lycoris_->delta_weight().detach().to(at::kFloat) * merged_scaling_).to(weight.scalar_type()));
+        merged_ = false;
+        return;
+    }
     const at::Tensor delta =
         at::matmul(lora_B->weight.detach().to(at::kFloat), lora_A->weight.detach().to(at::kFloat));
     weight.sub_((delta * merged_scaling_).to(weight.scalar_type()));
@@ -208,6 +246,23 @@ bool module_matches_suffix(const std::string& module_path, const std::string& su
     if (suffix.empty() || suffix.size() > module_path.size()) return false;
     if (module_path.compare(module_path.size() - suffix.size(), suffix.size(), suffix) != 0) return false;
     return suffix.size() == module_path.size() || module_path[module_path.size() - suffix.size() - 1] == '.';
+}
+
+std::vector<std::string> inject_lycoris(
+    torch::nn::Module& root, const std::function<std::optional<LycorisOptions>(const std::string&)>& choose,
+    uint64_t seed) {
+    std::vector<std::string> injected;
+    for (auto& [path, lin] : linear_modules(root)) {
+        const auto o = choose(path);
+        if (!o) continue;
+        try {
+            lin->add_lycoris(*o, seed * 0x9E3779B97F4A7C15ull ^ fnv1a(path));
+        } catch (const Error& e) {
+            throw e.with_context(fmt::format("while injecting LyCORIS into module '{}'", path));
+        }
+        injected.push_back(path);
+    }
+    return injected;
 }
 
 std::vector<std::string> inject_lora(torch::nn::Module& root, const std::vector<std::string>& target_suffixes,
@@ -242,8 +297,11 @@ std::vector<std::string> inject_lora(torch::nn::Module& root, const std::vector<
 TensorMap lora_parameters(torch::nn::Module& root) {
     TensorMap out;
     for (auto& [path, lin] : linear_modules(root)) {
-        if (!lin->has_lora()) continue;
         const std::string p = path.empty() ? "" : path + ".";
+        if (lin->has_lycoris())
+            for (const auto& item : lin->lycoris()->named_parameters(false))
+                out[p + "lycoris." + item.key()] = item.value();
+        if (!lin->has_lora()) continue;
         out[p + "lora_A.weight"] = lin->lora_A->weight;
         out[p + "lora_B.weight"] = lin->lora_B->weight;
     }
@@ -269,7 +327,7 @@ void set_lora_dropout_generator(torch::nn::Module& root, std::optional<at::Gener
 
 void set_lora_scale(torch::nn::Module& root, double multiplier) {
     for (auto& [path, lin] : linear_modules(root)) {
-        if (lin->has_lora()) lin->set_lora_scale(multiplier);
+        if (lin->has_adapter()) lin->set_lora_scale(multiplier);
     }
 }
 

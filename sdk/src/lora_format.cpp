@@ -50,7 +50,7 @@ nlohmann::json number_json(double v) {
     return v;
 }
 
-enum class Role { a, b, alpha };
+enum class Role { a, b, alpha, lycoris };
 
 // Suffixes of the tensors of one adapter, in the order tried (longest first).
 const std::vector<std::pair<std::string, Role>>& role_suffixes() {
@@ -62,6 +62,16 @@ const std::vector<std::pair<std::string, Role>>& role_suffixes() {
         {".lora_down.weight", Role::a},
         {".lora_up.weight", Role::b},
         {".alpha", Role::alpha},
+        {".lokr_w1_a", Role::lycoris},
+        {".lokr_w1_b", Role::lycoris},
+        {".lokr_w2_a", Role::lycoris},
+        {".lokr_w2_b", Role::lycoris},
+        {".lokr_w1", Role::lycoris},
+        {".lokr_w2", Role::lycoris},
+        {".hada_w1_a", Role::lycoris},
+        {".hada_w1_b", Role::lycoris},
+        {".hada_w2_a", Role::lycoris},
+        {".hada_w2_b", Role::lycoris},
     };
     return table;
 }
@@ -71,6 +81,7 @@ struct Entry {
     std::string a_key, b_key;
     at::Tensor a, b;
     std::optional<double> alpha;
+    std::map<std::string, at::Tensor> lycoris;  ///< LyCORIS tensors by their name (lokr_w1, ...)
 };
 
 std::string first_offenders(const std::vector<std::string>& names) {
@@ -99,6 +110,26 @@ TensorMap lora_state_dict(torch::nn::Module& root, LoraFormat format, const Lora
     std::optional<std::pair<int64_t, double>> shared;
     double dropout = 0.0;
     for (auto& [path, lin] : linear_modules(root)) {
+        if (lin->has_lycoris()) {
+            if (lin->lora_merged())
+                fail(kComponent, "save", "module '{}' has its LyCORIS adapter merged; unmerge before saving",
+                     path);
+            std::string m;
+            if (format == LoraFormat::diffusers) {
+                m = "lycoris_" + underscored(path);  // LyCORIS's own layout (SimpleTuner's files)
+            } else {
+                const std::string native = to_native ? to_native(path) : path;
+                if (native.empty() && !path.empty())
+                    fail(kComponent, "save", "module '{}' has no native name for the comfyui LoRA format",
+                         path);
+                m = join_module("diffusion_model.", native);
+            }
+            for (const auto& item : lin->lycoris()->named_parameters(false))
+                out[m + "." + item.key()] = item.value().detach();
+            out[m + ".alpha"] = at::scalar_tensor(lin->lycoris()->saved_alpha(), at::kFloat);
+            modules.push_back(path);
+            continue;
+        }
         if (!lin->has_lora()) continue;
         if (lin->lora_merged()) {
             fail(kComponent, "save",
@@ -135,7 +166,7 @@ TensorMap lora_state_dict(torch::nn::Module& root, LoraFormat format, const Lora
     if (modules.empty()) fail(kComponent, "save", "the model carries no LoRA adapter: nothing to save");
     if (metadata != nullptr) {
         (*metadata)["format"] = "pt";
-        if (format == LoraFormat::diffusers) {
+        if (format == LoraFormat::diffusers && shared) {
             // PEFT LoraConfig fields, prefixed with the component as diffusers' pipeline writer does.
             nlohmann::json cfg = {{"transformer.r", shared->first},
                                   {"transformer.lora_alpha", number_json(shared->second)},
@@ -272,6 +303,7 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
             if (LinearImpl* l = find(native, rest)) return l;
             return find(ours, rest);  // SimpleTuner's comfyui files keep the diffusers module names
         }
+        if (starts_with(rest, "lycoris_")) return find(underscore, rest.substr(8));  // LyCORIS's layout
         if (starts_with(rest, "lora_unet_")) {
             rest = rest.substr(10);
             while (!rest.empty() && rest[0] == '_') rest.erase(0, 1);  // Wan-Fun `lora_unet__blocks_...`
@@ -308,7 +340,9 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
                  path_of[lin]);
         }
         e.file_module = module;
-        if (*role == Role::a) {
+        if (*role == Role::lycoris) {
+            e.lycoris[key.substr(module.size() + 1)] = load_finite(*file, key);
+        } else if (*role == Role::a) {
             e.a_key = key;
             e.a = load_finite(*file, key);
         } else if (*role == Role::b) {
@@ -324,8 +358,9 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
     }
     if (!unknown.empty()) {
         fail(kComponent, "load",
-             "{}: {} tensors are not LoRA tensors (lora_A/lora_B/lora_down/lora_up/alpha): {}", fname,
-             unknown.size(), first_offenders(unknown));
+             "{}: {} tensors are not LoRA tensors (lora_A/lora_B/lora_down/lora_up/alpha, LyCORIS "
+             "lokr_*/hada_*): {}",
+             fname, unknown.size(), first_offenders(unknown));
     }
     if (!unmatched.empty()) {
         fail(kComponent, "load", "{}: {} LoRA tensors name no Linear module of the model: {}", fname,
@@ -340,9 +375,29 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
         const Entry* entry;
         int64_t rank;
         double alpha;
+        std::shared_ptr<LycorisAdapterImpl> lycoris;
     };
     std::vector<Planned> plan;
     for (auto& [lin, e] : entries) {
+        if (!e.lycoris.empty()) {
+            if (e.a.defined() || e.b.defined())
+                fail(kComponent, "load", "{}: module '{}' has both LoRA and LyCORIS tensors", fname,
+                     e.file_module);
+            const auto& o = lin->options();
+            const std::string what = fmt::format("{}: module '{}'", fname, e.file_module);
+            auto adapter = LycorisAdapterImpl::from_tensors(o.in, o.out, e.lycoris, e.alpha, what);
+            if (!merge && lin->has_lora())
+                fail(kComponent, "load", "{}: the model carries a LoRA adapter there, the file a LyCORIS one",
+                     what);
+            if (merge) {
+                const at::Tensor d = adapter->delta_weight().detach().to(at::kDouble).abs().max();
+                if (!(std::fabs(strength) * d.item<double>() <= dtype_max(lin->weight.scalar_type())))
+                    fail(kComponent, "load", "{}: merging could overflow its {} weights", what,
+                         c10::toString(lin->weight.scalar_type()));
+            }
+            plan.push_back({lin, &e, adapter->options().dim, adapter->saved_alpha(), adapter});
+            continue;
+        }
         if (!e.a.defined() || !e.b.defined()) {
             fail(kComponent, "load", "{}: module '{}' lacks its {} matrix", fname, e.file_module,
                  e.a.defined() ? "up (lora_B / lora_up)" : "down (lora_A / lora_down)");
@@ -377,6 +432,18 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
     for (const Planned& p : plan) {
         LinearImpl* lin = p.lin;
         const Entry& e = *p.entry;
+        if (p.lycoris) {
+            if (merge) {
+                const at::Tensor delta = p.lycoris->delta_weight().detach().to(at::kFloat) * strength;
+                lin->weight.add_(delta.to(lin->weight.device(), lin->weight.scalar_type()));
+            } else {
+                if (lin->lora_merged()) lin->unmerge_lora();
+                lin->set_lycoris(p.lycoris, fmt::format("{}: module '{}'", fname, e.file_module));
+                lin->set_lora_scale(strength);
+            }
+            loaded.push_back(path_of[lin]);
+            continue;
+        }
         if (merge) {
             const at::Tensor delta =
                 at::matmul(e.b.to(at::kFloat), e.a.to(at::kFloat)) * (strength * p.alpha / p.rank);

@@ -56,7 +56,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
                               "t5_padding",
                               "vae_dtype"})
             inert(n, {kNull}, trainer);
-        inert("lora_type", {"standard", kNull}, "LyCORIS is not supported yet; st trains lora_type standard");
         inert("lora_init_type", {"default", kNull},
               "st initialises adapters as PEFT's default (Kaiming-uniform A, zero B) only");
         inert("loss_type", {"l2", kNull}, "st trains with the flow-matching MSE (l2) only");
@@ -77,11 +76,12 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
         noop("disable_benchmark", "st renders no base-model benchmark before training");
 
         // Features SimpleTuner has and st does not.
-        inert("lycoris_config", {}, "LyCORIS is not supported yet; use lora_type standard");
-        k.back().any_value_inert = true;  // only read with lora_type=lycoris, which is refused itself
-        k.back().reason = "only read when lora_type is lycoris, which st does not support yet";
-        inert("deepspeed_config", {kNull, false}, "DeepSpeed is not supported (st trains in one process)");
-        inert("fsdp_enable", {false, kNull}, "FSDP is not supported (st trains in one process)");
+        inert("deepspeed_config", {kNull, false},
+              "DeepSpeed is not supported: st trains data parallel with --nproc_per_node "
+              "(docs/distributed.md)");
+        inert(
+            "fsdp_enable", {false, kNull},
+            "FSDP is not supported yet: st trains data parallel with --nproc_per_node (docs/distributed.md)");
         inert("context_parallel_size", {1, kNull}, "context parallelism is not supported yet");
         // "bf16" is no quantisation level (SimpleTuner's Sana Video quickstart sets it): the weights follow
         // mixed_precision, as with no_change.

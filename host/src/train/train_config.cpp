@@ -78,6 +78,14 @@ TrainConfig read_train_config(const sdk::ConfigView& c) {
     t.lora_targets = read_targets(c, problems);
     if (auto p = c.opt_string("init_lora"); p && !p->empty()) t.init_lora = *p;
     t.lora_write_diffusers = c.get_string("lora_format") == "diffusers";
+    t.lycoris = c.opt_string("lora_type").value_or("standard") == "lycoris";
+    if (auto p = c.opt_string("lycoris_config"); p && !p->empty()) t.lycoris_config = *p;
+    if (t.lycoris && !t.lycoris_config)
+        problems.push_back(
+            "lora_type lycoris needs lycoris_config (the path of a lycoris_config.json), as in "
+            "SimpleTuner");
+    if (t.lycoris && t.model_type != ModelType::lora)
+        problems.push_back("lora_type lycoris trains adapters: set model_type lora");
 
     const std::string mp = c.get_string("mixed_precision");
     if (mp == "fp16" || mp == "fp8")

@@ -25,6 +25,8 @@ struct TrainConfig {
     std::vector<std::string> lora_targets;  ///< empty = the family's defaults
     std::optional<std::filesystem::path> init_lora;
     bool lora_write_diffusers = false;  ///< lora_format diffusers: also the transformer.* file
+    bool lycoris = false;               ///< lora_type lycoris (adapters from lycoris_config)
+    std::optional<std::string> lycoris_config;
 
     bool bf16 = true;  ///< mixed_precision bf16 (else fp32)
     std::string optimizer = "adamw_bf16";

@@ -27,6 +27,20 @@ std::vector<sdk::OptionSpec> trainer_options() {
                  "Module-name suffixes that get adapters (PEFT target_modules rule); unset = the model "
                  "family's defaults (Wan: to_q, to_k, to_v, to_out.0). A JSON list string is accepted."),
         "training", {"peft_lora_target_modules"});
+    add(opt_string(
+            "lora_type", "standard",
+            "standard: LoRA adapters (lora_rank, lora_alpha, lora_target_modules); lycoris: LyCORIS LoKr or "
+            "LoHa adapters as lycoris_config describes (SimpleTuner's lora_type).",
+            {"standard", "lycoris"}),
+        "training");
+    add(opt_string(
+            "lycoris_config", std::nullopt,
+            "With lora_type lycoris: SimpleTuner's lycoris_config.json (algo lokr|loha, multiplier, "
+            "linear_dim, "
+            "linear_alpha, factor, full_matrix, decompose_both, apply_preset target_module / module_algo_map "
+            "/ target_name / name_algo_map). A relative path is looked up from the working folder, then "
+            "beside the config file."),
+        "training");
     add(opt_string("init_lora", std::nullopt,
                    "Start from an existing LoRA file (any format st-host generate loads); its rank must "
                    "equal lora_rank."),

@@ -34,6 +34,7 @@
 #include "train/checkpoint_manager.h"
 #include "train/data_cursor.h"
 #include "train/ema.h"
+#include "train/lycoris_config.h"
 #include "train/metrics.h"
 #include "train/objective.h"
 #include "train/tensorboard.h"
@@ -165,6 +166,7 @@ class Trainer {
     std::vector<std::pair<std::string, at::Tensor>> params_;
     std::vector<at::Tensor> param_tensors_;
     int64_t lora_modules_ = 0;
+    std::optional<LycorisPlan> lycoris_plan_;  ///< lora_type lycoris: read before any caching
 
     const ComponentEntry* optimizer_entry_ = nullptr;
     const ComponentEntry* scheduler_entry_ = nullptr;

@@ -87,6 +87,28 @@ void Trainer::load_model() {
             vs.step_interval > 0 && (vs.prompt || vs.user_prompt_library || vs.builtin_library);
         if (renders) vs.check_model(*model_);
     }
+    // lora_type lycoris: its lycoris_config.json is read and checked against the model now.
+    if (cfg_.lycoris) {
+        fs::path file = *cfg_.lycoris_config;
+        std::error_code ec;
+        if (file.is_relative() && !fs::exists(file, ec) &&
+            fs::exists(setup_.config_path.parent_path() / file, ec))
+            file = setup_.config_path.parent_path() / file;
+        if (!fs::exists(file, ec))
+            fail(kLog, "setup", "lycoris_config '{}' does not exist (looked in {} and beside {})",
+                 cfg_.lycoris_config->c_str(), fs::current_path().string(), setup_.config_path.string());
+        lycoris_plan_ = read_lycoris_config(file);
+        int64_t chosen = 0;
+        for (const auto& [path, lin] : sdk::linear_modules(model_->trainable()))
+            chosen += lycoris_options_for(*lycoris_plan_, path) ? 1 : 0;
+        if (chosen == 0)
+            fail(kLog, "setup",
+                 "{}: apply_preset selects no Linear module of {} (module classes st knows: Attention for "
+                 "attn*, "
+                 "self_attn, cross_attn; FeedForward for ffn, ff; or target_name / name_algo_map patterns on "
+                 "module paths like blocks.0.attn1.to_q)",
+                 file.string(), model_->entry().id);
+    }
     // Regularizers are built against the loaded model now: a wrong tap or setting fails before caching.
     objective_->set_regularizers(build_regularizers(ctx_.plugins(), setup_.config, *model_, device_, seed_));
     log::info(kLog, "training on {} in {} (mixed_precision {})", device_.str(), c10::toString(dtype_),
@@ -122,7 +144,29 @@ void Trainer::setup_trainable() {
     params_.clear();
     int64_t total = 0;
     for (const auto& p : root.parameters()) total += p.numel();
-    if (cfg_.model_type == ModelType::lora) {
+    if (cfg_.model_type == ModelType::lora && lycoris_plan_) {
+        const LycorisPlan& plan = *lycoris_plan_;
+        auto injected = sdk::inject_lycoris(
+            root, [&](const std::string& path) { return lycoris_options_for(plan, path); }, seed_);
+        lora_modules_ = static_cast<int64_t>(injected.size());
+        sdk::freeze_all_but_lora(root);
+        if (cfg_.init_lora) {
+            auto loaded = sdk::load_lora(*cfg_.init_lora, root, 1.0, model_->lora_name_map(), false);
+            log::info(kLog, "init_lora {}: {} adapters loaded", cfg_.init_lora->string(), loaded.size());
+        }
+        sdk::set_lora_scale(root, plan.multiplier);
+        for (auto& [name, t] : sdk::lora_parameters(root)) params_.emplace_back(name, t);
+        std::map<std::string, int64_t> algos;
+        for (const auto& [path, lin] : sdk::linear_modules(root))
+            if (lin->has_lycoris())
+                ++algos[fmt::format("{} (factor {}, dim {}, scale {})", lin->lycoris()->algo(),
+                                    lin->lycoris()->options().factor, lin->lycoris()->options().dim,
+                                    lin->lycoris()->scale())];
+        std::vector<std::string> parts;
+        for (const auto& [k, n] : algos) parts.push_back(fmt::format("{} x {}", n, k));
+        log::info(kLog, "lora_type lycoris from {}: {} adapters: {}; multiplier {}", plan.file.string(),
+                  injected.size(), join(parts), plan.multiplier);
+    } else if (cfg_.model_type == ModelType::lora) {
         sdk::LoraConfig lc;
         lc.rank = cfg_.lora_rank;
         lc.alpha = cfg_.lora_alpha;

@@ -123,9 +123,10 @@ void Trainer::save_weights(const fs::path& dir, bool ema) {
     torch::nn::Module& root = model_->trainable();
     if (cfg_.model_type == ModelType::lora) {
         const sdk::LoraNameMap names = model_->lora_name_map();
-        const std::map<std::string, std::string> meta = {{"st_model", entry.id},
-                                                         {"st_step", std::to_string(global_step_)},
-                                                         {"st_ema", ema ? "true" : "false"}};
+        std::map<std::string, std::string> meta = {{"st_model", entry.id},
+                                                   {"st_step", std::to_string(global_step_)},
+                                                   {"st_ema", ema ? "true" : "false"}};
+        if (lycoris_plan_) meta["lycoris_config"] = lycoris_plan_->raw.dump();  // as SimpleTuner writes it
         sdk::save_lora(dir / kLoraFile, root, names ? sdk::LoraFormat::comfyui : sdk::LoraFormat::diffusers,
                        names, meta);
         if (cfg_.lora_write_diffusers && names)

@@ -20,6 +20,11 @@
 //   comfyui    `diffusion_model.<native module>.lora_A.weight` / `.lora_B.weight` + scalar fp32
 //              `.alpha` per module (the native names come from the caller's name map).
 // Read as well: native names with `lora_down`/`lora_up`, kohya `lora_unet_<module_with_underscores>`.
+//
+// LyCORIS (st/lycoris.h): a Linear carries a LoKr or LoHa adapter instead of a LoRA one
+// (`add_lycoris`); saved with LyCORIS's tensor names: comfyui `diffusion_model.<native>.lokr_w1` ...
+// `.alpha`, diffusers LyCORIS's own `lycoris_<module_with_underscores>.lokr_w1` ... `.alpha`; both
+// read back (also `lycoris_` names of the native modules).
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -37,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "st/lycoris.h"
 #include "st/tensors.h"
 
 namespace st::sdk {
@@ -128,6 +134,17 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
     /// weight and bias stop requiring gradients (the caller's choice; inject_lora does not freeze).
     void freeze_base();
 
+    /// Attaches a LyCORIS adapter (registered as the submodule `lycoris`), initialised from `seed`,
+    /// on the device and in the dtype of `weight`. st::Error when an adapter of either kind is attached.
+    void add_lycoris(const LycorisOptions& options, uint64_t seed);
+    /// Attaches `adapter` (loaded from a file), or copies its values into the attached one when the
+    /// shapes agree (an optimizer holding the attached parameters keeps them).
+    void set_lycoris(const std::shared_ptr<LycorisAdapterImpl>& adapter, const std::string& what);
+    bool has_lycoris() const { return lycoris_ != nullptr; }
+    LycorisAdapterImpl* lycoris() const { return lycoris_.get(); }
+    /// Either kind of adapter.
+    bool has_adapter() const { return has_lora() || has_lycoris(); }
+
     const LinearOptions& options() const { return options_; }
 
     at::Tensor weight;           ///< [out, in]
@@ -145,6 +162,7 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
     double lora_multiplier_ = 1.0;
     bool merged_ = false;
     double merged_scaling_ = 0.0;
+    std::shared_ptr<LycorisAdapterImpl> lycoris_;
 };
 TORCH_MODULE(Linear);
 
@@ -161,7 +179,14 @@ bool module_matches_suffix(const std::string& module_path, const std::string& su
 std::vector<std::string> inject_lora(torch::nn::Module& root, const std::vector<std::string>& target_suffixes,
                                      const LoraConfig& config);
 
-/// Only the adapter parameters (`<path>.lora_A.weight`, `<path>.lora_B.weight`), by name.
+/// Adds a LyCORIS adapter to every st::sdk::Linear for which `choose(path)` gives options (each
+/// initialised from `seed` and the path); returns the injected paths in module order (maybe none).
+std::vector<std::string> inject_lycoris(
+    torch::nn::Module& root, const std::function<std::optional<LycorisOptions>(const std::string&)>& choose,
+    uint64_t seed);
+
+/// Only the adapter parameters (`<path>.lora_A.weight`, `<path>.lora_B.weight`, LyCORIS adapters'
+/// `<path>.lycoris.<lokr_w1, ...>`), by name.
 TensorMap lora_parameters(torch::nn::Module& root);
 
 /// requires_grad false on every parameter except the adapters'. Returns the number left trainable.

@@ -35,7 +35,9 @@
 // AttentionOptions gained softcap and window (read by struct_size) and attention() takes k/v with
 // fewer heads than q (grouped-query attention) in 4.0 too.
 // 5.0: OptionSpec gained min_value/max_value (range-checked options).
-#define ST_SDK_ABI_MAJOR 5
+// 6.0: st::sdk::Linear can carry a LyCORIS adapter (LoKr, LoHa: st/lycoris.h), which changed its
+// layout; the optional data-backend interface ShardedCaching (st/sharded_caching.h) appeared.
+#define ST_SDK_ABI_MAJOR 6
 #define ST_SDK_ABI_MINOR 0
 #define ST_SDK_VERSION_STRING "0.1.0"
 

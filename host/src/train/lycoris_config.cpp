@@ -1,0 +1,179 @@
+#include "train/lycoris_config.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <regex>
+#include <set>
+
+#include "st/error.h"
+#include "st/json_file.h"
+#include "st/log.h"
+
+namespace st::host::train {
+
+namespace {
+constexpr const char* kLog = "host.lycoris";
+
+// Applies a map entry ({"algo", "dim", "alpha", "factor", "full_matrix", "decompose_both"}) on `o`.
+void apply_entry(sdk::LycorisOptions& o, const nlohmann::json& e, const std::string& where) {
+    if (!e.is_object()) fail(kLog, "config", "{}: expected an object of LyCORIS settings", where);
+    for (const auto& [k, v] : e.items()) {
+        if (k == "algo" && v.is_string())
+            o.algo = v.get<std::string>();
+        else if ((k == "dim" || k == "linear_dim") && v.is_number())
+            o.dim = static_cast<int64_t>(v.get<double>());
+        else if ((k == "alpha" || k == "linear_alpha") && v.is_number())
+            o.alpha = static_cast<double>(static_cast<int64_t>(v.get<double>()));
+        else if (k == "factor" && v.is_number())
+            o.factor = static_cast<int64_t>(v.get<double>());
+        else if (k == "full_matrix" && v.is_boolean())
+            o.full_matrix = v.get<bool>();
+        else if (k == "decompose_both" && v.is_boolean())
+            o.decompose_both = v.get<bool>();
+        else
+            fail(kLog, "config",
+                 "{}: '{}' = {} is not a LyCORIS setting st applies per module (algo, dim, alpha, "
+                 "factor, full_matrix, decompose_both)",
+                 where, k, v.dump());
+    }
+    if (o.algo != "lokr" && o.algo != "loha")
+        fail(kLog, "config",
+             "{}: algo '{}' is not trained by st: lokr or loha (LoCon on a Linear layer is LoRA: "
+             "use lora_type standard with lora_rank / lora_alpha)",
+             where, o.algo);
+}
+
+bool regex_prefix_match(const std::string& pattern, const std::string& s) {
+    try {
+        return std::regex_search(s, std::regex(pattern), std::regex_constants::match_continuous);
+    } catch (const std::regex_error&) {
+        return pattern == s;
+    }
+}
+}  // namespace
+
+LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
+    LycorisPlan p;
+    p.file = file;
+    nlohmann::json j = sdk::read_json_file(file, kLog);
+    if (!j.is_object()) fail(kLog, "config", "{}: expected a JSON object (LyCORIS settings)", file.string());
+    p.raw = j;
+    const std::string where = file.string();
+    if (!j.contains("algo") || !j["algo"].is_string())
+        fail(kLog, "config", "{}: 'algo' is required (lokr or loha), as SimpleTuner requires it", where);
+    // SimpleTuner: multiplier, linear_dim and linear_alpha go through int().
+    auto int_of = [&](const char* key, double def) {
+        if (!j.contains(key)) return def;
+        if (!j[key].is_number()) fail(kLog, "config", "{}: '{}' must be a number", where, key);
+        return static_cast<double>(static_cast<int64_t>(j[key].get<double>()));
+    };
+    p.multiplier = int_of("multiplier", 1);
+    p.base.dim = static_cast<int64_t>(int_of("linear_dim", 4));
+    p.base.alpha = int_of("linear_alpha", 1);
+    static const std::set<std::string> known = {
+        "algo",           "multiplier",   "linear_dim",  "linear_alpha", "factor",       "full_matrix",
+        "decompose_both", "apply_preset", "bypass_mode", "dropout",      "rank_dropout", "module_dropout",
+        "preset",         "use_scalar",   "rs_lora",     "train_norm",   "conv_dim",     "conv_alpha"};
+    for (const auto& [k, v] : j.items()) {
+        if (!known.count(k))
+            log::warn(kLog, "{}: '{}' is not read by st (LyCORIS setting not implemented)", where, k);
+        if ((k == "dropout" || k == "rank_dropout" || k == "module_dropout") && v.is_number() &&
+            v.get<double>() != 0)
+            fail(kLog, "config", "{}: {} {} is not implemented by st's LyCORIS adapters (0 only)", where, k,
+                 v.dump());
+        if ((k == "use_scalar" || k == "rs_lora" || k == "train_norm") && v.is_boolean() && v.get<bool>())
+            fail(kLog, "config", "{}: {} true is not implemented by st's LyCORIS adapters", where, k);
+    }
+    if (j.value("bypass_mode", false))
+        log::info(kLog,
+                  "{}: bypass_mode only changes how LyCORIS computes the same product; st rebuilds the "
+                  "weight delta",
+                  where);
+    nlohmann::json base = nlohmann::json::object();
+    for (const char* k : {"algo", "factor", "full_matrix", "decompose_both"})
+        if (j.contains(k)) base[k] = j[k];
+    apply_entry(p.base, base, where);
+    if (p.base.dim < 1) fail(kLog, "config", "{}: linear_dim must be >= 1, got {}", where, p.base.dim);
+    if (j.contains("apply_preset")) {
+        const auto& ap = j["apply_preset"];
+        if (!ap.is_object()) fail(kLog, "config", "{}: apply_preset must be an object", where);
+        for (const auto& [k, v] : ap.items()) {
+            const std::string w = fmt::format("{}: apply_preset.{}", where, k);
+            if (k == "target_module" || k == "target_name") {
+                if (!v.is_array()) fail(kLog, "config", "{}: expected a list of names", w);
+                for (const auto& x : v) {
+                    if (!x.is_string()) fail(kLog, "config", "{}: expected strings", w);
+                    (k == "target_module" ? p.target_module : p.target_name).push_back(x.get<std::string>());
+                }
+            } else if (k == "module_algo_map" || k == "name_algo_map") {
+                if (!v.is_object()) fail(kLog, "config", "{}: expected an object", w);
+                for (const auto& [name, e] : v.items()) {
+                    sdk::LycorisOptions probe = p.base;
+                    apply_entry(probe, e, fmt::format("{}.{}", w, name));  // checked now, applied per module
+                    (k == "module_algo_map" ? p.module_algo_map : p.name_algo_map)[name] = e;
+                }
+            } else if (k == "use_fnmatch" || k == "exclude_name" || k == "lora_prefix") {
+                fail(kLog, "config", "{}: not implemented by st", w);
+            } else {
+                log::warn(
+                    kLog,
+                    "{}: not read by st (only target_module, target_name, module_algo_map, name_algo_map)",
+                    w);
+            }
+        }
+    } else {
+        p.target_module = {"Attention"};  // SimpleTuner's Wan default (DEFAULT_LYCORIS_TARGET)
+    }
+    return p;
+}
+
+std::string lycoris_module_class(const std::string& module_path) {
+    const std::string last =
+        module_path.substr(module_path.rfind('.') == std::string::npos ? 0 : module_path.rfind('.') + 1);
+    static const std::regex attn("^(attn[0-9]*|self_attn|cross_attn|attention|audio_attn)$");
+    static const std::regex ff("^(ffn|ff|feed_forward)$");
+    if (std::regex_match(last, attn)) return "Attention";
+    if (std::regex_match(last, ff)) return "FeedForward";
+    return "";
+}
+
+std::optional<sdk::LycorisOptions> lycoris_options_for(const LycorisPlan& plan,
+                                                       const std::string& linear_path) {
+    // Innermost ancestor module whose class is targeted.
+    std::string chosen_class;
+    for (size_t pos = linear_path.find('.'); pos != std::string::npos; pos = linear_path.find('.', pos + 1)) {
+        const std::string cls = lycoris_module_class(linear_path.substr(0, pos));
+        if (cls.empty()) continue;
+        const bool targeted =
+            std::find(plan.target_module.begin(), plan.target_module.end(), cls) !=
+                plan.target_module.end() ||
+            plan.module_algo_map.count(cls) ||
+            (cls == "Attention" && (plan.module_algo_map.count("WanAttention") ||
+                                    std::find(plan.target_module.begin(), plan.target_module.end(),
+                                              "WanAttention") != plan.target_module.end()));
+        if (targeted) chosen_class = cls;
+    }
+    sdk::LycorisOptions o = plan.base;
+    if (!chosen_class.empty()) {
+        auto it = plan.module_algo_map.find(chosen_class);
+        if (it == plan.module_algo_map.end() && chosen_class == "Attention")
+            it = plan.module_algo_map.find("WanAttention");
+        if (it != plan.module_algo_map.end()) apply_entry(o, it->second, plan.file.string());
+        return o;
+    }
+    if (auto it = plan.name_algo_map.find(linear_path); it != plan.name_algo_map.end()) {
+        apply_entry(o, it->second, plan.file.string());
+        return o;
+    }
+    for (const auto& [pattern, e] : plan.name_algo_map)
+        if (regex_prefix_match(pattern, linear_path)) {
+            apply_entry(o, e, plan.file.string());
+            return o;
+        }
+    for (const auto& pattern : plan.target_name)
+        if (regex_prefix_match(pattern, linear_path)) return o;
+    return std::nullopt;
+}
+
+}  // namespace st::host::train
