@@ -200,7 +200,7 @@ TEST(TrainerTest, UnsupportedChoicesFailBeforeTrainingNamingTheKey) {
     auto lyco = env.run(env.config("bad1", {{"lora_type", "lycoris"}}));
     EXPECT_NE(lyco.code, 0);
     EXPECT_NE(lyco.log.find("lora_type"), std::string::npos) << lyco.log;
-    EXPECT_NE(lyco.log.find("not supported yet"), std::string::npos) << lyco.log;
+    EXPECT_NE(lyco.log.find("lora_type lycoris needs lycoris_config"), std::string::npos) << lyco.log;
     auto fp16 = env.run(env.config("bad2", {{"mixed_precision", "fp16"}}));
     EXPECT_NE(fp16.code, 0);
     EXPECT_NE(fp16.log.find("mixed_precision = fp16: not supported yet"), std::string::npos) << fp16.log;
