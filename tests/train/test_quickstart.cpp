@@ -1,4 +1,4 @@
-// SimpleTuner's Wan quickstart as its users have it: config/wan/config.json and
+// SimpleTuner's Wan, Wan S2V and Sana Video quickstarts as their users have them: config/wan/config.json and
 // config/wan/multidatabackend.json exactly as the guide prints them (../shared/reference/
 // quickstart-configs/wan), only the model paths pointing at a tiny local model, run from the folder
 // that holds config/ and datasets/ (SimpleTuner's working directory). Every key is accepted (uploads,
@@ -126,5 +126,54 @@ TEST(QuickstartTest, SanaVideoQuickstartFilesRunUnchangedApartFromModelPaths) {
     EXPECT_TRUE(fs::exists(root / "output" / "sanavideo" / "ema" / "transformer" /
                            "diffusion_pytorch_model.safetensors"));
     EXPECT_TRUE(fs::is_directory(root / "cache" / "vae" / "sanavideo" / "disney-black-and-white"));
+    fs::remove_all(root);
+}
+
+TEST(QuickstartTest, WanS2VQuickstartFilesRunUnchangedApartFromModelPaths) {
+    // SimpleTuner's WAN_S2V quickstart: LoRA with optimi-lion, cosine, EMA every 2 steps, audio split
+    // from the videos (audio.auto_split) at 16 kHz, pixel_area 480 x 75 frames -- on the tiny S2V model
+    // with two clips that carry speech-like tones. Two steps, then the final validation with the
+    // reference sample's audio (steps, frames and size shortened on the command line).
+    const fs::path src = fs::path(ST_TEST_SOURCE_DIR) / "tests" / "golden" / "quickstart" / "wan_s2v";
+    const fs::path root = fs::path(ST_TEST_BINARY_DIR) / "tmp-quickstart-s2v" / std::to_string(::getpid());
+    fs::remove_all(root);
+    fs::create_directories(root / "config" / "wan_s2v");
+    fs::create_directories(root / "datasets" / "s2v-videos");
+    auto make = shell(st_test::host_prefix() + "make-model --plugin wan_s2v --preset tiny --seed 5 --out '" +
+                      (root / "models" / "s2v").string() + "'");
+    ASSERT_EQ(make.code, 0) << make.out;
+    for (int i = 0; i < 2; ++i) {
+        const fs::path clip = root / "datasets" / "s2v-videos" / ("clip" + std::to_string(i) + ".mp4");
+        auto r = shell(
+            "ffmpeg -nostdin -v error -y -f lavfi -i testsrc=size=640x360:rate=16 -f lavfi -i "
+            "sine=frequency=" +
+            std::to_string(300 + 100 * i) + ":sample_rate=16000 -t 4.75 -pix_fmt yuv420p -c:a aac '" +
+            clip.string() + "'");
+        ASSERT_EQ(r.code, 0) << r.out;
+        st_test::write_text(fs::path(clip).replace_extension(".txt"),
+                            "a person speaking " + std::to_string(i));
+    }
+    auto config = nlohmann::json::parse(st_test::read_text(src / "config.json"));
+    config["pretrained_model_name_or_path"] = (root / "models" / "s2v").string();
+    config["pretrained_t5_model_name_or_path"] = (root / "models" / "s2v").string();
+    st_test::write_text(root / "config" / "wan_s2v" / "config.json", config.dump(2));
+    fs::copy_file(src / "multidatabackend.json", root / "config" / "wan_s2v" / "multidatabackend.json");
+    st_test::write_text(root / "config" / "wan_s2v" / "webhook.json",
+                        R"({"webhook_type": "raw", "callback_url": "http://127.0.0.1:9/hook"})");
+    const auto r = shell("cd '" + root.string() + "' && " + st_test::host_prefix() +
+                         "config/wan_s2v/config.json --max_train_steps 2 --validation_num_inference_steps 2 "
+                         "--validation_num_video_frames 5 --validation_resolution 64x64");
+    ASSERT_EQ(r.code, 0) << r.out;
+    for (const char* note :
+         {"'push_to_hub' = \"true\" has no effect in st", "report_to = wandb needs a network service",
+          "created audio dataset 's2v-videos_audio'", "bucket 640x352@73: 2 samples"})
+        EXPECT_NE(r.out.find(note), std::string::npos) << note << "\n" << r.out;
+    const auto lines = st_test::read_jsonl(root / "output" / "wan_s2v" / "metrics.jsonl");
+    ASSERT_GE(lines.size(), 2u);
+    EXPECT_EQ(lines[1].value("step", 0), 2);
+    EXPECT_TRUE(fs::exists(root / "output" / "wan_s2v" / "validation" / "step_2_validation.mp4"));
+    EXPECT_TRUE(fs::exists(root / "output" / "wan_s2v" / "pytorch_lora_weights.safetensors"));
+    EXPECT_TRUE(fs::exists(root / "output" / "wan_s2v" / "ema" / "pytorch_lora_weights.safetensors"));
+    EXPECT_TRUE(fs::is_directory(root / "cache" / "vae" / "wan_s2v" / "videos"));
     fs::remove_all(root);
 }
