@@ -133,6 +133,14 @@ int run_cli(int argc, char** argv) {
                               ? std::string()
                               : fmt::format(", environment from {}", fmt::join(d.loaded_env_files, ", ")));
                 std::vector<std::string> args{d.path.string()};
+                if (d.backend == "env") {
+                    const auto env_args = env_backend_arguments();
+                    log::info("st-host",
+                              "env backend: {} argument(s) from environment variables and "
+                              "TRAINER_EXTRA_ARGS: {}",
+                              env_args.size(), fmt::join(env_args, " "));
+                    args.insert(args.end(), env_args.begin(), env_args.end());
+                }
                 args.insert(args.end(), ctx.flags.rest.begin(), ctx.flags.rest.end());
                 return cmd_run(ctx, args);
             }

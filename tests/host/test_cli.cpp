@@ -381,10 +381,28 @@ TEST(CliTest, WithoutAConfigFileSimpleTunersConfigFolderRulesApply) {
     fs::remove_all(t.path / "out_a");
     r = run(dir("model"), cd + clean + "CONFIG_PATH=elsewhere/mine.json");
     EXPECT_EQ(mode_of("a"), "a") << r.out;
-    // The env backend is refused with a message, not ignored.
-    r = run(dir("model"), cd + clean + "CONFIG_BACKEND=env");
-    EXPECT_EQ(r.code, 1);
-    expect_contains(r.out, "SimpleTuner's env backend");
+    // The env backend: SimpleTuner's variables (env_to_args_map) from config/config.env, then
+    // TRAINER_EXTRA_ARGS (which win, coming later); "false" leaves a flag out.
+    std::ofstream(t.path / "config/config.env")
+        << "export CONFIG_BACKEND=env\nMODEL_FAMILY=fixture\nTRAINING_SEED=5\nOUTPUT_DIR="
+        << (t.path / "out_b").string()
+        << "\nUSE_EMA=false\nexport TRAINER_EXTRA_ARGS=\"--fixture_mode=b\"\nTRAINER_EXTRA_ARGS+=\"--seed "
+           "3\"\n";
+    fs::remove_all(t.path / "out_b");
+    r = run(dir("model"),
+            cd + "env -u MODEL_FAMILY -u TRAINING_SEED -u OUTPUT_DIR -u TRAINER_EXTRA_ARGS " + clean);
+    EXPECT_EQ(mode_of("b"), "b") << r.out;
+    expect_contains(r.out,
+                    "env backend: 6 argument(s) from environment variables and TRAINER_EXTRA_ARGS: "
+                    "--seed=5 --output_dir=");
+    {
+        std::ifstream in(t.path / "out_b" / "config.resolved.json");
+        ASSERT_TRUE(in.good()) << r.out;
+        const auto resolved = nlohmann::json::parse(in);
+        EXPECT_EQ(resolved["seed"], 3) << "TRAINER_EXTRA_ARGS come last";
+        EXPECT_EQ(resolved["model_family"], "fixture");
+    }
+    fs::remove(t.path / "config/config.env");
     // Nothing there: the flags alone are an error naming what was tried.
     fs::remove_all(t.path / "config");
     r = run(dir("model") + " --seed 3", cd + clean);

@@ -69,6 +69,9 @@ nlohmann::json toml_to_json(const std::string& text, const std::string& source_n
 
 nlohmann::json load_config_file(const fs::path& path) {
     std::error_code ec;
+    // SimpleTuner's env backend: the settings came as environment variables (env_backend_arguments);
+    // the config.env itself (maybe absent) holds no JSON.
+    if (path.extension() == ".env") return nlohmann::json::object();
     if (!fs::exists(path, ec)) fail("host.config", "load", "config file '{}' does not exist", path.string());
     if (fs::is_directory(path, ec))
         fail("host.config", "load", "'{}' is a directory; expected a config.json or config.toml file",

@@ -103,13 +103,13 @@ DefaultConfig find_default_config(const fs::path& cwd) {
                 break;
             }
     }
-    if (backend == "env")
-        fail(
-            "host.config", "load",
-            "the configuration is {}: SimpleTuner's env backend (every setting as an environment variable) "
-            "is not read by st; write the settings as config.json or config.toml in {} (config.env files are "
-            "still read for ENV, CONFIG_BACKEND and the like)",
-            (base / "config.env").string(), base.string());
+    if (backend == "env") {
+        // Every setting is an environment variable (config.env already sourced above): the caller turns
+        // them into command-line settings (env_backend_arguments).
+        d.backend = "env";
+        d.path = cwd / base / "config.env";
+        return d;
+    }
     if (backend != "json" && backend != "toml")
         fail("host.config", "load", "CONFIG_BACKEND = '{}': expected json, toml or env", backend);
     d.backend = backend;
@@ -150,6 +150,101 @@ DefaultConfig find_default_config(const fs::path& cwd) {
         }
     }
     return d;
+}
+
+}  // namespace st::host
+
+namespace st::host {
+
+namespace {
+// SimpleTuner's env_to_args_map (simpletuner/helpers/configuration/env_file.py): the variables of the
+// env backend and the option each sets. Variables of features st does not have map to SimpleTuner's
+// option names, which st then reports as it reports those keys in a config.json.
+const std::vector<std::pair<const char*, const char*>>& env_to_args() {
+    static const std::vector<std::pair<const char*, const char*>> table = {
+        {"RESUME_CHECKPOINT", "--resume_from_checkpoint"},
+        {"DATALOADER_CONFIG", "--data_backend_config"},
+        {"ASPECT_BUCKET_ROUNDING", "--aspect_bucket_rounding"},
+        {"TRAINING_SEED", "--seed"},
+        {"USE_EMA", "--use_ema"},
+        {"MINIMUM_RESOLUTION", "--minimum_image_size"},
+        {"OUTPUT_DIR", "--output_dir"},
+        {"USE_DORA", "--use_dora"},
+        {"LORA_TYPE", "--lora_type"},
+        {"LYCORIS_CONFIG", "--lycoris_config"},
+        {"PUSH_TO_HUB", "--push_to_hub"},
+        {"PUSH_CHECKPOINTS", "--push_checkpoints_to_hub"},
+        {"MAX_NUM_STEPS", "--max_train_steps"},
+        {"NUM_EPOCHS", "--num_train_epochs"},
+        {"CHECKPOINTING_STEPS", "--checkpoint_step_interval"},
+        {"CHECKPOINT_STEP_INTERVAL", "--checkpoint_step_interval"},
+        {"CHECKPOINTING_LIMIT", "--checkpoints_total_limit"},
+        {"HUB_MODEL_NAME", "--hub_model_id"},
+        {"TRACKER_PROJECT_NAME", "--tracker_project_name"},
+        {"TRACKER_RUN_NAME", "--tracker_run_name"},
+        {"MODEL_TYPE", "--model_type"},
+        {"MODEL_NAME", "--pretrained_model_name_or_path"},
+        {"MODEL_FAMILY", "--model_family"},
+        {"TRAIN_BATCH_SIZE", "--train_batch_size"},
+        {"USE_GRADIENT_CHECKPOINTING", "--gradient_checkpointing"},
+        {"ENABLE_CHUNKED_FEED_FORWARD", "--enable_chunked_feed_forward"},
+        {"FEED_FORWARD_CHUNK_SIZE", "--feed_forward_chunk_size"},
+        {"CAPTION_DROPOUT_PROBABILITY", "--caption_dropout_probability"},
+        {"RESOLUTION_TYPE", "--resolution_type"},
+        {"RESOLUTION", "--resolution"},
+        {"VALIDATION_SEED", "--validation_seed"},
+        {"VALIDATION_STEPS", "--validation_step_interval"},
+        {"VALIDATION_STEP_INTERVAL", "--validation_step_interval"},
+        {"VALIDATION_RESOLUTION", "--validation_resolution"},
+        {"VALIDATION_GUIDANCE", "--validation_guidance"},
+        {"VALIDATION_GUIDANCE_RESCALE", "--validation_guidance_rescale"},
+        {"VALIDATION_NUM_INFERENCE_STEPS", "--validation_num_inference_steps"},
+        {"VALIDATION_PROMPT", "--validation_prompt"},
+        {"MIXED_PRECISION", "--mixed_precision"},
+        {"OPTIMIZER", "--optimizer"},
+        {"LEARNING_RATE", "--learning_rate"},
+        {"LR_SCHEDULE", "--lr_scheduler"},
+        {"LR_WARMUP_STEPS", "--lr_warmup_steps"},
+        {"BASE_MODEL_PRECISION", "--base_model_precision"},
+        {"QUANTIZE_VIA", "--quantize_via"},
+        {"TRAINING_NUM_PROCESSES", "--num_processes"},
+        {"TRAINING_NUM_MACHINES", "--num_machines"},
+        {"GRADIENT_ACCUMULATION_STEPS", "--gradient_accumulation_steps"},
+        {"LR_END", "--lr_end"},
+        {"VALIDATION_NEGATIVE_PROMPT", "--validation_negative_prompt"},
+        {"WRITE_BATCH_SIZE", "--write_batch_size"},
+        {"DISABLE_BENCHMARK", "--disable_benchmark"},
+        {"USE_XFORMERS", "--enable_xformers_memory_efficient_attention"},
+        {"ALLOW_TF32", "--allow_tf32"},
+        {"VALIDATION_INPUT", "--validation_input"},
+        {"VALIDATION_EPOCH_INTERVAL", "--validation_epoch_interval"},
+        {"TORCH_NUM_THREADS", "--torch_num_threads"}};
+    return table;
+}
+
+}  // namespace
+
+std::vector<std::string> env_backend_arguments() {
+    // load_env_config(): "true" -> the bare flag, "false" -> nothing, anything else -> --option=value;
+    // then TRAINER_EXTRA_ARGS split on whitespace.
+    std::vector<std::string> out;
+    for (const auto& [var, arg] : env_to_args()) {
+        const char* raw = std::getenv(var);
+        if (!raw) continue;
+        std::string v = unquote(raw);
+        std::string lower = v;
+        for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        if (lower == "true")
+            out.push_back(std::string(arg) + "=true");
+        else if (lower != "false")
+            out.push_back(std::string(arg) + "=" + v);
+    }
+    if (const char* extra = std::getenv("TRAINER_EXTRA_ARGS"); extra && *extra) {
+        std::istringstream in(unquote(extra));
+        std::string w;
+        while (in >> w) out.push_back(w);
+    }
+    return out;
 }
 
 }  // namespace st::host

@@ -9,7 +9,8 @@
 //   4. json: CONFIG_PATH (a folder: its config.json; a file), else <env> as a path (with a suffix: that
 //      file; else <env>/config.json, config/<env>/config.json), else config/config.json.
 //      toml: config/[<env>/]config.toml.
-// The env backend (every setting as an environment variable) is refused with a clear message.
+//   env: every setting is an environment variable (usually from config.env): SimpleTuner's
+//      env_to_args_map turns them into settings, then TRAINER_EXTRA_ARGS (env_backend_arguments).
 #pragma once
 
 #include <filesystem>
@@ -27,14 +28,19 @@ std::map<std::string, std::string> parse_config_env(const std::filesystem::path&
 
 struct DefaultConfig {
     std::filesystem::path path;  ///< empty when none was found
-    std::string backend;         ///< json | toml
+    std::string backend;         ///< json | toml | env (path: the config.env, which may be absent)
     std::string env;             ///< "default" when unset
     std::vector<std::filesystem::path> tried;
     std::vector<std::string> loaded_env_files;
 };
 
 /// Steps 1-4 above, relative to `cwd`. Sets the variables of the config.env files it reads.
-/// st::Error for an unknown backend or CONFIG_BACKEND=env.
+/// st::Error for an unknown backend.
 DefaultConfig find_default_config(const std::filesystem::path& cwd);
+
+/// The env backend's settings as command-line settings (`--option=value`, SimpleTuner's
+/// env_to_args_map: "true" sets a flag, "false" leaves it out), followed by TRAINER_EXTRA_ARGS split on
+/// whitespace (it may use `--key value` or `--key=value`).
+std::vector<std::string> env_backend_arguments();
 
 }  // namespace st::host
