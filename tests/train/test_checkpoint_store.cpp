@@ -98,11 +98,16 @@ TEST(CheckpointStoreTest, OnlyStsOwnLeftoversArePartialAndDeleted) {
     write(root / "checkpoint-5-tmp" / "weights.bin", "w");
     fs::create_directories(root / "checkpoint-6-tmp");
     simpletuner_checkpoint(root / "checkpoint-7-tmp");
+    // A kill between a prune's last two removals leaves an empty checkpoint-N (found by a flaky kill -9
+    // test that counted it as a third checkpoint kept forever).
+    fs::create_directories(root / "checkpoint-2");
     const auto partial = store.partial();
-    ASSERT_EQ(partial.size(), 2u);
-    EXPECT_EQ(partial[0].filename(), "checkpoint-5-tmp");
-    EXPECT_EQ(partial[1].filename(), "checkpoint-6-tmp");
+    ASSERT_EQ(partial.size(), 3u);
+    EXPECT_EQ(partial[0].filename(), "checkpoint-2");
+    EXPECT_EQ(partial[1].filename(), "checkpoint-5-tmp");
+    EXPECT_EQ(partial[2].filename(), "checkpoint-6-tmp");
     store.prune(5, 3);
+    EXPECT_FALSE(fs::exists(root / "checkpoint-2"));
     EXPECT_FALSE(fs::exists(root / "checkpoint-5-tmp"));
     EXPECT_FALSE(fs::exists(root / "checkpoint-6-tmp"));
     EXPECT_TRUE(fs::exists(root / "checkpoint-7-tmp" / ".guard"));

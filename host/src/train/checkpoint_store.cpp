@@ -59,9 +59,10 @@ bool is_empty_dir(const fs::path& dir) {
     return fs::is_empty(dir, ec) && !ec;
 }
 
-// st's partial leftovers: a -tmp directory with st's marker or manifest, or an empty one.
+// st's partial leftovers: a -tmp directory with st's marker or manifest, or an empty one; and an empty
+// checkpoint-N, which a kill between the last two removals of a prune leaves (nothing in it to lose).
 bool st_partial(const fs::path& dir) {
-    if (!ends_with(dir.filename().string(), "-tmp")) return false;
+    if (!ends_with(dir.filename().string(), "-tmp")) return is_empty_dir(dir);
     std::error_code ec;
     return fs::exists(dir / kInProgress, ec) || CheckpointStore::written_by_st(dir) || is_empty_dir(dir);
 }
