@@ -222,7 +222,8 @@ TEST(ResumeTest, KillNineLosesAtMostTheStepsSinceTheLastCheckpointAndResumesExac
     for (const auto& e : fs::directory_iterator(env.root / "kill9"))
         kept += e.path().filename().string().rfind("checkpoint-", 0) == 0 ? 1 : 0;
     std::string listing;
-    for (const auto& e : fs::directory_iterator(env.root / "kill9")) listing += " " + e.path().filename().string();
+    for (const auto& e : fs::directory_iterator(env.root / "kill9"))
+        listing += " " + e.path().filename().string();
     EXPECT_EQ(kept, 2) << "checkpoints_total_limit 2; output_dir holds:" << listing << "\n" << resumed.log;
     nlohmann::json ref = s;
     ref["max_train_steps"] = 20;
