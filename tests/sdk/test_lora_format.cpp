@@ -17,6 +17,7 @@
 #include <functional>
 #include <set>
 
+#include "../common/independent_safetensors.h"
 #include "st/error.h"
 #include "st/lora.h"
 #include "st/safetensors.h"
@@ -120,20 +121,6 @@ std::string error_of(const std::function<void()>& f) {
 const at::Tensor& input() {
     static const at::Tensor x = at::randn({5, 4}, at::make_generator<at::CPUGeneratorImpl>(3));
     return x;
-}
-
-// Summary of `file` by the independent stdlib-only reader (tests/sdk/read_safetensors.py).
-nlohmann::json run_reader(const fs::path& file) {
-    const std::string cmd = "/usr/bin/python3 '" + std::string(ST_TEST_SOURCE_DIR) +
-                            "/tests/sdk/read_safetensors.py' read '" + file.string() + "'";
-    FILE* pipe = ::popen(cmd.c_str(), "r");
-    if (pipe == nullptr) throw std::runtime_error("popen failed: " + cmd);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-    if (::pclose(pipe) != 0) throw std::runtime_error("'" + cmd + "' failed");
-    return nlohmann::json::parse(out);
 }
 
 }  // namespace
@@ -371,7 +358,7 @@ TEST(LoraFormatTest, PythonReaderConfirmsWhatWeWrote) {
     ToyModel m = trained_model();
     const auto file = dir / "comfy.safetensors";
     st::sdk::save_lora(file, *m, LoraFormat::comfyui, to_native);
-    const auto py = run_reader(file);
+    const auto py = st_test::read_safetensors_independently(file);
     ASSERT_EQ(py["tensors"].size(), 24u);
     const auto& alpha = py["tensors"]["diffusion_model.blocks.0.self_attn.q.alpha"];
     EXPECT_EQ(alpha["dtype"], "F32");
@@ -390,7 +377,7 @@ TEST(LoraFormatTest, PythonReaderConfirmsWhatWeWrote) {
     // The diffusers file: keys, shapes and the alpha in the metadata, as the reader sees them.
     const auto dfile = dir / "diffusers.safetensors";
     st::sdk::save_lora(dfile, *m, LoraFormat::diffusers);
-    const auto dpy = run_reader(dfile);
+    const auto dpy = st_test::read_safetensors_independently(dfile);
     ASSERT_EQ(dpy["tensors"].size(), 16u);
     EXPECT_EQ(dpy["tensors"]["transformer.blocks.1.attn1.to_out.0.lora_B.weight"]["shape"]
                   .get<std::vector<int64_t>>(),

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "../common/independent_safetensors.h"
 #include "st/error.h"
 #include "st/lora.h"
 #include "st/lycoris.h"
@@ -194,18 +195,6 @@ Toy trained(const std::string& algo) {
     return m;
 }
 
-nlohmann::json run_reader(const fs::path& file) {
-    const std::string cmd = "/usr/bin/python3 '" + std::string(ST_TEST_SOURCE_DIR) +
-                            "/tests/sdk/read_safetensors.py' read '" + file.string() + "'";
-    FILE* pipe = ::popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-    EXPECT_EQ(::pclose(pipe), 0) << cmd;
-    return nlohmann::json::parse(out);
-}
-
 TEST(LycorisTest, FilesInBothLayoutsReadBackIndependentlyAndLoadAttachedOrMerged) {
     const fs::path dir = fs::temp_directory_path() / ("st_lycoris_" + std::to_string(::getpid()));
     fs::create_directories(dir);
@@ -215,8 +204,8 @@ TEST(LycorisTest, FilesInBothLayoutsReadBackIndependentlyAndLoadAttachedOrMerged
         const at::Tensor want = m->forward(x);
         st::sdk::save_lora(dir / "comfy.safetensors", *m, st::sdk::LoraFormat::comfyui, to_native);
         st::sdk::save_lora(dir / "lycoris.safetensors", *m, st::sdk::LoraFormat::diffusers, nullptr);
-        const auto comfy = run_reader(dir / "comfy.safetensors");
-        const auto lyc = run_reader(dir / "lycoris.safetensors");
+        const auto comfy = st_test::read_safetensors_independently(dir / "comfy.safetensors");
+        const auto lyc = st_test::read_safetensors_independently(dir / "lycoris.safetensors");
         const std::string w = algo == "lokr" ? "lokr_w1" : "hada_w1_a";
         ASSERT_TRUE(comfy["tensors"].contains("diffusion_model.blocks.0.self_attn.q." + w)) << comfy.dump();
         ASSERT_TRUE(comfy["tensors"].contains("diffusion_model.blocks.1.ffn.0.alpha")) << comfy.dump();

@@ -7,6 +7,7 @@
 
 #include <set>
 
+#include "../common/independent_safetensors.h"
 #include "fixtures.h"
 #include "st/safetensors.h"
 
@@ -14,18 +15,6 @@ namespace {
 
 using st_test::TrainEnv;
 namespace fs = std::filesystem;
-
-nlohmann::json independent_read(const fs::path& file) {
-    const std::string cmd = "/usr/bin/python3 '" + std::string(ST_TEST_SOURCE_DIR) +
-                            "/tests/sdk/read_safetensors.py' read '" + file.string() + "'";
-    FILE* pipe = ::popen(cmd.c_str(), "r");
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-    EXPECT_EQ(::pclose(pipe), 0) << cmd;
-    return nlohmann::json::parse(out);
-}
 
 double mean_loss(const std::vector<nlohmann::json>& lines, size_t from, size_t to) {
     double s = 0;
@@ -78,7 +67,8 @@ TEST(TrainerTest, LoraFileUsesNativeWanNamesWithAlphaReadByAnIndependentReader) 
     auto r = env.run(
         env.config("native", {{"max_train_steps", 3}, {"lora_format", "diffusers"}, {"lora_alpha", 8}}));
     ASSERT_EQ(r.code, 0) << r.log;
-    const auto summary = independent_read(env.root / "native" / "pytorch_lora_weights.safetensors");
+    const auto summary =
+        st_test::read_safetensors_independently(env.root / "native" / "pytorch_lora_weights.safetensors");
     std::set<std::string> names;
     for (const auto& [name, t] : summary["tensors"].items()) names.insert(name);
     // 2 blocks x (self_attn q,k,v,o + cross_attn q,k,v,o) x (lora_A, lora_B, alpha)
@@ -96,7 +86,8 @@ TEST(TrainerTest, LoraFileUsesNativeWanNamesWithAlphaReadByAnIndependentReader) 
         moved += std::abs(v.get<double>());
     EXPECT_GT(moved, 0.0);
     // lora_format diffusers adds the transformer.* file with rank/alpha in the PEFT metadata.
-    const auto diff = independent_read(env.root / "native" / "pytorch_lora_weights_diffusers.safetensors");
+    const auto diff = st_test::read_safetensors_independently(env.root / "native" /
+                                                              "pytorch_lora_weights_diffusers.safetensors");
     EXPECT_TRUE(diff["tensors"].contains("transformer.blocks.0.attn1.to_q.lora_A.weight"));
     EXPECT_NE(diff["metadata"]["lora_adapter_metadata"].get<std::string>().find("transformer.lora_alpha"),
               std::string::npos);
