@@ -80,4 +80,30 @@ void log_system_info(const SystemInfo& s) {
                   "run scripts/setup-deps.sh (installs libopenblas0-pthread)");
 }
 
+namespace {
+double status_field_mib(const char* field) {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    const std::string key = std::string(field) + ":";
+    while (std::getline(in, line))
+        if (line.rfind(key, 0) == 0) return std::stod(line.substr(key.size())) / 1024.0;  // "  1234 kB"
+    return -1;
+}
+}  // namespace
+
+double rss_now_mib() {
+    return status_field_mib("VmRSS");
+}
+
+double rss_peak_mib() {
+    return status_field_mib("VmHWM");
+}
+
+bool reset_rss_peak() {
+    std::ofstream out("/proc/self/clear_refs");
+    out << "5";
+    out.flush();
+    return static_cast<bool>(out);
+}
+
 }  // namespace st::host

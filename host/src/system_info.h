@@ -23,4 +23,11 @@ struct SystemInfo {
 SystemInfo configure_threads_and_probe(int num_threads);
 void log_system_info(const SystemInfo& info);
 
+/// Resident memory of this process in MiB from /proc/self/status: now (VmRSS) and the peak since
+/// start or the last reset (VmHWM); -1 where unknown.
+double rss_now_mib();
+double rss_peak_mib();
+/// Starts a new peak (writes 5 to /proc/self/clear_refs); false where the kernel does not allow it.
+bool reset_rss_peak();
+
 }  // namespace st::host

@@ -15,6 +15,7 @@
 #include "st/files.h"
 #include "st/json_file.h"
 #include "st/log.h"
+#include "st/lora.h"
 #include "st/model_path.h"
 #include "st/text.h"
 #include "st/weights.h"
@@ -246,18 +247,33 @@ int64_t guess_head_dim(int64_t dim) {
 }
 
 void load_weights(torch::nn::Module& module, const sdk::TensorSource& source, const CheckpointFacts& facts,
-                  const KeyMapTable& table, const std::string& component, const std::string& what) {
+                  const KeyMapTable& table, const std::string& component, const std::string& what,
+                  const sdk::BaseWeightPlan& base) {
     sdk::LoadOptions lo;
     lo.component = component;
     lo.key_map = [&facts, &table](const std::string& name) -> std::optional<std::string> {
         return facts.to_ours(name, table);
     };
+    if (base.precision != sdk::BasePrecision::compute)
+        lo.base_precision = [base](const std::string& path, int64_t in, int64_t out) {
+            return sdk::base_precision_for(base, path, in, out);
+        };
     try {
         sdk::load_strict(module, source, lo);
     } catch (const Error& e) {
         throw e.with_context(
             fmt::format("while loading the {} {} from {}", what, facts.variant, source.describe()));
     }
+}
+
+std::string describe_base_weights(torch::nn::Module& module, const sdk::BaseWeightPlan& base) {
+    if (base.precision == sdk::BasePrecision::compute) return "";
+    std::vector<std::string> parts;
+    for (const auto& [form, n] : sdk::count_base_precisions(module))
+        parts.push_back(fmt::format("{} {}", n, form));
+    return fmt::format(", Linear base weights ({}{}): {}",
+                       base.source_value.empty() ? "" : base.source_value + " -> ",
+                       sdk::base_precision_name(base.precision), fmt::join(parts, ", "));
 }
 
 void save_model(const torch::nn::Module& module, const fs::path& dir, const nlohmann::json& config,
@@ -311,30 +327,78 @@ std::string component_fingerprint(const fs::path& path) {
     return fmt::format("{:016x}", h);
 }
 
-void randomize_parameters(torch::nn::Module& module, uint64_t seed) {
-    torch::NoGradGuard no_grad;
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+namespace {
+// The golden fixtures' scheme for one parameter (see randomize_parameters), drawn in float32.
+at::Tensor random_parameter(const std::string& name, at::IntArrayRef sizes, at::Generator& gen) {
     auto ends_with = [](const std::string& s, const std::string& suffix) {
         return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
     };
-    for (auto& item : module.named_parameters(/*recurse=*/true)) {
-        const std::string& name = item.key();
-        at::Tensor& prm = item.value();
-        at::Tensor r = at::randn(prm.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
-        const bool is_norm =
-            name.find("norm") != std::string::npos || name.find("gamma") != std::string::npos;
-        if (ends_with(name, "scale_shift_table") || ends_with(name, "pos_embed")) {
-            r = r * 0.3;
-        } else if (ends_with(name, "bias")) {
-            r = r * 0.1;
-        } else if (is_norm && prm.dim() <= 1) {
-            r = 1.0 + r * 0.1;
-        } else if (prm.dim() >= 2) {
-            r = r / std::sqrt(static_cast<double>(prm.numel() / prm.size(0)));
-        } else {
-            r = r * 0.1;
+    at::Tensor r = at::randn(sizes, gen, at::TensorOptions().dtype(at::kFloat));
+    const bool is_norm = name.find("norm") != std::string::npos || name.find("gamma") != std::string::npos;
+    if (ends_with(name, "scale_shift_table") || ends_with(name, "pos_embed")) return r * 0.3;
+    if (ends_with(name, "bias")) return r * 0.1;
+    if (is_norm && sizes.size() <= 1) return 1.0 + r * 0.1;
+    if (sizes.size() >= 2) return r / std::sqrt(static_cast<double>(r.numel() / sizes[0]));
+    return r * 0.1;
+}
+}  // namespace
+
+void randomize_parameters(torch::nn::Module& module, uint64_t seed) {
+    torch::NoGradGuard no_grad;
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    for (auto& item : module.named_parameters(/*recurse=*/true))
+        item.value().copy_(
+            random_parameter(item.key(), item.value().sizes(), gen).to(item.value().scalar_type()));
+}
+
+void write_random_model(const torch::nn::Module& module, const fs::path& dir, const nlohmann::json& config,
+                        at::ScalarType dtype, const std::function<bool(const std::string&)>& keep_fp32,
+                        uint64_t seed, uint64_t shard_bytes, const std::string& component) {
+    torch::NoGradGuard no_grad;
+    fs::create_directories(dir);
+    struct Entry {
+        std::string name;
+        std::vector<int64_t> sizes;
+        at::ScalarType type;
+        uint64_t bytes;
+    };
+    std::vector<std::vector<Entry>> shards(1);
+    uint64_t in_shard = 0, total = 0;
+    for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+        const at::ScalarType t = keep_fp32 && keep_fp32(item.key()) ? at::kFloat : dtype;
+        const uint64_t bytes = static_cast<uint64_t>(item.value().numel()) * c10::elementSize(t);
+        if (in_shard > 0 && in_shard + bytes > shard_bytes) {
+            shards.emplace_back();
+            in_shard = 0;
         }
-        prm.copy_(r.to(prm.scalar_type()));
+        shards.back().push_back({item.key(), item.value().sizes().vec(), t, bytes});
+        in_shard += bytes;
+        total += bytes;
+    }
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    nlohmann::json weight_map = nlohmann::json::object();
+    for (size_t k = 0; k < shards.size(); ++k) {
+        const std::string file =
+            shards.size() == 1
+                ? std::string("diffusion_pytorch_model.safetensors")
+                : fmt::format("diffusion_pytorch_model-{:05d}-of-{:05d}.safetensors", k + 1, shards.size());
+        sdk::TensorMap tensors;
+        for (const Entry& e : shards[k]) {
+            tensors[e.name] = random_parameter(e.name, e.sizes, gen).to(e.type);
+            weight_map[e.name] = file;
+        }
+        sdk::save_safetensors(dir / file, tensors, {{"format", "pt"}});
+        log::info(component, "make-model: wrote {} ({} tensors, shard {}/{})", (dir / file).string(),
+                  tensors.size(), k + 1, shards.size());
+    }
+    if (shards.size() > 1)
+        sdk::write_file_atomic(
+            dir / "diffusion_pytorch_model.safetensors.index.json",
+            nlohmann::json{{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}}.dump(2) + "\n");
+    try {
+        sdk::write_file_atomic(dir / "config.json", config.dump(2) + "\n");
+    } catch (const std::exception& e) {
+        fail(component, "save", "cannot write '{}': {}", (dir / "config.json").string(), e.what());
     }
 }
 

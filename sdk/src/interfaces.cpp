@@ -60,6 +60,7 @@ GuidancePolicy::~GuidancePolicy() = default;
 TokenRouting::~TokenRouting() = default;
 NoiseSchedule::~NoiseSchedule() = default;
 NegativePromptEncoding::~NegativePromptEncoding() = default;
+BaseWeights::~BaseWeights() = default;
 BucketAlignment::~BucketAlignment() = default;
 ShardedCaching::~ShardedCaching() = default;
 

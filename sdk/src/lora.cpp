@@ -73,6 +73,8 @@ void LinearImpl::reset() {
 }
 
 void LinearImpl::reset_parameters() {
+    // A model built to be filled by a strict load right away: leave the memory untouched.
+    if (DeferredInit::active()) return;
     // Same calls and order as torch::nn::LinearImpl::reset_parameters (global generator).
     torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
     if (bias.defined()) {
@@ -92,7 +94,9 @@ void LinearImpl::pretty_print(std::ostream& stream) const {
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
     // x [..., in] -> [..., out]
-    at::Tensor out = at::linear(x, weight, bias);
+    at::Tensor out = stored_ || weight.scalar_type() != x.scalar_type()
+                         ? stored_linear(x, weight, weight_scale, bias)
+                         : at::linear(x, weight, bias);
     if (lycoris_ && !merged_ && lora_multiplier_ != 0.0) {
         // LyCORIS's default (non-bypass) forward: the weight delta rebuilt, applied as a second linear.
         const at::Tensor dw = lycoris_->delta_weight();
@@ -116,6 +120,56 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
     return out + (h * lora_scaling()).to(out.scalar_type());
 }
 
+void LinearImpl::set_base_weight(const at::Tensor& w, BasePrecision precision) {
+    if (w.dim() != 2 || w.size(0) != options_.out || w.size(1) != options_.in)
+        fail(kComponent, "load", "Linear({}, {}): base weight of shape {} (expected [{}, {}])", options_.in,
+             options_.out, c10::str(w.sizes()), options_.out, options_.in);
+    if (has_adapter() && merged_)
+        fail(kComponent, "load", "cannot replace the base weight while an adapter is merged");
+    at::NoGradGuard no_grad;
+    if (!stored_) compute_dtype_ = weight.scalar_type();
+    weight.set_requires_grad(false);
+    if (precision == BasePrecision::compute) {
+        if (stored_) materialize(weight_scale.defined() ? at::kFloat : weight.scalar_type());
+        weight.copy_(w);
+        return;
+    }
+    if (precision == BasePrecision::int8) {
+        Int8Weight qw = quantize_int8(w);
+        weight.set_data(qw.q.to(weight.device()));
+        weight_scale = qw.scale.to(weight.device());
+    } else {
+        at::Tensor v = precision == BasePrecision::bf16   ? w.to(at::kBFloat16)
+                       : precision == BasePrecision::fp32 ? w.to(at::kFloat)
+                                                          : w;
+        weight.set_data(v.device() == weight.device() ? v : v.to(weight.device()));
+        weight_scale = at::Tensor();
+    }
+    stored_ = true;
+}
+
+at::Tensor LinearImpl::dense_weight(at::ScalarType dtype) const {
+    if (weight.scalar_type() == at::kChar) return dequantize_int8(weight, weight_scale, dtype);
+    return weight.to(dtype, /*non_blocking=*/false, /*copy=*/true);
+}
+
+void LinearImpl::set_compute_dtype(at::ScalarType dtype) {
+    at::NoGradGuard no_grad;
+    if (stored_)
+        compute_dtype_ = dtype;
+    else if (weight.scalar_type() != dtype)
+        weight.set_data(weight.to(dtype));
+    if (bias.defined() && bias.scalar_type() != dtype) bias.set_data(bias.to(dtype));
+}
+
+void LinearImpl::materialize(at::ScalarType dtype) {
+    if (!stored_) return;
+    at::NoGradGuard no_grad;
+    weight.set_data(dense_weight(dtype));
+    weight_scale = at::Tensor();
+    stored_ = false;
+}
+
 void LinearImpl::register_adapter(int64_t rank) {
     lora_A = register_module("lora_A", LoraFactor(rank, options_.in));
     lora_B = register_module("lora_B", LoraFactor(options_.out, rank));
@@ -126,7 +180,7 @@ void LinearImpl::add_lycoris(const LycorisOptions& options, uint64_t seed) {
         fail(kComponent, "inject", "Linear({}, {}) already carries an adapter", options_.in, options_.out);
     auto a = std::make_shared<LycorisAdapterImpl>(options_.in, options_.out, options);
     a->init_weights(seed);
-    a->to(weight.device(), weight.scalar_type());
+    a->to(weight.device(), compute_dtype());
     lycoris_ = register_module("lycoris", a);
     lora_multiplier_ = 1.0;
 }
@@ -138,7 +192,7 @@ void LinearImpl::set_lycoris(const std::shared_ptr<LycorisAdapterImpl>& adapter,
         lycoris_->copy_from(*adapter, what);
         return;
     }
-    adapter->to(weight.device(), weight.scalar_type());
+    adapter->to(weight.device(), compute_dtype());
     lycoris_ = register_module("lycoris", adapter);
 }
 
@@ -165,8 +219,8 @@ void LinearImpl::add_lora(const LoraConfig& config) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(options_.in));
     at::Tensor a = at::empty({config.rank, options_.in}, at::kFloat).uniform_(-bound, bound, gen);
     at::NoGradGuard no_grad;
-    lora_A->weight.set_data(a.to(weight.device(), weight.scalar_type()));
-    lora_B->weight.set_data(at::zeros({options_.out, config.rank}, weight.options()));
+    lora_A->weight.set_data(a.to(weight.device(), compute_dtype()));
+    lora_B->weight.set_data(at::zeros({options_.out, config.rank}, weight.options().dtype(compute_dtype())));
 }
 
 int64_t LinearImpl::lora_rank() const {
@@ -206,6 +260,9 @@ void LinearImpl::merge_lora() {
     if (merged_) return;
     at::NoGradGuard no_grad;
     merged_scaling_ = lycoris_ ? lora_multiplier_ : lora_scaling();
+    // A stored base weight is never written (it may be a read-only view of the file): merge into a
+    // dense copy in the adapter's dtype.
+    materialize(lycoris_ ? lycoris_->delta_weight().scalar_type() : lora_A->weight.scalar_type());
     weight.add_(lora_delta().to(weight.scalar_type()));
     merged_ = true;
 }
@@ -232,6 +289,36 @@ void LinearImpl::freeze_base() {
 }
 
 // ---- tree helpers ---------------------------------------------------------------------------------
+
+void convert_parameters(torch::nn::Module& root,
+                        const std::function<at::ScalarType(const std::string&)>& dtype_for) {
+    at::NoGradGuard no_grad;
+    std::set<std::string> stored;
+    for (const auto& [path, lin] : linear_modules(root)) {
+        if (!lin->base_stored()) continue;
+        const std::string name = path.empty() ? "weight" : path + ".weight";
+        lin->set_compute_dtype(dtype_for(name));
+        stored.insert(name);
+    }
+    for (auto& item : root.named_parameters(/*recurse=*/true)) {
+        if (stored.count(item.key())) continue;
+        const at::ScalarType target = dtype_for(item.key());
+        if (item.value().scalar_type() != target) item.value().set_data(item.value().to(target));
+    }
+}
+
+std::map<std::string, int64_t> count_base_precisions(torch::nn::Module& root) {
+    std::map<std::string, int64_t> out;
+    for (const auto& [path, lin] : linear_modules(root)) {
+        if (!lin->base_stored())
+            ++out["dense"];
+        else if (lin->weight.scalar_type() == at::kChar)
+            ++out["int8"];
+        else
+            ++out[std::string(c10::toString(lin->weight.scalar_type()))];
+    }
+    return out;
+}
 
 std::vector<std::pair<std::string, LinearImpl*>> linear_modules(torch::nn::Module& root) {
     std::vector<std::pair<std::string, LinearImpl*>> out;

@@ -424,7 +424,9 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
                  path_of[lin], lin->lora_rank(), rank);
         }
         if (merge)
-            check_merge_range(fname, path_of[lin], e, lin->weight.scalar_type(), strength * alpha / rank);
+            check_merge_range(fname, path_of[lin], e,
+                              lin->weight.scalar_type() == at::kChar ? at::kFloat : lin->weight.scalar_type(),
+                              strength * alpha / rank);
         plan.push_back({lin, &e, rank, alpha});
     }
     at::NoGradGuard no_grad;
@@ -432,6 +434,9 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
     for (const Planned& p : plan) {
         LinearImpl* lin = p.lin;
         const Entry& e = *p.entry;
+        // A stored base weight is never written in place: merge into a dense copy (int8 -> fp32).
+        if (merge && lin->base_stored())
+            lin->materialize(lin->weight.scalar_type() == at::kChar ? at::kFloat : lin->weight.scalar_type());
         if (p.lycoris) {
             if (merge) {
                 const at::Tensor delta = p.lycoris->delta_weight().detach().to(at::kFloat) * strength;

@@ -347,6 +347,12 @@ size_t safetensors_dtype_size(const std::string& dtype) {
 
 TensorSource::~TensorSource() = default;
 
+at::Tensor TensorSource::view(const std::string& name) const {
+    return load(name);
+}
+
+void TensorSource::release(const std::string&) const {}
+
 // ---------------------------------------------------------------------------------------------
 // SafetensorsFile
 
@@ -381,6 +387,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
         fail_file(path, fmt::format("cannot mmap {} bytes: {}", size, errno_text(map_err)));
     auto file = std::shared_ptr<SafetensorsFile>(new SafetensorsFile());
     file->mapping_ = std::shared_ptr<void>(addr, [size](void* p) { ::munmap(p, size); });
+    file->file_mapped_ = true;
     file->parse(path, static_cast<const uint8_t*>(addr), size);
     return file;
 }
@@ -540,6 +547,16 @@ at::Tensor SafetensorsFile::view(const std::string& name) const {
         at::TensorOptions().dtype(ti.scalar_type).device(at::kCPU));
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+    if (!file_mapped_) return;  // bytes in memory (from_bytes) are not ours to drop
+    const TensorInfo& ti = info(name);
+    const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    // Whole pages inside the tensor only; clean pages of a read-only private file mapping.
+    const uintptr_t begin = (reinterpret_cast<uintptr_t>(data_ + ti.begin) + page - 1) / page * page;
+    const uintptr_t end = reinterpret_cast<uintptr_t>(data_ + ti.end) / page * page;
+    if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 std::map<std::string, std::string> SafetensorsFile::metadata() const {
     return metadata_;
 }
@@ -637,6 +654,17 @@ at::Tensor ShardedSafetensors::load(const std::string& name) const {
              index_.string(), name, weight_map_.size());
     }
     return shards_.at(it->second)->load(name);
+}
+
+void ShardedSafetensors::release(const std::string& name) const {
+    const auto it = weight_map_.find(name);
+    if (it != weight_map_.end()) shards_.at(it->second)->release(name);
+}
+
+at::Tensor ShardedSafetensors::view(const std::string& name) const {
+    const auto it = weight_map_.find(name);
+    if (it == weight_map_.end()) return load(name);  // its error
+    return shards_.at(it->second)->view(name);
 }
 
 std::map<std::string, std::string> ShardedSafetensors::metadata() const {

@@ -14,6 +14,7 @@
 
 #include "st/error.h"
 #include "st/log.h"
+#include "st/lora.h"
 
 namespace st::sdk {
 
@@ -34,8 +35,14 @@ std::string first_offenders(const std::vector<std::string>& items, size_t max_li
 
 }  // namespace
 
-LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSource& source,
-                       const LoadOptions& options) {
+namespace {
+struct Adopt {
+    LinearImpl* linear;
+    BasePrecision precision;
+};
+
+LoadReport load_impl(std::map<std::string, at::Tensor> targets, const TensorSource& source,
+                     const LoadOptions& options, const std::map<std::string, Adopt>& adopt) {
     struct Planned {
         std::string source_name;
         std::string dtype;
@@ -114,9 +121,22 @@ LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSo
         at::NoGradGuard no_grad;
         for (const auto& [target_name, planned] : plan) {
             at::Tensor& target = targets.at(target_name);
+            if (const auto a = adopt.find(target_name); a != adopt.end()) {
+                // A frozen base weight in stored form: the file's tensor itself (or its int8/bf16 form).
+                a->second.linear->set_base_weight(source.view(planned.source_name), a->second.precision);
+                source.release(planned.source_name);  // a mapped file's pages: read back when used
+                ++report.loaded;
+                ++report.source_dtypes[planned.dtype];
+                ++target_dtypes[fmt::format("{} (stored)",
+                                            a->second.linear->weight.scalar_type() == at::kChar
+                                                ? "int8"
+                                                : c10::toString(a->second.linear->weight.scalar_type()))];
+                continue;
+            }
             // copy_ converts dtype and moves to the target's device; the target keeps its storage, so
             // parameters and buffers of a module are overwritten in place.
-            target.copy_(source.load(planned.source_name));
+            target.copy_(source.view(planned.source_name));
+            source.release(planned.source_name);  // peak memory while loading ~ the final footprint
             ++report.loaded;
             ++report.source_dtypes[planned.dtype];
             ++target_dtypes[c10::toString(target.scalar_type())];
@@ -132,6 +152,8 @@ LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSo
     return report;
 }
 
+}  // namespace
+
 std::map<std::string, at::Tensor> named_tensors(const torch::nn::Module& module) {
     std::map<std::string, at::Tensor> out;
     for (const auto& item : module.named_parameters(/*recurse=*/true)) out.emplace(item.key(), item.value());
@@ -141,8 +163,22 @@ std::map<std::string, at::Tensor> named_tensors(const torch::nn::Module& module)
     return out;
 }
 
+LoadReport load_strict(std::map<std::string, at::Tensor> targets, const TensorSource& source,
+                       const LoadOptions& options) {
+    return load_impl(std::move(targets), source, options, {});
+}
+
 LoadReport load_strict(torch::nn::Module& module, const TensorSource& source, const LoadOptions& options) {
-    return load_strict(named_tensors(module), source, options);
+    std::map<std::string, Adopt> adopt;
+    auto targets = named_tensors(module);
+    if (options.base_precision) {
+        for (const auto& [path, lin] : linear_modules(module)) {
+            const BasePrecision p = options.base_precision(path, lin->options().in, lin->options().out);
+            if (p == BasePrecision::compute) continue;
+            adopt[path.empty() ? "weight" : path + ".weight"] = {lin, p};
+        }
+    }
+    return load_impl(std::move(targets), source, options, adopt);
 }
 
 }  // namespace st::sdk

@@ -155,19 +155,18 @@ TEST(ConfigTest, ChoiceErrorListsChoices) {
 }
 
 TEST(ConfigTest, UnsupportedSimpleTunerKeysAreListedTogether) {
-    auto e = error_of(
-        json{{"fsdp_enable", true}, {"use_dora", true}, {"base_model_precision", "int8-quanto"}}, {});
+    auto e = error_of(json{{"fsdp_enable", true}, {"use_dora", true}, {"ramtorch", true}}, {});
     expect_contains(e, "SimpleTuner options that st does not support yet");
     expect_contains(e, "fsdp_enable");
     expect_contains(e, "use_dora = true");
-    expect_contains(e, "base_model_precision = \"int8-quanto\"");
+    expect_contains(e, "ramtorch = true");
 }
 
 TEST(ConfigTest, InertSimpleTunerKeysAreAcceptedWithANote) {
     // push_to_hub "true" as the quickstarts write it: st uploads nothing and says so.
     auto r = resolve_config(json{{"push_to_hub", "true"},
                                  {"attention_mechanism", "sageattention"},
-                                 {"base_model_precision", "no_change"}},
+                                 {"offload_during_startup", true}},
                             {}, table());
     ASSERT_EQ(r.notes.size(), 3u);
     std::string all = r.notes[0] + r.notes[1] + r.notes[2];

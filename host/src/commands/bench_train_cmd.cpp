@@ -26,6 +26,7 @@
 #include "st/files.h"
 #include "st/log.h"
 #include "st/safetensors.h"
+#include "system_info.h"
 #include "train/regularizers.h"
 #include "train/trainer.h"
 #include "validate/validator.h"
@@ -109,7 +110,7 @@ std::optional<double> teacher_path_seconds(CommandContext& ctx, const ComponentE
     RunSetup setup = prepare_run(ctx, run_args);
     ModelHandle model(entry);
     sdk::ModelLoadRequest req;
-    req.path = dir / "model";
+    req.path = setup.config.get_string("pretrained_model_name_or_path");
     req.config = setup.config;
     req.training = false;
     model.load(req);
@@ -134,7 +135,7 @@ std::optional<double> teacher_path_seconds(CommandContext& ctx, const ComponentE
 }  // namespace
 
 int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
-    std::string preset = "tiny", out, mixed = "no";
+    std::string preset = "tiny", out, mixed = "no", model_path;
     int64_t steps = 20, warmup = 3, frames = 17, resolution = 128, batch = 1;
     bool json = false;
     po::options_description desc("bench train");
@@ -146,7 +147,10 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         "batch", po::value(&batch)->default_value(1), "train_batch_size")(
         "mixed_precision", po::value(&mixed)->default_value("no"), "bf16 or no")(
         "out", po::value(&out), "scratch folder (default: a temporary one, removed afterwards)")(
-        "json", po::bool_switch(&json), "also print the numbers as one JSON line");
+        "model", po::value(&model_path),
+        "an existing model folder to train instead of making one with --preset (large presets: make it "
+        "once with st-host make-model)")("json", po::bool_switch(&json),
+                                         "also print the numbers as one JSON line");
     auto extra = parse_command_flags(desc, args, "bench train");
     // --nproc_per_node N (a global flag, passed on as an override): also measure N launched ranks.
     int64_t nproc = 1;
@@ -166,9 +170,10 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
     fs::create_directories(dir / "clips");
 
     bool with_audio = false;  // families whose samples carry audio (speech-to-video) get clips with audio
+    const fs::path model_dir = model_path.empty() ? dir / "model" : fs::path(model_path);
     {
         ModelHandle model(entry);
-        model.make_model(preset, dir / "model", 1);
+        if (model_path.empty()) model.make_model(preset, model_dir, 1);
         const auto media = model.sample_media();
         with_audio = std::find(media.begin(), media.end(), sdk::MediaKind::audio) != media.end();
     }
@@ -202,7 +207,7 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
                                 {"cache_dir", "cache/text"}}});
     sdk::write_file_atomic(dir / "multidatabackend.json", datasets.dump(2));
     nlohmann::json config = {{"model_family", entry.name},
-                             {"pretrained_model_name_or_path", (dir / "model").string()},
+                             {"pretrained_model_name_or_path", model_dir.string()},
                              {"data_backend_config", (dir / "multidatabackend.json").string()},
                              {"output_dir", (dir / "output").string()},
                              {"model_type", "lora"},
@@ -305,8 +310,11 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
                            {"samples_per_s_one_rank", sps_one},
                            {"speedup", sps_one > 0 ? sps_many / sps_one : 0.0}};
     }
-    std::printf("peak RSS: %.1f MiB\n", static_cast<double>(ru.ru_maxrss) / 1024.0);
+    std::printf("peak RSS: %.1f MiB (training steps only: %.1f MiB)\n",
+                static_cast<double>(ru.ru_maxrss) / 1024.0, rss_peak_mib());
     report["peak_rss_mib"] = static_cast<double>(ru.ru_maxrss) / 1024.0;
+    // The trainer starts a new peak once loading and caching are done (encoders released).
+    report["training_peak_rss_mib"] = rss_peak_mib();
     if (json) std::printf("%s\n", report.dump().c_str());
     if (!keep) {
         std::error_code ec;

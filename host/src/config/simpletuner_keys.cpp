@@ -83,14 +83,8 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
             "fsdp_enable", {false, kNull},
             "FSDP is not supported yet: st trains data parallel with --nproc_per_node (docs/distributed.md)");
         inert("context_parallel_size", {1, kNull}, "context parallelism is not supported yet");
-        // "bf16" is no quantisation level (SimpleTuner's Sana Video quickstart sets it): the weights follow
-        // mixed_precision, as with no_change.
-        inert("base_model_precision", {"no_change", "bf16", kNull},
-              "quantised base weights are not supported yet");
         inert("text_encoder_1_precision", {"no_change", kNull},
               "quantised text encoders are not supported yet");
-        noop("quantize_via", "only matters for quantised base weights, which st does not support yet");
-        inert("enable_group_offload", {false, kNull}, "group offloading is not supported yet");
         inert("enable_model_cpu_offload", {false, kNull}, "model CPU offload is not supported yet");
         inert("ramtorch", {false, kNull}, "RamTorch streaming is not supported yet");
         inert("use_dora", {false, kNull}, "DoRA is not supported yet");

@@ -7,6 +7,7 @@
 
 #include "plugins/guard.h"
 #include "st/error.h"
+#include "st/log.h"
 
 namespace st::host {
 
@@ -215,6 +216,30 @@ std::optional<sdk::SamplingDefaults> ModelHandle::sampling_defaults() {
     return call_plugin(entry_, "sampling_defaults", [&] { return c->sampling_defaults(); });
 }
 
+void ModelHandle::set_base_weights(const sdk::BaseWeightPlan& plan) {
+    auto* c = find<sdk::BaseWeights>();
+    if (!c) {
+        // Without the capability the weights are copied into the compute dtype, which is what no_change
+        // and bf16 (with mixed_precision bf16) mean; anything else cannot be honoured.
+        const bool plain = plan.offload_dir.empty() && (plan.precision == sdk::BasePrecision::compute ||
+                                                        plan.precision == sdk::BasePrecision::keep ||
+                                                        plan.precision == sdk::BasePrecision::bf16);
+        if (!plain)
+            fail(entry_.id, "setup",
+                 "{} does not store base weights in another form or offload blocks (base_model_precision {}, "
+                 "group_offload_to_disk_path '{}'): use base_model_precision no_change or bf16 without group "
+                 "offload",
+                 entry_.id, plan.source_value, plan.offload_dir.string());
+        if (plan.precision == sdk::BasePrecision::bf16)
+            st::log::info(entry_.id,
+                          "base_model_precision bf16: {} keeps its weights in the compute dtype "
+                          "(mixed_precision)",
+                          entry_.id);
+        return;
+    }
+    call_plugin(entry_, "set_base_weights", [&] { c->set_base_weights(plan); });
+}
+
 std::string ModelHandle::capability_list() {
     std::vector<std::string> ids;
     if (find<sdk::ModelTools>()) ids.push_back(sdk::ModelTools::kId);
@@ -226,6 +251,7 @@ std::string ModelHandle::capability_list() {
     if (find<sdk::TokenRouting>()) ids.push_back(sdk::TokenRouting::kId);
     if (find<sdk::NoiseSchedule>()) ids.push_back(sdk::NoiseSchedule::kId);
     if (find<sdk::NegativePromptEncoding>()) ids.push_back(sdk::NegativePromptEncoding::kId);
+    if (find<sdk::BaseWeights>()) ids.push_back(sdk::BaseWeights::kId);
     return ids.empty() ? std::string("none") : fmt::format("{}", fmt::join(ids, ", "));
 }
 

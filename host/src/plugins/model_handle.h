@@ -84,6 +84,9 @@ class ModelHandle {
     std::optional<std::string> training_schedule_summary();
     /// noise_schedule@1: the model's shipped sampler and pipeline defaults; nullopt without it.
     std::optional<sdk::SamplingDefaults> sampling_defaults();
+    /// base_weights@1, before load(): a plan other than the default on a family without it is an
+    /// st::Error naming the family and the keys (a LoRA run's no_change is the default there).
+    void set_base_weights(const sdk::BaseWeightPlan& plan);
     /// The capability ids this family offers now, for logs ("tools@1, image_conditioning@1").
     std::string capability_list();
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 
 #include "st/error.h"
@@ -62,6 +63,48 @@ nlohmann::json read_tread_config(const sdk::ConfigView& config, std::vector<std:
 
 }  // namespace
 
+sdk::BaseWeightPlan read_base_weight_plan(const sdk::ConfigView& c, bool lora,
+                                          std::vector<std::string>& problems) {
+    sdk::BaseWeightPlan plan;
+    const std::string value = c.get_string("base_model_precision");
+    plan.source_value = value;
+    try {
+        plan.precision = sdk::parse_base_precision(value);
+    } catch (const Error& e) {
+        problems.push_back(e.message());
+        return plan;
+    }
+    if (!lora) {
+        // Full training: every weight is trained in the compute dtype. "bf16" (SimpleTuner's Sana Video
+        // quickstart) is no quantisation level and means that with mixed_precision bf16.
+        if (plan.precision != sdk::BasePrecision::keep && plan.precision != sdk::BasePrecision::bf16)
+            problems.push_back(fmt::format(
+                "base_model_precision = {}: stored base weights are for LoRA runs (model_type lora); full "
+                "training updates every weight and keeps them in the compute dtype",
+                value));
+        plan.precision = sdk::BasePrecision::compute;
+    }
+    if (!c.get_bool("enable_group_offload")) return plan;
+    if (!lora) {
+        problems.push_back(
+            "enable_group_offload: st offloads frozen base weights, which only LoRA runs have (model_type "
+            "lora)");
+        return plan;
+    }
+    if (c.get_string("group_offload_type") != "block_level")
+        problems.push_back(fmt::format("group_offload_type = {}: st offloads whole blocks only (block_level)",
+                                       c.get_string("group_offload_type")));
+    plan.blocks_per_group = c.get_int("group_offload_blocks_per_group");
+    plan.prefetch = c.get_bool("group_offload_use_stream");
+    if (auto dir = c.opt_string("group_offload_to_disk_path"); dir && !dir->empty()) {
+        std::string d = *dir;
+        if (d.rfind("~/", 0) == 0)
+            if (const char* home = std::getenv("HOME")) d = std::string(home) + d.substr(1);
+        plan.offload_dir = d;
+    }
+    return plan;
+}
+
 TrainConfig read_train_config(const sdk::ConfigView& c) {
     TrainConfig t;
     std::vector<std::string> problems;
@@ -69,6 +112,7 @@ TrainConfig read_train_config(const sdk::ConfigView& c) {
         if (v <= 0) problems.push_back(fmt::format("{} = {}: must be at least 1", key, v));
     };
     t.model_type = c.get_string("model_type") == "lora" ? ModelType::lora : ModelType::full;
+    t.base = read_base_weight_plan(c, t.model_type == ModelType::lora, problems);
     t.lora_rank = c.get_int("lora_rank");
     positive("lora_rank", t.lora_rank);
     if (auto a = c.opt_float("lora_alpha")) t.lora_alpha = *a;

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "st/base_weights.h"
 #include "st/flow_matching.h"
 #include "st/options.h"
 
@@ -46,6 +47,8 @@ struct TrainConfig {
 
     bool gradient_checkpointing = true;
     int64_t gradient_checkpointing_interval = 1;  ///< checkpoint every N-th block
+    /// base_model_precision / group_offload_* (LoRA runs; full training: compute, no offload).
+    sdk::BaseWeightPlan base;
     /// tread_config as given (null = no routes); checked for form here, against the model's block count
     /// once it is loaded (sdk::parse_tread_config).
     nlohmann::json tread_config;
@@ -70,6 +73,10 @@ struct TrainConfig {
 };
 
 /// Reads and checks the training keys; st::Error lists every problem at once with its key.
+/// base_model_precision and the group_offload_* keys -> the plan (problems appended).
+sdk::BaseWeightPlan read_base_weight_plan(const sdk::ConfigView& c, bool lora,
+                                          std::vector<std::string>& problems);
+
 TrainConfig read_train_config(const sdk::ConfigView& config);
 
 }  // namespace st::host::train

@@ -56,6 +56,41 @@ std::vector<sdk::OptionSpec> trainer_options() {
                    "supported yet.",
                    {"bf16", "no", "fp16", "fp8"}),
         "training");
+    // ---- memory: stored base weights, block offload (docs/memory.md) ----
+    add(opt_string("base_model_precision", "no_change",
+                   "How a LoRA run stores the frozen base Linear weights of the transformer: no_change keeps "
+                   "the file's dtype (memory-mapped, no copy), bf16 stores bfloat16, int8-quanto / "
+                   "int8-torchao store int8 with one scale per output channel (quanto leaves the family's "
+                   "sensitive layers, e.g. Wan's ffn/norms/embedders, unquantised; torchao takes every "
+                   "Linear with sizes divisible by 16). Each is turned into the compute dtype per matmul. "
+                   "fp32 (st's own value) stores float32. Full training keeps every weight in the compute "
+                   "dtype.",
+                   {"no_change", "bf16", "fp32", "int8-quanto", "int8-torchao"}),
+        "memory");
+    add(opt_string("quantize_via", "accelerator",
+                   "Where base weights are quantised (SimpleTuner's choice for GPUs); st quantises while "
+                   "loading, on the CPU, tensor by tensor, either way.",
+                   {"cpu", "accelerator", "pipeline"}),
+        "memory");
+    add(opt_bool("enable_group_offload", false,
+                 "Offload the transformer's blocks in groups: on CUDA blocks wait in host memory; with "
+                 "group_offload_to_disk_path their weights are read from disk as the blocks run (on any "
+                 "device), which bounds resident memory to a few groups."),
+        "memory");
+    add(opt_string("group_offload_type", "block_level",
+                   "block_level: groups of group_offload_blocks_per_group transformer blocks (the only kind "
+                   "st offers; leaf_level is refused).",
+                   {"block_level", "leaf_level"}),
+        "memory");
+    add(opt_int("group_offload_blocks_per_group", 1, "Transformer blocks per offload group.").range(1, 1000),
+        "memory");
+    add(opt_bool("group_offload_use_stream", false,
+                 "Fetch the next group while the current one runs (CUDA: a side stream; disk: read-ahead)."),
+        "memory");
+    add(opt_string("group_offload_to_disk_path", std::nullopt,
+                   "Folder for the offloaded groups' weights (st writes one safetensors file per group in a "
+                   "subfolder it removes at exit)."),
+        "memory");
     // ---- optimisation ----
     add(opt_string("optimizer", "adamw_bf16",
                    "Optimizer component (optim.<name>); see st-host plugins for the list."),

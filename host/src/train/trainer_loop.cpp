@@ -11,6 +11,7 @@
 #include "st/error.h"
 #include "st/flow_matching.h"
 #include "st/grad_clip.h"
+#include "system_info.h"
 #include "train/stop_signal.h"
 #include "train/trainer_impl.h"
 
@@ -395,9 +396,9 @@ int Trainer::run() {
                           {"exit_code", code},
                           {"metrics", metrics_->path().string()}});
     if (pending_.error && code == 0) code = 1;  // on_train_end failed (lua_hook_error=stop)
-    log::info(kLog, "{} after {} steps in {:.1f} s; metrics in {}",
+    log::info(kLog, "{} after {} steps in {:.1f} s; metrics in {}; peak RSS while training {:.0f} MiB",
               stop_reason.empty() ? "training finished" : "training stopped", global_step_,
-              seconds_since(started_), metrics_->path().string());
+              seconds_since(started_), metrics_->path().string(), rss_peak_mib());
     return code;
 }
 

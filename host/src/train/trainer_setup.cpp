@@ -11,6 +11,7 @@
 #include "st/error.h"
 #include "st/lora.h"
 #include "st/model_path.h"
+#include "system_info.h"
 #include "train/trainer_impl.h"
 #include "validate/validator.h"
 
@@ -57,6 +58,7 @@ void Trainer::load_model() {
     req.training = true;
     req.gradient_checkpointing = cfg_.gradient_checkpointing;
     req.gradient_checkpointing_interval = cfg_.gradient_checkpointing_interval;
+    if (!cfg_.base.is_default()) model_->set_base_weights(cfg_.base);
     model_->load(req);
     objective_ = std::make_unique<Objective>(*model_, cfg_.sigmas, device_);
     if (auto own = model_->training_schedule_summary())
@@ -137,6 +139,10 @@ void Trainer::open_data() {
         fail(kLog, "setup", "{}", fmt::format("{}", fmt::join(empty, "; ")));
     if (cfg_.caption_dropout > 0) null_text_ = model_->encode_text({""});
     model_->release_encoders();
+    // The encoders are gone: what stays resident from here is the training footprint.
+    log::info(kLog, "memory after loading and caching: RSS {:.0f} MiB (peak so far {:.0f} MiB){}",
+              rss_now_mib(), rss_peak_mib(),
+              reset_rss_peak() ? "; the training peak is measured from here" : "");
 }
 
 void Trainer::setup_trainable() {

@@ -10,6 +10,7 @@
 
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/block_offload.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 #include "st/weights.h"
@@ -125,6 +126,26 @@ void cross_check(const WanTransformerConfig& file, const WanTransformerConfig& w
 }
 }  // namespace
 
+st::sdk::BaseWeightPlan wan_base_weight_plan(st::sdk::BaseWeightPlan plan) {
+    if (plan.source_value == "int8-quanto")
+        plan.int8_exclude = {"*norm*",
+                             "*norm1_context*",
+                             "*norm_added_q*",
+                             "*norm_added_k*",
+                             "proj_out*",
+                             "*pos_embed*",
+                             "*patch_embedding*",
+                             "*ffn*",
+                             "*scale_shift_table*",
+                             "*norm_out*",
+                             "*context_embedder*",
+                             "*time_text_embed*",
+                             "*time_proj*",
+                             "*condition_embedder*"};
+    if (plan.source_value == "int8-torchao") plan.int8_multiple = 16;
+    return plan;
+}
+
 LoadedTransformer load_transformer(const fs::path& path, const TransformerLoadOptions& options) {
     LoadedTransformer out;
     out.location = locate_transformer(path, options.subfolder, options.variant);
@@ -136,12 +157,25 @@ LoadedTransformer load_transformer(const fs::path& path, const TransformerLoadOp
         cross_check(config, out.info.config, *out.location.config_json, source->describe());
         out.info.config = config;
     }
-    out.model = WanTransformer3DModel(config);
+    {
+        // The Linear weights are left untouched until the strict load fills (or adopts) them.
+        st::sdk::DeferredInit deferred;
+        out.model = WanTransformer3DModel(config);
+    }
+    st::kit::load_weights(*out.model, *source, out.info, wan_key_table(), kComponent, "Wan transformer",
+                          options.base);
     out.model->set_compute_dtype(options.dtype);
-    st::kit::load_weights(*out.model, *source, out.info, wan_key_table(), kComponent, "Wan transformer");
     if (options.device != at::Device(at::kCPU)) out.model->to(options.device);
-    st::log::info("model.wan", "transformer {} from {} -> {}", out.info.summary(), source->describe(),
-                  c10::toString(options.dtype));
+    if (!options.base.offload_dir.empty()) {
+        std::vector<torch::nn::Module*> blocks;
+        for (size_t i = 0; i < out.model->blocks->size(); ++i) blocks.push_back(out.model->blocks[i].get());
+        auto offload = std::make_shared<st::kit::BlockOffload>(
+            blocks, options.base, options.subfolder.empty() ? "transformer" : options.subfolder);
+        st::log::info("model.wan", "block offload to disk: {}", offload->describe());
+        out.model->set_block_offload(std::move(offload));
+    }
+    st::log::info("model.wan", "transformer {} from {} -> {}{}", out.info.summary(), source->describe(),
+                  c10::toString(options.dtype), st::kit::describe_base_weights(*out.model, options.base));
     return out;
 }
 

@@ -17,6 +17,7 @@
 
 #include "core/detect.h"
 #include "core/transformer.h"
+#include "st/base_weights.h"
 
 namespace st::sdk {
 class TensorSource;
@@ -65,6 +66,8 @@ struct TransformerLoadOptions {
     std::string variant;
     at::ScalarType dtype = at::kFloat;  ///< compute dtype (fp32-kept modules stay fp32)
     at::Device device = at::kCPU;
+    /// Frozen base weights (LoRA runs, inference): stored form of the Linear weights (st/base_weights.h).
+    st::sdk::BaseWeightPlan base;
 };
 
 struct LoadedTransformer {
@@ -73,8 +76,15 @@ struct LoadedTransformer {
     TransformerLocation location;
 };
 
+/// `plan` completed with the Wan rules of SimpleTuner's quantisation (helpers/training/quantisation
+/// _quanto_model for model_family wan / wan_s2v): int8-quanto leaves norms, proj_out, embeddings,
+/// ffn, scale/shift tables, time and condition embedders unquantised; int8-torchao takes every Linear
+/// with sizes divisible by 16.
+st::sdk::BaseWeightPlan wan_base_weight_plan(st::sdk::BaseWeightPlan plan);
+
 /// Locates, detects (names + shapes; cross-checked against config.json when present), builds and
-/// loads strictly. Logs the detected variant in one line.
+/// loads strictly (base weights in options.base's form, block groups offloaded to disk when it says
+/// so). Logs the detected variant in one line.
 LoadedTransformer load_transformer(const std::filesystem::path& path,
                                    const TransformerLoadOptions& options = {});
 

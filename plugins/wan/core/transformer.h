@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,10 @@
 #include "st/lora.h"
 #include "st/routing.h"
 #include "st/tensors.h"
+
+namespace st::kit {
+class BlockOffload;
+}
 
 namespace st::plugins::wan {
 
@@ -213,6 +218,9 @@ class WanTransformer3DModelImpl : public torch::nn::Module {
     void set_feed_forward_chunking(const FeedForwardChunking& chunking);
     /// SimpleTuner wan_force_2_1_time_embedding: a per-token [B, L] timestep is collapsed to
     /// token 0's value ([B]) before the embedder (the Wan 2.1 path).
+    /// Block offload to disk (st/kit/block_offload.h): each block announces itself before it runs.
+    void set_block_offload(std::shared_ptr<st::kit::BlockOffload> offload) { offload_ = std::move(offload); }
+    const std::shared_ptr<st::kit::BlockOffload>& block_offload() const { return offload_; }
     void set_force_2_1_time_embedding(bool enabled) { force_2_1_time_embedding_ = enabled; }
     bool force_2_1_time_embedding() const { return force_2_1_time_embedding_; }
 
@@ -227,6 +235,7 @@ class WanTransformer3DModelImpl : public torch::nn::Module {
     bool gradient_checkpointing_ = false;
     int64_t checkpoint_interval_ = 1;
     bool force_2_1_time_embedding_ = false;
+    std::shared_ptr<st::kit::BlockOffload> offload_;
 };
 TORCH_MODULE(WanTransformer3DModel);
 

@@ -10,8 +10,10 @@
 
 #include "core/transformer.h"
 #include "st/error.h"
+#include "st/kit/block_offload.h"
 #include "st/kit/block_runner.h"
 #include "st/log.h"
+#include "st/lora.h"
 
 namespace st::plugins::wan {
 
@@ -50,11 +52,9 @@ bool WanTransformer3DModelImpl::keeps_fp32(const std::string& name) {
 }
 
 void WanTransformer3DModelImpl::set_compute_dtype(at::ScalarType dtype) {
-    torch::NoGradGuard no_grad;
-    for (auto& item : named_parameters(/*recurse=*/true)) {
-        at::ScalarType target = keeps_fp32(item.key()) ? at::kFloat : dtype;
-        if (item.value().scalar_type() != target) item.value().set_data(item.value().to(target));
-    }
+    // Stored (frozen) base weights keep their form; their layers compute in the dtype.
+    st::sdk::convert_parameters(
+        *this, [dtype](const std::string& name) { return keeps_fp32(name) ? at::kFloat : dtype; });
 }
 
 void WanTransformer3DModelImpl::set_feed_forward_chunking(const FeedForwardChunking& chunking) {
@@ -148,9 +148,10 @@ at::Tensor WanTransformer3DModelImpl::forward(const WanTransformerInputs& in,
         for (size_t i = 0; i < blocks->size(); ++i)
             run.taps.push_back("blocks." + std::to_string(i) + ".out");
     const bool has_image = image_context.defined();
-    auto block_fn = [this, per_token, has_image](
+    auto block_fn = [this, per_token, has_image, offload = offload_](
                         size_t i, const at::Tensor& h, const std::vector<at::Tensor>& al,
                         const std::vector<at::Tensor>& ex, const st::kit::RouteView&) {
+        if (offload) offload->enter(i);
         const RopeTables r{al[0], al[1]};
         const at::Tensor& tp = per_token ? al[2] : ex[1];
         const at::Tensor img = has_image ? ex.back() : at::Tensor();

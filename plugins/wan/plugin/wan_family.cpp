@@ -75,6 +75,10 @@ TensorMap WanFamily::forward_component(const fs::path& model, const std::string&
 
 // ---- training ------------------------------------------------------------------------------------
 
+void WanFamily::set_base_weights(const st::sdk::BaseWeightPlan& plan) {
+    base_ = wan_base_weight_plan(plan);
+}
+
 void WanFamily::load(const st::sdk::ModelLoadRequest& request) {
     const auto& config = request.config;
     paths_ = resolve_model_paths(request.path, config);
@@ -87,6 +91,7 @@ void WanFamily::load(const st::sdk::ModelLoadRequest& request) {
     lo.subfolder = paths_.transformer_subfolder;
     lo.dtype = dtype_;
     lo.device = device_;
+    lo.base = base_;
     transformer_ = load_transformer(paths_.transformer, lo);
     auto& model = transformer_.model;
     const bool checkpointing = request.gradient_checkpointing && request.training;
@@ -145,6 +150,7 @@ st::sdk::Capability* WanFamily::capability(std::string_view id) {
     if (id == st::sdk::TapProvider::kId) return static_cast<st::sdk::TapProvider*>(this);
     if (id == st::sdk::TokenRouting::kId) return static_cast<st::sdk::TokenRouting*>(this);
     if (id == st::sdk::BucketAlignment::kId) return static_cast<st::sdk::BucketAlignment*>(this);
+    if (id == st::sdk::BaseWeights::kId) return static_cast<st::sdk::BaseWeights*>(this);
     return nullptr;
 }
 

@@ -51,18 +51,20 @@ st::sdk::TensorMap run_forward_component(const std::filesystem::path& model, con
                                          const st::sdk::TensorMap& inputs, const st::sdk::ConfigView& config);
 
 /// Writes a random model in the diffusers pipeline layout (presets "tiny", "tiny-i2v", "tiny-i2v21",
-/// "tiny-flf2v21", "tiny-a14b", "small", "1.3b").
+/// "tiny-flf2v21", "tiny-a14b", "small", "1.3b", "14b"; t2v-1.3b / t2v-14b name the same).
 void write_wan_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed);
 
 /// Capabilities: tools@1, image_conditioning@1 (I2V / FLF2V transformers; a T2V one refuses with a
-/// message), experts@1 (Wan 2.2 A14B pairs), taps@1, token_routing@1 (TREAD over every block).
+/// message), experts@1 (Wan 2.2 A14B pairs), taps@1, token_routing@1 (TREAD over every block),
+/// base_weights@1 (stored / int8 base weights, block offload to disk).
 class WanFamily final : public st::sdk::ModelFamily,
                         public st::sdk::ModelTools,
                         public st::sdk::ImageConditioning,
                         public st::sdk::ExpertSchedule,
                         public st::sdk::TapProvider,
                         public st::sdk::TokenRouting,
-                        public st::sdk::BucketAlignment {
+                        public st::sdk::BucketAlignment,
+                        public st::sdk::BaseWeights {
   public:
     WanFamily();
     ~WanFamily() override;
@@ -85,7 +87,7 @@ class WanFamily final : public st::sdk::ModelFamily,
     // ---- tools ---------------------------------------------------------------------------------
     st::sdk::ProbeResult probe(const std::filesystem::path& path) const override;
     std::vector<std::string> presets() const override {
-        return {"tiny", "tiny-i2v", "tiny-i2v21", "tiny-flf2v21", "tiny-a14b", "small", "1.3b"};
+        return {"tiny", "tiny-i2v", "tiny-i2v21", "tiny-flf2v21", "tiny-a14b", "small", "1.3b", "14b"};
     }
     void make_model(const std::string& preset, const std::filesystem::path& out, uint64_t seed) override;
     std::vector<std::string> forward_components() const override {
@@ -96,6 +98,8 @@ class WanFamily final : public st::sdk::ModelFamily,
                                          const st::sdk::ConfigView& config) override;
 
     // ---- training ------------------------------------------------------------------------------
+    /// base_weights@1: the next load() stores the Linear weights as planned (Wan's quanto rules).
+    void set_base_weights(const st::sdk::BaseWeightPlan& plan) override;
     void load(const st::sdk::ModelLoadRequest& request) override;
     torch::nn::Module& trainable() override;
     std::vector<std::string> default_lora_targets() const override {
@@ -151,6 +155,7 @@ class WanFamily final : public st::sdk::ModelFamily,
     /// The other Wan 2.2 expert (wan_validation_load_other_stage), frozen, used without grad only.
     std::optional<LoadedTransformer> peer_;
     std::optional<double> boundary_ratio_;
+    st::sdk::BaseWeightPlan base_;
     // Encoders are loaded on first use (a training run with a warm cache never needs them).
     WanEncoderSet encoders_;
 };

@@ -21,6 +21,8 @@
 //           real Wan 2.1 VAE; the text encoder is the narrow 2-layer UMT5 with d_model 4096 (the
 //           real umt5-xxl would be ~22 GB of random fp32: point pretrained_t5_model_name_or_path
 //           at a real one instead).                                                  (~3.2 GB)
+//   14b   — the real Wan 2.1 T2V 14B transformer (bf16, 4 GiB shards, written tensor by tensor) with
+//           the 1.3b preset's VAE and narrow UMT5 (t2v-1.3b / t2v-14b: the same presets). (~29 GB)
 // Every tokenizer is trained here (train_tiny_tokenizer; the built-in text yields ~400 pieces at most)
 // and the text encoder's vocab covers it.
 #include <ATen/ATen.h>
@@ -32,8 +34,10 @@
 
 #include "core/clip_vision.h"
 #include "core/kit_names.h"
+#include "st/base_weights.h"
 #include "st/error.h"
 #include "st/files.h"
+#include "st/kit/diffusers_model.h"
 #include "st/kit/tokenizer.h"
 #include "st/kit/umt5_config.h"
 #include "st/kit/vae_weights.h"
@@ -151,15 +155,18 @@ PresetSpec preset_spec(const std::string& preset) {
         s.vae.base_dim = 16;
         s.text_encoder = narrow_umt5(s.transformer.text_dim);
         s.tokenizer_vocab = 1000;
-    } else if (preset == "1.3b") {
-        s.transformer = WanTransformerConfig::t2v_1_3b();
+    } else if (preset == "1.3b" || preset == "t2v-1.3b" || preset == "14b" || preset == "t2v-14b") {
+        const bool big = preset == "14b" || preset == "t2v-14b";
+        s.transformer = big ? WanTransformerConfig::t2v_14b() : WanTransformerConfig::t2v_1_3b();
         s.transformer_dtype = at::kBFloat16;
         s.vae = WanVAEConfig::wan21();
         s.text_encoder = narrow_umt5(s.transformer.text_dim);
         s.tokenizer_vocab = 4000;
     } else {
         fail(kWanComponentId, "make_model",
-             "unknown preset '{}' (tiny, tiny-i2v, tiny-i2v21, tiny-flf2v21, tiny-a14b, small, 1.3b)",
+             "unknown preset '{}' (tiny, tiny-i2v, tiny-i2v21, tiny-flf2v21, tiny-a14b, small, 1.3b or "
+             "t2v-1.3b, "
+             "14b or t2v-14b)",
              preset);
     }
     if (s.vae.z_dim != s.transformer.out_channels)
@@ -194,17 +201,21 @@ void write_wan_model(const std::string& preset, const fs::path& out, uint64_t se
 
     write_random_wan_vae(out / "vae", spec.vae, seed + 1);
 
-    {
-        WanTransformer3DModel model(spec.transformer);
-        randomize_parameters(*model, seed);
-        save_transformer(*model, out / "transformer", spec.transformer_dtype);
-    }
-    if (spec.boundary_ratio) {
-        // The low-noise expert: same architecture, its own weights.
-        WanTransformer3DModel model(spec.transformer);
-        randomize_parameters(*model, seed + 7);
-        save_transformer(*model, out / "transformer_2", spec.transformer_dtype);
-    }
+    // The transformer is drawn and written tensor by tensor (the same values randomize_parameters would
+    // give), in shards of at most 4 GiB: a 14B model never has to fit in memory.
+    auto write_transformer = [&](const fs::path& dir, uint64_t s) {
+        WanTransformer3DModel model{nullptr};
+        {
+            st::sdk::DeferredInit deferred;
+            model = WanTransformer3DModel(spec.transformer);
+        }
+        st::kit::write_random_model(*model, dir, model->config().to_json(), spec.transformer_dtype,
+                                    &WanTransformer3DModelImpl::keeps_fp32, s, uint64_t{4} << 30,
+                                    kWanComponentId);
+    };
+    write_transformer(out / "transformer", seed);
+    // A14B: the low-noise expert, same architecture, its own weights.
+    if (spec.boundary_ratio) write_transformer(out / "transformer_2", seed + 7);
     if (spec.image_encoder) {
         save_clip_vision(out / "image_encoder", *spec.image_encoder, seed + 11);
         save_clip_image_processor(out / "image_processor",

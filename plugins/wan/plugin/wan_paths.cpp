@@ -53,7 +53,8 @@ std::vector<st::sdk::OptionSpec> wan_option_specs() {
 
 std::string wan_component_summary() {
     return "Wan 2.1/2.2 video DiT + Wan VAE + UMT5 (make-model presets on disk: tiny ~0.7 MB, small ~0.2 GB, "
-           "1.3b ~3.2 GB = real bf16 transformer + real VAE + a narrow 2-layer UMT5, not the 22 GB umt5-xxl)";
+           "1.3b ~3.2 GB = real bf16 transformer + real VAE + a narrow 2-layer UMT5, not the 22 GB umt5-xxl; "
+           "14b ~29 GB, the same with the 14B transformer)";
 }
 
 WanModelPaths resolve_model_paths(const fs::path& model, const ConfigView& config) {

@@ -10,9 +10,11 @@
 #include <set>
 #include <vector>
 
+#include "core/checkpoint.h"
 #include "core/s2v_key_map.h"
 #include "st/error.h"
 #include "st/json_file.h"
+#include "st/kit/block_offload.h"
 #include "st/log.h"
 #include "st/safetensors.h"
 #include "st/weights.h"
@@ -168,12 +170,26 @@ LoadedS2VTransformer load_s2v_transformer(const fs::path& path, const S2VLoadOpt
     Opened opened = open_and_inspect(out.location, options.config);
     const auto& source = opened.source;
     out.info = opened.info;
-    out.model = WanS2VTransformer3DModel(out.info.config);
+    {
+        // The Linear weights are left untouched until the strict load fills (or adopts) them.
+        st::sdk::DeferredInit deferred;
+        out.model = WanS2VTransformer3DModel(out.info.config);
+    }
+    const st::sdk::BaseWeightPlan base = st::plugins::wan::wan_base_weight_plan(options.base);
+    st::kit::load_weights(*out.model, *source, out.info, s2v_key_table(), kComponent, "Wan S2V transformer",
+                          base);
     out.model->set_compute_dtype(options.dtype);
-    st::kit::load_weights(*out.model, *source, out.info, s2v_key_table(), kComponent, "Wan S2V transformer");
     if (options.device != at::Device(at::kCPU)) out.model->to(options.device);
-    st::log::info("model.wan_s2v", "transformer {} from {} -> {}", out.info.summary(), source->describe(),
-                  c10::toString(options.dtype));
+    if (!base.offload_dir.empty()) {
+        std::vector<torch::nn::Module*> blocks;
+        for (size_t i = 0; i < out.model->blocks->size(); ++i) blocks.push_back(out.model->blocks[i].get());
+        auto offload = std::make_shared<st::kit::BlockOffload>(
+            blocks, base, options.subfolder.empty() ? "transformer" : options.subfolder);
+        st::log::info("model.wan_s2v", "block offload to disk: {}", offload->describe());
+        out.model->set_block_offload(std::move(offload));
+    }
+    st::log::info("model.wan_s2v", "transformer {} from {} -> {}{}", out.info.summary(), source->describe(),
+                  c10::toString(options.dtype), st::kit::describe_base_weights(*out.model, base));
     return out;
 }
 

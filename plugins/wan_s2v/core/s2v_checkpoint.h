@@ -70,6 +70,9 @@ struct S2VLoadOptions {
     std::string variant;
     at::ScalarType dtype = at::kFloat;  ///< compute dtype (fp32-kept modules stay fp32)
     at::Device device = at::kCPU;
+    /// Frozen base weights (LoRA runs, inference): stored form of the Linear weights (st/base_weights.h,
+    /// Wan's quanto rules), block groups offloaded to disk when it says so.
+    st::sdk::BaseWeightPlan base;
     /// The config to build when no config.json sits beside the weights (single original files of
     /// non-released sizes: the injector positions are not in the weights). Cross-checked against
     /// the weights' shapes.

@@ -14,7 +14,9 @@
 
 #include "core/s2v_rope.h"
 #include "st/error.h"
+#include "st/kit/block_offload.h"
 #include "st/kit/block_runner.h"
+#include "st/lora.h"
 
 namespace st::plugins::wan_s2v {
 namespace wan = st::plugins::wan;
@@ -133,11 +135,9 @@ bool WanS2VTransformer3DModelImpl::keeps_fp32(const std::string& name) {
 }
 
 void WanS2VTransformer3DModelImpl::set_compute_dtype(at::ScalarType dtype) {
-    torch::NoGradGuard no_grad;
-    for (auto& item : named_parameters(/*recurse=*/true)) {
-        const at::ScalarType target = keeps_fp32(item.key()) ? at::kFloat : dtype;
-        if (item.value().scalar_type() != target) item.value().set_data(item.value().to(target));
-    }
+    // Stored (frozen) base weights keep their form; their layers compute in the dtype.
+    st::sdk::convert_parameters(
+        *this, [dtype](const std::string& name) { return keeps_fp32(name) ? at::kFloat : dtype; });
 }
 
 void WanS2VTransformer3DModelImpl::set_feed_forward_chunking(const wan::FeedForwardChunking& chunking) {
@@ -315,9 +315,10 @@ at::Tensor WanS2VTransformer3DModelImpl::forward(const WanS2VInputs& in, st::sdk
     const bool zero_t = c.zero_timestep;
     const int64_t per_frame = hp * wp;
     // Captures by value only: checkpointing re-runs it in backward, after this forward returned.
-    auto block_fn = [this, eps, zero_t, per_frame, L, intermediates, skip](
+    auto block_fn = [this, eps, zero_t, per_frame, L, intermediates, skip, offload = offload_](
                         size_t i, const at::Tensor& h, const std::vector<at::Tensor>& al,
                         const std::vector<at::Tensor>& ex, const st::kit::RouteView& view) {
+        if (offload && !skip[i]) offload->enter(i);
         const wan::RopeTables r{al[0], al[1]};
         const bool routed = view.kept.defined() && view.front < L;
         const at::Tensor y = skip[i] ? h

@@ -20,6 +20,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,10 @@
 #include "core/transformer.h"
 #include "st/routing.h"
 #include "st/tensors.h"
+
+namespace st::kit {
+class BlockOffload;
+}
 
 namespace st::plugins::wan_s2v {
 
@@ -102,6 +107,9 @@ class WanS2VTransformer3DModelImpl : public torch::nn::Module {
     }
     bool gradient_checkpointing() const { return gradient_checkpointing_; }
     void set_feed_forward_chunking(const st::plugins::wan::FeedForwardChunking& chunking);
+    /// Block offload to disk (st/kit/block_offload.h): each block announces itself before it runs.
+    void set_block_offload(std::shared_ptr<st::kit::BlockOffload> offload) { offload_ = std::move(offload); }
+    const std::shared_ptr<st::kit::BlockOffload>& block_offload() const { return offload_; }
 
     torch::nn::Conv3d patch_embedding{nullptr};
     S2VFramePacker frame_packer{nullptr};                    ///< null without enable_framepack
@@ -116,6 +124,7 @@ class WanS2VTransformer3DModelImpl : public torch::nn::Module {
     WanS2VConfig config_;
     bool gradient_checkpointing_ = false;
     int64_t checkpoint_interval_ = 1;
+    std::shared_ptr<st::kit::BlockOffload> offload_;
 };
 TORCH_MODULE(WanS2VTransformer3DModel);
 

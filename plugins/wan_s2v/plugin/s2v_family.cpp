@@ -87,6 +87,7 @@ void WanS2VFamily::load(const st::sdk::ModelLoadRequest& request) {
     lo.subfolder = paths_.pipeline.transformer_subfolder;
     lo.dtype = dtype_;
     lo.device = device_;
+    lo.base = base_;
     transformer_ = load_s2v_transformer(paths_.pipeline.transformer, lo);
     auto& model = transformer_.model;
     const bool checkpointing = request.gradient_checkpointing && request.training;
@@ -117,6 +118,7 @@ st::sdk::Capability* WanS2VFamily::capability(std::string_view id) {
     if (id == st::sdk::GuidancePolicy::kId) return static_cast<st::sdk::GuidancePolicy*>(this);
     if (id == st::sdk::TokenRouting::kId) return static_cast<st::sdk::TokenRouting*>(this);
     if (id == st::sdk::BucketAlignment::kId) return static_cast<st::sdk::BucketAlignment*>(this);
+    if (id == st::sdk::BaseWeights::kId) return static_cast<st::sdk::BaseWeights*>(this);
     return nullptr;
 }
 

@@ -78,11 +78,14 @@ class WanS2VFamily final : public st::sdk::ModelFamily,
                            public st::sdk::TapProvider,
                            public st::sdk::GuidancePolicy,
                            public st::sdk::TokenRouting,
-                           public st::sdk::BucketAlignment {
+                           public st::sdk::BucketAlignment,
+                           public st::sdk::BaseWeights {
   public:
     WanS2VFamily();
     ~WanS2VFamily() override;
     st::sdk::Capability* capability(std::string_view id) override;
+    /// base_weights@1: the next load() stores the Linear weights as planned (Wan's quanto rules).
+    void set_base_weights(const st::sdk::BaseWeightPlan& plan) override { base_ = plan; }
     std::vector<st::sdk::MediaKind> sample_media() const override { return {st::sdk::MediaKind::audio}; }
 
     // ---- Encoders ------------------------------------------------------------------------------
@@ -159,6 +162,7 @@ class WanS2VFamily final : public st::sdk::ModelFamily,
     at::ScalarType dtype_ = at::kFloat;
     at::Device device_ = at::kCPU;
     LoadedS2VTransformer transformer_;
+    st::sdk::BaseWeightPlan base_;
     st::plugins::wan::WanEncoderSet encoders_;
     std::optional<Wav2Vec2AudioEncoder> audio_encoder_;
 };

@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "st/base_weights.h"
 #include "st/lycoris.h"
 #include "st/tensors.h"
 
@@ -145,9 +146,29 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
     /// Either kind of adapter.
     bool has_adapter() const { return has_lora() || has_lycoris(); }
 
+    /// Installs the frozen base weight `w` [out, in] in stored form (st/base_weights.h): keep adopts
+    /// `w` as it is (a view of a mapped file stays one), bf16 converts, int8 quantises (weight becomes
+    /// int8 and weight_scale [out] fp32 is set); compute copies into weight's dtype (not stored).
+    /// weight stops requiring grad. st::Error on a shape mismatch.
+    void set_base_weight(const at::Tensor& w, BasePrecision precision);
+    /// Whether weight is in stored form (forward rebuilds it in the input's dtype; never written).
+    bool base_stored() const { return stored_; }
+    /// The base weight in `dtype` (dequantised when int8), not a view of weight when stored.
+    at::Tensor dense_weight(at::ScalarType dtype) const;
+    /// Leaves stored form: weight becomes a writable dense copy in `dtype` (before an in-place change).
+    void materialize(at::ScalarType dtype);
+    /// The dtype this layer computes in (adapters are made in it): weight's dtype, or for a stored
+    /// weight the dtype recorded by set_compute_dtype (that of the weight it replaced until then).
+    at::ScalarType compute_dtype() const { return stored_ ? compute_dtype_ : weight.scalar_type(); }
+    /// A dense weight is converted to `dtype`; a stored one keeps its form and records it. Bias too.
+    void set_compute_dtype(at::ScalarType dtype);
+
     const LinearOptions& options() const { return options_; }
 
-    at::Tensor weight;           ///< [out, in]
+    at::Tensor weight;  ///< [out, in] (stored form: the file's dtype, bf16 or int8)
+    /// [out] fp32 when weight is int8, else undefined. Not a registered buffer (it is made from the
+    /// weight, never read from or written to a file): stored_linear moves it to the weight's device.
+    at::Tensor weight_scale;
     at::Tensor bias;             ///< [out] or undefined
     LoraFactor lora_A{nullptr};  ///< [rank, in]
     LoraFactor lora_B{nullptr};  ///< [out, rank]
@@ -163,8 +184,20 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
     bool merged_ = false;
     double merged_scaling_ = 0.0;
     std::shared_ptr<LycorisAdapterImpl> lycoris_;
+    bool stored_ = false;
+    at::ScalarType compute_dtype_ = at::kFloat;
 };
 TORCH_MODULE(Linear);
+
+/// Converts every parameter of `root` to `dtype_for(name)` (in place of its data, as set_data); the
+/// stored base weight of an st::sdk::Linear keeps its form and the layer records the dtype as its
+/// compute dtype instead.
+void convert_parameters(torch::nn::Module& root,
+                        const std::function<at::ScalarType(const std::string& name)>& dtype_for);
+
+/// How many st::sdk::Linear base weights under `root` are in each form ("dense", "int8", "BFloat16"
+/// for a stored bf16 weight, ...), for the one-line log.
+std::map<std::string, int64_t> count_base_precisions(torch::nn::Module& root);
 
 /// Every st::sdk::Linear under `root` by dotted module path (root itself is "").
 std::vector<std::pair<std::string, LinearImpl*>> linear_modules(torch::nn::Module& root);

@@ -15,6 +15,7 @@
 //   TokenRouting          "token_routing@1"      TREAD routes over its blocks (st/routing.h)
 //   NoiseSchedule         "noise_schedule@1"     its own training sigmas and shipped sampler (Sana Video)
 //   NegativePromptEncoding "negative_prompt@1"   negative prompts encoded unlike prompts (Sana Video)
+//   BaseWeights           "base_weights@1"       stored (int8 / file dtype) frozen weights, disk offload
 //
 // A capability never changes once released: a new behaviour is a new interface with the next id
 // ("taps@2"), which a family may offer next to the old one. The host's adapter
@@ -37,6 +38,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "st/base_weights.h"
 
 #include "st/options.h"
 #include "st/routing.h"
@@ -348,6 +351,18 @@ class NegativePromptEncoding : public Capability {
     ~NegativePromptEncoding() override;
     /// negative prompts -> the same tensors encode_text() returns. After load().
     virtual TensorMap encode_negative_text(const std::vector<std::string>& negatives) = 0;
+};
+
+/// Frozen base weights in a stored form and block offload to disk (SimpleTuner's base_model_precision
+/// and group_offload_*; st/base_weights.h). The host calls set_base_weights() before load() in LoRA
+/// runs; the family stores its transformer's Linear weights as planned (filling plan.int8_exclude with
+/// its own list for int8-quanto, plan.int8_multiple for int8-torchao) and offloads block groups when
+/// plan.offload_dir is set. Without this capability only the default plan is accepted.
+class BaseWeights : public Capability {
+  public:
+    static constexpr const char* kId = "base_weights@1";
+    ~BaseWeights() override;
+    virtual void set_base_weights(const BaseWeightPlan& plan) = 0;
 };
 
 using ModelFactory = std::function<std::unique_ptr<ModelFamily>()>;

@@ -57,6 +57,12 @@ class TensorSource {
     virtual at::Tensor load(const std::string& name) const = 0;
     /// The file(s)' `__metadata__` (string -> string). For shards: merged, first file wins.
     virtual std::map<std::string, std::string> metadata() const = 0;
+    /// A read-only CPU tensor of `name` in its on-disk dtype that may alias the source's memory (a
+    /// mapped file: no copy). Never write through it. Default: load().
+    virtual at::Tensor view(const std::string& name) const;
+    /// `name`'s bytes will not be needed soon: a mapped file drops their pages from this process
+    /// (they are read back from the file when touched). Views stay valid. Default: nothing.
+    virtual void release(const std::string& name) const;
 };
 
 class SafetensorsFile final : public TensorSource {
@@ -79,7 +85,8 @@ class SafetensorsFile final : public TensorSource {
     const TensorInfo& info(const std::string& name) const;  ///< throws if absent
     /// Zero-copy, read-only CPU view of the mapped bytes (keeps the mapping alive). Only when the
     /// data is suitably aligned for its dtype; otherwise a copy.
-    at::Tensor view(const std::string& name) const;
+    at::Tensor view(const std::string& name) const override;
+    void release(const std::string& name) const override;
     const std::filesystem::path& path() const { return path_; }
     uint64_t file_size() const { return size_; }
     uint64_t header_size() const { return header_len_; }
@@ -91,6 +98,7 @@ class SafetensorsFile final : public TensorSource {
     std::filesystem::path path_;
     std::shared_ptr<void> mapping_;
     const uint8_t* data_ = nullptr;  ///< start of the data buffer
+    bool file_mapped_ = false;       ///< open(): a read-only private mapping of the file
     uint64_t size_ = 0;
     uint64_t header_len_ = 0;
     std::map<std::string, TensorInfo> tensors_;
@@ -109,6 +117,8 @@ class ShardedSafetensors final : public TensorSource {
     bool contains(const std::string& name) const override;
     at::Tensor load(const std::string& name) const override;
     std::map<std::string, std::string> metadata() const override;
+    at::Tensor view(const std::string& name) const override;
+    void release(const std::string& name) const override;
 
   private:
     std::filesystem::path index_;

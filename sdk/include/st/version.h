@@ -37,7 +37,10 @@
 // 5.0: OptionSpec gained min_value/max_value (range-checked options).
 // 6.0: st::sdk::Linear can carry a LyCORIS adapter (LoKr, LoHa: st/lycoris.h), which changed its
 // layout; the optional data-backend interface ShardedCaching (st/sharded_caching.h) appeared.
-#define ST_SDK_ABI_MAJOR 6
+// 7.0: stored base weights (st/base_weights.h): st::sdk::Linear holds weight_scale and a stored form
+// (layout change), TensorSource gained view() and release(), LoadOptions gained base_precision, and
+// the capability base_weights@1 (BaseWeights) appeared.
+#define ST_SDK_ABI_MAJOR 7
 #define ST_SDK_ABI_MINOR 0
 #define ST_SDK_VERSION_STRING "0.1.0"
 

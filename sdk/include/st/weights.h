@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "st/base_weights.h"
 #include "st/safetensors.h"
 
 namespace torch::nn {
@@ -29,6 +30,11 @@ struct LoadOptions {
     size_t max_listed = 10;
     /// Component used in errors ("model.wan@1").
     std::string component = "weights";
+    /// Frozen base weights (st/base_weights.h; module overload only): the target "<path>.weight" of an
+    /// st::sdk::Linear for which this gives a precision other than compute is installed with
+    /// LinearImpl::set_base_weight from the source's view (zero-copy from a mapped file where the
+    /// form allows) instead of being copied. Unset: everything is copied.
+    std::function<BasePrecision(const std::string& module_path, int64_t in, int64_t out)> base_precision;
 };
 
 struct LoadReport {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "st/base_weights.h"
 #include "st/kit/key_map.h"
 #include "st/safetensors.h"
 
@@ -118,8 +119,13 @@ int64_t guess_head_dim(int64_t dim);
 
 /// Strictly loads `module` from `source` (names mapped by facts + table). Errors name the missing,
 /// unexpected or wrongly shaped tensors and gain "while loading the <what> <variant> from <file>".
+/// `base`: the st::sdk::Linear weights are installed in the plan's stored form (st/base_weights.h).
 void load_weights(torch::nn::Module& module, const sdk::TensorSource& source, const CheckpointFacts& facts,
-                  const KeyMapTable& table, const std::string& component, const std::string& what);
+                  const KeyMapTable& table, const std::string& component, const std::string& what,
+                  const sdk::BaseWeightPlan& base = {});
+
+/// ", base weights: 240 int8, 160 BFloat16 (stored)" for the load log line; "" when none is stored.
+std::string describe_base_weights(torch::nn::Module& module, const sdk::BaseWeightPlan& base);
 
 /// Writes `dir`/config.json (`config`) and `dir`/diffusion_pytorch_model.safetensors: every parameter
 /// of `module` by name on the CPU, cast to `dtype` unless `keep_fp32(name)`.
@@ -131,6 +137,16 @@ void save_model(const torch::nn::Module& module, const std::filesystem::path& di
 /// branch matter (the golden fixtures' scheme): matrices N(0, 1/fan_in), biases 0.1 N, norm weights
 /// 1 + 0.1 N, modulation tables / position embeddings 0.3 N. For make-model presets and tests.
 void randomize_parameters(torch::nn::Module& module, uint64_t seed);
+
+/// What randomize_parameters + save_model write, without ever holding the model: the parameters of
+/// `module` (which may be built under sdk::DeferredInit, its Linear weights never touched) are drawn one
+/// by one, in the same order and with the same values, cast like save_model, and written in shards of
+/// at most `shard_bytes` (diffusion_pytorch_model-0000k-of-0000n.safetensors + the .index.json
+/// diffusers writes; one plain file when everything fits). Peak memory: one shard.
+void write_random_model(const torch::nn::Module& module, const std::filesystem::path& dir,
+                        const nlohmann::json& config, at::ScalarType dtype,
+                        const std::function<bool(const std::string&)>& keep_fp32, uint64_t seed,
+                        uint64_t shard_bytes, const std::string& component);
 
 /// A cheap identity of a model folder (or file) for cache keys: names, sizes and mtimes of its files
 /// and the text of its config.json, hashed ("none" for an empty path). Changes when the weights do.
