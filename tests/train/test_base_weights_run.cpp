@@ -78,7 +78,8 @@ TEST(BaseWeightsRunTest, BadCombinationsAreRefusedBeforeCaching) {
         std::string says;
     };
     const std::vector<Case> cases = {
-        {{{"base_model_precision", "fp8-quanto"}}, "base_model_precision = \"fp8-quanto\" (config file): expected one of"},
+        {{{"base_model_precision", "fp8-quanto"}},
+         "base_model_precision = \"fp8-quanto\" (config file): expected one of"},
         {{{"model_type", "full"}, {"base_model_precision", "int8-quanto"}},
          "stored base weights are for LoRA runs"},
         {{{"enable_group_offload", true}, {"group_offload_type", "leaf_level"}},
