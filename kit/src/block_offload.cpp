@@ -3,9 +3,12 @@
 
 #include <ATen/ATen.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <torch/nn/module.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 
@@ -27,6 +30,28 @@ void drop_pages(const at::Tensor& t, uintptr_t page) {
     const uintptr_t end = (p + t.nbytes()) / page * page;
     if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
+// st-offload-<pid>-<tag> folders of st processes that no longer exist (killed before their exit
+// could remove them): st's own files, removed. Anything else under the path is left alone.
+void remove_stale_folders(const fs::path& dir) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+        const std::string name = e.path().filename().string();
+        if (name.rfind("st-offload-", 0) != 0 || !e.is_directory(ec)) continue;
+        const std::string rest = name.substr(11);
+        const size_t dash = rest.find('-');
+        if (dash == std::string::npos || dash == 0) continue;
+        pid_t pid = 0;
+        try {
+            pid = static_cast<pid_t>(std::stol(rest.substr(0, dash)));
+        } catch (...) {
+            continue;
+        }
+        if (pid <= 0 || pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
+        fs::remove_all(e.path(), ec);
+        log::info(kComponent, "removed '{}', left by st process {} that no longer runs", e.path().string(),
+                  pid);
+    }
+}
 }  // namespace
 
 BlockOffload::BlockOffload(const std::vector<torch::nn::Module*>& blocks, const sdk::BaseWeightPlan& plan,
@@ -37,6 +62,7 @@ BlockOffload::BlockOffload(const std::vector<torch::nn::Module*>& blocks, const 
     if (plan.offload_dir.empty()) fail(kComponent, "setup", "group_offload_to_disk_path is empty");
     folder_ = plan.offload_dir / fmt::format("st-offload-{}-{}", ::getpid(), tag);
     std::error_code ec;
+    remove_stale_folders(plan.offload_dir);
     fs::create_directories(folder_, ec);
     if (ec)
         fail(kComponent, "setup", "group_offload_to_disk_path: cannot create '{}': {}", folder_.string(),

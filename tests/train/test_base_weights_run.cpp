@@ -4,6 +4,8 @@
 // weights exactly; bad combinations are refused before any caching.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "fixtures.h"
 
 namespace {
@@ -23,6 +25,11 @@ TEST(BaseWeightsRunTest, Int8WithDiskOffloadTrainsCleansUpAndItsLoraLoadsOnTheUn
     const fs::path offload = env.root / "offload_int8";
     fs::create_directories(offload);
     st_test::write_text(offload / "users_file.txt", "not st's");
+    // A folder a killed st run left (its pid no longer runs) is st's and goes; a look-alike name that
+    // is not st's pattern stays.
+    fs::create_directories(offload / "st-offload-999999999-transformer");
+    st_test::write_text(offload / "st-offload-999999999-transformer" / "group-0000.safetensors", "x");
+    fs::create_directories(offload / "st-offload-notes");
     auto r = env.run(env.config("int8_offload", {{"base_model_precision", "int8-quanto"},
                                                  {"quantize_via", "cpu"},
                                                  {"enable_group_offload", true},
@@ -40,7 +47,9 @@ TEST(BaseWeightsRunTest, Int8WithDiskOffloadTrainsCleansUpAndItsLoraLoadsOnTheUn
     // st's folder is gone, the user's file stays.
     std::vector<std::string> left;
     for (const auto& e : fs::directory_iterator(offload)) left.push_back(e.path().filename().string());
-    EXPECT_EQ(left, std::vector<std::string>{"users_file.txt"});
+    std::sort(left.begin(), left.end());
+    EXPECT_EQ(left, (std::vector<std::string>{"st-offload-notes", "users_file.txt"}));
+    EXPECT_NE(r.log.find("left by st process 999999999 that no longer runs"), std::string::npos) << r.log;
     // The LoRA (trained on int8 layers) loads on the unquantised model.
     const auto gen = st_test::shell(
         st_test::host_prefix() + "generate --plugin wan --model '" + (env.root / "model").string() +

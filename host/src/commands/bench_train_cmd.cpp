@@ -146,7 +146,9 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         "resolution", po::value(&resolution)->default_value(128), "square clip side in pixels")(
         "batch", po::value(&batch)->default_value(1), "train_batch_size")(
         "mixed_precision", po::value(&mixed)->default_value("no"), "bf16 or no")(
-        "out", po::value(&out), "scratch folder (default: a temporary one, removed afterwards)")(
+        "out", po::value(&out),
+        "scratch folder (default: a temporary one, removed afterwards); an existing one is reused with its "
+        "clips and caches (same --frames / --resolution)")(
         "model", po::value(&model_path),
         "an existing model folder to train instead of making one with --preset (large presets: make it "
         "once with st-host make-model)")("json", po::bool_switch(&json),
@@ -179,6 +181,10 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
     }
     const int64_t clips = std::max<int64_t>(4, 2 * batch * nproc);
     for (int64_t i = 0; i < clips; ++i) {
+        // A kept --out folder is reused as it is: its clips (and so its caches) stay valid.
+        if (keep && fs::exists(dir / "clips" / fmt::format("clip{}.mp4", i)) &&
+            fs::exists(dir / "clips" / fmt::format("clip{}.txt", i)))
+            continue;
         // A tone per clip (16 kHz, the clip's length) when the family needs audio.
         const int64_t n = frames * 1000;
         media::AudioTrack tone{

@@ -52,7 +52,8 @@ const std::vector<CommandInfo>& commands() {
          "Seconds per denoising step with and without CFG, and VAE decode time per frame.",
          cmd_bench_generate},
         {"bench-train",
-         "st-host bench train --plugin NAME [--preset tiny|small|1.3b|14b] [--steps N] [--frames N] [--resolution PX] "
+         "st-host bench train --plugin NAME [--preset tiny|small|1.3b|14b] [--steps N] [--frames N] "
+         "[--resolution PX] "
          "[--batch N] [--mixed_precision bf16|no] [--model PATH] [--out DIR] [--json] [--key value ...]",
          "Trainer step time split into data, forward, backward, optimizer and host overhead, and peak RSS. "
          "Overrides that enable a regularizer (--crepa_enabled true) also time a run without it and "

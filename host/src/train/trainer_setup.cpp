@@ -140,9 +140,11 @@ void Trainer::open_data() {
     if (cfg_.caption_dropout > 0) null_text_ = model_->encode_text({""});
     model_->release_encoders();
     // The encoders are gone: what stays resident from here is the training footprint.
-    log::info(kLog, "memory after loading and caching: RSS {:.0f} MiB (peak so far {:.0f} MiB){}",
-              rss_now_mib(), rss_peak_mib(),
-              reset_rss_peak() ? "; the training peak is measured from here" : "");
+    // (Read before the reset: the order of a call's arguments is unspecified.)
+    const double now = rss_now_mib(), peak = rss_peak_mib();
+    const bool reset = reset_rss_peak();
+    log::info(kLog, "memory after loading and caching: RSS {:.0f} MiB (peak so far {:.0f} MiB){}", now, peak,
+              reset ? "; the training peak is measured from here" : "");
 }
 
 void Trainer::setup_trainable() {
