@@ -73,9 +73,10 @@ std::vector<sdk::OptionSpec> trainer_options() {
                    {"cpu", "accelerator", "pipeline"}),
         "memory");
     add(opt_bool("enable_group_offload", false,
-                 "Offload the transformer's blocks in groups: on CUDA blocks wait in host memory; with "
-                 "group_offload_to_disk_path their weights are read from disk as the blocks run (on any "
-                 "device), which bounds resident memory to a few groups."),
+                 "Offload the transformer's blocks in groups: with group_offload_to_disk_path their weights "
+                 "are read from disk as the blocks run, which bounds resident memory to a few groups. "
+                 "Without a disk path nothing is offloaded (this build keeps weights in host memory anyway; "
+                 "the CUDA form, blocks in pinned host memory, is not built yet)."),
         "memory");
     add(opt_string("group_offload_type", "block_level",
                    "block_level: groups of group_offload_blocks_per_group transformer blocks (the only kind "

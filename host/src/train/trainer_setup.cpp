@@ -58,6 +58,12 @@ void Trainer::load_model() {
     req.training = true;
     req.gradient_checkpointing = cfg_.gradient_checkpointing;
     req.gradient_checkpointing_interval = cfg_.gradient_checkpointing_interval;
+    if (setup_.config.get_bool("enable_group_offload") && cfg_.base.offload_dir.empty())
+        log::info(
+            kLog,
+            "enable_group_offload without group_offload_to_disk_path: nothing is offloaded (weights "
+            "already live in host memory on this build; set group_offload_to_disk_path to stream blocks "
+            "from disk)");
     if (!cfg_.base.is_default()) model_->set_base_weights(cfg_.base);
     model_->load(req);
     objective_ = std::make_unique<Objective>(*model_, cfg_.sigmas, device_);
