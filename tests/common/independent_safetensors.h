@@ -12,16 +12,19 @@
 
 namespace st_test {
 
-inline nlohmann::json read_safetensors_independently(const std::filesystem::path& file) {
+/// `mode`: read_safetensors.py's mode ("read": every tensor summarised).
+inline nlohmann::json read_safetensors_independently(const std::filesystem::path& file,
+                                                     const std::string& mode = "read") {
     const std::string cmd = "/usr/bin/python3 '" + std::string(ST_TEST_SOURCE_DIR) +
-                            "/tests/sdk/read_safetensors.py' read '" + file.string() + "'";
+                            "/tests/sdk/read_safetensors.py' " + mode + " '" + file.string() + "'";
     FILE* pipe = ::popen(cmd.c_str(), "r");
     if (pipe == nullptr) throw std::runtime_error("popen failed: " + cmd);
     std::string out;
     char buf[4096];
     size_t n;
     while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-    if (::pclose(pipe) != 0) throw std::runtime_error("'" + cmd + "' failed");
+    const int status = ::pclose(pipe);
+    if (status != 0) throw std::runtime_error("'" + cmd + "' failed with status " + std::to_string(status));
     return nlohmann::json::parse(out);
 }
 

@@ -5,7 +5,9 @@
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include "../common/independent_safetensors.h"
 
 #include <cmath>
 #include <csignal>
@@ -527,19 +529,8 @@ bool have_python() {
     return ::access("/usr/bin/python3", X_OK) == 0;
 }
 
-const std::string kScript = std::string(ST_TEST_SOURCE_DIR) + "/tests/sdk/read_safetensors.py";
-
 nlohmann::json run_python(const std::string& mode, const fs::path& file) {
-    const std::string cmd = "/usr/bin/python3 '" + kScript + "' " + mode + " '" + file.string() + "'";
-    FILE* pipe = ::popen(cmd.c_str(), "r");
-    if (pipe == nullptr) throw std::runtime_error("popen failed: " + cmd);
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-    const int status = ::pclose(pipe);
-    if (status != 0) throw std::runtime_error("'" + cmd + "' failed with status " + std::to_string(status));
-    return nlohmann::json::parse(out);
+    return st_test::read_safetensors_independently(file, mode);
 }
 
 // Compares one tensor (as our reader returns it) with the Python summary, element by element, exactly.
