@@ -162,20 +162,22 @@ LoadedTransformer load_transformer(const fs::path& path, const TransformerLoadOp
         st::sdk::DeferredInit deferred;
         out.model = WanTransformer3DModel(config);
     }
+    // SimpleTuner's Wan int8 rules apply here, where every Wan loader (training, the peer expert) passes.
+    const st::sdk::BaseWeightPlan base = wan_base_weight_plan(options.base);
     st::kit::load_weights(*out.model, *source, out.info, wan_key_table(), kComponent, "Wan transformer",
-                          options.base);
+                          base);
     out.model->set_compute_dtype(options.dtype);
     if (options.device != at::Device(at::kCPU)) out.model->to(options.device);
-    if (!options.base.offload_dir.empty()) {
+    if (!base.offload_dir.empty()) {
         std::vector<torch::nn::Module*> blocks;
         for (size_t i = 0; i < out.model->blocks->size(); ++i) blocks.push_back(out.model->blocks[i].get());
         auto offload = std::make_shared<st::kit::BlockOffload>(
-            blocks, options.base, options.subfolder.empty() ? "transformer" : options.subfolder);
+            blocks, base, options.subfolder.empty() ? "transformer" : options.subfolder);
         st::log::info("model.wan", "block offload to disk: {}", offload->describe());
         out.model->set_block_offload(std::move(offload));
     }
     st::log::info("model.wan", "transformer {} from {} -> {}{}", out.info.summary(), source->describe(),
-                  c10::toString(options.dtype), st::kit::describe_base_weights(*out.model, options.base));
+                  c10::toString(options.dtype), st::kit::describe_base_weights(*out.model, base));
     return out;
 }
 

@@ -76,7 +76,7 @@ TensorMap WanFamily::forward_component(const fs::path& model, const std::string&
 // ---- training ------------------------------------------------------------------------------------
 
 void WanFamily::set_base_weights(const st::sdk::BaseWeightPlan& plan) {
-    base_ = wan_base_weight_plan(plan);
+    base_ = plan;  // load_transformer adds the Wan int8 rules
 }
 
 void WanFamily::load(const st::sdk::ModelLoadRequest& request) {
