@@ -17,6 +17,7 @@
 #include "config/hub_cache.h"
 #include "media/video_writer.h"
 #include "plugins/model_handle.h"
+#include "run/run_device.h"
 #include "run/run_setup.h"
 #include "st/error.h"
 #include "st/log.h"
@@ -94,7 +95,9 @@ std::unique_ptr<ModelHandle> load_for_inference(const ComponentEntry& entry, con
     req.path = path;
     req.config = config;
     req.dtype = dtype;
-    req.device = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+    const RunDevice run = pick_run_device(config.get_string("device"));
+    configure_run_device(run);
+    req.device = run.device;
     req.training = false;
     model->load(req);
     model->trainable().eval();

@@ -36,6 +36,11 @@ std::vector<sdk::OptionSpec> host_options() {
         "data");
     add(opt_int("gradient_accumulation_steps", 1, "Micro-batches per optimizer step.").range(1, 65536),
         "data");
+    add(opt_string("device", "auto",
+                   "Where the run computes: auto (the first CUDA device, or LOCAL_RANK's in a distributed "
+                   "run, when this build and machine have one; else the CPU), cpu, cuda or cuda:N. The log "
+                   "says which and why."),
+        "run");
     add(opt_string("log_level", "info", "Log verbosity.", {"trace", "debug", "info", "warning", "error"}),
         "run");
     add(opt_int("num_threads", std::nullopt,

@@ -7,7 +7,9 @@
 
 #include <random>
 
+#include "dist/dist_env.h"
 #include "plugins/guard.h"
+#include "run/run_device.h"
 #include "st/error.h"
 #include "st/lora.h"
 #include "st/model_path.h"
@@ -48,7 +50,10 @@ void Trainer::load_model() {
              setup_.config_path.string());
     sdk::require_model_path(*path, "pretrained_model_name_or_path", kLog, "setup");
     dtype_ = cfg_.bf16 ? at::kBFloat16 : at::kFloat;
-    device_ = at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+    const RunDevice run =
+        pick_run_device(setup_.config.get_string("device"), dist::read_dist_env().local_rank);
+    configure_run_device(run);
+    device_ = run.device;
     model_ = std::make_unique<ModelHandle>(*setup_.model);
     sdk::ModelLoadRequest req;
     req.path = *path;

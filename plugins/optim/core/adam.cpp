@@ -8,41 +8,13 @@
 
 #include <cmath>
 
+#include "fused.h"
 #include "optimizer_base.h"
 #include "st/error.h"
 #include "st/log.h"
 
 namespace st::plugins::optim {
 namespace {
-
-bool fusable_fp32(const at::Tensor& p, const at::Tensor& g, const ParamState& st) {
-    if (p.scalar_type() != at::kFloat || g.scalar_type() != at::kFloat || !p.is_cpu() || !g.is_cpu())
-        return false;
-    if (!p.is_contiguous() || !g.is_contiguous()) return false;
-    for (const auto& [k, t] : st.tensors) {
-        if (t.scalar_type() != at::kFloat || !t.is_contiguous()) return false;
-    }
-    return true;
-}
-
-// One pass over memory instead of LibTorch's seven (mul_, mul_, add_, mul_, addcmul_, sqrt, div,
-// add_, addcdiv_). Each line keeps torch's operation order (`a + alpha * b`, `self + value * t1 * t2`,
-// `self + value * t1 / t2`) so results differ from torch only where its kernels use FMA.
-void adamw_fp32_kernel(float* p, const float* g, float* m, float* v, int64_t n, float decay, float b1,
-                       float a1, float b2, float a2, float bc2_sqrt, float eps, float neg_step) {
-    at::parallel_for(0, n, 1 << 15, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-            const float gi = g[i];
-            const float mi = m[i] * b1 + a1 * gi;
-            const float vi = v[i] * b2 + a2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            const float denom = std::sqrt(vi) / bc2_sqrt + eps;
-            const float pi = p[i] * decay;
-            p[i] = pi + neg_step * mi / denom;
-        }
-    });
-}
 
 ParamState adam_state(const at::Tensor& p) {
     ParamState st;
@@ -69,12 +41,15 @@ class AdamW final : public OptimizerBase {
         const double bc2 = 1.0 - std::pow(b2, step);
         const double step_size = lr / bc1;
         const double bc2_sqrt = std::sqrt(bc2);
-        if (fusable_fp32(p, g, st)) {
-            adamw_fp32_kernel(p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(),
-                              v.data_ptr<float>(), p.numel(), static_cast<float>(1.0 - lr * wd),
-                              static_cast<float>(b1), static_cast<float>(1.0 - b1), static_cast<float>(b2),
-                              static_cast<float>(1.0 - b2), static_cast<float>(bc2_sqrt),
-                              static_cast<float>(hparams_.eps), static_cast<float>(-step_size));
+        if (fused_ok({&p, &g, &m, &v})) {
+            // One pass over memory instead of LibTorch's seven (kernels/cpu, kernels/cuda); each
+            // line keeps torch's operation order, so results differ from torch only where its
+            // kernels use FMA.
+            const st_k_adam_scalars s{static_cast<float>(1.0 - lr * wd), static_cast<float>(b1),
+                                      static_cast<float>(1.0 - b1),      static_cast<float>(b2),
+                                      static_cast<float>(1.0 - b2),      static_cast<float>(bc2_sqrt),
+                                      static_cast<float>(hparams_.eps),  static_cast<float>(-step_size)};
+            fused_adamw(p, g, m, v, s);
             return;
         }
         p.mul_(1.0 - lr * wd);

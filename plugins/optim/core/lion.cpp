@@ -7,24 +7,11 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include "fused.h"
 #include "optimizer_base.h"
 
 namespace st::plugins::optim {
 namespace {
-
-void lion_fp32_kernel(float* p, const float* g, float* m, int64_t n, float decay, float b1, float a1,
-                      float b2, float a2, float neg_lr) {
-    at::parallel_for(0, n, 1 << 15, [&](int64_t begin, int64_t end) {
-        for (int64_t i = begin; i < end; ++i) {
-            const float gi = g[i];
-            const float mi = m[i];
-            const float c = mi * b1 + a1 * gi;
-            const float s = static_cast<float>((c > 0.0f) - (c < 0.0f));  // branch-free sign
-            p[i] = p[i] * decay + neg_lr * s;
-            m[i] = mi * b2 + a2 * gi;
-        }
-    });
-}
 
 class Lion final : public OptimizerBase {
   public:
@@ -42,12 +29,11 @@ class Lion final : public OptimizerBase {
         const at::Tensor& g = p.grad();
         at::Tensor& m = st.tensors["exp_avg"];
         const double lr = group.lr, wd = group.weight_decay, b1 = hparams_.beta1, b2 = hparams_.beta2;
-        if (p.scalar_type() == at::kFloat && g.scalar_type() == at::kFloat && p.is_cpu() &&
-            p.is_contiguous() && g.is_contiguous()) {
-            lion_fp32_kernel(p.data_ptr<float>(), g.data_ptr<float>(), m.data_ptr<float>(), p.numel(),
-                             static_cast<float>(1.0 - lr * wd), static_cast<float>(b1),
-                             static_cast<float>(1.0 - b1), static_cast<float>(b2),
-                             static_cast<float>(1.0 - b2), static_cast<float>(-lr));
+        if (fused_ok({&p, &g, &m})) {
+            const st_k_lion_scalars s{static_cast<float>(1.0 - lr * wd), static_cast<float>(b1),
+                                      static_cast<float>(1.0 - b1),      static_cast<float>(b2),
+                                      static_cast<float>(1.0 - b2),      static_cast<float>(-lr)};
+            fused_lion(p, g, m, s);
             return;
         }
         p.mul_(1.0 - lr * wd);
