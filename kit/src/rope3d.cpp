@@ -3,6 +3,8 @@
 // float64) and attention_processor apply_rotary_emb of WanAttnProcessor.
 #include "st/kit/rope3d.h"
 
+#include "st/kit/cuda_dit.h"
+
 #include <ATen/ATen.h>
 
 #include "st/error.h"
@@ -53,6 +55,7 @@ at::Tensor apply_rope3d(const at::Tensor& x, const RopeTables& tables) {
     TORCH_CHECK(x.dim() == 4 && x.size(1) == tc.size(1) && x.size(3) == tc.size(2) &&
                     (tc.size(0) == 1 || tc.size(0) == x.size(0)),
                 "apply_rope3d: x ", x.sizes(), " vs tables ", tables.cos.sizes());
+    if (cuda_dit_available(x)) return rope3d_cuda(x, tc, ts);  // kernels/cuda (ST_CUDA builds)
     at::Tensor xf = x.to(at::kFloat);
     at::Tensor pairs = xf.unflatten(-1, {-1, 2});  // [B, L, H, D/2, 2]
     at::Tensor x1 = pairs.select(-1, 0), x2 = pairs.select(-1, 1);

@@ -184,6 +184,15 @@ TEST(TrainerTest, EmaWeightsFollowSimpleTunersDecayAndAreSaved) {
     auto l1 = st::sdk::SafetensorsFile::open(env.root / "ema1" / "pytorch_lora_weights.safetensors");
     auto e1 = st::sdk::SafetensorsFile::open(env.root / "ema1" / "ema" / "pytorch_lora_weights.safetensors");
     EXPECT_TRUE(l1->load(b).equal(e1->load(b)));
+    // ema_device accelerator keeps the shadows on the training device (here the CPU, the only one):
+    // the same EMA as the default cpu, and the log says where it lives.
+    auto acc = env.run(
+        env.config("ema_acc", {{"max_train_steps", 4}, {"use_ema", true}, {"ema_device", "accelerator"}}));
+    ASSERT_EQ(acc.code, 0) << acc.log;
+    EXPECT_NE(acc.log.find("in fp32 on cpu (ema_device accelerator)"), std::string::npos) << acc.log;
+    auto ea =
+        st::sdk::SafetensorsFile::open(env.root / "ema_acc" / "ema" / "pytorch_lora_weights.safetensors");
+    EXPECT_TRUE(ea->load(b).equal(ema->load(b)));
 }
 
 TEST(TrainerTest, UnsupportedChoicesFailBeforeTrainingNamingTheKey) {

@@ -3,6 +3,7 @@
 // family's make-model preset and synthetic clips written with the FFmpeg libraries. Runs the real
 // training path (config, data backend with caches, LoRA, optimizer, metrics) into a scratch folder.
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -136,14 +137,16 @@ std::optional<double> teacher_path_seconds(CommandContext& ctx, const ComponentE
 
 int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
     std::string preset = "tiny", out, mixed = "no", model_path;
-    int64_t steps = 20, warmup = 3, frames = 17, resolution = 128, batch = 1;
+    int64_t steps = 20, warmup = 3, frames = 17, resolution = 128, width = 0, batch = 1;
     bool json = false;
     po::options_description desc("bench train");
     desc.add_options()("preset", po::value(&preset)->default_value("tiny"), "make-model preset")(
         "steps", po::value(&steps)->default_value(20), "measured optimizer steps (after --warmup)")(
         "warmup", po::value(&warmup)->default_value(3), "steps left out of the statistics")(
         "frames", po::value(&frames)->default_value(17), "frames per clip (4k+1)")(
-        "resolution", po::value(&resolution)->default_value(128), "square clip side in pixels")(
+        "resolution", po::value(&resolution)->default_value(128),
+        "clip height in pixels (and width unless --width)")("width", po::value(&width)->default_value(0),
+                                                            "clip width in pixels (0: square clips)")(
         "batch", po::value(&batch)->default_value(1), "train_batch_size")(
         "mixed_precision", po::value(&mixed)->default_value("no"), "bf16 or no")(
         "out", po::value(&out),
@@ -165,6 +168,7 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         }
     if (ctx.flags.plugin.empty())
         fail("host.bench", "train", "usage: st-host bench train --plugin NAME [--preset P]");
+    if (width <= 0) width = resolution;
     const ComponentEntry& entry = model_component(ctx.plugins(), ctx.flags.plugin);
     const bool keep = !out.empty();
     fs::path dir =
@@ -190,7 +194,7 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         media::AudioTrack tone{
             at::sin(at::arange(n, at::kFloat) * (0.05 + 0.01 * static_cast<double>(i))) * 0.3, 16000};
         media::write_mp4(dir / "clips" / fmt::format("clip{}.mp4", i),
-                         synthetic_clip(frames, resolution, resolution, i), 16, with_audio ? &tone : nullptr);
+                         synthetic_clip(frames, resolution, width, i), 16, with_audio ? &tone : nullptr);
         sdk::write_file_atomic(dir / "clips" / fmt::format("clip{}.txt", i),
                                fmt::format("pattern number {}", i));
     }
@@ -200,9 +204,10 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
                                 {"dataset_type", "video"},
                                 {"instance_data_dir", "clips"},
                                 {"caption_strategy", "textfile"},
-                                {"resolution", resolution},
+                                // pixel resolution = the shorter side: a WxH clip keeps its size
+                                {"resolution", std::min(resolution, width)},
                                 {"resolution_type", "pixel"},
-                                {"crop", true},
+                                {"crop", width == resolution},
                                 {"crop_aspect", "square"},
                                 {"video", {{"num_frames", frames}, {"min_frames", frames}}},
                                 {"cache_dir_vae", "cache/vae"}},
@@ -263,12 +268,16 @@ int cmd_bench_train(CommandContext& ctx, const std::vector<std::string>& args) {
         "%lldx%lld, %s\n",
         ctx.flags.plugin.c_str(), preset.c_str(), static_cast<long long>(t.total.size()),
         static_cast<long long>(warmup), static_cast<long long>(batch), static_cast<long long>(frames),
-        static_cast<long long>(resolution), static_cast<long long>(resolution),
-        mixed == "bf16" ? "bf16" : "fp32");
+        static_cast<long long>(width), static_cast<long long>(resolution), mixed == "bf16" ? "bf16" : "fp32");
     print_times(t, base ? " (with " + fmt::format("{}", fmt::join(enabled, ", ")) + ")" : std::string());
-    nlohmann::json report = {
-        {"plugin", ctx.flags.plugin}, {"preset", preset},         {"steps", t.total.size()}, {"batch", batch},
-        {"frames", frames},           {"resolution", resolution}, {"median", medians(t)}};
+    nlohmann::json report = {{"plugin", ctx.flags.plugin},
+                             {"preset", preset},
+                             {"steps", t.total.size()},
+                             {"batch", batch},
+                             {"frames", frames},
+                             {"resolution", resolution},
+                             {"width", width},
+                             {"median", medians(t)}};
     if (base) {
         print_times(*base, " (without)");
         const double b = percentile(base->total, 0.5);

@@ -60,8 +60,6 @@ const std::vector<ForeignKey>& simpletuner_foreign_keys() {
               "st initialises adapters as PEFT's default (Kaiming-uniform A, zero B) only");
         inert("loss_type", {"l2", kNull}, "st trains with the flow-matching MSE (l2) only");
         inert("input_perturbation", {0, 0.0, kNull}, "input perturbation is not supported yet");
-        inert("ema_device", {"cpu", "accelerator", kNull}, "st keeps the EMA in fp32 on the CPU");
-        inert("ema_cpu_only", {true, false, kNull}, "st keeps the EMA in fp32 on the CPU");
         inert("flow_use_beta_schedule", {false, kNull}, "the Beta sigma schedule is not supported yet");
         // Validation keys (SimpleTuner §6).
         for (const char* n : {"validation_epoch_interval", "eval_epoch_interval", "validation_input"})

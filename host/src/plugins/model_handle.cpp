@@ -46,6 +46,7 @@ T& ModelHandle::require(const std::string& what) {
 
 void ModelHandle::load(const sdk::ModelLoadRequest& request) {
     call_plugin(entry_, "load", [&] { family_->load(request); });
+    device_ = request.device;
 }
 
 torch::nn::Module& ModelHandle::trainable() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -36,6 +37,8 @@ class ModelHandle {
 
     // ---- core ------------------------------------------------------------------------------------
     void load(const sdk::ModelLoadRequest& request);
+    /// The device the model was loaded on (the request's; CPU before load()).
+    c10::Device device() const { return device_; }
     torch::nn::Module& trainable();
     std::string trainable_folder() const;
     std::vector<std::string> default_lora_targets() const;
@@ -98,6 +101,7 @@ class ModelHandle {
 
     const ComponentEntry& entry_;
     std::unique_ptr<sdk::ModelFamily> family_;
+    c10::Device device_{c10::kCPU};
 };
 
 }  // namespace st::host

@@ -1,8 +1,8 @@
 #include "train/ema.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/util/irange.h>
-#include <torch/csrc/autograd/grad_mode.h>
 
 #include <algorithm>
 
@@ -10,11 +10,14 @@
 
 namespace st::host::train {
 
-Ema::Ema(const std::vector<std::pair<std::string, at::Tensor>>& params, double decay, int64_t warmup_steps)
+Ema::Ema(const std::vector<std::pair<std::string, at::Tensor>>& params, double decay, int64_t warmup_steps,
+         bool on_parameter_device)
     : params_(params), decay_(decay), warmup_steps_(warmup_steps) {
-    torch::NoGradGuard no_grad;
-    for (const auto& [name, p] : params_)
-        shadows_[name] = p.detach().to(at::TensorOptions().dtype(at::kFloat).device(at::kCPU)).clone();
+    at::NoGradGuard no_grad;
+    for (const auto& [name, p] : params_) {
+        const at::Device where = on_parameter_device ? p.device() : at::Device(at::kCPU);
+        shadows_[name] = p.detach().to(at::TensorOptions().dtype(at::kFloat).device(where)).clone();
+    }
 }
 
 double Ema::decay_at(int64_t global_step) const {
@@ -26,20 +29,20 @@ double Ema::decay_at(int64_t global_step) const {
 }
 
 void Ema::update(int64_t global_step) {
-    torch::NoGradGuard no_grad;
+    at::NoGradGuard no_grad;
     const double one_minus = 1.0 - decay_at(global_step);
     for (const auto& [name, p] : params_) {
         at::Tensor& s = shadows_.at(name);
         // shadow -= (1 - d) * (shadow - param), in fp32
-        s.sub_((s - p.detach().to(at::TensorOptions().dtype(at::kFloat).device(at::kCPU))).mul_(one_minus));
+        s.sub_((s - p.detach().to(s.options())).mul_(one_minus));
     }
 }
 
 void Ema::swap_into_model() {
-    torch::NoGradGuard no_grad;
+    at::NoGradGuard no_grad;
     for (const auto& [name, p] : params_) {
         at::Tensor& s = shadows_.at(name);
-        at::Tensor live = p.detach().to(at::TensorOptions().dtype(at::kFloat).device(at::kCPU)).clone();
+        at::Tensor live = p.detach().to(s.options()).clone();
         p.detach().copy_(s);
         s = live;
     }
@@ -47,7 +50,7 @@ void Ema::swap_into_model() {
 
 sdk::StateDict Ema::state_dict() const {
     sdk::StateDict d;
-    d.tensors = shadows_;
+    for (const auto& [name, s] : shadows_) d.tensors[name] = s.to(at::kCPU);
     d.meta = {{"decay", decay_}, {"warmup_steps", warmup_steps_}};
     return d;
 }
@@ -63,7 +66,7 @@ void Ema::load_state_dict(const sdk::StateDict& state) {
     for (const auto& [name, t] : state.tensors)
         if (!shadows_.count(name))
             fail("host.ema", "resume", "EMA state has a shadow '{}' that is not a trained parameter", name);
-    for (auto& [name, s] : shadows_) s = state.tensors.at(name).to(at::kFloat).clone();
+    for (auto& [name, s] : shadows_) s = state.tensors.at(name).to(s.options()).clone();
 }
 
 }  // namespace st::host::train

@@ -197,6 +197,7 @@ TrainConfig read_train_config(const sdk::ConfigView& c) {
     if (t.ema_decay < 0 || t.ema_decay >= 1)
         problems.push_back(fmt::format("ema_decay = {}: must be in [0, 1)", t.ema_decay));
     t.ema_warmup_steps = c.get_int("ema_warmup_steps");
+    t.ema_on_device = c.get_string("ema_device") == "accelerator" && !c.get_bool("ema_cpu_only");
 
     t.checkpoint_interval = c.get_int("checkpoint_step_interval");
     positive("checkpoint_step_interval", t.checkpoint_interval);

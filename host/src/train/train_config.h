@@ -61,6 +61,7 @@ struct TrainConfig {
     int64_t ema_update_interval = 1;
     double ema_decay = 0.995;
     int64_t ema_warmup_steps = 0;
+    bool ema_on_device = false;  ///< ema_device accelerator (and not ema_cpu_only)
 
     int64_t checkpoint_interval = 500;
     int64_t checkpoints_limit = 5;

@@ -193,6 +193,13 @@ std::vector<sdk::OptionSpec> trainer_options() {
                 "When > 0: decay 0 (copy) for this many steps, then ema_decay (SimpleTuner semantics).")
             .range(0, 1e9),
         "ema");
+    add(opt_string("ema_device", "cpu",
+                   "Where the EMA shadows live: cpu (SimpleTuner's default; no device memory, a copy per "
+                   "update) or accelerator (the training device; no copies).",
+                   {"cpu", "accelerator"}),
+        "ema");
+    add(opt_bool("ema_cpu_only", false, "Keep the EMA on the CPU whatever ema_device says (SimpleTuner)."),
+        "ema");
     // ---- checkpoints ----
     add(opt_int("checkpoint_step_interval", 500, "Write a checkpoint every N optimizer steps.").range(1, 1e9),
         "checkpoints", {"checkpointing_steps"});

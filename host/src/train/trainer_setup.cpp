@@ -230,9 +230,11 @@ void Trainer::setup_trainable() {
               total);
     root.train(true);
     if (cfg_.use_ema) {
-        ema_ = std::make_unique<Ema>(params_, cfg_.ema_decay, cfg_.ema_warmup_steps);
-        log::info(kLog, "EMA of {} tensors in fp32 on the CPU, decay min((1+t)/(10+t), {}), every {} step(s)",
-                  params_.size(), cfg_.ema_decay, cfg_.ema_update_interval);
+        ema_ = std::make_unique<Ema>(params_, cfg_.ema_decay, cfg_.ema_warmup_steps, cfg_.ema_on_device);
+        log::info(kLog, "EMA of {} tensors in fp32 on {}, decay min((1+t)/(10+t), {}), every {} step(s)",
+                  params_.size(),
+                  cfg_.ema_on_device ? device_.str() + " (ema_device accelerator)" : "the CPU",
+                  cfg_.ema_decay, cfg_.ema_update_interval);
     }
 }
 

@@ -99,8 +99,11 @@ at::Tensor sample_latents(ModelHandle& model, const SampleRequest& req) {
     const auto shape = model.latent_shape(req.frames, req.size.height, req.size.width);
     std::vector<int64_t> full{1};
     full.insert(full.end(), shape.begin(), shape.end());
+    // The noise is drawn on the CPU (the same video for a seed on every device, as diffusers does with
+    // a CPU generator), then the whole loop stays on the model's device.
+    const at::Device device = model.device();
     auto gen = at::make_generator<at::CPUGeneratorImpl>(req.seed);
-    at::Tensor x = at::randn(full, gen, at::TensorOptions().dtype(at::kFloat));
+    at::Tensor x = at::randn(full, gen, at::TensorOptions().dtype(at::kFloat)).to(device);
 
     auto sampler = sdk::make_sampler(req.scheduler, req.sampler);
     sampler->set_timesteps(req.steps);
@@ -114,8 +117,10 @@ at::Tensor sample_latents(ModelHandle& model, const SampleRequest& req) {
         log::info(kLog, "guidance_2 {} unused: the model samples with one network (no expert boundary)",
                   *req.guidance_2);
     }
-    const sdk::TensorMap cond = merged(req.positive, req.inputs);
-    const sdk::TensorMap uncond = cfg ? model.unconditional(cond, req.negative) : sdk::TensorMap{};
+    sdk::TensorMap cond = merged(req.positive, req.inputs);
+    sdk::TensorMap uncond = cfg ? model.unconditional(cond, req.negative) : sdk::TensorMap{};
+    for (auto* m : {&cond, &uncond})
+        for (auto& [name, t] : *m) t = t.to(device);
     auto velocity = [&](const sdk::TensorMap& conditioning, const at::Tensor& t,
                         const std::vector<int64_t>& skip) {
         sdk::PredictInputs in;
@@ -123,7 +128,7 @@ at::Tensor sample_latents(ModelHandle& model, const SampleRequest& req) {
         in.timesteps = t;
         in.conditioning = conditioning;
         in.skip_layers = skip;
-        return model.predict(in).velocity.to(at::TensorOptions().dtype(at::kFloat).device(at::kCPU));
+        return model.predict(in).velocity.to(at::kFloat);
     };
     std::optional<log::Progress> progress;
     if (!req.progress_label.empty())
@@ -134,7 +139,7 @@ at::Tensor sample_latents(ModelHandle& model, const SampleRequest& req) {
                 fmt::format("sampling stopped before step {} of {}", i + 1, sampler->num_steps()));
         const double sigma = sampler->sigmas()[static_cast<size_t>(i)];
         const at::Tensor t = at::full({1}, sampler->timesteps()[static_cast<size_t>(i)],
-                                      at::TensorOptions().dtype(at::kFloat));
+                                      at::TensorOptions().dtype(at::kFloat).device(device));
         const double timestep = sampler->timesteps()[static_cast<size_t>(i)];
         const double g = (boundary && timestep < *boundary) ? guidance_low : req.guidance;
         at::Tensor v = velocity(cond, t, {});

@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "st/attention.h"
+#include "st/kit/cuda_dit.h"
 
 namespace st::plugins::wan {
 
@@ -148,6 +149,27 @@ at::Tensor WanTransformerBlockImpl::feed_forward(const at::Tensor& x) {
     return chunked_feed_forward(chunking, x, [this](const at::Tensor& p) { return ffn->forward(p); });
 }
 
+namespace {
+
+// norm(x) * (1 + scale) + shift with a non-affine fp32 LayerNorm, in dt. Inference on CUDA runs
+// st's fused kernel (kernels/cuda); training (autograd) and the CPU keep the ATen formula.
+at::Tensor modulated_norm(const at::Tensor& x, const at::Tensor& shift, const at::Tensor& scale, double eps,
+                          at::ScalarType dt) {
+    if (!at::GradMode::is_enabled() && st::kit::cuda_dit_available(x))
+        return st::kit::modulated_layer_norm_cuda(x, shift, scale, eps, dt);
+    return (fp32_layer_norm(x, {}, {}, eps) * (1 + scale) + shift).to(dt);
+}
+
+// x + f * gate in fp32, returned in dt (x's dtype).
+at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& f, const at::Tensor& gate,
+                          at::ScalarType dt) {
+    if (!at::GradMode::is_enabled() && st::kit::cuda_dit_available(x) && f.scalar_type() == x.scalar_type())
+        return st::kit::gated_residual_cuda(x, f, gate);
+    return (x.to(at::kFloat) + f.to(at::kFloat) * gate).to(dt);
+}
+
+}  // namespace
+
 at::Tensor WanTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& context,
                                             const at::Tensor& image_context, const at::Tensor& timestep_proj,
                                             const RopeTables& rope) {
@@ -165,16 +187,16 @@ at::Tensor WanTransformerBlockImpl::forward(const at::Tensor& x, const at::Tenso
         mod = (scale_shift_table.to(at::kFloat) + timestep_proj.to(at::kFloat)).chunk(6, 1);  // [B, 1, D]
     }
     // 1. self-attention on the modulated, non-affine LayerNorm
-    at::Tensor nx = (fp32_layer_norm(x, {}, {}, eps_) * (1 + mod[1]) + mod[0]).to(dt);
+    at::Tensor nx = modulated_norm(x, mod[0], mod[1], eps_, dt);
     at::Tensor a = attn1->forward(nx, nx, {}, &rope);
-    at::Tensor h = (x.to(at::kFloat) + a.to(at::kFloat) * mod[2]).to(dt);
+    at::Tensor h = gated_residual(x, a, mod[2], dt);
     // 2. cross-attention (affine LayerNorm, no gate)
     nx = norm2.is_empty() ? h : fp32_layer_norm(h, norm2->weight, norm2->bias, eps_).to(dt);
     h = h + attn2->forward(nx, context, image_context, nullptr);
     // 3. feed-forward
-    nx = (fp32_layer_norm(h, {}, {}, eps_) * (1 + mod[4]) + mod[3]).to(dt);
+    nx = modulated_norm(h, mod[3], mod[4], eps_, dt);
     at::Tensor f = feed_forward(nx);
-    return (h.to(at::kFloat) + f.to(at::kFloat) * mod[5]).to(dt);
+    return gated_residual(h, f, mod[5], dt);
 }
 
 // ---- embedders ------------------------------------------------------------------------------------
