@@ -124,7 +124,7 @@ TARGETS=(st-host st_plugin_wan st_plugin_optim st_plugin_data_local kernels_test
   optim_test_optimizers optim_test_quant8)
 ninja -C "$BUILD" -t targets all 2>/dev/null | grep -q '^kernels_test_cuda:' && TARGETS+=(kernels_test_cuda)
 stage build 300 ninja -C "$BUILD" -j"$JOBS" -k 0 "${TARGETS[@]}" >> "$OUT/build.log" 2>&1
-grep -E "error:|FAILED:|CMake Error" "$OUT/build.log" | head -40 >> "$OUT/summary.txt"
+grep -E ": error:|^FAILED:|CMake Error" "$OUT/build.log" | head -40 >> "$OUT/summary.txt"
 
 # ---- tests ------------------------------------------------------------------------------------
 run_tests() {
@@ -151,13 +151,11 @@ train_run() {
   "$host" bench train --plugin wan --model "$dir/model" --out "$dir/bench" --steps 3 --warmup 1 \
     --frames 17 --resolution 128 --mixed_precision bf16 --json
 }
-if [ "$CUDA_FLAG" = ON ]; then
-  export -f train_run
-  stage train 120 train_run > "$OUT/train.log" 2>&1
-  grep -E "device|training on|median|error" "$OUT/train.log" | head -10 >> "$OUT/summary.txt"
-else
-  note "skipped  train (no CUDA LibTorch / GPU: the CPU build was checked above)"
-fi
+# Without CUDA (the rehearsal) the same run goes through the CPU: it still proves the carried
+# libraries and the minimal FFmpeg (clips written with libx264, decoded, cached, trained on).
+export -f train_run
+stage train 120 train_run > "$OUT/train.log" 2>&1
+grep -E "host.device|training on|median|error" "$OUT/train.log" | head -10 >> "$OUT/summary.txt"
 
 # ---- benchmark: Wan 2.1 1.3B real shapes, 832x480x81, LoRA 16, bf16, checkpointing ---------------
 ELAPSED=$(( $(date +%s) - START ))
