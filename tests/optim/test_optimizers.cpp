@@ -1,5 +1,6 @@
 // Optimizers against golden values from tests/golden/optim/make_golden.py, state round trips,
 // name resolution and configuration errors.
+#include <ATen/core/grad_mode.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
