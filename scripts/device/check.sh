@@ -64,6 +64,13 @@ stage facts 30 facts
 unpack_debs() {
   mkdir -p "$DEPS"
   for f in .device/debs/*.deb; do dpkg -x "$f" "$DEPS" || return 1; done
+  # Absolute symlinks (zlib1g-dev's libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13) name the
+  # machine's root, whose libraries differ: point them at the carried files.
+  local l t
+  while read -r l; do
+    t=$(readlink "$l")
+    case "$t" in /*) if [ -e "$DEPS$t" ]; then ln -sfn "$DEPS$t" "$l"; else echo "dangling: $l -> $t"; return 1; fi ;; esac
+  done < <(find "$DEPS" -type l)
   # The packages' pkg-config files and CMake configs say /usr: pkgconf's sysroot maps them here.
   ls "$DEPS/usr/lib/x86_64-linux-gnu" | wc -l
 }
@@ -75,7 +82,7 @@ export PKG_CONFIG_LIBDIR=$PKG_CONFIG_PATH
 # The carried libraries are seen by the build and by st only: Python (the reference benchmark) keeps
 # the machine's own library path.
 ORIG_LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}
-export LD_LIBRARY_PATH=$DEPS/usr/lib/x86_64-linux-gnu${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH=$DEPS/usr/lib/x86_64-linux-gnu:$DEPS/lib/x86_64-linux-gnu${ORIG_LD_LIBRARY_PATH:+:$ORIG_LD_LIBRARY_PATH}
 if ! command -v pkg-config >/dev/null && [ -x "$DEPS/usr/bin/pkgconf" ]; then
   mkdir -p "$DEPS/bin" && ln -sf "$DEPS/usr/bin/pkgconf" "$DEPS/bin/pkg-config" && export PATH=$DEPS/bin:$PATH
 fi

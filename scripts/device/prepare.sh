@@ -26,7 +26,7 @@ DEBS=(
   libcom-err2 libunistring2 libidn2-0 libgnutls30 libhogweed6 libnettle8 libgmp10 libtasn1-6 libp11-kit0
   libffi8
   libx264-dev libx264-164
-  zlib1g-dev
+  zlib1g zlib1g-dev
   pkgconf pkgconf-bin libpkgconf3
 )
 (cd "$root/debs" && apt-get download "${DEBS[@]}" 2>&1 | grep -v "^W: Download is performed unsandboxed" || true)
