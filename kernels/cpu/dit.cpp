@@ -7,22 +7,9 @@
 using st::kernels::load;
 using st::kernels::rope_pair;
 using st::kernels::store;
-using st::kernels::valid_dtype;
-
-namespace {
-
-bool shapes_ok(int64_t rows, int64_t tokens, int64_t channels) {
-    return rows >= 0 && tokens > 0 && channels > 0 && rows % tokens == 0;
-}
-
-}  // namespace
 
 extern "C" st_k_status st_k_modnorm_cpu(const st_k_modnorm_args* a) {
-    if (a == nullptr || !shapes_ok(a->rows, a->tokens, a->channels) || !valid_dtype(a->x_dtype) ||
-        !valid_dtype(a->y_dtype) || (a->norm != ST_K_LAYER_NORM && a->norm != ST_K_RMS_NORM) ||
-        (a->rows > 0 && (a->x == nullptr || a->y == nullptr)) || !(a->eps >= 0.0f)) {
-        return ST_K_BAD_ARGUMENT;
-    }
+    if (!st::kernels::modnorm_args_ok(a)) return ST_K_BAD_ARGUMENT;
     const int64_t c = a->channels;
     for (int64_t r = 0; r < a->rows; ++r) {
         const int64_t base = r * c;
@@ -52,11 +39,7 @@ extern "C" st_k_status st_k_modnorm_cpu(const st_k_modnorm_args* a) {
 }
 
 extern "C" st_k_status st_k_gated_residual_cpu(const st_k_gated_residual_args* a) {
-    if (a == nullptr || !shapes_ok(a->rows, a->tokens, a->channels) || !valid_dtype(a->x_dtype) ||
-        !valid_dtype(a->f_dtype) || !valid_dtype(a->out_dtype) ||
-        (a->rows > 0 && (a->x == nullptr || a->f == nullptr || a->gate == nullptr || a->out == nullptr))) {
-        return ST_K_BAD_ARGUMENT;
-    }
+    if (!st::kernels::gated_residual_args_ok(a)) return ST_K_BAD_ARGUMENT;
     const int64_t c = a->channels;
     for (int64_t r = 0; r < a->rows; ++r) {
         const int64_t b = r / a->tokens, t = r % a->tokens;
@@ -70,11 +53,7 @@ extern "C" st_k_status st_k_gated_residual_cpu(const st_k_gated_residual_args* a
 }
 
 extern "C" st_k_status st_k_rope_cpu(const st_k_rope_args* a) {
-    if (a == nullptr || a->batch < 0 || a->tokens < 0 || a->heads < 0 || a->head_dim <= 0 ||
-        a->head_dim % 2 != 0 || !valid_dtype(a->x_dtype) || !valid_dtype(a->out_dtype) ||
-        a->table_batch_stride < 0) {
-        return ST_K_BAD_ARGUMENT;
-    }
+    if (!st::kernels::rope_args_ok(a)) return ST_K_BAD_ARGUMENT;
     const int64_t d = a->head_dim;
     if (a->batch * a->tokens * a->heads == 0) return ST_K_OK;
     if (a->x == nullptr || a->out == nullptr || a->cos == nullptr || a->sin == nullptr)

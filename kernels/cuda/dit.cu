@@ -63,9 +63,6 @@ __global__ void rope_kernel(st_k_rope_args a, int64_t pairs) {
     }
 }
 
-bool shapes_ok(int64_t rows, int64_t tokens, int64_t channels) {
-    return rows >= 0 && tokens > 0 && channels > 0 && rows % tokens == 0;
-}
 
 }  // namespace
 }  // namespace st::kernels
@@ -73,22 +70,15 @@ bool shapes_ok(int64_t rows, int64_t tokens, int64_t channels) {
 using namespace st::kernels;
 
 extern "C" st_k_status st_k_modnorm_cuda(const st_k_modnorm_args* a, void* stream) {
-    if (a == nullptr || !shapes_ok(a->rows, a->tokens, a->channels) || !valid_dtype(a->x_dtype) ||
-        !valid_dtype(a->y_dtype) || (a->norm != ST_K_LAYER_NORM && a->norm != ST_K_RMS_NORM) ||
-        (a->rows > 0 && (a->x == nullptr || a->y == nullptr)) || !(a->eps >= 0.0f) || a->rows > 0x7fffffff) {
-        return ST_K_BAD_ARGUMENT;
-    }
+    // One thread block per row: the grid's x limit bounds the rows.
+    if (!modnorm_args_ok(a) || a->rows > 0x7fffffff) return ST_K_BAD_ARGUMENT;
     if (a->rows == 0) return ST_K_OK;
     modnorm_kernel<<<static_cast<unsigned>(a->rows), kNormThreads, 0, as_stream(stream)>>>(*a);
     return launch_status("st_k_modnorm_cuda");
 }
 
 extern "C" st_k_status st_k_gated_residual_cuda(const st_k_gated_residual_args* a, void* stream) {
-    if (a == nullptr || !shapes_ok(a->rows, a->tokens, a->channels) || !valid_dtype(a->x_dtype) ||
-        !valid_dtype(a->f_dtype) || !valid_dtype(a->out_dtype) ||
-        (a->rows > 0 && (a->x == nullptr || a->f == nullptr || a->gate == nullptr || a->out == nullptr))) {
-        return ST_K_BAD_ARGUMENT;
-    }
+    if (!gated_residual_args_ok(a)) return ST_K_BAD_ARGUMENT;
     const int64_t n = a->rows * a->channels;
     if (n == 0) return ST_K_OK;
     gated_residual_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(*a, n);
@@ -96,11 +86,7 @@ extern "C" st_k_status st_k_gated_residual_cuda(const st_k_gated_residual_args* 
 }
 
 extern "C" st_k_status st_k_rope_cuda(const st_k_rope_args* a, void* stream) {
-    if (a == nullptr || a->batch < 0 || a->tokens < 0 || a->heads < 0 || a->head_dim <= 0 ||
-        a->head_dim % 2 != 0 || !valid_dtype(a->x_dtype) || !valid_dtype(a->out_dtype) ||
-        a->table_batch_stride < 0) {
-        return ST_K_BAD_ARGUMENT;
-    }
+    if (!rope_args_ok(a)) return ST_K_BAD_ARGUMENT;
     const int64_t pairs = a->batch * a->tokens * a->heads * (a->head_dim / 2);
     if (pairs == 0) return ST_K_OK;
     if (a->x == nullptr || a->out == nullptr || a->cos == nullptr || a->sin == nullptr) return ST_K_BAD_ARGUMENT;

@@ -68,6 +68,30 @@ ST_K_HD bool valid_dtype(st_k_dtype d) {
     return d == ST_K_F32 || d == ST_K_BF16;
 }
 
+/// Argument checks shared by the CPU and CUDA entry points (same rules on both sides).
+inline bool rows_ok(int64_t rows, int64_t tokens, int64_t channels) {
+    return rows >= 0 && tokens > 0 && channels > 0 && rows % tokens == 0;
+}
+
+inline bool modnorm_args_ok(const st_k_modnorm_args* a) {
+    return a != nullptr && rows_ok(a->rows, a->tokens, a->channels) && valid_dtype(a->x_dtype) &&
+           valid_dtype(a->y_dtype) && (a->norm == ST_K_LAYER_NORM || a->norm == ST_K_RMS_NORM) &&
+           (a->rows == 0 || (a->x != nullptr && a->y != nullptr)) && a->eps >= 0.0f;
+}
+
+inline bool gated_residual_args_ok(const st_k_gated_residual_args* a) {
+    return a != nullptr && rows_ok(a->rows, a->tokens, a->channels) && valid_dtype(a->x_dtype) &&
+           valid_dtype(a->f_dtype) && valid_dtype(a->out_dtype) &&
+           (a->rows == 0 || (a->x != nullptr && a->f != nullptr && a->gate != nullptr && a->out != nullptr));
+}
+
+/// Shape and dtype rules of st_k_rope_args (the pointers are checked once there is work to do).
+inline bool rope_args_ok(const st_k_rope_args* a) {
+    return a != nullptr && a->batch >= 0 && a->tokens >= 0 && a->heads >= 0 && a->head_dim > 0 &&
+           a->head_dim % 2 == 0 && valid_dtype(a->x_dtype) && valid_dtype(a->out_dtype) &&
+           a->table_batch_stride >= 0;
+}
+
 /// One AdamW element: updates m, v (fp32) and returns the new p.
 ST_K_HD float adam_element(float p, float g, float& m, float& v, const st_k_adam_scalars& s) {
     const float mi = m * s.b1 + s.a1 * g;
