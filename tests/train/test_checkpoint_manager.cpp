@@ -1,7 +1,8 @@
 // CheckpointManager in process: the interval, what resume_from_checkpoint picks (none, latest, a path,
-// a newer SimpleTuner checkpoint refused with what can be carried, a damaged newest one skipped for the
-// previous one, a damaged named one refused), foreign folders where this run would save, pruning after
-// a save and before training, and a failed save remembered with its message and the space it needs.
+// a newer SimpleTuner checkpoint taken as SimpleTuner would, another program's refused, a damaged newest one
+// skipped for the previous one, a damaged named one refused), foreign folders where this run would save,
+// pruning after a save and before training, and a failed save remembered with its message and the space it
+// needs.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -79,8 +80,16 @@ TEST(CheckpointManagerTest, ForeignFoldersAreNeverResumedNorOverwritten) {
     CheckpointManager m(root, 5, 3);
     ASSERT_TRUE(m.save(5, fill, "test"));
     simpletuner(root / "checkpoint-20");
-    const std::string latest = error_of([&] { m.resume_dir("latest"); });
-    EXPECT_NE(latest.find("checkpoint-20 was written by SimpleTuner, not st"), std::string::npos) << latest;
+    // SimpleTuner resumes the newest checkpoint-<step> whoever wrote it; st does too when SimpleTuner
+    // wrote it (the trainer carries what maps), named or latest.
+    EXPECT_EQ(m.resume_dir("latest"), root / "checkpoint-20");
+    EXPECT_EQ(m.resume_dir("checkpoint-20"), root / "checkpoint-20");
+    // Another program's newest checkpoint is not taken for st's or SimpleTuner's.
+    fs::create_directories(root / "checkpoint-30");
+    std::ofstream(root / "checkpoint-30" / "weights.pt") << "w";
+    const std::string other = error_of([&] { m.resume_dir("latest"); });
+    EXPECT_NE(other.find("checkpoint-30 is not a complete checkpoint"), std::string::npos) << other;
+    fs::remove_all(root / "checkpoint-30");
     EXPECT_NE(
         error_of([&] { m.check_foreign(5, 100); }).find("is where this run saves its step-20 checkpoint"),
         std::string::npos);

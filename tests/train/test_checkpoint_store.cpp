@@ -3,6 +3,7 @@
 // folders (with or without its list-shaped manifest) and anything else named checkpoint-* are listed
 // as foreign and left untouched. Resume verifies every file's size and content checksum (XXH64); a
 // manifest from before checksums is still read, by size.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,7 @@
 
 #include "st/error.h"
 #include "train/checkpoint_store.h"
+#include "train/simpletuner_checkpoint.h"
 
 namespace {
 
@@ -138,7 +140,7 @@ TEST(CheckpointStoreTest, AForeignCheckpointOfTheSameStepIsNeverReplaced) {
     fs::remove_all(root);
 }
 
-TEST(CheckpointStoreTest, ResumingAForeignCheckpointSaysWhatCanBeCarried) {
+TEST(CheckpointStoreTest, VerifyingAForeignCheckpointSaysWhoseItIs) {
     const fs::path root = scratch("verify");
     simpletuner_checkpoint(root / "checkpoint-1000");
     try {
@@ -146,10 +148,7 @@ TEST(CheckpointStoreTest, ResumingAForeignCheckpointSaysWhatCanBeCarried) {
         FAIL() << "verified a SimpleTuner checkpoint";
     } catch (const st::Error& e) {
         const std::string msg = e.what();
-        EXPECT_NE(msg.find("written by SimpleTuner, not st"), std::string::npos) << msg;
-        EXPECT_NE(
-            msg.find("init_lora " + (root / "checkpoint-1000" / "pytorch_lora_weights.safetensors").string()),
-            std::string::npos)
+        EXPECT_NE(msg.find("written by SimpleTuner, not st: it has no st manifest"), std::string::npos)
             << msg;
         EXPECT_EQ(msg.find("no 'files' object"), std::string::npos) << msg;
     }
@@ -220,6 +219,112 @@ TEST(CheckpointStoreTest, AManifestFromBeforeChecksumsIsCheckedBySize) {
     EXPECT_NE(error_of([&] { CheckpointStore::verify(dir); }).find("is not a file inside the checkpoint"),
               std::string::npos);
     fs::remove_all(root);
+}
+
+// SimpleTuner's optimizer.bin (written here by torch.save, as accelerate does) mapped onto st's state:
+// parameter i of the optimizer is st's parameter i of the module order; per-parameter step from the
+// entry (AdamW), the group (torch-optimi) or the global step (Lion); floating state in the parameter's
+// dtype; bitsandbytes' state1/absmax1 under st's 8-bit names; counts and shapes checked by index.
+void torch_save(const fs::path& file, const std::string& python_dict) {
+    const fs::path script = file.parent_path() / "write.py";
+    write(script, "import torch\ntorch.save(" + python_dict + ", '" + file.string() + "')\n");
+    ASSERT_EQ(std::system(("/usr/bin/python3 '" + script.string() + "'").c_str()), 0) << python_dict;
+}
+
+TEST(SimpleTunerCheckpointTest, OptimizerStateMapsByModuleOrderWithStepsDtypesAndNames) {
+    using namespace st::host::train;
+    const fs::path dir = scratch("simpletuner_optimizer") / "checkpoint-40";
+    write(dir / "pytorch_lora_weights.safetensors", "lora");
+    write(dir / "training_state.json", R"({"global_step": 40, "epoch_step": 7, "epoch": 3, "repeats": {}})");
+    torch_save(dir / "optimizer.bin", R"({
+      "state": {
+        0: {"step": torch.tensor(40.0), "exp_avg": torch.arange(6.0).reshape(2, 3).bfloat16(),
+            "exp_avg_sq": torch.full((2, 3), 0.25), "accumulated_decay": 0.125},
+        2: {"state1": torch.arange(8, dtype=torch.uint8).reshape(2, 4), "absmax1": torch.tensor([3.0]),
+            "qmap1": torch.linspace(-1, 1, 256), "step": 38},
+        3: {"exp_avg": torch.ones(5), "kahan_comp": None}},
+      "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999), "params": [0, 1, 2]},
+                       {"lr": 1e-4, "step": torch.tensor(39, dtype=torch.int32), "params": [3]}]})");
+    const SimpleTunerCheckpoint ck = read_simpletuner_checkpoint(dir);
+    EXPECT_EQ(ck.global_step, 40);
+    EXPECT_EQ(ck.epoch, 3);
+    EXPECT_EQ(ck.epoch_step, 7);
+    ASSERT_EQ(ck.optimizer.params.size(), 4u);
+    const std::vector<std::pair<std::string, at::Tensor>> order = {
+        {"a.lora_A.weight", at::zeros({2, 3})},
+        {"a.lora_B.weight", at::zeros({3, 2})},
+        {"b.lora_A.weight", at::zeros({2, 4})},
+        {"b.lora_B.weight", at::zeros({5}, at::kBFloat16)}};
+    st::sdk::StateDict fresh;
+    fresh.meta = {{"optimizer", "optim.adamw@1"}, {"groups", nlohmann::json::array({{{"lr", 1e-4}}})}};
+    const st::sdk::StateDict got = translate_optimizer_state(ck.optimizer, fresh, order, 40);
+    EXPECT_EQ(got.meta["optimizer"], "optim.adamw@1");
+    const auto& params = got.meta["params"];
+    ASSERT_EQ(params.size(), 3u) << params.dump() << ": the parameter that never stepped has no state";
+    EXPECT_EQ(params["a.lora_A.weight"]["step"], 40);
+    EXPECT_EQ(params["a.lora_A.weight"]["scalars"]["accumulated_decay"], 0.125);
+    EXPECT_EQ(params["b.lora_A.weight"]["step"], 38);
+    EXPECT_EQ(params["b.lora_B.weight"]["step"], 39) << "torch-optimi's group step";
+    const at::Tensor m = got.tensors.at("a.lora_A.weight::exp_avg");
+    EXPECT_EQ(m.scalar_type(), at::kFloat);
+    EXPECT_TRUE(m.equal(at::arange(6.0).reshape({2, 3})));
+    EXPECT_TRUE(got.tensors.at("a.lora_A.weight::exp_avg_sq").equal(at::full({2, 3}, 0.25)));
+    const at::Tensor q = got.tensors.at("b.lora_A.weight::exp_avg.q");
+    EXPECT_EQ(q.scalar_type(), at::kByte);
+    EXPECT_TRUE(q.equal(at::arange(8, at::kByte)));
+    EXPECT_TRUE(got.tensors.at("b.lora_A.weight::exp_avg.absmax").equal(at::tensor({3.0f})));
+    EXPECT_EQ(got.tensors.count("b.lora_A.weight::qmap1"), 0u);
+    EXPECT_EQ(got.tensors.at("b.lora_B.weight::exp_avg").scalar_type(), at::kBFloat16);
+    EXPECT_EQ(got.tensors.count("b.lora_B.weight::kahan_comp"), 0u);
+    EXPECT_EQ(got.tensors.size(), 5u);
+
+    // Another module order or another LoRA shape: named by index, with the way out.
+    auto swapped = order;
+    std::swap(swapped[0], swapped[1]);
+    const std::string shape = error_of([&] { translate_optimizer_state(ck.optimizer, fresh, swapped, 40); });
+    EXPECT_NE(shape.find("optimizer.bin's parameter #0 has 'exp_avg' of shape [2, 3] but st's parameter #0 "
+                         "(a.lora_B.weight) is [3, 2]"),
+              std::string::npos)
+        << shape;
+    EXPECT_NE(shape.find("init_lora " + (dir / "pytorch_lora_weights.safetensors").string()),
+              std::string::npos)
+        << shape;
+    const std::string count = error_of([&] {
+        translate_optimizer_state(ck.optimizer, fresh, {order.begin(), order.begin() + 3}, 40);
+    });
+    EXPECT_NE(count.find("optimizer.bin holds 4 parameters but st trains 3"), std::string::npos) << count;
+    fs::remove_all(dir.parent_path());
+}
+
+TEST(SimpleTunerCheckpointTest, WhatCannotBeReadIsNamedWithTheWayOut) {
+    using namespace st::host::train;
+    const fs::path dir = scratch("simpletuner_bad") / "checkpoint-1000";
+    simpletuner_checkpoint(dir);
+    const std::string junk = error_of([&] { read_simpletuner_checkpoint(dir); });
+    EXPECT_NE(junk.find("checkpoint-1000 (written by SimpleTuner): optimizer.bin: '" +
+                        (dir / "optimizer.bin").string() + "' is not a zip-format torch.save() file"),
+              std::string::npos)
+        << junk;
+    EXPECT_NE(junk.find("set init_lora " + (dir / "pytorch_lora_weights.safetensors").string() +
+                        " and resume_from_checkpoint none"),
+              std::string::npos)
+        << junk;
+    torch_save(dir / "optimizer.bin", "[1, 2]");
+    EXPECT_NE(
+        error_of([&] { read_simpletuner_checkpoint(dir); }).find("does not hold an optimizer state dict"),
+        std::string::npos);
+    write(dir / "training_state.json", R"({"global_step": -3})");
+    EXPECT_NE(error_of([&] {
+                  read_simpletuner_checkpoint(dir);
+              }).find("training_state.json: 'global_step' is -3, expected a non-negative integer"),
+              std::string::npos);
+    fs::remove(dir / "pytorch_lora_weights.safetensors");
+    write(dir / "training_state.json", R"({"global_step": 3})");
+    const std::string full = error_of([&] { read_simpletuner_checkpoint(dir); });
+    EXPECT_NE(full.find("it has no pytorch_lora_weights.safetensors"), std::string::npos) << full;
+    EXPECT_NE(full.find("holds no pytorch_lora_weights.safetensors st could start from"), std::string::npos)
+        << full;
+    fs::remove_all(dir.parent_path());
 }
 
 }  // namespace

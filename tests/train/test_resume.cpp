@@ -11,6 +11,7 @@
 #include <ATen/ATen.h>
 
 #include <fstream>
+#include <tuple>
 
 #include "fixtures.h"
 #include "st/safetensors.h"
@@ -436,11 +437,15 @@ TEST(ResumeTest, SimpleTunerCheckpointsInTheOutputDirAreNamedAndNeverDeleted) {
     }
     const auto cfg = env.config(
         "foreign", {{"max_train_steps", 6}, {"checkpoint_step_interval", 2}, {"checkpoints_total_limit", 1}});
-    // resume latest would pick SimpleTuner's checkpoint-1000: refused before training, with the way out.
+    // resume latest takes SimpleTuner's checkpoint-1000, as SimpleTuner would; these files are not
+    // readable, which is said before the model loads, with the way out.
     auto latest = env.run(cfg);
     EXPECT_NE(latest.code, 0) << latest.log;
-    EXPECT_NE(latest.log.find("checkpoint-1000 was written by SimpleTuner, not st"), std::string::npos)
+    EXPECT_NE(latest.log.find("checkpoint-1000 (written by SimpleTuner): optimizer.bin: '"),
+              std::string::npos)
         << latest.log;
+    EXPECT_NE(latest.log.find("is not a zip-format torch.save() file"), std::string::npos) << latest.log;
+    EXPECT_EQ(latest.log.find("data ready"), std::string::npos) << latest.log;
     EXPECT_NE(latest.log.find("init_lora " + (out / "checkpoint-1000").string()), std::string::npos)
         << latest.log;
     EXPECT_EQ(steps_in(out / "metrics.jsonl"), 0);
@@ -461,4 +466,82 @@ TEST(ResumeTest, SimpleTunerCheckpointsInTheOutputDirAreNamedAndNeverDeleted) {
     EXPECT_TRUE(fs::exists(out / "checkpoint-6" / "checkpoint_manifest.json"));
     EXPECT_FALSE(fs::exists(out / "checkpoint-4"));
     EXPECT_FALSE(fs::exists(out / "checkpoint-2"));
+}
+
+namespace {
+// make_simpletuner_checkpoint.py: SimpleTuner's layout of an st checkpoint's state (diffusers LoRA
+// names, torch.save'd AdamW state in diffusers' module order, training_state.json, accelerate files).
+void make_simpletuner_checkpoint(const fs::path& from, const fs::path& to, const std::string& args = "") {
+    const std::string cmd = "/usr/bin/python3 '" + std::string(ST_TEST_SOURCE_DIR) +
+                            "/tests/train/make_simpletuner_checkpoint.py' '" + from.string() + "' '" +
+                            to.string() + "' " + args;
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
+nlohmann::json optimizer_meta(const fs::path& file) {
+    auto f = st::sdk::SafetensorsFile::open(file);
+    return nlohmann::json::parse(f->metadata().at("st_state_meta"));
+}
+}  // namespace
+
+TEST(ResumeTest, ASimpleTunerCheckpointResumesItsLoraStepAndOptimizerState) {
+    auto& env = TrainEnv::get();
+    const nlohmann::json base = {
+        {"lora_format", "diffusers"}, {"checkpoint_step_interval", 2}, {"checkpoints_total_limit", 1}};
+    auto with = [&](nlohmann::json extra) {
+        for (const auto& [k, v] : base.items()) extra[k] = v;
+        return extra;
+    };
+    const fs::path src = env.root / "st_src";
+    fs::remove_all(src);
+    auto made = env.run(env.config("st_src", with({{"max_train_steps", 2}})));
+    ASSERT_EQ(made.code, 0) << made.log;
+    const fs::path st_ck = src / "checkpoint-2";
+
+    // The step budget already reached: the weights written are the LoRA carried over, bit for bit.
+    const fs::path out = env.root / "st_import";
+    fs::remove_all(out);
+    make_simpletuner_checkpoint(st_ck, out / "checkpoint-2", "--epoch 1 --epoch-step 1");
+    const auto cfg2 = env.config("st_import", with({{"max_train_steps", 2}}));
+    auto reached = env.run(cfg2);
+    ASSERT_EQ(reached.code, 0) << reached.log;
+    EXPECT_NE(
+        reached.log.find("resumed from " + (out / "checkpoint-2").string() +
+                         " (written by SimpleTuner) at step 2 (epoch 1): carried: the LoRA weights, the "
+                         "optimizer state of "),
+        std::string::npos)
+        << reached.log;
+    EXPECT_NE(reached.log.find("not carried: SimpleTuner's sample order inside epoch 1 (1 steps of it"),
+              std::string::npos)
+        << reached.log;
+    expect_same_tensors(out / "pytorch_lora_weights_diffusers.safetensors",
+                        st_ck / "pytorch_lora_weights_diffusers.safetensors");
+
+    // Two more steps: the optimizer continues SimpleTuner's state (step 2 + 2 on every parameter), and
+    // SimpleTuner's checkpoint stays as it was with checkpoints_total_limit 1.
+    auto more = env.run(env.config("st_import", with({{"max_train_steps", 4}})));
+    ASSERT_EQ(more.code, 0) << more.log;
+    const auto meta = optimizer_meta(out / "checkpoint-4" / "optimizer.safetensors");
+    const auto src_meta = optimizer_meta(st_ck / "optimizer.safetensors");
+    ASSERT_EQ(meta["params"].size(), src_meta["params"].size());
+    for (const auto& [name, entry] : meta["params"].items()) EXPECT_EQ(entry["step"], 4) << name;
+    EXPECT_TRUE(fs::exists(out / "checkpoint-2" / "optimizer.bin"));
+    EXPECT_TRUE(fs::exists(out / "checkpoint-2" / "random_states_0.pkl"));
+
+    // Parameters in another order (shapes disagree by index) and another optimizer's state: refused
+    // with the index or entry, and the way out.
+    for (const auto& [name, args, expect] : std::vector<std::tuple<std::string, std::string, std::string>>{
+             {"st_import_order", "--order reversed", "optimizer.bin's parameter #0 has 'exp_avg' of shape"},
+             {"st_import_optim", "--extra-state shift",
+              "optimizer.bin does not fit this run's optimizer optim.adamw@1"}}) {
+        fs::remove_all(env.root / name);
+        make_simpletuner_checkpoint(st_ck, env.root / name / "checkpoint-2", args);
+        auto bad = env.run(env.config(name, with({{"max_train_steps", 4}})));
+        EXPECT_NE(bad.code, 0) << bad.log;
+        EXPECT_NE(bad.log.find(expect), std::string::npos) << bad.log;
+        EXPECT_NE(bad.log.find("set init_lora " + (env.root / name / "checkpoint-2").string()),
+                  std::string::npos)
+            << bad.log;
+        EXPECT_TRUE(fs::exists(env.root / name / "checkpoint-2" / "optimizer.bin"));
+    }
 }

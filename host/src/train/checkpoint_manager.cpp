@@ -62,6 +62,13 @@ std::optional<fs::path> CheckpointManager::resume_dir(const std::string& resume)
             if (f.step && (!latest || *f.step > latest->step) && (!newer || *f.step > *newer->step))
                 newer = f;
         if (newer) {
+            if (newer->writer == "SimpleTuner") {
+                log::info(kLog,
+                          "resume_from_checkpoint latest: the newest checkpoint in {} is {}, written by "
+                          "SimpleTuner: st continues from it (what carries over is listed below)",
+                          output_dir_.string(), newer->dir.filename().string());
+                return newer->dir;
+            }
             log::error(kLog,
                        "resume_from_checkpoint latest: the newest checkpoint in {} is {}, written by {}",
                        output_dir_.string(), newer->dir.filename().string(), newer->writer);
@@ -99,8 +106,12 @@ std::optional<fs::path> CheckpointManager::resume_dir(const std::string& resume)
     if (dir.is_relative() && !fs::exists(dir)) dir = output_dir_ / dir;
     if (!fs::is_directory(dir))
         fail(kLog, "resume", "resume_from_checkpoint '{}' is not a checkpoint directory", resume);
-    // A folder st did not write: verify says whose it is and what st can take from it.
-    if (!CheckpointStore::written_by_st(dir)) CheckpointStore::verify(dir);
+    // A folder st did not write: SimpleTuner's is carried over where the formats allow (the trainer
+    // reads it); anything else is named by verify.
+    if (!CheckpointStore::written_by_st(dir)) {
+        if (CheckpointStore::foreign_writer(dir) == "SimpleTuner") return dir;
+        CheckpointStore::verify(dir);
+    }
     try {
         CheckpointStore::verify(dir);
     } catch (const std::exception& e) {

@@ -256,16 +256,10 @@ void CheckpointStore::verify(const fs::path& dir) {
         std::error_code ec;
         if (!fs::exists(mf, ec) && foreign_writer(dir) != "SimpleTuner")
             fail(kLog, "resume", "{} is not a complete checkpoint: {} is missing", dir.string(), kManifest);
-        const fs::path lora = dir / "pytorch_lora_weights.safetensors";
         fail(kLog, "resume",
-             "{} was written by {}, not st: st cannot carry its optimizer, scheduler and data-position "
-             "state{}",
-             dir.string(), foreign_writer(dir),
-             fs::exists(lora, ec)
-                 ? fmt::format("; to continue from its LoRA weights, set init_lora {} and "
-                               "resume_from_checkpoint none (the optimizer and LR schedule start over)",
-                               lora.string())
-                 : std::string("; it holds no pytorch_lora_weights.safetensors st could start from"));
+             "{} was written by {}, not st: it has no st manifest whose sizes and checksums could be "
+             "checked (resume_from_checkpoint reads SimpleTuner's checkpoints through their own files)",
+             dir.string(), foreign_writer(dir));
     }
     nlohmann::json m;
     try {

@@ -37,6 +37,7 @@
 #include "train/lycoris_config.h"
 #include "train/metrics.h"
 #include "train/objective.h"
+#include "train/simpletuner_checkpoint.h"
 #include "train/tensorboard.h"
 #include "train/train_config.h"
 #include "train/validation_controller.h"
@@ -144,8 +145,13 @@ class Trainer {
     void sync_weights();
 
     // ---- state (trainer_state.cpp) ----
+    /// Decides what to resume (before anything loads): st's checkpoint, or SimpleTuner's, read and
+    /// checked now so that a mismatch fails before hours of caching.
+    void plan_resume();
     void maybe_resume();
     void restore(const std::filesystem::path& dir);
+    /// SimpleTuner's checkpoint: LoRA (+ EMA LoRA), step, epoch and optimizer state where they map.
+    void restore_simpletuner(const SimpleTunerCheckpoint& ck);
     bool save_checkpoint(const std::string& why);
     void save_weights(const std::filesystem::path& dir, bool ema);
     void save_final_weights();
@@ -173,6 +179,8 @@ class Trainer {
     std::unique_ptr<sdk::Optimizer> optimizer_;
     std::unique_ptr<sdk::LrScheduler> scheduler_;
     std::unique_ptr<Ema> ema_;
+    std::optional<std::filesystem::path> resume_dir_;  ///< plan_resume's decision
+    std::optional<SimpleTunerCheckpoint> simpletuner_resume_;
 
     at::Generator generator_;
     uint64_t seed_ = 0;

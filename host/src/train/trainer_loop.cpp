@@ -216,6 +216,7 @@ int Trainer::run() {
         start_webhooks();
     }
     try {
+        plan_resume();
         load_model();
         open_data();
         plan_steps();

@@ -16,6 +16,7 @@
 #include "st/lora.h"
 #include "st/safetensors.h"
 #include "st/version.h"
+#include "train/simpletuner_checkpoint.h"
 #include "train/state_io.h"
 #include "train/trainer_impl.h"
 
@@ -236,8 +237,111 @@ void Trainer::save_final_weights() {
     }
 }
 
+void Trainer::plan_resume() {
+    resume_dir_ = checkpoints_->resume_dir(cfg_.resume);
+    if (!resume_dir_ || CheckpointStore::written_by_st(*resume_dir_)) return;
+    if (cfg_.model_type != ModelType::lora)
+        fail(kLog, "resume",
+             "{} was written by SimpleTuner: st resumes SimpleTuner's LoRA and LyCORIS checkpoints, and this "
+             "run "
+             "has model_type full; set resume_from_checkpoint none to start over",
+             resume_dir_->string());
+    simpletuner_resume_ = read_simpletuner_checkpoint(*resume_dir_);
+    if (cfg_.lycoris)
+        fail(kLog, "resume",
+             "{} (written by SimpleTuner) holds the optimizer state of a LyCORIS network, whose parameter "
+             "order "
+             "st does not map; {}",
+             resume_dir_->string(), init_lora_way_out(*resume_dir_));
+}
+
 void Trainer::maybe_resume() {
-    if (const auto dir = checkpoints_->resume_dir(cfg_.resume)) restore(*dir);
+    if (simpletuner_resume_)
+        restore_simpletuner(*simpletuner_resume_);
+    else if (resume_dir_)
+        restore(*resume_dir_);
+}
+
+void Trainer::restore_simpletuner(const SimpleTunerCheckpoint& ck) {
+    const fs::path& dir = ck.dir;
+    torch::nn::Module& root = model_->trainable();
+    const sdk::LoraNameMap map = model_->lora_name_map();
+    // The adapters must be the ones this run trains (same modules, same ranks): the optimizer and EMA
+    // state hang on them.
+    const auto same_adapters = [&](const fs::path& file) {
+        const auto loaded = sdk::load_lora(file, root, 1.0, map, false);
+        const sdk::TensorMap now = sdk::lora_parameters(root);
+        bool same = now.size() == params_.size() && static_cast<int64_t>(loaded.size()) == lora_modules_;
+        for (const auto& [n, t] : params_) {
+            const auto it = now.find(n);
+            same = same && it != now.end() && it->second.unsafeGetTensorImpl() == t.unsafeGetTensorImpl();
+        }
+        if (!same)
+            fail(kLog, "resume",
+                 "{} (written by SimpleTuner) has adapters on {} modules and this run injects {} (lora_rank "
+                 "{}, "
+                 "targets from the config): set the LoRA settings of SimpleTuner's run; {}",
+                 file.string(), loaded.size(), lora_modules_, cfg_.lora_rank, init_lora_way_out(dir));
+    };
+    if (ema_) {
+        // The EMA's shadows are made from the EMA weights, then the trained weights are loaded.
+        if (ck.ema) {
+            same_adapters(*ck.ema);
+            ema_ = std::make_unique<Ema>(params_, cfg_.ema_decay, cfg_.ema_warmup_steps, cfg_.ema_on_device);
+            log::info(kLog, "EMA: from {}", ck.ema->string());
+        } else {
+            log::warn(kLog, "{} has no ema/{}: the EMA starts from the resumed weights", dir.string(),
+                      ck.lora.filename().string());
+        }
+    }
+    same_adapters(ck.lora);
+    if (ema_ && !ck.ema)
+        ema_ = std::make_unique<Ema>(params_, cfg_.ema_decay, cfg_.ema_warmup_steps, cfg_.ema_on_device);
+
+    // SimpleTuner's optimizer saw the trainable parameters in module order (peft's lora_A then lora_B of
+    // each adapted Linear, in the order the model registers its modules, which st's ports keep).
+    std::vector<std::pair<std::string, at::Tensor>> order;
+    for (const auto& [path, lin] : sdk::linear_modules(root)) {
+        if (!lin->has_lora()) continue;
+        const std::string p = path.empty() ? "" : path + ".";
+        order.emplace_back(p + "lora_A.weight", lin->lora_A->weight);
+        order.emplace_back(p + "lora_B.weight", lin->lora_B->weight);
+    }
+    const sdk::StateDict fresh =
+        call_plugin(*optimizer_entry_, "state_dict", [&] { return optimizer_->state_dict(); });
+    const sdk::StateDict state = translate_optimizer_state(ck.optimizer, fresh, order, ck.global_step);
+    try {
+        call_plugin(*optimizer_entry_, "load_state", [&] { optimizer_->load_state_dict(state); });
+    } catch (const std::exception& e) {
+        fail(kLog, "resume",
+             "{}/optimizer.bin does not fit this run's optimizer {} ({}); SimpleTuner's run must have used "
+             "the "
+             "same optimizer; {}",
+             dir.string(), optimizer_entry_->id, e.what(), init_lora_way_out(dir));
+    }
+
+    // The data walk: SimpleTuner's epoch carries over; its sample order inside the epoch is its own
+    // (Python's random streams), so st walks that epoch from its start in st's order.
+    DataCursor::Position p = data_->position();
+    p.epoch = ck.epoch - 1;
+    p.epoch_open = false;
+    data_->restore(p);
+    global_step_ = ck.global_step;
+    checkpoints_->set_last_step(global_step_);
+    log::info(
+        kLog,
+        "resumed from {} (written by SimpleTuner) at step {} (epoch {}): carried: the LoRA weights{}, the "
+        "optimizer state of {} parameters ({}/optimizer.bin), the step (the {} schedule continues from it) "
+        "and the epoch",
+        dir.string(), global_step_, ck.epoch, ck.ema ? " and their EMA" : "", state.meta["params"].size(),
+        dir.string(), scheduler_entry_->id);
+    log::info(
+        kLog,
+        "not carried: SimpleTuner's sample order inside epoch {} ({} steps of it were done; st walks the "
+        "epoch from its start in its own order), its random streams (random_states_*.pkl; st's come from "
+        "seed {}) and scheduler.bin (st's schedule is a function of the step)",
+        ck.epoch, ck.epoch_step, seed_);
+    if (global_step_ >= total_steps_) log::info(kLog, "the step budget {} is already reached", total_steps_);
 }
 
 void Trainer::restore(const fs::path& dir) {
