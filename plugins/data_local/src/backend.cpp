@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "aspect_map.h"
 #include "cache.h"
 #include "parallel.h"
 #include "st/bucket_alignment.h"
@@ -278,7 +279,9 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
                      "capability): remove the audio dataset (or the audio block of the video dataset it "
                      "was split from) or use an audio-conditioned model family such as wan_s2v",
                      ds.id);
-    DiscoveryContext ctx{&run_, &datasets_, alignment_, temporal_, threads_};
+    // SimpleTuner's per-aspect size memo, shared by the datasets of the run, kept in output_dir.
+    AspectResolutionMaps aspect_maps(run_.output_dir);
+    DiscoveryContext ctx{&run_, &datasets_, alignment_, temporal_, threads_, &aspect_maps};
     for (const auto& ds : datasets_) {
         if (ds.disabled || (ds.dataset_type != DatasetType::video && ds.dataset_type != DatasetType::image))
             continue;
@@ -289,6 +292,8 @@ st::sdk::PrepareSummary LocalDataBackend::prepare(st::sdk::Encoders* encoders) {
             skipped_.push_back(std::move(s));
         }
     }
+    for (const auto& f : aspect_maps.save())
+        log::debug(kLog, "bucket sizes per aspect written to {}", f.string());
     prune_buckets();
     plan_caches();
     if (encoders) {

@@ -335,6 +335,8 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
     auto skip = [&](const std::filesystem::path& f, std::string reason, bool bad) {
         result.skipped.push_back({ds.id, f.string(), std::move(reason), bad});
     };
+    int64_t memoised = 0;
+    std::string memo_example;
     for (size_t i = 0; i < files.size(); ++i) {
         const auto& file = files[i];
         const Probe& p = probes[i];
@@ -393,9 +395,20 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
         } else {
             s.frames = 1;
         }
-        s.plan = plan_resize(info.display, ds, run.aspect_bucket_rounding, ctx.alignment,
-                             unit_hash(run.seed, ds.id + "/" + s.rel, 1),
-                             unit_hash(run.seed, ds.id + "/" + s.rel, 2));
+        const double ua = unit_hash(run.seed, ds.id + "/" + s.rel, 1),
+                     ub = unit_hash(run.seed, ds.id + "/" + s.rel, 2);
+        s.plan =
+            plan_resize(info.display, ds, run.aspect_bucket_rounding, ctx.alignment, ua, ub, ctx.aspect_maps);
+        if (ctx.aspect_maps) {
+            const Size computed =
+                plan_resize(info.display, ds, run.aspect_bucket_rounding, ctx.alignment, ua, ub).target;
+            if (!(computed == s.plan.target)) {
+                ++memoised;
+                if (memo_example.empty())
+                    memo_example = fmt::format("{}: {}x{} instead of {}x{}", s.rel, s.plan.target.w,
+                                               s.plan.target.h, computed.w, computed.h);
+            }
+        }
         if (audio_ds) {
             const AudioSettings& as = audio_ds->audio;
             const int64_t slack = available - s.frames;
@@ -487,6 +500,12 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
     }
     for (const auto& r : result.skipped)
         log::warn(kLog, "dataset '{}': skipped {}: {}", r.dataset, r.file, r.reason);
+    if (memoised > 0)
+        log::info(
+            kLog,
+            "dataset '{}': {} file(s) take the size memoised for their rounded aspect at this resolution, "
+            "as SimpleTuner does (e.g. {})",
+            ds.id, memoised, memo_example);
     return result;
 }
 

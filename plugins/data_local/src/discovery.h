@@ -58,6 +58,7 @@ struct DiscoveryContext {
     int alignment = 16;
     int temporal_multiple = 4;
     int threads = 1;
+    AspectResolutionMaps* aspect_maps = nullptr;  ///< SimpleTuner's per-aspect size memo (null: none)
 };
 
 struct DiscoveryResult {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "aspect_map.h"
+
 namespace st::plugins::data_local {
 namespace {
 
@@ -61,7 +63,7 @@ bool below_minimum_size(Size s, const DatasetConfig& ds) {
 }
 
 ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int alignment, double ua,
-                       double ub) {
+                       double ub, AspectResolutionMaps* memo) {
     ResizePlan p;
     p.source = source;
     double ar = rounded_aspect(source.w, source.h, rounding);
@@ -81,6 +83,12 @@ ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int a
     }
     p.aspect = ar;
     p.target = bucket_size_for_aspect(ar, ds, alignment, source.w < source.h);
+    // SimpleTuner's per-aspect memo (calculate_new_size_by_pixel_area): not for square sources at aspect
+    // 1.0 (returned before it) nor square crops (their size is the edge, set before it).
+    const bool square_crop = ds.crop && ds.crop_aspect == "square";
+    if (memo && ds.resolution_type != "pixel" && !square_crop && !(ar == 1.0 && source.w == source.h))
+        p.target = memo->resolve(to_megapixels(ds.resolution, ds.resolution_type),
+                                 rounded_aspect(p.target.w, p.target.h, rounding), p.target);
     if (!ds.crop) {
         // Aspect-preserving resize to cover the target, then a (small) centre crop.
         p.resized = scale_to_cover(source, p.target);

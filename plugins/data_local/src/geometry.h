@@ -11,6 +11,8 @@
 
 namespace st::plugins::data_local {
 
+class AspectResolutionMaps;
+
 struct Size {
     int w = 0;
     int h = 0;
@@ -39,9 +41,10 @@ struct ResizePlan {
 
 /// Plans resize + crop per crop / crop_style / crop_aspect / maximum_image_size /
 /// target_downsample_size. `random_unit` in [0,1) seeds the random crop position / random aspect
-/// (derived from the run seed and the file, so plans are stable across runs).
+/// (derived from the run seed and the file, so plans are stable across runs). `memo`: SimpleTuner's
+/// per-aspect memo of sizes for the area resolution types (aspect_map.h); null: none.
 ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int alignment,
-                       double random_unit_a, double random_unit_b);
+                       double random_unit_a, double random_unit_b, AspectResolutionMaps* memo = nullptr);
 
 /// Whether a source is below `minimum_image_size` in the dataset's resolution units.
 bool below_minimum_size(Size source, const DatasetConfig& ds);

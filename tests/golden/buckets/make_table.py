@@ -46,6 +46,19 @@ for align in (32, 64, 16):
                 target, inter, _ = M.calculate_new_size_by_pixel_area(ar, mp, (w, h))
             rows.append({"source": [w, h], "resolution": res, "resolution_type": rtype, "alignment": align,
                          "target": list(target)})
+# Files whose computed targets round to one aspect but differ in size: SimpleTuner's per-aspect memo
+# gives the later ones the first one's size (one dataset per group, files in this order).
+memo_sources = [(100, 480), (100, 500), (107, 576), (100, 720), (107, 720), (114, 1080), (100, 1024),
+                (121, 1024), (100, 768), (128, 720), (100, 576), (128, 1080), (480, 100), (500, 100),
+                (720, 100), (720, 107), (1024, 100), (1080, 114)]
+for align, res in ((32, 480), (16, 480), (16, 576), (64, 1024)):
+    Args.aspect_bucket_alignment = align
+    StateTracker.memo = {}
+    for w, h in memo_sources:
+        ar = M.calculate_image_aspect_ratio((w, h))
+        target, inter, _ = M.calculate_new_size_by_pixel_area(ar, res * res / 1e6, (w, h))
+        rows.append({"source": [w, h], "resolution": res, "resolution_type": "pixel_area", "alignment": align,
+                     "target": list(target)})
 print(json.dumps({"generator": "tests/golden/buckets/make_table.py",
                   "simpletuner": "bc8e6ab7738ce457a2ed8eb2d26cadd91c6442cb simpletuner/helpers/multiaspect/image.py",
                   "rows": rows}, indent=None))
