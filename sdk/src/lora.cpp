@@ -99,7 +99,20 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
                          : at::linear(x, weight, bias);
     if (lycoris_ && !merged_ && lora_multiplier_ != 0.0) {
         // LyCORIS's default (non-bypass) forward: the weight delta rebuilt, applied as a second linear.
-        const at::Tensor dw = lycoris_->delta_weight();
+        const LycorisOptions& lo = lycoris_->options();
+        // Uniform draws on the CPU from the run's generator (else ATen's default), as torch.rand does.
+        auto uniform = [&](int64_t n) {
+            return dropout_generator_ ? at::rand({n}, *dropout_generator_, at::TensorOptions(at::kFloat))
+                                      : at::rand({n}, at::TensorOptions(at::kFloat));
+        };
+        if (is_training() && lo.module_dropout > 0.0 && uniform(1).item<float>() < lo.module_dropout)
+            return out;
+        at::Tensor dw = lycoris_->delta_weight();
+        if (is_training() && lo.rank_dropout > 0.0) {
+            at::Tensor keep = uniform(options_.out).gt(lo.rank_dropout).to(dw.scalar_type());
+            if (lo.rank_dropout_scale) keep = keep / keep.mean();
+            dw = dw * keep.to(dw.device()).view({-1, 1});
+        }
         return out + (at::linear(x.to(dw.scalar_type()), dw) * lora_multiplier_).to(out.scalar_type());
     }
     if (lora_rank_ == 0 || merged_ || lora_multiplier_ == 0.0) return out;
@@ -409,7 +422,7 @@ int64_t freeze_all_but_lora(torch::nn::Module& root) {
 
 void set_lora_dropout_generator(torch::nn::Module& root, std::optional<at::Generator> generator) {
     for (auto& [path, lin] : linear_modules(root))
-        if (lin->has_lora()) lin->set_dropout_generator(generator);
+        if (lin->has_lora() || lin->has_lycoris()) lin->set_dropout_generator(generator);
 }
 
 void set_lora_scale(torch::nn::Module& root, double multiplier) {

@@ -95,10 +95,23 @@ void LycorisAdapterImpl::plan_shapes() {
         } else {
             shapes_["lokr_w2"] = {out_k, in_n};
         }
-        if (!w1_low && !w2_low) alpha = static_cast<double>(r);  // both full: scale 1
+        if (!w1_low && !w2_low) {
+            if (options_.rs_lora)
+                fail(
+                    kComponent, "create",
+                    "rs_lora with both LoKr factors full (Linear {} -> {}, linear_dim {}): LyCORIS would "
+                    "train "
+                    "it at scale sqrt(dim) but every loader (ComfyUI, LyCORIS, st) reads such a file back at "
+                    "scale 1; lower linear_dim or factor so that w2 is low-rank, or drop rs_lora",
+                    in_, out_, r);
+            alpha = static_cast<double>(r);  // both full: scale 1
+        }
     }
-    saved_alpha_ = alpha;
-    scale_ = alpha / static_cast<double>(r);
+    // lycoris/modules/lokr.py, loha.py: r_factor = sqrt(dim) with rs_lora; the alpha buffer saved is
+    // alpha * dim / r_factor, so that alpha_saved / dim is the scale.
+    const double r_factor = options_.rs_lora ? std::sqrt(static_cast<double>(r)) : static_cast<double>(r);
+    scale_ = alpha / r_factor;
+    saved_alpha_ = alpha * (static_cast<double>(r) / r_factor);
 }
 
 void LycorisAdapterImpl::reset() {

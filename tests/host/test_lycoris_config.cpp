@@ -81,13 +81,70 @@ TEST(LycorisConfigTest, WhatStDoesNotImplementIsRefusedWithFileAndKey) {
     EXPECT_NE(error_of(a).find("'algo' is required"), std::string::npos) << error_of(a);
     const auto b = write("locon.json", R"({"algo": "locon", "linear_dim": 4, "linear_alpha": 1})");
     EXPECT_NE(error_of(b).find("use lora_type standard"), std::string::npos) << error_of(b);
-    const auto c = write("drop.json", R"({"algo": "lokr", "rank_dropout": 0.1})");
-    EXPECT_NE(error_of(c).find("rank_dropout 0.1 is not implemented"), std::string::npos) << error_of(c);
+    const auto c = write("scalar.json", R"({"algo": "lokr", "use_scalar": true})");
+    EXPECT_NE(error_of(c).find("use_scalar true is not implemented"), std::string::npos) << error_of(c);
+    const auto e = write("prefix.json", R"({"algo": "lokr", "apply_preset": {"lora_prefix": "lora_unet"}})");
+    EXPECT_NE(error_of(e).find("apply_preset.lora_prefix: not implemented by st"), std::string::npos)
+        << error_of(e);
+    const auto f = write("rdrop.json", R"({"algo": "lokr", "rank_dropout": 1.5})");
+    EXPECT_NE(error_of(f).find("rank_dropout must be a number in [0, 1], got 1.5"), std::string::npos)
+        << error_of(f);
     const auto d = write(
         "map.json", R"({"algo": "lokr", "apply_preset": {"module_algo_map": {"Attention": {"bogus": 1}}}})");
     EXPECT_NE(error_of(d).find("apply_preset.module_algo_map.Attention: 'bogus'"), std::string::npos)
         << error_of(d);
-    for (const auto& p : {a, b, c, d}) fs::remove(p);
+    for (const auto& p : {a, b, c, d, e, f}) fs::remove(p);
+}
+
+// apply_preset's exclude_name and use_fnmatch with LyCORIS's semantics (wrapper.py create_modules): an
+// excluded module is never the one that targets its Linears; a Linear named inside a targeted module is
+// still adapted (LyCORIS adapts it while walking that module); patterns are globs with use_fnmatch.
+TEST(LycorisConfigTest, ExcludeNameAndFnmatchPatterns) {
+    const auto a = write("exclude.json", R"({"algo": "lokr", "apply_preset": {"target_module": ["Attention"],
+        "exclude_name": ["blocks.1.attn2", "blocks.2.attn1.to_q"]}})");
+    const LycorisPlan pa = read_lycoris_config(a);
+    EXPECT_TRUE(lycoris_options_for(pa, "blocks.1.attn1.to_q"));
+    EXPECT_FALSE(lycoris_options_for(pa, "blocks.1.attn2.to_k"));
+    EXPECT_TRUE(lycoris_options_for(pa, "blocks.2.attn1.to_q")) << "inside the targeted blocks.2.attn1";
+    const auto b = write("fnmatch.json", R"({"algo": "loha", "apply_preset": {"use_fnmatch": true,
+        "target_name": ["blocks.*.ffn.net.?.proj"], "exclude_name": ["blocks.1[0-9].*"],
+        "name_algo_map": {"*.attn2.to_[kv]": {"algo": "lokr", "factor": 4}}}})");
+    const LycorisPlan pb = read_lycoris_config(b);
+    EXPECT_TRUE(pb.use_fnmatch);
+    EXPECT_TRUE(lycoris_options_for(pb, "blocks.3.ffn.net.0.proj"));
+    EXPECT_FALSE(lycoris_options_for(pb, "blocks.3.ffn.net.2")) << "a glob matches the whole name";
+    EXPECT_FALSE(lycoris_options_for(pb, "blocks.12.ffn.net.0.proj"));
+    auto kv = lycoris_options_for(pb, "blocks.3.attn2.to_v");
+    ASSERT_TRUE(kv);
+    EXPECT_EQ(kv->algo, "lokr");
+    EXPECT_EQ(kv->factor, 4);
+    EXPECT_FALSE(lycoris_options_for(pb, "blocks.3.attn2.to_q"));
+    // Without use_fnmatch the same pattern is a regex matched at the start (re.match).
+    const auto c =
+        write("regex.json", R"({"algo": "lokr", "apply_preset": {"target_name": ["blocks\\.[0-9]\\.ffn"]}})");
+    const LycorisPlan pc = read_lycoris_config(c);
+    EXPECT_TRUE(lycoris_options_for(pc, "blocks.3.ffn.net.2"));
+    EXPECT_FALSE(lycoris_options_for(pc, "blocks.13.ffn.net.2"));
+    for (const auto& p : {a, b, c}) fs::remove(p);
+}
+
+// rs_lora (alpha / sqrt(dim)) from the top level or a map entry; dropout is accepted and has no effect,
+// as in LyCORIS's LoKr/LoHa (which do not implement it).
+TEST(LycorisConfigTest, RsLoraAndDropoutAsLycorisTreatsThem) {
+    const auto a = write("rs.json", R"({"algo": "loha", "linear_dim": 16, "linear_alpha": 8, "rs_lora": true,
+        "dropout": 0.1, "apply_preset": {"target_module": ["Attention"],
+        "module_algo_map": {"Attention": {"rs_lora": false}}, "name_algo_map": {"blocks.0.ffn": {"dim": 4}},
+        "target_name": ["blocks.0.ffn"]}})");
+    const LycorisPlan plan = read_lycoris_config(a);
+    EXPECT_TRUE(plan.base.rs_lora);
+    EXPECT_FALSE(lycoris_options_for(plan, "blocks.0.attn1.to_q")->rs_lora);
+    EXPECT_TRUE(lycoris_options_for(plan, "blocks.0.ffn.net.2")->rs_lora);
+    const auto b = write("rs_bad.json", R"({"algo": "lokr", "rs_lora": "yes"})");
+    EXPECT_NE(error_of(b).find("rs_lora must be true or false"), std::string::npos) << error_of(b);
+    const auto c = write("drop_bad.json", R"({"algo": "lokr", "dropout": 2})");
+    EXPECT_NE(error_of(c).find("dropout must be a number in [0, 1], got 2"), std::string::npos)
+        << error_of(c);
+    for (const auto& p : {a, b, c}) fs::remove(p);
 }
 
 TEST(LycorisConfigTest, ModuleClassesOfTheFamilies) {

@@ -122,6 +122,45 @@ TEST(LycorisTest, LokrForwardIsBasePlusScaledKroneckerProduct) {
     }
 }
 
+// rank_dropout / module_dropout (lycoris/modules/lokr.py, loha.py; training only): one uniform draw per
+// forward skips the adapter with probability module_dropout; one draw per output row zeroes that row of
+// dW with probability rank_dropout (rank_dropout_scale divides by the kept fraction). Draws from the
+// Linear's dropout generator, in that order.
+TEST(LycorisTest, RankAndModuleDropoutInTrainingOnly) {
+    LycorisOptions o{"loha", 4, 4.0, -1, false, false};
+    o.rank_dropout = 0.5;
+    o.rank_dropout_scale = true;
+    Linear lin(16, 32);
+    lin->add_lycoris(o, 1);
+    randomize(*lin->lycoris(), 2);
+    const at::Tensor x = at::randn({3, 16}, at::make_generator<at::CPUGeneratorImpl>(4));
+    const at::Tensor base = at::linear(x, lin->weight.detach(), lin->bias.detach());
+    const at::Tensor dw = lin->lycoris()->delta_weight().detach();
+    lin->set_dropout_generator(at::make_generator<at::CPUGeneratorImpl>(11));
+    lin->train(true);
+    const at::Tensor got = lin->forward(x).detach();
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(11);
+    at::Tensor keep = at::rand({32}, g, at::TensorOptions(at::kFloat)).gt(0.5).to(at::kFloat);
+    const int64_t kept = keep.sum().item<int64_t>();
+    EXPECT_GT(kept, 0);
+    EXPECT_LT(kept, 32);
+    keep = keep / keep.mean();
+    EXPECT_TRUE(at::allclose(got, base + at::linear(x, dw * keep.view({-1, 1})), 1e-5, 1e-6));
+    lin->train(false);
+    EXPECT_TRUE(at::allclose(lin->forward(x).detach(), base + at::linear(x, dw), 1e-5, 1e-6))
+        << "eval: no dropout";
+    // module_dropout 1: every training forward is the base layer's.
+    LycorisOptions m{"lokr", 1, 1.0, 4, false, false};
+    m.module_dropout = 1.0;
+    Linear skip(16, 32);
+    skip->add_lycoris(m, 1);
+    randomize(*skip->lycoris(), 2);
+    skip->train(true);
+    EXPECT_TRUE(skip->forward(x).detach().equal(at::linear(x, skip->weight.detach(), skip->bias.detach())));
+    skip->train(false);
+    EXPECT_FALSE(skip->forward(x).detach().equal(at::linear(x, skip->weight.detach(), skip->bias.detach())));
+}
+
 TEST(LycorisTest, LohaForwardIsTheHadamardProductOfTwoLowRankMatrices) {
     Linear lin(12, 10);
     lin->add_lycoris(LycorisOptions{"loha", 3, 6.0, -1, false, false}, 9);
@@ -229,6 +268,29 @@ TEST(LycorisTest, FilesInBothLayoutsReadBackIndependentlyAndLoadAttachedOrMerged
         }
     }
     fs::remove_all(dir);
+}
+
+// rs_lora (lycoris/modules/loha.py, lokr.py): r_factor = sqrt(dim), scale = alpha / sqrt(dim), saved alpha =
+// alpha * dim / sqrt(dim), so that a loader's alpha / dim reads the same scale back.
+TEST(LycorisTest, RsLoraScalesBySqrtDimAndReadsBackTheSame) {
+    LycorisAdapterImpl loha(32, 32, LycorisOptions{"loha", 16, 8.0, -1, false, false, true});
+    EXPECT_DOUBLE_EQ(loha.scale(), 8.0 / 4.0);
+    EXPECT_DOUBLE_EQ(loha.saved_alpha(), 8.0 * 16.0 / 4.0);
+    loha.init_weights(3);
+    std::map<std::string, at::Tensor> t;
+    for (const auto& item : loha.named_parameters(false)) t[item.key()] = item.value().detach();
+    const auto back = LycorisAdapterImpl::from_tensors(32, 32, t, loha.saved_alpha(), "test");
+    EXPECT_DOUBLE_EQ(back->scale(), loha.scale());
+    LycorisAdapterImpl lokr(64, 64, LycorisOptions{"lokr", 2, 1.0, 4, false, false, true});
+    EXPECT_DOUBLE_EQ(lokr.scale(), 1.0 / std::sqrt(2.0));
+    // Both LoKr factors full: LyCORIS's sqrt(dim) would be read back as 1 by every loader.
+    try {
+        LycorisAdapterImpl full(16, 32, LycorisOptions{"lokr", 4, 1.0, 4, true, false, true});
+        FAIL() << "accepted";
+    } catch (const st::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("rs_lora with both LoKr factors full"), std::string::npos)
+            << e.what();
+    }
 }
 
 TEST(LycorisTest, LoadingFollowsComfyuisScaleRule) {

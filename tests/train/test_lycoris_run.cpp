@@ -1,6 +1,9 @@
 // lora_type lycoris end to end (#23): SimpleTuner's LoKr example config trains the tiny Wan model,
-// writes LyCORIS keys that st-host generate --lora loads, resumes exactly, and a LoHa run trains too.
+// writes LyCORIS keys that st-host generate --lora loads, resumes exactly with rank/module dropout, and a
+// LoHa run trains with rs_lora and exclude_name.
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 #include "fixtures.h"
 #include "st/safetensors.h"
@@ -13,7 +16,8 @@ namespace fs = std::filesystem;
 fs::path lokr_config(const TrainEnv& env) {
     const fs::path p = env.root / "lycoris_lokr.json";
     st_test::write_text(p, R"({"algo": "lokr", "multiplier": 1.0, "full_matrix": true, "linear_dim": 10000,
-      "linear_alpha": 1, "factor": 4, "apply_preset": {"target_module": ["Attention", "FeedForward"],
+      "linear_alpha": 1, "factor": 4, "rank_dropout": 0.25, "rank_dropout_scale": true, "module_dropout": 0.25,
+      "apply_preset": {"target_module": ["Attention", "FeedForward"],
       "module_algo_map": {"Attention": {"factor": 4}, "FeedForward": {"factor": 2}}}})");
     return p;
 }
@@ -30,6 +34,9 @@ TEST(LycorisRunTest, LokrTrainsSavesLycorisKeysLoadsInGenerateAndResumesExactly)
     auto r = env.run(env.config("lokr", settings(lyc, 4)));
     ASSERT_EQ(r.code, 0) << r.log;
     EXPECT_NE(r.log.find("lora_type lycoris from"), std::string::npos) << r.log;
+    EXPECT_NE(r.log.find("rank_dropout 0.25 (scaled), module_dropout 0.25 (training only)"),
+              std::string::npos)
+        << r.log;
     const auto lines = st_test::read_jsonl(env.root / "lokr" / "metrics.jsonl");
     ASSERT_FALSE(lines.empty());
     EXPECT_TRUE(std::isfinite(lines.back()["loss"].get<double>()));
@@ -60,7 +67,7 @@ TEST(LycorisRunTest, LokrTrainsSavesLycorisKeysLoadsInGenerateAndResumesExactly)
     ASSERT_EQ(gen.code, 0) << gen.out;
     EXPECT_NE(gen.out.find(" modules, strength 1)"), std::string::npos) << gen.out;  // merged or attached
     EXPECT_TRUE(fs::exists(env.root / "lokr_gen.mp4"));
-    // Resume: 4 steps then on to 6 equals 6 straight.
+    // Resume: 4 steps then on to 6 equals 6 straight (rank and module dropout draw from the run's generator).
     auto more = env.run(env.config("lokr", settings(lyc, 6)));
     ASSERT_EQ(more.code, 0) << more.log;
     EXPECT_NE(more.log.find("resumed from"), std::string::npos) << more.log;
@@ -74,12 +81,19 @@ TEST(LycorisRunTest, LokrTrainsSavesLycorisKeysLoadsInGenerateAndResumesExactly)
 TEST(LycorisRunTest, LohaTrainsAndAMissingConfigIsNamedBeforeCaching) {
     auto& env = TrainEnv::get();
     const fs::path p = env.root / "lycoris_loha.json";
-    st_test::write_text(p, R"({"algo": "loha", "linear_dim": 2, "linear_alpha": 2})");
+    st_test::write_text(p, R"({"algo": "loha", "linear_dim": 2, "linear_alpha": 2, "rs_lora": true,
+      "apply_preset": {"use_fnmatch": true, "target_module": ["Attention"], "exclude_name": ["blocks.0.attn2"]}})");
     auto r = env.run(env.config("loha", settings(p, 3)));
     ASSERT_EQ(r.code, 0) << r.log;
     auto f = st::sdk::SafetensorsFile::open(env.root / "loha" / "pytorch_lora_weights.safetensors");
     bool hada = false;
-    for (const auto& i : f->infos()) hada = hada || i.name.find(".hada_w1_a") != std::string::npos;
+    for (const auto& i : f->infos()) {
+        hada = hada || i.name.find(".hada_w1_a") != std::string::npos;
+        // rs_lora saves alpha * sqrt(dim) (scale alpha / sqrt(dim) read back as alpha_saved / dim).
+        if (i.name.size() > 6 && i.name.compare(i.name.size() - 6, 6, ".alpha") == 0)
+            EXPECT_NEAR(f->load(i.name).item<double>(), 2.0 * std::sqrt(2.0), 1e-6) << i.name;
+        EXPECT_EQ(i.name.find("blocks.0.cross_attn"), std::string::npos) << i.name << ": excluded";
+    }
     EXPECT_TRUE(hada);
     auto missing = env.run(env.config("loha_missing", settings(env.root / "nope.json", 3)));
     EXPECT_NE(missing.code, 0);

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <regex>
 #include <set>
@@ -31,10 +33,12 @@ void apply_entry(sdk::LycorisOptions& o, const nlohmann::json& e, const std::str
             o.full_matrix = v.get<bool>();
         else if (k == "decompose_both" && v.is_boolean())
             o.decompose_both = v.get<bool>();
+        else if (k == "rs_lora" && v.is_boolean())
+            o.rs_lora = v.get<bool>();
         else
             fail(kLog, "config",
                  "{}: '{}' = {} is not a LyCORIS setting st applies per module (algo, dim, alpha, "
-                 "factor, full_matrix, decompose_both)",
+                 "factor, full_matrix, decompose_both, rs_lora)",
                  where, k, v.dump());
     }
     if (o.algo != "lokr" && o.algo != "loha")
@@ -50,6 +54,19 @@ bool regex_prefix_match(const std::string& pattern, const std::string& s) {
     } catch (const std::regex_error&) {
         return pattern == s;
     }
+}
+
+// LycorisNetwork.match_fn: fnmatch.fnmatch (POSIX glob on the whole name, '*' crossing dots) with
+// use_fnmatch, else re.match (a regex matching at the start).
+bool matches(const LycorisPlan& plan, const std::string& pattern, const std::string& path) {
+    if (plan.use_fnmatch) return ::fnmatch(pattern.c_str(), path.c_str(), 0) == 0;
+    return regex_prefix_match(pattern, path);
+}
+
+bool excluded(const LycorisPlan& plan, const std::string& path) {
+    for (const auto& e : plan.exclude_name)
+        if (e == path || matches(plan, e, path)) return true;
+    return false;
 }
 }  // namespace
 
@@ -72,26 +89,42 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
     p.base.dim = static_cast<int64_t>(int_of("linear_dim", 4));
     p.base.alpha = int_of("linear_alpha", 1);
     static const std::set<std::string> known = {
-        "algo",           "multiplier",   "linear_dim",  "linear_alpha", "factor",       "full_matrix",
-        "decompose_both", "apply_preset", "bypass_mode", "dropout",      "rank_dropout", "module_dropout",
-        "preset",         "use_scalar",   "rs_lora",     "train_norm",   "conv_dim",     "conv_alpha"};
+        "algo",         "multiplier",     "linear_dim",   "linear_alpha",      "factor",
+        "full_matrix",  "decompose_both", "apply_preset", "bypass_mode",       "dropout",
+        "rank_dropout", "module_dropout", "preset",       "use_scalar",        "rs_lora",
+        "train_norm",   "conv_dim",       "conv_alpha",   "rank_dropout_scale"};
     for (const auto& [k, v] : j.items()) {
         if (!known.count(k))
             log::warn(kLog, "{}: '{}' is not read by st (LyCORIS setting not implemented)", where, k);
-        if ((k == "dropout" || k == "rank_dropout" || k == "module_dropout") && v.is_number() &&
-            v.get<double>() != 0)
-            fail(kLog, "config", "{}: {} {} is not implemented by st's LyCORIS adapters (0 only)", where, k,
-                 v.dump());
-        if ((k == "use_scalar" || k == "rs_lora" || k == "train_norm") && v.is_boolean() && v.get<bool>())
+        if ((k == "rank_dropout" || k == "module_dropout") &&
+            (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1))
+            fail(kLog, "config", "{}: {} must be a number in [0, 1], got {}", where, k, v.dump());
+        if (k == "rank_dropout_scale" && !v.is_boolean())
+            fail(kLog, "config", "{}: rank_dropout_scale must be true or false", where);
+        if ((k == "use_scalar" || k == "train_norm") && v.is_boolean() && v.get<bool>())
             fail(kLog, "config", "{}: {} true is not implemented by st's LyCORIS adapters", where, k);
+        if (k == "dropout" && (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1))
+            fail(kLog, "config", "{}: dropout must be a number in [0, 1], got {}", where, v.dump());
+        if (k == "dropout" && v.get<double>() != 0)
+            log::warn(
+                kLog,
+                "{}: dropout {} has no effect: LyCORIS's LoKr and LoHa modules do not implement it (they "
+                "print \"haven't implemented normal dropout yet\"), so SimpleTuner trains without it too",
+                where, v.dump());
+        if (k == "rs_lora" && !v.is_boolean())
+            fail(kLog, "config", "{}: rs_lora must be true or false", where);
     }
+    // LycorisNetwork passes its rank_dropout and module_dropout to every module (training only).
+    p.base.rank_dropout = j.value("rank_dropout", 0.0);
+    p.base.module_dropout = j.value("module_dropout", 0.0);
+    p.base.rank_dropout_scale = j.value("rank_dropout_scale", false);
     if (j.value("bypass_mode", false))
         log::info(kLog,
                   "{}: bypass_mode only changes how LyCORIS computes the same product; st rebuilds the "
                   "weight delta",
                   where);
     nlohmann::json base = nlohmann::json::object();
-    for (const char* k : {"algo", "factor", "full_matrix", "decompose_both"})
+    for (const char* k : {"algo", "factor", "full_matrix", "decompose_both", "rs_lora"})
         if (j.contains(k)) base[k] = j[k];
     apply_entry(p.base, base, where);
     if (p.base.dim < 1) fail(kLog, "config", "{}: linear_dim must be >= 1, got {}", where, p.base.dim);
@@ -113,12 +146,26 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
                     apply_entry(probe, e, fmt::format("{}.{}", w, name));  // checked now, applied per module
                     (k == "module_algo_map" ? p.module_algo_map : p.name_algo_map)[name] = e;
                 }
-            } else if (k == "use_fnmatch" || k == "exclude_name" || k == "lora_prefix") {
-                fail(kLog, "config", "{}: not implemented by st", w);
+            } else if (k == "use_fnmatch") {
+                if (!v.is_boolean()) fail(kLog, "config", "{}: expected true or false", w);
+                p.use_fnmatch = v.get<bool>();
+            } else if (k == "exclude_name") {
+                if (!v.is_array()) fail(kLog, "config", "{}: expected a list of module names or patterns", w);
+                for (const auto& x : v) {
+                    if (!x.is_string()) fail(kLog, "config", "{}: expected strings", w);
+                    p.exclude_name.push_back(x.get<std::string>());
+                }
+            } else if (k == "lora_prefix") {
+                fail(kLog, "config",
+                     "{}: not implemented by st (st names LyCORIS weights 'lycoris_<module>' in LyCORIS's "
+                     "layout and "
+                     "diffusion_model.<module> for ComfyUI)",
+                     w);
             } else {
                 log::warn(
                     kLog,
-                    "{}: not read by st (only target_module, target_name, module_algo_map, name_algo_map)",
+                    "{}: not read by st (only target_module, target_name, module_algo_map, name_algo_map, "
+                    "exclude_name, use_fnmatch)",
                     w);
             }
         }
@@ -143,8 +190,9 @@ std::optional<sdk::LycorisOptions> lycoris_options_for(const LycorisPlan& plan,
     // Innermost ancestor module whose class is targeted.
     std::string chosen_class;
     for (size_t pos = linear_path.find('.'); pos != std::string::npos; pos = linear_path.find('.', pos + 1)) {
-        const std::string cls = lycoris_module_class(linear_path.substr(0, pos));
-        if (cls.empty()) continue;
+        const std::string module_path = linear_path.substr(0, pos);
+        const std::string cls = lycoris_module_class(module_path);
+        if (cls.empty() || excluded(plan, module_path)) continue;
         const bool targeted =
             std::find(plan.target_module.begin(), plan.target_module.end(), cls) !=
                 plan.target_module.end() ||
@@ -162,17 +210,18 @@ std::optional<sdk::LycorisOptions> lycoris_options_for(const LycorisPlan& plan,
         if (it != plan.module_algo_map.end()) apply_entry(o, it->second, plan.file.string());
         return o;
     }
+    if (excluded(plan, linear_path)) return std::nullopt;
     if (auto it = plan.name_algo_map.find(linear_path); it != plan.name_algo_map.end()) {
         apply_entry(o, it->second, plan.file.string());
         return o;
     }
     for (const auto& [pattern, e] : plan.name_algo_map)
-        if (regex_prefix_match(pattern, linear_path)) {
+        if (matches(plan, pattern, linear_path)) {
             apply_entry(o, e, plan.file.string());
             return o;
         }
     for (const auto& pattern : plan.target_name)
-        if (regex_prefix_match(pattern, linear_path)) return o;
+        if (matches(plan, pattern, linear_path)) return o;
     return std::nullopt;
 }
 

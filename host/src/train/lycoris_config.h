@@ -21,9 +21,11 @@ struct LycorisPlan {
     sdk::LycorisOptions base;                ///< algo, linear_dim, linear_alpha, factor, ...
     std::vector<std::string> target_module;  ///< module classes (Attention, FeedForward)
     std::map<std::string, nlohmann::json> module_algo_map;
-    std::vector<std::string> target_name;  ///< regexes on module paths (re.match)
+    std::vector<std::string> target_name;  ///< patterns on module paths (re.match, or fnmatch)
     std::map<std::string, nlohmann::json> name_algo_map;
-    nlohmann::json raw;  ///< the file, for the LoRA file's metadata
+    std::vector<std::string> exclude_name;  ///< module paths never adapted (exact name or pattern)
+    bool use_fnmatch = false;               ///< patterns are shell globs (fnmatch) instead of regexes
+    nlohmann::json raw;                     ///< the file, for the LoRA file's metadata
 };
 
 /// Reads `file` as SimpleTuner does (multiplier, linear_dim and linear_alpha cast with int()); st::Error
@@ -36,8 +38,9 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file);
 std::string lycoris_module_class(const std::string& module_path);
 
 /// The adapter options of the Linear at `linear_path`, or nullopt when apply_preset selects it not:
-/// inside a module whose class is in target_module or module_algo_map (the innermost such module's
-/// map entry applies), else a path matching target_name or a name_algo_map key.
+/// inside a module whose class is in target_module or module_algo_map and whose path exclude_name does
+/// not name (the innermost such module's map entry applies), else a path matching target_name or a
+/// name_algo_map key and not named by exclude_name (LyCORIS's wrapper.py create_modules).
 std::optional<sdk::LycorisOptions> lycoris_options_for(const LycorisPlan& plan,
                                                        const std::string& linear_path);
 

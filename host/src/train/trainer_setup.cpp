@@ -112,8 +112,18 @@ void Trainer::load_model() {
                  cfg_.lycoris_config->c_str(), fs::current_path().string(), setup_.config_path.string());
         lycoris_plan_ = read_lycoris_config(file);
         int64_t chosen = 0;
-        for (const auto& [path, lin] : sdk::linear_modules(model_->trainable()))
-            chosen += lycoris_options_for(*lycoris_plan_, path) ? 1 : 0;
+        for (const auto& [path, lin] : sdk::linear_modules(model_->trainable())) {
+            const auto o = lycoris_options_for(*lycoris_plan_, path);
+            if (!o) continue;
+            ++chosen;
+            try {
+                // The adapter's shapes and scale rules (e.g. rs_lora with both LoKr factors full) are
+                // checked now, before any caching; the adapters themselves come after it.
+                sdk::LycorisAdapterImpl probe(lin->options().in, lin->options().out, *o);
+            } catch (const std::exception& e) {
+                fail(kLog, "setup", "{}: module {}: {}", file.string(), path, e.what());
+            }
+        }
         if (chosen == 0)
             fail(kLog, "setup",
                  "{}: apply_preset selects no Linear module of {} (module classes st knows: Attention for "
@@ -174,6 +184,8 @@ void Trainer::setup_trainable() {
             log::info(kLog, "init_lora {}: {} adapters loaded", cfg_.init_lora->string(), loaded.size());
         }
         sdk::set_lora_scale(root, plan.multiplier);
+        // rank_dropout / module_dropout draw from the run's generator (saved with checkpoints).
+        sdk::set_lora_dropout_generator(root, generator_);
         for (auto& [name, t] : sdk::lora_parameters(root)) params_.emplace_back(name, t);
         std::map<std::string, int64_t> algos;
         for (const auto& [path, lin] : sdk::linear_modules(root))
@@ -183,8 +195,13 @@ void Trainer::setup_trainable() {
                                     lin->lycoris()->scale())];
         std::vector<std::string> parts;
         for (const auto& [k, n] : algos) parts.push_back(fmt::format("{} x {}", n, k));
-        log::info(kLog, "lora_type lycoris from {}: {} adapters: {}; multiplier {}", plan.file.string(),
-                  injected.size(), join(parts), plan.multiplier);
+        log::info(kLog, "lora_type lycoris from {}: {} adapters: {}; multiplier {}{}", plan.file.string(),
+                  injected.size(), join(parts), plan.multiplier,
+                  plan.base.rank_dropout > 0 || plan.base.module_dropout > 0
+                      ? fmt::format("; rank_dropout {}{}, module_dropout {} (training only)",
+                                    plan.base.rank_dropout, plan.base.rank_dropout_scale ? " (scaled)" : "",
+                                    plan.base.module_dropout)
+                      : std::string());
     } else if (cfg_.model_type == ModelType::lora) {
         sdk::LoraConfig lc;
         lc.rank = cfg_.lora_rank;

@@ -24,7 +24,7 @@ namespace st::sdk {
 std::pair<int64_t, int64_t> lycoris_factorization(int64_t dimension, int64_t factor = -1);
 
 /// One module's LyCORIS settings (lycoris_config.json keys: algo, linear_dim, linear_alpha, factor,
-/// full_matrix, decompose_both; per module after apply_preset's maps).
+/// full_matrix, decompose_both, rs_lora; per module after apply_preset's maps).
 struct LycorisOptions {
     std::string algo = "lokr";  ///< "lokr" | "loha"
     int64_t dim = 4;            ///< linear_dim (LoKr: rank of the low-rank w2, when it is low-rank)
@@ -32,6 +32,17 @@ struct LycorisOptions {
     int64_t factor = -1;
     bool full_matrix = false;
     bool decompose_both = false;
+    /// rs_lora: scale = alpha / sqrt(dim) (rank-stabilised); LyCORIS then saves alpha * sqrt(dim), so
+    /// a loader's alpha / dim gives the same scale. Refused when both LoKr factors are full (LyCORIS's
+    /// scale sqrt(dim) would be read back as 1 by every loader).
+    bool rs_lora = false;
+    /// In training only (lycoris/modules/lokr.py, loha.py forward / get_weight): module_dropout is the
+    /// probability that a forward skips the adapter (one uniform draw per forward), rank_dropout the
+    /// probability that each output row of dW is zeroed (one draw per row; with rank_dropout_scale the
+    /// kept rows are divided by the kept fraction). Drawn from the Linear's dropout generator.
+    double rank_dropout = 0.0;
+    double module_dropout = 0.0;
+    bool rank_dropout_scale = false;
 };
 
 /// The adapter's parameters, registered under LyCORIS's names: LoKr `lokr_w1` (or `lokr_w1_a`,
@@ -61,7 +72,8 @@ class LycorisAdapterImpl : public torch::nn::Cloneable<LycorisAdapterImpl> {
     /// scale * kron(w1, w2) (LoKr) or scale * (w1_a w1_b) * (w2_a w2_b) (LoHa), [out, in], in the
     /// parameters' dtype, in the autograd graph.
     at::Tensor delta_weight() const;
-    /// alpha / dim; LoKr with both factors full: 1 (LyCORIS then saves alpha = dim).
+    /// alpha / dim (rs_lora: alpha / sqrt(dim)); LoKr with both factors full: 1 (LyCORIS then saves
+    /// alpha = dim).
     double scale() const { return scale_; }
     /// The `alpha` LyCORIS saves beside the weights.
     double saved_alpha() const { return saved_alpha_; }
