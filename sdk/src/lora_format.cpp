@@ -124,8 +124,7 @@ TensorMap lora_state_dict(torch::nn::Module& root, LoraFormat format, const Lora
                          path);
                 m = join_module("diffusion_model.", native);
             }
-            for (const auto& item : lin->lycoris()->named_parameters(false))
-                out[m + "." + item.key()] = item.value().detach();
+            for (const auto& [name, t] : lin->lycoris()->file_tensors()) out[m + "." + name] = t;
             out[m + ".alpha"] = at::scalar_tensor(lin->lycoris()->saved_alpha(), at::kFloat);
             modules.push_back(path);
             continue;

@@ -116,6 +116,7 @@ void LycorisAdapterImpl::plan_shapes() {
 
 void LycorisAdapterImpl::reset() {
     for (const auto& [name, shape] : shapes_) register_parameter(name, at::zeros(shape));
+    if (options_.use_scalar) register_parameter("scalar", at::zeros({}));
 }
 
 void LycorisAdapterImpl::pretty_print(std::ostream& stream) const {
@@ -137,18 +138,28 @@ void LycorisAdapterImpl::init_weights(uint64_t seed) {
         at::Tensor t = p(n);
         t.copy_(at::empty(t.sizes(), at::kFloat).normal_(0.0, std, g));
     };
+    // use_scalar: the scalar starts at 0 (dW = 0), so w2 can start random.
     if (options_.algo == "loha") {
         normal("hada_w1_b", 1.0);
         normal("hada_w1_a", 0.1);
         normal("hada_w2_b", 1.0);
-        p("hada_w2_a").zero_();
+        if (options_.use_scalar)
+            normal("hada_w2_a", 0.1);
+        else
+            p("hada_w2_a").zero_();
         return;
     }
     if (shapes_.count("lokr_w2")) {
-        p("lokr_w2").zero_();
+        if (options_.use_scalar)
+            kaiming("lokr_w2");
+        else
+            p("lokr_w2").zero_();
     } else {
         kaiming("lokr_w2_a");
-        p("lokr_w2_b").zero_();
+        if (options_.use_scalar)
+            kaiming("lokr_w2_b");
+        else
+            p("lokr_w2_b").zero_();
     }
     if (shapes_.count("lokr_w1")) {
         kaiming("lokr_w1");
@@ -161,16 +172,33 @@ void LycorisAdapterImpl::init_weights(uint64_t seed) {
 at::Tensor LycorisAdapterImpl::delta_weight() const {
     auto params = named_parameters(false);
     auto get = [&](const std::string& n) { return params[n]; };
+    at::Tensor d;
     if (options_.algo == "loha") {
-        const at::Tensor d =
-            at::matmul(get("hada_w1_a"), get("hada_w1_b")) * at::matmul(get("hada_w2_a"), get("hada_w2_b"));
-        return d * scale_;
+        d = at::matmul(get("hada_w1_a"), get("hada_w1_b")) * at::matmul(get("hada_w2_a"), get("hada_w2_b")) *
+            scale_;
+    } else {
+        const at::Tensor w1 =
+            shapes_.count("lokr_w1") ? get("lokr_w1") : at::matmul(get("lokr_w1_a"), get("lokr_w1_b"));
+        const at::Tensor w2 =
+            shapes_.count("lokr_w2") ? get("lokr_w2") : at::matmul(get("lokr_w2_a"), get("lokr_w2_b"));
+        d = at::kron(w1, w2) * scale_;
     }
-    const at::Tensor w1 =
-        shapes_.count("lokr_w1") ? get("lokr_w1") : at::matmul(get("lokr_w1_a"), get("lokr_w1_b"));
-    const at::Tensor w2 =
-        shapes_.count("lokr_w2") ? get("lokr_w2") : at::matmul(get("lokr_w2_a"), get("lokr_w2_b"));
-    return at::kron(w1, w2) * scale_;
+    // LyCORIS's forward: get_weight(...) * self.scalar.
+    return options_.use_scalar ? d * get("scalar") : d;
+}
+
+std::map<std::string, at::Tensor> LycorisAdapterImpl::file_tensors() const {
+    std::map<std::string, at::Tensor> out;
+    auto params = named_parameters(false);
+    for (const auto& [name, shape] : shapes_) out[name] = params[name].detach();
+    if (options_.use_scalar) {
+        // custom_state_dict of lokr.py / loha.py: the scalar goes into w1 (or w1_a), the file has none.
+        const char* w1 = options_.algo == "loha"    ? "hada_w1_a"
+                         : shapes_.count("lokr_w1") ? "lokr_w1"
+                                                    : "lokr_w1_a";
+        out[w1] = out[w1] * params["scalar"].detach();
+    }
+    return out;
 }
 
 void LycorisAdapterImpl::copy_from(const LycorisAdapterImpl& other, const std::string& what) {
@@ -181,6 +209,9 @@ void LycorisAdapterImpl::copy_from(const LycorisAdapterImpl& other, const std::s
     auto mine = named_parameters(false);
     auto theirs = other.named_parameters(false);
     for (const auto& [name, shape] : shapes_) mine[name].copy_(theirs[name]);
+    // A file's w1 holds the scalar (LyCORIS's load_weight_hook sets it to 1 likewise).
+    if (options_.use_scalar)
+        mine["scalar"].fill_(other.options_.use_scalar ? theirs["scalar"].item<double>() : 1.0);
     scale_ = other.scale_;
     saved_alpha_ = other.saved_alpha_;
 }

@@ -81,8 +81,8 @@ TEST(LycorisConfigTest, WhatStDoesNotImplementIsRefusedWithFileAndKey) {
     EXPECT_NE(error_of(a).find("'algo' is required"), std::string::npos) << error_of(a);
     const auto b = write("locon.json", R"({"algo": "locon", "linear_dim": 4, "linear_alpha": 1})");
     EXPECT_NE(error_of(b).find("use lora_type standard"), std::string::npos) << error_of(b);
-    const auto c = write("scalar.json", R"({"algo": "lokr", "use_scalar": true})");
-    EXPECT_NE(error_of(c).find("use_scalar true is not implemented"), std::string::npos) << error_of(c);
+    const auto c = write("norm.json", R"({"algo": "lokr", "train_norm": true})");
+    EXPECT_NE(error_of(c).find("train_norm true is not implemented"), std::string::npos) << error_of(c);
     const auto e = write("prefix.json", R"({"algo": "lokr", "apply_preset": {"lora_prefix": "lora_unet"}})");
     EXPECT_NE(error_of(e).find("apply_preset.lora_prefix: not implemented by st"), std::string::npos)
         << error_of(e);
@@ -139,6 +139,12 @@ TEST(LycorisConfigTest, RsLoraAndDropoutAsLycorisTreatsThem) {
     EXPECT_TRUE(plan.base.rs_lora);
     EXPECT_FALSE(lycoris_options_for(plan, "blocks.0.attn1.to_q")->rs_lora);
     EXPECT_TRUE(lycoris_options_for(plan, "blocks.0.ffn.net.2")->rs_lora);
+    const auto s = write("scalar.json", R"({"algo": "lokr", "use_scalar": true,
+        "apply_preset": {"module_algo_map": {"FeedForward": {"use_scalar": false}}}})");
+    const LycorisPlan sp = read_lycoris_config(s);
+    EXPECT_TRUE(sp.base.use_scalar);
+    EXPECT_FALSE(lycoris_options_for(sp, "blocks.0.ffn.net.2")->use_scalar);
+    fs::remove(s);
     const auto b = write("rs_bad.json", R"({"algo": "lokr", "rs_lora": "yes"})");
     EXPECT_NE(error_of(b).find("rs_lora must be true or false"), std::string::npos) << error_of(b);
     const auto c = write("drop_bad.json", R"({"algo": "lokr", "dropout": 2})");

@@ -293,6 +293,41 @@ TEST(LycorisTest, RsLoraScalesBySqrtDimAndReadsBackTheSame) {
     }
 }
 
+// use_scalar (lokr.py, loha.py): a trainable scalar starting at 0 multiplies dW, w2 starts random; files
+// hold w1 times the scalar and no scalar; loading one sets the scalar to 1 (load_weight_hook).
+TEST(LycorisTest, UseScalarStartsAtZeroAndIsFoldedIntoW1InFiles) {
+    for (const char* algo : {"lokr", "loha"}) {
+        LycorisOptions o{algo, 2, 1.0, 4, false, false};
+        o.use_scalar = true;
+        LycorisAdapterImpl a(64, 64, o);
+        a.init_weights(5);
+        auto p = params_of(a);
+        ASSERT_TRUE(p.count("scalar")) << algo;
+        EXPECT_EQ(p["scalar"].dim(), 0);
+        EXPECT_EQ(p["scalar"].item<double>(), 0.0);
+        const std::string w2 = std::string(algo) == "lokr" ? "lokr_w2_b" : "hada_w2_a";
+        EXPECT_GT(p[w2].abs().max().item<double>(), 0.0) << algo << ": w2 starts random";
+        EXPECT_EQ(a.delta_weight().abs().max().item<double>(), 0.0);
+        p["scalar"].detach().fill_(0.5);
+        LycorisOptions plain = o;
+        plain.use_scalar = false;
+        LycorisAdapterImpl ref(64, 64, plain);
+        auto rp = params_of(ref);
+        for (auto& [n, t] : rp) t.detach().copy_(p[n]);
+        EXPECT_TRUE(at::allclose(a.delta_weight(), ref.delta_weight() * 0.5, 1e-6, 1e-7)) << algo;
+        const auto file = a.file_tensors();
+        EXPECT_EQ(file.count("scalar"), 0u);
+        const std::string w1 = std::string(algo) == "lokr" ? "lokr_w1" : "hada_w1_a";
+        EXPECT_TRUE(file.at(w1).equal(p[w1].detach() * 0.5)) << algo;
+        const auto back = LycorisAdapterImpl::from_tensors(64, 64, file, a.saved_alpha(), "test");
+        EXPECT_TRUE(at::allclose(back->delta_weight(), a.delta_weight(), 1e-6, 1e-7)) << algo;
+        LycorisAdapterImpl into(64, 64, o);
+        into.copy_from(*back, "test");
+        EXPECT_EQ(params_of(into)["scalar"].item<double>(), 1.0);
+        EXPECT_TRUE(at::allclose(into.delta_weight(), a.delta_weight(), 1e-6, 1e-7)) << algo;
+    }
+}
+
 TEST(LycorisTest, LoadingFollowsComfyuisScaleRule) {
     // Both LoKr factors full: scale 1 whatever the alpha (SimpleTuner saves bf16(10000) = 9984).
     std::map<std::string, at::Tensor> t = {{"lokr_w1", at::ones({4, 4})},

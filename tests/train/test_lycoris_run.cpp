@@ -1,6 +1,6 @@
 // lora_type lycoris end to end (#23): SimpleTuner's LoKr example config trains the tiny Wan model,
-// writes LyCORIS keys that st-host generate --lora loads, resumes exactly with rank/module dropout, and a
-// LoHa run trains with rs_lora and exclude_name.
+// writes LyCORIS keys that st-host generate --lora loads, resumes exactly with rank/module dropout and
+// use_scalar, and a LoHa run trains with rs_lora and exclude_name.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,6 +17,7 @@ fs::path lokr_config(const TrainEnv& env) {
     const fs::path p = env.root / "lycoris_lokr.json";
     st_test::write_text(p, R"({"algo": "lokr", "multiplier": 1.0, "full_matrix": true, "linear_dim": 10000,
       "linear_alpha": 1, "factor": 4, "rank_dropout": 0.25, "rank_dropout_scale": true, "module_dropout": 0.25,
+      "use_scalar": true,
       "apply_preset": {"target_module": ["Attention", "FeedForward"],
       "module_algo_map": {"Attention": {"factor": 4}, "FeedForward": {"factor": 2}}}})");
     return p;
@@ -52,6 +53,9 @@ TEST(LycorisRunTest, LokrTrainsSavesLycorisKeysLoadsInGenerateAndResumesExactly)
     EXPECT_EQ(w1, w2);
     EXPECT_EQ(w1, alpha);
     EXPECT_NE(f->metadata().count("lycoris_config"), 0u);
+    // use_scalar: the file holds w1 times the scalar, as LyCORIS saves; the checkpoint keeps both.
+    for (const auto& i : f->infos()) EXPECT_EQ(i.name.find("scalar"), std::string::npos) << i.name;
+    EXPECT_TRUE(fs::exists(env.root / "lokr" / "checkpoint-4" / "lycoris_trainable.safetensors"));
     // The weights moved away from their zero start.
     double moved = 0;
     for (const auto& i : f->infos())

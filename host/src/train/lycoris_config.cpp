@@ -35,10 +35,12 @@ void apply_entry(sdk::LycorisOptions& o, const nlohmann::json& e, const std::str
             o.decompose_both = v.get<bool>();
         else if (k == "rs_lora" && v.is_boolean())
             o.rs_lora = v.get<bool>();
+        else if (k == "use_scalar" && v.is_boolean())
+            o.use_scalar = v.get<bool>();
         else
             fail(kLog, "config",
                  "{}: '{}' = {} is not a LyCORIS setting st applies per module (algo, dim, alpha, "
-                 "factor, full_matrix, decompose_both, rs_lora)",
+                 "factor, full_matrix, decompose_both, rs_lora, use_scalar)",
                  where, k, v.dump());
     }
     if (o.algo != "lokr" && o.algo != "loha")
@@ -101,8 +103,10 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
             fail(kLog, "config", "{}: {} must be a number in [0, 1], got {}", where, k, v.dump());
         if (k == "rank_dropout_scale" && !v.is_boolean())
             fail(kLog, "config", "{}: rank_dropout_scale must be true or false", where);
-        if ((k == "use_scalar" || k == "train_norm") && v.is_boolean() && v.get<bool>())
+        if (k == "train_norm" && v.is_boolean() && v.get<bool>())
             fail(kLog, "config", "{}: {} true is not implemented by st's LyCORIS adapters", where, k);
+        if (k == "use_scalar" && !v.is_boolean())
+            fail(kLog, "config", "{}: use_scalar must be true or false", where);
         if (k == "dropout" && (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1))
             fail(kLog, "config", "{}: dropout must be a number in [0, 1], got {}", where, v.dump());
         if (k == "dropout" && v.get<double>() != 0)
@@ -124,7 +128,7 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
                   "weight delta",
                   where);
     nlohmann::json base = nlohmann::json::object();
-    for (const char* k : {"algo", "factor", "full_matrix", "decompose_both", "rs_lora"})
+    for (const char* k : {"algo", "factor", "full_matrix", "decompose_both", "rs_lora", "use_scalar"})
         if (j.contains(k)) base[k] = j[k];
     apply_entry(p.base, base, where);
     if (p.base.dim < 1) fail(kLog, "config", "{}: linear_dim must be >= 1, got {}", where, p.base.dim);

@@ -157,6 +157,8 @@ class Trainer {
     void save_final_weights();
     nlohmann::json training_state() const;
     void snapshot_position();
+    /// A LyCORIS adapter trains a use_scalar scalar (its checkpoints keep the raw trainable tensors).
+    bool has_lycoris_scalar() const;
 
     CommandContext& ctx_;
     RunSetup& setup_;

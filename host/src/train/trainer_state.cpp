@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/nn/module.h>
 
+#include <algorithm>
 #include <exception>
 #include <set>
 
@@ -28,6 +29,7 @@ namespace {
 constexpr const char* kLog = "host.checkpoint";
 constexpr const char* kLoraFile = "pytorch_lora_weights.safetensors";
 constexpr const char* kLoraDiffusersFile = "pytorch_lora_weights_diffusers.safetensors";
+constexpr const char* kLycorisTrainableFile = "lycoris_trainable.safetensors";
 
 // Non-finite values in the tensors a save would write: saving them would replace a good checkpoint (or
 // the final weights) with unusable ones, e.g. after st.set_lr_scale(1e308) turned 3072 of 3088 LoRA
@@ -72,6 +74,12 @@ nlohmann::json read_json(const fs::path& p) {
     }
 }
 }  // namespace
+
+bool Trainer::has_lycoris_scalar() const {
+    return lycoris_plan_ && std::any_of(params_.begin(), params_.end(), [](const auto& p) {
+               return p.first.size() >= 7 && p.first.compare(p.first.size() - 7, 7, ".scalar") == 0;
+           });
+}
 
 void Trainer::snapshot_position() {
     position_.data = data_->position();
@@ -183,6 +191,13 @@ bool Trainer::save_checkpoint(const std::string& why) {
                 save_state_dict(d / "ema" / "ema_state.safetensors", ema_state);
             }
             save_state_dict(d / "optimizer.safetensors", opt);
+            // LyCORIS's use_scalar: the LoRA file holds w1 times the scalar; resume needs both as they
+            // are, so the trainable tensors are kept as well.
+            if (has_lycoris_scalar()) {
+                sdk::TensorMap raw;
+                for (const auto& [n, t] : params_) raw[n] = t.detach();
+                sdk::save_safetensors(d / kLycorisTrainableFile, raw);
+            }
             sdk::save_safetensors(
                 d / "random_states.safetensors",
                 {{"generator", position_.generator}, {"global_generator", position_.global_generator}});
@@ -372,6 +387,23 @@ void Trainer::restore(const fs::path& dir) {
     if (cfg_.model_type == ModelType::lora) {
         const sdk::LoraNameMap map = model_->lora_name_map();
         sdk::load_lora(dir / kLoraFile, root, 1.0, map, false);
+        if (has_lycoris_scalar()) {
+            if (!fs::exists(dir / kLycorisTrainableFile))
+                fail(
+                    kLog, "resume",
+                    "{} lacks {} (the LyCORIS scalars of use_scalar): it was not written by a use_scalar run",
+                    dir.string(), kLycorisTrainableFile);
+            auto raw = sdk::SafetensorsFile::open(dir / kLycorisTrainableFile);
+            torch::NoGradGuard no_grad;
+            for (const auto& [n, t] : params_) {
+                if (!raw->contains(n)) fail(kLog, "resume", "{} lacks '{}'", raw->describe(), n);
+                const at::Tensor v = raw->load(n);
+                if (v.sizes() != t.sizes())
+                    fail(kLog, "resume", "{}: '{}' is {} but the adapter's is {}", raw->describe(), n,
+                         c10::str(v.sizes()), c10::str(t.sizes()));
+                t.detach().copy_(v);
+            }
+        }
     } else {
         auto src = sdk::open_tensor_source(dir / model_->trainable_folder());
         torch::NoGradGuard no_grad;

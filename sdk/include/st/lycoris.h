@@ -24,7 +24,8 @@ namespace st::sdk {
 std::pair<int64_t, int64_t> lycoris_factorization(int64_t dimension, int64_t factor = -1);
 
 /// One module's LyCORIS settings (lycoris_config.json keys: algo, linear_dim, linear_alpha, factor,
-/// full_matrix, decompose_both, rs_lora; per module after apply_preset's maps).
+/// full_matrix, decompose_both, rs_lora, use_scalar, rank_dropout, module_dropout; per module after
+/// apply_preset's maps).
 struct LycorisOptions {
     std::string algo = "lokr";  ///< "lokr" | "loha"
     int64_t dim = 4;            ///< linear_dim (LoKr: rank of the low-rank w2, when it is low-rank)
@@ -43,6 +44,10 @@ struct LycorisOptions {
     double rank_dropout = 0.0;
     double module_dropout = 0.0;
     bool rank_dropout_scale = false;
+    /// use_scalar: a trainable 0-dim `scalar` (starting at 0) multiplies dW, and w2 (LoKr's lokr_w2 or
+    /// lokr_w2_b; LoHa's hada_w2_a) starts random instead of zero. Files hold w1 (lokr_w1 / lokr_w1_a /
+    /// hada_w1_a) times the scalar and no scalar; loading one into an adapter sets its scalar to 1.
+    bool use_scalar = false;
 };
 
 /// The adapter's parameters, registered under LyCORIS's names: LoKr `lokr_w1` (or `lokr_w1_a`,
@@ -70,8 +75,10 @@ class LycorisAdapterImpl : public torch::nn::Cloneable<LycorisAdapterImpl> {
     void init_weights(uint64_t seed);
 
     /// scale * kron(w1, w2) (LoKr) or scale * (w1_a w1_b) * (w2_a w2_b) (LoHa), [out, in], in the
-    /// parameters' dtype, in the autograd graph.
+    /// parameters' dtype, in the autograd graph (times the scalar with use_scalar).
     at::Tensor delta_weight() const;
+    /// The tensors a file holds, by LyCORIS's names (the scalar folded into w1, as LyCORIS saves).
+    std::map<std::string, at::Tensor> file_tensors() const;
     /// alpha / dim (rs_lora: alpha / sqrt(dim)); LoKr with both factors full: 1 (LyCORIS then saves
     /// alpha = dim).
     double scale() const { return scale_; }
