@@ -45,6 +45,24 @@ std::string join_module(const std::string& prefix, const std::string& path) {
     return path.empty() ? prefix.substr(0, prefix.size() - 1) : prefix + path;
 }
 
+// LyCORIS's own layout names a module `<prefix>_<path with '_' for '.'>`; the prefix is "lycoris" unless
+// the lycoris_config a file carries in its metadata (SimpleTuner's and st's files do) sets
+// apply_preset.lora_prefix (LycorisNetwork.LORA_PREFIX).
+std::string lycoris_prefix(const std::map<std::string, std::string>& meta) {
+    const auto it = meta.find("lycoris_config");
+    if (it == meta.end()) return "lycoris";
+    try {
+        check_json_limits(it->second, "LoRA metadata", "sdk.lora", "load");
+        const auto j = nlohmann::json::parse(it->second);
+        if (j.is_object() && j.contains("apply_preset") && j["apply_preset"].is_object() &&
+            j["apply_preset"].contains("lora_prefix") && j["apply_preset"]["lora_prefix"].is_string() &&
+            !j["apply_preset"]["lora_prefix"].get<std::string>().empty())
+            return underscored(j["apply_preset"]["lora_prefix"].get<std::string>());
+    } catch (const std::exception&) {
+    }
+    return "lycoris";
+}
+
 nlohmann::json number_json(double v) {
     if (std::floor(v) == v && std::fabs(v) < 1e15) return static_cast<int64_t>(v);
     return v;
@@ -187,8 +205,15 @@ size_t save_lora(const std::filesystem::path& path, torch::nn::Module& root, Lor
                  const LoraNameMap& to_native, const std::map<std::string, std::string>& metadata) {
     std::map<std::string, std::string> meta = metadata;
     std::map<std::string, std::string> ours;
-    const TensorMap tensors = lora_state_dict(root, format, to_native, &ours);
+    TensorMap tensors = lora_state_dict(root, format, to_native, &ours);
     for (auto& [k, v] : ours) meta[k] = v;
+    if (const std::string prefix = lycoris_prefix(meta);
+        format == LoraFormat::diffusers && prefix != "lycoris") {
+        TensorMap renamed;
+        for (auto& [k, t] : tensors)
+            renamed[starts_with(k, "lycoris_") ? prefix + k.substr(7) : k] = std::move(t);
+        tensors = std::move(renamed);
+    }
     save_safetensors(path, tensors, meta);
     st::log::info(kComponent, "saved {} LoRA tensors to {} ({} format)", tensors.size(), path.string(),
                   lora_format_name(format));
@@ -287,6 +312,7 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
     }
     std::map<LinearImpl*, std::string> path_of;
     for (auto& [p, lin] : ours) path_of[lin] = p;
+    const std::string prefix = lycoris_prefix(file->metadata());
 
     auto resolve = [&](const std::string& m) -> LinearImpl* {
         auto find = [](const std::map<std::string, LinearImpl*>& idx, const std::string& k) -> LinearImpl* {
@@ -303,6 +329,7 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
             return find(ours, rest);  // SimpleTuner's comfyui files keep the diffusers module names
         }
         if (starts_with(rest, "lycoris_")) return find(underscore, rest.substr(8));  // LyCORIS's layout
+        if (starts_with(rest, prefix + "_")) return find(underscore, rest.substr(prefix.size() + 1));
         if (starts_with(rest, "lora_unet_")) {
             rest = rest.substr(10);
             while (!rest.empty() && rest[0] == '_') rest.erase(0, 1);  // Wan-Fun `lora_unet__blocks_...`

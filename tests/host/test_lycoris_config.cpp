@@ -81,10 +81,10 @@ TEST(LycorisConfigTest, WhatStDoesNotImplementIsRefusedWithFileAndKey) {
     EXPECT_NE(error_of(a).find("'algo' is required"), std::string::npos) << error_of(a);
     const auto b = write("locon.json", R"({"algo": "locon", "linear_dim": 4, "linear_alpha": 1})");
     EXPECT_NE(error_of(b).find("use lora_type standard"), std::string::npos) << error_of(b);
-    const auto c = write("norm.json", R"({"algo": "lokr", "train_norm": true})");
-    EXPECT_NE(error_of(c).find("train_norm true is not implemented"), std::string::npos) << error_of(c);
-    const auto e = write("prefix.json", R"({"algo": "lokr", "apply_preset": {"lora_prefix": "lora_unet"}})");
-    EXPECT_NE(error_of(e).find("apply_preset.lora_prefix: not implemented by st"), std::string::npos)
+    const auto c = write("norm.json", R"({"algo": "lokr", "train_norm": 1})");
+    EXPECT_NE(error_of(c).find("train_norm must be true or false"), std::string::npos) << error_of(c);
+    const auto e = write("prefix.json", R"({"algo": "lokr", "apply_preset": {"lora_prefix": ""}})");
+    EXPECT_NE(error_of(e).find("apply_preset.lora_prefix: expected a non-empty string"), std::string::npos)
         << error_of(e);
     const auto f = write("rdrop.json", R"({"algo": "lokr", "rank_dropout": 1.5})");
     EXPECT_NE(error_of(f).find("rank_dropout must be a number in [0, 1], got 1.5"), std::string::npos)
@@ -150,6 +150,22 @@ TEST(LycorisConfigTest, RsLoraAndDropoutAsLycorisTreatsThem) {
     const auto c = write("drop_bad.json", R"({"algo": "lokr", "dropout": 2})");
     EXPECT_NE(error_of(c).find("dropout must be a number in [0, 1], got 2"), std::string::npos)
         << error_of(c);
+    for (const auto& p : {a, b, c}) fs::remove(p);
+}
+
+// train_norm selects norm layers as LyCORIS selects modules: inside a targeted module or by name.
+TEST(LycorisConfigTest, TrainNormSelectsTheNormsApplyPresetReaches) {
+    const std::vector<std::string> norms = {"blocks.0.norm2", "blocks.1.norm2", "condition_embedder.norm"};
+    const auto a = write("tn.json", R"({"algo": "lokr", "train_norm": true,
+        "apply_preset": {"target_module": ["Attention", "FeedForward"]}})");
+    EXPECT_TRUE(lycoris_norms_selected(read_lycoris_config(a), norms).empty());
+    const auto b = write("tn_name.json", R"({"algo": "lokr", "train_norm": true,
+        "apply_preset": {"target_name": ["blocks\\.1\\."]}})");
+    EXPECT_EQ(lycoris_norms_selected(read_lycoris_config(b), norms),
+              std::vector<std::string>{"blocks.1.norm2"});
+    const auto c =
+        write("tn_off.json", R"({"algo": "lokr", "apply_preset": {"target_name": ["blocks\\.1\\."]}})");
+    EXPECT_TRUE(lycoris_norms_selected(read_lycoris_config(c), norms).empty()) << "train_norm false";
     for (const auto& p : {a, b, c}) fs::remove(p);
 }
 

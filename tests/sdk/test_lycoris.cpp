@@ -257,7 +257,16 @@ TEST(LycorisTest, FilesInBothLayoutsReadBackIndependentlyAndLoadAttachedOrMerged
         const at::Tensor mine = m->q[0]->lycoris()->named_parameters(false)[w].reshape({-1});
         for (int64_t i = 0; i < mine.numel(); ++i)
             EXPECT_FLOAT_EQ(t["values"][static_cast<size_t>(i)].get<float>(), mine[i].item<float>());
-        for (const char* file : {"comfy.safetensors", "lycoris.safetensors"}) {
+        // apply_preset.lora_prefix (LycorisNetwork.LORA_PREFIX) names LyCORIS's layout; the file's
+        // lycoris_config metadata tells the loader.
+        st::sdk::save_lora(
+            dir / "prefixed.safetensors", *m, st::sdk::LoraFormat::diffusers, nullptr,
+            {{"lycoris_config", R"({"algo": "x", "apply_preset": {"lora_prefix": "my.net"}})"}});
+        const auto pre = st_test::read_safetensors_independently(dir / "prefixed.safetensors");
+        ASSERT_TRUE(pre["tensors"].contains("my_net_blocks_0_attn1_to_q." + w)) << pre.dump();
+        for (const auto& [name, v] : pre["tensors"].items())
+            EXPECT_EQ(name.rfind("lycoris_", 0), std::string::npos);
+        for (const char* file : {"comfy.safetensors", "lycoris.safetensors", "prefixed.safetensors"}) {
             Toy attached;
             st::sdk::load_lora(dir / file, *attached, 1.0, to_native, false);
             EXPECT_TRUE(at::allclose(attached->forward(x), want, 1e-5, 1e-6)) << algo << " " << file;

@@ -85,10 +85,13 @@ TEST(LycorisRunTest, LokrTrainsSavesLycorisKeysLoadsInGenerateAndResumesExactly)
 TEST(LycorisRunTest, LohaTrainsAndAMissingConfigIsNamedBeforeCaching) {
     auto& env = TrainEnv::get();
     const fs::path p = env.root / "lycoris_loha.json";
-    st_test::write_text(p, R"({"algo": "loha", "linear_dim": 2, "linear_alpha": 2, "rs_lora": true,
+    st_test::write_text(
+        p, R"({"algo": "loha", "linear_dim": 2, "linear_alpha": 2, "rs_lora": true, "train_norm": true,
       "apply_preset": {"use_fnmatch": true, "target_module": ["Attention"], "exclude_name": ["blocks.0.attn2"]}})");
     auto r = env.run(env.config("loha", settings(p, 3)));
     ASSERT_EQ(r.code, 0) << r.log;
+    EXPECT_NE(r.log.find("train_norm: apply_preset selects no LayerNorm / GroupNorm"), std::string::npos)
+        << r.log;
     auto f = st::sdk::SafetensorsFile::open(env.root / "loha" / "pytorch_lora_weights.safetensors");
     bool hada = false;
     for (const auto& i : f->infos()) {
@@ -99,6 +102,16 @@ TEST(LycorisRunTest, LohaTrainsAndAMissingConfigIsNamedBeforeCaching) {
         EXPECT_EQ(i.name.find("blocks.0.cross_attn"), std::string::npos) << i.name << ": excluded";
     }
     EXPECT_TRUE(hada);
+    // train_norm on a selection that reaches a block's LayerNorm (cross-attention norm2): refused before
+    // caching.
+    const fs::path norm = env.root / "lycoris_norm.json";
+    st_test::write_text(
+        norm, R"({"algo": "loha", "train_norm": true, "apply_preset": {"target_name": ["blocks\\.0\\."]}})");
+    auto refused = env.run(env.config("loha_norm", settings(norm, 3)));
+    EXPECT_NE(refused.code, 0);
+    EXPECT_NE(refused.log.find("train_norm would train the weights of 1 norm layer(s) (blocks.0.norm2)"),
+              std::string::npos)
+        << refused.log;
     auto missing = env.run(env.config("loha_missing", settings(env.root / "nope.json", 3)));
     EXPECT_NE(missing.code, 0);
     EXPECT_NE(missing.log.find("lycoris_config '"), std::string::npos) << missing.log;

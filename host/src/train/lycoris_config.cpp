@@ -103,8 +103,8 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
             fail(kLog, "config", "{}: {} must be a number in [0, 1], got {}", where, k, v.dump());
         if (k == "rank_dropout_scale" && !v.is_boolean())
             fail(kLog, "config", "{}: rank_dropout_scale must be true or false", where);
-        if (k == "train_norm" && v.is_boolean() && v.get<bool>())
-            fail(kLog, "config", "{}: {} true is not implemented by st's LyCORIS adapters", where, k);
+        if (k == "train_norm" && !v.is_boolean())
+            fail(kLog, "config", "{}: train_norm must be true or false", where);
         if (k == "use_scalar" && !v.is_boolean())
             fail(kLog, "config", "{}: use_scalar must be true or false", where);
         if (k == "dropout" && (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1))
@@ -122,6 +122,7 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
     p.base.rank_dropout = j.value("rank_dropout", 0.0);
     p.base.module_dropout = j.value("module_dropout", 0.0);
     p.base.rank_dropout_scale = j.value("rank_dropout_scale", false);
+    p.train_norm = j.value("train_norm", false);
     if (j.value("bypass_mode", false))
         log::info(kLog,
                   "{}: bypass_mode only changes how LyCORIS computes the same product; st rebuilds the "
@@ -160,16 +161,14 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
                     p.exclude_name.push_back(x.get<std::string>());
                 }
             } else if (k == "lora_prefix") {
-                fail(kLog, "config",
-                     "{}: not implemented by st (st names LyCORIS weights 'lycoris_<module>' in LyCORIS's "
-                     "layout and "
-                     "diffusion_model.<module> for ComfyUI)",
-                     w);
+                // Kept in the file's lycoris_config metadata; the SDK names LyCORIS-layout tensors with it.
+                if (!v.is_string() || v.get<std::string>().empty())
+                    fail(kLog, "config", "{}: expected a non-empty string (the LyCORIS name prefix)", w);
             } else {
                 log::warn(
                     kLog,
                     "{}: not read by st (only target_module, target_name, module_algo_map, name_algo_map, "
-                    "exclude_name, use_fnmatch)",
+                    "exclude_name, use_fnmatch, lora_prefix)",
                     w);
             }
         }
@@ -227,6 +226,15 @@ std::optional<sdk::LycorisOptions> lycoris_options_for(const LycorisPlan& plan,
     for (const auto& pattern : plan.target_name)
         if (matches(plan, pattern, linear_path)) return o;
     return std::nullopt;
+}
+
+std::vector<std::string> lycoris_norms_selected(const LycorisPlan& plan,
+                                                const std::vector<std::string>& norms) {
+    std::vector<std::string> out;
+    if (!plan.train_norm) return out;
+    for (const auto& path : norms)
+        if (lycoris_options_for(plan, path)) out.push_back(path);
+    return out;
 }
 
 }  // namespace st::host::train

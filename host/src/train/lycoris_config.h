@@ -25,7 +25,10 @@ struct LycorisPlan {
     std::map<std::string, nlohmann::json> name_algo_map;
     std::vector<std::string> exclude_name;  ///< module paths never adapted (exact name or pattern)
     bool use_fnmatch = false;               ///< patterns are shell globs (fnmatch) instead of regexes
-    nlohmann::json raw;                     ///< the file, for the LoRA file's metadata
+    /// train_norm: LyCORIS's Norm algo on the LayerNorm / GroupNorm layers it selects; st trains none, so
+    /// a config that selects one is refused (lycoris_norms_selected).
+    bool train_norm = false;
+    nlohmann::json raw;  ///< the file, for the LoRA file's metadata
 };
 
 /// Reads `file` as SimpleTuner does (multiplier, linear_dim and linear_alpha cast with int()); st::Error
@@ -43,5 +46,10 @@ std::string lycoris_module_class(const std::string& module_path);
 /// name_algo_map key and not named by exclude_name (LyCORIS's wrapper.py create_modules).
 std::optional<sdk::LycorisOptions> lycoris_options_for(const LycorisPlan& plan,
                                                        const std::string& linear_path);
+
+/// With train_norm: the paths of the LayerNorm / GroupNorm modules that LyCORIS would adapt
+/// (selected like a Linear: inside a targeted module, or by name). `norms` lists the model's.
+std::vector<std::string> lycoris_norms_selected(const LycorisPlan& plan,
+                                                const std::vector<std::string>& norms);
 
 }  // namespace st::host::train

@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/nn/module.h>
+#include <torch/nn/modules/normalization.h>
 
 #include <random>
 
@@ -123,6 +124,26 @@ void Trainer::load_model() {
             } catch (const std::exception& e) {
                 fail(kLog, "setup", "{}: module {}: {}", file.string(), path, e.what());
             }
+        }
+        if (lycoris_plan_->train_norm) {
+            // LyCORIS's Norm algo adapts LayerNorm / GroupNorm (not RMSNorm: "not supported in Norm algo").
+            std::vector<std::string> norms;
+            for (const auto& item : model_->trainable().named_modules()) {
+                if (item.value()->as<torch::nn::LayerNorm>() || item.value()->as<torch::nn::GroupNorm>())
+                    norms.push_back(item.key());
+            }
+            const auto selected = lycoris_norms_selected(*lycoris_plan_, norms);
+            if (!selected.empty())
+                fail(kLog, "setup",
+                     "{}: train_norm would train the weights of {} norm layer(s) ({}{}), which st does not "
+                     "implement; set train_norm false",
+                     file.string(), selected.size(), selected.front(), selected.size() > 1 ? ", ..." : "");
+            log::info(
+                kLog,
+                "{}: train_norm: apply_preset selects no LayerNorm / GroupNorm (the only norms LyCORIS's "
+                "Norm algo supports; RMSNorm layers are left alone), so it adds nothing to train, as in "
+                "LyCORIS",
+                file.string());
         }
         if (chosen == 0)
             fail(kLog, "setup",
