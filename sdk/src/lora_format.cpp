@@ -444,6 +444,14 @@ std::vector<std::string> load_lora(const std::filesystem::path& path, torch::nn:
                  fname, e.a_key, shape_str(e.a.sizes()), path_of[lin]);
         }
         const double alpha = e.alpha ? *e.alpha : (meta_alpha ? *meta_alpha : static_cast<double>(rank));
+        if (!merge && lin->has_lycoris() && lin->lycoris()->algo() == "locon") {
+            // A LoCon adapter (lora_type lycoris) is a LoRA file's pair: it fills that adapter.
+            const std::string what = fmt::format("{}: module '{}'", fname, e.file_module);
+            auto adapter = LycorisAdapterImpl::from_tensors(
+                o.in, o.out, {{"lora_down", e.a}, {"lora_up", e.b}}, alpha, what);
+            plan.push_back({lin, &e, rank, alpha, adapter});
+            continue;
+        }
         if (!merge && lin->has_lora() && lin->lora_rank() != rank) {
             fail(kComponent, "load",
                  "{}: module '{}' already carries a rank-{} adapter, the file's is rank {}", fname,

@@ -46,10 +46,9 @@ std::pair<int64_t, int64_t> lycoris_factorization(int64_t dimension, int64_t fac
 
 LycorisAdapterImpl::LycorisAdapterImpl(int64_t in, int64_t out, LycorisOptions options)
     : in_(in), out_(out), options_(std::move(options)) {
-    if (options_.algo != "lokr" && options_.algo != "loha")
-        fail(kComponent, "inject",
-             "LyCORIS algo '{}' is not supported for Linear layers: lokr, loha (locon and "
-             "lora are LoRA on a Linear)",
+    if (options_.algo == "lora") options_.algo = "locon";  // LyCORIS: both are LoConModule
+    if (options_.algo != "lokr" && options_.algo != "loha" && options_.algo != "locon")
+        fail(kComponent, "inject", "LyCORIS algo '{}' is not supported for Linear layers: lokr, loha, locon",
              options_.algo);
     if (options_.dim < 1) fail(kComponent, "inject", "LyCORIS linear_dim must be >= 1, got {}", options_.dim);
     plan_shapes();
@@ -72,7 +71,10 @@ void LycorisAdapterImpl::plan_shapes() {
     shapes_.clear();
     const int64_t r = options_.dim;
     double alpha = options_.alpha == 0.0 ? static_cast<double>(r) : options_.alpha;
-    if (options_.algo == "loha") {
+    if (options_.algo == "locon") {
+        shapes_["lora_down"] = {r, in_};
+        shapes_["lora_up"] = {out_, r};
+    } else if (options_.algo == "loha") {
         shapes_["hada_w1_a"] = {out_, r};
         shapes_["hada_w1_b"] = {r, in_};
         shapes_["hada_w2_a"] = {out_, r};
@@ -138,7 +140,15 @@ void LycorisAdapterImpl::init_weights(uint64_t seed) {
         at::Tensor t = p(n);
         t.copy_(at::empty(t.sizes(), at::kFloat).normal_(0.0, std, g));
     };
-    // use_scalar: the scalar starts at 0 (dW = 0), so w2 can start random.
+    // use_scalar: the scalar starts at 0 (dW = 0), so w2 (LoCon's lora_up) can start random.
+    if (options_.algo == "locon") {
+        kaiming("lora_down");
+        if (options_.use_scalar)
+            kaiming("lora_up");
+        else
+            p("lora_up").zero_();
+        return;
+    }
     if (options_.algo == "loha") {
         normal("hada_w1_b", 1.0);
         normal("hada_w1_a", 0.1);
@@ -173,7 +183,9 @@ at::Tensor LycorisAdapterImpl::delta_weight() const {
     auto params = named_parameters(false);
     auto get = [&](const std::string& n) { return params[n]; };
     at::Tensor d;
-    if (options_.algo == "loha") {
+    if (options_.algo == "locon") {
+        d = at::matmul(get("lora_up"), get("lora_down")) * scale_;
+    } else if (options_.algo == "loha") {
         d = at::matmul(get("hada_w1_a"), get("hada_w1_b")) * at::matmul(get("hada_w2_a"), get("hada_w2_b")) *
             scale_;
     } else {
@@ -191,6 +203,12 @@ std::map<std::string, at::Tensor> LycorisAdapterImpl::file_tensors() const {
     std::map<std::string, at::Tensor> out;
     auto params = named_parameters(false);
     for (const auto& [name, shape] : shapes_) out[name] = params[name].detach();
+    if (options_.algo == "locon") {
+        // LoConModule.custom_state_dict: lora_up.weight (times the scalar), lora_down.weight.
+        at::Tensor up = out.at("lora_up");
+        if (options_.use_scalar) up = up * params["scalar"].detach();
+        return {{"lora_down.weight", out.at("lora_down")}, {"lora_up.weight", up}};
+    }
     if (options_.use_scalar) {
         // custom_state_dict of lokr.py / loha.py: the scalar goes into w1 (or w1_a), the file has none.
         const char* w1 = options_.algo == "loha"    ? "hada_w1_a"
@@ -230,7 +248,19 @@ std::shared_ptr<LycorisAdapterImpl> LycorisAdapterImpl::from_tensors(
     LycorisOptions o;
     std::map<std::string, std::vector<int64_t>> shapes;
     int64_t rank = 0;
-    if (has("hada_w1_a") || has("hada_w1_b") || has("hada_w2_a") || has("hada_w2_b")) {
+    if (has("lora_down") || has("lora_up")) {
+        // LoCon (LyCORIS's LoConModule on a Linear): lora_down [r, in], lora_up [out, r].
+        o.algo = "locon";
+        for (const char* n : {"lora_down", "lora_up"})
+            if (!has(n)) fail(kComponent, "load", "{}: the LoCon adapter lacks '{}'", what, n);
+        const at::Tensor &down = need2d("lora_down"), &up = need2d("lora_up");
+        rank = down.size(0);
+        if (down.size(1) != in || up.size(0) != out || up.size(1) != rank)
+            fail(kComponent, "load", "{}: LoCon shapes lora_down {} lora_up {} do not make a [{}, {}] weight",
+                 what, shape_str(down.sizes()), shape_str(up.sizes()), out, in);
+        shapes["lora_down"] = down.sizes().vec();
+        shapes["lora_up"] = up.sizes().vec();
+    } else if (has("hada_w1_a") || has("hada_w1_b") || has("hada_w2_a") || has("hada_w2_b")) {
         o.algo = "loha";
         for (const char* n : {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"})
             if (!has(n)) fail(kComponent, "load", "{}: the LoHa adapter lacks '{}'", what, n);

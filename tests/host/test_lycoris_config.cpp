@@ -79,8 +79,14 @@ TEST(LycorisConfigTest, IntCastsNameMapsAndDefaultTargets) {
 TEST(LycorisConfigTest, WhatStDoesNotImplementIsRefusedWithFileAndKey) {
     const auto a = write("noalgo.json", R"({"linear_dim": 4})");
     EXPECT_NE(error_of(a).find("'algo' is required"), std::string::npos) << error_of(a);
-    const auto b = write("locon.json", R"({"algo": "locon", "linear_dim": 4, "linear_alpha": 1})");
-    EXPECT_NE(error_of(b).find("use lora_type standard"), std::string::npos) << error_of(b);
+    const auto b = write("dylora.json", R"({"algo": "dylora", "linear_dim": 4, "linear_alpha": 1})");
+    EXPECT_NE(error_of(b).find("algo 'dylora' is not trained by st on Linear layers: lokr, loha or locon"),
+              std::string::npos)
+        << error_of(b);
+    // locon (and LyCORIS's alias lora) are LoConModule.
+    const auto l = write("locon.json", R"({"algo": "lora", "linear_dim": 4, "linear_alpha": 1})");
+    EXPECT_EQ(read_lycoris_config(l).base.algo, "locon");
+    fs::remove(l);
     const auto c = write("norm.json", R"({"algo": "lokr", "train_norm": 1})");
     EXPECT_NE(error_of(c).find("train_norm must be true or false"), std::string::npos) << error_of(c);
     const auto e = write("prefix.json", R"({"algo": "lokr", "apply_preset": {"lora_prefix": ""}})");

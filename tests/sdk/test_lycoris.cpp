@@ -337,6 +337,31 @@ TEST(LycorisTest, UseScalarStartsAtZeroAndIsFoldedIntoW1InFiles) {
     }
 }
 
+// LoCon (lycoris/modules/locon.py on a Linear): lora_down [r, in] Kaiming-uniform, lora_up [out, r] zero,
+// dW = (alpha / r) up @ down; saved as lora_down.weight / lora_up.weight / alpha (a plain LoRA to every
+// loader); loading such a file into a module with a LoCon adapter fills that adapter.
+TEST(LycorisTest, LoconIsLycorisLoraOnALinear) {
+    Linear lin(16, 32);
+    lin->add_lycoris(LycorisOptions{"locon", 4, 2.0, -1, false, false}, 1);
+    auto p = params_of(*lin->lycoris());
+    ASSERT_EQ(p["lora_down"].sizes(), at::IntArrayRef({4, 16}));
+    ASSERT_EQ(p["lora_up"].sizes(), at::IntArrayRef({32, 4}));
+    EXPECT_TRUE(p["lora_up"].eq(0).all().item<bool>());
+    EXPECT_GT(p["lora_down"].abs().max().item<double>(), 0.0);
+    EXPECT_LE(p["lora_down"].abs().max().item<double>(), 1.0 / std::sqrt(16.0));
+    randomize(*lin->lycoris(), 3);
+    p = params_of(*lin->lycoris());
+    const at::Tensor x = at::randn({3, 16}, at::make_generator<at::CPUGeneratorImpl>(4));
+    const at::Tensor dw = at::matmul(p["lora_up"], p["lora_down"]).detach() * (2.0 / 4.0);
+    const at::Tensor want = at::linear(x, lin->weight.detach() + dw, lin->bias.detach());
+    EXPECT_TRUE(at::allclose(lin->forward(x).detach(), want, 1e-5, 1e-6));
+    const auto file = lin->lycoris()->file_tensors();
+    ASSERT_EQ(file.size(), 2u);
+    EXPECT_TRUE(file.at("lora_down.weight").equal(p["lora_down"].detach()));
+    EXPECT_TRUE(file.at("lora_up.weight").equal(p["lora_up"].detach()));
+    EXPECT_DOUBLE_EQ(lin->lycoris()->saved_alpha(), 2.0);
+}
+
 TEST(LycorisTest, LoadingFollowsComfyuisScaleRule) {
     // Both LoKr factors full: scale 1 whatever the alpha (SimpleTuner saves bf16(10000) = 9984).
     std::map<std::string, at::Tensor> t = {{"lokr_w1", at::ones({4, 4})},

@@ -19,7 +19,7 @@ fs::path lokr_config(const TrainEnv& env) {
       "linear_alpha": 1, "factor": 4, "rank_dropout": 0.25, "rank_dropout_scale": true, "module_dropout": 0.25,
       "use_scalar": true,
       "apply_preset": {"target_module": ["Attention", "FeedForward"],
-      "module_algo_map": {"Attention": {"factor": 4}, "FeedForward": {"factor": 2}}}})");
+      "module_algo_map": {"Attention": {"factor": 4}, "FeedForward": {"algo": "locon", "dim": 4, "alpha": 2}}}})");
     return p;
 }
 
@@ -42,25 +42,35 @@ TEST(LycorisRunTest, LokrTrainsSavesLycorisKeysLoadsInGenerateAndResumesExactly)
     ASSERT_FALSE(lines.empty());
     EXPECT_TRUE(std::isfinite(lines.back()["loss"].get<double>()));
     auto f = st::sdk::SafetensorsFile::open(env.root / "lokr" / "pytorch_lora_weights.safetensors");
-    size_t w1 = 0, w2 = 0, alpha = 0;
+    size_t w1 = 0, w2 = 0, alpha = 0, down = 0, up = 0;
     for (const auto& i : f->infos()) {
         w1 += i.name.find(".lokr_w1") != std::string::npos;
         w2 += i.name.find(".lokr_w2") != std::string::npos;
+        down += i.name.find(".lora_down.weight") != std::string::npos;  // LoCon on the feed-forward
+        up += i.name.find(".lora_up.weight") != std::string::npos;
         alpha += i.name.size() > 6 && i.name.compare(i.name.size() - 6, 6, ".alpha") == 0;
         EXPECT_EQ(i.name.rfind("diffusion_model.", 0), 0u) << i.name;
     }
     EXPECT_GT(w1, 0u);
     EXPECT_EQ(w1, w2);
-    EXPECT_EQ(w1, alpha);
+    EXPECT_GT(down, 0u);
+    EXPECT_EQ(down, up);
+    EXPECT_EQ(w1 + down, alpha);
     EXPECT_NE(f->metadata().count("lycoris_config"), 0u);
     // use_scalar: the file holds w1 times the scalar, as LyCORIS saves; the checkpoint keeps both.
     for (const auto& i : f->infos()) EXPECT_EQ(i.name.find("scalar"), std::string::npos) << i.name;
     EXPECT_TRUE(fs::exists(env.root / "lokr" / "checkpoint-4" / "lycoris_trainable.safetensors"));
-    // The weights moved away from their zero start.
-    double moved = 0;
-    for (const auto& i : f->infos())
-        if (i.name.find(".lokr_w2") != std::string::npos) moved += f->load(i.name).abs().sum().item<double>();
-    EXPECT_GT(moved, 0.0);
+    // The saved deltas moved away from zero (use_scalar: the files' w1 / lora_up hold the scalar, 0 at the
+    // start).
+    double moved_lokr = 0, moved_locon = 0;
+    for (const auto& i : f->infos()) {
+        if (i.name.find(".lokr_w1") != std::string::npos)
+            moved_lokr += f->load(i.name).abs().sum().item<double>();
+        if (i.name.find(".lora_up.weight") != std::string::npos)
+            moved_locon += f->load(i.name).abs().sum().item<double>();
+    }
+    EXPECT_GT(moved_lokr, 0.0);
+    EXPECT_GT(moved_locon, 0.0);
     // st-host generate attaches the LyCORIS file.
     const auto gen = st_test::shell(st_test::host_prefix() + "generate --plugin wan --model '" +
                                     (env.root / "model").string() +

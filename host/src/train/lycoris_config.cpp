@@ -43,10 +43,9 @@ void apply_entry(sdk::LycorisOptions& o, const nlohmann::json& e, const std::str
                  "factor, full_matrix, decompose_both, rs_lora, use_scalar)",
                  where, k, v.dump());
     }
-    if (o.algo != "lokr" && o.algo != "loha")
-        fail(kLog, "config",
-             "{}: algo '{}' is not trained by st: lokr or loha (LoCon on a Linear layer is LoRA: "
-             "use lora_type standard with lora_rank / lora_alpha)",
+    if (o.algo == "lora") o.algo = "locon";  // LyCORIS: both name LoConModule
+    if (o.algo != "lokr" && o.algo != "loha" && o.algo != "locon")
+        fail(kLog, "config", "{}: algo '{}' is not trained by st on Linear layers: lokr, loha or locon",
              where, o.algo);
 }
 
@@ -80,7 +79,8 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
     p.raw = j;
     const std::string where = file.string();
     if (!j.contains("algo") || !j["algo"].is_string())
-        fail(kLog, "config", "{}: 'algo' is required (lokr or loha), as SimpleTuner requires it", where);
+        fail(kLog, "config", "{}: 'algo' is required (lokr, loha or locon), as SimpleTuner requires it",
+             where);
     // SimpleTuner: multiplier, linear_dim and linear_alpha go through int().
     auto int_of = [&](const char* key, double def) {
         if (!j.contains(key)) return def;

@@ -1,8 +1,9 @@
-// LyCORIS adapters for st::sdk::Linear (SimpleTuner's `lora_type: lycoris`): LoKr and LoHa, with the
-// shapes, initialisation, scale and tensor names of the LyCORIS project (lycoris/modules/lokr.py,
-// loha.py, functional/general.py `factorization`); the weight delta is rebuilt and applied as
-// LyCORIS's default (non-bypass) forward does: y = W x + b + multiplier * dW x. LoCon on a Linear is
-// plain LoRA (st::sdk::LoraConfig, saved as lora_down/lora_up/alpha). docs/lora.md has the formulas.
+// LyCORIS adapters for st::sdk::Linear (SimpleTuner's `lora_type: lycoris`): LoKr, LoHa and LoCon, with
+// the shapes, initialisation, scale and tensor names of the LyCORIS project (lycoris/modules/lokr.py,
+// loha.py, locon.py, functional/general.py `factorization`); the weight delta is rebuilt and applied as
+// LyCORIS's default (non-bypass) forward does: y = W x + b + multiplier * dW x. LoCon's files
+// (lora_down.weight / lora_up.weight / alpha) are plain LoRA files to every loader; loading one into a
+// module that carries a LoCon adapter fills that adapter. docs/lora.md has the formulas.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -27,7 +28,7 @@ std::pair<int64_t, int64_t> lycoris_factorization(int64_t dimension, int64_t fac
 /// full_matrix, decompose_both, rs_lora, use_scalar, rank_dropout, module_dropout; per module after
 /// apply_preset's maps).
 struct LycorisOptions {
-    std::string algo = "lokr";  ///< "lokr" | "loha"
+    std::string algo = "lokr";  ///< "lokr" | "loha" | "locon" ("lora" is read as locon, as LyCORIS does)
     int64_t dim = 4;            ///< linear_dim (LoKr: rank of the low-rank w2, when it is low-rank)
     double alpha = 1.0;         ///< linear_alpha; 0 = dim
     int64_t factor = -1;
@@ -50,7 +51,8 @@ struct LycorisOptions {
     bool use_scalar = false;
 };
 
-/// The adapter's parameters, registered under LyCORIS's names: LoKr `lokr_w1` (or `lokr_w1_a`,
+/// The adapter's parameters, registered under LyCORIS's names (LoCon: `lora_down` [r, in], `lora_up`
+/// [out, r], in files `lora_down.weight`, `lora_up.weight`): LoKr `lokr_w1` (or `lokr_w1_a`,
 /// `lokr_w1_b`) and `lokr_w2` (or `lokr_w2_a`, `lokr_w2_b`); LoHa `hada_w1_a`, `hada_w1_b`,
 /// `hada_w2_a`, `hada_w2_b`.
 class LycorisAdapterImpl : public torch::nn::Cloneable<LycorisAdapterImpl> {
