@@ -156,7 +156,12 @@ TEST(LycorisConfigTest, RsLoraAndDropoutAsLycorisTreatsThem) {
     const auto c = write("drop_bad.json", R"({"algo": "lokr", "dropout": 2})");
     EXPECT_NE(error_of(c).find("dropout must be a number in [0, 1], got 2"), std::string::npos)
         << error_of(c);
-    for (const auto& p : {a, b, c}) fs::remove(p);
+    // In bypass_mode LyCORIS drops the adapter's output: not what st computes, so refused.
+    const auto d = write("drop_bypass.json", R"({"algo": "lokr", "dropout": 0.1, "bypass_mode": true})");
+    EXPECT_NE(error_of(d).find("dropout / rank_dropout with bypass_mode"), std::string::npos) << error_of(d);
+    const auto e = write("bypass.json", R"({"algo": "lokr", "bypass_mode": true, "module_dropout": 0.1})");
+    EXPECT_EQ(error_of(e), "");
+    for (const auto& p : {a, b, c, d, e}) fs::remove(p);
 }
 
 // train_norm selects norm layers as LyCORIS selects modules: inside a targeted module or by name.

@@ -109,12 +109,13 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
             fail(kLog, "config", "{}: use_scalar must be true or false", where);
         if (k == "dropout" && (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1))
             fail(kLog, "config", "{}: dropout must be a number in [0, 1], got {}", where, v.dump());
-        if (k == "dropout" && v.get<double>() != 0)
-            log::warn(
-                kLog,
-                "{}: dropout {} has no effect: LyCORIS's LoKr and LoHa modules do not implement it (they "
-                "print \"haven't implemented normal dropout yet\"), so SimpleTuner trains without it too",
-                where, v.dump());
+        if (k == "dropout" && v.get<double>() != 0 && !j.value("bypass_mode", false))
+            log::warn(kLog,
+                      "{}: dropout {} has no effect: LyCORIS applies it only in bypass_mode (base.py: "
+                      "\"g(x) = WX + drop(dW X)\", bypass only), so SimpleTuner trains without it too",
+                      where, v.dump());
+        if (k == "bypass_mode" && !v.is_boolean())
+            fail(kLog, "config", "{}: bypass_mode must be true or false", where);
         if (k == "rs_lora" && !v.is_boolean())
             fail(kLog, "config", "{}: rs_lora must be true or false", where);
     }
@@ -123,6 +124,15 @@ LycorisPlan read_lycoris_config(const std::filesystem::path& file) {
     p.base.module_dropout = j.value("module_dropout", 0.0);
     p.base.rank_dropout_scale = j.value("rank_dropout_scale", false);
     p.train_norm = j.value("train_norm", false);
+    if (j.value("bypass_mode", false) && (j.value("dropout", 0.0) != 0 || j.value("rank_dropout", 0.0) != 0))
+        fail(kLog, "config",
+             "{}: dropout / rank_dropout with bypass_mode: LyCORIS's bypass form drops the adapter's output "
+             "(and "
+             "LoCon's rank, LoKr none), which st does not implement (st computes the rebuilt weight delta); "
+             "set "
+             "bypass_mode false (rank_dropout then drops rows of the delta, dropout has no effect) or both "
+             "to 0",
+             where);
     if (j.value("bypass_mode", false))
         log::info(kLog,
                   "{}: bypass_mode only changes how LyCORIS computes the same product; st rebuilds the "
