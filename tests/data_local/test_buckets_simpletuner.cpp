@@ -37,7 +37,7 @@ TEST(SimpleTunerBucketsTest, TargetSizesMatchSimpleTunersTable) {
         const auto plan = dl::plan_resize(source, ds, 2, alignment, 0.5, 0.5, memo.get());
         const int w = row["target"][0].get<int>(), h = row["target"][1].get<int>();
         ++checked;
-        memoised += plan.target == dl::plan_resize(source, ds, 2, alignment, 0.5, 0.5).target ? 0 : 1;
+        memoised += plan.target == plan.computed ? 0 : 1;
         if (plan.target.w != w || plan.target.h != h) {
             ++wrong;
             ADD_FAILURE() << row.dump() << ": st gives " << plan.target.w << "x" << plan.target.h;

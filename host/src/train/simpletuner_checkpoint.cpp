@@ -32,6 +32,7 @@ int64_t integer_key(const nlohmann::json& j, const char* key, int64_t fallback, 
 
 std::optional<int64_t> step_of(const c10::IValue& v) {
     if (v.isInt()) return v.toInt();
+    // adamw_bf16 counts its step in a Python float (state["step"] = 0.0, += 1): whole numbers.
     if (v.isDouble()) return static_cast<int64_t>(v.toDouble());
     if (v.isTensor() && v.toTensor().numel() == 1) return static_cast<int64_t>(v.toTensor().item<double>());
     return std::nullopt;
@@ -52,7 +53,7 @@ UpstreamParamState param_state(const c10::IValue& entry, const fs::path& file, i
         if (v.isTensor())
             out.tensors[key] = v.toTensor();
         else if (v.isDouble())
-            out.numbers[key] = v.toDouble();
+            out.numbers[key] = v.toDouble();  // e.g. adamw_bf16's accumulated_decay (a Python float)
         else if (v.isInt())
             out.numbers[key] = static_cast<double>(v.toInt());
         else
@@ -134,14 +135,8 @@ SimpleTunerCheckpoint read_simpletuner_checkpoint(const fs::path& dir) {
     std::error_code ec;
     if (!fs::is_regular_file(state_file, ec))
         refuse(dir, "it has no training_state.json (its step and epoch)");
-    nlohmann::json state;
-    try {
-        const std::string text = sdk::read_file(state_file);
-        sdk::check_json_limits(text, state_file.string(), kLog, "resume");
-        state = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-        fail(kLog, "resume", "{}: invalid JSON: {}", state_file.string(), e.what());
-    }
+    const nlohmann::json state =
+        sdk::parse_json_text(sdk::read_file(state_file), state_file.string(), kLog, "resume");
     if (!state.is_object()) fail(kLog, "resume", "{}: expected a JSON object", state_file.string());
     if (!state.contains("global_step"))
         fail(kLog, "resume", "{}: no 'global_step' (SimpleTuner writes global_step, epoch_step, epoch)",

@@ -39,9 +39,7 @@ AspectResolutionMaps::Map& AspectResolutionMaps::map_for(double megapixels) {
     std::error_code ec;
     if (!fs::exists(file, ec)) return it->second;
     try {
-        const std::string text = sdk::read_file(file);
-        sdk::check_json_limits(text, file.string(), kLog, "prepare");
-        const auto j = nlohmann::json::parse(text);
+        const auto j = sdk::parse_json_text(sdk::read_file(file), file.string(), kLog, "prepare");
         if (!j.is_object()) throw std::runtime_error("expected a JSON object of aspect -> [width, height]");
         for (const auto& [aspect, size] : j.items())
             if (!valid_entry(size))

@@ -399,15 +399,11 @@ DiscoveryResult discover_dataset(const DatasetConfig& ds, const DiscoveryContext
                      ub = unit_hash(run.seed, ds.id + "/" + s.rel, 2);
         s.plan =
             plan_resize(info.display, ds, run.aspect_bucket_rounding, ctx.alignment, ua, ub, ctx.aspect_maps);
-        if (ctx.aspect_maps) {
-            const Size computed =
-                plan_resize(info.display, ds, run.aspect_bucket_rounding, ctx.alignment, ua, ub).target;
-            if (!(computed == s.plan.target)) {
-                ++memoised;
-                if (memo_example.empty())
-                    memo_example = fmt::format("{}: {}x{} instead of {}x{}", s.rel, s.plan.target.w,
-                                               s.plan.target.h, computed.w, computed.h);
-            }
+        if (!(s.plan.computed == s.plan.target)) {
+            ++memoised;
+            if (memo_example.empty())
+                memo_example = fmt::format("{}: {}x{} instead of {}x{}", s.rel, s.plan.target.w,
+                                           s.plan.target.h, s.plan.computed.w, s.plan.computed.h);
         }
         if (audio_ds) {
             const AudioSettings& as = audio_ds->audio;

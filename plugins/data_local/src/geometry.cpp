@@ -83,6 +83,7 @@ ResizePlan plan_resize(Size source, const DatasetConfig& ds, int rounding, int a
     }
     p.aspect = ar;
     p.target = bucket_size_for_aspect(ar, ds, alignment, source.w < source.h);
+    p.computed = p.target;
     // SimpleTuner's per-aspect memo (calculate_new_size_by_pixel_area): not for square sources at aspect
     // 1.0 (returned before it) nor square crops (their size is the edge, set before it).
     const bool square_crop = ds.crop && ds.crop_aspect == "square";

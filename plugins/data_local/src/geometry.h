@@ -37,6 +37,7 @@ struct ResizePlan {
     int crop_x = 0;
     int crop_y = 0;
     double aspect = 1.0;  ///< rounded aspect of the target (bucket aspect)
+    Size computed;        ///< the target before SimpleTuner's per-aspect memo (== target without one)
 };
 
 /// Plans resize + crop per crop / crop_style / crop_aspect / maximum_image_size /
